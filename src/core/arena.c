@@ -1,0 +1,110 @@
+// arena.c: planned single-allocation memory groups (see arena.h).
+#include "arena.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+#include "device.h"
+
+static uint64_t hash_name(const char *s) {
+    uint64_t h = 1469598103934665603ull; // FNV-1a
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+void arena_init(Arena *a, const char *group, Device device) {
+    memset(a, 0, sizeof *a);
+    snprintf(a->group, sizeof a->group, "%s", group);
+    a->device = device;
+}
+
+static void table_insert(Arena *a, int idx) {
+    uint64_t h = hash_name(a->entries[idx].name);
+    for (int i = (int)(h & (uint64_t)(a->table_cap - 1));; i = (i + 1) & (a->table_cap - 1)) {
+        if (a->table[i] < 0) {
+            a->table[i] = idx;
+            return;
+        }
+    }
+}
+
+static void table_grow(Arena *a) {
+    int cap = a->table_cap ? a->table_cap * 2 : 256;
+    free(a->table);
+    a->table = xmalloc(sizeof(int) * (size_t)cap);
+    for (int i = 0; i < cap; i++) a->table[i] = -1;
+    a->table_cap = cap;
+    for (int i = 0; i < a->n; i++) table_insert(a, i);
+}
+
+const ArenaEntry *arena_find(const Arena *a, const char *name) {
+    if (!a->table_cap) return NULL;
+    uint64_t h = hash_name(name);
+    for (int i = (int)(h & (uint64_t)(a->table_cap - 1));; i = (i + 1) & (a->table_cap - 1)) {
+        int idx = a->table[i];
+        if (idx < 0) return NULL;
+        if (strcmp(a->entries[idx].name, name) == 0) return &a->entries[idx];
+    }
+}
+
+int arena_add(Arena *a, Tensor *slot, const char *name, DType dtype, int ndim, const int64_t *shape) {
+    CHECK(a->base == NULL, "register every tensor before arena_alloc", "arena '%s': '%s' added after allocation",
+          a->group, name);
+    CHECK(arena_find(a, name) == NULL, "", "arena '%s': duplicate tensor name '%s'", a->group, name);
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 64;
+        a->entries = xrealloc(a->entries, sizeof(ArenaEntry) * (size_t)a->cap);
+    }
+    if (2 * (a->n + 1) > a->table_cap) table_grow(a);
+    ArenaEntry *e = &a->entries[a->n];
+    e->name = xstrdup(name);
+    e->desc = tensor_make(NULL, dtype, a->device, ndim, shape);
+    e->slot = slot;
+    e->offset = a->size;
+    a->size += (tensor_bytes(&e->desc) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    if (slot) *slot = e->desc;
+    table_insert(a, a->n);
+    return a->n++;
+}
+
+void arena_alloc(Arena *a) {
+    CHECK(a->base == NULL, "", "arena '%s' allocated twice", a->group);
+    a->base = device_alloc(a->device, a->size ? a->size : ARENA_ALIGN);
+    for (int i = 0; i < a->n; i++) {
+        ArenaEntry *e = &a->entries[i];
+        e->desc.data = (char *)a->base + e->offset;
+        if (e->slot) *e->slot = e->desc;
+    }
+}
+
+Tensor arena_get(const Arena *a, const char *name) {
+    const ArenaEntry *e = arena_find(a, name);
+    CHECK(e != NULL, "", "arena '%s' has no tensor '%s'", a->group, name);
+    CHECK(a->base != NULL, "call arena_alloc first", "arena '%s' is not allocated", a->group);
+    return e->desc;
+}
+
+int64_t arena_numel(const Arena *a) {
+    int64_t n = 0;
+    for (int i = 0; i < a->n; i++) n += tensor_numel(&a->entries[i].desc);
+    return n;
+}
+
+void arena_zero(Arena *a) {
+    if (a->base) device_zero(a->device, a->base, a->size);
+}
+
+void arena_print(const Arena *a) {
+    char b[32];
+    printf("  %-12s %6d tensors %12lld elements %12s (%s)\n", a->group, a->n, (long long)arena_numel(a),
+           dt_format_bytes(b, sizeof b, (double)a->size), device_name(a->device));
+}
+
+void arena_free(Arena *a) {
+    device_free(a->device, a->base);
+    for (int i = 0; i < a->n; i++) free(a->entries[i].name);
+    free(a->entries);
+    free(a->table);
+    memset(a, 0, sizeof *a);
+}

@@ -1,0 +1,52 @@
+// arena.h: one allocation per memory group (parameters, gradients, activations, optimizer state).
+// Use in two passes: a planning pass registers every tensor of the group (name, dtype, shape, and the Tensor
+// slot in the owner's struct that should point at it); arena_alloc then makes the single allocation and points
+// every registered slot into it. Lookup by name is a hash table. Slots must stay at a fixed address until
+// arena_alloc has run (they live inside long-lived model structs).
+#pragma once
+#include <stddef.h>
+
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ARENA_ALIGN 256 /* bytes: cache lines, AVX-512 and CUDA vector loads */
+
+typedef struct {
+    char *name;
+    size_t offset;     // bytes from the arena base
+    Tensor desc;       // data is filled by arena_alloc
+    Tensor *slot;      // optional: where to write the bound descriptor
+} ArenaEntry;
+
+typedef struct {
+    char group[32];
+    Device device;
+    ArenaEntry *entries;
+    int n, cap;
+    int *table;        // open-addressing hash of entry indices, -1 = empty
+    int table_cap;
+    size_t size;       // planned bytes
+    void *base;        // NULL until arena_alloc
+} Arena;
+
+void arena_init(Arena *a, const char *group, Device device);
+// Registers a tensor; returns its entry index. The name must be unique in the arena (internal failure otherwise).
+int arena_add(Arena *a, Tensor *slot, const char *name, DType dtype, int ndim, const int64_t *shape);
+// Makes the single allocation (zero-filled) and binds every slot. Further arena_add calls are an error.
+void arena_alloc(Arena *a);
+// The entry for name, or NULL.
+const ArenaEntry *arena_find(const Arena *a, const char *name);
+// The bound tensor for name; internal failure if absent or not allocated yet.
+Tensor arena_get(const Arena *a, const char *name);
+int64_t arena_numel(const Arena *a);   // total elements over all entries
+void arena_zero(Arena *a);
+// One line: "params      123 tensors   1.23 GiB (cpu)".
+void arena_print(const Arena *a);
+void arena_free(Arena *a);
+
+#ifdef __cplusplus
+}
+#endif

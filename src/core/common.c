@@ -1,0 +1,170 @@
+// common.c: the error-reporting and allocation helpers declared in common.h.
+
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static void (*g_exit_hook)(int) = NULL;
+static char g_prefix[64] = "";
+
+void dt_set_exit_hook(void (*hook)(int code)) { g_exit_hook = hook; }
+void dt_set_error_prefix(const char *prefix) { snprintf(g_prefix, sizeof g_prefix, "%s", prefix ? prefix : ""); }
+
+static DT_NORETURN void dt_exit(int code) {
+    fflush(stdout);
+    fflush(stderr);
+    if (g_exit_hook) g_exit_hook(code);
+    exit(code);
+}
+
+void dt_fatal(const char *file, int line, const char *hint, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "%sdrtune: fatal at %s:%d: ", g_prefix, file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (hint && hint[0]) fprintf(stderr, " (hint: %s)", hint);
+    fputc('\n', stderr);
+    dt_exit(1);
+}
+
+void dt_user_error(const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "%sdrtune: error: ", g_prefix);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    dt_exit(2);
+}
+
+static DT_NORETURN void oom(size_t bytes, const char *file, int line) {
+    char b[32];
+    dt_fatal(file, line, "reduce the batch or the model size, or run on a machine with more memory",
+             "out of memory allocating %s", dt_format_bytes(b, sizeof b, (double)bytes));
+}
+
+void *dt_malloc_(size_t bytes, const char *file, int line) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) oom(bytes, file, line);
+    return p;
+}
+
+void *dt_calloc_(size_t n, size_t size, const char *file, int line) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) oom(n * size, file, line);
+    return p;
+}
+
+void *dt_realloc_(void *p, size_t bytes, const char *file, int line) {
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q) oom(bytes, file, line);
+    return q;
+}
+
+void *dt_aligned_alloc_(size_t bytes, const char *file, int line) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) oom(bytes, file, line);
+    return p;
+}
+
+char *dt_strdup_(const char *s, const char *file, int line) {
+    size_t n = strlen(s) + 1;
+    char *p = dt_malloc_(n, file, line);
+    memcpy(p, s, n);
+    return p;
+}
+
+FILE *dt_fopen(const char *path, const char *mode) {
+    FILE *f = fopen(path, mode);
+    if (!f) dt_user_error("cannot open '%s' (%s)", path, strerror(errno));
+    return f;
+}
+
+char *dt_read_file(const char *path, size_t *len) {
+    FILE *f = dt_fopen(path, "rb");
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        dt_user_error("'%s' is not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = xmalloc(n + 1);
+    if (n && fread(buf, 1, n, f) != n) {
+        fclose(f);
+        dt_user_error("cannot read '%s' (%s)", path, strerror(errno));
+    }
+    fclose(f);
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
+}
+
+void dt_write_file_atomic(const char *path, const void *data, size_t len) {
+    size_t n = strlen(path);
+    char *tmp = xmalloc(n + 32);
+    snprintf(tmp, n + 32, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) dt_user_error("cannot write '%s' (%s)", tmp, strerror(errno));
+    const char *p = data;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            close(fd);
+            unlink(tmp);
+            dt_user_error("cannot write '%s' (%s)", tmp, strerror(errno));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        unlink(tmp);
+        dt_user_error("cannot flush '%s' (%s)", tmp, strerror(errno));
+    }
+    if (rename(tmp, path) != 0) {
+        unlink(tmp);
+        dt_user_error("cannot rename '%s' to '%s' (%s)", tmp, path, strerror(errno));
+    }
+    // make the rename itself durable
+    char *dcopy = xstrdup(path);
+    int dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    free(dcopy);
+    free(tmp);
+}
+
+double dt_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+size_t dt_peak_rss(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (size_t)ru.ru_maxrss * 1024; // Linux reports KiB
+}
+
+const char *dt_format_bytes(char *buf, size_t bufsize, double bytes) {
+    const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (bytes >= 1024.0 && u < 4) {
+        bytes /= 1024.0;
+        u++;
+    }
+    snprintf(buf, bufsize, u == 0 ? "%.0f %s" : "%.2f %s", bytes, units[u]);
+    return buf;
+}

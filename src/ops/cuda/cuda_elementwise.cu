@@ -1,0 +1,85 @@
+// cuda_elementwise.cu: activations and simple arithmetic on the GPU, the same formulas as the CPU ops
+// (ops/activation.c, ops/arith.c). Activation codes are the Activation enum of ops.h.
+#include "cuda_api.h"
+#include "cuda_common.cuh"
+
+enum { A_SILU = 0, A_GELU = 1, A_GELU_TANH = 2, A_QUICK_GELU = 3 };
+
+__device__ static float act_f(float x, int act) {
+    switch (act) {
+    case A_SILU: return x / (1.0f + expf(-x));
+    case A_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case A_GELU_TANH: return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    default: return x / (1.0f + expf(-1.702f * x));
+    }
+}
+
+__device__ static float act_df(float x, int act) {
+    switch (act) {
+    case A_SILU: {
+        float s = 1.0f / (1.0f + expf(-x));
+        return s * (1.0f + x * (1.0f - s));
+    }
+    case A_GELU: {
+        float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+        float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
+        return cdf + x * pdf;
+    }
+    case A_GELU_TANH: {
+        float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
+        float t = tanhf(u);
+        float du = 0.79788456080286536f * (1.0f + 3.0f * 0.044715f * x * x);
+        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+    }
+    default: {
+        float s = 1.0f / (1.0f + expf(-1.702f * x));
+        return s + 1.702f * x * s * (1.0f - s);
+    }
+    }
+}
+
+__global__ static void act_fwd_kernel(float *out, const float *in, int64_t n, int act) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = act_f(in[i], act);
+}
+__global__ static void act_bwd_kernel(float *din, const float *dout, const float *in, int64_t n, int act) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) din[i] = dout[i] * act_df(in[i], act);
+}
+__global__ static void add_kernel(float *out, const float *a, const float *b, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = a[i] + b[i];
+}
+__global__ static void axpy_kernel(float *y, float alpha, const float *x, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] += alpha * x[i];
+}
+__global__ static void scale_kernel(float *y, float alpha, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] *= alpha;
+}
+__global__ static void fill_kernel(float *y, float v, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = v;
+}
+
+#define LAUNCH(kernel, n, ...)                                                                               \
+    do {                                                                                                     \
+        if ((n) > 0) kernel<<<cuda_blocks((n), 256), 256>>>(__VA_ARGS__);                                     \
+        CUDA_CHECK(cudaGetLastError());                                                                      \
+    } while (0)
+
+extern "C" void activation_forward_cuda(void *out, const void *in, int64_t n, int act) {
+    LAUNCH(act_fwd_kernel, n, (float *)out, (const float *)in, n, act);
+}
+extern "C" void activation_backward_cuda(void *din, const void *dout, const void *in, int64_t n, int act) {
+    LAUNCH(act_bwd_kernel, n, (float *)din, (const float *)dout, (const float *)in, n, act);
+}
+extern "C" void add_forward_cuda(void *out, const void *a, const void *b, int64_t n) {
+    LAUNCH(add_kernel, n, (float *)out, (const float *)a, (const float *)b, n);
+}
+extern "C" void axpy_cuda(void *y, float alpha, const void *x, int64_t n) {
+    LAUNCH(axpy_kernel, n, (float *)y, alpha, (const float *)x, n);
+}
+extern "C" void scale_cuda(void *y, float alpha, int64_t n) { LAUNCH(scale_kernel, n, (float *)y, alpha, n); }
+extern "C" void fill_cuda(void *y, float value, int64_t n) { LAUNCH(fill_kernel, n, (float *)y, value, n); }

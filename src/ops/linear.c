@@ -1,0 +1,64 @@
+// linear.c: fully connected layer (torch nn.Linear), forward and backward, GEMMs through OpenBLAS.
+#include "ops_internal.h"
+
+// out [N, OC] = in [N, IC] @ w[OC, IC]^T + b[OC]
+void linear_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b) {
+    int64_t N = tensor_rows(in), IC = in->shape[in->ndim - 1], OC = w->shape[0];
+    tensor_expect_shape(w, "linear weight", OC, IC);
+    CHECK(tensor_rows(out) == N && out->shape[out->ndim - 1] == OC, "", "linear: output has %lld x %lld, want %lld x %lld",
+          (long long)tensor_rows(out), (long long)out->shape[out->ndim - 1], (long long)N, (long long)OC);
+    if (ops_want(b)) tensor_expect_shape(b, "linear bias", OC);
+    if (OPS_ON_CUDA(out)) {
+#ifdef DRTUNE_CUDA
+        linear_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, (int)N, (int)IC, (int)OC);
+#endif
+        return;
+    }
+    OPS_EXPECT_CPU(out, "linear_forward");
+    OPS_EXPECT_CPU(in, "linear_forward");
+    OPS_EXPECT_CPU(w, "linear_forward");
+    float *o = tensor_f32(out);
+    float beta = 0.0f;
+    if (ops_want(b)) {
+        const float *bb = tensor_f32(b);
+#pragma omp parallel for if (N * OC > 65536)
+        for (int64_t n = 0; n < N; n++) memcpy(o + n * OC, bb, sizeof(float) * (size_t)OC);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)OC, (int)IC, 1.0f, tensor_f32(in), (int)IC,
+                tensor_f32(w), (int)IC, beta, o, (int)OC);
+}
+
+// din [N, IC] = dout @ w (written); dw [OC, IC] += dout^T @ in; db [OC] += sum_n dout
+void linear_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w) {
+    int64_t N = tensor_rows(in), IC = in->shape[in->ndim - 1], OC = w->shape[0];
+    tensor_expect_shape(w, "linear weight", OC, IC);
+    CHECK(tensor_rows(dout) == N && dout->shape[dout->ndim - 1] == OC, "", "linear_backward: dout shape mismatch");
+    if (ops_want(din)) CHECK(tensor_numel(din) == N * IC, "", "linear_backward: din shape mismatch");
+    if (ops_want(dw)) tensor_expect_shape(dw, "linear weight grad", OC, IC);
+    if (ops_want(db)) tensor_expect_shape(db, "linear bias grad", OC);
+    if (OPS_ON_CUDA(dout)) {
+#ifdef DRTUNE_CUDA
+        linear_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dw) ? dw->data : NULL,
+                             ops_want(db) ? db->data : NULL, dout->data, in->data, w->data, (int)N, (int)IC, (int)OC);
+#endif
+        return;
+    }
+    OPS_EXPECT_CPU(dout, "linear_backward");
+    const float *g = tensor_f32(dout), *x = tensor_f32(in), *wt = tensor_f32(w);
+    if (ops_want(din))
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)IC, (int)OC, 1.0f, g, (int)OC, wt,
+                    (int)IC, 0.0f, tensor_f32(din), (int)IC);
+    if (ops_want(dw))
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)IC, (int)N, 1.0f, g, (int)OC, x, (int)IC,
+                    1.0f, tensor_f32(dw), (int)IC);
+    if (ops_want(db)) {
+        float *d = tensor_f32(db);
+#pragma omp parallel for if (N * OC > 65536)
+        for (int64_t o = 0; o < OC; o++) {
+            double s = 0.0;
+            for (int64_t n = 0; n < N; n++) s += g[n * OC + o];
+            d[o] += (float)s;
+        }
+    }
+}

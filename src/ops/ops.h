@@ -1,0 +1,140 @@
+// ops.h: every differentiable operation of the model stack, forward and backward side by side.
+//
+// Conventions (docs/ARCHITECTURE.md has the long form):
+//   - Tensors are descriptors (core/tensor.h). Ops compute in fp32; CPU ops take fp32 storage. Each op dispatches on
+//     the device of its output, so a CUDA backend plugs in behind the same calls (src/ops/cuda/).
+//   - Image-like tensors are NCHW; token tensors are [B, T, C]. "Rows" means all dims but the last.
+//   - Backward: gradients of inputs are WRITTEN (overwrite); gradients of parameters are ACCUMULATED (+=), so one
+//     parameter used twice, or a gradient summed over several backward calls, needs no extra buffers.
+//     Any gradient pointer may be NULL to skip that gradient.
+//   - Values an op needs for its backward (normalisation statistics, attention log-sum-exp) are explicit outputs
+//     of the forward, so the caller decides where they live (activation arena) and whether to keep or recompute.
+//   - Shapes are checked; a mismatch is an internal failure that names both shapes.
+#pragma once
+#include "../core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---------------------------------------------------------------------------------------------------------------
+// scratch memory shared by ops (grows, never shrinks; ops call it before their parallel regions)
+void *ops_workspace(Device d, size_t bytes);
+void ops_workspace_free(void);
+// number of OpenMP threads the CPU ops use (0 = OpenMP default)
+void ops_set_threads(int n);
+
+// ---------------------------------------------------------------------------------------------------------------
+// linear: out[N, OC] = in[N, IC] @ w[OC, IC]^T + b[OC]   (b may be NULL; in/out may carry leading dims)
+void linear_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b);
+void linear_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w);
+
+// conv2d: out[B, OC, OH, OW] = in[B, IC, H, W] * w[OC, IC, KH, KW] + b[OC], square stride and symmetric zero pad,
+// OH = (H + 2 pad - KH) / stride + 1. (The VAE encoder's asymmetric pad is pad2d_forward + conv2d with pad 0.)
+void conv2d_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, int stride, int pad);
+void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
+                     int stride, int pad);
+
+// pad2d: zero padding out[B, C, H + top + bottom, W + left + right]
+void pad2d_forward(Tensor *out, const Tensor *in, int top, int bottom, int left, int right);
+void pad2d_backward(Tensor *din, const Tensor *dout, int top, int bottom, int left, int right);
+
+// ---------------------------------------------------------------------------------------------------------------
+// group_norm: in/out [B, C, *spatial], `groups` groups of C/groups consecutive channels; biased variance;
+// mean, rstd [B, groups] are saved for the backward; gamma, beta [C] (affine).
+void groupnorm_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
+                       const Tensor *beta, int groups, float eps);
+void groupnorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
+                        const Tensor *mean, const Tensor *rstd, const Tensor *gamma, int groups);
+
+// layer_norm over the last dim: in/out [N, C]; mean, rstd [N]; gamma, beta [C].
+void layernorm_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
+                       const Tensor *beta, float eps);
+void layernorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
+                        const Tensor *mean, const Tensor *rstd, const Tensor *gamma);
+
+// ---------------------------------------------------------------------------------------------------------------
+// elementwise activations, out and in of one shape (out may alias in for the forward)
+typedef enum {
+    ACT_SILU,       // x * sigmoid(x)
+    ACT_GELU,       // 0.5 x (1 + erf(x / sqrt 2))            (torch F.gelu, HF "gelu")
+    ACT_GELU_TANH,  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    ACT_QUICK_GELU, // x * sigmoid(1.702 x)                    (CLIP ViT-L "quick_gelu")
+} Activation;
+const char *activation_name(Activation a);
+void activation_forward(Tensor *out, const Tensor *in, Activation act);
+void activation_backward(Tensor *din, const Tensor *dout, const Tensor *in, Activation act);
+
+// geglu: in [N, 2D] = [h | g] -> out [N, D] = h * gelu_erf(g)   (diffusers GEGLU: first half value, second gate)
+void geglu_forward(Tensor *out, const Tensor *in);
+void geglu_backward(Tensor *din, const Tensor *dout, const Tensor *in);
+
+// softmax over the last dim: out [N, C]; the backward needs only the output
+void softmax_forward(Tensor *out, const Tensor *in);
+void softmax_backward(Tensor *din, const Tensor *dout, const Tensor *out);
+
+// ---------------------------------------------------------------------------------------------------------------
+// attention core on projected heads: q [B, Tq, H*D], k, v [B, Tk, H*D] -> out [B, Tq, H*D],
+// out = softmax(q k^T / sqrt(D) (+ causal mask: key j > query i excluded)) v per head.
+// lse [B, H, Tq] (log-sum-exp of each score row) is saved; the backward recomputes the probabilities from it
+// (memory-efficient: no [Tq, Tk] matrix is kept between forward and backward).
+void attention_forward(Tensor *out, Tensor *lse, const Tensor *q, const Tensor *k, const Tensor *v, int heads,
+                       int causal);
+void attention_backward(Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, const Tensor *out,
+                        const Tensor *lse, const Tensor *q, const Tensor *k, const Tensor *v, int heads, int causal);
+
+// multi-head attention with separate projections (diffusers Attention, CLIP attention):
+// q = x Wq^T (+bq), k = ctx Wk^T (+bk), v = ctx Wv^T (+bv), out = attn(q, k, v) Wo^T (+bo); ctx = x when NULL.
+// x [B, Tq, C], ctx [B, Tk, Cctx]. Biases may have data == NULL (absent).
+typedef struct {
+    Tensor wq, wk, wv, wo;  // [C, C], [C, Cctx], [C, Cctx], [Cout, C]
+    Tensor bq, bk, bv, bo;  // [C], [C], [C], [Cout]; data == NULL when absent
+} MHAParams;
+typedef struct {
+    Tensor q, k, v;     // [B, Tq, C], [B, Tk, C], [B, Tk, C]
+    Tensor attn;        // [B, Tq, C] attention output before the out projection
+    Tensor lse;         // [B, H, Tq]
+} MHACache;
+void mha_forward(Tensor *out, MHACache *cache, const Tensor *x, const Tensor *ctx, const MHAParams *p, int heads,
+                 int causal);
+// dx is written (self-attention: the sum of the q, k and v paths); dctx is written when ctx != NULL (may be NULL).
+void mha_backward(Tensor *dx, Tensor *dctx, MHAParams *grads, const Tensor *dout, const MHACache *cache,
+                  const Tensor *x, const Tensor *ctx, const MHAParams *p, int heads, int causal);
+
+// ---------------------------------------------------------------------------------------------------------------
+// layout and arithmetic
+// nearest 2x upsampling: in [B, C, H, W] -> out [B, C, 2H, 2W], out[y][x] = in[y/2][x/2]
+void upsample2x_forward(Tensor *out, const Tensor *in);
+void upsample2x_backward(Tensor *din, const Tensor *dout);
+// channel concat: a [B, Ca, *], b [B, Cb, *] -> out [B, Ca + Cb, *]
+void concat_channels_forward(Tensor *out, const Tensor *a, const Tensor *b);
+void concat_channels_backward(Tensor *da, Tensor *db, const Tensor *dout);
+// residual add: out = a + b (out may alias a or b); backward copies dout into da and db
+void add_forward(Tensor *out, const Tensor *a, const Tensor *b);
+void add_backward(Tensor *da, Tensor *db, const Tensor *dout);
+// per-(sample, channel) broadcast add: out[b, c, *] = x[b, c, *] + v[b, c]  (time embedding into a resnet)
+void add_bcast_forward(Tensor *out, const Tensor *x, const Tensor *v);
+void add_bcast_backward(Tensor *dx, Tensor *dv, const Tensor *dout);
+// y += alpha * x (gradient accumulation across branches); y = alpha * y; fill
+void tensor_axpy(Tensor *y, float alpha, const Tensor *x);
+void tensor_scale(Tensor *y, float alpha);
+void tensor_fill(Tensor *y, float value);
+
+// sinusoidal timestep embedding (diffusers get_timestep_embedding, max_period 10000, scale 1, computed in fp32):
+// t [N] -> out [N, D]; freq_i = exp(-ln(10000) i / (D/2 - freq_shift)); [sin | cos], or [cos | sin] when flipped.
+void timestep_embedding_forward(Tensor *out, const Tensor *t, int flip_sin_to_cos, float freq_shift);
+void timestep_embedding_backward(Tensor *dt, const Tensor *dout, const Tensor *t, int flip_sin_to_cos,
+                                 float freq_shift);
+
+// embedding lookup: ids [N] (i32) -> out [N, C] = table[ids]; backward accumulates rows into dtable [V, C]
+void embedding_forward(Tensor *out, const Tensor *ids, const Tensor *table);
+void embedding_backward(Tensor *dtable, const Tensor *dout, const Tensor *ids);
+
+// reductions: in viewed as [N, M] with N = numel(out); out[n] = sum_m in[n, m] (or the mean)
+typedef enum { REDUCE_SUM, REDUCE_MEAN } ReduceOp;
+void reduce_forward(Tensor *out, const Tensor *in, ReduceOp op);
+void reduce_backward(Tensor *din, const Tensor *dout, ReduceOp op);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,51 @@
+// ops_common.c: the shared scratch workspace, thread control and device checks used by every op.
+#include <omp.h>
+#include <string.h>
+
+#include "../core/device.h"
+#include "ops_internal.h"
+
+static void *g_ws[2];
+static size_t g_ws_size[2];
+
+void *ops_workspace(Device d, size_t bytes) {
+    int i = d == DEVICE_CUDA;
+    if (bytes > g_ws_size[i]) {
+        device_free(d, g_ws[i]);
+        size_t grow = bytes + bytes / 4;
+        g_ws[i] = device_alloc(d, grow);
+        g_ws_size[i] = grow;
+    }
+    return g_ws[i];
+}
+
+void ops_workspace_free(void) {
+    for (int i = 0; i < 2; i++) {
+        device_free(i ? DEVICE_CUDA : DEVICE_CPU, g_ws[i]);
+        g_ws[i] = NULL;
+        g_ws_size[i] = 0;
+    }
+}
+
+void ops_set_threads(int n) {
+    if (n > 0) omp_set_num_threads(n);
+}
+
+void ops_expect_cpu_(const Tensor *t, const char *op, const char *file, int line) {
+    if (t->device != DEVICE_CPU)
+        dt_fatal(file, line, "this op has no kernel for that device yet", "%s: got a %s tensor on the CPU path", op,
+                 device_name(t->device));
+    if (t->dtype != DTYPE_F32)
+        dt_fatal(file, line, "convert to f32 before calling a CPU op", "%s: CPU ops take f32 tensors, got %s", op,
+                 dtype_name(t->dtype));
+}
+
+int ops_on_cuda_(const Tensor *t, const char *op) {
+    if (t->device != DEVICE_CUDA) return 0;
+#ifdef DRTUNE_CUDA
+    (void)op;
+    return 1;
+#else
+    dt_user_error("%s: a CUDA tensor was given but this drtune was built without CUDA", op);
+#endif
+}
