@@ -1,2 +1,1 @@
-int cmd_smoke(int argc, char **argv) { (void)argc; (void)argv; return 0; }
 int cmd_bench(int argc, char **argv) { (void)argc; (void)argv; return 0; }

@@ -1,0 +1,32 @@
+// json.h: reading configuration JSON (diffusers/transformers config.json, tokenizer configs) with clear errors.
+// Every getter names the file and the key when a value is missing or has the wrong type.
+#pragma once
+#include <cjson/cJSON.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    cJSON *root;
+    char *path;
+} JsonDoc;
+
+// Parses path; user error (naming the file and the position) if unreadable or not a JSON object.
+void json_load(JsonDoc *doc, const char *path);
+void json_free(JsonDoc *doc);
+int json_has(const JsonDoc *doc, const char *key);            // present and not null
+int json_get_int(const JsonDoc *doc, const char *key, int def); // def when absent or null; error if not integral
+double json_get_number(const JsonDoc *doc, const char *key, double def);
+int json_get_bool(const JsonDoc *doc, const char *key, int def);
+// Returned string is owned by doc; def when absent or null.
+const char *json_get_string(const JsonDoc *doc, const char *key, const char *def);
+// Integer list: a JSON array of integers, or a single integer repeated n_default times (diffusers allows both for
+// per-block settings). Returns the count written (at most max); error when longer than max.
+int json_get_int_list(const JsonDoc *doc, const char *key, int *out, int max, int scalar_repeat, int def);
+// String list (pointers owned by doc); returns the count; error when longer than max.
+int json_get_string_list(const JsonDoc *doc, const char *key, const char **out, int max);
+
+#ifdef __cplusplus
+}
+#endif
