@@ -1,0 +1,256 @@
+// norm.c: group and layer normalisation (torch nn.GroupNorm, nn.LayerNorm), forward and backward. Statistics and
+// gradient reductions are accumulated in double, so the fp32 results match PyTorch to fp32 rounding.
+#include <math.h>
+
+#include "ops_internal.h"
+
+static void expect_same_shape(const Tensor *t, const Tensor *ref, const char *op, const char *what) {
+    int ok = t->ndim == ref->ndim;
+    for (int i = 0; ok && i < t->ndim; i++) ok = t->shape[i] == ref->shape[i];
+    char a[96], b[96];
+    CHECK(ok, "", "%s: %s has shape %s, the input %s", op, what, tensor_shape_str(t, a, sizeof a),
+          tensor_shape_str(ref, b, sizeof b));
+}
+
+static void expect_numel(const Tensor *t, int64_t n, const char *op, const char *what) {
+    char a[96];
+    CHECK(tensor_numel(t) == n, "", "%s: %s has shape %s, want %lld elements", op, what,
+          tensor_shape_str(t, a, sizeof a), (long long)n);
+}
+
+// mean and 1 / sqrt(biased variance + eps) of x[n], two passes in double
+static void moments(const float *x, int64_t n, float eps, float *mean, float *rstd) {
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    double m = s / (double)n, v = 0.0;
+#pragma omp simd reduction(+ : v)
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)x[i] - m;
+        v += d * d;
+    }
+    *mean = (float)m;
+    *rstd = (float)(1.0 / sqrt(v / (double)n + (double)eps));
+}
+
+// in [B, C, *spatial] viewed as [B, C, S]; G = groups of Cg = C / G consecutive channels
+static void groupnorm_dims(const Tensor *in, int groups, const char *op, int64_t *B, int64_t *C, int64_t *S) {
+    char a[96];
+    CHECK(in->ndim >= 2 && in->shape[0] > 0 && in->shape[1] > 0, "", "%s: input %s is not [B, C, ...]", op,
+          tensor_shape_str(in, a, sizeof a));
+    *B = in->shape[0], *C = in->shape[1], *S = tensor_numel(in) / (*B * *C);
+    CHECK(groups > 0 && *C % groups == 0, "", "%s: %lld channels do not split into %d groups", op, (long long)*C,
+          groups);
+}
+
+// out [B, C, *] = (in - mean[b, g]) * rstd[b, g] * gamma[c] + beta[c]; mean, rstd [B, G] written
+void groupnorm_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
+                       const Tensor *beta, int groups, float eps) {
+    int64_t B, C, S;
+    groupnorm_dims(in, groups, "groupnorm_forward", &B, &C, &S);
+    int64_t G = groups, Cg = C / G;
+    expect_same_shape(out, in, "groupnorm_forward", "output");
+    expect_numel(mean, B * G, "groupnorm_forward", "mean");
+    expect_numel(rstd, B * G, "groupnorm_forward", "rstd");
+    tensor_expect_shape(gamma, "groupnorm gamma", C);
+    tensor_expect_shape(beta, "groupnorm beta", C);
+    OPS_EXPECT_CPU(out, "groupnorm_forward");
+    OPS_EXPECT_CPU(mean, "groupnorm_forward");
+    OPS_EXPECT_CPU(rstd, "groupnorm_forward");
+    OPS_EXPECT_CPU(in, "groupnorm_forward");
+    OPS_EXPECT_CPU(gamma, "groupnorm_forward");
+    OPS_EXPECT_CPU(beta, "groupnorm_forward");
+    float *y = tensor_f32(out), *mu = tensor_f32(mean), *rs = tensor_f32(rstd);
+    const float *x = tensor_f32(in), *ga = tensor_f32(gamma), *be = tensor_f32(beta);
+    // a group is one contiguous block of Cg * S values
+#pragma omp parallel for if (B * C * S > 65536)
+    for (int64_t bg = 0; bg < B * G; bg++) moments(x + bg * Cg * S, Cg * S, eps, &mu[bg], &rs[bg]);
+    // (b * C + c) / Cg == b * G + c / Cg because C == G * Cg
+#pragma omp parallel for if (B * C * S > 65536)
+    for (int64_t bc = 0; bc < B * C; bc++) {
+        int64_t c = bc % C, bg = bc / Cg;
+        float m = mu[bg], a = rs[bg] * ga[c], b0 = be[c];
+        const float *xi = x + bc * S;
+        float *yi = y + bc * S;
+#pragma omp simd
+        for (int64_t s = 0; s < S; s++) yi[s] = (xi[s] - m) * a + b0;
+    }
+}
+
+// With xhat = (x - mean) rstd, dyhat = dout gamma[c], n = Cg S and means over the group:
+// din = rstd (dyhat - mean(dyhat) - xhat mean(dyhat xhat)) (written);
+// dgamma[c] += sum_{b,s} dout xhat; dbeta[c] += sum_{b,s} dout.
+void groupnorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
+                        const Tensor *mean, const Tensor *rstd, const Tensor *gamma, int groups) {
+    int64_t B, C, S;
+    groupnorm_dims(in, groups, "groupnorm_backward", &B, &C, &S);
+    int64_t G = groups, Cg = C / G;
+    expect_same_shape(dout, in, "groupnorm_backward", "dout");
+    if (ops_want(din)) expect_same_shape(din, in, "groupnorm_backward", "din");
+    expect_numel(mean, B * G, "groupnorm_backward", "mean");
+    expect_numel(rstd, B * G, "groupnorm_backward", "rstd");
+    tensor_expect_shape(gamma, "groupnorm gamma", C);
+    if (ops_want(dgamma)) tensor_expect_shape(dgamma, "groupnorm gamma grad", C);
+    if (ops_want(dbeta)) tensor_expect_shape(dbeta, "groupnorm beta grad", C);
+    OPS_EXPECT_CPU(dout, "groupnorm_backward");
+    OPS_EXPECT_CPU(in, "groupnorm_backward");
+    OPS_EXPECT_CPU(mean, "groupnorm_backward");
+    OPS_EXPECT_CPU(rstd, "groupnorm_backward");
+    OPS_EXPECT_CPU(gamma, "groupnorm_backward");
+    if (ops_want(din)) OPS_EXPECT_CPU(din, "groupnorm_backward");
+    if (ops_want(dgamma)) OPS_EXPECT_CPU(dgamma, "groupnorm_backward");
+    if (ops_want(dbeta)) OPS_EXPECT_CPU(dbeta, "groupnorm_backward");
+    const float *dy = tensor_f32(dout), *x = tensor_f32(in), *mu = tensor_f32(mean), *rs = tensor_f32(rstd),
+                *ga = tensor_f32(gamma);
+    // per (sample, channel): sdy [B, C] = sum_s dout, sdyx [B, C] = sum_s dout xhat
+    double *sdy = ops_workspace(DEVICE_CPU, sizeof(double) * 2 * (size_t)(B * C)), *sdyx = sdy + B * C;
+#pragma omp parallel for if (B * C * S > 65536)
+    for (int64_t bc = 0; bc < B * C; bc++) {
+        int64_t bg = bc / Cg;
+        double m = mu[bg], r = rs[bg], s1 = 0.0, s2 = 0.0;
+        const float *dyi = dy + bc * S, *xi = x + bc * S;
+#pragma omp simd reduction(+ : s1, s2)
+        for (int64_t s = 0; s < S; s++) {
+            s1 += dyi[s];
+            s2 += (double)dyi[s] * (((double)xi[s] - m) * r);
+        }
+        sdy[bc] = s1;
+        sdyx[bc] = s2;
+    }
+    if (ops_want(din)) {
+        float *dx = tensor_f32(din);
+        double inv_n = 1.0 / (double)(Cg * S);
+#pragma omp parallel for if (B * C * S > 65536)
+        for (int64_t bc = 0; bc < B * C; bc++) {
+            int64_t b = bc / C, c = bc % C, c0 = c - c % Cg, bg = bc / Cg;
+            double mdy = 0.0, mdyx = 0.0; // mean(dyhat), mean(dyhat xhat) over the group
+            for (int64_t k = c0; k < c0 + Cg; k++) {
+                mdy += ga[k] * sdy[b * C + k];
+                mdyx += ga[k] * sdyx[b * C + k];
+            }
+            float m = mu[bg], r = rs[bg], gr = ga[c] * r;
+            float a = (float)(mdy * inv_n * r), e = (float)(mdyx * inv_n * r);
+            const float *dyi = dy + bc * S, *xi = x + bc * S;
+            float *dxi = dx + bc * S;
+#pragma omp simd
+            for (int64_t s = 0; s < S; s++) dxi[s] = (dyi[s] * gr - a) - ((xi[s] - m) * r) * e;
+        }
+    }
+    if (ops_want(dgamma) || ops_want(dbeta)) {
+        float *dg = ops_want(dgamma) ? tensor_f32(dgamma) : NULL, *db = ops_want(dbeta) ? tensor_f32(dbeta) : NULL;
+#pragma omp parallel for if (B * C > 65536)
+        for (int64_t c = 0; c < C; c++) {
+            double s1 = 0.0, s2 = 0.0;
+            for (int64_t b = 0; b < B; b++) {
+                s1 += sdy[b * C + c];
+                s2 += sdyx[b * C + c];
+            }
+            if (dg) dg[c] += (float)s2;
+            if (db) db[c] += (float)s1;
+        }
+    }
+}
+
+// in/out [N, C] (N = all leading dims): out = (in - mean[n]) * rstd[n] * gamma[c] + beta[c]; mean, rstd [N] written
+void layernorm_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
+                       const Tensor *beta, float eps) {
+    int64_t N = tensor_rows(in), C = in->shape[in->ndim - 1];
+    expect_same_shape(out, in, "layernorm_forward", "output");
+    expect_numel(mean, N, "layernorm_forward", "mean");
+    expect_numel(rstd, N, "layernorm_forward", "rstd");
+    tensor_expect_shape(gamma, "layernorm gamma", C);
+    tensor_expect_shape(beta, "layernorm beta", C);
+    OPS_EXPECT_CPU(out, "layernorm_forward");
+    OPS_EXPECT_CPU(mean, "layernorm_forward");
+    OPS_EXPECT_CPU(rstd, "layernorm_forward");
+    OPS_EXPECT_CPU(in, "layernorm_forward");
+    OPS_EXPECT_CPU(gamma, "layernorm_forward");
+    OPS_EXPECT_CPU(beta, "layernorm_forward");
+    float *y = tensor_f32(out), *mu = tensor_f32(mean), *rs = tensor_f32(rstd);
+    const float *x = tensor_f32(in), *ga = tensor_f32(gamma), *be = tensor_f32(beta);
+#pragma omp parallel for if (N * C > 65536)
+    for (int64_t n = 0; n < N; n++) {
+        const float *xi = x + n * C;
+        float *yi = y + n * C;
+        moments(xi, C, eps, &mu[n], &rs[n]);
+        float m = mu[n], r = rs[n];
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) yi[c] = ((xi[c] - m) * r) * ga[c] + be[c];
+    }
+}
+
+// Per row, with xhat = (x - mean) rstd and dyhat = dout gamma:
+// din = rstd (dyhat - mean_c(dyhat) - xhat mean_c(dyhat xhat)) (written);
+// dgamma[c] += sum_n dout xhat; dbeta[c] += sum_n dout.
+// The parameter sums go through per-chunk partials over a fixed number of row chunks: no races, and the result
+// does not depend on the thread count.
+void layernorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
+                        const Tensor *mean, const Tensor *rstd, const Tensor *gamma) {
+    int64_t N = tensor_rows(in), C = in->shape[in->ndim - 1];
+    expect_same_shape(dout, in, "layernorm_backward", "dout");
+    if (ops_want(din)) expect_same_shape(din, in, "layernorm_backward", "din");
+    expect_numel(mean, N, "layernorm_backward", "mean");
+    expect_numel(rstd, N, "layernorm_backward", "rstd");
+    tensor_expect_shape(gamma, "layernorm gamma", C);
+    if (ops_want(dgamma)) tensor_expect_shape(dgamma, "layernorm gamma grad", C);
+    if (ops_want(dbeta)) tensor_expect_shape(dbeta, "layernorm beta grad", C);
+    OPS_EXPECT_CPU(dout, "layernorm_backward");
+    OPS_EXPECT_CPU(in, "layernorm_backward");
+    OPS_EXPECT_CPU(mean, "layernorm_backward");
+    OPS_EXPECT_CPU(rstd, "layernorm_backward");
+    OPS_EXPECT_CPU(gamma, "layernorm_backward");
+    if (ops_want(din)) OPS_EXPECT_CPU(din, "layernorm_backward");
+    if (ops_want(dgamma)) OPS_EXPECT_CPU(dgamma, "layernorm_backward");
+    if (ops_want(dbeta)) OPS_EXPECT_CPU(dbeta, "layernorm_backward");
+    const float *dy = tensor_f32(dout), *x = tensor_f32(in), *mu = tensor_f32(mean), *rs = tensor_f32(rstd),
+                *ga = tensor_f32(gamma);
+    float *dx = ops_want(din) ? tensor_f32(din) : NULL;
+    int want_params = ops_want(dgamma) || ops_want(dbeta);
+    int64_t K = N < 64 ? N : 64; // row chunks
+    // part [K, 2, C]: per chunk, sum dout xhat then sum dout
+    double *part = want_params ? ops_workspace(DEVICE_CPU, sizeof(double) * 2 * (size_t)(K * C)) : NULL;
+    double inv_c = 1.0 / (double)C;
+#pragma omp parallel for if (N * C > 65536)
+    for (int64_t k = 0; k < K; k++) {
+        double *pg = part ? part + 2 * k * C : NULL, *pb = part ? pg + C : NULL;
+        if (part) memset(pg, 0, sizeof(double) * 2 * (size_t)C);
+        for (int64_t n = N * k / K; n < N * (k + 1) / K; n++) {
+            const float *dyi = dy + n * C, *xi = x + n * C;
+            double m = mu[n], r = rs[n];
+            if (part) {
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) {
+                    pg[c] += (double)dyi[c] * (((double)xi[c] - m) * r);
+                    pb[c] += dyi[c];
+                }
+            }
+            if (dx) {
+                double mdy = 0.0, mdyx = 0.0; // mean(dyhat), mean(dyhat xhat) over the row
+#pragma omp simd reduction(+ : mdy, mdyx)
+                for (int64_t c = 0; c < C; c++) {
+                    double g = (double)dyi[c] * ga[c];
+                    mdy += g;
+                    mdyx += g * (((double)xi[c] - m) * r);
+                }
+                float mf = mu[n], rf = rs[n];
+                float a = (float)(mdy * inv_c * r), e = (float)(mdyx * inv_c * r);
+                float *dxi = dx + n * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) dxi[c] = (dyi[c] * ga[c] * rf - a) - ((xi[c] - mf) * rf) * e;
+            }
+        }
+    }
+    if (want_params) {
+        float *dg = ops_want(dgamma) ? tensor_f32(dgamma) : NULL, *db = ops_want(dbeta) ? tensor_f32(dbeta) : NULL;
+#pragma omp parallel for if (K * C > 65536)
+        for (int64_t c = 0; c < C; c++) {
+            double sg = 0.0, sb = 0.0;
+            for (int64_t k = 0; k < K; k++) {
+                sg += part[2 * k * C + c];
+                sb += part[2 * k * C + C + c];
+            }
+            if (dg) dg[c] += (float)sg;
+            if (db) db[c] += (float)sb;
+        }
+    }
+}

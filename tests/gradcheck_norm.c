@@ -1,0 +1,205 @@
+// gradcheck_norm.c: finite-difference checks of groupnorm and layernorm (input, gamma, beta), forward and backward
+// checks against a naive double-precision reference (also at sizes that take the parallel paths), and the
+// skipped-gradient (NULL / no data) paths of the backward.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/ops/ops.h"
+#include "gradcheck.h"
+
+typedef struct {
+    Tensor x, y, dx, dy;          // [B, C, *] (groupnorm) or [..., C] (layernorm)
+    Tensor mean, rstd;            // [B, groups] or [rows]
+    Tensor gamma, beta, dgamma, dbeta; // [C]
+    int groups;                   // 0: layernorm
+    float eps;
+    int64_t C, S;                 // channels and elements per channel run (S = 1 for layernorm)
+    int64_t nseg, seg;            // normalised segments and their length
+} Ctx;
+
+static void fwd(void *p) {
+    Ctx *c = p;
+    if (c->groups)
+        groupnorm_forward(&c->y, &c->mean, &c->rstd, &c->x, &c->gamma, &c->beta, c->groups, c->eps);
+    else
+        layernorm_forward(&c->y, &c->mean, &c->rstd, &c->x, &c->gamma, &c->beta, c->eps);
+}
+
+static void bwd_with(Ctx *c, Tensor *dx, Tensor *dgamma, Tensor *dbeta) {
+    if (c->groups)
+        groupnorm_backward(dx, dgamma, dbeta, &c->dy, &c->x, &c->mean, &c->rstd, &c->gamma, c->groups);
+    else
+        layernorm_backward(dx, dgamma, dbeta, &c->dy, &c->x, &c->mean, &c->rstd, &c->gamma);
+}
+
+static void bwd(void *p) {
+    Ctx *c = p;
+    bwd_with(c, &c->dx, &c->dgamma, &c->dbeta);
+}
+
+// groups > 0: groupnorm on shape [B, C, *]; groups == 0: layernorm on shape [..., C]
+static Ctx make(int ndim, const int64_t *shape, int groups, float eps) {
+    Ctx c = {.groups = groups, .eps = eps};
+    c.x = gc_tensor(ndim, shape), c.y = gc_tensor(ndim, shape);
+    c.dx = gc_tensor(ndim, shape), c.dy = gc_tensor(ndim, shape);
+    int64_t n = tensor_numel(&c.x);
+    if (groups) {
+        c.C = shape[1], c.S = n / (shape[0] * shape[1]);
+        c.mean = GC_TENSOR(shape[0], groups), c.rstd = GC_TENSOR(shape[0], groups);
+    } else {
+        c.C = shape[ndim - 1], c.S = 1;
+        c.mean = gc_tensor(ndim - 1, shape), c.rstd = gc_tensor(ndim - 1, shape);
+    }
+    c.nseg = tensor_numel(&c.mean), c.seg = n / c.nseg;
+    c.gamma = GC_TENSOR(c.C), c.beta = GC_TENSOR(c.C);
+    c.dgamma = GC_TENSOR(c.C), c.dbeta = GC_TENSOR(c.C);
+    gc_fill_uniform(&c.x, -1.0f, 3.0f, 1); // non-zero mean, so a mean bug cannot hide
+    gc_fill_uniform(&c.gamma, 0.5f, 1.5f, 2);
+    gc_fill_uniform(&c.beta, -0.5f, 0.5f, 3);
+    gc_fill_uniform(&c.dy, -1.0f, 1.0f, 4);
+    return c;
+}
+
+static int64_t channel_of(const Ctx *c, int64_t i) { return (i / c->S) % c->C; }
+
+// max|a - ref| / max|ref|
+static double rel_err(const float *a, const double *ref, int64_t n) {
+    double e = 0.0, m = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        e = fmax(e, fabs(a[i] - ref[i]));
+        m = fmax(m, fabs(ref[i]));
+    }
+    return e / m;
+}
+
+static int report(const char *what, const char *name, int nerr, const char **labels, const double *errs, double tol) {
+    int ok = 1;
+    for (int k = 0; k < nerr; k++) ok &= errs[k] <= tol;
+    printf("%s %-28s %s:", ok ? "ok  " : "FAIL", name, what);
+    for (int k = 0; k < nerr; k++) printf(" %s %.2e", labels[k], errs[k]);
+    printf(" (tol %.0e)\n", tol);
+    return !ok;
+}
+
+// Forward and backward against the definitions evaluated naively in double: segment mean, biased variance,
+// y = (x - mean) / sqrt(var + eps) gamma + beta; dx = rstd (dyhat - mean(dyhat) - xhat mean(dyhat xhat)),
+// dgamma = sum dy xhat, dbeta = sum dy.
+static int check_reference(Ctx *c, const char *name) {
+    int64_t n = tensor_numel(&c->x);
+    const float *x = tensor_f32(&c->x), *ga = tensor_f32(&c->gamma), *be = tensor_f32(&c->beta);
+    const float *dy = tensor_f32(&c->dy);
+    double *y = calloc((size_t)n, sizeof(double)), *dx = calloc((size_t)n, sizeof(double));
+    double *mean = calloc((size_t)c->nseg, sizeof(double)), *rstd = calloc((size_t)c->nseg, sizeof(double));
+    double *dg = calloc((size_t)c->C, sizeof(double)), *db = calloc((size_t)c->C, sizeof(double));
+    for (int64_t k = 0; k < c->nseg; k++) {
+        const float *xs = x + k * c->seg;
+        double s = 0.0, v = 0.0;
+        for (int64_t i = 0; i < c->seg; i++) s += xs[i];
+        double m = s / (double)c->seg;
+        for (int64_t i = 0; i < c->seg; i++) v += (xs[i] - m) * (xs[i] - m);
+        double var = v / (double)c->seg, r = 1.0 / sqrt(var + (double)c->eps);
+        mean[k] = m, rstd[k] = r;
+        double mdy = 0.0, mdyx = 0.0;
+        for (int64_t i = 0; i < c->seg; i++) {
+            int64_t gi = k * c->seg + i, ch = channel_of(c, gi);
+            double xh = (xs[i] - m) * r;
+            y[gi] = xh * ga[ch] + be[ch];
+            mdy += (double)dy[gi] * ga[ch] / (double)c->seg;
+            mdyx += (double)dy[gi] * ga[ch] * xh / (double)c->seg;
+            dg[ch] += dy[gi] * xh;
+            db[ch] += dy[gi];
+        }
+        for (int64_t i = 0; i < c->seg; i++) {
+            int64_t gi = k * c->seg + i, ch = channel_of(c, gi);
+            double xh = (xs[i] - m) * r;
+            dx[gi] = r * ((double)dy[gi] * ga[ch] - mdy - xh * mdyx);
+        }
+    }
+    fwd(c);
+    tensor_fill(&c->dgamma, 0.0f);
+    tensor_fill(&c->dbeta, 0.0f);
+    bwd(c);
+    const char *fl[] = {"y", "mean", "rstd"}, *bl[] = {"dx", "dgamma", "dbeta"};
+    double fe[] = {rel_err(tensor_f32(&c->y), y, n), rel_err(tensor_f32(&c->mean), mean, c->nseg),
+                   rel_err(tensor_f32(&c->rstd), rstd, c->nseg)};
+    double bk[] = {rel_err(tensor_f32(&c->dx), dx, n), rel_err(tensor_f32(&c->dgamma), dg, c->C),
+                    rel_err(tensor_f32(&c->dbeta), db, c->C)};
+    int f = report("forward vs double", name, 3, fl, fe, 1e-5);
+    f += report("backward vs double", name, 3, bl, bk, 1e-5);
+    free(y), free(dx), free(mean), free(rstd), free(dg), free(db);
+    return f;
+}
+
+static int same(const Tensor *a, const float *b) {
+    return memcmp(a->data, b, sizeof(float) * (size_t)tensor_numel(a)) == 0;
+}
+
+// Each gradient alone (the others NULL or without data) equals its value from the full backward, bit for bit.
+static int check_partial(Ctx *c, const char *name) {
+    fwd(c);
+    tensor_fill(&c->dgamma, 0.0f);
+    tensor_fill(&c->dbeta, 0.0f);
+    bwd(c);
+    size_t nx = (size_t)tensor_numel(&c->x), nc = (size_t)c->C;
+    float *dx = malloc(sizeof(float) * nx), *dg = malloc(sizeof(float) * nc), *db = malloc(sizeof(float) * nc);
+    memcpy(dx, c->dx.data, sizeof(float) * nx);
+    memcpy(dg, c->dgamma.data, sizeof(float) * nc);
+    memcpy(db, c->dbeta.data, sizeof(float) * nc);
+    Tensor none = {0};
+    tensor_fill(&c->dx, 0.0f);
+    bwd_with(c, &c->dx, NULL, &none);
+    int ok = same(&c->dx, dx);
+    tensor_fill(&c->dgamma, 0.0f);
+    bwd_with(c, NULL, &c->dgamma, NULL);
+    ok &= same(&c->dgamma, dg);
+    tensor_fill(&c->dbeta, 0.0f);
+    bwd_with(c, &none, &none, &c->dbeta);
+    ok &= same(&c->dbeta, db);
+    printf("%s %-28s skipped gradients leave the others unchanged\n", ok ? "ok  " : "FAIL", name);
+    free(dx), free(dg), free(db);
+    return !ok;
+}
+
+static int gradcheck(Ctx *c, const char *name) {
+    GradCheck g = {.name = name, .ctx = c, .forward = fwd, .backward = bwd};
+    g.wrt[0] = &c->x, g.grad[0] = &c->dx;
+    g.wrt[1] = &c->gamma, g.grad[1] = &c->dgamma, g.is_param[1] = 1;
+    g.wrt[2] = &c->beta, g.grad[2] = &c->dbeta, g.is_param[2] = 1;
+    g.n_wrt = 3;
+    g.out[0] = &c->y, g.dout[0] = &c->dy, g.n_out = 1;
+    return gradcheck_run(&g);
+}
+
+int main(void) {
+    int f = 0, checks = 0;
+    struct {
+        const char *name;
+        int ndim;
+        int64_t shape[4];
+        int groups;
+        float eps;
+        int grad; // finite differences (small cases only)
+    } cases[] = {
+        {"groupnorm[2,6,5,3]/3", 4, {2, 6, 5, 3}, 3, 1e-5f, 1},
+        {"groupnorm[3,8,7]/4", 3, {3, 8, 7}, 4, 1e-6f, 1},
+        {"groupnorm[2,4,3,3]/1", 4, {2, 4, 3, 3}, 1, 1e-5f, 1},
+        {"groupnorm[2,5,4]/5", 3, {2, 5, 4}, 5, 1e-6f, 1},
+        {"layernorm[3,5,7]", 3, {3, 5, 7}, 0, 1e-5f, 1},
+        {"layernorm[4,9]", 2, {4, 9}, 0, 1e-5f, 1},
+        {"groupnorm[2,64,32,32]/32", 4, {2, 64, 32, 32}, 32, 1e-6f, 0},
+        {"layernorm[2,300,320]", 3, {2, 300, 320}, 0, 1e-5f, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        Ctx c = make(cases[i].ndim, cases[i].shape, cases[i].groups, cases[i].eps);
+        if (cases[i].grad) {
+            f += gradcheck(&c, cases[i].name);
+            checks++;
+        }
+        f += check_reference(&c, cases[i].name);
+        f += check_partial(&c, cases[i].name);
+        checks += 3;
+    }
+    return gc_report(f, checks);
+}
