@@ -1,0 +1,45 @@
+// reward.h: the reward interface. A reward maps a batch of images (and their prompts) to one score per image and,
+// on request, the gradient of sum_b dscore[b] * score[b] with respect to the images. Rewards combine with weights.
+// Images are the VAE decoder's output: [B, 3, H, W] with values nominally in [-1, 1]; rewards that read colours
+// use u = x / 2 + 1/2 (unclamped, so the gradient never vanishes outside [0, 1]).
+#pragma once
+#include "../core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct Reward Reward;
+struct Reward {
+    char name[32];
+    float weight;                    // in a combination
+    float params[4];                 // reward-specific (e.g. colour target RGB)
+    // scores [B] written; when dimages != NULL it is written with d(sum_b dscore[b] score[b]) / d images
+    void (*score)(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
+                  Tensor *dimages, const float *dscore);
+    void *state;                     // model-based rewards keep their weights here
+    void (*release)(Reward *r);
+};
+
+// The built-in differentiable low-level rewards, by name (docs/REWARDS.md gives each formula):
+//   symmetry      -mean (u - mirror(u))^2                 left-right symmetry (1 = perfectly symmetric -> 0)
+//   brightness    mean luma                               (0.299 R + 0.587 G + 0.114 B)
+//   saturation    mean over pixels of the channel std     sqrt(var_c(u) + 1e-6)
+//   sharpness     mean squared 3x3 Laplacian of the luma  (negative weight = smoothness)
+//   colour        -mean |u - target|^2                    target RGB in params[0..2], in [0, 1]
+//   compress      -mean log(1 + |DCT8x8(luma*255) / Q50|) a differentiable JPEG-size proxy (quality-50 table)
+// Unknown names are a user error listing the known ones.
+void reward_init(Reward *r, const char *name, float weight, const float *params, int nparams);
+const char *reward_known_names(void);
+
+// A weighted sum of rewards: total[b] = sum_k w_k score_k[b]; per-reward scores (k-major [K, B]) optional.
+typedef struct {
+    Reward *items;
+    int n;
+} RewardSet;
+void rewardset_score(const RewardSet *set, const Tensor *images, const char *const *prompts, float *total,
+                     float *per_reward, Tensor *dimages, const float *dscore);
+
+#ifdef __cplusplus
+}
+#endif
