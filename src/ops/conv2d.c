@@ -1,0 +1,249 @@
+// conv2d.c: 2-D convolution (torch nn.Conv2d: NCHW, weight [OC, IC, KH, KW]) and zero padding, forward and backward.
+// 1x1 stride-1 convs are one GEMM per image; others im2col into the shared workspace, then one GEMM per image (per
+// row chunk for very large images). GEMMs run outside parallel regions so OpenBLAS uses every thread.
+#include "ops_internal.h"
+
+typedef struct {
+    int64_t IC, H, W, KH, KW, OH, OW, stride, pad;
+} ConvGeom;
+
+// Validates in [B, IC, H, W] and w [OC, IC, KH, KW] and derives the output size.
+static ConvGeom conv_geom(const Tensor *in, const Tensor *w, int stride, int pad, const char *op) {
+    char a[96], b[96];
+    CHECK(in->ndim == 4 && w->ndim == 4 && w->shape[1] == in->shape[1], "",
+          "%s: input %s and weight %s do not fit (want [B, IC, H, W] and [OC, IC, KH, KW])", op,
+          tensor_shape_str(in, a, sizeof a), tensor_shape_str(w, b, sizeof b));
+    CHECK(stride >= 1 && pad >= 0, "", "%s: stride %d and pad %d (want stride >= 1, pad >= 0)", op, stride, pad);
+    ConvGeom g = {.IC = in->shape[1], .H = in->shape[2], .W = in->shape[3], .KH = w->shape[2], .KW = w->shape[3],
+                  .stride = stride, .pad = pad};
+    CHECK(g.H + 2 * g.pad >= g.KH && g.W + 2 * g.pad >= g.KW, "",
+          "%s: kernel %s is larger than the padded input %s (pad %d)", op, tensor_shape_str(w, b, sizeof b),
+          tensor_shape_str(in, a, sizeof a), pad);
+    g.OH = (g.H + 2 * g.pad - g.KH) / g.stride + 1;
+    g.OW = (g.W + 2 * g.pad - g.KW) / g.stride + 1;
+    return g;
+}
+
+static int conv_pointwise(const ConvGeom *g) { return g->KH == 1 && g->KW == 1 && g->stride == 1 && g->pad == 0; }
+
+// Output positions o in [*lo, *hi) whose input index o * stride + off lies in [0, n); out_n positions in all.
+static void valid_range(int64_t off, int64_t stride, int64_t n, int64_t out_n, int64_t *lo, int64_t *hi) {
+    int64_t l = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int64_t h = off >= n ? 0 : (n - 1 - off) / stride + 1;
+    if (l > out_n) l = out_n;
+    if (h > out_n) h = out_n;
+    if (h < l) h = l;
+    *lo = l;
+    *hi = h;
+}
+
+// im2col works on chunks of output rows whose columns stay under this many floats (128 MiB). At 512x512, SD 1.5's
+// UNet convs are one chunk per image (two for the 960-channel input of the last up block); the VAE decoder's
+// 512x512 layers, 2.4 GB of columns per image, take about twenty.
+#define CONV_COLS_MAX ((int64_t)1 << 25)
+
+static int64_t conv_chunk_rows(const ConvGeom *g) {
+    int64_t rows = CONV_COLS_MAX / (g->IC * g->KH * g->KW * g->OW);
+    return rows < 1 ? 1 : rows > g->OH ? g->OH : rows;
+}
+
+// cols [IC * KH * KW, (oh1 - oh0) * OW] from one image x [IC, H, W], output rows [oh0, oh1); padding reads zero.
+static void im2col(float *cols, const float *x, const ConvGeom *g, int64_t oh0, int64_t oh1) {
+    int64_t nh = oh1 - oh0, rows = g->IC * g->KH * g->KW * nh, OW = g->OW, s = g->stride;
+#pragma omp parallel for if (rows * OW > 32768)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t oh = oh0 + r % nh, k = r / nh, kw = k % g->KW, kh = (k / g->KW) % g->KH, c = k / (g->KW * g->KH);
+        float *dst = cols + r * OW;
+        int64_t iy = oh * s - g->pad + kh, off = kw - g->pad, lo, hi;
+        if (iy < 0 || iy >= g->H) {
+            memset(dst, 0, sizeof(float) * (size_t)OW);
+            continue;
+        }
+        valid_range(off, s, g->W, OW, &lo, &hi);
+        const float *src = x + (c * g->H + iy) * g->W;
+        for (int64_t o = 0; o < lo; o++) dst[o] = 0.0f;
+        if (s == 1)
+            memcpy(dst + lo, src + lo + off, sizeof(float) * (size_t)(hi - lo));
+        else
+            for (int64_t o = lo; o < hi; o++) dst[o] = src[o * s + off];
+        for (int64_t o = hi; o < OW; o++) dst[o] = 0.0f;
+    }
+}
+
+// dx [IC, H, W] += every entry of cols (im2col layout of output rows [oh0, oh1)) at the pixel it was read from.
+// Each thread gathers into whole input rows, so the sum is race-free and independent of the thread count.
+static void col2im_add(float *dx, const float *cols, const ConvGeom *g, int64_t oh0, int64_t oh1) {
+    int64_t rows = g->IC * g->H, W = g->W, cs = (oh1 - oh0) * g->OW, s = g->stride;
+#pragma omp parallel for if (rows * W * g->KH * g->KW > 32768)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t c = r / g->H, iy = r % g->H;
+        float *dst = dx + r * W;
+        for (int64_t kh = 0; kh < g->KH; kh++) {
+            int64_t t = iy + g->pad - kh;
+            if (t < 0 || t % s != 0 || t / s < oh0 || t / s >= oh1) continue;
+            for (int64_t kw = 0; kw < g->KW; kw++) {
+                int64_t off = kw - g->pad, lo, hi;
+                valid_range(off, s, W, g->OW, &lo, &hi);
+                const float *src = cols + ((c * g->KH + kh) * g->KW + kw) * cs + (t / s - oh0) * g->OW;
+                for (int64_t o = lo; o < hi; o++) dst[o * s + off] += src[o];
+            }
+        }
+    }
+}
+
+// out [B, OC, OH, OW] = in [B, IC, H, W] * w [OC, IC, KH, KW] + b [OC]
+void conv2d_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, int stride, int pad) {
+    ConvGeom g = conv_geom(in, w, stride, pad, "conv2d_forward");
+    int64_t B = in->shape[0], OC = w->shape[0], K = g.IC * g.KH * g.KW, S = g.OH * g.OW, HW = g.H * g.W;
+    tensor_expect_shape(out, "conv2d output", B, OC, g.OH, g.OW);
+    if (ops_want(b)) tensor_expect_shape(b, "conv2d bias", OC);
+    OPS_EXPECT_CPU(out, "conv2d_forward");
+    OPS_EXPECT_CPU(in, "conv2d_forward");
+    OPS_EXPECT_CPU(w, "conv2d_forward");
+    if (ops_want(b)) OPS_EXPECT_CPU(b, "conv2d_forward");
+    float *o = tensor_f32(out);
+    const float *x = tensor_f32(in), *wt = tensor_f32(w);
+    float beta = 0.0f;
+    if (ops_want(b)) {
+        const float *bb = tensor_f32(b);
+#pragma omp parallel for if (B * OC * S > 65536)
+        for (int64_t r = 0; r < B * OC; r++)
+            for (int64_t i = 0; i < S; i++) o[r * S + i] = bb[r % OC];
+        beta = 1.0f;
+    }
+    if (conv_pointwise(&g)) {
+        for (int64_t n = 0; n < B; n++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)OC, (int)S, (int)g.IC, 1.0f, wt, (int)g.IC,
+                        x + n * g.IC * HW, (int)S, beta, o + n * OC * S, (int)S);
+        return;
+    }
+    int64_t chunk = conv_chunk_rows(&g);
+    float *cols = ops_workspace(DEVICE_CPU, sizeof(float) * (size_t)(K * chunk * g.OW)); // [K, chunk * OW]
+    for (int64_t n = 0; n < B; n++)
+        for (int64_t oh0 = 0; oh0 < g.OH; oh0 += chunk) {
+            int64_t oh1 = oh0 + chunk < g.OH ? oh0 + chunk : g.OH, cs = (oh1 - oh0) * g.OW;
+            im2col(cols, x + n * g.IC * HW, &g, oh0, oh1);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)OC, (int)cs, (int)K, 1.0f, wt, (int)K, cols,
+                        (int)cs, beta, o + n * OC * S + oh0 * g.OW, (int)S);
+        }
+}
+
+// din [B, IC, H, W] = col2im(w^T @ dout) (written); dw [OC, IC, KH, KW] += dout @ im2col(in)^T;
+// db [OC] += sum over batch and space of dout
+void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
+                     int stride, int pad) {
+    ConvGeom g = conv_geom(in, w, stride, pad, "conv2d_backward");
+    int64_t B = in->shape[0], OC = w->shape[0], K = g.IC * g.KH * g.KW, S = g.OH * g.OW, HW = g.H * g.W;
+    tensor_expect_shape(dout, "conv2d output grad", B, OC, g.OH, g.OW);
+    if (ops_want(din)) tensor_expect_shape(din, "conv2d input grad", B, g.IC, g.H, g.W);
+    if (ops_want(dw)) tensor_expect_shape(dw, "conv2d weight grad", OC, g.IC, g.KH, g.KW);
+    if (ops_want(db)) tensor_expect_shape(db, "conv2d bias grad", OC);
+    OPS_EXPECT_CPU(dout, "conv2d_backward");
+    OPS_EXPECT_CPU(in, "conv2d_backward");
+    OPS_EXPECT_CPU(w, "conv2d_backward");
+    if (ops_want(din)) OPS_EXPECT_CPU(din, "conv2d_backward");
+    if (ops_want(dw)) OPS_EXPECT_CPU(dw, "conv2d_backward");
+    if (ops_want(db)) OPS_EXPECT_CPU(db, "conv2d_backward");
+    const float *gy = tensor_f32(dout), *x = tensor_f32(in), *wt = tensor_f32(w);
+    if (ops_want(db)) {
+        float *d = tensor_f32(db);
+#pragma omp parallel for if (B * OC * S > 65536)
+        for (int64_t oc = 0; oc < OC; oc++) {
+            double sum = 0.0;
+            for (int64_t n = 0; n < B; n++)
+                for (int64_t i = 0; i < S; i++) sum += gy[(n * OC + oc) * S + i];
+            d[oc] += (float)sum;
+        }
+    }
+    if (!ops_want(din) && !ops_want(dw)) return;
+    // The weight gradient of the whole batch is summed in dwb [OC, K] and added to dw once, so dw receives exactly
+    // this call's gradient whatever it held before. Non-pointwise shapes also need the columns of one chunk,
+    // cols [K, chunk * OW], which serve first as the input columns for dw, then as the column gradient for din.
+    int pointwise = conv_pointwise(&g);
+    int64_t chunk = pointwise ? g.OH : conv_chunk_rows(&g);
+    float *dwb = ops_workspace(DEVICE_CPU, sizeof(float) * (size_t)(OC * K + (pointwise ? 0 : K * chunk * g.OW)));
+    float *cols = dwb + OC * K;
+    for (int64_t n = 0; n < B; n++) {
+        const float *gn = gy + n * OC * S, *xn = x + n * g.IC * HW;
+        float *dxn = ops_want(din) ? tensor_f32(din) + n * g.IC * HW : NULL;
+        if (pointwise) {
+            if (ops_want(dw))
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)OC, (int)K, (int)S, 1.0f, gn, (int)S, xn,
+                            (int)S, n == 0 ? 0.0f : 1.0f, dwb, (int)K);
+            if (dxn)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)S, (int)OC, 1.0f, wt, (int)K, gn,
+                            (int)S, 0.0f, dxn, (int)S);
+            continue;
+        }
+        if (dxn) memset(dxn, 0, sizeof(float) * (size_t)(g.IC * HW));
+        for (int64_t oh0 = 0; oh0 < g.OH; oh0 += chunk) {
+            int64_t oh1 = oh0 + chunk < g.OH ? oh0 + chunk : g.OH, cs = (oh1 - oh0) * g.OW;
+            if (ops_want(dw)) {
+                im2col(cols, xn, &g, oh0, oh1);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)OC, (int)K, (int)cs, 1.0f, gn + oh0 * g.OW,
+                            (int)S, cols, (int)cs, n == 0 && oh0 == 0 ? 0.0f : 1.0f, dwb, (int)K);
+            }
+            if (dxn) {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)cs, (int)OC, 1.0f, wt, (int)K,
+                            gn + oh0 * g.OW, (int)S, 0.0f, cols, (int)cs);
+                col2im_add(dxn, cols, &g, oh0, oh1);
+            }
+        }
+    }
+    if (ops_want(dw)) {
+        float *d = tensor_f32(dw);
+#pragma omp parallel for simd if (OC * K > 65536)
+        for (int64_t i = 0; i < OC * K; i++) d[i] += dwb[i];
+    }
+}
+
+// Checks that big is the NCHW tensor small padded by (top, bottom, left, right), all >= 0.
+static void pad_check(const Tensor *small, const Tensor *big, int top, int bottom, int left, int right,
+                      const char *op) {
+    char a[96];
+    CHECK(small->ndim == 4, "", "%s: want an NCHW tensor, got %s", op, tensor_shape_str(small, a, sizeof a));
+    CHECK(top >= 0 && bottom >= 0 && left >= 0 && right >= 0, "", "%s: negative padding (%d, %d, %d, %d)", op, top,
+          bottom, left, right);
+    tensor_expect_shape(big, "pad2d output", small->shape[0], small->shape[1], small->shape[2] + top + bottom,
+                        small->shape[3] + left + right);
+}
+
+// out [B, C, H + top + bottom, W + left + right]: in at (top, left), zeros around it
+void pad2d_forward(Tensor *out, const Tensor *in, int top, int bottom, int left, int right) {
+    pad_check(in, out, top, bottom, left, right, "pad2d_forward");
+    OPS_EXPECT_CPU(out, "pad2d_forward");
+    OPS_EXPECT_CPU(in, "pad2d_forward");
+    int64_t H = in->shape[2], W = in->shape[3], OH = out->shape[2], OW = out->shape[3];
+    int64_t rows = in->shape[0] * in->shape[1] * OH;
+    float *o = tensor_f32(out);
+    const float *x = tensor_f32(in);
+#pragma omp parallel for if (rows * OW > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t bc = r / OH, iy = r % OH - top;
+        float *dst = o + r * OW;
+        if (iy < 0 || iy >= H) {
+            memset(dst, 0, sizeof(float) * (size_t)OW);
+            continue;
+        }
+        memset(dst, 0, sizeof(float) * (size_t)left);
+        memcpy(dst + left, x + (bc * H + iy) * W, sizeof(float) * (size_t)W);
+        memset(dst + left + W, 0, sizeof(float) * (size_t)right);
+    }
+}
+
+// din [B, C, H, W] = the interior of dout (written)
+void pad2d_backward(Tensor *din, const Tensor *dout, int top, int bottom, int left, int right) {
+    if (!ops_want(din)) return;
+    pad_check(din, dout, top, bottom, left, right, "pad2d_backward");
+    OPS_EXPECT_CPU(din, "pad2d_backward");
+    OPS_EXPECT_CPU(dout, "pad2d_backward");
+    int64_t H = din->shape[2], W = din->shape[3], OH = dout->shape[2], OW = dout->shape[3];
+    int64_t rows = din->shape[0] * din->shape[1] * H;
+    float *d = tensor_f32(din);
+    const float *g = tensor_f32(dout);
+#pragma omp parallel for if (rows * W > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t bc = r / H, y = r % H;
+        memcpy(d + r * W, g + (bc * OH + y + top) * OW + left, sizeof(float) * (size_t)W);
+    }
+}

@@ -1,0 +1,217 @@
+// gradcheck_conv2d.c: conv2d forward against a direct double-precision convolution, and finite-difference checks
+// of conv2d (input, weight, bias) and pad2d for the kernel / stride / pad combinations the models use.
+#include <math.h>
+#include <stdio.h>
+
+#include "../src/ops/ops.h"
+#include "gradcheck.h"
+
+typedef struct {
+    Tensor x, w, b, y, dx, dw, db, dy;
+    int stride, pad, bias;
+} ConvCtx;
+
+static void conv_fwd(void *p) {
+    ConvCtx *c = p;
+    conv2d_forward(&c->y, &c->x, &c->w, c->bias ? &c->b : NULL, c->stride, c->pad);
+}
+static void conv_bwd(void *p) {
+    ConvCtx *c = p;
+    conv2d_backward(&c->dx, &c->dw, c->bias ? &c->db : NULL, &c->dy, &c->x, &c->w, c->stride, c->pad);
+}
+
+// max |y - direct| / max |direct| with the direct convolution summed in double; returns 1 on failure.
+static int conv_direct_check(const ConvCtx *c, const char *name) {
+    int64_t B = c->x.shape[0], IC = c->x.shape[1], H = c->x.shape[2], W = c->x.shape[3];
+    int64_t OC = c->w.shape[0], KH = c->w.shape[2], KW = c->w.shape[3], OH = c->y.shape[2], OW = c->y.shape[3];
+    const float *x = c->x.data, *w = c->w.data, *b = c->b.data, *y = c->y.data;
+    double max_err = 0.0, max_ref = 0.0;
+    for (int64_t n = 0; n < B; n++)
+        for (int64_t o = 0; o < OC; o++)
+            for (int64_t oy = 0; oy < OH; oy++)
+                for (int64_t ox = 0; ox < OW; ox++) {
+                    double s = c->bias ? b[o] : 0.0;
+                    for (int64_t i = 0; i < IC; i++)
+                        for (int64_t ky = 0; ky < KH; ky++)
+                            for (int64_t kx = 0; kx < KW; kx++) {
+                                int64_t iy = oy * c->stride - c->pad + ky, ix = ox * c->stride - c->pad + kx;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                s += (double)x[((n * IC + i) * H + iy) * W + ix] *
+                                     w[((o * IC + i) * KH + ky) * KW + kx];
+                            }
+                    double e = fabs(y[((n * OC + o) * OH + oy) * OW + ox] - s);
+                    if (e > max_err) max_err = e;
+                    if (fabs(s) > max_ref) max_ref = fabs(s);
+                }
+    double rel = max_err / max_ref;
+    int ok = rel <= 1e-5;
+    printf("%s %-28s forward vs direct: max|y-ref| %.3e  max|ref| %.3e  rel %.3e\n", ok ? "ok  " : "FAIL", name,
+           max_err, max_ref, rel);
+    return !ok;
+}
+
+// Forward check plus gradcheck of x, w (and b); adds 2 to *checks. max_elems 0 checks every element.
+static int conv_case(const char *name, int64_t B, int64_t IC, int64_t OC, int64_t H, int64_t W, int64_t K,
+                     int stride, int pad, int bias, int max_elems, int *checks) {
+    int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
+    ConvCtx c = {.stride = stride, .pad = pad, .bias = bias};
+    c.x = GC_TENSOR(B, IC, H, W), c.dx = GC_TENSOR(B, IC, H, W);
+    c.w = GC_TENSOR(OC, IC, K, K), c.dw = GC_TENSOR(OC, IC, K, K);
+    c.b = GC_TENSOR(OC), c.db = GC_TENSOR(OC);
+    c.y = GC_TENSOR(B, OC, OH, OW), c.dy = GC_TENSOR(B, OC, OH, OW);
+    gc_fill_uniform(&c.x, -1, 1, 1);
+    gc_fill_uniform(&c.w, -0.5f, 0.5f, 2);
+    gc_fill_uniform(&c.b, -0.5f, 0.5f, 3);
+    conv_fwd(&c);
+    int f = conv_direct_check(&c, name);
+    GradCheck g = {.name = name, .ctx = &c, .forward = conv_fwd, .backward = conv_bwd, .max_elems = max_elems};
+    g.wrt[0] = &c.x, g.grad[0] = &c.dx;
+    g.wrt[1] = &c.w, g.grad[1] = &c.dw, g.is_param[1] = 1;
+    g.n_wrt = 2;
+    if (bias) g.wrt[2] = &c.b, g.grad[2] = &c.db, g.is_param[2] = 1, g.n_wrt = 3;
+    g.out[0] = &c.y, g.dout[0] = &c.dy, g.n_out = 1;
+    f += gradcheck_run(&g);
+    *checks += 2;
+    return f;
+}
+
+// Prints the relative error max|a - ref| / max|ref|; returns 1 above tol.
+static int rel_check(const char *name, const char *what, double max_err, double max_ref, double tol) {
+    double rel = max_err / max_ref;
+    printf("%s %-28s %s: max|a-ref| %.3e  max|ref| %.3e  rel %.3e\n", rel <= tol ? "ok  " : "FAIL", name, what,
+           max_err, max_ref, rel);
+    return !(rel <= tol);
+}
+
+// An image whose im2col columns exceed the 128 MiB chunk cap, so forward and backward run in several row chunks:
+// output, input grad, weight grad and bias grad against direct double sums (B = 1). Adds 4 to *checks.
+static int conv_chunked_case(const char *name, int64_t IC, int64_t OC, int64_t H, int64_t W, int stride, int pad,
+                             int *checks) {
+    int64_t K = 3, OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
+    ConvCtx c = {.stride = stride, .pad = pad, .bias = 1};
+    c.x = GC_TENSOR(1, IC, H, W), c.dx = GC_TENSOR(1, IC, H, W);
+    c.w = GC_TENSOR(OC, IC, K, K), c.dw = GC_TENSOR(OC, IC, K, K);
+    c.b = GC_TENSOR(OC), c.db = GC_TENSOR(OC);
+    c.y = GC_TENSOR(1, OC, OH, OW), c.dy = GC_TENSOR(1, OC, OH, OW);
+    gc_fill_uniform(&c.x, -1, 1, 11);
+    gc_fill_uniform(&c.w, -0.5f, 0.5f, 12);
+    gc_fill_uniform(&c.b, -0.5f, 0.5f, 13);
+    gc_fill_uniform(&c.dy, -1, 1, 14);
+    conv_fwd(&c);
+    conv_bwd(&c);
+    const float *x = c.x.data, *w = c.w.data, *b = c.b.data, *y = c.y.data, *gy = c.dy.data;
+    const float *dx = c.dx.data, *dw = c.dw.data, *db = c.db.data;
+    double e[4] = {0}, r[4] = {0}; // out, din, dw, db
+    for (int64_t o = 0; o < OC; o++)
+        for (int64_t oy = 0; oy < OH; oy++)
+            for (int64_t ox = 0; ox < OW; ox++) {
+                double sum = b[o];
+                for (int64_t i = 0; i < IC; i++)
+                    for (int64_t ky = 0; ky < K; ky++)
+                        for (int64_t kx = 0; kx < K; kx++) {
+                            int64_t iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                            if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                sum += (double)x[(i * H + iy) * W + ix] * w[((o * IC + i) * K + ky) * K + kx];
+                        }
+                e[0] = fmax(e[0], fabs(y[(o * OH + oy) * OW + ox] - sum)), r[0] = fmax(r[0], fabs(sum));
+            }
+    for (int64_t i = 0; i < IC; i++)
+        for (int64_t iy = 0; iy < H; iy++)
+            for (int64_t ix = 0; ix < W; ix++) {
+                double sum = 0.0;
+                for (int64_t ky = 0; ky < K; ky++)
+                    for (int64_t kx = 0; kx < K; kx++) {
+                        int64_t ty = iy + pad - ky, tx = ix + pad - kx;
+                        if (ty < 0 || tx < 0 || ty % stride || tx % stride || ty / stride >= OH || tx / stride >= OW)
+                            continue;
+                        for (int64_t o = 0; o < OC; o++)
+                            sum += (double)gy[(o * OH + ty / stride) * OW + tx / stride] *
+                                   w[((o * IC + i) * K + ky) * K + kx];
+                    }
+                e[1] = fmax(e[1], fabs(dx[(i * H + iy) * W + ix] - sum)), r[1] = fmax(r[1], fabs(sum));
+            }
+    for (int64_t o = 0; o < OC; o++) {
+        double bsum = 0.0;
+        for (int64_t s = 0; s < OH * OW; s++) bsum += gy[o * OH * OW + s];
+        e[3] = fmax(e[3], fabs(db[o] - bsum)), r[3] = fmax(r[3], fabs(bsum));
+        for (int64_t i = 0; i < IC; i++)
+            for (int64_t ky = 0; ky < K; ky++)
+                for (int64_t kx = 0; kx < K; kx++) {
+                    double sum = 0.0;
+                    for (int64_t oy = 0; oy < OH; oy++) {
+                        int64_t iy = oy * stride - pad + ky;
+                        if (iy < 0 || iy >= H) continue;
+                        for (int64_t ox = 0; ox < OW; ox++) {
+                            int64_t ix = ox * stride - pad + kx;
+                            if (ix >= 0 && ix < W)
+                                sum += (double)gy[(o * OH + oy) * OW + ox] * x[(i * H + iy) * W + ix];
+                        }
+                    }
+                    double a = dw[((o * IC + i) * K + ky) * K + kx];
+                    e[2] = fmax(e[2], fabs(a - sum)), r[2] = fmax(r[2], fabs(sum));
+                }
+    }
+    *checks += 4;
+    return rel_check(name, "forward vs direct", e[0], r[0], 1e-5) + rel_check(name, "din vs direct", e[1], r[1], 1e-5) +
+           rel_check(name, "dw vs direct", e[2], r[2], 1e-5) + rel_check(name, "db vs direct", e[3], r[3], 1e-5);
+}
+
+typedef struct {
+    Tensor x, y, dx, dy;
+    int top, bottom, left, right;
+} PadCtx;
+
+static void pad_fwd(void *p) {
+    PadCtx *c = p;
+    pad2d_forward(&c->y, &c->x, c->top, c->bottom, c->left, c->right);
+}
+static void pad_bwd(void *p) {
+    PadCtx *c = p;
+    pad2d_backward(&c->dx, &c->dy, c->top, c->bottom, c->left, c->right);
+}
+
+// Forward placement check plus gradcheck of x; adds 2 to *checks.
+static int pad_case(const char *name, int top, int bottom, int left, int right, int *checks) {
+    int64_t B = 2, C = 3, H = 5, W = 4, OH = H + top + bottom, OW = W + left + right;
+    PadCtx c = {.top = top, .bottom = bottom, .left = left, .right = right};
+    c.x = GC_TENSOR(B, C, H, W), c.dx = GC_TENSOR(B, C, H, W);
+    c.y = GC_TENSOR(B, C, OH, OW), c.dy = GC_TENSOR(B, C, OH, OW);
+    gc_fill_uniform(&c.x, -1, 1, 4);
+    gc_fill_uniform(&c.y, 5, 6, 5); // stale values the forward must overwrite
+    pad_fwd(&c);
+    const float *x = c.x.data, *y = c.y.data;
+    int bad = 0;
+    for (int64_t bc = 0; bc < B * C; bc++)
+        for (int64_t oy = 0; oy < OH; oy++)
+            for (int64_t ox = 0; ox < OW; ox++) {
+                int64_t iy = oy - top, ix = ox - left;
+                float want = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[(bc * H + iy) * W + ix] : 0.0f;
+                bad += y[(bc * OH + oy) * OW + ox] != want;
+            }
+    printf("%s %-28s forward: %d misplaced values\n", bad ? "FAIL" : "ok  ", name, bad);
+    GradCheck g = {.name = name, .ctx = &c, .forward = pad_fwd, .backward = pad_bwd};
+    g.wrt[0] = &c.x, g.grad[0] = &c.dx, g.n_wrt = 1;
+    g.out[0] = &c.y, g.dout[0] = &c.dy, g.n_out = 1;
+    *checks += 2;
+    return (bad != 0) + gradcheck_run(&g);
+}
+
+int main(void) {
+    int f = 0, checks = 0;
+    f += conv_case("conv2d k3 s1 p1", 2, 3, 5, 7, 6, 3, 1, 1, 1, 0, &checks);
+    f += conv_case("conv2d k3 s2 p1", 2, 3, 5, 7, 6, 3, 2, 1, 1, 0, &checks);
+    f += conv_case("conv2d k1 s1 p0", 2, 3, 5, 7, 6, 1, 1, 0, 1, 0, &checks);
+    f += conv_case("conv2d k3 s2 p0", 2, 3, 5, 7, 6, 3, 2, 0, 1, 0, &checks);
+    f += conv_case("conv2d k1 s1 p0 (no bias)", 2, 4, 3, 5, 5, 1, 1, 0, 0, 0, &checks);
+    f += conv_case("conv2d k3 s1 p0 (no bias)", 1, 2, 3, 6, 5, 3, 1, 0, 0, 0, &checks);
+    // large enough for the threaded im2col / col2im / bias loops; a random subset of elements is checked
+    f += conv_case("conv2d k3 s1 p1 (threaded)", 2, 16, 8, 20, 19, 3, 1, 1, 1, 512, &checks);
+    f += conv_case("conv2d k3 s2 p1 (threaded)", 2, 16, 8, 21, 20, 3, 2, 1, 1, 512, &checks);
+    f += conv_case("conv2d k1 s1 p0 (threaded)", 2, 16, 8, 64, 33, 1, 1, 0, 1, 512, &checks);
+    // 1400 x 1400: the columns (2 x 9 x 1400^2 and 8 x 9 x 700^2 floats) need two row chunks
+    f += conv_chunked_case("conv2d k3 s1 p1 (chunked)", 2, 2, 1400, 1400, 1, 1, &checks);
+    f += conv_chunked_case("conv2d k3 s2 p1 (chunked)", 8, 2, 1400, 1399, 2, 1, &checks);
+    f += pad_case("pad2d (0,1,0,1)", 0, 1, 0, 1, &checks);
+    f += pad_case("pad2d (2,1,0,3)", 2, 1, 0, 3, &checks);
+    return gc_report(f, checks);
+}
