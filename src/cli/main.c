@@ -13,12 +13,18 @@ static void usage(FILE *f) {
             "commands:\n"
             "  smoke          run a short end-to-end check of the numerical core (ops, rng, memory plan)\n"
             "  bench ops      CPU throughput of conv2d, linear and attention next to the sgemm rate\n"
+            "  info           describe a diffusers folder: architecture, tensor and parameter counts (--load: memory)\n"
+            "  init-weights   write a diffusers folder with random weights for a folder's configs\n"
+            "  probe          run one component (UNet, VAE, text encoder, tokenizer) on tensors from a file\n"
             "  --help         this text\n"
             "  --version      version\n");
 }
 
 int cmd_smoke(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_init_weights(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
@@ -31,6 +37,9 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "smoke")) return cmd_smoke(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "init-weights")) return cmd_init_weights(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "probe")) return cmd_probe(argc - 1, argv + 1);
     usage(stderr);
     dt_user_error("unknown command '%s'", argv[1]);
 }

@@ -146,6 +146,27 @@ void dt_write_file_atomic(const char *path, const void *data, size_t len) {
     free(tmp);
 }
 
+const char *dt_path(char *buf, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    if (len < 0 || (size_t)len >= n) dt_user_error("path too long (%d bytes, at most %zu): '%.60s...'", len, n - 1, buf);
+    return buf;
+}
+
+void dt_mkdirs(const char *path) {
+    char buf[4096];
+    dt_path(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) dt_user_error("cannot create '%s' (%s)", buf, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) dt_user_error("cannot create '%s' (%s)", buf, strerror(errno));
+}
+
 double dt_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -56,6 +56,11 @@ char *dt_read_file(const char *path, size_t *len);
 // Writes bytes to path atomically (temporary file in the same folder, fsync, rename). User error on failure.
 void dt_write_file_atomic(const char *path, const void *data, size_t len);
 
+// snprintf into a path buffer; a user error (naming the start of the path) when it does not fit.
+const char *dt_path(char *buf, size_t n, const char *fmt, ...) DT_PRINTF(3, 4);
+// mkdir -p; user error naming the folder when it cannot be created.
+void dt_mkdirs(const char *path);
+
 // Monotonic wall clock in seconds.
 double dt_now(void);
 // Peak resident memory of this process in bytes (from the kernel's accounting).

@@ -1,1 +1,0 @@
-int cmd_bench(int argc, char **argv) { (void)argc; (void)argv; return 0; }

@@ -1,0 +1,227 @@
+// blocks.h: the building blocks the UNet and the VAE are made of (diffusers ResnetBlock2D, Transformer2DModel,
+// Downsample2D, Upsample2D, the VAE mid-block attention), each with its parameters planned under the diffusers
+// names, the activations its backward needs, and a forward and a backward side by side.
+#pragma once
+#include "../core/arena.h"
+#include "../core/common.h"
+#include "../ops/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// A second params struct planned into a gradient arena receives a block's parameter gradients (accumulated);
+// passing NULL for it computes input gradients only. Input gradients are written.
+
+// ---------------------------------------------------------------------------------------------------------------
+// planning helpers
+
+#define PLAN_NDIM(...) ((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
+
+// Registers "prefix.name" (just "name" when prefix is empty) as an fp32 tensor of the given shape.
+void plan_tensor(Arena *a, Tensor *slot, const char *prefix, const char *name, int ndim, const int64_t *shape);
+#define PLAN(a, slot, prefix, name, ...) \
+    plan_tensor((a), (slot), (prefix), (name), PLAN_NDIM(__VA_ARGS__), (int64_t[]){__VA_ARGS__})
+// buf = "prefix." followed by the formatted part (just the part when prefix is empty); returns buf.
+const char *plan_prefix(char *buf, size_t n, const char *prefix, const char *fmt, ...) DT_PRINTF(4, 5);
+
+// A layer's weight and bias (conv, linear or norm affine); bias.data is NULL when the layer has none.
+typedef struct {
+    Tensor weight, bias;
+} Layer;
+void layer_plan_conv(Arena *a, Layer *l, const char *prefix, const char *name, int64_t cout, int64_t cin, int64_t k);
+void layer_plan_linear(Arena *a, Layer *l, const char *prefix, const char *name, int64_t out, int64_t in, int bias);
+void layer_plan_norm(Arena *a, Layer *l, const char *prefix, const char *name, int64_t channels);
+
+// The gradient slot matching a parameter, or NULL when no gradients are wanted.
+#define GRAD(g, field) ((g) ? &(g)->field : NULL)
+
+// ---------------------------------------------------------------------------------------------------------------
+// scratch: temporaries of one block call (forward or backward), carved front to back from one fp32 region of the
+// activation arena. Blocks take a Scratch by value, so what a callee takes is free again when it returns. Each
+// block's *_plan_acts returns the floats its calls need; the model sizes the region as the largest need.
+
+#define SCRATCH_ALIGN 64 // floats: each piece starts on a 256-byte boundary
+
+typedef struct {
+    float *base;
+    int64_t cap, used; // floats
+    Device device;
+} Scratch;
+
+Scratch scratch_make(const Tensor *region);
+Tensor scratch_take(Scratch *s, int ndim, const int64_t *shape);
+#define SCRATCH(s, ...) scratch_take((s), PLAN_NDIM(__VA_ARGS__), (int64_t[]){__VA_ARGS__})
+// Floats a piece of n elements occupies.
+static inline int64_t scratch_floats(int64_t n) { return (n + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN; }
+
+// The data of t seen with another shape of at most as many elements (internal failure otherwise).
+Tensor tensor_view(const Tensor *t, int ndim, const int64_t *shape);
+#define VIEW(t, ...) tensor_view((t), PLAN_NDIM(__VA_ARGS__), (int64_t[]){__VA_ARGS__})
+
+// buf seen with the shape of t.
+static inline Tensor view_like(const Tensor *buf, const Tensor *t) { return tensor_view(buf, t->ndim, t->shape); }
+
+// A model backward passes gradients between two flat buffers: cur holds the gradient of the current stage's output,
+// other receives the gradient of its input; flow_swap after each stage.
+typedef struct {
+    Tensor *cur, *other;
+} GradFlow;
+static inline void flow_swap(GradFlow *f) {
+    Tensor *t = f->cur;
+    f->cur = f->other, f->other = t;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// NCHW <-> token layout (row-major over (h, w)): [B, C, H, W] <-> [B, H*W, C]. Each backward is the other forward.
+void nchw_to_tokens_forward(Tensor *out, const Tensor *in);
+void nchw_to_tokens_backward(Tensor *din, const Tensor *dout);
+void tokens_to_nchw_forward(Tensor *out, const Tensor *in);
+void tokens_to_nchw_backward(Tensor *din, const Tensor *dout);
+
+// ---------------------------------------------------------------------------------------------------------------
+// attention (diffusers Attention with AttnProcessor2_0): q = to_q(x), k = to_k(ctx), v = to_v(ctx) (ctx = x for
+// self-attention), out = to_out.0(softmax(q k^T / sqrt(d)) v) per head. Every projection of every attention goes
+// through one helper in blocks.c (attn_proj_forward / attn_proj_backward): the single place adapters attach to.
+// A projection with a LoRA adapter (PEFT convention) computes y = x W^T + b + lora_scale (x A^T) B^T; its rank must
+// not exceed the projection's input or output width. In a gradient struct, lora_a / lora_b receive dA, dB.
+
+typedef struct {
+    Tensor weight, bias;   // [out, in], [out] (bias.data NULL when absent)
+    Tensor lora_a, lora_b; // [rank, in], [out, rank] (data NULL without an adapter)
+    float lora_scale;      // alpha / rank
+} AttnProj;
+
+typedef struct {
+    AttnProj to_q, to_k, to_v, to_out;
+    int heads;
+} AttnParams;
+
+typedef struct {
+    Tensor q, k, v; // [B, Tq, C], [B, Tk, C], [B, Tk, C]
+    Tensor o;       // [B, Tq, C] attention output before to_out
+    Tensor lse;     // [B, heads, Tq]
+} AttnActs;
+
+// ---------------------------------------------------------------------------------------------------------------
+// ResnetBlock2D: out = conv2(SiLU(norm2(conv1(SiLU(norm1(x))) + time_emb_proj(temb_act)))) + shortcut(x);
+// shortcut is conv_shortcut (1x1) when cin != cout. temb_act is SiLU(time embedding) [B, temb], computed once by
+// the model for all its resnets (the VAE's resnets have no time input: temb = 0).
+
+typedef struct {
+    Layer norm1, conv1, time_emb_proj, norm2, conv2, conv_shortcut;
+    int cin, cout, temb, groups;
+    float eps;
+} ResnetParams;
+
+typedef struct {
+    Tensor mean1, rstd1; // [B, groups] norm1 statistics
+    Tensor h1;           // [B, cout, H, W] conv1 output plus the time projection
+    Tensor mean2, rstd2; // [B, groups] norm2 statistics
+} ResnetActs;
+
+void resnet_plan_params(Arena *a, ResnetParams *p, const char *prefix, int cin, int cout, int temb, int groups,
+                        float eps);
+int64_t resnet_plan_acts(Arena *a, ResnetActs *x, const char *prefix, const ResnetParams *p, int64_t B, int64_t H,
+                         int64_t W);
+// in [B, cin, H, W] -> out [B, cout, H, W]
+void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Tensor *in, const Tensor *temb_act,
+                    Scratch s);
+// din [B, cin, H, W] and dtemb [B, temb] written (either may be NULL)
+void resnet_backward(const ResnetParams *p, ResnetParams *g, const ResnetActs *x, Tensor *din, Tensor *dtemb,
+                     const Tensor *dout, const Tensor *in, const Tensor *temb_act, Scratch s);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Transformer2DModel: x + proj_out(blocks(proj_in(GroupNorm(x, eps 1e-6)))) with proj_in/proj_out 1x1 convs
+// (use_linear_projection false: applied before/after the token transpose) or linears on tokens. Each
+// BasicTransformerBlock: h += attn1(norm1(h)); h += attn2(norm2(h), ctx); h += ff(norm3(h)) with LayerNorm eps
+// 1e-5, no norm on the context, ff = Linear(C, 8C) -> GEGLU -> Linear(4C, C).
+
+typedef struct {
+    Layer norm1, norm2, norm3;
+    AttnParams attn1, attn2;
+    Layer ff_in, ff_out; // ff.net.0.proj [8C, C], ff.net.2 [C, 4C]
+} BasicBlockParams;
+
+typedef struct {
+    Layer norm, proj_in, proj_out;
+    BasicBlockParams *blocks; // [depth]
+    int channels, heads, depth, cross_dim, linear, groups;
+} TransformerParams;
+
+typedef struct {
+    Tensor ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, ln3_mean, ln3_rstd; // [B, T]
+    AttnActs attn1, attn2;
+    Tensor h1, h2; // [B, T, C] residual stream after attn1, after attn2
+    Tensor ff_h;   // [B, T, 8C] GEGLU input
+    Tensor out;    // [B, T, C] block output
+} BasicBlockActs;
+
+typedef struct {
+    Tensor mean, rstd;      // [B, groups]
+    Tensor tokens;          // [B, T, C] proj_in output (input of block 0)
+    BasicBlockActs *blocks; // [depth]
+} TransformerActs;
+
+void transformer_plan_params(Arena *a, TransformerParams *p, const char *prefix, int channels, int heads, int depth,
+                             int cross_dim, int linear, int groups);
+int64_t transformer_plan_acts(Arena *a, TransformerActs *x, const char *prefix, const TransformerParams *p,
+                              int64_t B, int64_t H, int64_t W, int64_t ctx_len);
+// in, out [B, C, H, W]; ctx [B, ctx_len, cross_dim]
+void transformer_forward(const TransformerParams *p, TransformerActs *x, Tensor *out, const Tensor *in,
+                         const Tensor *ctx, Scratch s);
+// din [B, C, H, W] written (may be NULL); no gradient flows into ctx
+void transformer_backward(const TransformerParams *p, TransformerParams *g, const TransformerActs *x, Tensor *din,
+                          const Tensor *dout, const Tensor *in, const Tensor *ctx, Scratch s);
+void transformer_free(TransformerParams *p);
+void transformer_acts_free(TransformerActs *x);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Downsample2D: conv 3x3 stride 2 pad 1 (UNet), or, with asym_pad, zero pad (left 0, right 1, top 0, bottom 1) then
+// conv 3x3 stride 2 pad 0 (VAE encoder). Upsample2D: nearest 2x, then conv 3x3 pad 1. Both keep no activations.
+
+typedef struct {
+    Layer conv;
+    int channels, asym_pad;
+} SamplerParams;
+
+void downsample_plan_params(Arena *a, SamplerParams *p, const char *prefix, int channels, int asym_pad);
+int64_t downsample_scratch(const SamplerParams *p, int64_t B, int64_t H, int64_t W);
+// in [B, C, H, W] -> out [B, C, H/2, W/2] (H, W even)
+void downsample_forward(const SamplerParams *p, Tensor *out, const Tensor *in, Scratch s);
+void downsample_backward(const SamplerParams *p, SamplerParams *g, Tensor *din, const Tensor *dout, const Tensor *in,
+                         Scratch s);
+
+void upsample_plan_params(Arena *a, SamplerParams *p, const char *prefix, int channels);
+int64_t upsample_scratch(const SamplerParams *p, int64_t B, int64_t H, int64_t W);
+// in [B, C, H, W] -> out [B, C, 2H, 2W]
+void upsample_forward(const SamplerParams *p, Tensor *out, const Tensor *in, Scratch s);
+void upsample_backward(const SamplerParams *p, SamplerParams *g, Tensor *din, const Tensor *dout, const Tensor *in,
+                       Scratch s);
+
+// ---------------------------------------------------------------------------------------------------------------
+// VAE mid-block attention: x + to_out(attention(GroupNorm(x)) over the H*W tokens), one head, biases everywhere.
+
+typedef struct {
+    Layer group_norm;
+    AttnParams attn;
+    int channels, groups;
+    float eps;
+} VaeAttnParams;
+
+typedef struct {
+    Tensor mean, rstd; // [B, groups]
+    AttnActs attn;
+} VaeAttnActs;
+
+void vae_attn_plan_params(Arena *a, VaeAttnParams *p, const char *prefix, int channels, int groups, float eps);
+int64_t vae_attn_plan_acts(Arena *a, VaeAttnActs *x, const char *prefix, const VaeAttnParams *p, int64_t B,
+                           int64_t H, int64_t W);
+// in, out [B, C, H, W]
+void vae_attn_forward(const VaeAttnParams *p, VaeAttnActs *x, Tensor *out, const Tensor *in, Scratch s);
+void vae_attn_backward(const VaeAttnParams *p, VaeAttnParams *g, const VaeAttnActs *x, Tensor *din,
+                       const Tensor *dout, const Tensor *in, Scratch s);
+
+#ifdef __cplusplus
+}
+#endif

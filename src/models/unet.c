@@ -1,0 +1,435 @@
+// unet.c: UNet2DConditionModel parameters, activation plan, forward and backward (configuration: unet_config.c),
+// in the stage order of diffusers unet_2d_condition.py.
+#include "unet.h"
+
+#include <string.h>
+
+#include "../core/device.h"
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// ---------------------------------------------------------------------------------------------------------------
+// parameters
+
+static void plan_down_level(Arena *a, UNet *net, int i, int cin) {
+    const UNetConfig *c = &net->cfg;
+    UNetLevel *lv = &net->down[i];
+    int out = c->block_out[i];
+    char p[256];
+    lv->n_layers = c->layers[i], lv->has_attn = c->down_attn[i], lv->has_sampler = i < c->levels - 1;
+    for (int j = 0; j < lv->n_layers; j++) {
+        resnet_plan_params(a, &lv->res[j], plan_prefix(p, sizeof p, "", "down_blocks.%d.resnets.%d", i, j),
+                           j ? out : cin, out, c->temb_dim, c->groups, c->norm_eps);
+        if (lv->has_attn)
+            transformer_plan_params(a, &lv->attn[j], plan_prefix(p, sizeof p, "", "down_blocks.%d.attentions.%d", i, j),
+                                    out, c->heads[i], c->depth[i], c->cross_dim, c->linear_proj, c->groups);
+    }
+    if (lv->has_sampler)
+        downsample_plan_params(a, &lv->sampler, plan_prefix(p, sizeof p, "", "down_blocks.%d.downsamplers.0", i), out,
+                               c->downsample_padding == 0);
+}
+
+// Up level i works at k = levels-1-i; resnet j takes [hidden | skip]: hidden has prev channels for j = 0 (out
+// after), the skip has out channels except for the last resnet, whose skip comes from the level below (in).
+static void plan_up_level(Arena *a, UNet *net, int i, int prev) {
+    const UNetConfig *c = &net->cfg;
+    UNetLevel *lv = &net->up[i];
+    int k = c->levels - 1 - i, out = c->block_out[k], in = c->block_out[k > 0 ? k - 1 : 0];
+    char p[256];
+    lv->n_layers = c->layers[k] + 1, lv->has_attn = c->up_attn[i], lv->has_sampler = i < c->levels - 1;
+    for (int j = 0; j < lv->n_layers; j++) {
+        int cin = (j ? out : prev) + (j == lv->n_layers - 1 ? in : out);
+        resnet_plan_params(a, &lv->res[j], plan_prefix(p, sizeof p, "", "up_blocks.%d.resnets.%d", i, j), cin, out,
+                           c->temb_dim, c->groups, c->norm_eps);
+        if (lv->has_attn)
+            transformer_plan_params(a, &lv->attn[j], plan_prefix(p, sizeof p, "", "up_blocks.%d.attentions.%d", i, j),
+                                    out, c->heads[k], c->depth[k], c->cross_dim, c->linear_proj, c->groups);
+    }
+    if (lv->has_sampler)
+        upsample_plan_params(a, &lv->sampler, plan_prefix(p, sizeof p, "", "up_blocks.%d.upsamplers.0", i), out);
+}
+
+void unet_plan_params(Arena *a, UNet *net, const UNetConfig *cfg) {
+    memset(net, 0, sizeof *net);
+    net->cfg = *cfg;
+    const UNetConfig *c = &net->cfg;
+    int L = c->levels, T = c->temb_dim, top = c->block_out[L - 1];
+    layer_plan_conv(a, &net->conv_in, "", "conv_in", c->block_out[0], c->in_channels, 3);
+    layer_plan_linear(a, &net->time_linear_1, "", "time_embedding.linear_1", T, c->block_out[0], 1);
+    layer_plan_linear(a, &net->time_linear_2, "", "time_embedding.linear_2", T, T, 1);
+    if (c->text_time) {
+        layer_plan_linear(a, &net->add_linear_1, "", "add_embedding.linear_1", T, c->add_in_dim, 1);
+        layer_plan_linear(a, &net->add_linear_2, "", "add_embedding.linear_2", T, T, 1);
+    }
+    for (int i = 0; i < L; i++) plan_down_level(a, net, i, c->block_out[i > 0 ? i - 1 : 0]);
+    resnet_plan_params(a, &net->mid_res[0], "mid_block.resnets.0", top, top, T, c->groups, c->norm_eps);
+    transformer_plan_params(a, &net->mid_attn, "mid_block.attentions.0", top, c->heads[L - 1], c->depth[L - 1],
+                            c->cross_dim, c->linear_proj, c->groups);
+    resnet_plan_params(a, &net->mid_res[1], "mid_block.resnets.1", top, top, T, c->groups, c->norm_eps);
+    for (int i = 0; i < L; i++) plan_up_level(a, net, i, c->block_out[L - (i > 0 ? i : 1)]);
+    layer_plan_norm(a, &net->conv_norm_out, "", "conv_norm_out", c->block_out[0]);
+    layer_plan_conv(a, &net->conv_out, "", "conv_out", c->out_channels, c->block_out[0], 3);
+}
+
+int64_t unet_param_count(const UNetConfig *cfg) {
+    Arena a;
+    arena_init(&a, "count", DEVICE_CPU);
+    UNet *net = xcalloc(1, sizeof *net);
+    unet_plan_params(&a, net, cfg);
+    int64_t n = arena_numel(&a);
+    unet_free(net);
+    free(net);
+    arena_free(&a);
+    return n;
+}
+
+void unet_free(UNet *net) {
+    for (int i = 0; i < UNET_MAX_LEVELS; i++)
+        for (int j = 0; j < UNET_MAX_LAYERS; j++) {
+            transformer_free(&net->down[i].attn[j]);
+            transformer_free(&net->up[i].attn[j]);
+        }
+    transformer_free(&net->mid_attn);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// activations
+
+// The output of layer j of a level (its transformer's when it has one), and of the whole level.
+static const Tensor *layer_out(const UNetLevelActs *A, const UNetLevel *lv, int j) {
+    return lv->has_attn ? &A->attn_out[j] : &A->res_out[j];
+}
+static const Tensor *level_out(const UNetLevelActs *A, const UNetLevel *lv) {
+    return lv->has_sampler ? &A->sampler_out : layer_out(A, lv, lv->n_layers - 1);
+}
+
+// Registers a stage output [B, C, H, W] and grows the gradient buffer size to it.
+static void plan_stage(Arena *a, Tensor *slot, const char *prefix, const char *name, int64_t B, int64_t C, int64_t H,
+                       int64_t W, int64_t *flow) {
+    PLAN(a, slot, prefix, name, B, C, H, W);
+    *flow = max64(*flow, B * C * H * W);
+}
+
+typedef struct {
+    int64_t need, flow, cat; // largest scratch need, stage and concat (floats)
+} PlanSizes;
+
+// Plans level i of the down (up = 0) or up path at *h x *w and moves them past its sampler. The down path pushes
+// every layer output on the skip stack; the up path pops one skip per resnet into its [hidden | skip] input.
+static void plan_level_acts(Arena *a, UNetActs *x, const UNetLevel *lv, UNetLevelActs *A, int i, int up, int64_t *h,
+                            int64_t *w, int *top, const Tensor *hidden, PlanSizes *sz) {
+    int64_t B = x->B, C = lv->res[0].cout;
+    const char *path = up ? "up_blocks" : "down_blocks";
+    char rp[128], ap[128];
+    for (int j = 0; j < lv->n_layers; j++) {
+        plan_prefix(rp, sizeof rp, "", "%s.%d.resnets.%d", path, i, j);
+        if (up) {
+            int64_t cc = hidden->shape[1] + x->skip[--*top]->shape[1];
+            PLAN(a, &A->cat[j], rp, "in", B, cc, *h, *w);
+            sz->cat = max64(sz->cat, B * cc * *h * *w);
+        }
+        sz->need = max64(sz->need, resnet_plan_acts(a, &A->res[j], rp, &lv->res[j], B, *h, *w));
+        plan_stage(a, &A->res_out[j], rp, "out", B, C, *h, *w, &sz->flow);
+        if (lv->has_attn) {
+            plan_prefix(ap, sizeof ap, "", "%s.%d.attentions.%d", path, i, j);
+            sz->need = max64(sz->need, transformer_plan_acts(a, &A->attn[j], ap, &lv->attn[j], B, *h, *w, x->T));
+            plan_stage(a, &A->attn_out[j], ap, "out", B, C, *h, *w, &sz->flow);
+        }
+        hidden = layer_out(A, lv, j);
+        if (!up) x->skip[x->n_skips++] = hidden;
+    }
+    if (!lv->has_sampler) return;
+    plan_prefix(rp, sizeof rp, "", "%s.%d.%s.0", path, i, up ? "upsamplers" : "downsamplers");
+    sz->need = max64(sz->need, up ? upsample_scratch(&lv->sampler, B, *h, *w)
+                                  : downsample_scratch(&lv->sampler, B, *h, *w));
+    *h = up ? 2 * *h : *h / 2, *w = up ? 2 * *w : *w / 2;
+    plan_stage(a, &A->sampler_out, rp, "out", B, C, *h, *w, &sz->flow);
+    if (!up) x->skip[x->n_skips++] = &A->sampler_out;
+}
+
+void unet_plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H, int64_t W, int64_t T) {
+    const UNetConfig *c = &net->cfg;
+    int L = c->levels;
+    int64_t f = (int64_t)1 << (L - 1), temb = c->temb_dim, G = c->groups;
+    USER_CHECK(B >= 1 && T >= 1 && H > 0 && W > 0 && H % f == 0 && W % f == 0,
+               "latent size %lld x %lld: this UNet needs positive multiples of %lld (batch %lld, context %lld)",
+               (long long)H, (long long)W, (long long)f, (long long)B, (long long)T);
+    memset(x, 0, sizeof *x);
+    x->B = B, x->H = H, x->W = W, x->T = T;
+    PlanSizes sz = {0, 0, 0};
+    PLAN(a, &x->x, "", "input.x", B, c->in_channels, H, W);
+    PLAN(a, &x->ctx, "", "input.context", B, T, c->cross_dim);
+    PLAN(a, &x->t_proj, "", "time_proj", B, c->block_out[0]);
+    PLAN(a, &x->t_h, "", "time_embedding.linear_1.out", B, temb);
+    if (c->text_time) {
+        PLAN(a, &x->add_in, "", "add_embedding.in", B, c->add_in_dim);
+        PLAN(a, &x->add_h, "", "add_embedding.linear_1.out", B, temb);
+    }
+    PLAN(a, &x->emb, "", "emb", B, temb);
+    PLAN(a, &x->emb_act, "", "emb_act", B, temb);
+    plan_stage(a, &x->conv_in_out, "conv_in", "out", B, c->block_out[0], H, W, &sz.flow);
+    x->skip[x->n_skips++] = &x->conv_in_out;
+    int64_t h = H, w = W, top_c = c->block_out[L - 1];
+    for (int i = 0; i < L; i++) plan_level_acts(a, x, &net->down[i], &x->down[i], i, 0, &h, &w, NULL, NULL, &sz);
+    sz.need = max64(sz.need, resnet_plan_acts(a, &x->mid_res[0], "mid_block.resnets.0", &net->mid_res[0], B, h, w));
+    plan_stage(a, &x->mid_out[0], "mid_block.resnets.0", "out", B, top_c, h, w, &sz.flow);
+    sz.need = max64(sz.need, transformer_plan_acts(a, &x->mid_attn, "mid_block.attentions.0", &net->mid_attn, B, h, w,
+                                                   T));
+    plan_stage(a, &x->mid_out[1], "mid_block.attentions.0", "out", B, top_c, h, w, &sz.flow);
+    sz.need = max64(sz.need, resnet_plan_acts(a, &x->mid_res[1], "mid_block.resnets.1", &net->mid_res[1], B, h, w));
+    plan_stage(a, &x->mid_out[2], "mid_block.resnets.1", "out", B, top_c, h, w, &sz.flow);
+    int top = x->n_skips;
+    const Tensor *hidden = &x->mid_out[2];
+    for (int i = 0; i < L; i++) {
+        plan_level_acts(a, x, &net->up[i], &x->up[i], i, 1, &h, &w, &top, hidden, &sz);
+        hidden = level_out(&x->up[i], &net->up[i]);
+    }
+    CHECK(top == 0, "", "UNet skip stack: %d skips left after the up levels", top);
+    PLAN(a, &x->norm_mean, "", "conv_norm_out.mean", B, G);
+    PLAN(a, &x->norm_rstd, "", "conv_norm_out.rstd", B, G);
+    // the output head and the time embedding run on scratch too
+    int64_t img0 = scratch_floats(B * c->block_out[0] * H * W);
+    sz.need = max64(sz.need, 2 * img0 + 2 * scratch_floats(B * G));
+    int64_t time_rows = scratch_floats(B * max64(temb, c->add_in_dim));
+    sz.need = max64(sz.need, 3 * time_rows + scratch_floats(6 * B * c->add_time_dim));
+    for (int k = 0; k < x->n_skips; k++) {
+        char p[64];
+        snprintf(p, sizeof p, "grad.skip.%d", k);
+        arena_add(a, &x->dskip[k], p, DTYPE_F32, 4, x->skip[k]->shape);
+    }
+    PLAN(a, &x->gflow[0], "", "grad.flow.0", sz.flow);
+    PLAN(a, &x->gflow[1], "", "grad.flow.1", sz.flow);
+    PLAN(a, &x->gcat, "", "grad.concat", sz.cat);
+    PLAN(a, &x->demb_act, "", "grad.emb_act", B, temb);
+    PLAN(a, &x->dtemb, "", "grad.resnet_temb", B, temb);
+    PLAN(a, &x->scratch, "", "scratch", sz.need);
+}
+
+void unet_acts_free(UNetActs *x) {
+    for (int i = 0; i < UNET_MAX_LEVELS; i++)
+        for (int j = 0; j < UNET_MAX_LAYERS; j++) {
+            transformer_acts_free(&x->down[i].attn[j]);
+            transformer_acts_free(&x->up[i].attn[j]);
+        }
+    transformer_acts_free(&x->mid_attn);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// forward: time embedding; conv_in; down levels pushing every resnet / transformer / downsampler output on the skip
+// stack; the mid block; up levels concatenating [hidden | skip] before each resnet; conv_out(SiLU(conv_norm_out(h))).
+
+// emb = time_embedding(time_proj(t)) (+ add_embedding([text_embeds | add_time_proj(time_ids)])); emb_act = SiLU(emb)
+static void time_forward(const UNet *net, UNetActs *x, const Tensor *t, const Tensor *text_embeds,
+                         const Tensor *time_ids, Scratch s) {
+    const UNetConfig *c = &net->cfg;
+    Tensor act = SCRATCH(&s, x->B, c->temb_dim);
+    timestep_embedding_forward(&x->t_proj, t, c->flip_sin_to_cos, c->freq_shift);
+    linear_forward(&x->t_h, &x->t_proj, &net->time_linear_1.weight, &net->time_linear_1.bias);
+    activation_forward(&act, &x->t_h, ACT_SILU);
+    linear_forward(&x->emb, &act, &net->time_linear_2.weight, &net->time_linear_2.bias);
+    if (c->text_time) {
+        Tensor tid = SCRATCH(&s, 6 * x->B, c->add_time_dim), aug = SCRATCH(&s, x->B, c->temb_dim);
+        timestep_embedding_forward(&tid, time_ids, c->flip_sin_to_cos, c->freq_shift);
+        Tensor tid_rows = VIEW(&tid, x->B, 6 * c->add_time_dim);
+        concat_channels_forward(&x->add_in, text_embeds, &tid_rows);
+        linear_forward(&x->add_h, &x->add_in, &net->add_linear_1.weight, &net->add_linear_1.bias);
+        activation_forward(&act, &x->add_h, ACT_SILU);
+        linear_forward(&aug, &act, &net->add_linear_2.weight, &net->add_linear_2.bias);
+        add_forward(&x->emb, &x->emb, &aug);
+    }
+    activation_forward(&x->emb_act, &x->emb, ACT_SILU);
+}
+
+static void check_inputs(const UNet *net, const UNetActs *x, const Tensor *eps, const Tensor *in, const Tensor *t,
+                         const Tensor *ctx, const Tensor *text_embeds, const Tensor *time_ids) {
+    const UNetConfig *c = &net->cfg;
+    tensor_expect_shape(in, "UNet sample", x->B, c->in_channels, x->H, x->W);
+    tensor_expect_shape(eps, "UNet output", x->B, c->out_channels, x->H, x->W);
+    tensor_expect_shape(t, "UNet timesteps", x->B);
+    tensor_expect_shape(ctx, "UNet context", x->B, x->T, c->cross_dim);
+    CHECK(c->text_time == (text_embeds != NULL) && c->text_time == (time_ids != NULL),
+          "text_embeds and time_ids go with addition_embed_type \"text_time\" (SDXL) and only there",
+          "UNet: text_time %d, text_embeds %s, time_ids %s", c->text_time, text_embeds ? "given" : "missing",
+          time_ids ? "given" : "missing");
+    if (c->text_time) {
+        tensor_expect_shape(text_embeds, "UNet text_embeds", x->B, c->text_embed_dim);
+        tensor_expect_shape(time_ids, "UNet time_ids", x->B, 6);
+    }
+}
+
+void unet_forward(const UNet *net, UNetActs *x, Tensor *eps, const Tensor *in, const Tensor *timesteps,
+                  const Tensor *context, const Tensor *text_embeds, const Tensor *time_ids) {
+    const UNetConfig *c = &net->cfg;
+    int L = c->levels;
+    check_inputs(net, x, eps, in, timesteps, context, text_embeds, time_ids);
+    Scratch s = scratch_make(&x->scratch);
+    tensor_copy(&x->x, in);
+    tensor_copy(&x->ctx, context);
+    time_forward(net, x, timesteps, text_embeds, time_ids, s);
+    conv2d_forward(&x->conv_in_out, &x->x, &net->conv_in.weight, &net->conv_in.bias, 1, 1);
+    const Tensor *h = &x->conv_in_out;
+    for (int i = 0; i < L; i++) {
+        const UNetLevel *lv = &net->down[i];
+        UNetLevelActs *A = &x->down[i];
+        for (int j = 0; j < lv->n_layers; j++) {
+            resnet_forward(&lv->res[j], &A->res[j], &A->res_out[j], h, &x->emb_act, s);
+            if (lv->has_attn)
+                transformer_forward(&lv->attn[j], &A->attn[j], &A->attn_out[j], &A->res_out[j], &x->ctx, s);
+            h = layer_out(A, lv, j);
+        }
+        if (lv->has_sampler) downsample_forward(&lv->sampler, &A->sampler_out, h, s);
+        h = level_out(A, lv);
+    }
+    resnet_forward(&net->mid_res[0], &x->mid_res[0], &x->mid_out[0], h, &x->emb_act, s);
+    transformer_forward(&net->mid_attn, &x->mid_attn, &x->mid_out[1], &x->mid_out[0], &x->ctx, s);
+    resnet_forward(&net->mid_res[1], &x->mid_res[1], &x->mid_out[2], &x->mid_out[1], &x->emb_act, s);
+    h = &x->mid_out[2];
+    int top = x->n_skips;
+    for (int i = 0; i < L; i++) {
+        const UNetLevel *lv = &net->up[i];
+        UNetLevelActs *A = &x->up[i];
+        for (int j = 0; j < lv->n_layers; j++) {
+            concat_channels_forward(&A->cat[j], h, x->skip[--top]);
+            resnet_forward(&lv->res[j], &A->res[j], &A->res_out[j], &A->cat[j], &x->emb_act, s);
+            if (lv->has_attn)
+                transformer_forward(&lv->attn[j], &A->attn[j], &A->attn_out[j], &A->res_out[j], &x->ctx, s);
+            h = layer_out(A, lv, j);
+        }
+        if (lv->has_sampler) upsample_forward(&lv->sampler, &A->sampler_out, h, s);
+        h = level_out(A, lv);
+    }
+    Tensor n = scratch_take(&s, 4, h->shape);
+    groupnorm_forward(&n, &x->norm_mean, &x->norm_rstd, h, &net->conv_norm_out.weight, &net->conv_norm_out.bias,
+                      c->groups, c->norm_eps);
+    activation_forward(&n, &n, ACT_SILU);
+    conv2d_forward(eps, &n, &net->conv_out.weight, &net->conv_out.bias, 1, 1);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// backward: the same stages in reverse. The up path parks each skip's gradient in dskip; the down path adds it back
+// when it reaches that skip.
+
+// Parameter gradients of the time embedding from demb_act, the summed gradient of every resnet's time input.
+static void time_backward(const UNet *net, UNet *g, UNetActs *x, Scratch s) {
+    const UNetConfig *c = &net->cfg;
+    Tensor demb = SCRATCH(&s, x->B, c->temb_dim), act = SCRATCH(&s, x->B, c->temb_dim);
+    Tensor dact = SCRATCH(&s, x->B, c->temb_dim);
+    activation_backward(&demb, &x->demb_act, &x->emb, ACT_SILU);
+    // emb = linear_2(SiLU(linear_1(t_proj))) + add_linear_2(SiLU(add_linear_1(add_in)))
+    activation_forward(&act, &x->t_h, ACT_SILU);
+    linear_backward(&dact, &g->time_linear_2.weight, &g->time_linear_2.bias, &demb, &act, &net->time_linear_2.weight);
+    activation_backward(&dact, &dact, &x->t_h, ACT_SILU);
+    linear_backward(NULL, &g->time_linear_1.weight, &g->time_linear_1.bias, &dact, &x->t_proj,
+                    &net->time_linear_1.weight);
+    if (!c->text_time) return;
+    activation_forward(&act, &x->add_h, ACT_SILU);
+    linear_backward(&dact, &g->add_linear_2.weight, &g->add_linear_2.bias, &demb, &act, &net->add_linear_2.weight);
+    activation_backward(&dact, &dact, &x->add_h, ACT_SILU);
+    linear_backward(NULL, &g->add_linear_1.weight, &g->add_linear_1.bias, &dact, &x->add_in, &net->add_linear_1.weight);
+}
+
+// One resnet: cur (d out) -> other (d in); its time-input gradient joins demb_act.
+static void resnet_step(const ResnetParams *p, ResnetParams *g, const ResnetActs *a, Tensor *din, const Tensor *dout,
+                        const Tensor *in, UNetActs *x, Scratch s) {
+    resnet_backward(p, g, a, din, g ? &x->dtemb : NULL, dout, in, &x->emb_act, s);
+    if (g) tensor_axpy(&x->demb_act, 1.0f, &x->dtemb);
+}
+
+static void up_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, GradFlow *f, int *k, Scratch s) {
+    const UNetLevel *lv = &net->up[i];
+    UNetLevel *lg = g ? &g->up[i] : NULL;
+    UNetLevelActs *A = &x->up[i];
+    if (lv->has_sampler) {
+        const Tensor *in = layer_out(A, lv, lv->n_layers - 1);
+        Tensor din = view_like(f->other, in), dout = view_like(f->cur, &A->sampler_out);
+        upsample_backward(&lv->sampler, GRAD(lg, sampler), &din, &dout, in, s);
+        flow_swap(f);
+    }
+    for (int j = lv->n_layers - 1; j >= 0; j--) {
+        if (lv->has_attn) {
+            Tensor din = view_like(f->other, &A->res_out[j]), dout = view_like(f->cur, &A->attn_out[j]);
+            transformer_backward(&lv->attn[j], GRAD(lg, attn[j]), &A->attn[j], &din, &dout, &A->res_out[j], &x->ctx, s);
+            flow_swap(f);
+        }
+        Tensor dcat = view_like(&x->gcat, &A->cat[j]), dout = view_like(f->cur, &A->res_out[j]);
+        resnet_step(&lv->res[j], GRAD(lg, res[j]), &A->res[j], &dcat, &dout, &A->cat[j], x, s);
+        const Tensor *hidden = j   ? layer_out(A, lv, j - 1)
+                               : i ? level_out(&x->up[i - 1], &net->up[i - 1])
+                                   : &x->mid_out[2];
+        Tensor dh = view_like(f->cur, hidden);
+        concat_channels_backward(&dh, &x->dskip[(*k)++], &dcat);
+    }
+}
+
+static void down_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, GradFlow *f, int *k, Scratch s) {
+    const UNetLevel *lv = &net->down[i];
+    UNetLevel *lg = g ? &g->down[i] : NULL;
+    UNetLevelActs *A = &x->down[i];
+    if (lv->has_sampler) {
+        const Tensor *in = layer_out(A, lv, lv->n_layers - 1);
+        Tensor din = view_like(f->other, in), dout = view_like(f->cur, &A->sampler_out);
+        tensor_axpy(&dout, 1.0f, &x->dskip[(*k)--]);
+        downsample_backward(&lv->sampler, GRAD(lg, sampler), &din, &dout, in, s);
+        flow_swap(f);
+    }
+    for (int j = lv->n_layers - 1; j >= 0; j--) {
+        Tensor dout = view_like(f->cur, layer_out(A, lv, j));
+        tensor_axpy(&dout, 1.0f, &x->dskip[(*k)--]);
+        if (lv->has_attn) {
+            Tensor din = view_like(f->other, &A->res_out[j]);
+            transformer_backward(&lv->attn[j], GRAD(lg, attn[j]), &A->attn[j], &din, &dout, &A->res_out[j], &x->ctx, s);
+            flow_swap(f);
+        }
+        const Tensor *in = j   ? layer_out(A, lv, j - 1)
+                           : i ? level_out(&x->down[i - 1], &net->down[i - 1])
+                               : &x->conv_in_out;
+        Tensor din = view_like(f->other, in), dres = view_like(f->cur, &A->res_out[j]);
+        resnet_step(&lv->res[j], GRAD(lg, res[j]), &A->res[j], &din, &dres, in, x, s);
+        flow_swap(f);
+    }
+}
+
+void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Tensor *dx) {
+    const UNetConfig *c = &net->cfg;
+    int L = c->levels;
+    tensor_expect_shape(deps, "UNet output gradient", x->B, c->out_channels, x->H, x->W);
+    Scratch s = scratch_make(&x->scratch);
+    GradFlow f = {&x->gflow[0], &x->gflow[1]};
+    if (g) tensor_fill(&x->demb_act, 0.0f);
+    {   // eps = conv_out(SiLU(conv_norm_out(h)))
+        const Tensor *h = level_out(&x->up[L - 1], &net->up[L - 1]);
+        Scratch t = s;
+        Tensor n = scratch_take(&t, 4, h->shape), act = scratch_take(&t, 4, h->shape);
+        Tensor mean = SCRATCH(&t, x->B, c->groups), rstd = SCRATCH(&t, x->B, c->groups);
+        Tensor dact = view_like(f.other, h), dh = view_like(f.cur, h);
+        groupnorm_forward(&n, &mean, &rstd, h, &net->conv_norm_out.weight, &net->conv_norm_out.bias, c->groups,
+                          c->norm_eps);
+        activation_forward(&act, &n, ACT_SILU);
+        conv2d_backward(&dact, GRAD(g, conv_out.weight), GRAD(g, conv_out.bias), deps, &act, &net->conv_out.weight, 1,
+                        1);
+        activation_backward(&dact, &dact, &n, ACT_SILU);
+        groupnorm_backward(&dh, GRAD(g, conv_norm_out.weight), GRAD(g, conv_norm_out.bias), &dact, h, &x->norm_mean,
+                           &x->norm_rstd, &net->conv_norm_out.weight, c->groups);
+    }
+    int k = 0; // the up path meets the skips in push order
+    for (int i = L - 1; i >= 0; i--) up_level_backward(net, g, x, i, &f, &k, s);
+    {   // mid block: resnet 1, attention, resnet 0
+        const Tensor *in = level_out(&x->down[L - 1], &net->down[L - 1]);
+        Tensor din = view_like(f.other, &x->mid_out[1]), dout = view_like(f.cur, &x->mid_out[2]);
+        resnet_step(&net->mid_res[1], GRAD(g, mid_res[1]), &x->mid_res[1], &din, &dout, &x->mid_out[1], x, s);
+        flow_swap(&f);
+        din = view_like(f.other, &x->mid_out[0]), dout = view_like(f.cur, &x->mid_out[1]);
+        transformer_backward(&net->mid_attn, GRAD(g, mid_attn), &x->mid_attn, &din, &dout, &x->mid_out[0], &x->ctx, s);
+        flow_swap(&f);
+        din = view_like(f.other, in), dout = view_like(f.cur, &x->mid_out[0]);
+        resnet_step(&net->mid_res[0], GRAD(g, mid_res[0]), &x->mid_res[0], &din, &dout, in, x, s);
+        flow_swap(&f);
+    }
+    k = x->n_skips - 1; // the down path meets them in reverse
+    for (int i = L - 1; i >= 0; i--) down_level_backward(net, g, x, i, &f, &k, s);
+    CHECK(k == 0, "", "UNet backward: skip %d reached conv_in", k);
+    Tensor dout = view_like(f.cur, &x->conv_in_out);
+    tensor_axpy(&dout, 1.0f, &x->dskip[0]);
+    conv2d_backward(dx, GRAD(g, conv_in.weight), GRAD(g, conv_in.bias), &dout, &x->x, &net->conv_in.weight, 1, 1);
+    if (g) time_backward(net, g, x, s);
+}

@@ -1,0 +1,380 @@
+// vae.c: AutoencoderKL configuration, parameters, the decoder forward and backward, and the encoder forward
+// (diffusers autoencoder_kl.py and vae.py: Encoder, Decoder, UNetMidBlock2D, Down/UpDecoderBlock2D). Every norm of
+// the VAE uses eps 1e-6; its resnets have no time input.
+#include "vae.h"
+
+#include <string.h>
+
+#include "../core/device.h"
+#include "../io/json.h"
+
+#define VAE_EPS 1e-6f
+
+const char *const vae_weight_renames[][2] = {
+    {".to_q.", ".query."}, {".to_k.", ".key."}, {".to_v.", ".value."}, {".to_out.0.", ".proj_attn."}, {NULL, NULL}};
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// ---------------------------------------------------------------------------------------------------------------
+// configuration
+
+static void expect_block_types(const JsonDoc *d, const char *key, const char *want, int levels) {
+    const char *v[VAE_MAX_LEVELS + 1];
+    int n = json_get_string_list(d, key, v, VAE_MAX_LEVELS);
+    USER_CHECK(n == levels, "'%s': %s has %d entries, block_out_channels %d", d->path, key, n, levels);
+    for (int i = 0; i < n; i++)
+        USER_CHECK(!strcmp(v[i], want), "'%s': unsupported %s entry \"%s\" (drtune supports %s)", d->path, key, v[i],
+                   want);
+}
+
+void vae_load_config(VAEConfig *cfg, const char *path) {
+    size_t len = strlen(path);
+    char *file = xmalloc(len + 16);
+    snprintf(file, len + 16, len >= 5 && !strcmp(path + len - 5, ".json") ? "%s" : "%s/config.json", path);
+    JsonDoc d;
+    json_load(&d, file);
+    VAEConfig *c = cfg;
+    memset(c, 0, sizeof *c);
+    const char *cls = json_get_string(&d, "_class_name", "AutoencoderKL");
+    USER_CHECK(!strcmp(cls, "AutoencoderKL"), "'%s': _class_name \"%s\" is not AutoencoderKL", file, cls);
+    const char *act = json_get_string(&d, "act_fn", "silu");
+    USER_CHECK(!strcmp(act, "silu"), "'%s': unsupported act_fn = \"%s\" (drtune supports \"silu\")", file, act);
+    static const char *const must_be_null[] = {"shift_factor", "latents_mean", "latents_std"};
+    for (int i = 0; i < 3; i++)
+        USER_CHECK(!json_has(&d, must_be_null[i]), "'%s': unsupported %s (drtune supports null)", file,
+                   must_be_null[i]);
+    USER_CHECK(json_has(&d, "block_out_channels"), "'%s': key 'block_out_channels' is missing", file);
+    c->levels = json_get_int_list(&d, "block_out_channels", c->block_out, VAE_MAX_LEVELS, 1, 0);
+    expect_block_types(&d, "down_block_types", "DownEncoderBlock2D", c->levels);
+    expect_block_types(&d, "up_block_types", "UpDecoderBlock2D", c->levels);
+    c->in_channels = json_get_int(&d, "in_channels", 3);
+    c->out_channels = json_get_int(&d, "out_channels", 3);
+    c->latent_channels = json_get_int(&d, "latent_channels", 4);
+    c->layers = json_get_int(&d, "layers_per_block", 1);
+    c->groups = json_get_int(&d, "norm_num_groups", 32);
+    c->scaling_factor = (float)json_get_number(&d, "scaling_factor", 0.18215);
+    c->quant_conv = json_get_bool(&d, "use_quant_conv", 1);
+    c->post_quant_conv = json_get_bool(&d, "use_post_quant_conv", 1);
+    c->mid_attention = json_get_bool(&d, "mid_block_add_attention", 1);
+    USER_CHECK(c->layers >= 1 && c->layers < VAE_MAX_LAYERS, "'%s': layers_per_block %d (1..%d supported)", file,
+               c->layers, VAE_MAX_LAYERS - 1);
+    USER_CHECK(c->in_channels > 0 && c->out_channels > 0 && c->latent_channels > 0 && c->groups > 0 &&
+                   c->scaling_factor > 0,
+               "'%s': in_channels, out_channels, latent_channels, norm_num_groups and scaling_factor must be positive",
+               file);
+    for (int i = 0; i < c->levels; i++)
+        USER_CHECK(c->block_out[i] > 0 && c->block_out[i] % c->groups == 0,
+                   "'%s': block_out_channels %d is not a positive multiple of norm_num_groups %d", file,
+                   c->block_out[i], c->groups);
+    json_free(&d);
+    free(file);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// parameters
+
+static void plan_mid(Arena *a, VAEMid *m, const char *prefix, int C, const VAEConfig *c) {
+    char p[256];
+    resnet_plan_params(a, &m->res[0], plan_prefix(p, sizeof p, prefix, "resnets.0"), C, C, 0, c->groups, VAE_EPS);
+    if (c->mid_attention)
+        vae_attn_plan_params(a, &m->attn, plan_prefix(p, sizeof p, prefix, "attentions.0"), C, c->groups, VAE_EPS);
+    resnet_plan_params(a, &m->res[1], plan_prefix(p, sizeof p, prefix, "resnets.1"), C, C, 0, c->groups, VAE_EPS);
+}
+
+// Decoder up level i works at block_out[levels-1-i] with layers + 1 resnets; encoder down level i at block_out[i].
+static void plan_level(Arena *a, VAELevel *lv, const char *prefix, int cin, int cout, int n_layers, int sampler,
+                       int up, const VAEConfig *c) {
+    char p[256];
+    lv->n_layers = n_layers, lv->has_sampler = sampler;
+    for (int j = 0; j < n_layers; j++)
+        resnet_plan_params(a, &lv->res[j], plan_prefix(p, sizeof p, prefix, "resnets.%d", j), j ? cout : cin, cout, 0,
+                           c->groups, VAE_EPS);
+    if (sampler && up) upsample_plan_params(a, &lv->sampler, plan_prefix(p, sizeof p, prefix, "upsamplers.0"), cout);
+    if (sampler && !up)
+        downsample_plan_params(a, &lv->sampler, plan_prefix(p, sizeof p, prefix, "downsamplers.0"), cout, 1);
+}
+
+void vae_plan_params(Arena *a, VAE *v, const VAEConfig *cfg, int parts) {
+    memset(v, 0, sizeof *v);
+    v->cfg = *cfg, v->parts = parts;
+    const VAEConfig *c = &v->cfg;
+    int L = c->levels, top = c->block_out[L - 1], lat = c->latent_channels;
+    char p[256];
+    if (parts & VAE_ENCODER) {
+        layer_plan_conv(a, &v->enc_conv_in, "encoder", "conv_in", c->block_out[0], c->in_channels, 3);
+        for (int i = 0; i < L; i++)
+            plan_level(a, &v->enc_down[i], plan_prefix(p, sizeof p, "", "encoder.down_blocks.%d", i),
+                       c->block_out[i > 0 ? i - 1 : 0], c->block_out[i], c->layers, i < L - 1, 0, c);
+        plan_mid(a, &v->enc_mid, "encoder.mid_block", top, c);
+        layer_plan_norm(a, &v->enc_norm_out, "encoder", "conv_norm_out", top);
+        layer_plan_conv(a, &v->enc_conv_out, "encoder", "conv_out", 2 * lat, top, 3);
+        if (c->quant_conv) layer_plan_conv(a, &v->quant_conv, "", "quant_conv", 2 * lat, 2 * lat, 1);
+    }
+    if (parts & VAE_DECODER) {
+        if (c->post_quant_conv) layer_plan_conv(a, &v->post_quant_conv, "", "post_quant_conv", lat, lat, 1);
+        layer_plan_conv(a, &v->dec_conv_in, "decoder", "conv_in", top, lat, 3);
+        plan_mid(a, &v->dec_mid, "decoder.mid_block", top, c);
+        for (int i = 0; i < L; i++)
+            plan_level(a, &v->dec_up[i], plan_prefix(p, sizeof p, "", "decoder.up_blocks.%d", i),
+                       c->block_out[L - (i > 0 ? i : 1)], c->block_out[L - 1 - i], c->layers + 1, i < L - 1, 1, c);
+        layer_plan_norm(a, &v->dec_norm_out, "decoder", "conv_norm_out", c->block_out[0]);
+        layer_plan_conv(a, &v->dec_conv_out, "decoder", "conv_out", c->out_channels, c->block_out[0], 3);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// activations
+
+typedef struct {
+    int64_t need, flow; // largest scratch need and stage (floats)
+} PlanSizes;
+
+static void plan_stage(Arena *a, Tensor *slot, const char *prefix, const char *name, int64_t B, int64_t C, int64_t H,
+                       int64_t W, PlanSizes *sz) {
+    PLAN(a, slot, prefix, name, B, C, H, W);
+    sz->flow = max64(sz->flow, B * C * H * W);
+}
+
+static void plan_mid_acts(Arena *a, VAEMidActs *x, const VAEMid *m, const char *prefix, int attn, int64_t B,
+                          int64_t H, int64_t W, PlanSizes *sz) {
+    char p[256];
+    int64_t C = m->res[0].cout;
+    sz->need = max64(sz->need, resnet_plan_acts(a, &x->res[0], plan_prefix(p, sizeof p, prefix, "resnets.0"),
+                                                &m->res[0], B, H, W));
+    plan_stage(a, &x->out[0], prefix, "resnets.0.out", B, C, H, W, sz);
+    if (attn) {
+        sz->need = max64(sz->need, vae_attn_plan_acts(a, &x->attn, plan_prefix(p, sizeof p, prefix, "attentions.0"),
+                                                      &m->attn, B, H, W));
+        plan_stage(a, &x->out[1], prefix, "attentions.0.out", B, C, H, W, sz);
+    }
+    sz->need = max64(sz->need, resnet_plan_acts(a, &x->res[1], plan_prefix(p, sizeof p, prefix, "resnets.1"),
+                                                &m->res[1], B, H, W));
+    plan_stage(a, &x->out[2], prefix, "resnets.1.out", B, C, H, W, sz);
+}
+
+// Plans a level working at *h x *w and moves them to the size after its sampler.
+static void plan_level_acts(Arena *a, VAELevelActs *x, const VAELevel *lv, const char *prefix, int up, int64_t B,
+                            int64_t *h, int64_t *w, PlanSizes *sz) {
+    char p[256];
+    int64_t C = lv->res[0].cout;
+    for (int j = 0; j < lv->n_layers; j++) {
+        sz->need = max64(sz->need, resnet_plan_acts(a, &x->res[j], plan_prefix(p, sizeof p, prefix, "resnets.%d", j),
+                                                    &lv->res[j], B, *h, *w));
+        plan_stage(a, &x->res_out[j], prefix, plan_prefix(p, sizeof p, "", "resnets.%d.out", j), B, C, *h, *w, sz);
+    }
+    if (!lv->has_sampler) return;
+    sz->need = max64(sz->need, up ? upsample_scratch(&lv->sampler, B, *h, *w)
+                                  : downsample_scratch(&lv->sampler, B, *h, *w));
+    *h = up ? 2 * *h : *h / 2, *w = up ? 2 * *w : *w / 2;
+    plan_stage(a, &x->sampler_out, prefix, up ? "upsamplers.0.out" : "downsamplers.0.out", B, C, *h, *w, sz);
+}
+
+// The output head (GroupNorm, SiLU, conv) runs on two image-sized scratch pieces and two statistics.
+static int64_t head_scratch(int64_t B, int64_t C, int64_t H, int64_t W, int64_t groups) {
+    return 2 * scratch_floats(B * C * H * W) + 2 * scratch_floats(B * groups);
+}
+
+void vae_plan_decode_acts(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, int64_t h, int64_t w) {
+    const VAEConfig *c = &v->cfg;
+    CHECK(v->parts & VAE_DECODER, "plan the VAE with VAE_DECODER", "VAE decoder activations without a decoder");
+    USER_CHECK(B >= 1 && h > 0 && w > 0, "VAE decode: batch %lld of %lld x %lld latents", (long long)B, (long long)h,
+               (long long)w);
+    memset(x, 0, sizeof *x);
+    x->B = B, x->h = h, x->w = w;
+    PlanSizes sz = {0, 0};
+    int L = c->levels;
+    char p[256];
+    PLAN(a, &x->z, "", "decoder.input", B, c->latent_channels, h, w);
+    if (c->post_quant_conv) plan_stage(a, &x->pq_out, "", "post_quant_conv.out", B, c->latent_channels, h, w, &sz);
+    plan_stage(a, &x->conv_in_out, "", "decoder.conv_in.out", B, c->block_out[L - 1], h, w, &sz);
+    plan_mid_acts(a, &x->mid, &v->dec_mid, "decoder.mid_block", c->mid_attention, B, h, w, &sz);
+    int64_t H = h, W = w;
+    for (int i = 0; i < L; i++)
+        plan_level_acts(a, &x->up[i], &v->dec_up[i], plan_prefix(p, sizeof p, "", "decoder.up_blocks.%d", i), 1, B,
+                        &H, &W, &sz);
+    PLAN(a, &x->norm_mean, "", "decoder.conv_norm_out.mean", B, c->groups);
+    PLAN(a, &x->norm_rstd, "", "decoder.conv_norm_out.rstd", B, c->groups);
+    sz.need = max64(sz.need, head_scratch(B, c->block_out[0], H, W, c->groups));
+    PLAN(a, &x->gflow[0], "", "grad.flow.0", sz.flow);
+    PLAN(a, &x->gflow[1], "", "grad.flow.1", sz.flow);
+    PLAN(a, &x->scratch, "", "scratch", sz.need);
+}
+
+void vae_plan_encode_acts(Arena *a, VAEEncodeActs *x, const VAE *v, int64_t B, int64_t H, int64_t W) {
+    const VAEConfig *c = &v->cfg;
+    int L = c->levels;
+    int64_t f = (int64_t)1 << (L - 1);
+    CHECK(v->parts & VAE_ENCODER, "plan the VAE with VAE_ENCODER", "VAE encoder activations without an encoder");
+    USER_CHECK(B >= 1 && H > 0 && W > 0 && H % f == 0 && W % f == 0,
+               "VAE encode: image size %lld x %lld must be a positive multiple of %lld", (long long)H, (long long)W,
+               (long long)f);
+    memset(x, 0, sizeof *x);
+    x->B = B, x->H = H, x->W = W;
+    PlanSizes sz = {0, 0};
+    char p[256];
+    plan_stage(a, &x->conv_in_out, "", "encoder.conv_in.out", B, c->block_out[0], H, W, &sz);
+    int64_t h = H, w = W;
+    for (int i = 0; i < L; i++)
+        plan_level_acts(a, &x->down[i], &v->enc_down[i], plan_prefix(p, sizeof p, "", "encoder.down_blocks.%d", i), 0,
+                        B, &h, &w, &sz);
+    plan_mid_acts(a, &x->mid, &v->enc_mid, "encoder.mid_block", c->mid_attention, B, h, w, &sz);
+    PLAN(a, &x->norm_mean, "", "encoder.conv_norm_out.mean", B, c->groups);
+    PLAN(a, &x->norm_rstd, "", "encoder.conv_norm_out.rstd", B, c->groups);
+    PLAN(a, &x->conv_out_out, "", "encoder.conv_out.out", B, 2 * c->latent_channels, h, w);
+    PLAN(a, &x->moments, "", "moments", B, 2 * c->latent_channels, h, w);
+    sz.need = max64(sz.need, head_scratch(B, c->block_out[L - 1], h, w, c->groups));
+    PLAN(a, &x->scratch, "", "scratch", sz.need);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// forward
+
+static const Tensor *level_out(const VAELevelActs *x, const VAELevel *lv) {
+    return lv->has_sampler ? &x->sampler_out : &x->res_out[lv->n_layers - 1];
+}
+
+static const Tensor *mid_forward(const VAEMid *m, VAEMidActs *x, const Tensor *in, int attn, Scratch s) {
+    resnet_forward(&m->res[0], &x->res[0], &x->out[0], in, NULL, s);
+    if (attn) vae_attn_forward(&m->attn, &x->attn, &x->out[1], &x->out[0], s);
+    resnet_forward(&m->res[1], &x->res[1], &x->out[2], attn ? &x->out[1] : &x->out[0], NULL, s);
+    return &x->out[2];
+}
+
+static const Tensor *level_forward(const VAELevel *lv, VAELevelActs *x, const Tensor *h, int up, Scratch s) {
+    for (int j = 0; j < lv->n_layers; j++) {
+        resnet_forward(&lv->res[j], &x->res[j], &x->res_out[j], h, NULL, s);
+        h = &x->res_out[j];
+    }
+    if (lv->has_sampler && up) upsample_forward(&lv->sampler, &x->sampler_out, h, s);
+    if (lv->has_sampler && !up) downsample_forward(&lv->sampler, &x->sampler_out, h, s);
+    return level_out(x, lv);
+}
+
+// out = conv(SiLU(GroupNorm(h))), statistics saved in mean, rstd
+static void head_forward(const Layer *norm, const Layer *conv, Tensor *out, Tensor *mean, Tensor *rstd,
+                         const Tensor *h, int groups, Scratch s) {
+    Tensor n = scratch_take(&s, 4, h->shape);
+    groupnorm_forward(&n, mean, rstd, h, &norm->weight, &norm->bias, groups, VAE_EPS);
+    activation_forward(&n, &n, ACT_SILU);
+    conv2d_forward(out, &n, &conv->weight, &conv->bias, 1, 1);
+}
+
+void vae_decode(const VAE *v, VAEDecodeActs *x, Tensor *image, const Tensor *latents) {
+    const VAEConfig *c = &v->cfg;
+    int L = c->levels;
+    int64_t f = (int64_t)1 << (L - 1);
+    tensor_expect_shape(latents, "VAE latents", x->B, c->latent_channels, x->h, x->w);
+    tensor_expect_shape(image, "VAE image", x->B, c->out_channels, f * x->h, f * x->w);
+    Scratch s = scratch_make(&x->scratch);
+    tensor_copy(&x->z, latents);
+    tensor_scale(&x->z, 1.0f / c->scaling_factor);
+    const Tensor *h = &x->z;
+    if (c->post_quant_conv) {
+        conv2d_forward(&x->pq_out, h, &v->post_quant_conv.weight, &v->post_quant_conv.bias, 1, 0);
+        h = &x->pq_out;
+    }
+    conv2d_forward(&x->conv_in_out, h, &v->dec_conv_in.weight, &v->dec_conv_in.bias, 1, 1);
+    h = mid_forward(&v->dec_mid, &x->mid, &x->conv_in_out, c->mid_attention, s);
+    for (int i = 0; i < L; i++) h = level_forward(&v->dec_up[i], &x->up[i], h, 1, s);
+    head_forward(&v->dec_norm_out, &v->dec_conv_out, image, &x->norm_mean, &x->norm_rstd, h, c->groups, s);
+}
+
+// logvar = clamp(logvar, -30, 20), NaN kept (torch.clamp)
+static void clamp_logvar(Tensor *t) {
+    CHECK(t->device == DEVICE_CPU, "the log-variance clamp has no CUDA kernel yet", "VAE encode: %s logvar",
+          device_name(t->device));
+    float *p = tensor_f32(t);
+    for (int64_t i = 0; i < tensor_numel(t); i++) p[i] = p[i] < -30.0f ? -30.0f : p[i] > 20.0f ? 20.0f : p[i];
+}
+
+void vae_encode(const VAE *v, VAEEncodeActs *x, Tensor *mean, Tensor *logvar, const Tensor *image) {
+    const VAEConfig *c = &v->cfg;
+    int L = c->levels;
+    tensor_expect_shape(image, "VAE image", x->B, c->in_channels, x->H, x->W);
+    Scratch s = scratch_make(&x->scratch);
+    conv2d_forward(&x->conv_in_out, image, &v->enc_conv_in.weight, &v->enc_conv_in.bias, 1, 1);
+    const Tensor *h = &x->conv_in_out;
+    for (int i = 0; i < L; i++) h = level_forward(&v->enc_down[i], &x->down[i], h, 0, s);
+    h = mid_forward(&v->enc_mid, &x->mid, h, c->mid_attention, s);
+    head_forward(&v->enc_norm_out, &v->enc_conv_out, &x->conv_out_out, &x->norm_mean, &x->norm_rstd, h, c->groups, s);
+    if (c->quant_conv)
+        conv2d_forward(&x->moments, &x->conv_out_out, &v->quant_conv.weight, &v->quant_conv.bias, 1, 0);
+    else
+        tensor_copy(&x->moments, &x->conv_out_out);
+    concat_channels_backward(mean, logvar, &x->moments); // the split [mean | logvar] along the channels
+    clamp_logvar(logvar);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// decoder backward
+
+static void mid_backward(const VAEMid *m, VAEMid *g, const VAEMidActs *x, const Tensor *in, int attn, GradFlow *f,
+                         Scratch s) {
+    const Tensor *mid_in = attn ? &x->out[1] : &x->out[0];
+    Tensor din = view_like(f->other, mid_in), dout = view_like(f->cur, &x->out[2]);
+    resnet_backward(&m->res[1], GRAD(g, res[1]), &x->res[1], &din, NULL, &dout, mid_in, NULL, s);
+    flow_swap(f);
+    if (attn) {
+        din = view_like(f->other, &x->out[0]), dout = view_like(f->cur, &x->out[1]);
+        vae_attn_backward(&m->attn, GRAD(g, attn), &x->attn, &din, &dout, &x->out[0], s);
+        flow_swap(f);
+    }
+    din = view_like(f->other, in), dout = view_like(f->cur, &x->out[0]);
+    resnet_backward(&m->res[0], GRAD(g, res[0]), &x->res[0], &din, NULL, &dout, in, NULL, s);
+    flow_swap(f);
+}
+
+static void up_level_backward(const VAELevel *lv, VAELevel *g, const VAELevelActs *x, const Tensor *in, GradFlow *f,
+                              Scratch s) {
+    if (lv->has_sampler) {
+        const Tensor *last = &x->res_out[lv->n_layers - 1];
+        Tensor din = view_like(f->other, last), dout = view_like(f->cur, &x->sampler_out);
+        upsample_backward(&lv->sampler, GRAD(g, sampler), &din, &dout, last, s);
+        flow_swap(f);
+    }
+    for (int j = lv->n_layers - 1; j >= 0; j--) {
+        const Tensor *rin = j ? &x->res_out[j - 1] : in;
+        Tensor din = view_like(f->other, rin), dout = view_like(f->cur, &x->res_out[j]);
+        resnet_backward(&lv->res[j], GRAD(g, res[j]), &x->res[j], &din, NULL, &dout, rin, NULL, s);
+        flow_swap(f);
+    }
+}
+
+void vae_decode_backward(const VAE *v, VAE *g, VAEDecodeActs *x, const Tensor *dimage, Tensor *dlatents) {
+    const VAEConfig *c = &v->cfg;
+    int L = c->levels;
+    Scratch s = scratch_make(&x->scratch);
+    GradFlow f = {&x->gflow[0], &x->gflow[1]};
+    {   // image = conv_out(SiLU(conv_norm_out(h)))
+        const Tensor *h = level_out(&x->up[L - 1], &v->dec_up[L - 1]);
+        Scratch t = s;
+        Tensor n = scratch_take(&t, 4, h->shape), act = scratch_take(&t, 4, h->shape);
+        Tensor mean = SCRATCH(&t, x->B, c->groups), rstd = SCRATCH(&t, x->B, c->groups);
+        Tensor dact = view_like(f.other, h), dh = view_like(f.cur, h);
+        groupnorm_forward(&n, &mean, &rstd, h, &v->dec_norm_out.weight, &v->dec_norm_out.bias, c->groups, VAE_EPS);
+        activation_forward(&act, &n, ACT_SILU);
+        conv2d_backward(&dact, GRAD(g, dec_conv_out.weight), GRAD(g, dec_conv_out.bias), dimage, &act,
+                        &v->dec_conv_out.weight, 1, 1);
+        activation_backward(&dact, &dact, &n, ACT_SILU);
+        groupnorm_backward(&dh, GRAD(g, dec_norm_out.weight), GRAD(g, dec_norm_out.bias), &dact, h, &x->norm_mean,
+                           &x->norm_rstd, &v->dec_norm_out.weight, c->groups);
+    }
+    for (int i = L - 1; i >= 0; i--)
+        up_level_backward(&v->dec_up[i], GRAD(g, dec_up[i]), &x->up[i],
+                          i ? level_out(&x->up[i - 1], &v->dec_up[i - 1]) : &x->mid.out[2], &f, s);
+    mid_backward(&v->dec_mid, GRAD(g, dec_mid), &x->mid, &x->conv_in_out, c->mid_attention, &f, s);
+    const Tensor *dec_in = c->post_quant_conv ? &x->pq_out : &x->z;
+    Tensor din = view_like(f.other, dec_in), dout = view_like(f.cur, &x->conv_in_out);
+    conv2d_backward(&din, GRAD(g, dec_conv_in.weight), GRAD(g, dec_conv_in.bias), &dout, dec_in, &v->dec_conv_in.weight,
+                    1, 1);
+    flow_swap(&f);
+    if (c->post_quant_conv) {
+        dout = view_like(f.cur, &x->pq_out);
+        conv2d_backward(dlatents, GRAD(g, post_quant_conv.weight), GRAD(g, post_quant_conv.bias), &dout, &x->z,
+                        &v->post_quant_conv.weight, 1, 0);
+    } else if (dlatents && dlatents->data) {
+        dout = view_like(f.cur, &x->z);
+        tensor_copy(dlatents, &dout);
+    }
+    if (dlatents && dlatents->data) tensor_scale(dlatents, 1.0f / c->scaling_factor);
+}

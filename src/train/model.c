@@ -1,0 +1,71 @@
+// model.c: loading a diffusers pipeline for training and sampling, prompt conditioning, and per-sample noise.
+#include "model.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../core/common.h"
+#include "../core/rng.h"
+
+void model_load(Model *m, const char *dir, int steps) {
+    memset(m, 0, sizeof *m);
+    struct stat st;
+    USER_CHECK(stat(dir, &st) == 0 && S_ISDIR(st.st_mode), "model folder '%s' does not exist", dir);
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    char path[2048];
+    pipeline_load_text(&m->text, dir);
+    snprintf(path, sizeof path, "%s/unet", dir);
+    pipeline_load_unet(&m->unet, &m->unet_params, path);
+    snprintf(path, sizeof path, "%s/vae", dir);
+    pipeline_load_vae(&m->vae, &m->vae_params, path, VAE_DECODER);
+    snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir);
+    DdimConfig dc = ddim_load_config(path);
+    ddim_init(&m->sched, &dc);
+    ddim_set_timesteps(&m->sched, steps);
+}
+
+void model_free(Model *m) {
+    pipeline_free(&m->text);
+    unet_free(&m->unet);
+    arena_free(&m->unet_params);
+    arena_free(&m->vae_params);
+    ddim_free(&m->sched);
+}
+
+void model_condition(const Model *m, const char *const *prompts, const char *negative, int B, int cfg, int H, int W,
+                     PromptEmbeds *emb, UNetCond *cond) {
+    const char **neg = NULL;
+    if (cfg && negative && negative[0]) {
+        neg = xmalloc(sizeof(char *) * (size_t)B);
+        for (int b = 0; b < B; b++) neg[b] = negative;
+    }
+    SdxlSize size = {H, W, 0, 0, H, W};
+    pipeline_encode_prompt(&m->text, emb, prompts, neg, B, cfg, &size);
+    free(neg);
+    cond->context = &emb->hidden;
+    cond->text_embeds = emb->text_embeds.data ? &emb->text_embeds : NULL;
+    cond->time_ids = emb->time_ids.data ? &emb->time_ids : NULL;
+}
+
+void noise_latents(Tensor *xT, uint64_t seed, const int64_t *ids) {
+    int64_t B = xT->shape[0], n = tensor_numel(xT) / B;
+    for (int64_t b = 0; b < B; b++)
+        rng_normal_fill((float *)xT->data + b * n, n, seed, RNG_STREAM(RNG_PURPOSE_LATENT, ids[b], 0), 0);
+}
+
+void noise_steps(Tensor *z, uint64_t seed, const int64_t *ids) {
+    int64_t N = z->shape[0], B = z->shape[1], n = tensor_numel(z) / (N * B);
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t b = 0; b < B; b++)
+            rng_normal_fill((float *)z->data + (i * B + b) * n, n, seed,
+                            RNG_STREAM(RNG_PURPOSE_STEP_NOISE, ids[b], N - i), 0);
+}
+
+void noise_copies(Tensor *nz, uint64_t seed, const int64_t *ids, int64_t it) {
+    int64_t J = nz->shape[0], B = nz->shape[1], n = tensor_numel(nz) / (J * B);
+    for (int64_t j = 0; j < J; j++)
+        for (int64_t b = 0; b < B; b++) // step ids above any sampling step keep these streams apart from z
+            rng_normal_fill((float *)nz->data + (j * B + b) * n, n, seed,
+                            RNG_STREAM(RNG_PURPOSE_STEP_NOISE, ids[b], 100000 + it * 64 + j), 0);
+}

@@ -1,0 +1,43 @@
+// model.h: a loaded diffusers pipeline as the training and sampling commands use it (tokenizers and frozen text
+// encoders, UNet, VAE decoder, DDIM scheduler), prompt conditioning for the UNet, and the per-sample noise keyed by
+// global sample index so results do not depend on how samples are split across ranks.
+#pragma once
+#include <stdint.h>
+
+#include "../models/pipeline.h"
+#include "engine.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    char dir[1024];
+    Pipeline text;
+    UNet unet;
+    Arena unet_params;
+    VAE vae;
+    Arena vae_params;
+    Ddim sched;
+} Model;
+
+// Loads dir (model_index.json, tokenizer(s), text encoder(s), unet, vae decoder, scheduler) and sets `steps`
+// sampling steps. Every problem with the folder is a user error naming the file.
+void model_load(Model *m, const char *dir, int steps);
+void model_free(Model *m);
+
+// Conditioning of B prompts for the UNet rows ([uncond; cond] when cfg), for images of H x W pixels (SDXL's
+// add_time_ids). The negative prompt applies to every row (NULL or "" for none). cond points into emb.
+void model_condition(const Model *m, const char *const *prompts, const char *negative, int B, int cfg, int H, int W,
+                     PromptEmbeds *emb, UNetCond *cond);
+
+// x_T [B, C, h, w]: sample b's latent from stream (seed, LATENT, ids[b]).
+void noise_latents(Tensor *xT, uint64_t seed, const int64_t *ids);
+// z [N, B, C, h, w]: the DDIM noise of sample ids[b] at step t (index N - t) from stream (seed, STEP_NOISE, ids[b], t).
+void noise_steps(Tensor *z, uint64_t seed, const int64_t *ids);
+// [n, B, C, h, w]: DRaFT-LV re-noising of copy j of sample ids[b] at iteration `it`.
+void noise_copies(Tensor *nz, uint64_t seed, const int64_t *ids, int64_t it);
+
+#ifdef __cplusplus
+}
+#endif
