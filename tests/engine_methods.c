@@ -12,6 +12,7 @@
 #include "../src/core/rng.h"
 #include "../src/models/pipeline.h"
 #include "../src/train/engine.h"
+#include "../src/train/lora.h"
 #include "fixture.h"
 
 static int checks, failures;
@@ -83,6 +84,26 @@ static double grad_rel_error(const Setup *s, const SafeTensors *ref, const char 
     return sqrt(num / den);
 }
 
+static Lora *g_lora; // set while the LoRA cases run
+
+// ||a - b|| / ||b|| over every LoRA adapter gradient
+static double lora_rel_error(const Lora *l, const SafeTensors *ref, const char *cas) {
+    double num = 0, den = 0;
+    for (int i = 0; i < l->grads.n; i++) {
+        const ArenaEntry *en = &l->grads.entries[i];
+        char name[700];
+        snprintf(name, sizeof name, "%s.lora_grad.%s", cas, en->name);
+        Tensor r = fixture_get(ref, name);
+        const float *a = en->desc.data, *b = r.data;
+        for (int64_t k = 0; k < tensor_numel(&r); k++) {
+            num += ((double)a[k] - b[k]) * ((double)a[k] - b[k]);
+            den += (double)b[k] * b[k];
+        }
+        free(r.data);
+    }
+    return sqrt(num / den);
+}
+
 static void run_case(Setup *s, const SafeTensors *ref, const char *cas, Method m, int full_grads) {
     char name[128];
     MethodConfig mc = {.method = m, .phase = -1, .t_min = -1, .k = -1};
@@ -127,10 +148,23 @@ static void run_case(Setup *s, const SafeTensors *ref, const char *cas, Method m
     if (eta > 0) z = fixture_get(ref, name);
     if (m == METHOD_DRAFT_LV) lv = fixture_get(ref, name);
     arena_zero(&s->gradmem);
+    if (g_lora) arena_zero(&g_lora->grads);
     IterResult res;
     const char *prompts[2] = {"", ""};
     engine_iteration(&s->e, &plan, &s->cond, prompts, &xT, eta > 0 ? &z : NULL, m == METHOD_DRAFT_LV ? &lv : NULL,
                      &res);
+    if (g_lora) {
+        snprintf(name, sizeof name, "%s.lora_loss", cas);
+        Tensor rl = fixture_get(ref, name);
+        Tensor got_loss = tensor_f32_1d((float[]){(float)res.loss}, 1);
+        snprintf(name, sizeof name, "%s LoRA loss", cas);
+        expect(fixture_compare(name, &got_loss, &rl, 1e-5));
+        double err = lora_rel_error(g_lora, ref, cas);
+        int ok = err <= 1e-3;
+        printf("%s %s LoRA-gradient ||a - b|| / ||b|| = %.3e (tol 1e-3)\n", ok ? "ok  " : "FAIL", cas, err);
+        expect(ok);
+        return;
+    }
     snprintf(name, sizeof name, "%s.loss", cas);
     Tensor rl = fixture_get(ref, name);
     Tensor got_loss = tensor_f32_1d((float[]){(float)res.loss}, 1);
@@ -280,6 +314,35 @@ int main(void) {
                cases[c], worst);
         expect(ok);
     }
+    // LoRA: adapters rank 2, alpha 2 on every attention projection, initialised from the reference
+    UNet lgrads;
+    Arena plan_only;
+    arena_init(&plan_only, "plan", DEVICE_CPU);
+    unet_plan_params(&plan_only, &lgrads, &s.unet.cfg);
+    arena_free(&plan_only);
+    Lora lora;
+    const char *targets[4] = {"to_q", "to_k", "to_v", "to_out.0"};
+    lora_attach(&lora, &s.unet, &s.params, &lgrads, 2, 2.0f, targets, 4, 0);
+    for (int i = 0; i < lora.params.n; i++) {
+        char name[700];
+        snprintf(name, sizeof name, "lora_init.%s", lora.params.entries[i].name);
+        safetensors_read_into(&ref, name, &lora.params.entries[i].desc);
+    }
+    UNet *full = s.e.grads;
+    s.e.grads = &lgrads;
+    g_lora = &lora;
+    run_case(&s, &ref, "drtune_k2", METHOD_DRTUNE, 0);
+    run_case(&s, &ref, "draft_k2", METHOD_DRAFT, 0);
+    run_case(&s, &ref, "drtune_k3_noes", METHOD_DRTUNE, 0);
+    run_case(&s, &ref, "drtune_eta", METHOD_DRTUNE, 0);
+    run_case(&s, &ref, "refl", METHOD_REFL, 0);
+    run_case(&s, &ref, "draftlv", METHOD_DRAFT_LV, 0);
+    run_case(&s, &ref, "alignprop_k3", METHOD_ALIGNPROP, 0);
+    g_lora = NULL;
+    s.e.grads = full;
+    lora_free(&lora);
+    unet_free(&lgrads);
+
     finite_difference_check(&s, METHOD_DRTUNE, "drtune");
     finite_difference_check(&s, METHOD_DRAFT, "draft");
     engine_free(&s.e);

@@ -11,6 +11,8 @@ static void usage(FILE *f) {
             "usage: drtune <command> [options]\n"
             "\n"
             "commands:\n"
+            "  train          reward fine-tuning: drtune train --config configs/default.ini [--section.key=value ...]\n"
+            "  sample         images from a model at fixed seeds (a PNG grid)\n"
             "  smoke          run a short end-to-end check of the numerical core (ops, rng, memory plan)\n"
             "  bench ops      CPU throughput of conv2d, linear and attention next to the sgemm rate\n"
             "  info           describe a diffusers folder: architecture, tensor and parameter counts (--load: memory)\n"
@@ -20,6 +22,8 @@ static void usage(FILE *f) {
             "  --version      version\n");
 }
 
+int cmd_train(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
 int cmd_smoke(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
@@ -35,6 +39,8 @@ int main(int argc, char **argv) {
         printf("drtune 0.1.0\n");
         return 0;
     }
+    if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "sample")) return cmd_sample(argc - 1, argv + 1);
     if (!strcmp(argv[1], "smoke")) return cmd_smoke(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);

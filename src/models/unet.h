@@ -14,6 +14,7 @@ extern "C" {
 
 typedef struct {
     int in_channels, out_channels, levels;
+    int sample_size;                // default latent size (the pipelines' default image is sample_size x VAE factor)
     int block_out[UNET_MAX_LEVELS];
     int down_attn[UNET_MAX_LEVELS]; // 1: CrossAttnDownBlock2D, 0: DownBlock2D
     int up_attn[UNET_MAX_LEVELS];   // 1: CrossAttnUpBlock2D, 0: UpBlock2D (up level i works at block_out[levels-1-i])

@@ -138,6 +138,8 @@ void unet_load_config(UNetConfig *cfg, const char *path) {
     read_block_types(&d, c);
     c->in_channels = json_get_int(&d, "in_channels", 4);
     c->out_channels = json_get_int(&d, "out_channels", 4);
+    c->sample_size = json_get_int(&d, "sample_size", 64);
+    USER_CHECK(c->sample_size >= 1 && c->sample_size <= 4096, "'%s': sample_size %d out of range", file, c->sample_size);
     read_per_level(&d, "layers_per_block", c->layers, c->levels, 2);
     // diffusers: num_attention_heads = num_attention_heads or attention_head_dim (the latter is a head count)
     read_per_level(&d, json_has(&d, "num_attention_heads") ? "num_attention_heads" : "attention_head_dim", c->heads,

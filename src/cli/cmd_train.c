@@ -1,0 +1,169 @@
+// cmd_train.c: `drtune train` (the training job) and `drtune sample` (images from a model with fixed seeds, the
+// same latents as diffusers' pipeline when they are read from a file).
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "core/device.h"
+#include "io/png.h"
+#include "io/safetensors.h"
+#include "train/lora.h"
+#include "train/model.h"
+#include "train/trainer.h"
+
+int cmd_train(int argc, char **argv) {
+    const char *config = NULL;
+    char **overrides = xmalloc(sizeof(char *) * (size_t)(argc + 1));
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: drtune train --config FILE.ini [--section.key=value ...]\n\n"
+                   "Every key of the configuration (docs/CONFIG.md) can be set in the file or overridden here.\n\n");
+            config_print_help(stdout);
+            free(overrides);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--config")) {
+            USER_CHECK(i + 1 < argc, "--config needs a file");
+            config = argv[++i];
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            config = argv[i] + 9;
+        } else if (!strncmp(argv[i], "--", 2) && strchr(argv[i], '.')) {
+            overrides[n++] = argv[i];
+        } else {
+            dt_user_error("drtune train: unexpected argument '%s' (see drtune train --help)", argv[i]);
+        }
+    }
+    Config cfg;
+    config_load(&cfg, config, n, overrides);
+    free(overrides);
+    return trainer_run(&cfg);
+}
+
+static int parse_int(const char *flag, const char *v, int lo, int hi) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    USER_CHECK(*v && !*end && x >= lo && x <= hi, "%s: '%s' is not an integer in [%d, %d]", flag, v, lo, hi);
+    return (int)x;
+}
+
+static float parse_float(const char *flag, const char *v, float lo, float hi) {
+    char *end;
+    double x = strtod(v, &end);
+    USER_CHECK(*v && !*end && x >= lo && x <= hi, "%s: '%s' is not a number in [%g, %g]", flag, v, lo, hi);
+    return (float)x;
+}
+
+int cmd_sample(int argc, char **argv) {
+    const char *model = NULL, *out = "sample.png", *latents = NULL, *save = NULL, *negative = "", *lora = NULL;
+    const char **prompts = xmalloc(sizeof(char *) * (size_t)argc);
+    int np = 0, seed = 0, steps = 50, height = -1, width = -1;
+    float guidance = 7.5f, eta = 0.0f;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("usage: drtune sample --model DIR --prompt TEXT [--prompt TEXT ...] [options]\n"
+                   "  --seed S          sample i uses noise stream (S, i) (default 0)\n"
+                   "  --steps N         DDIM steps (default 50)\n"
+                   "  --guidance W      classifier-free guidance scale (default 7.5; <= 1: off)\n"
+                   "  --eta E           DDIM eta (default 0)\n"
+                   "  --height H --width W   image size (default: the UNet's sample_size x VAE factor)\n"
+                   "  --negative TEXT   negative prompt\n"
+                   "  --latents FILE    read the initial latents [B, C, h, w] from tensor 'latents' of a safetensors file\n"
+                   "  --lora FILE       apply LoRA adapters written by drtune train\n"
+                   "  --out FILE.png    the image grid (default sample.png)\n"
+                   "  --save FILE       also write the final latents and images as safetensors\n");
+            free(prompts);
+            return 0;
+        }
+        USER_CHECK(i + 1 < argc, "%s needs a value", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--prompt")) prompts[np++] = v;
+        else if (!strcmp(a, "--seed")) seed = parse_int(a, v, 0, 2000000000);
+        else if (!strcmp(a, "--steps")) steps = parse_int(a, v, 1, 1000);
+        else if (!strcmp(a, "--guidance")) guidance = parse_float(a, v, 0.0f, 100.0f);
+        else if (!strcmp(a, "--eta")) eta = parse_float(a, v, 0.0f, 1.0f);
+        else if (!strcmp(a, "--height")) height = parse_int(a, v, 8, 8192);
+        else if (!strcmp(a, "--width")) width = parse_int(a, v, 8, 8192);
+        else if (!strcmp(a, "--negative")) negative = v;
+        else if (!strcmp(a, "--latents")) latents = v;
+        else if (!strcmp(a, "--lora")) lora = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--save")) save = v;
+        else dt_user_error("drtune sample: unknown option '%s' (see drtune sample --help)", a);
+    }
+    USER_CHECK(model != NULL, "drtune sample: --model is required");
+    USER_CHECK(np > 0, "drtune sample: give at least one --prompt");
+    Model m;
+    model_load(&m, model, steps);
+    int f = 1 << (m.vae.cfg.levels - 1);
+    if (height < 0) height = m.unet.cfg.sample_size * f;
+    if (width < 0) width = m.unet.cfg.sample_size * f;
+    USER_CHECK(height % f == 0 && width % f == 0, "--height and --width must be multiples of %d", f);
+    int h = height / f, w = width / f, B = np, cfg = guidance > 1.0f;
+    Lora l;
+    UNet no_grads;
+    if (lora) {
+        Arena plan;
+        arena_init(&plan, "plan", DEVICE_CPU);
+        unet_plan_params(&plan, &no_grads, &m.unet.cfg);
+        arena_free(&plan);
+        // rank and targets come from the file: every adapted module is named there
+        SafeTensors st;
+        safetensors_open(&st, lora);
+        int rank = 0;
+        const char *targets[4] = {"to_q", "to_k", "to_v", "to_out.0"};
+        for (int i = 0; i < st.n && !rank; i++)
+            if (strstr(st.tensors[i].name, ".lora_A.")) rank = (int)st.tensors[i].shape[0];
+        safetensors_close(&st);
+        USER_CHECK(rank > 0, "'%s': no LoRA adapters in the file", lora);
+        lora_attach(&l, &m.unet, &m.unet_params, &no_grads, rank, (float)rank, targets, 4, 0);
+        lora_load(&l, lora);
+    }
+    Engine e;
+    RewardSet none = {NULL, 0};
+    engine_init(&e, &m.unet, NULL, &m.vae, &m.sched, &none, guidance, eta, B, h, w, 77);
+    PromptEmbeds emb;
+    UNetCond cond;
+    model_condition(&m, prompts, negative, B, cfg, height, width, &emb, &cond);
+    int64_t lat = (int64_t)e.C * h * w;
+    Tensor xT = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)(lat * B)), B, e.C, h, w);
+    Tensor x0 = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)(lat * B)), B, e.C, h, w);
+    Tensor z = tensor_make(xmalloc(sizeof(float) * (size_t)(lat * B * steps)), DTYPE_F32, DEVICE_CPU, 5,
+                           (int64_t[]){steps, B, e.C, h, w});
+    int64_t *ids = xmalloc(sizeof(int64_t) * (size_t)B);
+    for (int b = 0; b < B; b++) ids[b] = b;
+    if (latents) {
+        SafeTensors st;
+        safetensors_open(&st, latents);
+        safetensors_read_into(&st, "latents", &xT);
+        safetensors_close(&st);
+    } else {
+        noise_latents(&xT, (uint64_t)seed, ids);
+    }
+    if (eta > 0) noise_steps(&z, (uint64_t)seed, ids);
+    double t0 = dt_now();
+    engine_sample(&e, &cond, &xT, eta > 0 ? &z : NULL, &x0);
+    engine_score(&e, &x0, prompts);
+    pngio_write_grid(out, e.image.data, B, height, width, 0);
+    printf("drtune sample: %d image%s of %dx%d, %d steps, guidance %.2f in %.1f s -> %s\n", B, B == 1 ? "" : "s",
+           height, width, steps, guidance, dt_now() - t0, out);
+    if (save) {
+        const char *names[3] = {"latents", "x0", "image"};
+        Tensor ts[3] = {xT, x0, e.image};
+        safetensors_write(save, 3, names, ts, NULL);
+        printf("  latents and images: %s\n", save);
+    }
+    free(xT.data);
+    free(x0.data);
+    free(z.data);
+    free(ids);
+    free(prompts);
+    prompt_embeds_free(&emb);
+    engine_free(&e);
+    if (lora) lora_free(&l);
+    model_free(&m);
+    return 0;
+}
