@@ -25,4 +25,5 @@ cmake --build build-gpu -j16 >"$out/build.log" 2>&1 || { grep -E "error" "$out/b
 echo "build: $(( $(date +%s) - t0 )) s"
 cd build-gpu
 ctest -L cuda --output-on-failure 2>&1 | tee "$out/cuda.log"
+./drtune bench cuda 2>&1 | tee "$out/bench_cuda.log"
 ctest -L 'core|gradcheck' -j8 2>&1 | tail -4 | tee "$out/cpu.log"
