@@ -13,6 +13,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  train          reward fine-tuning: drtune train --config configs/default.ini [--section.key=value ...]\n"
             "  sample         images from a model at fixed seeds (a PNG grid)\n"
+            "  plot           reward curves of one or more runs (metrics.jsonl) in one PNG\n"
             "  smoke          run a short end-to-end check of the numerical core (ops, rng, memory plan)\n"
             "  bench ops      CPU throughput of conv2d, linear and attention next to the sgemm rate\n"
             "  info           describe a diffusers folder: architecture, tensor and parameter counts (--load: memory)\n"
@@ -25,6 +26,7 @@ static void usage(FILE *f) {
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_smoke(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_init_weights(int argc, char **argv);
@@ -41,6 +43,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "sample")) return cmd_sample(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "plot")) return cmd_plot(argc - 1, argv + 1);
     if (!strcmp(argv[1], "smoke")) return cmd_smoke(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
