@@ -154,6 +154,7 @@ void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const
     arena_alloc(a);
     e->reward = xcalloc((size_t)B, sizeof(float));
     e->dscore = xcalloc((size_t)B, sizeof(float));
+    e->per_reward = xcalloc((size_t)(B * (rewards->n > 0 ? rewards->n : 1)), sizeof(float));
 }
 
 void engine_free(Engine *e) {
@@ -164,6 +165,7 @@ void engine_free(Engine *e) {
     free(e->xs);
     free(e->reward);
     free(e->dscore);
+    free(e->per_reward);
     memset(e, 0, sizeof *e);
 }
 
@@ -215,7 +217,7 @@ static void unet_eval_backward(Engine *e, const Tensor *deps, double scale, Tens
 
 double engine_score(Engine *e, const Tensor *x0, const char *const *prompts) {
     vae_decode(e->vae, &e->vacts, &e->image, x0);
-    rewardset_score(e->rewards, &e->image, prompts, e->reward, NULL, NULL, NULL);
+    rewardset_score(e->rewards, &e->image, prompts, e->reward, e->per_reward, NULL, NULL);
     double loss = 0;
     for (int b = 0; b < e->B; b++) loss -= (double)e->loss_scale * e->reward[b];
     return loss;
@@ -233,7 +235,7 @@ static double decode_score_backward(Engine *e, const Tensor *x0, const char *con
     vae_decode(e->vae, &e->vacts, &e->image, x0);
     double t1 = dt_now();
     for (int b = 0; b < e->B; b++) e->dscore[b] = (float)-scale;
-    rewardset_score(e->rewards, &e->image, prompts, e->reward, NULL, g ? &e->dimage : NULL, e->dscore);
+    rewardset_score(e->rewards, &e->image, prompts, e->reward, e->per_reward, g ? &e->dimage : NULL, e->dscore);
     double t2 = dt_now();
     if (g) vae_decode_backward(e->vae, NULL, &e->vacts, &e->dimage, g);
     double t3 = dt_now();
@@ -289,6 +291,7 @@ void engine_iteration(Engine *e, const IterPlan *p, const UNetCond *c, const cha
           e->sched->num_inference_steps);
     memset(res, 0, sizeof *res);
     res->reward = e->reward;
+    res->per_reward = e->per_reward;
     int N = p->N;
     double t0 = dt_now();
     rollout(e, c, xT, z, p->t_min, p->trained);
@@ -297,7 +300,9 @@ void engine_iteration(Engine *e, const IterPlan *p, const UNetCond *c, const cha
     if (p->lv_copies > 0) { // DRaFT-LV: re-noise the final x0 to step 1, one step with gradient per copy
         CHECK(lv_noise != NULL, "", "draft-lv needs its re-noising noise");
         int64_t n = tensor_numel(&e->x);
+        int K = e->rewards->n;
         float *mean_reward = xcalloc((size_t)e->B, sizeof(float));
+        float *mean_per = xcalloc((size_t)(e->B * (K > 0 ? K : 1)), sizeof(float));
         double scale = e->loss_scale / p->lv_copies;
         tensor_copy(&e->tmp, &e->x0); // the rollout's x0
         DdimStep c1 = ddim_step_coef(e->sched, N - 1, e->eta);
@@ -310,12 +315,15 @@ void engine_iteration(Engine *e, const IterPlan *p, const UNetCond *c, const cha
             res->sec_rollout += dt_now() - tb;
             res->loss += decode_score_backward(e, &e->x0, prompts, scale, &e->g, res);
             for (int b = 0; b < e->B; b++) mean_reward[b] += e->reward[b] / (float)p->lv_copies;
+            for (int k = 0; k < K * e->B; k++) mean_per[k] += e->per_reward[k] / (float)p->lv_copies;
             tb = dt_now();
             unet_eval_backward(e, &e->g, c1.B, NULL);
             res->sec_backward += dt_now() - tb;
         }
         memcpy(e->reward, mean_reward, sizeof(float) * (size_t)e->B);
+        memcpy(e->per_reward, mean_per, sizeof(float) * (size_t)(K * e->B));
         free(mean_reward);
+        free(mean_per);
         return;
     }
 

@@ -75,6 +75,7 @@ typedef struct {
     Tensor image, dimage;                             // [B, 3, 8h?, ...] decoder output
     Tensor *xs;                                       // [N + 1] stored latents by step
     float *reward, *dscore;                           // [B]
+    float *per_reward;                                // [K, B] each reward's unweighted score
 } Engine;
 
 // Plans and allocates the engine's memory for B images of latent C x h x w, context length T, N steps.
@@ -85,6 +86,7 @@ void engine_free(Engine *e);
 typedef struct {
     double loss;               // this call's share of the loss
     float *reward;             // [B] total reward per image (mean over copies for DRaFT-LV); points into the engine
+    float *per_reward;         // [K, B] each configured reward's unweighted score (same averaging)
     double sec_rollout, sec_decode, sec_reward, sec_backward;
 } IterResult;
 
