@@ -6,66 +6,55 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../src/core/common.h"
 #include "fixture.h"
+#include "testutil.h"
 
 static const char *g_bin;
-static char g_tmp[64];
-static int g_fails, g_checks;
 
-static void check(int ok, const char *what) {
-    g_checks++;
-    g_fails += !ok;
-    printf("%s %s\n", ok ? "ok  " : "FAIL", what);
+// The child's work: `drtune <args>` through the shell, with its stdout joined to its stderr.
+static void exec_drtune(const void *args) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "exec '%s' %s 1>&2", g_bin, (const char *)args);
+    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+    perror("/bin/sh");
+    _exit(127);
 }
 
-// Runs `drtune <args>` with stdout and stderr captured together; returns the exit code and the output (free it).
-static int run(const char *args, char **output) {
-    char cmd[2048], log[128];
-    snprintf(log, sizeof log, "%s/log.txt", g_tmp);
-    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>&1", g_bin, args, log);
-    int status = system(cmd);
-    size_t len;
-    *output = dt_read_file(log, &len);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static void write_text(const char *path, const char *text) { dt_write_file_atomic(path, text, strlen(text)); }
+// Runs `drtune <args>` with stdout and stderr captured together (in c->err); returns the exit code.
+static int run(const char *args, TuChild *c) { return tu_run_child(exec_drtune, args, c); }
 
 static void copy(const char *src, const char *dst) {
     size_t len;
     char *data = dt_read_file(src, &len);
-    dt_write_file_atomic(dst, data, len);
+    tu_write_bytes(dst, data, len);
     free(data);
 }
 
 static void check_counts(const char *model, const char *const *counts, int n) {
-    char args[256], what[256], *out;
+    char args[256];
+    TuChild c;
     snprintf(args, sizeof args, "info --model %s", model);
-    int rc = run(args, &out);
-    snprintf(what, sizeof what, "info %s exits 0", model);
-    check(rc == 0, what);
+    int rc = run(args, &c);
+    tu_check(rc == 0, "info %s exits 0", model);
     for (int i = 0; i < n; i++) {
-        snprintf(what, sizeof what, "info %s reports %s parameters", model, counts[i]);
         char needle[64];
         snprintf(needle, sizeof needle, " %s parameters", counts[i]);
-        check(strstr(out, needle) != NULL, what);
+        tu_check(strstr(c.err, needle) != NULL, "info %s reports %s parameters", model, counts[i]);
     }
-    if (g_fails) fputs(out, stdout);
-    free(out);
+    if (tu_failed) fputs(c.err, stdout);
+    tu_child_free(&c);
 }
 
 // Exit code 2 and exactly one line, starting "drtune: error:".
 static void check_user_error(const char *args, const char *what) {
-    char *out;
-    int rc = run(args, &out);
-    const char *nl = strchr(out, '\n');
-    int one_line = nl && nl[1] == '\0';
-    check(rc == 2 && one_line && !strncmp(out, "drtune: error: ", 15), what);
-    printf("     %s", out);
-    free(out);
+    TuChild c;
+    run(args, &c);
+    tu_check(tu_is_user_error(&c, NULL), "%s", what);
+    printf("     %s", c.err);
+    tu_child_free(&c);
 }
 
 // max|a - b| / max|b| (NaN-safe: a NaN difference counts as infinite)
@@ -105,10 +94,8 @@ static void check_probe_output(const char *out_path, const char *ref_path, const
         free(b.data);
     }
     for (int i = 0; i < n_want; i++) complete &= safetensors_find(&got, want[i]) != NULL;
-    char what[512];
-    snprintf(what, sizeof what, "probe unet: %d tensors written, %d off the fixture (worst %s, rel %.2e)", got.n, bad,
-             worst_name, worst);
-    check(bad == 0 && complete, what);
+    tu_check(bad == 0 && complete, "probe unet: %d tensors written, %d off the fixture (worst %s, rel %.2e)", got.n,
+             bad, worst_name, worst);
     safetensors_close(&got);
     safetensors_close(&ref);
 }
@@ -119,72 +106,62 @@ int main(void) {
         printf("DRTUNE_BIN is not set (ctest sets it): skipped\n");
         return 77;
     }
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/drtune_cli_XXXXXX");
-    CHECK(mkdtemp(g_tmp), "", "cannot create a temporary folder");
+    const char *tmp = tu_tmpdir("cli");
 
     static const char *const sd15[] = {"859,520,964", "83,653,863", "123,060,480"};
     static const char *const sdxl[] = {"2,567,463,684", "83,653,863", "123,060,480", "694,659,840"};
     check_counts("configs/models/sd15", sd15, 3);
     check_counts("configs/models/sdxl", sdxl, 4);
 
-    char path[256], args[1024], *out;
+    char args[1024];
+    TuChild c;
     check_user_error("info --model /nonexistent/drtune-model", "info on a missing folder: exit 2, one error line");
-    snprintf(path, sizeof path, "%s/bad", g_tmp);
-    mkdir(path, 0777);
-    snprintf(path, sizeof path, "%s/bad/unet", g_tmp);
-    mkdir(path, 0777);
-    snprintf(path, sizeof path, "%s/bad/model_index.json", g_tmp);
-    copy("configs/models/sd15/model_index.json", path);
-    snprintf(path, sizeof path, "%s/bad/unet/config.json", g_tmp);
-    write_text(path, "{\"block_out_channels\": [320, 640,\n");
-    snprintf(args, sizeof args, "info --model %s/bad", g_tmp);
+    mkdir(tu_path("bad"), 0777);
+    mkdir(tu_path("bad/unet"), 0777);
+    copy("configs/models/sd15/model_index.json", tu_path("bad/model_index.json"));
+    tu_write_text(tu_path("bad/unet/config.json"), "{\"block_out_channels\": [320, 640,\n");
+    snprintf(args, sizeof args, "info --model %s/bad", tmp);
     check_user_error(args, "info on a malformed config.json: exit 2, one error line");
     check_user_error("info", "info without --model: exit 2, one error line");
 
     // A small pipeline folder from the fixture configs: random bf16 weights, loaded back by info --load.
     const char *parts[][2] = {{"unet", "tests/fixtures/models/unet_sd15/config.json"},
                               {"text_encoder", "tests/fixtures/models/clip_l/config.json"}};
-    snprintf(path, sizeof path, "%s/small", g_tmp);
-    mkdir(path, 0777);
-    snprintf(path, sizeof path, "%s/small/model_index.json", g_tmp);
-    copy("configs/models/sd15/model_index.json", path);
+    mkdir(tu_path("small"), 0777);
+    copy("configs/models/sd15/model_index.json", tu_path("small/model_index.json"));
     for (int i = 0; i < 2; i++) {
-        snprintf(path, sizeof path, "%s/small/%s", g_tmp, parts[i][0]);
-        mkdir(path, 0777);
-        snprintf(path, sizeof path, "%s/small/%s/config.json", g_tmp, parts[i][0]);
-        copy(parts[i][1], path);
+        char name[64];
+        snprintf(name, sizeof name, "small/%s", parts[i][0]);
+        mkdir(tu_path(name), 0777);
+        snprintf(name, sizeof name, "small/%s/config.json", parts[i][0]);
+        copy(parts[i][1], tu_path(name));
     }
-    snprintf(args, sizeof args, "init-weights --model %s/small --out %s/rand --seed 3 --dtype bf16", g_tmp, g_tmp);
-    int rc = run(args, &out);
-    check(rc == 0 && strstr(out, "unet/diffusion_pytorch_model.safetensors") &&
-              strstr(out, "text_encoder/model.safetensors"),
-          "init-weights writes the unet and text_encoder weights");
-    free(out);
-    snprintf(args, sizeof args, "info --model %s/rand --load", g_tmp);
-    rc = run(args, &out);
-    check(rc == 0 && strstr(out, "peak RSS"), "info --load loads the random weights and reports peak RSS");
-    free(out);
+    snprintf(args, sizeof args, "init-weights --model %s/small --out %s/rand --seed 3 --dtype bf16", tmp, tmp);
+    int rc = run(args, &c);
+    tu_check(rc == 0 && strstr(c.err, "unet/diffusion_pytorch_model.safetensors") &&
+                 strstr(c.err, "text_encoder/model.safetensors"),
+             "init-weights writes the unet and text_encoder weights");
+    tu_child_free(&c);
+    snprintf(args, sizeof args, "info --model %s/rand --load", tmp);
+    rc = run(args, &c);
+    tu_check(rc == 0 && strstr(c.err, "peak RSS"), "info --load loads the random weights and reports peak RSS");
+    tu_child_free(&c);
 
     // UNet probe on the diffusers fixture: output, input gradient and every parameter gradient.
     snprintf(args, sizeof args,
              "probe --model tests/fixtures/models/unet_sd15 --component unet --inputs "
              "tests/fixtures/unet_sd15_ref.safetensors --grad tests/fixtures/unet_sd15_ref.safetensors --out "
-             "%s/probe.safetensors", g_tmp);
-    rc = run(args, &out);
-    check(rc == 0, "probe unet exits 0");
-    if (rc) fputs(out, stdout);
-    free(out);
+             "%s/probe.safetensors", tmp);
+    rc = run(args, &c);
+    tu_check(rc == 0, "probe unet exits 0");
+    if (rc) fputs(c.err, stdout);
+    tu_child_free(&c);
     if (rc == 0) {
         static const char *const want[] = {"out", "grad_sample", "grad.conv_in.weight"};
-        snprintf(path, sizeof path, "%s/probe.safetensors", g_tmp);
-        check_probe_output(path, "tests/fixtures/unet_sd15_ref.safetensors", want, 3);
+        check_probe_output(tu_path("probe.safetensors"), "tests/fixtures/unet_sd15_ref.safetensors", want, 3);
     }
     snprintf(args, sizeof args, "probe --model tests/fixtures/models/clip_l --component text-encoder --inputs "
-             "tests/fixtures/clip_l_ref.safetensors --grad x --out %s/t.safetensors", g_tmp);
+             "tests/fixtures/clip_l_ref.safetensors --grad x --out %s/t.safetensors", tmp);
     check_user_error(args, "probe --grad on a text encoder: exit 2, one error line");
-
-    snprintf(args, sizeof args, "rm -rf '%s'", g_tmp);
-    CHECK(system(args) == 0, "", "cannot remove %s", g_tmp);
-    printf("%s: %d of %d checks failed\n", g_fails ? "FAILED" : "passed", g_fails, g_checks);
-    return g_fails != 0;
+    return tu_report();
 }

@@ -6,24 +6,13 @@
 
 #include "../src/core/common.h"
 #include "../src/core/rng.h"
-
-static int checks, failures;
-#define EXPECT(cond, ...)                                                                                    \
-    do {                                                                                                     \
-        checks++;                                                                                            \
-        if (!(cond)) {                                                                                       \
-            failures++;                                                                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                      \
-            printf(__VA_ARGS__);                                                                             \
-            printf("\n");                                                                                    \
-        }                                                                                                    \
-    } while (0)
+#include "testutil.h"
 
 static void check_kat(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1,
                       const uint32_t want[4]) {
     uint32_t out[4];
     philox4x32_10(out, ((uint64_t)k1 << 32) | k0, ((uint64_t)c3 << 32) | c2, ((uint64_t)c1 << 32) | c0);
-    EXPECT(!memcmp(out, want, sizeof out), "philox KAT: got %08x %08x %08x %08x", out[0], out[1], out[2], out[3]);
+    TU_EXPECT(!memcmp(out, want, sizeof out), "philox KAT: got %08x %08x %08x %08x", out[0], out[1], out[2], out[3]);
 }
 
 int main(void) {
@@ -50,8 +39,8 @@ int main(void) {
         if (ec > worst_trig) worst_trig = ec;
     }
     // a few ulps: the libm references themselves round 2*pi*v, which alone costs up to ~7e-16 near v = 1
-    EXPECT(worst_log < 1e-15, "rng_log relative error %.3g", worst_log);
-    EXPECT(worst_trig < 1e-15, "rng_sincos2pi abs error %.3g", worst_trig);
+    TU_EXPECT(worst_log < 1e-15, "rng_log relative error %.3g", worst_log);
+    TU_EXPECT(worst_trig < 1e-15, "rng_sincos2pi abs error %.3g", worst_trig);
 
     // normal statistics over 2^20 samples: mean and variance within 5 standard errors, tails present
     int64_t n = 1 << 20;
@@ -69,11 +58,11 @@ int main(void) {
     }
     v /= (double)n;
     k4 /= (double)n * v * v;
-    EXPECT(fabs(m) < 5.0 / sqrt((double)n), "normal mean %.5f", m);
-    EXPECT(fabs(v - 1.0) < 5.0 * sqrt(2.0 / (double)n), "normal variance %.5f", v);
-    EXPECT(fabs(k4 - 3.0) < 0.05, "normal kurtosis %.4f", k4);
+    TU_EXPECT(fabs(m) < 5.0 / sqrt((double)n), "normal mean %.5f", m);
+    TU_EXPECT(fabs(v - 1.0) < 5.0 * sqrt(2.0 / (double)n), "normal variance %.5f", v);
+    TU_EXPECT(fabs(k4 - 3.0) < 0.05, "normal kurtosis %.4f", k4);
     double p3 = (double)beyond3 / (double)n; // 0.0027 for a normal
-    EXPECT(fabs(p3 - 0.0026998) < 0.0004, "P(|z| > 3) = %.5f", p3);
+    TU_EXPECT(fabs(p3 - 0.0026998) < 0.0004, "P(|z| > 3) = %.5f", p3);
 
     // split invariance: any offset / piece decomposition yields the same samples
     float *w = xmalloc(sizeof(float) * (size_t)n);
@@ -81,24 +70,24 @@ int main(void) {
     for (int c = 0; c + 1 < (int)(sizeof cuts / sizeof cuts[0]); c++)
         rng_normal_fill(w + cuts[c], cuts[c + 1] - cuts[c], 42, RNG_STREAM(RNG_PURPOSE_LATENT, 3, 7),
                         (uint64_t)cuts[c]);
-    EXPECT(!memcmp(z, w, sizeof(float) * (size_t)n), "normal samples depend on how the fill is split");
+    TU_EXPECT(!memcmp(z, w, sizeof(float) * (size_t)n), "normal samples depend on how the fill is split");
     // different streams and seeds differ
     rng_normal_fill(w, 64, 42, RNG_STREAM(RNG_PURPOSE_LATENT, 4, 7), 0);
-    EXPECT(memcmp(z, w, 64 * sizeof(float)) != 0, "streams of different samples coincide");
+    TU_EXPECT(memcmp(z, w, 64 * sizeof(float)) != 0, "streams of different samples coincide");
     rng_normal_fill(w, 64, 43, RNG_STREAM(RNG_PURPOSE_LATENT, 3, 7), 0);
-    EXPECT(memcmp(z, w, 64 * sizeof(float)) != 0, "streams of different seeds coincide");
+    TU_EXPECT(memcmp(z, w, 64 * sizeof(float)) != 0, "streams of different seeds coincide");
 
     // randint covers its inclusive range uniformly
     int hist[7] = {0};
     for (int i = 0; i < 70000; i++) hist[rng_randint(5, 9, (uint64_t)i, 1, 7) - 1]++;
-    for (int i = 0; i < 7; i++) EXPECT(hist[i] > 9400 && hist[i] < 10600, "randint bucket %d has %d", i + 1, hist[i]);
+    for (int i = 0; i < 7; i++)
+        TU_EXPECT(hist[i] > 9400 && hist[i] < 10600, "randint bucket %d has %d", i + 1, hist[i]);
     float u[1000];
     rng_uniform_fill(u, 1000, 1, 2, 0);
     int in_range = 1;
     for (int i = 0; i < 1000; i++) in_range &= u[i] >= 0.0f && u[i] < 1.0f;
-    EXPECT(in_range, "uniform outside [0, 1)");
+    TU_EXPECT(in_range, "uniform outside [0, 1)");
     free(z);
     free(w);
-    printf("%d passed, %d failed\n", checks - failures, failures);
-    return failures ? 1 : 0;
+    return tu_report();
 }

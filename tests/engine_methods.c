@@ -14,12 +14,7 @@
 #include "../src/train/engine.h"
 #include "../src/train/lora.h"
 #include "fixture.h"
-
-static int checks, failures;
-static void expect(int ok) {
-    checks++;
-    failures += !ok;
-}
+#include "testutil.h"
 
 typedef struct {
     UNet unet, grads;
@@ -66,33 +61,16 @@ static int get_int(const SafeTensors *ref, const char *name, int def) {
     return v;
 }
 
-// ||a - b|| / ||b|| over every parameter of the full-gradient reference
-static double grad_rel_error(const Setup *s, const SafeTensors *ref, const char *cas) {
-    double num = 0, den = 0;
-    for (int i = 0; i < s->gradmem.n; i++) {
-        const ArenaEntry *en = &s->gradmem.entries[i];
-        char name[512];
-        snprintf(name, sizeof name, "%s.grad.%s", cas, en->name);
-        Tensor r = fixture_get(ref, name);
-        const float *a = en->desc.data, *b = r.data;
-        for (int64_t k = 0; k < tensor_numel(&r); k++) {
-            num += ((double)a[k] - b[k]) * ((double)a[k] - b[k]);
-            den += (double)b[k] * b[k];
-        }
-        free(r.data);
-    }
-    return sqrt(num / den);
-}
-
 static Lora *g_lora; // set while the LoRA cases run
 
-// ||a - b|| / ||b|| over every LoRA adapter gradient
-static double lora_rel_error(const Lora *l, const SafeTensors *ref, const char *cas) {
+// ||a - b|| / ||b|| over every gradient in grads (a) against the reference's "<case>.<kind>.<name>" (b): at most 1e-3.
+static void check_grads(const Arena *grads, const SafeTensors *ref, const char *cas, const char *kind,
+                        const char *what) {
     double num = 0, den = 0;
-    for (int i = 0; i < l->grads.n; i++) {
-        const ArenaEntry *en = &l->grads.entries[i];
+    for (int i = 0; i < grads->n; i++) {
+        const ArenaEntry *en = &grads->entries[i];
         char name[700];
-        snprintf(name, sizeof name, "%s.lora_grad.%s", cas, en->name);
+        snprintf(name, sizeof name, "%s.%s.%s", cas, kind, en->name);
         Tensor r = fixture_get(ref, name);
         const float *a = en->desc.data, *b = r.data;
         for (int64_t k = 0; k < tensor_numel(&r); k++) {
@@ -101,7 +79,8 @@ static double lora_rel_error(const Lora *l, const SafeTensors *ref, const char *
         }
         free(r.data);
     }
-    return sqrt(num / den);
+    double err = sqrt(num / den);
+    tu_check(err <= 1e-3, "%s %s ||a - b|| / ||b|| = %.3e (tol 1e-3)", cas, what, err);
 }
 
 static void run_case(Setup *s, const SafeTensors *ref, const char *cas, Method m, int full_grads) {
@@ -132,8 +111,7 @@ static void run_case(Setup *s, const SafeTensors *ref, const char *cas, Method m
     int count = 0;
     for (int t = 1; t <= 6; t++) count += plan.trained[t];
     same &= count == (int)tensor_numel(&tr) || m == METHOD_DRAFT_LV;
-    printf("%s %s: trained steps as in the reference\n", same ? "ok  " : "FAIL", cas);
-    expect(same);
+    tu_check(same, "%s: trained steps as in the reference", cas);
 
     Tensor xT = fixture_get(ref, "x_T");
     Tensor z = {0}, lv = {0};
@@ -158,36 +136,41 @@ static void run_case(Setup *s, const SafeTensors *ref, const char *cas, Method m
         Tensor rl = fixture_get(ref, name);
         Tensor got_loss = tensor_f32_1d((float[]){(float)res.loss}, 1);
         snprintf(name, sizeof name, "%s LoRA loss", cas);
-        expect(fixture_compare(name, &got_loss, &rl, 1e-5));
-        double err = lora_rel_error(g_lora, ref, cas);
-        int ok = err <= 1e-3;
-        printf("%s %s LoRA-gradient ||a - b|| / ||b|| = %.3e (tol 1e-3)\n", ok ? "ok  " : "FAIL", cas, err);
-        expect(ok);
+        tu_count(fixture_compare(name, &got_loss, &rl, 1e-5));
+        check_grads(&g_lora->grads, ref, cas, "lora_grad", "LoRA-gradient");
         return;
     }
     snprintf(name, sizeof name, "%s.loss", cas);
     Tensor rl = fixture_get(ref, name);
     Tensor got_loss = tensor_f32_1d((float[]){(float)res.loss}, 1);
     snprintf(name, sizeof name, "%s loss", cas);
-    expect(fixture_compare(name, &got_loss, &rl, 1e-5));
+    tu_count(fixture_compare(name, &got_loss, &rl, 1e-5));
     snprintf(name, sizeof name, "%s.reward", cas);
     Tensor rr = fixture_get(ref, name);
     Tensor got_r = tensor_f32_1d(res.reward, s->e.B);
     snprintf(name, sizeof name, "%s rewards", cas);
-    expect(fixture_compare(name, &got_r, &rr, 1e-5));
+    tu_count(fixture_compare(name, &got_r, &rr, 1e-5));
     if (m != METHOD_DRAFT_LV) {
         snprintf(name, sizeof name, "%s.x0", cas);
         Tensor rx = fixture_get(ref, name);
         snprintf(name, sizeof name, "%s read-out latent", cas);
-        expect(fixture_compare(name, &s->e.x0, &rx, 1e-4));
+        tu_count(fixture_compare(name, &s->e.x0, &rx, 1e-4));
     }
-    if (full_grads) {
-        double err = grad_rel_error(s, ref, cas);
-        int ok = err <= 1e-3;
-        printf("%s %s full-gradient ||a - b|| / ||b|| = %.3e (tol 1e-3)\n", ok ? "ok  " : "FAIL", cas, err);
-        expect(ok);
-    }
+    if (full_grads) check_grads(&s->gradmem, ref, cas, "grad", "full-gradient");
 }
+
+// The reference's cases, run with full and then with LoRA gradients; full_grads: also compare every parameter's
+// full gradient.
+static const struct {
+    const char *name;
+    Method method;
+    int full_grads;
+} CASES[] = {
+    {"drtune_k2", METHOD_DRTUNE, 1}, {"draft_k2", METHOD_DRAFT, 1}, {"drtune_k3_noes", METHOD_DRTUNE, 0},
+    {"drtune_eta", METHOD_DRTUNE, 0}, {"refl", METHOD_REFL, 0}, {"draftlv", METHOD_DRAFT_LV, 0},
+    {"alignprop_k3", METHOD_ALIGNPROP, 0},
+};
+enum { N_CASES = sizeof CASES / sizeof CASES[0] };
 
 // The loss as a function of the parameters with everything the method detaches held fixed (its "surrogate"),
 // evaluated at theta + h v: DRTune / ReFL move only the trained steps' eps at the stored latents, so
@@ -265,10 +248,8 @@ static void finite_difference_check(Setup *s, Method m, const char *what) {
         // the loss (~0.3) carries fp32 rounding of ~3e-8 per evaluation; over steps of 1e-3 and 2e-3 and the
         // extrapolation that is ~1e-5 absolute on derivatives of 2e-3 .. 3e-2, so 1% relative is the honest bound
         double err = fabs(num - dot) / fabs(num);
-        int ok = err < 1e-2;
-        printf("%s %s finite differences along direction %d: numeric %.6e analytic %.6e (rel %.1e)\n",
-               ok ? "ok  " : "FAIL", what, dir, num, dot, err);
-        expect(ok);
+        tu_check(err < 1e-2, "%s finite differences along direction %d: numeric %.6e analytic %.6e (rel %.1e)", what,
+                 dir, num, dot, err);
     }
 }
 
@@ -279,15 +260,9 @@ int main(void) {
     setup(&s, &ref);
     Tensor ts = fixture_get(&ref, "timesteps");
     Tensor ours = tensor_make(s.sched.timesteps, DTYPE_I32, DEVICE_CPU, 1, (int64_t[]){6});
-    expect(fixture_compare_i32("timesteps", &ours, &ts));
+    tu_count(fixture_compare_i32("timesteps", &ours, &ts));
 
-    run_case(&s, &ref, "drtune_k2", METHOD_DRTUNE, 1);
-    run_case(&s, &ref, "draft_k2", METHOD_DRAFT, 1);
-    run_case(&s, &ref, "drtune_k3_noes", METHOD_DRTUNE, 0);
-    run_case(&s, &ref, "drtune_eta", METHOD_DRTUNE, 0);
-    run_case(&s, &ref, "refl", METHOD_REFL, 0);
-    run_case(&s, &ref, "draftlv", METHOD_DRAFT_LV, 0);
-    run_case(&s, &ref, "alignprop_k3", METHOD_ALIGNPROP, 0);
+    for (int i = 0; i < N_CASES; i++) run_case(&s, &ref, CASES[i].name, CASES[i].method, CASES[i].full_grads);
 
     // DRTune weights: step-by-step walk == closed form == reference
     const char *cases[3] = {"drtune_k2", "drtune_k3_noes", "refl"};
@@ -309,10 +284,7 @@ int main(void) {
             if (b > worst) worst = b;
         }
         // walk (products of fp32 coefficients, in double) vs sigma differences: fp32 rounding of 1 - abar
-        int ok = worst < 1e-6;
-        printf("%s %s: walk, closed form and reference weights agree (max diff %.2e)\n", ok ? "ok  " : "FAIL",
-               cases[c], worst);
-        expect(ok);
+        tu_check(worst < 1e-6, "%s: walk, closed form and reference weights agree (max diff %.2e)", cases[c], worst);
     }
     // LoRA: adapters rank 2, alpha 2 on every attention projection, initialised from the reference
     UNet lgrads;
@@ -331,13 +303,7 @@ int main(void) {
     UNet *full = s.e.grads;
     s.e.grads = &lgrads;
     g_lora = &lora;
-    run_case(&s, &ref, "drtune_k2", METHOD_DRTUNE, 0);
-    run_case(&s, &ref, "draft_k2", METHOD_DRAFT, 0);
-    run_case(&s, &ref, "drtune_k3_noes", METHOD_DRTUNE, 0);
-    run_case(&s, &ref, "drtune_eta", METHOD_DRTUNE, 0);
-    run_case(&s, &ref, "refl", METHOD_REFL, 0);
-    run_case(&s, &ref, "draftlv", METHOD_DRAFT_LV, 0);
-    run_case(&s, &ref, "alignprop_k3", METHOD_ALIGNPROP, 0);
+    for (int i = 0; i < N_CASES; i++) run_case(&s, &ref, CASES[i].name, CASES[i].method, 0);
     g_lora = NULL;
     s.e.grads = full;
     lora_free(&lora);
@@ -347,6 +313,5 @@ int main(void) {
     finite_difference_check(&s, METHOD_DRAFT, "draft");
     engine_free(&s.e);
     safetensors_close(&ref);
-    printf("%d passed, %d failed\n", checks - failures, failures);
-    return failures ? 1 : 0;
+    return tu_report();
 }

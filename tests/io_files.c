@@ -7,48 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "../src/core/common.h"
 #include "../src/io/plot.h"
 #include "../src/io/png.h"
 #include "../src/io/prompts.h"
 #include "../src/train/metrics.h"
-
-static int g_checks, g_failed;
-
-#define EXPECT(cond, ...)                                                                                          \
-    do {                                                                                                           \
-        g_checks++;                                                                                                \
-        if (!(cond)) {                                                                                             \
-            g_failed++;                                                                                            \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                            \
-            printf(__VA_ARGS__);                                                                                   \
-            printf("\n");                                                                                          \
-        }                                                                                                          \
-    } while (0)
-
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(data, 1, n, f) != n) {
-        printf("cannot write %s\n", path);
-        exit(1);
-    }
-    fclose(f);
-}
-
-static void write_text(const char *path, const char *text) { write_bytes(path, text, strlen(text)); }
+#include "testutil.h"
 
 static void append_text(const char *path, const char *text) {
     FILE *f = fopen(path, "ab");
@@ -57,56 +22,10 @@ static void append_text(const char *path, const char *text) {
     fclose(f);
 }
 
-static char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = calloc(1, (size_t)len + 1);
-    if (fread(buf, 1, (size_t)len, f) != (size_t)len) len = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return buf;
-}
-
-// Runs fn(arg) in a child; it must exit with code 2 after exactly one "drtune: error:" line containing needle.
-static void expect_error(int line, void (*fn)(const char *), const char *arg, const char *needle) {
-    int fds[2];
-    if (pipe(fds) != 0) exit(1);
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 2);
-        fn(arg);
-        _exit(0);
-    }
-    close(fds[1]);
-    char err[4096];
-    size_t len = 0;
-    ssize_t r;
-    while (len + 1 < sizeof err && (r = read(fds[0], err + len, sizeof err - 1 - len)) > 0) len += (size_t)r;
-    err[len] = 0;
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    int one_line = len > 0 && err[len - 1] == '\n' && memchr(err, '\n', len - 1) == NULL;
-    int ok = code == 2 && one_line && !strncmp(err, "drtune: error: ", 15) && strstr(err, needle);
-    g_checks++;
-    if (!ok) {
-        g_failed++;
-        printf("FAIL %s:%d: exit %d, stderr: %s(wanted '%s')\n", __FILE__, line, code, err, needle);
-    } else {
-        printf("ok   %s", err);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // prompts
 
-static void read_prompts(const char *path) { prompts_read(path, NULL); }
+static void read_prompts(const void *path) { prompts_read(path, NULL); }
 
 static void test_prompts(void) {
     static char good[6000];
@@ -117,37 +36,37 @@ static void test_prompts(void) {
     n += (size_t)sprintf(good + n, "une pomme \xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x90\x88\n");
     n += (size_t)sprintf(good + n, "   \n");
     n += (size_t)sprintf(good + n, "a dog # not a comment");
-    write_bytes(tmp_path("good.txt"), good, n);
+    tu_write_bytes(tu_path("good.txt"), good, n);
     int count = 0;
-    char **p = prompts_read(tmp_path("good.txt"), &count);
-    EXPECT(count == 3 && p[3] == NULL, "count %d", count);
-    EXPECT(count == 3 && !strcmp(p[0], "a cat") &&
-               !strcmp(p[1], "une pomme \xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x90\x88") &&
-               !strcmp(p[2], "a dog # not a comment"),
-           "prompts '%s' '%s' '%s'", p[0], p[1], p[2]);
+    char **p = prompts_read(tu_path("good.txt"), &count);
+    TU_EXPECT(count == 3 && p[3] == NULL, "count %d", count);
+    TU_EXPECT(count == 3 && !strcmp(p[0], "a cat") &&
+                  !strcmp(p[1], "une pomme \xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x90\x88") &&
+                  !strcmp(p[2], "a dog # not a comment"),
+              "prompts '%s' '%s' '%s'", p[0], p[1], p[2]);
     prompts_free(p);
 
     // a line of exactly PROMPTS_LINE_MAX bytes is accepted, one more is not
     static char longest[PROMPTS_LINE_MAX + 8];
     memset(longest, 'x', PROMPTS_LINE_MAX);
     longest[PROMPTS_LINE_MAX] = '\n';
-    write_bytes(tmp_path("longest.txt"), longest, PROMPTS_LINE_MAX + 1);
-    p = prompts_read(tmp_path("longest.txt"), &count);
-    EXPECT(count == 1 && strlen(p[0]) == PROMPTS_LINE_MAX, "longest line");
+    tu_write_bytes(tu_path("longest.txt"), longest, PROMPTS_LINE_MAX + 1);
+    p = prompts_read(tu_path("longest.txt"), &count);
+    TU_EXPECT(count == 1 && strlen(p[0]) == PROMPTS_LINE_MAX, "longest line");
     prompts_free(p);
     static char too_long[PROMPTS_LINE_MAX + 16];
     n = (size_t)sprintf(too_long, "ok\n");
     memset(too_long + n, 'y', PROMPTS_LINE_MAX + 1);
-    write_bytes(tmp_path("long.txt"), too_long, n + PROMPTS_LINE_MAX + 1);
-    expect_error(__LINE__, read_prompts, tmp_path("long.txt"), "long.txt:2: line of 4097 bytes (at most 4096)");
+    tu_write_bytes(tu_path("long.txt"), too_long, n + PROMPTS_LINE_MAX + 1);
+    TU_EXPECT_USER_ERROR(read_prompts, tu_path("long.txt"), "long.txt:2: line of 4097 bytes (at most 4096)");
 
-    write_bytes(tmp_path("nul.txt"), "a\nb\nc\0d\n", 8);
-    expect_error(__LINE__, read_prompts, tmp_path("nul.txt"), "nul.txt:3: NUL byte");
-    write_bytes(tmp_path("empty.txt"), "", 0);
-    expect_error(__LINE__, read_prompts, tmp_path("empty.txt"), "empty.txt' is empty");
-    write_text(tmp_path("blank.txt"), "# only\n\n   \n#comments\n");
-    expect_error(__LINE__, read_prompts, tmp_path("blank.txt"), "has no prompts");
-    expect_error(__LINE__, read_prompts, tmp_path("missing.txt"), "cannot open");
+    tu_write_bytes(tu_path("nul.txt"), "a\nb\nc\0d\n", 8);
+    TU_EXPECT_USER_ERROR(read_prompts, tu_path("nul.txt"), "nul.txt:3: NUL byte");
+    tu_write_bytes(tu_path("empty.txt"), "", 0);
+    TU_EXPECT_USER_ERROR(read_prompts, tu_path("empty.txt"), "empty.txt' is empty");
+    tu_write_text(tu_path("blank.txt"), "# only\n\n   \n#comments\n");
+    TU_EXPECT_USER_ERROR(read_prompts, tu_path("blank.txt"), "has no prompts");
+    TU_EXPECT_USER_ERROR(read_prompts, tu_path("missing.txt"), "cannot open");
     static const struct {
         const char *bytes, *name;
     } bad[] = {
@@ -157,20 +76,20 @@ static void test_prompts(void) {
         {"ok\ncut \xE2\x82\n", "truncated at line end"},       {"ok\ncut at the end \xE2\x82", "truncated at EOF"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        write_text(tmp_path("utf8.txt"), bad[i].bytes);
-        expect_error(__LINE__, read_prompts, tmp_path("utf8.txt"), "utf8.txt:2: invalid UTF-8");
+        tu_write_text(tu_path("utf8.txt"), bad[i].bytes);
+        TU_EXPECT_USER_ERROR(read_prompts, tu_path("utf8.txt"), "utf8.txt:2: invalid UTF-8");
     }
-    EXPECT(prompts_utf8_prefix("ab\xC3\xA9\xC3", 5) == 4, "prefix stops before a cut sequence");
-    EXPECT(prompts_utf8_prefix("\xF4\x8F\xBF\xBF", 4) == 4, "U+10FFFF is valid");
-    EXPECT(prompts_utf8_prefix("\xEF\xBF\xBF", 3) == 3, "U+FFFF is valid");
+    TU_EXPECT(prompts_utf8_prefix("ab\xC3\xA9\xC3", 5) == 4, "prefix stops before a cut sequence");
+    TU_EXPECT(prompts_utf8_prefix("\xF4\x8F\xBF\xBF", 4) == 4, "U+10FFFF is valid");
+    TU_EXPECT(prompts_utf8_prefix("\xEF\xBF\xBF", 3) == 3, "U+FFFF is valid");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // PNG
 
 static void test_quantize(void) {
-    EXPECT(pngio_quantize(-1.0f) == 0 && pngio_quantize(1.0f) == 255 && pngio_quantize(0.0f) == 128, "ends, middle");
-    EXPECT(pngio_quantize(-7.0f) == 0 && pngio_quantize(3.0f) == 255 && pngio_quantize(NAN) == 0, "clamped, NaN");
+    TU_EXPECT(pngio_quantize(-1.0f) == 0 && pngio_quantize(1.0f) == 255 && pngio_quantize(0.0f) == 128, "ends, middle");
+    TU_EXPECT(pngio_quantize(-7.0f) == 0 && pngio_quantize(3.0f) == 255 && pngio_quantize(NAN) == 0, "clamped, NaN");
     // inputs whose u * 255 lands exactly on k + 0.5 must round to the even neighbour, as numpy does
     int ties = 0, wrong = 0;
     for (int k = 0; k < 255; k++) {
@@ -183,14 +102,14 @@ static void test_quantize(void) {
             wrong += pngio_quantize(x) != (k % 2 == 0 ? k : k + 1);
         }
     }
-    EXPECT(ties > 10 && wrong == 0, "%d exact ties, %d rounded away from even", ties, wrong);
+    TU_EXPECT(ties > 10 && wrong == 0, "%d exact ties, %d rounded away from even", ties, wrong);
 }
 
-static void write_png(const char *path) {
+static void write_png(const void *path) {
     float img[3 * 2 * 2] = {0};
     pngio_write(path, img, 2, 2);
 }
-static void read_png(const char *path) {
+static void read_png(const void *path) {
     int h, w;
     pngio_read(path, &h, &w);
 }
@@ -204,19 +123,19 @@ static void test_png(void) {
         img[i] = ((float)(s >> 8) / 16777216.0f) * 2.6f - 1.3f; // some values outside [-1, 1]
     }
     img[5] = NAN;
-    pngio_write(tmp_path("a.png"), img, H, W);
+    pngio_write(tu_path("a.png"), img, H, W);
     int h = 0, w = 0;
-    float *back = pngio_read(tmp_path("a.png"), &h, &w);
-    EXPECT(h == H && w == W, "size %d x %d", h, w);
+    float *back = pngio_read(tu_path("a.png"), &h, &w);
+    TU_EXPECT(h == H && w == W, "size %d x %d", h, w);
     int diff = 0;
     for (int i = 0; i < 3 * H * W && h == H && w == W; i++)
         diff += back[i] != (float)pngio_quantize(img[i]) / 255.0f * 2.0f - 1.0f;
-    EXPECT(diff == 0, "%d values differ after the round trip", diff);
+    TU_EXPECT(diff == 0, "%d values differ after the round trip", diff);
     // the image read back writes the same file again
-    pngio_write(tmp_path("b.png"), back, h, w);
+    pngio_write(tu_path("b.png"), back, h, w);
     size_t na, nb;
-    char *fa = read_all(tmp_path("a.png"), &na), *fb = read_all(tmp_path("b.png"), &nb);
-    EXPECT(fa && fb && na == nb && !memcmp(fa, fb, na) && !memcmp(fa, "\x89PNG\r\n\x1a\n", 8), "files differ");
+    char *fa = tu_read_all(tu_path("a.png"), &na), *fb = tu_read_all(tu_path("b.png"), &nb);
+    TU_EXPECT(fa && fb && na == nb && !memcmp(fa, fb, na) && !memcmp(fa, "\x89PNG\r\n\x1a\n", 8), "files differ");
     free(fa);
     free(fb);
     free(back);
@@ -227,9 +146,9 @@ static void test_png(void) {
     float *imgs = malloc(sizeof(float) * (size_t)n * 3 * gh * gw);
     for (int i = 0; i < n; i++)
         for (int j = 0; j < 3 * gh * gw; j++) imgs[i * 3 * gh * gw + j] = -0.9f + 0.35f * (float)i + 0.001f * (float)j;
-    pngio_write_grid(tmp_path("grid.png"), imgs, n, gh, gw, 3);
-    float *g = pngio_read(tmp_path("grid.png"), &h, &w);
-    EXPECT(h == 2 * gh + 2 && w == 3 * gw + 2 * 2, "grid size %d x %d", h, w);
+    pngio_write_grid(tu_path("grid.png"), imgs, n, gh, gw, 3);
+    float *g = pngio_read(tu_path("grid.png"), &h, &w);
+    TU_EXPECT(h == 2 * gh + 2 && w == 3 * gw + 2 * 2, "grid size %d x %d", h, w);
     if (h == 2 * gh + 2 && w == 3 * gw + 4) {
         size_t plane = (size_t)h * (size_t)w;
         int bad = 0;
@@ -241,23 +160,24 @@ static void test_png(void) {
                         float want = (float)pngio_quantize(imgs[(i * 3 + c) * gh * gw + y * gw + x]) / 255.0f * 2 - 1;
                         bad += g[(size_t)c * plane + (size_t)gy * (size_t)w + (size_t)gx] != want;
                     }
-        EXPECT(bad == 0, "%d grid pixels differ", bad);
-        EXPECT(g[(size_t)0 * w + gw] == 1.0f && g[(size_t)0 * w + gw + 1] == 1.0f && g[(size_t)gh * w] == 1.0f,
-               "gaps are white");
-        EXPECT(g[(size_t)(gh + 2) * w + 2 * (gw + 2)] == 1.0f && g[plane * 2 + (size_t)(h - 1) * w + (w - 1)] == 1.0f,
-               "the empty cell is white");
+        TU_EXPECT(bad == 0, "%d grid pixels differ", bad);
+        TU_EXPECT(g[(size_t)0 * w + gw] == 1.0f && g[(size_t)0 * w + gw + 1] == 1.0f && g[(size_t)gh * w] == 1.0f,
+                  "gaps are white");
+        TU_EXPECT(g[(size_t)(gh + 2) * w + 2 * (gw + 2)] == 1.0f &&
+                      g[plane * 2 + (size_t)(h - 1) * w + (w - 1)] == 1.0f,
+                  "the empty cell is white");
     }
     free(g);
-    pngio_write_grid(tmp_path("auto.png"), imgs, n, gh, gw, 0);
-    g = pngio_read(tmp_path("auto.png"), &h, &w);
-    EXPECT(h == 2 * gh + 2 && w == 3 * gw + 4, "about square: 3 columns for 5 images, got %d x %d", h, w);
+    pngio_write_grid(tu_path("auto.png"), imgs, n, gh, gw, 0);
+    g = pngio_read(tu_path("auto.png"), &h, &w);
+    TU_EXPECT(h == 2 * gh + 2 && w == 3 * gw + 4, "about square: 3 columns for 5 images, got %d x %d", h, w);
     free(g);
     free(imgs);
 
-    expect_error(__LINE__, write_png, tmp_path("no/such/dir/x.png"), "cannot write");
-    expect_error(__LINE__, write_png, "", "empty PNG output path");
-    write_text(tmp_path("fake.png"), "not a png at all");
-    expect_error(__LINE__, read_png, tmp_path("fake.png"), "is not a readable PNG");
+    TU_EXPECT_USER_ERROR(write_png, tu_path("no/such/dir/x.png"), "cannot write");
+    TU_EXPECT_USER_ERROR(write_png, "", "empty PNG output path");
+    tu_write_text(tu_path("fake.png"), "not a png at all");
+    TU_EXPECT_USER_ERROR(read_png, tu_path("fake.png"), "is not a readable PNG");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -274,10 +194,10 @@ static void test_plot(void) {
     }
     PlotSeries series[] = {{"reward_mean", x, a, N}, {"symmetry", x, b, N}, {"constant", NULL, c, N}};
     PlotOptions opt = {"Reward vs iteration", "iteration", "reward", 0, 0};
-    plot_write_png(tmp_path("plot.png"), &opt, series, 3);
+    plot_write_png(tu_path("plot.png"), &opt, series, 3);
     int h = 0, w = 0;
-    float *img = pngio_read(tmp_path("plot.png"), &h, &w);
-    EXPECT(h == 480 && w == 800, "plot size %d x %d", h, w);
+    float *img = pngio_read(tu_path("plot.png"), &h, &w);
+    TU_EXPECT(h == 480 && w == 800, "plot size %d x %d", h, w);
     size_t plane = (size_t)h * (size_t)w, ink = 0, blue = 0;
     for (size_t p = 0; p < plane; p++) {
         int r = (int)lroundf((img[p] + 1) * 127.5f), gr = (int)lroundf((img[plane + p] + 1) * 127.5f),
@@ -285,21 +205,21 @@ static void test_plot(void) {
         ink += r != 255 || gr != 255 || bl != 255;
         blue += r == 31 && gr == 119 && bl == 180;
     }
-    EXPECT(ink > plane / 50 && blue > 200, "plot looks blank: %zu inked pixels, %zu of the first series", ink, blue);
+    TU_EXPECT(ink > plane / 50 && blue > 200, "plot looks blank: %zu inked pixels, %zu of the first series", ink, blue);
     free(img);
 
     // a constant series alone, a single point, nothing finite, and no series: no division by zero, a valid image
     PlotOptions small = {"constant", NULL, NULL, 320, 200};
-    plot_write_png(tmp_path("const.png"), &small, &series[2], 1);
+    plot_write_png(tu_path("const.png"), &small, &series[2], 1);
     double one = 3.0, nan_only[3] = {NAN, NAN, NAN};
     PlotSeries single = {"one point", &one, &one, 1}, empty = {"nothing", NULL, nan_only, 3};
-    plot_write_png(tmp_path("single.png"), &small, &single, 1);
-    plot_write_png(tmp_path("nan.png"), &small, &empty, 1);
-    plot_write_png(tmp_path("none.png"), &small, NULL, 0);
+    plot_write_png(tu_path("single.png"), &small, &single, 1);
+    plot_write_png(tu_path("nan.png"), &small, &empty, 1);
+    plot_write_png(tu_path("none.png"), &small, NULL, 0);
     const char *names[] = {"const.png", "single.png", "nan.png", "none.png"};
     for (int i = 0; i < 4; i++) {
-        img = pngio_read(tmp_path(names[i]), &h, &w);
-        EXPECT(h == 200 && w == 320, "%s: %d x %d", names[i], h, w);
+        img = pngio_read(tu_path(names[i]), &h, &w);
+        TU_EXPECT(h == 200 && w == 320, "%s: %d x %d", names[i], h, w);
         free(img);
     }
 }
@@ -341,13 +261,13 @@ static int rows_equal(const MetricsRow *a, const MetricsRow *b) {
     return ok;
 }
 
-static void read_metrics(const char *path) {
+static void read_metrics(const void *path) {
     MetricsLog log = metrics_read(path);
     metrics_free(&log);
 }
 
 static void test_metrics(void) {
-    const char *path = tmp_path("metrics.jsonl");
+    const char *path = tu_path("metrics.jsonl");
     MetricsWriter w;
     metrics_open(&w, path, -1);
     MetricsRow rows[4];
@@ -357,25 +277,25 @@ static void test_metrics(void) {
     }
     metrics_close(&w);
     MetricsLog log = metrics_read(path);
-    EXPECT(log.n == 4, "%d rows", log.n);
-    for (int i = 0; i < log.n && i < 4; i++) EXPECT(rows_equal(&rows[i], &log.rows[i]), "row %d differs", i + 1);
+    TU_EXPECT(log.n == 4, "%d rows", log.n);
+    for (int i = 0; i < log.n && i < 4; i++) TU_EXPECT(rows_equal(&rows[i], &log.rows[i]), "row %d differs", i + 1);
     double col[4];
     metrics_column(&log, "reward_mean", col);
-    EXPECT(col[3] == rows[3].reward_mean, "reward_mean column");
+    TU_EXPECT(col[3] == rows[3].reward_mean, "reward_mean column");
     metrics_column(&log, "seconds.backward", col);
-    EXPECT(col[1] == 4.0, "seconds.backward column");
+    TU_EXPECT(col[1] == 4.0, "seconds.backward column");
     metrics_column(&log, "reward.colour \"x\"", col);
-    EXPECT(col[0] == 2.5e-310, "per-reward column");
+    TU_EXPECT(col[0] == 2.5e-310, "per-reward column");
     metrics_column(&log, "reward.brightness", col);
-    EXPECT(isnan(col[0]) && isnan(col[3]), "absent reward reads NaN");
+    TU_EXPECT(isnan(col[0]) && isnan(col[3]), "absent reward reads NaN");
     metrics_column(&log, "skipped", col);
-    EXPECT(col[0] == 0 && col[1] == 1, "skipped column");
+    TU_EXPECT(col[0] == 0 && col[1] == 1, "skipped column");
     metrics_free(&log);
 
     // a crash mid-line: the torn last line is ignored; a resumed run keeps rows up to its checkpoint
     append_text(path, "{\"iteration\": 5, \"reward_m");
     log = metrics_read(path);
-    EXPECT(log.n == 4, "torn line: %d rows", log.n);
+    TU_EXPECT(log.n == 4, "torn line: %d rows", log.n);
     metrics_free(&log);
     metrics_open(&w, path, 2);
     MetricsRow r3 = make_row(3);
@@ -384,24 +304,24 @@ static void test_metrics(void) {
     metrics_write(&w, &r3);
     metrics_close(&w);
     log = metrics_read(path);
-    EXPECT(log.n == 3 && log.rows[1].iteration == 2 && log.rows[2].iteration == 3 && log.rows[2].reward_mean == 42 &&
-               rows_equal(&rows[0], &log.rows[0]),
-           "resume: %d rows", log.n);
+    TU_EXPECT(log.n == 3 && log.rows[1].iteration == 2 && log.rows[2].iteration == 3 && log.rows[2].reward_mean == 42 &&
+                  rows_equal(&rows[0], &log.rows[0]),
+              "resume: %d rows", log.n);
     metrics_free(&log);
 
     // missing fields read as NaN; a malformed complete line is a user error naming it
-    write_text(tmp_path("sparse.jsonl"), "{\"iteration\":7}\n\n{\"iteration\":8,\"loss\":null}");
-    log = metrics_read(tmp_path("sparse.jsonl"));
-    EXPECT(log.n == 2 && log.rows[0].iteration == 7 && isnan(log.rows[0].loss) && isnan(log.rows[1].t_update) &&
-               log.rows[1].n_rewards == 0,
-           "sparse rows");
+    tu_write_text(tu_path("sparse.jsonl"), "{\"iteration\":7}\n\n{\"iteration\":8,\"loss\":null}");
+    log = metrics_read(tu_path("sparse.jsonl"));
+    TU_EXPECT(log.n == 2 && log.rows[0].iteration == 7 && isnan(log.rows[0].loss) && isnan(log.rows[1].t_update) &&
+                  log.rows[1].n_rewards == 0,
+              "sparse rows");
     metrics_free(&log);
-    write_text(tmp_path("bad.jsonl"), "{\"iteration\":1}\n{\"iteration\":2} x\n{\"iteration\":3}\n");
-    expect_error(__LINE__, read_metrics, tmp_path("bad.jsonl"), "bad.jsonl:2: not a metrics record");
-    write_text(tmp_path("bad2.jsonl"), "{\"iteration\":1.5}\n");
-    expect_error(__LINE__, read_metrics, tmp_path("bad2.jsonl"), "bad2.jsonl:1: not a metrics record");
-    write_text(tmp_path("bad3.jsonl"), "{\"iteration\":1,\"loss\":\"high\"}\n");
-    expect_error(__LINE__, read_metrics, tmp_path("bad3.jsonl"), "bad3.jsonl:1: not a metrics record");
+    tu_write_text(tu_path("bad.jsonl"), "{\"iteration\":1}\n{\"iteration\":2} x\n{\"iteration\":3}\n");
+    TU_EXPECT_USER_ERROR(read_metrics, tu_path("bad.jsonl"), "bad.jsonl:2: not a metrics record");
+    tu_write_text(tu_path("bad2.jsonl"), "{\"iteration\":1.5}\n");
+    TU_EXPECT_USER_ERROR(read_metrics, tu_path("bad2.jsonl"), "bad2.jsonl:1: not a metrics record");
+    tu_write_text(tu_path("bad3.jsonl"), "{\"iteration\":1,\"loss\":\"high\"}\n");
+    TU_EXPECT_USER_ERROR(read_metrics, tu_path("bad3.jsonl"), "bad3.jsonl:1: not a metrics record");
 }
 
 static void test_progress(void) {
@@ -413,9 +333,9 @@ static void test_progress(void) {
     progress_update(&p, 37, 0.123);
     progress_finish(&p);
     fclose(f);
-    EXPECT(strstr(text, "\r[#######.............] 37/100 it  ") && strstr(text, "reward 0.123") &&
-               text[len - 1] == '\n',
-           "bar: '%s'", text);
+    TU_EXPECT(strstr(text, "\r[#######.............] 37/100 it  ") && strstr(text, "reward 0.123") &&
+                  text[len - 1] == '\n',
+              "bar: '%s'", text);
     free(text);
 
     f = open_memstream(&text, &len);
@@ -425,9 +345,9 @@ static void test_progress(void) {
     fclose(f);
     int lines = 0;
     for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
-    EXPECT(lines == 3 && !strncmp(text, "it 10/25  ", 10) && strstr(text, "it 25/25  ") && !strchr(text, '\r') &&
-               strstr(text, "ETA 0s  reward -0.5\n"),
-           "plain lines: '%s'", text);
+    TU_EXPECT(lines == 3 && !strncmp(text, "it 10/25  ", 10) && strstr(text, "it 25/25  ") && !strchr(text, '\r') &&
+                  strstr(text, "ETA 0s  reward -0.5\n"),
+              "plain lines: '%s'", text);
     free(text);
 
     f = open_memstream(&text, &len);
@@ -435,22 +355,17 @@ static void test_progress(void) {
     progress_update(&p, 3, 1.0);
     progress_finish(&p);
     fclose(f);
-    EXPECT(len == 0, "off prints nothing");
+    TU_EXPECT(len == 0, "off prints nothing");
     free(text);
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/drtune_io_files_XXXXXX");
-    if (!mkdtemp(g_dir)) return 1;
+    tu_tmpdir("io_files");
     test_prompts();
     test_quantize();
     test_png();
     test_plot();
     test_metrics();
     test_progress();
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0) printf("could not remove %s\n", g_dir);
-    printf("%d checks, %d failed\n", g_checks, g_failed);
-    return g_failed ? 1 : 0;
+    return tu_report();
 }

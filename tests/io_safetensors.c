@@ -6,34 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../src/core/common.h"
 #include "../src/io/safetensors.h"
-
-static int g_checks, g_failed;
-
-#define EXPECT(cond, ...)                                                                                          \
-    do {                                                                                                           \
-        g_checks++;                                                                                                \
-        if (!(cond)) {                                                                                             \
-            g_failed++;                                                                                            \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                            \
-            printf(__VA_ARGS__);                                                                                   \
-            printf("\n");                                                                                          \
-        }                                                                                                          \
-    } while (0)
-
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
+#include "testutil.h"
 
 // ---------------------------------------------------------------------------------------------------------------
 // building files
@@ -79,14 +56,6 @@ static Buf short_file(size_t n) {
     return f;
 }
 
-static void save(const char *path, Buf f) {
-    FILE *fp = fopen(path, "wb");
-    if (!fp || fwrite(f.b, 1, f.n, fp) != f.n || fclose(fp) != 0) {
-        perror(path);
-        exit(1);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // running a call that is expected to exit, in a child process
 
@@ -96,69 +65,43 @@ typedef struct {
     Tensor dst;
 } ChildArgs;
 
-static void child_open(const ChildArgs *a) {
+static void child_open(const void *arg) {
+    const ChildArgs *a = arg;
     SafeTensors st;
     safetensors_open(&st, a->path);
 }
 
-static void child_read(const ChildArgs *a) {
+static void child_read(const void *arg) {
+    const ChildArgs *a = arg;
     SafeTensors st;
     safetensors_open(&st, a->path);
     Tensor d = a->dst;
     safetensors_read_into(&st, a->tensor, &d);
 }
 
-static void child_write_bad_dir(const ChildArgs *a) {
+static void child_write_bad_dir(const void *arg) {
+    const ChildArgs *a = arg;
     float v = 1;
     Tensor t = tensor_f32_1d(&v, 1);
     const char *names[] = {"x"};
     safetensors_write(a->path, 1, names, &t, NULL);
 }
 
-// Runs fn in a child; returns its exit code (-1 if it died on a signal) and its stderr in out.
-static int run_child(void (*fn)(const ChildArgs *), const ChildArgs *a, char *out, size_t outlen) {
-    int fds[2];
-    if (pipe(fds) != 0) {
-        perror("pipe");
-        exit(1);
-    }
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        exit(1);
-    }
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 2);
-        fn(a);
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t len = 0;
-    ssize_t r;
-    while ((r = read(fds[0], out + len, outlen - 1 - len)) > 0) len += (size_t)r;
-    out[len] = 0;
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-// Exit code 2 and exactly one line "drtune: error: <prefix>...<needle>...".
-static void expect_user_error(void (*fn)(const ChildArgs *), const ChildArgs *a, const char *prefix,
-                              const char *needle, const char *what) {
-    char out[4096];
-    int rc = run_child(fn, a, out, sizeof out);
-    EXPECT(rc == 2, "%s: exit code %d, expected 2 (stderr: %s)", what, rc, out);
+// Exit code 2 and exactly one line "drtune: error: <prefix>...<needle>...", as four checks.
+static void expect_user_error(TuChildFn fn, const ChildArgs *a, const char *prefix, const char *needle,
+                              const char *what) {
+    TuChild c;
+    int rc = tu_run_child(fn, a, &c);
+    const char *out = c.err;
+    TU_EXPECT(rc == 2, "%s: exit code %d, expected 2 (stderr: %s)", what, rc, out);
     size_t lines = 0;
     for (const char *p = out; *p; p++) lines += *p == '\n';
-    EXPECT(lines == 1 && out[strlen(out) - 1] == '\n', "%s: expected one line, got: %s", what, out);
+    TU_EXPECT(lines == 1 && out[strlen(out) - 1] == '\n', "%s: expected one line, got: %s", what, out);
     char head[600];
     snprintf(head, sizeof head, "drtune: error: %s", prefix);
-    EXPECT(!strncmp(out, head, strlen(head)), "%s: line does not start with \"%s\": %s", what, head, out);
-    EXPECT(!needle || strstr(out, needle), "%s: \"%s\" missing from: %s", what, needle, out);
+    TU_EXPECT(!strncmp(out, head, strlen(head)), "%s: line does not start with \"%s\": %s", what, head, out);
+    TU_EXPECT(!needle || strstr(out, needle), "%s: \"%s\" missing from: %s", what, needle, out);
+    tu_child_free(&c);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -316,33 +259,33 @@ static void test_cases(void) {
         int rc = safetensors_parse_buffer(c->file.b, c->file.n, err, sizeof err, &st);
         int count = -1;
         if (c->valid) {
-            EXPECT(rc == 0, "%s: rejected a valid file: %s", c->what, err);
+            TU_EXPECT(rc == 0, "%s: rejected a valid file: %s", c->what, err);
             if (rc == 0) {
                 accepted++;
                 count = st.n;
                 for (int k = 0; k < st.n; k++)
-                    EXPECT(safetensors_find(&st, st.tensors[k].name) == &st.tensors[k], "%s: find", c->what);
+                    TU_EXPECT(safetensors_find(&st, st.tensors[k].name) == &st.tensors[k], "%s: find", c->what);
                 safetensors_close(&st);
             }
         } else {
-            EXPECT(rc != 0, "%s: accepted a malformed file", c->what);
+            TU_EXPECT(rc != 0, "%s: accepted a malformed file", c->what);
             if (rc == 0) {
                 safetensors_close(&st);
                 continue;
             }
             rejected++;
-            EXPECT(err[0] && !strchr(err, '\n'), "%s: message must be one non-empty line: '%s'", c->what, err);
-            EXPECT(!c->needle || strstr(err, c->needle), "%s: message '%s' lacks \"%s\"", c->what, err, c->needle);
+            TU_EXPECT(err[0] && !strchr(err, '\n'), "%s: message must be one non-empty line: '%s'", c->what, err);
+            TU_EXPECT(!c->needle || strstr(err, c->needle), "%s: message '%s' lacks \"%s\"", c->what, err, c->needle);
         }
         // the same bytes as a file: the file API must agree (exit 2 with one line naming the file)
         char name[64];
         snprintf(name, sizeof name, "case%02d.safetensors", i);
-        const char *path = tmp_path(name);
-        save(path, c->file);
+        const char *path = tu_path(name);
+        tu_write_bytes(path, c->file.b, c->file.n);
         if (c->valid) {
             SafeTensors fst;
             safetensors_open(&fst, path);
-            EXPECT(fst.n == count, "%s: file API found %d tensors, buffer API %d", c->what, fst.n, count);
+            TU_EXPECT(fst.n == count, "%s: file API found %d tensors, buffer API %d", c->what, fst.n, count);
             safetensors_close(&fst);
         } else {
             char prefix[600];
@@ -367,13 +310,13 @@ static void test_edge_values(void) {
     Buf f = header_file(hdr, strlen(hdr), 4);
     float v = -2.5f;
     memcpy(f.b + 8 + strlen(hdr), &v, 4);
-    EXPECT(safetensors_parse_buffer(f.b, f.n, err, sizeof err, &st) == 0, "escaped name: %s", err);
+    TU_EXPECT(safetensors_parse_buffer(f.b, f.n, err, sizeof err, &st) == 0, "escaped name: %s", err);
     const StTensor *t = safetensors_find(&st, "a\"b\n");
-    EXPECT(t && t->ndim == 0 && t->nbytes == 4, "escaped name not found");
+    TU_EXPECT(t && t->ndim == 0 && t->nbytes == 4, "escaped name not found");
     float got = 0;
     Tensor d = tensor_make(&got, DTYPE_F32, DEVICE_CPU, 0, NULL);
     safetensors_read_into(&st, "a\"b\n", &d);
-    EXPECT(got == -2.5f, "0-rank value %g", (double)got);
+    TU_EXPECT(got == -2.5f, "0-rank value %g", (double)got);
     safetensors_close(&st);
     free(f.b);
 
@@ -385,15 +328,15 @@ static void test_edge_values(void) {
     int32_t ids[2] = {-7, 49407};
     memcpy(f.b + 8 + strlen(hdr), pos, 24);
     memcpy(f.b + 8 + strlen(hdr) + 24, ids, 8);
-    EXPECT(safetensors_parse_buffer(f.b, f.n, err, sizeof err, &st) == 0, "ints: %s", err);
+    TU_EXPECT(safetensors_parse_buffer(f.b, f.n, err, sizeof err, &st) == 0, "ints: %s", err);
     int32_t p32[3] = {9, 9, 9}, i32[2] = {0, 0};
     Tensor tp = tensor_make(p32, DTYPE_I32, DEVICE_CPU, 2, (int64_t[]){1, 3});
     Tensor ti = tensor_make(i32, DTYPE_I32, DEVICE_CPU, 1, (int64_t[]){2});
     safetensors_read_into(&st, "p", &tp);
     safetensors_read_into(&st, "i", &ti);
-    EXPECT(p32[0] == 0 && p32[1] == 1 && p32[2] == 76, "I64 -> i32: %d %d %d", p32[0], p32[1], p32[2]);
-    EXPECT(i32[0] == -7 && i32[1] == 49407, "I32: %d %d", i32[0], i32[1]);
-    EXPECT(safetensors_find(&st, "p")->dtype == ST_I64, "I64 dtype");
+    TU_EXPECT(p32[0] == 0 && p32[1] == 1 && p32[2] == 76, "I64 -> i32: %d %d %d", p32[0], p32[1], p32[2]);
+    TU_EXPECT(i32[0] == -7 && i32[1] == 49407, "I32: %d %d", i32[0], i32[1]);
+    TU_EXPECT(safetensors_find(&st, "p")->dtype == ST_I64, "I64 dtype");
     safetensors_close(&st);
     free(f.b);
 }
@@ -402,7 +345,7 @@ static void test_edge_values(void) {
 // round trip through the writer
 
 static int files_with(const char *needle) {
-    DIR *d = opendir(g_dir);
+    DIR *d = opendir(tu_tmpdir(NULL));
     int n = 0;
     for (struct dirent *e; (e = readdir(d));) n += strstr(e->d_name, needle) != NULL;
     closedir(d);
@@ -424,37 +367,37 @@ static void test_round_trip(void) {
         tensor_make(ids, DTYPE_I32, DEVICE_CPU, 1, (int64_t[]){4}),
     };
     const char *names[6] = {"z.weight", "b16", "y.bf16", "scalar", "empty", "ids"};
-    const char *path = tmp_path("roundtrip.safetensors");
+    const char *path = tu_path("roundtrip.safetensors");
     safetensors_write(path, 6, names, tensors, "{\"format\":\"pt\",\"note\":\"say \\\"hi\\\"\\nbye\"}");
-    EXPECT(files_with(".tmp.") == 0, "temporary file left behind");
+    TU_EXPECT(files_with(".tmp.") == 0, "temporary file left behind");
 
     SafeTensors st;
     safetensors_open(&st, path);
-    EXPECT(st.n == 6, "tensor count %d", st.n);
-    EXPECT(st.size >= 8, "size");
+    TU_EXPECT(st.n == 6, "tensor count %d", st.n);
+    TU_EXPECT(st.size >= 8, "size");
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | st.map[i];
-    EXPECT(hlen % 8 == 0, "header length %llu not a multiple of 8", (unsigned long long)hlen);
-    EXPECT(st.map[8 + hlen - 1] == ' ' || st.map[8 + hlen - 1] == '}', "header padding");
+    TU_EXPECT(hlen % 8 == 0, "header length %llu not a multiple of 8", (unsigned long long)hlen);
+    TU_EXPECT(st.map[8 + hlen - 1] == ' ' || st.map[8 + hlen - 1] == '}', "header padding");
     const char *fmt = safetensors_metadata(&st, "format"), *note = safetensors_metadata(&st, "note");
-    EXPECT(fmt && !strcmp(fmt, "pt"), "metadata format");
-    EXPECT(note && !strcmp(note, "say \"hi\"\nbye"), "metadata note");
-    EXPECT(!safetensors_metadata(&st, "missing"), "absent metadata key");
+    TU_EXPECT(fmt && !strcmp(fmt, "pt"), "metadata format");
+    TU_EXPECT(note && !strcmp(note, "say \"hi\"\nbye"), "metadata note");
+    TU_EXPECT(!safetensors_metadata(&st, "missing"), "absent metadata key");
     const StDType want_dt[6] = {ST_F32, ST_F16, ST_BF16, ST_F32, ST_F32, ST_I32};
     size_t offset = 0;
     for (int i = 0; i < 6; i++) {
         const StTensor *t = safetensors_find(&st, names[i]);
-        EXPECT(t != NULL, "%s missing", names[i]);
+        TU_EXPECT(t != NULL, "%s missing", names[i]);
         if (!t) continue;
-        EXPECT(t->dtype == want_dt[i], "%s dtype %s", names[i], safetensors_dtype_name(t->dtype));
-        EXPECT(t->ndim == tensors[i].ndim, "%s rank %d", names[i], t->ndim);
-        for (int k = 0; k < t->ndim; k++) EXPECT(t->shape[k] == tensors[i].shape[k], "%s shape", names[i]);
-        EXPECT(t->offset == offset, "%s at offset %zu, expected %zu (order given)", names[i], t->offset, offset);
-        EXPECT(t->nbytes == tensor_bytes(&tensors[i]), "%s nbytes", names[i]);
-        EXPECT(t->nbytes == 0 || !memcmp(t->data, tensors[i].data, t->nbytes), "%s bytes differ", names[i]);
+        TU_EXPECT(t->dtype == want_dt[i], "%s dtype %s", names[i], safetensors_dtype_name(t->dtype));
+        TU_EXPECT(t->ndim == tensors[i].ndim, "%s rank %d", names[i], t->ndim);
+        for (int k = 0; k < t->ndim; k++) TU_EXPECT(t->shape[k] == tensors[i].shape[k], "%s shape", names[i]);
+        TU_EXPECT(t->offset == offset, "%s at offset %zu, expected %zu (order given)", names[i], t->offset, offset);
+        TU_EXPECT(t->nbytes == tensor_bytes(&tensors[i]), "%s nbytes", names[i]);
+        TU_EXPECT(t->nbytes == 0 || !memcmp(t->data, tensors[i].data, t->nbytes), "%s bytes differ", names[i]);
         offset += t->nbytes;
     }
-    EXPECT(!safetensors_find(&st, "nope"), "find of an absent name");
+    TU_EXPECT(!safetensors_find(&st, "nope"), "find of an absent name");
 
     // read_into: same dtype is bit-exact; conversions match the scalar converters bit for bit
     float a2[6];
@@ -464,34 +407,34 @@ static void test_round_trip(void) {
     int32_t ids2[4];
     Tensor t;
     t = tensor_make(a2, DTYPE_F32, DEVICE_CPU, 2, (int64_t[]){2, 3}), safetensors_read_into(&st, "z.weight", &t);
-    EXPECT(!memcmp(a2, a, sizeof a), "f32 -> f32 not exact");
+    TU_EXPECT(!memcmp(a2, a, sizeof a), "f32 -> f32 not exact");
     t = tensor_make(b2, DTYPE_F16, DEVICE_CPU, 1, (int64_t[]){5}), safetensors_read_into(&st, "b16", &t);
-    EXPECT(!memcmp(b2, b, sizeof b), "f16 -> f16 not exact");
+    TU_EXPECT(!memcmp(b2, b, sizeof b), "f16 -> f16 not exact");
     t = tensor_make(c2, DTYPE_BF16, DEVICE_CPU, 3, (int64_t[]){2, 2, 2}), safetensors_read_into(&st, "y.bf16", &t);
-    EXPECT(!memcmp(c2, c, sizeof c), "bf16 -> bf16 not exact");
+    TU_EXPECT(!memcmp(c2, c, sizeof c), "bf16 -> bf16 not exact");
     t = tensor_make(bf, DTYPE_F32, DEVICE_CPU, 1, (int64_t[]){5}), safetensors_read_into(&st, "b16", &t);
     for (int i = 0; i < 5; i++) {
         float w = f16_to_f32(b[i]);
-        EXPECT(!memcmp(&bf[i], &w, 4), "f16 -> f32 [%d]", i);
+        TU_EXPECT(!memcmp(&bf[i], &w, 4), "f16 -> f32 [%d]", i);
     }
     t = tensor_make(cf, DTYPE_F32, DEVICE_CPU, 3, (int64_t[]){2, 2, 2}), safetensors_read_into(&st, "y.bf16", &t);
     for (int i = 0; i < 8; i++) {
         float w = bf16_to_f32(c[i]);
-        EXPECT(!memcmp(&cf[i], &w, 4), "bf16 -> f32 [%d]", i);
+        TU_EXPECT(!memcmp(&cf[i], &w, 4), "bf16 -> f32 [%d]", i);
     }
     t = tensor_make(abf, DTYPE_BF16, DEVICE_CPU, 2, (int64_t[]){2, 3}), safetensors_read_into(&st, "z.weight", &t);
-    for (int i = 0; i < 6; i++) EXPECT(abf[i] == f32_to_bf16(a[i]), "f32 -> bf16 [%d]", i);
+    for (int i = 0; i < 6; i++) TU_EXPECT(abf[i] == f32_to_bf16(a[i]), "f32 -> bf16 [%d]", i);
     t = tensor_make(ch, DTYPE_F16, DEVICE_CPU, 3, (int64_t[]){2, 2, 2}), safetensors_read_into(&st, "y.bf16", &t);
-    for (int i = 0; i < 8; i++) EXPECT(ch[i] == f32_to_f16(bf16_to_f32(c[i])), "bf16 -> f16 [%d]", i);
+    for (int i = 0; i < 8; i++) TU_EXPECT(ch[i] == f32_to_f16(bf16_to_f32(c[i])), "bf16 -> f16 [%d]", i);
     t = tensor_make(ids2, DTYPE_I32, DEVICE_CPU, 1, (int64_t[]){4}), safetensors_read_into(&st, "ids", &t);
-    EXPECT(!memcmp(ids2, ids, sizeof ids), "i32 -> i32 not exact");
+    TU_EXPECT(!memcmp(ids2, ids, sizeof ids), "i32 -> i32 not exact");
     t = tensor_make(NULL, DTYPE_BF16, DEVICE_CPU, 2, (int64_t[]){0, 3}), safetensors_read_into(&st, "empty", &t);
     safetensors_close(&st);
 
     // overwriting an existing file replaces it whole
     safetensors_write(path, 1, names + 3, tensors + 3, NULL);
     safetensors_open(&st, path);
-    EXPECT(st.n == 1 && st.n_meta == 0 && safetensors_find(&st, "scalar"), "rewrite");
+    TU_EXPECT(st.n == 1 && st.n_meta == 0 && safetensors_find(&st, "scalar"), "rewrite");
     safetensors_close(&st);
     unlink(path);
 }
@@ -505,22 +448,22 @@ static void test_misaligned_large(void) {
     Tensor ts[2] = {tensor_make(&one, DTYPE_F16, DEVICE_CPU, 1, (int64_t[]){1}),
                     tensor_make(big, DTYPE_F32, DEVICE_CPU, 2, (int64_t[]){1, n})};
     const char *names[2] = {"h", "big"};
-    const char *path = tmp_path("misaligned.safetensors");
+    const char *path = tu_path("misaligned.safetensors");
     safetensors_write(path, 2, names, ts, NULL);
     SafeTensors st;
     safetensors_open(&st, path);
     const StTensor *t = safetensors_find(&st, "big");
-    EXPECT(t && (uintptr_t)t->data % 4 == 2, "test setup: data should be misaligned by 2");
+    TU_EXPECT(t && (uintptr_t)t->data % 4 == 2, "test setup: data should be misaligned by 2");
     uint16_t *bf = malloc((size_t)n * 2);
     float *back = malloc((size_t)n * 4);
     Tensor d = tensor_make(bf, DTYPE_BF16, DEVICE_CPU, 2, (int64_t[]){1, n});
     safetensors_read_into(&st, "big", &d);
     int64_t bad = 0;
     for (int64_t i = 0; i < n; i++) bad += bf[i] != f32_to_bf16(big[i]);
-    EXPECT(bad == 0, "misaligned f32 -> bf16: %lld wrong", (long long)bad);
+    TU_EXPECT(bad == 0, "misaligned f32 -> bf16: %lld wrong", (long long)bad);
     d = tensor_make(back, DTYPE_F32, DEVICE_CPU, 2, (int64_t[]){1, n});
     safetensors_read_into(&st, "big", &d);
-    EXPECT(!memcmp(back, big, (size_t)n * 4), "misaligned f32 -> f32 not exact");
+    TU_EXPECT(!memcmp(back, big, (size_t)n * 4), "misaligned f32 -> f32 not exact");
     safetensors_close(&st);
 
     // and the reverse: half-precision data at an odd address, converted up
@@ -534,13 +477,13 @@ static void test_misaligned_large(void) {
     Buf f = header_file(hdr, (size_t)hl, (size_t)n * 2);
     memcpy(f.b + 8 + hl, h, (size_t)n * 2);
     char err[512];
-    EXPECT(safetensors_parse_buffer(f.b, f.n, err, sizeof err, &st) == 0, "odd offset: %s", err);
-    EXPECT((uintptr_t)safetensors_find(&st, "h")->data % 2 == 1, "test setup: data should be at an odd address");
+    TU_EXPECT(safetensors_parse_buffer(f.b, f.n, err, sizeof err, &st) == 0, "odd offset: %s", err);
+    TU_EXPECT((uintptr_t)safetensors_find(&st, "h")->data % 2 == 1, "test setup: data should be at an odd address");
     d = tensor_make(back, DTYPE_F32, DEVICE_CPU, 1, (int64_t[]){n});
     safetensors_read_into(&st, "h", &d);
     bad = 0;
     for (int64_t i = 0; i < n; i++) bad += memcmp(&back[i], &(float){f16_to_f32(h[i])}, 4) != 0;
-    EXPECT(bad == 0, "odd-address f16 -> f32: %lld wrong", (long long)bad);
+    TU_EXPECT(bad == 0, "odd-address f16 -> f32: %lld wrong", (long long)bad);
     safetensors_close(&st);
     free(f.b);
     free(h);
@@ -559,14 +502,14 @@ static void test_user_errors(void) {
     Tensor ts[2] = {tensor_make(a, DTYPE_F32, DEVICE_CPU, 2, (int64_t[]){2, 3}),
                     tensor_make(a, DTYPE_F32, DEVICE_CPU, 1, (int64_t[]){1})};
     const char *names[2] = {"w", "b"};
-    const char *path = tmp_path("errors.safetensors");
+    const char *path = tu_path("errors.safetensors");
     safetensors_write(path, 2, names, ts, NULL);
     char prefix[600];
     snprintf(prefix, sizeof prefix, "'%s': ", path);
 
-    ChildArgs a1 = {.path = tmp_path("does_not_exist.safetensors")};
+    ChildArgs a1 = {.path = tu_path("does_not_exist.safetensors")};
     expect_user_error(child_open, &a1, "cannot open", "does_not_exist", "missing file");
-    ChildArgs a2 = {.path = g_dir};
+    ChildArgs a2 = {.path = tu_tmpdir(NULL)};
     expect_user_error(child_open, &a2, "", "not a regular file", "directory");
     ChildArgs a3 = {.path = path, .tensor = "missing.weight",
                     .dst = tensor_make(a, DTYPE_F32, DEVICE_CPU, 1, (int64_t[]){6})};
@@ -575,7 +518,7 @@ static void test_user_errors(void) {
     expect_user_error(child_read, &a4, prefix, "shape [2, 3] in the file, expected [3, 2]", "shape mismatch");
     ChildArgs a5 = {.path = path, .tensor = "w", .dst = tensor_make(i32, DTYPE_I32, DEVICE_CPU, 2, (int64_t[]){2, 3})};
     expect_user_error(child_read, &a5, prefix, "is F32 in the file", "float into int");
-    ChildArgs a6 = {.path = tmp_path("no/such/dir/out.safetensors")};
+    ChildArgs a6 = {.path = tu_path("no/such/dir/out.safetensors")};
     expect_user_error(child_write_bad_dir, &a6, "cannot write", "no/such/dir", "write into a missing folder");
     unlink(path);
 
@@ -584,8 +527,8 @@ static void test_user_errors(void) {
     Buf f = header_file(hdr, strlen(hdr), 8);
     int64_t big = (int64_t)1 << 40;
     memcpy(f.b + 8 + strlen(hdr), &big, 8);
-    const char *ipath = tmp_path("i64.safetensors");
-    save(ipath, f);
+    const char *ipath = tu_path("i64.safetensors");
+    tu_write_bytes(ipath, f.b, f.n);
     snprintf(prefix, sizeof prefix, "'%s': ", ipath);
     ChildArgs a7 = {.path = ipath, .tensor = "p", .dst = tensor_make(i32, DTYPE_I32, DEVICE_CPU, 1, (int64_t[]){1})};
     expect_user_error(child_read, &a7, prefix, "does not fit in int32", "I64 out of range");
@@ -594,18 +537,11 @@ static void test_user_errors(void) {
 }
 
 int main(void) {
-    const char *base = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/drtune_st_XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    tu_tmpdir("st");
     test_cases();
     test_edge_values();
     test_round_trip();
     test_misaligned_large();
     test_user_errors();
-    rmdir(g_dir);
-    printf("io_safetensors: %d checks, %d failed\n", g_checks, g_failed);
-    return g_failed ? 1 : 0;
+    return tu_report();
 }

@@ -4,17 +4,17 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../src/core/common.h"
 #include "../src/io/json.h"
 #include "../src/models/tokenizer.h"
+#include "testutil.h"
 
 #define FIXTURE "tests/fixtures/tokenizer_cases.json"
 #define MAX_PRINTED 25
 
-static int g_passed, g_failed, g_printed;
+static int g_printed;
 
 static void print_escaped(const char *s, size_t max) {
     size_t n = 0;
@@ -92,10 +92,8 @@ static void run_fixture(const Tokenizer *tok, const Tokenizer *tok2) {
             printf("  known mismatch%s: %s \"", ok ? " (now matches)" : "", category);
             print_escaped(text, 60);
             printf("\": %s\n", reason->valuestring);
-        } else if (ok) {
-            g_passed++;
         } else {
-            g_failed++;
+            tu_count(ok); // a mismatch is printed by check_ids
         }
         free(input);
     }
@@ -124,10 +122,7 @@ static void run_spec_vectors(const Tokenizer *tok, const Tokenizer *tok2) {
         int n = tokenizer_encode(t, vec[v].text, got, TOKENIZER_MAX_LENGTH);
         int ok = n == vec[v].n && memcmp(got, vec[v].ids, (size_t)n * sizeof *got) == 0;
         for (int i = n; i < TOKENIZER_MAX_LENGTH; i++) ok &= got[i] == t->pad_id;
-        if (ok) {
-            g_passed++;
-        } else {
-            g_failed++;
+        if (!tu_count(ok)) {
             printf("  MISMATCH spec vector \"%s\"\n", vec[v].text);
             print_ids("want", vec[v].ids, vec[v].n);
             print_ids("got ", got, n);
@@ -154,48 +149,13 @@ static void run_random_bytes(const Tokenizer *tok) {
         for (int i = 0; i < TOKENIZER_MAX_LENGTH; i++) ok &= ids[i] >= 0 && ids[i] < 49408;
         bad += !ok;
     }
-    if (bad) printf("  random bytes: %d malformed sequences\n", bad);
-    bad ? g_failed++ : g_passed++;
+    TU_EXPECT(bad == 0, "random bytes: %d malformed sequences", bad);
 }
 
-// Loads dir in a child process and expects a user error (exit 2) whose message names `expect`.
-static void expect_user_error(const char *dir, const char *expect) {
-    int fds[2];
-    CHECK(pipe(fds) == 0, "", "pipe failed");
-    fflush(stdout);
-    pid_t pid = fork();
-    CHECK(pid >= 0, "", "fork failed");
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
-        Tokenizer t;
-        tokenizer_load(&t, dir);
-        _exit(0);
-    }
-    close(fds[1]);
-    char msg[1024];
-    size_t len = 0;
-    ssize_t r;
-    while ((r = read(fds[0], msg + len, sizeof msg - 1 - len)) > 0) len += (size_t)r;
-    msg[len] = '\0';
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    int ok = WIFEXITED(status) && WEXITSTATUS(status) == 2 && strstr(msg, expect) && strstr(msg, "drtune: error:");
-    if (ok) {
-        g_passed++;
-    } else {
-        g_failed++;
-        printf("  broken folder %s: wanted a user error naming %s, got status %d: %s\n", dir, expect, status, msg);
-    }
-}
-
-static void write_text(const char *dir, const char *name, const char *text) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = dt_fopen(path, "wb");
-    fputs(text, f);
-    fclose(f);
+// The child's work in run_broken_folders: loading a tokenizer folder, which must end in a user error.
+static void load_tokenizer(const void *dir) {
+    Tokenizer t;
+    tokenizer_load(&t, dir);
 }
 
 static void link_clip_file(const char *dir, const char *name) {
@@ -208,30 +168,22 @@ static void link_clip_file(const char *dir, const char *name) {
 }
 
 static void run_broken_folders(void) {
-    char dir[] = "/tmp/drtune_tok_XXXXXX";
-    CHECK(mkdtemp(dir), "", "mkdtemp failed");
-    expect_user_error("/nonexistent/drtune/tokenizer", "vocab.json");
-    write_text(dir, "vocab.json", "{\"a\": 0,");
-    expect_user_error(dir, "vocab.json");
-    write_text(dir, "vocab.json", "{\"a\": 0}");
-    expect_user_error(dir, "vocab.json");  // no byte symbols
+    const char *dir = tu_tmpdir("tok");
+    TU_EXPECT_USER_ERROR(load_tokenizer, "/nonexistent/drtune/tokenizer", "vocab.json");
+    tu_write_text(tu_path("vocab.json"), "{\"a\": 0,");
+    TU_EXPECT_USER_ERROR(load_tokenizer, dir, "vocab.json");
+    tu_write_text(tu_path("vocab.json"), "{\"a\": 0}");
+    TU_EXPECT_USER_ERROR(load_tokenizer, dir, "vocab.json");  // no byte symbols
     link_clip_file(dir, "vocab.json");
-    expect_user_error(dir, "merges.txt");  // missing
-    write_text(dir, "merges.txt", "#version: 0.2\ni n\nt h e\n");
-    expect_user_error(dir, "merges.txt");
-    write_text(dir, "merges.txt", "#version: 0.2\ni n\nq \xc3\xbf\xc3\xbf\n");
-    expect_user_error(dir, "merges.txt");  // merge of tokens missing from the vocabulary
+    TU_EXPECT_USER_ERROR(load_tokenizer, dir, "merges.txt");  // missing
+    tu_write_text(tu_path("merges.txt"), "#version: 0.2\ni n\nt h e\n");
+    TU_EXPECT_USER_ERROR(load_tokenizer, dir, "merges.txt");
+    tu_write_text(tu_path("merges.txt"), "#version: 0.2\ni n\nq \xc3\xbf\xc3\xbf\n");
+    TU_EXPECT_USER_ERROR(load_tokenizer, dir, "merges.txt");  // merge of tokens missing from the vocabulary
     link_clip_file(dir, "merges.txt");
-    expect_user_error(dir, "tokenizer_config.json");  // missing
-    write_text(dir, "tokenizer_config.json", "{\"pad_token\": \"<|no such token|>\"}");
-    expect_user_error(dir, "pad_token");
-    const char *names[] = {"vocab.json", "merges.txt", "tokenizer_config.json"};
-    for (int i = 0; i < 3; i++) {
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        unlink(path);
-    }
-    rmdir(dir);
+    TU_EXPECT_USER_ERROR(load_tokenizer, dir, "tokenizer_config.json");  // missing
+    tu_write_text(tu_path("tokenizer_config.json"), "{\"pad_token\": \"<|no such token|>\"}");
+    TU_EXPECT_USER_ERROR(load_tokenizer, dir, "pad_token");
 }
 
 int main(void) {
@@ -252,6 +204,5 @@ int main(void) {
 
     tokenizer_free(&tok);
     tokenizer_free(&tok2);
-    printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed ? 1 : 0;
+    return tu_report();
 }

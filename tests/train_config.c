@@ -1,47 +1,13 @@
 // train_config.c: the training configuration: defaults, a complete INI file, command-line overrides, every kind
 // of bad input (each must end the program with exit code 2 and one "drtune: error:" line naming the key), the
 // resolved INI round trip, and docs/CONFIG.md matching the schema (run with --write-docs to regenerate it).
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "../src/core/common.h"
 #include "../src/train/config.h"
-
-static int g_checks, g_failed;
-
-#define EXPECT(cond, ...)                                                                                          \
-    do {                                                                                                           \
-        g_checks++;                                                                                                \
-        if (!(cond)) {                                                                                             \
-            g_failed++;                                                                                            \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                            \
-            printf(__VA_ARGS__);                                                                                   \
-            printf("\n");                                                                                          \
-        }                                                                                                          \
-    } while (0)
-
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int k;
-    char *p = buf[k++ % 4];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(data, 1, n, f) != n) {
-        printf("cannot write %s\n", path);
-        exit(1);
-    }
-    fclose(f);
-}
+#include "testutil.h"
 
 static char *memstream_text(void (*fn)(FILE *)) {
     char *text = NULL;
@@ -62,7 +28,8 @@ typedef struct {
     int validate;           // run config_validate at the end
 } Case;
 
-static void run_case(const Case *c) {
+static void run_case(const void *arg) {
+    const Case *c = arg;
     Config cfg;
     config_defaults(&cfg);
     if (c->ini) config_parse_string(&cfg, c->ini, "test.ini");
@@ -73,61 +40,17 @@ static void run_case(const Case *c) {
     if (c->validate) config_validate(&cfg);
 }
 
-// Runs the case in a child; returns its stderr (malloc'd) and exit code.
-static char *run_child(const Case *c, int *code) {
-    int fds[2];
-    if (pipe(fds) != 0) exit(1);
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 2);
-        run_case(c);
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t cap = 4096, len = 0;
-    char *out = malloc(cap);
-    ssize_t r;
-    while ((r = read(fds[0], out + len, cap - len - 1)) > 0) {
-        len += (size_t)r;
-        if (len + 1 == cap) out = realloc(out, cap *= 2);
-    }
-    out[len] = 0;
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    *code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return out;
-}
-
-// The case must fail with exit code 2 and exactly one line "drtune: error: ..." holding every needle.
-static void expect_error(int line, const Case *c, const char *needle1, const char *needle2) {
-    int code;
-    char *err = run_child(c, &code);
-    size_t n = strlen(err);
-    int one_line = n > 0 && err[n - 1] == '\n' && memchr(err, '\n', n - 1) == NULL;
-    int ok = code == 2 && one_line && !strncmp(err, "drtune: error: ", 15) && (!needle1 || strstr(err, needle1)) &&
-             (!needle2 || strstr(err, needle2));
-    g_checks++;
-    if (!ok) {
-        g_failed++;
-        printf("FAIL %s:%d: exit %d, stderr: %s(wanted '%s' and '%s')\n", __FILE__, line, code, err,
-               needle1 ? needle1 : "", needle2 ? needle2 : "");
-    } else {
-        printf("ok   %s", err);
-    }
-    free(err);
-}
-
+// The case must succeed silently.
 static void expect_ok(int line, const Case *c) {
-    int code;
-    char *err = run_child(c, &code);
-    EXPECT(code == 0 && !err[0], "case at line %d: exit %d, stderr: %s", line, code, err);
-    free(err);
+    TuChild child;
+    tu_run_child(run_case, c, &child);
+    TU_EXPECT(child.code == 0 && !child.err[0], "case at line %d: exit %d, stderr: %s", line, child.code, child.err);
+    tu_child_free(&child);
 }
 
-#define ERR(needle1, needle2, ...) expect_error(__LINE__, &(Case){__VA_ARGS__}, needle1, needle2)
+// The case must fail with exit code 2 and exactly one line "drtune: error: ..." holding every needle (NULL: none).
+#define ERR(needle1, needle2, ...)                                                                                 \
+    tu_expect_user_error(__FILE__, __LINE__, run_case, &(Case){__VA_ARGS__}, needle1, needle2, (const char *)NULL)
 #define OK(...) expect_ok(__LINE__, &(Case){__VA_ARGS__})
 
 static void test_errors(void) {
@@ -183,9 +106,9 @@ static void test_errors(void) {
         ERR("test.ini:2: line longer than 4096 bytes", NULL, .ini = longline);
     }
     // files
-    write_bytes(tmp_path("nul.ini"), "[sampler]\nsteps = 3\n\0\n", 22);
-    ERR("nul.ini:3: NUL byte", NULL, .file = tmp_path("nul.ini"));
-    ERR("cannot open", "missing.ini", .file = tmp_path("missing.ini"));
+    tu_write_bytes(tu_path("nul.ini"), "[sampler]\nsteps = 3\n\0\n", 22);
+    ERR("nul.ini:3: NUL byte", NULL, .file = tu_path("nul.ini"));
+    ERR("cannot open", "missing.ini", .file = tu_path("missing.ini"));
     // overrides
     ERR("unknown option --sampler.stpes", "did you mean --sampler.steps?", .args = {"--sampler.stpes=3"});
     ERR("unknown option --sampler.lr", "did you mean --train.lr?", .args = {"--sampler.lr=0.1"});
@@ -246,29 +169,29 @@ static void test_defaults(void) {
     Config c;
     config_defaults(&c);
     config_validate(&c);
-    EXPECT(!strcmp(c.model.path, "data/models/tiny"), "model.path %s", c.model.path);
-    EXPECT(c.sampler.steps == 20 && c.sampler.guidance == 5.0 && c.sampler.eta == 0.0, "sampler");
-    EXPECT(c.sampler.height == 64 && c.sampler.width == 64 && c.sampler.negative_prompt[0] == 0, "sampler size");
-    EXPECT(c.method.name == METHOD_DRTUNE && c.method.k == 3 && c.method.m == 5, "method");
-    EXPECT(c.method.phase == -1 && c.method.t_min == -1 && c.method.k_fixed == -1, "method draws");
-    EXPECT(!c.method.draw_in_executed && c.method.lv_copies == 2 && c.method.cfg, "method flags");
-    EXPECT(c.reward.n_names == 1 && !strcmp(c.reward.names[0], "symmetry"), "reward.names");
-    EXPECT(c.reward.n_weights == 1 && c.reward.weights[0] == 1.0, "reward.weights");
-    EXPECT(c.reward.n_colour == 3 && c.reward.colour[0] == 0.9 && c.reward.colour[1] == 0.1 &&
-               c.reward.colour[2] == 0.1, "reward.colour");
-    EXPECT(c.train.trainable == TRAINABLE_LORA && c.train.lora_rank == 4 && c.train.lora_alpha == 4.0, "lora");
-    EXPECT(c.train.n_lora_targets == 4 && !strcmp(c.train.lora_targets[0], "to_q") &&
-               !strcmp(c.train.lora_targets[3], "to_out.0"), "lora_targets");
-    EXPECT(c.train.iterations == 100 && c.train.batch == 4 && c.train.seed == 0, "train");
-    EXPECT(c.train.lr == 1e-4 && c.train.weight_decay == 0 && c.train.beta1 == 0.9 && c.train.beta2 == 0.999 &&
-               c.train.adam_eps == 1e-8, "adam");
-    EXPECT(c.train.warmup == 0 && c.train.schedule == SCHEDULE_CONSTANT && c.train.min_lr_ratio == 0 &&
-               c.train.grad_clip == 1.0 && c.train.threads == 0, "schedule");
-    EXPECT(!strcmp(c.data.prompts, "data/prompts/default.txt"), "data.prompts");
-    EXPECT(c.log.every == 1 && c.log.sample_every == 0 && c.log.n_sample_seeds == 4 && c.log.sample_seeds[3] == 3 &&
-               c.log.progress == PROGRESS_AUTO, "log");
-    EXPECT(!strcmp(c.output.dir, "runs/default") && c.output.checkpoint_every == 50 && c.output.keep == 3 &&
-               c.output.export_mode == EXPORT_BOTH, "output");
+    TU_EXPECT(!strcmp(c.model.path, "data/models/tiny"), "model.path %s", c.model.path);
+    TU_EXPECT(c.sampler.steps == 20 && c.sampler.guidance == 5.0 && c.sampler.eta == 0.0, "sampler");
+    TU_EXPECT(c.sampler.height == 64 && c.sampler.width == 64 && c.sampler.negative_prompt[0] == 0, "sampler size");
+    TU_EXPECT(c.method.name == METHOD_DRTUNE && c.method.k == 3 && c.method.m == 5, "method");
+    TU_EXPECT(c.method.phase == -1 && c.method.t_min == -1 && c.method.k_fixed == -1, "method draws");
+    TU_EXPECT(!c.method.draw_in_executed && c.method.lv_copies == 2 && c.method.cfg, "method flags");
+    TU_EXPECT(c.reward.n_names == 1 && !strcmp(c.reward.names[0], "symmetry"), "reward.names");
+    TU_EXPECT(c.reward.n_weights == 1 && c.reward.weights[0] == 1.0, "reward.weights");
+    TU_EXPECT(c.reward.n_colour == 3 && c.reward.colour[0] == 0.9 && c.reward.colour[1] == 0.1 &&
+                  c.reward.colour[2] == 0.1, "reward.colour");
+    TU_EXPECT(c.train.trainable == TRAINABLE_LORA && c.train.lora_rank == 4 && c.train.lora_alpha == 4.0, "lora");
+    TU_EXPECT(c.train.n_lora_targets == 4 && !strcmp(c.train.lora_targets[0], "to_q") &&
+                  !strcmp(c.train.lora_targets[3], "to_out.0"), "lora_targets");
+    TU_EXPECT(c.train.iterations == 100 && c.train.batch == 4 && c.train.seed == 0, "train");
+    TU_EXPECT(c.train.lr == 1e-4 && c.train.weight_decay == 0 && c.train.beta1 == 0.9 && c.train.beta2 == 0.999 &&
+                  c.train.adam_eps == 1e-8, "adam");
+    TU_EXPECT(c.train.warmup == 0 && c.train.schedule == SCHEDULE_CONSTANT && c.train.min_lr_ratio == 0 &&
+                  c.train.grad_clip == 1.0 && c.train.threads == 0, "schedule");
+    TU_EXPECT(!strcmp(c.data.prompts, "data/prompts/default.txt"), "data.prompts");
+    TU_EXPECT(c.log.every == 1 && c.log.sample_every == 0 && c.log.n_sample_seeds == 4 && c.log.sample_seeds[3] == 3 &&
+                  c.log.progress == PROGRESS_AUTO, "log");
+    TU_EXPECT(!strcmp(c.output.dir, "runs/default") && c.output.checkpoint_every == 50 && c.output.keep == 3 &&
+                  c.output.export_mode == EXPORT_BOTH, "output");
 }
 
 // Every key set away from its default, with the syntax's corners: a byte-order mark, CRLF line ends, comments,
@@ -332,31 +255,33 @@ static const char FULL_INI[] =
     "export = merged\n";
 
 static void check_full(const Config *c) {
-    EXPECT(!strcmp(c->model.path, "/models/sd15 with space"), "path '%s'", c->model.path);
-    EXPECT(c->sampler.steps == 50 && c->sampler.guidance == 7.5 && c->sampler.eta == 1.0, "sampler");
-    EXPECT(c->sampler.height == 512 && c->sampler.width == 768, "size");
-    EXPECT(!strcmp(c->sampler.negative_prompt, " blurry; low quality # not a comment "), "negative_prompt '%s'",
-           c->sampler.negative_prompt);
-    EXPECT(c->method.name == METHOD_ALIGNPROP && c->method.k == 10 && c->method.m == 0 && c->method.k_fixed == 4,
-           "method");
-    EXPECT(!c->method.draw_in_executed && c->method.lv_copies == 3 && !c->method.cfg, "method flags");
-    EXPECT(c->reward.n_names == 3 && !strcmp(c->reward.names[0], "colour") && !strcmp(c->reward.names[1], "symmetry") &&
-               !strcmp(c->reward.names[2], "compress"), "names");
-    EXPECT(c->reward.n_weights == 3 && c->reward.weights[0] == 1.5 && c->reward.weights[1] == -0.25 &&
-               c->reward.weights[2] == 3e-3, "weights");
-    EXPECT(c->reward.colour[0] == 1 && c->reward.colour[1] == 0 && c->reward.colour[2] == 0.5, "colour");
-    EXPECT(c->train.trainable == TRAINABLE_FULL && c->train.lora_rank == 16 && c->train.lora_alpha == 0.5, "lora");
-    EXPECT(c->train.n_lora_targets == 2 && !strcmp(c->train.lora_targets[1], "ff.net.2"), "targets");
-    EXPECT(c->train.iterations == 1000 && c->train.batch == 64 && c->train.seed == 1234567, "train");
-    EXPECT(c->train.lr == 3e-5 && c->train.weight_decay == 0.01 && c->train.beta1 == 0 && c->train.beta2 == 0.95 &&
-               c->train.adam_eps == 1e-6, "adam");
-    EXPECT(c->train.warmup == 100 && c->train.schedule == SCHEDULE_COSINE && c->train.min_lr_ratio == 0.1 &&
-               c->train.grad_clip == 0 && c->train.threads == 8, "schedule");
-    EXPECT(!strcmp(c->data.prompts, "prompts/animals.txt"), "prompts");
-    EXPECT(c->log.every == 10 && c->log.sample_every == 25 && c->log.n_sample_seeds == 0 &&
-               c->log.progress == PROGRESS_OFF, "log");
-    EXPECT(!strcmp(c->output.dir, "runs/alignprop-colour") && c->output.checkpoint_every == 0 && c->output.keep == 0 &&
-               c->output.export_mode == EXPORT_MERGED, "output");
+    TU_EXPECT(!strcmp(c->model.path, "/models/sd15 with space"), "path '%s'", c->model.path);
+    TU_EXPECT(c->sampler.steps == 50 && c->sampler.guidance == 7.5 && c->sampler.eta == 1.0, "sampler");
+    TU_EXPECT(c->sampler.height == 512 && c->sampler.width == 768, "size");
+    TU_EXPECT(!strcmp(c->sampler.negative_prompt, " blurry; low quality # not a comment "), "negative_prompt '%s'",
+              c->sampler.negative_prompt);
+    TU_EXPECT(c->method.name == METHOD_ALIGNPROP && c->method.k == 10 && c->method.m == 0 && c->method.k_fixed == 4,
+              "method");
+    TU_EXPECT(!c->method.draw_in_executed && c->method.lv_copies == 3 && !c->method.cfg, "method flags");
+    TU_EXPECT(c->reward.n_names == 3 && !strcmp(c->reward.names[0], "colour") &&
+                  !strcmp(c->reward.names[1], "symmetry") && !strcmp(c->reward.names[2], "compress"),
+              "names");
+    TU_EXPECT(c->reward.n_weights == 3 && c->reward.weights[0] == 1.5 && c->reward.weights[1] == -0.25 &&
+                  c->reward.weights[2] == 3e-3, "weights");
+    TU_EXPECT(c->reward.colour[0] == 1 && c->reward.colour[1] == 0 && c->reward.colour[2] == 0.5, "colour");
+    TU_EXPECT(c->train.trainable == TRAINABLE_FULL && c->train.lora_rank == 16 && c->train.lora_alpha == 0.5, "lora");
+    TU_EXPECT(c->train.n_lora_targets == 2 && !strcmp(c->train.lora_targets[1], "ff.net.2"), "targets");
+    TU_EXPECT(c->train.iterations == 1000 && c->train.batch == 64 && c->train.seed == 1234567, "train");
+    TU_EXPECT(c->train.lr == 3e-5 && c->train.weight_decay == 0.01 && c->train.beta1 == 0 && c->train.beta2 == 0.95 &&
+                  c->train.adam_eps == 1e-6, "adam");
+    TU_EXPECT(c->train.warmup == 100 && c->train.schedule == SCHEDULE_COSINE && c->train.min_lr_ratio == 0.1 &&
+                  c->train.grad_clip == 0 && c->train.threads == 8, "schedule");
+    TU_EXPECT(!strcmp(c->data.prompts, "prompts/animals.txt"), "prompts");
+    TU_EXPECT(c->log.every == 10 && c->log.sample_every == 25 && c->log.n_sample_seeds == 0 &&
+                  c->log.progress == PROGRESS_OFF, "log");
+    TU_EXPECT(!strcmp(c->output.dir, "runs/alignprop-colour") && c->output.checkpoint_every == 0 &&
+                  c->output.keep == 0 && c->output.export_mode == EXPORT_MERGED,
+              "output");
 }
 
 static void test_full_and_overrides(void) {
@@ -367,16 +292,16 @@ static void test_full_and_overrides(void) {
     check_full(&c);
 
     // the same through a file and config_load, then overrides on top
-    write_bytes(tmp_path("full.ini"), FULL_INI, sizeof FULL_INI - 1);
+    tu_write_bytes(tu_path("full.ini"), FULL_INI, sizeof FULL_INI - 1);
     char *args[] = {"--sampler.steps=12", "--reward.weights= 2, 3 ,4 ", "--sampler.negative_prompt=\"\"",
                     "--method.cfg=TRUE", "--log.sample_seeds=7,8", "--model.path=x"};
-    config_load(&c, tmp_path("full.ini"), 6, args);
-    EXPECT(c.sampler.steps == 12 && c.sampler.guidance == 7.5, "steps overridden, guidance from the file");
-    EXPECT(c.reward.n_weights == 3 && c.reward.weights[0] == 2 && c.reward.weights[2] == 4, "weights overridden");
-    EXPECT(c.sampler.negative_prompt[0] == 0 && c.method.cfg == 1, "negative prompt emptied, cfg on");
-    EXPECT(c.log.n_sample_seeds == 2 && c.log.sample_seeds[0] == 7 && c.log.sample_seeds[2] == 0, "seeds");
-    EXPECT(!strcmp(c.model.path, "x") && !memchr(c.model.path + 2, '/', sizeof c.model.path - 2),
-           "a shorter string leaves no trace of the longer one");
+    config_load(&c, tu_path("full.ini"), 6, args);
+    TU_EXPECT(c.sampler.steps == 12 && c.sampler.guidance == 7.5, "steps overridden, guidance from the file");
+    TU_EXPECT(c.reward.n_weights == 3 && c.reward.weights[0] == 2 && c.reward.weights[2] == 4, "weights overridden");
+    TU_EXPECT(c.sampler.negative_prompt[0] == 0 && c.method.cfg == 1, "negative prompt emptied, cfg on");
+    TU_EXPECT(c.log.n_sample_seeds == 2 && c.log.sample_seeds[0] == 7 && c.log.sample_seeds[2] == 0, "seeds");
+    TU_EXPECT(!strcmp(c.model.path, "x") && !memchr(c.model.path + 2, '/', sizeof c.model.path - 2),
+              "a shorter string leaves no trace of the longer one");
 }
 
 // config_to_ini gives text that parses back to the same Config, bit for bit, and to the same text.
@@ -387,8 +312,8 @@ static void round_trip(const Config *c, const char *what) {
     config_defaults(&back);
     config_parse_string(&back, text1, "resolved.ini");
     config_to_ini(&back, &text2);
-    EXPECT(!memcmp(c, &back, sizeof back), "%s: round trip changed the Config", what);
-    EXPECT(!strcmp(text1, text2), "%s: round trip changed the text:\n%s\n---\n%s", what, text1, text2);
+    TU_EXPECT(!memcmp(c, &back, sizeof back), "%s: round trip changed the Config", what);
+    TU_EXPECT(!strcmp(text1, text2), "%s: round trip changed the text:\n%s\n---\n%s", what, text1, text2);
     free(text1);
     free(text2);
 }
@@ -403,28 +328,29 @@ static void test_round_trip(void) {
                     "--train.adam_eps=4.9e-324", "--sampler.negative_prompt=\"quoted\"",
                     "--reward.weights=1e5,-0.1,0.7", "--model.path= lead and trail ", "--data.prompts=a\"b"};
     config_apply_overrides(&c, 7, args);
-    EXPECT(!strcmp(c.sampler.negative_prompt, "quoted"), "quotes stripped: '%s'", c.sampler.negative_prompt);
-    EXPECT(!strcmp(c.model.path, "lead and trail"), "override trimmed: '%s'", c.model.path);
+    TU_EXPECT(!strcmp(c.sampler.negative_prompt, "quoted"), "quotes stripped: '%s'", c.sampler.negative_prompt);
+    TU_EXPECT(!strcmp(c.model.path, "lead and trail"), "override trimmed: '%s'", c.model.path);
     char *args2[] = {"--sampler.negative_prompt=\"\"quoted\"\"", "--model.path=\" padded \""};
     config_apply_overrides(&c, 2, args2);
-    EXPECT(!strcmp(c.sampler.negative_prompt, "\"quoted\""), "inner quotes kept: '%s'", c.sampler.negative_prompt);
+    TU_EXPECT(!strcmp(c.sampler.negative_prompt, "\"quoted\""), "inner quotes kept: '%s'", c.sampler.negative_prompt);
     round_trip(&c, "awkward values");
     char *text;
     config_to_ini(&c, &text);
-    EXPECT(strstr(text, "lr = 0.30000000000000004\n") && strstr(text, "adam_eps = 5e-324\n") &&
-               strstr(text, "path = \" padded \"\n") && strstr(text, "negative_prompt = \"\"quoted\"\"\n"),
-           "resolved text:\n%s", text);
+    TU_EXPECT(strstr(text, "lr = 0.30000000000000004\n") && strstr(text, "adam_eps = 5e-324\n") &&
+                  strstr(text, "path = \" padded \"\n") && strstr(text, "negative_prompt = \"\"quoted\"\"\n"),
+              "resolved text:\n%s", text);
     free(text);
 }
 
 static void test_help_and_docs(int write_docs) {
     char *help = memstream_text(config_print_help);
-    EXPECT(strstr(help, "--sampler.steps=INT") && strstr(help, "--method.name=drtune|refl|draft|draft-lv|alignprop") &&
-               strstr(help, "--reward.colour=NUM,...") && strstr(help, "default 0.9, 0.1, 0.1") &&
-               strstr(help, "--output.export=lora|merged|both|none") && strstr(help, "default 0.0001;") &&
-               strstr(help, "default 1e-8;"),
-           "help text:\n%s", help);
-    EXPECT(!strstr(help, "`"), "help text has markdown quotes");
+    TU_EXPECT(strstr(help, "--sampler.steps=INT") &&
+                  strstr(help, "--method.name=drtune|refl|draft|draft-lv|alignprop") &&
+                  strstr(help, "--reward.colour=NUM,...") && strstr(help, "default 0.9, 0.1, 0.1") &&
+                  strstr(help, "--output.export=lora|merged|both|none") && strstr(help, "default 0.0001;") &&
+                  strstr(help, "default 1e-8;"),
+              "help text:\n%s", help);
+    TU_EXPECT(!strstr(help, "`"), "help text has markdown quotes");
     free(help);
 
     char *md = memstream_text(config_write_markdown);
@@ -432,37 +358,23 @@ static void test_help_and_docs(int write_docs) {
         dt_write_file_atomic("docs/CONFIG.md", md, strlen(md));
         printf("wrote docs/CONFIG.md\n");
     }
-    FILE *f = fopen("docs/CONFIG.md", "rb");
-    char *doc = NULL;
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        long n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        doc = calloc(1, (size_t)n + 1);
-        if (fread(doc, 1, (size_t)n, f) != (size_t)n) doc[0] = 0;
-        fclose(f);
-    }
-    EXPECT(doc && !strcmp(doc, md),
-           "docs/CONFIG.md is missing or differs from the schema: regenerate it with build/tests/train_config "
-           "--write-docs (run from the repository root)");
-    EXPECT(strstr(md, "| `steps` | integer | `20` | an integer in [1, 1000] | DDIM sampling steps N |"),
-           "markdown row for steps");
+    char *doc = tu_read_all("docs/CONFIG.md", NULL);
+    TU_EXPECT(doc && !strcmp(doc, md),
+              "docs/CONFIG.md is missing or differs from the schema: regenerate it with build/tests/train_config "
+              "--write-docs (run from the repository root)");
+    TU_EXPECT(strstr(md, "| `steps` | integer | `20` | an integer in [1, 1000] | DDIM sampling steps N |"),
+              "markdown row for steps");
     free(doc);
     free(md);
 }
 
 int main(int argc, char **argv) {
     int write_docs = argc > 1 && !strcmp(argv[1], "--write-docs");
-    snprintf(g_dir, sizeof g_dir, "/tmp/drtune_train_config_XXXXXX");
-    if (!mkdtemp(g_dir)) return 1;
+    tu_tmpdir("train_config");
     test_defaults();
     test_full_and_overrides();
     test_round_trip();
     test_errors();
     test_help_and_docs(write_docs);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0) printf("could not remove %s\n", g_dir);
-    printf("%d checks, %d failed\n", g_checks, g_failed);
-    return g_failed ? 1 : 0;
+    return tu_report();
 }

@@ -5,18 +5,7 @@
 
 #include "../src/core/rng.h"
 #include "../src/train/optim.h"
-
-static int checks, failures;
-#define EXPECT(cond, ...)                                                                                    \
-    do {                                                                                                     \
-        checks++;                                                                                            \
-        if (!(cond)) {                                                                                       \
-            failures++;                                                                                      \
-            printf("FAIL line %d: ", __LINE__);                                                              \
-            printf(__VA_ARGS__);                                                                             \
-            printf("\n");                                                                                    \
-        }                                                                                                    \
-    } while (0)
+#include "testutil.h"
 
 enum { N = 1000, STEPS = 7 };
 
@@ -49,26 +38,25 @@ int main(void) {
         }
     }
     // fp32 arithmetic over 7 steps: a few ulps of each parameter
-    EXPECT(worst < 2e-6, "AdamW differs from the double reference by %.3g (relative)", worst);
+    TU_EXPECT(worst < 2e-6, "AdamW differs from the double reference by %.3g (relative)", worst);
     // clipping: coefficient makes the norm equal the limit
-    EXPECT(grad_clip_coef(&c, 0.25) == 1.0f, "no clipping below the limit");
-    EXPECT(fabsf(grad_clip_coef(&c, 2.0) * 2.0f - 0.5f) < 1e-6f, "clip coefficient");
+    TU_EXPECT(grad_clip_coef(&c, 0.25) == 1.0f, "no clipping below the limit");
+    TU_EXPECT(fabsf(grad_clip_coef(&c, 2.0) * 2.0f - 0.5f) < 1e-6f, "clip coefficient");
     AdamWConfig off = c;
     off.grad_clip = 0;
-    EXPECT(grad_clip_coef(&off, 1e9) == 1.0f, "clipping off");
+    TU_EXPECT(grad_clip_coef(&off, 1e9) == 1.0f, "clipping off");
     // non-finite gradients are visible in the norm
     g[17] = NAN;
-    EXPECT(!isfinite(grad_sumsq(g, N)), "NaN gradient not detected");
+    TU_EXPECT(!isfinite(grad_sumsq(g, N)), "NaN gradient not detected");
     g[17] = INFINITY;
-    EXPECT(!isfinite(grad_sumsq(g, N)), "Inf gradient not detected");
+    TU_EXPECT(!isfinite(grad_sumsq(g, N)), "Inf gradient not detected");
     // schedules
     AdamWConfig s = {.lr = 1.0f, .warmup = 4, .cosine = 1, .min_lr_ratio = 0.1f, .total = 14};
-    EXPECT(fabsf(adamw_lr(&s, 0) - 0.25f) < 1e-7f && fabsf(adamw_lr(&s, 3) - 1.0f) < 1e-7f, "warm-up is linear");
-    EXPECT(fabsf(adamw_lr(&s, 4) - 1.0f) < 1e-6f, "cosine starts at lr");
-    EXPECT(fabsf(adamw_lr(&s, 9) - 0.55f) < 1e-6f, "cosine midpoint %.6f", adamw_lr(&s, 9));
-    EXPECT(fabsf(adamw_lr(&s, 14) - 0.1f) < 1e-6f && fabsf(adamw_lr(&s, 100) - 0.1f) < 1e-6f, "cosine floor");
+    TU_EXPECT(fabsf(adamw_lr(&s, 0) - 0.25f) < 1e-7f && fabsf(adamw_lr(&s, 3) - 1.0f) < 1e-7f, "warm-up is linear");
+    TU_EXPECT(fabsf(adamw_lr(&s, 4) - 1.0f) < 1e-6f, "cosine starts at lr");
+    TU_EXPECT(fabsf(adamw_lr(&s, 9) - 0.55f) < 1e-6f, "cosine midpoint %.6f", adamw_lr(&s, 9));
+    TU_EXPECT(fabsf(adamw_lr(&s, 14) - 0.1f) < 1e-6f && fabsf(adamw_lr(&s, 100) - 0.1f) < 1e-6f, "cosine floor");
     s.cosine = 0;
-    EXPECT(adamw_lr(&s, 50) == 1.0f, "constant after warm-up");
-    printf("%d passed, %d failed\n", checks - failures, failures);
-    return failures ? 1 : 0;
+    TU_EXPECT(adamw_lr(&s, 50) == 1.0f, "constant after warm-up");
+    return tu_report();
 }
