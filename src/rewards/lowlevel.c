@@ -239,9 +239,12 @@ static const struct {
     int nparams;
 } BUILTIN[] = {{"symmetry", symmetry_score, 0},     {"brightness", brightness_score, 0},
                {"saturation", saturation_score, 0}, {"sharpness", sharpness_score, 0},
-               {"colour", colour_score, 3},         {"compress", compress_score, 0}};
+               {"colour", colour_score, 3},         {"compress", compress_score, 0},
+               {"adherence", adherence_score, 0}};
 
-const char *reward_known_names(void) { return "symmetry, brightness, saturation, sharpness, colour, compress"; }
+const char *reward_known_names(void) {
+    return "symmetry, brightness, saturation, sharpness, colour, compress, adherence";
+}
 
 void reward_init(Reward *r, const char *name, float weight, const float *params, int nparams) {
     memset(r, 0, sizeof *r);

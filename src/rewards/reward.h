@@ -31,6 +31,9 @@ struct Reward {
 // Unknown names are a user error listing the known ones.
 void reward_init(Reward *r, const char *name, float weight, const float *params, int nparams);
 const char *reward_known_names(void);
+// adherence: prompt adherence on the procedural scene set (rewards/adherence.c, docs/DATA.md)
+void adherence_score(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
+                     Tensor *dimages, const float *dscore);
 
 // A weighted sum of rewards: total[b] = sum_k w_k score_k[b]; per-reward scores (k-major [K, B]) optional.
 typedef struct {
