@@ -13,9 +13,13 @@ static void usage(FILE *f) {
             "commands:\n"
             "  train          reward fine-tuning: drtune train --config configs/default.ini [--section.key=value ...]\n"
             "  sample         images from a model at fixed seeds (a PNG grid)\n"
+            "  pretrain       train the small model of data/models/tiny from scratch (drtune pretrain --help)\n"
+            "  eval           fixed-seed evaluation of a model (and LoRA) under several rewards, as JSON\n"
+            "  grad           one iteration's parameter gradient, without an update (comparison with other code)\n"
             "  plot           reward curves of one or more runs (metrics.jsonl) in one PNG\n"
             "  smoke          run a short end-to-end check of the numerical core (ops, rng, memory plan)\n"
             "  bench ops      CPU throughput of conv2d, linear and attention next to the sgemm rate\n"
+            "  bench memory   peak memory of one training iteration per method and K, each in a fresh process\n"
             "  info           describe a diffusers folder: architecture, tensor and parameter counts (--load: memory)\n"
             "  init-weights   write a diffusers folder with random weights for a folder's configs\n"
             "  probe          run one component (UNet, VAE, text encoder, tokenizer) on tensors from a file\n"
@@ -25,6 +29,10 @@ static void usage(FILE *f) {
 
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
+int cmd_pretrain(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_grad(int argc, char **argv);
+int cmd_bench_memory(int argc, char **argv);
 int cmd_smoke(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
@@ -43,8 +51,13 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "sample")) return cmd_sample(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "pretrain")) return cmd_pretrain(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "grad")) return cmd_grad(argc - 1, argv + 1);
     if (!strcmp(argv[1], "plot")) return cmd_plot(argc - 1, argv + 1);
     if (!strcmp(argv[1], "smoke")) return cmd_smoke(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "bench") && argc > 2 && !strcmp(argv[2], "memory"))
+        return cmd_bench_memory(argc - 2, argv + 2);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "init-weights")) return cmd_init_weights(argc - 1, argv + 1);

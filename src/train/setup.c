@@ -1,0 +1,115 @@
+// setup.c: the shared run setup of setup.h: rewards, the trainable set, the method's choices, latent sizes and
+// LoRA files of unknown rank and targets.
+#include "setup.h"
+
+#include <string.h>
+
+#include "../core/common.h"
+#include "../core/device.h"
+#include "../io/safetensors.h"
+
+void setup_rewards(SetupRewards *r, int n, const char (*names)[32], const double *weights, const double *colour) {
+    CHECK(n >= 1 && n <= CONFIG_MAX_REWARDS, "", "%d rewards", n);
+    float col[3] = {(float)colour[0], (float)colour[1], (float)colour[2]};
+    for (int i = 0; i < n; i++) {
+        int np = !strcmp(names[i], "colour") ? 3 : 0;
+        reward_init(&r->items[i], names[i], (float)weights[i], col, np);
+    }
+    r->set = (RewardSet){r->items, n};
+}
+
+void setup_trainable(TrainSet *t, Model *m, const Config *c) {
+    memset(t, 0, sizeof *t);
+    t->kind = c->train.trainable;
+    Arena plan;
+    arena_init(&plan, "grads", DEVICE_CPU);
+    unet_plan_params(&plan, &t->slots, &m->unet.cfg); // slots without data: no base gradients unless allocated
+    if (t->kind == TRAINABLE_FULL) {
+        t->grad_mem = plan;
+        arena_alloc(&t->grad_mem);
+        t->params = &m->unet_params;
+        t->grads = &t->grad_mem;
+    } else {
+        arena_free(&plan); // the slots keep their shapes and NULL data
+        const char *targets[CONFIG_MAX_TARGETS];
+        for (int i = 0; i < c->train.n_lora_targets; i++) targets[i] = c->train.lora_targets[i];
+        lora_attach(&t->lora, &m->unet, &m->unet_params, &t->slots, c->train.lora_rank, (float)c->train.lora_alpha,
+                    targets, c->train.n_lora_targets, (uint64_t)c->train.seed);
+        t->params = &t->lora.params;
+        t->grads = &t->lora.grads;
+    }
+    t->p = t->params->base;
+    t->g = t->grads->base;
+    t->n = (int64_t)(t->params->size / sizeof(float));
+}
+
+void setup_trainable_free(TrainSet *t) {
+    if (t->kind == TRAINABLE_FULL) arena_free(&t->grad_mem);
+    else lora_free(&t->lora);
+    memset(t, 0, sizeof *t);
+}
+
+MethodConfig setup_method(const Config *c) {
+    return (MethodConfig){.method = c->method.name, .K = c->method.k, .m = c->method.m,
+                          .lv_copies = c->method.lv_copies, .phase = c->method.phase, .t_min = c->method.t_min,
+                          .k = c->method.k_fixed, .draw_in_executed = c->method.draw_in_executed};
+}
+
+void setup_latent_size(const Model *m, int H, int W, const char *what, int *h, int *w) {
+    int f = 1 << (m->vae.cfg.levels - 1);
+    USER_CHECK(H > 0 && W > 0 && H % f == 0 && W % f == 0, "%s must be multiples of %d for this VAE (got %d x %d)",
+               what, f, H, W);
+    *h = H / f;
+    *w = W / f;
+}
+
+// "down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_out.0.lora_B.weight" -> "attn2.to_out.0": the part
+// of the module path below its transformer block, which names the same projection in every block.
+static int module_target(const char *name, char *out, size_t n) {
+    const char *s = strstr(name, ".transformer_blocks.");
+    const char *end = strstr(name, ".lora_");
+    if (!s || !end || end < s) return 0;
+    s += strlen(".transformer_blocks.");
+    while (*s >= '0' && *s <= '9') s++;
+    if (*s != '.' || end <= s + 1) return 0;
+    snprintf(out, n, "%.*s", (int)(end - s - 1), s + 1);
+    return 1;
+}
+
+void setup_lora_from_file(Lora *l, UNet *no_grads, Model *m, const char *path) {
+    Arena plan;
+    arena_init(&plan, "plan", DEVICE_CPU);
+    unet_plan_params(&plan, no_grads, &m->unet.cfg);
+    arena_free(&plan);
+    SafeTensors st;
+    safetensors_open(&st, path);
+    enum { MAX_TARGETS = 64 };
+    char targets[MAX_TARGETS][64];
+    const char *tp[MAX_TARGETS];
+    int rank = 0, nt = 0;
+    for (int i = 0; i < st.n; i++) {
+        const StTensor *t = &st.tensors[i];
+        if (!strstr(t->name, ".lora_A.") && !strstr(t->name, ".lora_B.")) continue;
+        char target[64];
+        USER_CHECK(module_target(t->name, target, sizeof target),
+                   "'%s': tensor '%s' is not an adapter of a UNet attention projection", path, t->name);
+        if (strstr(t->name, ".lora_A.")) {
+            USER_CHECK(t->ndim == 2 && t->shape[0] >= 1, "'%s': tensor '%s' is not a [rank, in] matrix", path,
+                       t->name);
+            USER_CHECK(!rank || rank == (int)t->shape[0], "'%s': adapters of different ranks (%d and %lld)", path,
+                       rank, (long long)t->shape[0]);
+            rank = (int)t->shape[0];
+        }
+        int known = 0;
+        for (int k = 0; k < nt && !known; k++) known = !strcmp(targets[k], target);
+        if (known) continue;
+        USER_CHECK(nt < MAX_TARGETS, "'%s': adapters on more than %d kinds of projection", path, MAX_TARGETS);
+        snprintf(targets[nt], sizeof targets[nt], "%s", target);
+        tp[nt] = targets[nt];
+        nt++;
+    }
+    safetensors_close(&st);
+    USER_CHECK(rank > 0, "'%s': no LoRA adapters in the file (no '*.lora_A.weight' tensor)", path);
+    lora_attach(l, &m->unet, &m->unet_params, no_grads, rank, (float)rank, tp, nt, 0);
+    lora_load(l, path);
+}

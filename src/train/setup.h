@@ -1,0 +1,55 @@
+// setup.h: the parts of a training run that commands other than the training loop need too (drtune grad, eval,
+// bench memory): the reward set, the trainable set (LoRA adapters or every UNet parameter) with its gradient
+// slots, the method's choices from the configuration, the latent size of an image, and LoRA adapters read back
+// from a file whose rank and targets are not known in advance.
+#pragma once
+#include <stdint.h>
+
+#include "config.h"
+#include "lora.h"
+#include "model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    Reward items[CONFIG_MAX_REWARDS];
+    RewardSet set;
+} SetupRewards;
+
+// n rewards by name with their weights; colour (RGB in [0, 1]) is the colour reward's target. Unknown names are
+// user errors listing the known ones.
+void setup_rewards(SetupRewards *r, int n, const char (*names)[32], const double *weights, const double *colour);
+
+// The trainable set of a configuration as flat fp32 buffers: n values p and their gradients g, in the planning
+// order of `params` / `grads`, whose entries name them (diffusers UNet names, or "<module>.lora_A.weight").
+typedef struct {
+    Trainable kind;
+    UNet slots;             // the gradient struct the UNet backward accumulates into
+    Arena grad_mem;         // full fine-tuning: the UNet's gradients
+    Lora lora;              // LoRA: the adapters and their gradients
+    const Arena *params, *grads;
+    float *p, *g;
+    int64_t n;              // floats in p and g (arena padding included)
+} TrainSet;
+
+// LoRA adapters (train.lora_rank, lora_alpha, lora_targets, initialised from train.seed) or every UNet parameter.
+void setup_trainable(TrainSet *t, Model *m, const Config *c);
+void setup_trainable_free(TrainSet *t);
+
+// The method section as the engine takes it.
+MethodConfig setup_method(const Config *c);
+
+// Latent h x w of an H x W image for the model's VAE; a user error naming `what` (e.g. "sampler.height and
+// sampler.width") when H or W is not a multiple of the VAE's factor.
+void setup_latent_size(const Model *m, int H, int W, const char *what, int *h, int *w);
+
+// Attaches the adapters of a file written by lora_save (drtune train's export) to the model: the rank comes from
+// the lora_A shapes and the targets from the module names, so any rank and target set trained here loads. The
+// UNet's gradient slots are planned into *no_grads (left without data). User error when the file has no adapters.
+void setup_lora_from_file(Lora *l, UNet *no_grads, Model *m, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
