@@ -335,7 +335,7 @@ static void init_usage(FILE *f) {
             "usage: drtune init-weights --model DIR --out DIR [--seed S] [--dtype f32|f16|bf16] [--component C]\n"
             "\n"
             "Writes a diffusers pipeline folder with random weights for the configs of --model: model_index.json\n"
-            "and every config, tokenizer and scheduler file are copied; each weight component (unet, vae,\n"
+            "and every config, tokenizer (with its vocabulary) and scheduler file are copied; each weight component (unet, vae,\n"
             "text_encoder, text_encoder_2; only C with --component) gets a safetensors file. Values are\n"
             "deterministic in the seed: matrices and kernels N(0, 1/fan_in), norm weights 1 + N(0, 0.01), biases\n"
             "N(0, 0.01).\n"
@@ -492,6 +492,18 @@ int cmd_init_weights(int argc, char **argv) {
         snprintf(src, sizeof src, "%s/%s", dir, comp->name);
         snprintf(dst, sizeof dst, "%s/%s", out, comp->name);
         copy_configs(src, dst);
+        if (comp->kind == KIND_TOKENIZER) { // a complete folder: the vocabulary too, wherever the loader found it
+            Tokenizer t;
+            const char *vocab = pipeline_tokenizer_load(&t, src);
+            tokenizer_free(&t);
+            const char *files[2] = {"vocab.json", "merges.txt"};
+            for (int k = 0; k < 2; k++) {
+                char vs[4300], vd[4300];
+                snprintf(vs, sizeof vs, "%s/%s", vocab, files[k]);
+                snprintf(vd, sizeof vd, "%s/%s", dst, files[k]);
+                copy_file(vs, vd);
+            }
+        }
         if (!has_weights(comp->kind) || (only && only != comp)) continue;
         Model m;
         model_plan(&m, comp, src, NULL);

@@ -7,12 +7,9 @@ DDIMScheduler.from_config(pipe.scheduler.config); two prompts are sampled from f
 8 steps, guidance 3.0, eta 0, once without and once with a negative prompt, output_type="np" (float images in
 [0, 1], NHWC) and the uint8 pixels diffusers' numpy_to_pil gives (what a saved PNG holds).
 
-The folder has no tokenizer vocabulary: configs/models/tiny-random/tokenizer/ holds only tokenizer_config.json and
-special_tokens_map.json, and drtune reads vocab.json / merges.txt from data/tokenizer/clip when a folder has none.
-transformers 5.24 does not fail on such a folder: CLIPTokenizer.from_pretrained silently builds a vocabulary of the
-two special tokens (<|startoftext|> = 0, <|endoftext|> = 2) and encodes every prompt as [0, 2, 2, ...]. This script
-therefore copies data/tokenizer/clip/{vocab.json,merges.txt} into the temporary folder's tokenizer/ (the files drtune
-uses) and checks the tokenizer's ids before sampling.
+init-weights writes the tokenizer vocabulary (vocab.json, merges.txt) into the folder; the script still checks the
+tokenizer's ids before sampling, since transformers silently builds a two-token vocabulary for a tokenizer folder
+without them and would encode every prompt as [0, 2, 2, ...].
 
 Writes tests/fixtures/sample_ref.safetensors:
   latents          [2, 4, 16, 16] F32   torch.randn with torch.Generator().manual_seed(LATENT_SEED)
@@ -27,7 +24,6 @@ and in the metadata the prompts (JSON list), the negative prompt, steps, guidanc
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,10 +53,8 @@ def make_pipeline_folder(drtune, out):
     subprocess.run([drtune, "init-weights", "--model", os.path.join(ROOT, "configs/models/tiny-random"), "--out", out,
                     "--seed", str(INIT_SEED)], check=True, stdout=subprocess.DEVNULL)
     for f in ["vocab.json", "merges.txt"]:
-        dst = os.path.join(out, "tokenizer", f)
-        if os.path.exists(dst):
-            raise RuntimeError(f"{dst} exists: init-weights now writes the vocabulary; drop the copy here")
-        shutil.copyfile(os.path.join(ROOT, "data/tokenizer/clip", f), dst)
+        if not os.path.exists(os.path.join(out, "tokenizer", f)):
+            raise RuntimeError(f"init-weights wrote no tokenizer/{f}")
 
 
 def sample(pipe, latents, negative):
