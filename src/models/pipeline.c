@@ -68,7 +68,10 @@ void pipeline_load_vae(VAE *vae, Arena *params, const char *dir, int parts) {
     vae_plan_params(params, vae, &cfg, parts);
     arena_alloc(params);
     char *file = weights_folder_file(dir);
-    weights_load(params, file, vae_weight_renames);
+    static const char *const encoder[] = {"encoder.", "quant_conv.", NULL}, *const decoder[] = {"decoder.",
+                                                                                                 "post_quant_conv.", NULL};
+    weights_load_part(params, file, vae_weight_renames,
+                      parts == VAE_DECODER ? encoder : parts == VAE_ENCODER ? decoder : NULL);
     free(file);
 }
 

@@ -45,10 +45,19 @@ static const char *shape_str(char *buf, size_t n, int ndim, const int64_t *shape
     return buf;
 }
 
-// One line naming the first few file tensors the model did not read.
-static void report_ignored(const SafeTensors *st, const char *path, const unsigned char *used) {
+static int has_prefix(const char *name, const char *const *prefixes) {
+    for (; prefixes && *prefixes; prefixes++)
+        if (!strncmp(name, *prefixes, strlen(*prefixes))) return 1;
+    return 0;
+}
+
+// One line naming the first few file tensors the model did not read (except those of parts not loaded on purpose).
+static void report_ignored(const SafeTensors *st, const char *path, unsigned char *used, const char *const *skipped) {
     int n = 0;
-    for (int i = 0; i < st->n; i++) n += !used[i];
+    for (int i = 0; i < st->n; i++) {
+        if (!used[i] && has_prefix(st->tensors[i].name, skipped)) used[i] = 1;
+        n += !used[i];
+    }
     if (n == 0) return;
     printf("'%s': ignored %d tensor%s (", path, n, n == 1 ? "" : "s");
     int shown = 0;
@@ -58,6 +67,11 @@ static void report_ignored(const SafeTensors *st, const char *path, const unsign
 }
 
 void weights_load(Arena *params, const char *path, const char *const (*renames)[2]) {
+    weights_load_part(params, path, renames, NULL);
+}
+
+void weights_load_part(Arena *params, const char *path, const char *const (*renames)[2],
+                       const char *const *skipped_prefixes) {
     CHECK(params->base != NULL, "call arena_alloc before weights_load", "arena '%s' is not allocated",
           params->group);
     SafeTensors st;
@@ -84,7 +98,7 @@ void weights_load(Arena *params, const char *path, const char *const (*renames)[
         release_pages(t->data, t->nbytes);
         used[t - st.tensors] = 1;
     }
-    report_ignored(&st, path, used);
+    report_ignored(&st, path, used, skipped_prefixes);
     free(used);
     safetensors_close(&st);
 }

@@ -15,6 +15,10 @@ extern "C" {
 // retried with the first occurrence of each model part replaced by its file part (e.g. {".to_q.", ".query."}).
 // File tensors the model does not use are counted and named in one line on stdout.
 void weights_load(Arena *params, const char *path, const char *const (*renames)[2]);
+// The same for a model loaded in part (a VAE decoder alone): file tensors whose names start with one of
+// skipped_prefixes (NULL-terminated) are left out on purpose and not reported.
+void weights_load_part(Arena *params, const char *path, const char *const (*renames)[2],
+                       const char *const *skipped_prefixes);
 
 // Writes every entry of params (allocated) under its name, in planning order.
 void weights_save(const Arena *params, const char *path);
