@@ -6,6 +6,7 @@
 
 #include "core/common.h"
 #include "core/device.h"
+#include "dist/dist.h"
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "train/lora.h"
@@ -13,12 +14,20 @@
 #include "train/trainer.h"
 
 int cmd_train(int argc, char **argv) {
-    const char *config = NULL;
+    const char *config = NULL, *resume = "none";
     char **overrides = xmalloc(sizeof(char *) * (size_t)(argc + 1));
     int n = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: drtune train --config FILE.ini [--section.key=value ...]\n\n"
+            printf("usage: drtune train --config FILE.ini [--resume auto|none|PATH] [--section.key=value ...]\n"
+                   "       mpirun -np R drtune train ...   (R ranks share each iteration's batch; docs/DISTRIBUTED.md)"
+                   "\n\n"
+                   "  --resume auto   continue from the newest valid checkpoint in OUTPUT.DIR/checkpoints (start\n"
+                   "                  from the beginning when there is none)\n"
+                   "  --resume PATH   continue from a checkpoint file, or the newest valid one in a folder\n"
+                   "  --resume none   start from the beginning (the default; replaces an earlier run's checkpoints)\n"
+                   "SIGTERM or SIGUSR1 (sbatch --signal=USR1@300) writes a checkpoint and exits 0. docs/CHECKPOINT.md\n"
+                   "describes the checkpoints.\n\n"
                    "Every key of the configuration (docs/CONFIG.md) can be set in the file or overridden here.\n\n");
             config_print_help(stdout);
             free(overrides);
@@ -29,16 +38,25 @@ int cmd_train(int argc, char **argv) {
             config = argv[++i];
         } else if (!strncmp(argv[i], "--config=", 9)) {
             config = argv[i] + 9;
+        } else if (!strcmp(argv[i], "--resume")) {
+            USER_CHECK(i + 1 < argc, "--resume needs auto, none or a checkpoint path");
+            resume = argv[++i];
+        } else if (!strncmp(argv[i], "--resume=", 9)) {
+            resume = argv[i] + 9;
         } else if (!strncmp(argv[i], "--", 2) && strchr(argv[i], '.')) {
             overrides[n++] = argv[i];
         } else {
             dt_user_error("drtune train: unexpected argument '%s' (see drtune train --help)", argv[i]);
         }
     }
+    USER_CHECK(resume[0], "--resume needs auto, none or a checkpoint path");
+    dist_init(NULL, NULL); // MPI when started by mpirun or srun; a job of one rank otherwise
     Config cfg;
     config_load(&cfg, config, n, overrides);
     free(overrides);
-    return trainer_run(&cfg);
+    int rc = trainer_run(&cfg, resume);
+    dist_finalize();
+    return rc;
 }
 
 static int parse_int(const char *flag, const char *v, int lo, int hi) {

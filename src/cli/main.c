@@ -16,6 +16,7 @@ static void usage(FILE *f) {
             "  pretrain       train the small model of data/models/tiny from scratch (drtune pretrain --help)\n"
             "  eval           fixed-seed evaluation of a model (and LoRA) under several rewards, as JSON\n"
             "  grad           one iteration's parameter gradient, without an update (comparison with other code)\n"
+            "  report         a markdown table comparing runs (reward before/after, time, memory)\n"
             "  plot           reward curves of one or more runs (metrics.jsonl) in one PNG\n"
             "  smoke          run a short end-to-end check of the numerical core (ops, rng, memory plan)\n"
             "  bench ops      CPU throughput of conv2d, linear and attention next to the sgemm rate\n"
@@ -35,6 +36,7 @@ int cmd_grad(int argc, char **argv);
 int cmd_bench_memory(int argc, char **argv);
 int cmd_smoke(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_init_weights(int argc, char **argv);
@@ -55,6 +57,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "grad")) return cmd_grad(argc - 1, argv + 1);
     if (!strcmp(argv[1], "plot")) return cmd_plot(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "report")) return cmd_report(argc - 1, argv + 1);
     if (!strcmp(argv[1], "smoke")) return cmd_smoke(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench") && argc > 2 && !strcmp(argv[2], "memory"))
         return cmd_bench_memory(argc - 2, argv + 2);

@@ -1,14 +1,23 @@
-// trainer.c: the training loop of `drtune train`. Each iteration takes the prompts and noise of its global sample
-// indices, runs one engine iteration (docs/METHOD.md), clips the gradient by its global norm, skips the update when
-// the gradient is not finite, and applies AdamW to the trainable set (LoRA adapters or the whole UNet). It writes
-// the run folder: config.ini, metrics.jsonl, sample grids at fixed seeds, a reward curve and the exported weights.
+// trainer.c: the training loop of `drtune train`, run by every rank of a job (docs/DISTRIBUTED.md). Rank r of R
+// takes the slice [r B / R, (r + 1) B / R) of each iteration's global batch, with prompts and noise keyed by global
+// sample index, runs one engine iteration (docs/METHOD.md) with the loss scaled by 1 / B, and the ranks sum their
+// gradients: an all-reduce for LoRA (every rank holds the adapters and their Adam moments), a reduce-scatter for
+// full fine-tuning (each rank updates its shard of the fp32 weights and moments, then the weights are all-gathered).
+// Clipping and the non-finite guard use the global norm. Rank 0 writes the run folder (config.ini, metrics.jsonl,
+// sample grids, reward curve, exported weights); all ranks write the HDF5 checkpoints together, resume from them,
+// and stop cleanly on SIGTERM / SIGUSR1 after a checkpoint.
 #include "trainer.h"
 
 #include <math.h>
+#include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/common.h"
 #include "../core/device.h"
+#include "../dist/checkpoint.h"
+#include "../dist/dist.h"
+#include "../dist/signals.h"
 #include "../io/plot.h"
 #include "../io/png.h"
 #include "../io/prompts.h"
@@ -23,14 +32,17 @@ typedef struct {
     Model model;
     RewardSet rewards;
     Reward items[CONFIG_MAX_REWARDS];
-    // trainable set: flat fp32 buffers of n floats (parameters, gradients, Adam moments)
+    // trainable set: flat fp32 buffers (parameters p and gradients g of n floats; Adam moments m, v)
     UNet grads;             // gradient slots the UNet backward accumulates into
-    Arena grad_mem;         // full fine-tuning: the UNet's gradient arena
+    Arena grad_mem;         // full fine-tuning: the UNet's gradient arena, padded to the shard layout
     Lora lora;              // LoRA: adapters and their gradients
     float *p, *g, *m, *v;
     int64_t n;
+    int sharded;            // full fine-tuning: m and v hold this rank's shard only
+    DistShard shard;        // this rank's range of the flat buffers (sharded state; checkpoint writes)
     Engine eng;
-    int B, h, w, H, W;
+    int B, Bl, b0;          // global batch; this rank's slice [b0, b0 + Bl)
+    int h, w, H, W;
     char **prompts;
     int n_prompts;
 } Trainer;
@@ -38,7 +50,17 @@ typedef struct {
 static void trainer_setup(Trainer *t, const Config *c) {
     memset(t, 0, sizeof *t);
     t->cfg = c;
-    if (c->train.threads > 0) ops_set_threads(c->train.threads);
+    int R = dist_size(), r = dist_rank();
+    USER_CHECK(c->train.batch % R == 0,
+               "train.batch = %d is not divisible by the %d ranks of this job (each rank takes an equal slice of "
+               "the global batch)",
+               c->train.batch, R);
+    if (c->train.threads > 0) {
+        ops_set_threads(c->train.threads);
+    } else if (dist_local_size() > 1 && !getenv("OMP_NUM_THREADS")) { // share the host's cores between its ranks
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        ops_set_threads(cores / dist_local_size() > 1 ? (int)(cores / dist_local_size()) : 1);
+    }
     model_load(&t->model, c->model.path, c->sampler.steps);
     for (int i = 0; i < c->reward.n_names; i++) {
         float col[3] = {(float)c->reward.colour[0], (float)c->reward.colour[1], (float)c->reward.colour[2]};
@@ -51,32 +73,42 @@ static void trainer_setup(Trainer *t, const Config *c) {
     USER_CHECK(c->sampler.height % f == 0 && c->sampler.width % f == 0,
                "sampler.height and sampler.width must be multiples of %d for this VAE", f);
     t->H = c->sampler.height, t->W = c->sampler.width, t->h = t->H / f, t->w = t->W / f;
-    t->B = c->train.batch;
+    t->B = c->train.batch, t->Bl = t->B / R, t->b0 = r * t->Bl;
     // trainable set
     Arena unet_grad_plan;
     arena_init(&unet_grad_plan, "grads", DEVICE_CPU);
     unet_plan_params(&unet_grad_plan, &t->grads, &t->model.unet.cfg); // slots without data: no base gradients
     if (c->train.trainable == TRAINABLE_FULL) {
+        t->p = t->model.unet_params.base;
+        t->n = (int64_t)(t->model.unet_params.size / sizeof(float));
+        dist_shard_init(&t->shard, t->n, R, r);
+        int64_t planned = (int64_t)(unet_grad_plan.size / sizeof(float));
+        if (t->shard.padded > planned) // the reduce-scatter works on R equal shards
+            arena_add(&unet_grad_plan, NULL, "shard-padding", DTYPE_F32, 1, (int64_t[]){t->shard.padded - planned});
         t->grad_mem = unet_grad_plan;
         arena_alloc(&t->grad_mem);
-        t->p = t->model.unet_params.base;
+        CHECK((int64_t)(t->grad_mem.size / sizeof(float)) >= t->shard.padded, "", "gradient arena shorter than the "
+              "shard layout");
         t->g = t->grad_mem.base;
-        t->n = (int64_t)(t->model.unet_params.size / sizeof(float));
+        t->sharded = 1;
     } else {
         arena_free(&unet_grad_plan); // the slots keep their shapes and NULL data
         const char *targets[CONFIG_MAX_TARGETS];
         for (int i = 0; i < c->train.n_lora_targets; i++) targets[i] = c->train.lora_targets[i];
-        lora_attach(&t->lora, &t->model.unet, &t->model.unet_params, &t->grads, c->train.lora_rank, (float)c->train.lora_alpha, targets,
-                    c->train.n_lora_targets, (uint64_t)c->train.seed);
+        lora_attach(&t->lora, &t->model.unet, &t->model.unet_params, &t->grads, c->train.lora_rank,
+                    (float)c->train.lora_alpha, targets, c->train.n_lora_targets, (uint64_t)c->train.seed);
         t->p = t->lora.params.base;
         t->g = t->lora.grads.base;
         t->n = (int64_t)(t->lora.params.size / sizeof(float));
+        dist_shard_init(&t->shard, t->n, R, r);
     }
-    t->m = xcalloc((size_t)t->n, sizeof(float));
-    t->v = xcalloc((size_t)t->n, sizeof(float));
+    int64_t moments = t->sharded ? dist_shard_count(&t->shard) : t->n;
+    t->m = xcalloc((size_t)(moments > 0 ? moments : 1), sizeof(float));
+    t->v = xcalloc((size_t)(moments > 0 ? moments : 1), sizeof(float));
     float guidance = c->method.cfg ? (float)c->sampler.guidance : 1.0f;
     engine_init(&t->eng, &t->model.unet, &t->grads, &t->model.vae, &t->model.sched, &t->rewards, guidance,
-                (float)c->sampler.eta, t->B, t->h, t->w, 77);
+                (float)c->sampler.eta, t->Bl, t->h, t->w, 77);
+    t->eng.loss_scale = 1.0f / (float)t->B; // the reduced gradient is the one of the global batch
 }
 
 static void trainer_free(Trainer *t) {
@@ -87,6 +119,46 @@ static void trainer_free(Trainer *t) {
     free(t->v);
     prompts_free(t->prompts);
     model_free(&t->model);
+}
+
+// The checkpointed tensors: saving stores this rank's shard range of every buffer; loading fills the parameters'
+// shard range (all-gathered afterwards) and the moments this rank keeps (its shard, or everything for LoRA).
+static CkptTensors trainer_tensors(Trainer *t, int loading) {
+    int64_t lo = dist_shard_lo(&t->shard), hi = lo + dist_shard_count(&t->shard);
+    int64_t mlo = t->sharded || !loading ? lo : 0, mhi = t->sharded || !loading ? hi : t->n;
+    int64_t mbase = t->sharded ? lo : 0;
+    CkptTensors k = {.layout = t->sharded ? &t->model.unet_params : &t->lora.params,
+                     .trainable = t->sharded ? "full" : "lora",
+                     .n_buf = 3};
+    k.buf[0] = (CkptBuffer){"params", t->p, 0, t->sharded || !loading ? lo : 0, t->sharded || !loading ? hi : t->n};
+    k.buf[1] = (CkptBuffer){"adam_m", t->m, mbase, mlo, mhi};
+    k.buf[2] = (CkptBuffer){"adam_v", t->v, mbase, mlo, mhi};
+    return k;
+}
+
+// Sums the ranks' gradients and applies AdamW to this rank's part (then shares the updated weights when they are
+// sharded). Returns the global gradient norm; a non-finite norm skips the update on every rank.
+static double trainer_update(Trainer *t, const AdamWConfig *oc, float lr, int *applied, int *skipped) {
+    float *g = t->g, *p = t->p;
+    int64_t count = t->n;
+    if (t->sharded) {
+        g = dist_reduce_scatter_sum_f32(t->g, &t->shard);
+        p = t->p + dist_shard_lo(&t->shard);
+        count = dist_shard_count(&t->shard);
+    } else {
+        dist_allreduce_sum_f32(t->g, t->n);
+    }
+    double sumsq = grad_sumsq(g, count);
+    if (t->sharded) dist_allreduce_sum_f64(&sumsq, 1);
+    double norm = sqrt(sumsq);
+    if (!isfinite(norm)) {
+        (*skipped)++;
+        return norm;
+    }
+    (*applied)++;
+    adamw_update(oc, lr, *applied, grad_clip_coef(oc, norm), p, g, t->m, t->v, count);
+    if (t->sharded) dist_allgather_f32(t->p, &t->shard);
+    return norm;
 }
 
 // Samples the fixed-seed grid with the sampler's guidance: seeds[i] with prompt i (cycling through the file).
@@ -171,69 +243,153 @@ static void export_weights(Trainer *t, const char *dir) {
     }
 }
 
-int trainer_run(const Config *c) {
+// metrics.jsonl of a resumed run: the file's own lines when it holds exactly the iterations up to the checkpoint
+// (later ones were lost with the crash and are dropped), otherwise rebuilt from the checkpoint's copy.
+static void metrics_resume(MetricsWriter *w, const char *path, const MetricsRow *rows, int n) {
+    int have = 0;
+    if (access(path, F_OK) == 0) {
+        MetricsLog log = metrics_read(path);
+        for (int i = 0; i < log.n; i++) have += log.rows[i].iteration <= n;
+        metrics_free(&log);
+    }
+    if (have == n) {
+        metrics_open(w, path, n);
+        return;
+    }
+    metrics_open(w, path, -1);
+    for (int i = 0; i < n; i++) metrics_write(w, &rows[i]);
+}
+
+// The line "key = value" of [section] in resolved INI text (config_to_ini), into buf; "" when absent.
+static void ini_line(const char *text, const char *section, const char *key, size_t klen, char *buf, size_t n) {
+    char cur[64] = "";
+    buf[0] = 0;
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        int len = (int)(nl ? (size_t)(nl - p) : strlen(p));
+        if (p[0] == '[') snprintf(cur, sizeof cur, "%.*s", len, p);
+        else if (!strcmp(cur, section) && (size_t)len > klen && !strncmp(p, key, klen) && p[klen] == ' ')
+            snprintf(buf, n, "%.*s", len, p);
+        p += len + (nl != NULL);
+    }
+}
+
+// Prints the keys whose values differ between the checkpoint's configuration and this run's (this run's apply).
+static void note_config_changes(const char *old_text, const char *new_text) {
+    char section[64] = "", was[CONFIG_TEXT_MAX + 64], *copy = xstrdup(new_text), *save = NULL;
+    for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        const char *eq = strstr(line, " = ");
+        if (line[0] == '[') snprintf(section, sizeof section, "%s", line);
+        if (line[0] == '[' || line[0] == '#' || !eq) continue;
+        ini_line(old_text, section, line, (size_t)(eq - line), was, sizeof was);
+        if (strcmp(was, line) != 0)
+            printf("note: changed since the checkpoint: %s %s (was: %s)\n", section, line, was[0] ? was : "absent");
+    }
+    free(copy);
+}
+
+// Tests only: DRTUNE_TEST_FAULT=RANK:ITERATION makes that rank fail at the start of that iteration, to check that
+// one rank's failure stops the whole job promptly.
+static void test_fault(int it) {
+    const char *v = getenv("DRTUNE_TEST_FAULT");
+    int r, i;
+    if (v && sscanf(v, "%d:%d", &r, &i) == 2 && r == dist_rank() && i == it + 1)
+        FATAL("", "injected failure at iteration %d (DRTUNE_TEST_FAULT=%s)", i, v);
+}
+
+int trainer_run(const Config *c, const char *resume) {
+    int root = dist_rank() == 0;
+    if (root) setvbuf(stdout, NULL, _IOLBF, 0); // job logs show each line as it happens
+    else if (!freopen("/dev/null", "w", stdout)) FATAL("", "cannot silence stdout on rank %d", dist_rank());
+    signals_install();
     Trainer t;
     trainer_setup(&t, c);
-    char path[2048], samples[2048];
-    dt_mkdirs(c->output.dir);
+    char path[2048], samples[2048], ckdir[2048];
     dt_path(samples, sizeof samples, "%s/samples", c->output.dir);
-    dt_mkdirs(samples);
+    dt_path(ckdir, sizeof ckdir, "%s/checkpoints", c->output.dir);
     char *ini;
-    size_t ini_len = config_to_ini(c, &ini);
-    dt_path(path, sizeof path, "%s/config.ini", c->output.dir);
-    dt_write_file_atomic(path, ini, ini_len);
-    free(ini);
+    config_to_ini(c, &ini);
+    if (root) {
+        dt_mkdirs(samples);
+        dt_path(path, sizeof path, "%s/config.ini", c->output.dir);
+        dt_write_file_atomic(path, ini, strlen(ini));
+    }
+
+    CkptState st;
+    CkptTensors load = trainer_tensors(&t, 1);
+    char used[2048];
+    int resumed = ckpt_resume(resume, ckdir, &st, &load, used, sizeof used);
+    if (resumed && t.sharded) dist_allgather_f32(t.p, &t.shard);
+    int start = resumed ? st.iteration : 0, applied = st.applied, skipped = st.skipped;
+    int n_rows = st.n_rows, cap_rows = c->train.iterations > n_rows ? c->train.iterations : n_rows;
+    MetricsRow *rows = xcalloc((size_t)(cap_rows > 0 ? cap_rows : 1), sizeof(MetricsRow));
+    if (n_rows) memcpy(rows, st.rows, sizeof(MetricsRow) * (size_t)n_rows);
 
     printf("drtune train: %s on %s, %d iterations of %d images, %d steps, %s\n", method_name(c->method.name),
            c->model.path, c->train.iterations, t.B, c->sampler.steps,
            c->train.trainable == TRAINABLE_LORA ? "LoRA" : "full fine-tuning");
-    printf("memory plan:\n");
+    const char *how = dist_size() == 1 ? "" : t.sharded ? "; weights and Adam moments sharded for the update"
+                                                        : "; LoRA replicated";
+    printf("ranks: %d (%d image%s each per iteration)%s\n", dist_size(), t.Bl, t.Bl == 1 ? "" : "s", how);
+    if (resumed) {
+        printf("resumed from %s: iteration %d (written by %d rank%s)\n", used, start, st.ranks,
+               st.ranks == 1 ? "" : "s");
+        note_config_changes(st.config, ini);
+    }
+    ckpt_state_free(&st);
+    printf("memory plan (per rank):\n");
     arena_print(&t.model.unet_params);
     arena_print(&t.model.vae_params);
     if (c->train.trainable == TRAINABLE_FULL) arena_print(&t.grad_mem);
     else arena_print(&t.lora.params), arena_print(&t.lora.grads);
     char nb[32];
-    printf("  %-12s %6d tensors %12lld elements %12s (cpu)\n", "optimizer", 2, (long long)(2 * t.n),
-           dt_format_bytes(nb, sizeof nb, 8.0 * (double)t.n));
+    int64_t moments = t.sharded ? dist_shard_count(&t.shard) : t.n;
+    printf("  %-12s %6d tensors %12lld elements %12s (cpu)%s\n", "optimizer", 2, (long long)(2 * moments),
+           dt_format_bytes(nb, sizeof nb, 8.0 * (double)moments),
+           t.sharded && dist_size() > 1 ? " this rank's shard" : "");
     arena_print(&t.eng.unet_mem);
     arena_print(&t.eng.vae_mem);
     arena_print(&t.eng.mem);
 
-    float before, after;
-    dt_path(path, sizeof path, "%s/before.png", samples);
-    write_samples(&t, path, &before);
-    printf("samples before training: %s (mean reward %.5f)\n", path, before);
+    float before = NAN, after;
+    if (root && !resumed) {
+        dt_path(path, sizeof path, "%s/before.png", samples);
+        write_samples(&t, path, &before);
+        printf("samples before training: %s (mean reward %.5f)\n", path, before);
+    }
 
     AdamWConfig oc = {.lr = (float)c->train.lr, .beta1 = (float)c->train.beta1, .beta2 = (float)c->train.beta2,
                       .eps = (float)c->train.adam_eps, .weight_decay = (float)c->train.weight_decay,
                       .warmup = c->train.warmup, .cosine = c->train.schedule == SCHEDULE_COSINE,
                       .min_lr_ratio = (float)c->train.min_lr_ratio, .total = c->train.iterations,
                       .grad_clip = (float)c->train.grad_clip};
-    MetricsWriter mw;
+    MetricsWriter mw = {0};
     char metrics_path[2048];
     dt_path(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", c->output.dir);
-    metrics_open(&mw, metrics_path, -1);
+    if (root && resumed) metrics_resume(&mw, metrics_path, rows, n_rows);
+    else if (root) metrics_open(&mw, metrics_path, -1);
     Progress prog;
-    progress_init(&prog, stderr, c->train.iterations, 0, c->log.progress, c->log.every);
+    progress_init(&prog, stderr, c->train.iterations, start, root ? c->log.progress : PROGRESS_OFF, c->log.every);
 
-    int B = t.B, N = c->sampler.steps, C = t.eng.C;
+    int B = t.B, Bl = t.Bl, N = c->sampler.steps, C = t.eng.C;
     int64_t lat = (int64_t)C * t.h * t.w;
-    Tensor xT = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)(lat * B)), B, C, t.h, t.w);
-    Tensor z = tensor_make(xmalloc(sizeof(float) * (size_t)(lat * B * N)), DTYPE_F32, DEVICE_CPU, 5,
-                           (int64_t[]){N, B, C, t.h, t.w});
+    Tensor xT = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)(lat * Bl)), Bl, C, t.h, t.w);
+    Tensor z = tensor_make(xmalloc(sizeof(float) * (size_t)(lat * Bl * N)), DTYPE_F32, DEVICE_CPU, 5,
+                           (int64_t[]){N, Bl, C, t.h, t.w});
     int copies = c->method.lv_copies > 0 ? c->method.lv_copies : 1;
-    Tensor lv = tensor_make(xmalloc(sizeof(float) * (size_t)(lat * B * copies)), DTYPE_F32, DEVICE_CPU, 5,
-                            (int64_t[]){copies, B, C, t.h, t.w});
-    int64_t *ids = xmalloc(sizeof(int64_t) * (size_t)B);
-    const char **batch_prompts = xmalloc(sizeof(char *) * (size_t)B);
+    Tensor lv = tensor_make(xmalloc(sizeof(float) * (size_t)(lat * Bl * copies)), DTYPE_F32, DEVICE_CPU, 5,
+                            (int64_t[]){copies, Bl, C, t.h, t.w});
+    int64_t *ids = xmalloc(sizeof(int64_t) * (size_t)Bl);
+    const char **batch_prompts = xmalloc(sizeof(char *) * (size_t)Bl);
+    double *rewards = xmalloc(sizeof(double) * (size_t)B), *mine = xmalloc(sizeof(double) * (size_t)Bl);
     MethodConfig mc = {.method = c->method.name, .K = c->method.k, .m = c->method.m, .lv_copies = c->method.lv_copies,
                        .phase = c->method.phase, .t_min = c->method.t_min, .k = c->method.k_fixed,
                        .draw_in_executed = c->method.draw_in_executed};
-    int applied = 0, skipped = 0;
-    for (int it = 0; it < c->train.iterations; it++) {
-        double t0 = dt_now();
-        for (int b = 0; b < B; b++) {
-            ids[b] = (int64_t)it * B + b;
+    int stop = 0;
+    for (int it = start; it < c->train.iterations && !stop; it++) {
+        test_fault(it);
+        for (int b = 0; b < Bl; b++) {
+            ids[b] = (int64_t)it * B + t.b0 + b; // global sample index: the same data whatever the rank count
             batch_prompts[b] = t.prompts[ids[b] % t.n_prompts];
         }
         noise_latents(&xT, (uint64_t)c->train.seed, ids);
@@ -243,58 +399,91 @@ int trainer_run(const Config *c) {
         iter_plan_draw(&plan, &mc, N, (uint64_t)c->train.seed, (uint64_t)it);
         PromptEmbeds emb;
         UNetCond cond;
-        model_condition(&t.model, batch_prompts, c->sampler.negative_prompt, B, c->method.cfg, t.H, t.W, &emb, &cond);
-        memset(t.g, 0, sizeof(float) * (size_t)t.n);
+        model_condition(&t.model, batch_prompts, c->sampler.negative_prompt, Bl, c->method.cfg, t.H, t.W, &emb,
+                        &cond);
+        if (t.sharded) arena_zero(&t.grad_mem); // with its padding
+        else memset(t.g, 0, sizeof(float) * (size_t)t.n);
         IterResult res;
         engine_iteration(&t.eng, &plan, &cond, batch_prompts, &xT, c->sampler.eta > 0 ? &z : NULL,
                          mc.method == METHOD_DRAFT_LV ? &lv : NULL, &res);
         prompt_embeds_free(&emb);
         double tu = dt_now();
-        double norm = sqrt(grad_sumsq(t.g, t.n));
         float lr = adamw_lr(&oc, it);
-        int skip = !isfinite(norm);
-        if (skip) {
-            skipped++;
+        int was_skipped = skipped;
+        double norm = trainer_update(&t, &oc, lr, &applied, &skipped);
+        int skip = skipped > was_skipped;
+        if (skip && root)
             fprintf(stderr, "drtune: warning: iteration %d: gradient not finite, update skipped\n", it + 1);
-        } else {
-            applied++;
-            adamw_update(&oc, lr, applied, grad_clip_coef(&oc, norm), t.p, t.g, t.m, t.v, t.n);
-        }
-        MetricsRow row = {.iteration = it + 1, .loss = res.loss, .grad_norm = norm, .lr = lr, .skipped = skip,
+        // the global batch's loss and rewards, the largest resident memory of any rank
+        double loss = res.loss, rss = (double)dt_peak_rss();
+        for (int b = 0; b < Bl; b++) mine[b] = res.reward[b];
+        dist_allreduce_sum_f64(&loss, 1);
+        dist_allreduce_max_f64(&rss, 1);
+        dist_allgather_f64(mine, Bl, rewards);
+        MetricsRow row = {.iteration = it + 1, .loss = loss, .grad_norm = norm, .lr = lr, .skipped = skip,
                           .t_rollout = res.sec_rollout, .t_decode = res.sec_decode, .t_reward = res.sec_reward,
-                          .t_backward = res.sec_backward, .t_update = dt_now() - tu,
-                          .peak_rss_bytes = (double)dt_peak_rss()};
+                          .t_backward = res.sec_backward, .t_update = dt_now() - tu, .peak_rss_bytes = rss};
         double mean = 0, var = 0;
-        for (int b = 0; b < B; b++) mean += res.reward[b] / B;
-        for (int b = 0; b < B; b++) var += (res.reward[b] - mean) * (res.reward[b] - mean) / B;
+        for (int b = 0; b < B; b++) mean += rewards[b] / B;
+        for (int b = 0; b < B; b++) var += (rewards[b] - mean) * (rewards[b] - mean) / B;
         row.reward_mean = mean, row.reward_std = sqrt(var);
         row.n_rewards = 0; // per-reward means are logged for multi-reward runs
-        metrics_write(&mw, &row);
-        progress_update(&prog, it + 1, mean);
-        if (c->log.sample_every > 0 && (it + 1) % c->log.sample_every == 0 && it + 1 < c->train.iterations) {
-            dt_path(path, sizeof path, "%s/iter_%06d.png", samples, it + 1);
-            write_samples(&t, path, NULL);
+        rows[n_rows++] = row;
+        if (root) {
+            metrics_write(&mw, &row);
+            progress_update(&prog, it + 1, mean);
+            if (c->log.sample_every > 0 && (it + 1) % c->log.sample_every == 0 && it + 1 < c->train.iterations) {
+                dt_path(path, sizeof path, "%s/iter_%06d.png", samples, it + 1);
+                write_samples(&t, path, NULL);
+            }
         }
-        (void)t0;
+        // checkpoint at the interval, at the end, and when any rank was asked to stop
+        stop = dist_allreduce_max_int(signals_pending());
+        int done = it + 1, every = c->output.checkpoint_every;
+        if ((every > 0 && done % every == 0) || done == c->train.iterations || stop) {
+            double t0 = dt_now();
+            CkptState s = {.iteration = done, .applied = applied, .skipped = skipped, .seed = c->train.seed,
+                           .batch = B, .prompt_cursor = (int64_t)done * B, .lr = lr, .config = ini,
+                           .rows = rows, .n_rows = n_rows};
+            CkptTensors save = trainer_tensors(&t, 0);
+            double bytes = ckpt_save(ckdir, &s, &save, c->output.keep);
+            if (root && prog.bar == 1) fputc('\n', stderr);
+            printf("checkpoint %s/ckpt-%06d.h5: iteration %d, %s in %.2f s\n", ckdir, done, done,
+                   dt_format_bytes(nb, sizeof nb, bytes), dt_now() - t0);
+        }
+        if (stop)
+            printf("drtune: %s received: stopped after iteration %d with checkpoint %s/ckpt-%06d.h5; continue with "
+                   "the same command and --resume auto\n",
+                   stop == SIGTERM ? "SIGTERM" : stop == SIGUSR1 ? "SIGUSR1" : "a stop signal", done, ckdir, done);
     }
-    progress_finish(&prog);
-    metrics_close(&mw);
-    dt_path(path, sizeof path, "%s/after.png", samples);
-    write_samples(&t, path, &after);
-    char curve[2048];
-    dt_path(curve, sizeof curve, "%s/reward_curve.png", c->output.dir);
-    write_reward_curve(metrics_path, curve);
-    printf("done: %d updates, %d skipped; sample mean reward %.5f -> %.5f\n", applied, skipped, before, after);
-    printf("outputs in %s:\n  metrics:        %s\n  samples:        %s/before.png, %s/after.png\n"
-           "  reward curve:   %s\n",
-           c->output.dir, metrics_path, samples, samples, curve);
-    dt_path(path, sizeof path, "%s/export", c->output.dir);
-    export_weights(&t, path);
+    if (root) {
+        progress_finish(&prog);
+        metrics_close(&mw);
+    }
+    if (root && !stop) {
+        dt_path(path, sizeof path, "%s/after.png", samples);
+        write_samples(&t, path, &after);
+        char curve[2048];
+        dt_path(curve, sizeof curve, "%s/reward_curve.png", c->output.dir);
+        write_reward_curve(metrics_path, curve);
+        if (resumed) printf("done: %d updates, %d skipped; sample mean reward %.5f\n", applied, skipped, after);
+        else printf("done: %d updates, %d skipped; sample mean reward %.5f -> %.5f\n", applied, skipped, before, after);
+        printf("outputs in %s:\n  metrics:        %s\n  samples:        %s/before.png, %s/after.png\n"
+               "  reward curve:   %s\n  checkpoints:    %s\n",
+               c->output.dir, metrics_path, samples, samples, curve, ckdir);
+        dt_path(path, sizeof path, "%s/export", c->output.dir);
+        export_weights(&t, path);
+    }
+    dist_barrier(); // the other ranks stay until rank 0 has written the outputs
     free(xT.data);
     free(z.data);
     free(lv.data);
     free(ids);
     free(batch_prompts);
+    free(rewards);
+    free(mine);
+    free(rows);
+    free(ini);
     trainer_free(&t);
     return 0;
 }

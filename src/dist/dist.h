@@ -1,0 +1,77 @@
+// dist.h: the processes of a training job (MPI ranks) and the collectives training needs. One rank per process,
+// one GPU per rank when CUDA is built; a process started without mpirun is a job of one rank. docs/DISTRIBUTED.md
+// describes the sharding and the reductions built on these calls.
+#pragma once
+#include <stdint.h>
+
+#include "../core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Starts MPI (when built with DRTUNE_DIST), finds the local rank, and makes every fatal error or user error abort
+// the whole job promptly (MPI_Abort) with lines prefixed "[rank r] " when there is more than one rank. Safe to
+// call twice; later calls do nothing.
+void dist_init(int *argc, char ***argv);
+// Ends MPI (and the NCCL communicator). Called once at the end of a successful run.
+void dist_finalize(void);
+
+int dist_rank(void);
+int dist_size(void);
+int dist_local_rank(void);   // rank among the processes of this host
+int dist_local_size(void);   // processes of this job on this host
+
+// Collectives over all ranks (every rank must call them in the same order). Reductions are deterministic: the
+// same inputs on the same number of ranks give the same bits, on every rank.
+void dist_barrier(void);
+void dist_bcast(void *buf, int bytes, int root);
+void dist_allreduce_sum_f32(float *buf, int64_t n);           // in place
+void dist_allreduce_sum_f64(double *buf, int n);              // in place
+void dist_allreduce_max_f64(double *buf, int n);              // in place
+int dist_allreduce_max_int(int x);
+// Every rank receives every rank's n values, in rank order, into all[size * n].
+void dist_allgather_f64(const double *mine, int n, double *all);
+
+// The flat padded layout of a sharded buffer of n floats: shard = ceil(n / size) rounded up to 64 floats, so the
+// padded buffer is size * shard floats and rank r owns [r * shard, (r + 1) * shard). Elements at or past n are
+// padding (zero in gradients, never stored).
+typedef struct {
+    int64_t n, shard, padded;
+    int rank, size;
+} DistShard;
+
+void dist_shard_init(DistShard *s, int64_t n, int size, int rank);
+// This rank's logical range [lo, lo + count): count is shard, or less for the ranks holding the end of the buffer.
+int64_t dist_shard_lo(const DistShard *s);
+int64_t dist_shard_count(const DistShard *s);
+
+// Sums the padded buffers of all ranks and leaves this rank's shard of the sum in the buffer; returns where it is
+// (the start of buf on the MPI path). buf holds s->padded floats; the rest of it is scratch afterwards.
+float *dist_reduce_scatter_sum_f32(float *buf, const DistShard *s);
+// Every rank's shard [r * shard, ...) of buf (n floats, no padding needed) is sent to all: buf ends identical on
+// every rank. Each rank's shard must be at its place in buf before the call.
+void dist_allgather_f32(float *buf, const DistShard *s);
+
+// Device collectives: NCCL on buffers in GPU memory (CUDA builds with NCCL; internal failure otherwise). The
+// communicator is created on first use (unique id from rank 0 over MPI, GPU = local rank mod device count).
+// dist_device_ready() says whether this build and machine can use them.
+int dist_device_ready(void);
+void dist_device_allreduce_sum_f32(float *dev, int64_t n);
+// Reduce-scatter in NCCL's in-place layout: this rank's shard of the sum lands at its own place in dev
+// (dev + rank * shard); returns that pointer.
+float *dist_device_reduce_scatter_sum_f32(float *dev, const DistShard *s);
+void dist_device_allgather_f32(float *dev, const DistShard *s); // dev holds s->padded floats
+// Overlap with computation: the reduction is queued on a communication stream after the work queued so far on the
+// compute stream, and returns at once; dist_device_wait makes the compute stream wait for it (host returns at once;
+// host = 1 also waits on the host). A backward that finishes gradients bucket by bucket starts each bucket's
+// reduction while it computes the next.
+typedef struct {
+    void *done;   // cudaEvent_t
+} DistRequest;
+void dist_device_allreduce_start(float *dev, int64_t n, DistRequest *req);
+void dist_device_wait(DistRequest *req, int host);
+
+#ifdef __cplusplus
+}
+#endif
