@@ -165,6 +165,10 @@ static double trainer_update(Trainer *t, const AdamWConfig *oc, float lr, int *a
 static void write_samples(Trainer *t, const char *path, float *mean_reward) {
     const Config *c = t->cfg;
     int n = c->log.n_sample_seeds, cfg = c->sampler.guidance > 1.0;
+    if (n == 0) { // log.sample_seeds empty: no sample grids
+        if (mean_reward) *mean_reward = NAN;
+        return;
+    }
     Engine e;
     engine_init(&e, &t->model.unet, NULL, &t->model.vae, &t->model.sched, &t->rewards, (float)c->sampler.guidance,
                 (float)c->sampler.eta, 1, t->h, t->w, 77);
