@@ -111,7 +111,7 @@ static const ConfigKey KEYS[] = {
            "train through both CFG branches (false: the conditional branch only, w = 1)"),
 
     K_NAMES("reward", "names", reward.names, reward.n_names, 1, "symmetry",
-            "rewards to combine, by name (symmetry, brightness, saturation, sharpness, colour, compress)"),
+            "rewards to combine, by name (symmetry, brightness, saturation, sharpness, colour, compress, adherence; docs/REWARDS.md)"),
     K_LIST("reward", "weights", T_FLOAT_LIST, double, reward.weights, reward.n_weights, 1, "1.0", -1e6, 1e6,
            "weight of each reward, in the order of reward.names (negative: minimise)"),
     K_LIST("reward", "colour", T_FLOAT_LIST, double, reward.colour, reward.n_colour, 3, "0.9, 0.1, 0.1", 0, 1,
