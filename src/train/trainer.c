@@ -431,7 +431,14 @@ int trainer_run(const Config *c, const char *resume) {
         for (int b = 0; b < B; b++) mean += rewards[b] / B;
         for (int b = 0; b < B; b++) var += (rewards[b] - mean) * (rewards[b] - mean) / B;
         row.reward_mean = mean, row.reward_std = sqrt(var);
-        row.n_rewards = 0; // per-reward means are logged for multi-reward runs
+        row.n_rewards = t.rewards.n < METRICS_MAX_REWARDS ? t.rewards.n : METRICS_MAX_REWARDS;
+        double per[METRICS_MAX_REWARDS] = {0}; // each reward's unweighted mean over the global batch
+        for (int k = 0; k < row.n_rewards; k++) {
+            for (int b = 0; b < Bl; b++) per[k] += res.per_reward[k * Bl + b];
+            snprintf(row.reward_names[k], sizeof row.reward_names[k], "%s", t.rewards.items[k].name);
+        }
+        dist_allreduce_sum_f64(per, row.n_rewards);
+        for (int k = 0; k < row.n_rewards; k++) row.reward_means[k] = per[k] / B;
         rows[n_rows++] = row;
         if (root) {
             metrics_write(&mw, &row);
