@@ -1,0 +1,120 @@
+// vae_encoder_backward.c: the AutoencoderKL encoder's backward (vae_encoder_backward.h): the log-variance clamp,
+// quant_conv, the output head, the mid block and the down levels in reverse, from the gradients of the latent
+// distribution's mean and log-variance to the encoder's parameter gradients.
+#include "vae_encoder_backward.h"
+
+#include <string.h>
+
+#include "../core/common.h"
+#include "../core/device.h"
+
+#define VAE_EPS 1e-6f // every norm of the VAE (vae.c)
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+static const Tensor *level_out(const VAELevelActs *x, const VAELevel *lv) {
+    return lv->has_sampler ? &x->sampler_out : &x->res_out[lv->n_layers - 1];
+}
+
+void vae_encode_grad_init(VAEEncodeGrad *gb, const VAE *v, const VAEEncodeActs *x) {
+    const VAEConfig *c = &v->cfg;
+    memset(gb, 0, sizeof *gb);
+    int64_t flow = max64(tensor_numel(&x->conv_in_out), tensor_numel(&x->conv_out_out));
+    for (int i = 0; i < c->levels; i++) {
+        for (int j = 0; j < v->enc_down[i].n_layers; j++) flow = max64(flow, tensor_numel(&x->down[i].res_out[j]));
+        if (v->enc_down[i].has_sampler) flow = max64(flow, tensor_numel(&x->down[i].sampler_out));
+    }
+    for (int k = 0; k < 3; k++)
+        if (x->mid.out[k].data) flow = max64(flow, tensor_numel(&x->mid.out[k]));
+    arena_init(&gb->mem, "vae_encoder_grad", DEVICE_CPU);
+    PLAN(&gb->mem, &gb->gflow[0], "", "grad.flow.0", flow);
+    PLAN(&gb->mem, &gb->gflow[1], "", "grad.flow.1", flow);
+    arena_add(&gb->mem, &gb->dmoments, "grad.moments", DTYPE_F32, 4, x->moments.shape);
+    arena_alloc(&gb->mem);
+}
+
+void vae_encode_grad_free(VAEEncodeGrad *gb) {
+    arena_free(&gb->mem);
+    memset(gb, 0, sizeof *gb);
+}
+
+static void mid_backward(const VAEMid *m, VAEMid *g, const VAEMidActs *x, const Tensor *in, int attn, GradFlow *f,
+                         Scratch s) {
+    const Tensor *mid_in = attn ? &x->out[1] : &x->out[0];
+    Tensor din = view_like(f->other, mid_in), dout = view_like(f->cur, &x->out[2]);
+    resnet_backward(&m->res[1], GRAD(g, res[1]), &x->res[1], &din, NULL, &dout, mid_in, NULL, s);
+    flow_swap(f);
+    if (attn) {
+        din = view_like(f->other, &x->out[0]), dout = view_like(f->cur, &x->out[1]);
+        vae_attn_backward(&m->attn, GRAD(g, attn), &x->attn, &din, &dout, &x->out[0], s);
+        flow_swap(f);
+    }
+    din = view_like(f->other, in), dout = view_like(f->cur, &x->out[0]);
+    resnet_backward(&m->res[0], GRAD(g, res[0]), &x->res[0], &din, NULL, &dout, in, NULL, s);
+    flow_swap(f);
+}
+
+static void down_level_backward(const VAELevel *lv, VAELevel *g, const VAELevelActs *x, const Tensor *in, GradFlow *f,
+                                Scratch s) {
+    if (lv->has_sampler) {
+        const Tensor *last = &x->res_out[lv->n_layers - 1];
+        Tensor din = view_like(f->other, last), dout = view_like(f->cur, &x->sampler_out);
+        downsample_backward(&lv->sampler, GRAD(g, sampler), &din, &dout, last, s);
+        flow_swap(f);
+    }
+    for (int j = lv->n_layers - 1; j >= 0; j--) {
+        const Tensor *rin = j ? &x->res_out[j - 1] : in;
+        Tensor din = view_like(f->other, rin), dout = view_like(f->cur, &x->res_out[j]);
+        resnet_backward(&lv->res[j], GRAD(g, res[j]), &x->res[j], &din, NULL, &dout, rin, NULL, s);
+        flow_swap(f);
+    }
+}
+
+void vae_encode_backward(const VAE *v, VAE *g, VAEEncodeActs *x, VAEEncodeGrad *gb, const Tensor *image,
+                         const Tensor *dmean, const Tensor *dlogvar) {
+    const VAEConfig *c = &v->cfg;
+    int L = c->levels;
+    int64_t lat = c->latent_channels, hw = x->moments.shape[2] * x->moments.shape[3];
+    tensor_expect_shape(image, "VAE image", x->B, c->in_channels, x->H, x->W);
+    CHECK(image->device == DEVICE_CPU, "the encoder backward's clamp mask has no CUDA kernel yet",
+          "VAE encode backward on %s", device_name(image->device));
+    Scratch s = scratch_make(&x->scratch);
+    GradFlow f = {&gb->gflow[0], &gb->gflow[1]};
+    // moments = [mean | logvar]; the clamp passes the gradient where -30 <= logvar <= 20 (torch.clamp)
+    concat_channels_forward(&gb->dmoments, dmean, dlogvar);
+    float *dm = tensor_f32(&gb->dmoments);
+    const float *mo = tensor_f32(&x->moments);
+    for (int64_t b = 0; b < x->B; b++)
+        for (int64_t i = lat * hw; i < 2 * lat * hw; i++) {
+            int64_t k = b * 2 * lat * hw + i;
+            if (!(mo[k] >= -30.0f && mo[k] <= 20.0f)) dm[k] = 0.0f;
+        }
+    Tensor dconv = view_like(f.cur, &x->conv_out_out);
+    if (c->quant_conv)
+        conv2d_backward(&dconv, GRAD(g, quant_conv.weight), GRAD(g, quant_conv.bias), &gb->dmoments,
+                        &x->conv_out_out, &v->quant_conv.weight, 1, 0);
+    else
+        tensor_copy(&dconv, &gb->dmoments);
+    {   // conv_out_out = conv_out(SiLU(conv_norm_out(h)))
+        const Tensor *h = &x->mid.out[2];
+        Scratch t = s;
+        Tensor n = scratch_take(&t, 4, h->shape), act = scratch_take(&t, 4, h->shape);
+        Tensor mean = SCRATCH(&t, x->B, c->groups), rstd = SCRATCH(&t, x->B, c->groups);
+        Tensor dact = view_like(f.other, h), dh = view_like(f.cur, h);
+        groupnorm_forward(&n, &mean, &rstd, h, &v->enc_norm_out.weight, &v->enc_norm_out.bias, c->groups, VAE_EPS);
+        activation_forward(&act, &n, ACT_SILU);
+        conv2d_backward(&dact, GRAD(g, enc_conv_out.weight), GRAD(g, enc_conv_out.bias), &dconv, &act,
+                        &v->enc_conv_out.weight, 1, 1);
+        activation_backward(&dact, &dact, &n, ACT_SILU);
+        groupnorm_backward(&dh, GRAD(g, enc_norm_out.weight), GRAD(g, enc_norm_out.bias), &dact, h, &x->norm_mean,
+                           &x->norm_rstd, &v->enc_norm_out.weight, c->groups);
+    }
+    mid_backward(&v->enc_mid, GRAD(g, enc_mid), &x->mid, level_out(&x->down[L - 1], &v->enc_down[L - 1]),
+                 c->mid_attention, &f, s);
+    for (int i = L - 1; i >= 0; i--)
+        down_level_backward(&v->enc_down[i], GRAD(g, enc_down[i]), &x->down[i],
+                            i ? level_out(&x->down[i - 1], &v->enc_down[i - 1]) : &x->conv_in_out, &f, s);
+    Tensor dout = view_like(f.cur, &x->conv_in_out);
+    conv2d_backward(NULL, GRAD(g, enc_conv_in.weight), GRAD(g, enc_conv_in.bias), &dout, image,
+                    &v->enc_conv_in.weight, 1, 1);
+}
