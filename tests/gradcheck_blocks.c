@@ -44,7 +44,7 @@ static void bwd(void *p) {
         resnet_backward(&c->rp, &c->rg, &c->ra, &c->dx, c->has_temb ? &c->dtemb : NULL, &c->dout, &c->x,
                         c->has_temb ? &c->temb : NULL, s);
         break;
-    case K_TRANSFORMER: transformer_backward(&c->tp, &c->tg, &c->ta, &c->dx, &c->dout, &c->x, &c->ctx, s); break;
+    case K_TRANSFORMER: transformer_backward(&c->tp, &c->tg, &c->ta, &c->dx, NULL, &c->dout, &c->x, &c->ctx, s); break;
     case K_DOWN: downsample_backward(&c->sp, &c->sg, &c->dx, &c->dout, &c->x, s); break;
     case K_UP: upsample_backward(&c->sp, &c->sg, &c->dx, &c->dout, &c->x, s); break;
     case K_VAE_ATTN: vae_attn_backward(&c->vp, &c->vg, &c->va, &c->dx, &c->dout, &c->x, s); break;

@@ -75,14 +75,17 @@ static int check_model(const char *name) {
 
     Tensor out = tensor_make(NULL, DTYPE_F32, DEVICE_CPU, 4, dout.shape), dx = tensor_make(NULL, DTYPE_F32, DEVICE_CPU,
                                                                                            4, x.shape);
+    Tensor dctx = tensor_make(NULL, DTYPE_F32, DEVICE_CPU, 3, ctx.shape);
     out.data = xcalloc((size_t)tensor_numel(&out), sizeof(float));
     dx.data = xcalloc((size_t)tensor_numel(&dx), sizeof(float));
+    dctx.data = xcalloc((size_t)tensor_numel(&dctx), sizeof(float));
     unet_forward(net, acts, &out, &x, &t, &ctx, cfg.text_time ? &te : NULL, cfg.text_time ? &tid : NULL);
-    unet_backward(net, grads, acts, &dout, &dx);
+    unet_backward(net, grads, acts, &dout, &dx, &dctx);
 
     Parity p = {0};
     parity_check(&p, "out", &out, &ref, "out");
     parity_check(&p, "grad_sample", &dx, &ref, "grad_sample");
+    parity_check(&p, "grad_encoder_hidden_states", &dctx, &ref, "grad_encoder_hidden_states");
     int n_ref = 0;
     for (int i = 0; i < ref.n; i++) n_ref += !strncmp(ref.tensors[i].name, "grad.", 5);
     for (int i = 0; i < ga.n; i++) {
@@ -100,10 +103,10 @@ static int check_model(const char *name) {
     float *first = xmalloc(ga.size), *dx_first = xmalloc(tensor_bytes(&dx));
     memcpy(first, ga.base, ga.size);
     memcpy(dx_first, dx.data, tensor_bytes(&dx));
-    unet_backward(net, grads, acts, &dout, &dx);
+    unet_backward(net, grads, acts, &dout, &dx, &dctx);
     f += check_accumulation(&ga, first, &dx, dx_first);
 
-    free(first), free(dx_first), free(out.data), free(dx.data);
+    free(first), free(dx_first), free(out.data), free(dx.data), free(dctx.data);
     free(x.data), free(t.data), free(ctx.data), free(dout.data), free(te.data), free(tid.data);
     unet_acts_free(acts);
     unet_free(net);

@@ -176,7 +176,7 @@ static void probe_unet(const char *dir, const SafeTensors *in, const char *grad_
         arena_init(&garena, "unet_grads", DEVICE_CPU);
         unet_plan_params(&garena, g, c);
         arena_alloc(&garena);
-        unet_backward(&net, g, &ua, &dout, &dx);
+        unet_backward(&net, g, &ua, &dout, &dx, NULL);
         out_add(o, "grad_sample", &dx);
         out_add_grads(o, &garena);
     }

@@ -213,7 +213,8 @@ static int64_t attn_forward_scratch(const AttnParams *p, int64_t B, int64_t Tq, 
 }
 static int64_t attn_backward_scratch(const AttnParams *p, int64_t B, int64_t Tq, int64_t Tk) {
     int64_t C = p->to_q.weight.shape[0];
-    return 2 * scratch_floats(B * Tq * C) + 2 * scratch_floats(B * Tk * C) + attn_forward_scratch(p, B, Tq, Tk);
+    return 2 * scratch_floats(B * Tq * C) + 2 * scratch_floats(B * Tk * C) +
+           scratch_floats(B * Tk * p->to_k.weight.shape[1]) + attn_forward_scratch(p, B, Tq, Tk);
 }
 
 // out [B, Tq, C] from in [B, Tq, C] and ctx [B, Tk, Cctx] (NULL: self-attention)
@@ -227,9 +228,10 @@ static void attn_forward(const AttnParams *p, AttnActs *x, Tensor *out, const Te
     attn_proj_forward(out, &x->o, &p->to_out, s);
 }
 
-// din written (self-attention: the sum of the q, k and v paths); no gradient flows into ctx.
-static void attn_backward(const AttnParams *p, AttnParams *g, const AttnActs *x, Tensor *din, const Tensor *dout,
-                          const Tensor *in, const Tensor *ctx, Scratch s) {
+// din written (self-attention: the sum of the q, k and v paths); dctx (cross-attention, may be NULL) accumulates
+// the key and value paths' gradient of the context.
+static void attn_backward(const AttnParams *p, AttnParams *g, const AttnActs *x, Tensor *din, Tensor *dctx,
+                          const Tensor *dout, const Tensor *in, const Tensor *ctx, Scratch s) {
     Tensor d_o = scratch_take(&s, 3, x->o.shape), dq = scratch_take(&s, 3, x->q.shape);
     Tensor dk = scratch_take(&s, 3, x->k.shape), dv = scratch_take(&s, 3, x->v.shape);
     attn_proj_backward(&d_o, GRAD(g, to_out), dout, &x->o, &p->to_out, s);
@@ -237,8 +239,12 @@ static void attn_backward(const AttnParams *p, AttnParams *g, const AttnActs *x,
     attn_proj_backward(din, GRAD(g, to_q), &dq, in, &p->to_q, s);
     if (ctx || !want(din)) {
         const Tensor *kv = ctx ? ctx : in;
-        attn_proj_backward(NULL, GRAD(g, to_k), &dk, kv, &p->to_k, s);
-        attn_proj_backward(NULL, GRAD(g, to_v), &dv, kv, &p->to_v, s);
+        int wctx = ctx && want(dctx);
+        Tensor dkv = wctx ? scratch_take(&s, ctx->ndim, ctx->shape) : (Tensor){0};
+        attn_proj_backward(wctx ? &dkv : NULL, GRAD(g, to_k), &dk, kv, &p->to_k, s);
+        if (wctx) tensor_axpy(dctx, 1.0f, &dkv);
+        attn_proj_backward(wctx ? &dkv : NULL, GRAD(g, to_v), &dv, kv, &p->to_v, s);
+        if (wctx) tensor_axpy(dctx, 1.0f, &dkv);
         return;
     }
     Tensor tmp = tensor_view(&d_o, in->ndim, in->shape);
@@ -406,7 +412,7 @@ static void basic_forward(const BasicBlockParams *p, BasicBlockActs *x, const Te
 
 // din [B, T, C] written (may be NULL). dh carries the residual-stream gradient from the output back to the input.
 static void basic_backward(const BasicBlockParams *p, BasicBlockParams *g, const BasicBlockActs *x, Tensor *din,
-                           const Tensor *dout, const Tensor *in, const Tensor *ctx, Scratch s) {
+                           Tensor *dctx, const Tensor *dout, const Tensor *in, const Tensor *ctx, Scratch s) {
     int64_t B = in->shape[0], T = in->shape[1], C = in->shape[2];
     Tensor dh = SCRATCH(&s, B, T, C), l = SCRATCH(&s, B, T, C);
     Tensor mean = SCRATCH(&s, B, T), rstd = SCRATCH(&s, B, T);
@@ -427,7 +433,7 @@ static void basic_backward(const BasicBlockParams *p, BasicBlockParams *g, const
         Scratch t = s;
         Tensor dl = SCRATCH(&t, B, T, C);
         layernorm_forward(&l, &mean, &rstd, &x->h1, &p->norm2.weight, &p->norm2.bias, TRANSFORMER_LN_EPS);
-        attn_backward(&p->attn2, GRAD(g, attn2), &x->attn2, &dl, &dh, &l, ctx, t);
+        attn_backward(&p->attn2, GRAD(g, attn2), &x->attn2, &dl, dctx, &dh, &l, ctx, t);
         layernorm_backward(&l, GRAD(g, norm2.weight), GRAD(g, norm2.bias), &dl, &x->h1, &x->ln2_mean, &x->ln2_rstd,
                            &p->norm2.weight);
         tensor_axpy(&dh, 1.0f, &l);
@@ -436,7 +442,7 @@ static void basic_backward(const BasicBlockParams *p, BasicBlockParams *g, const
         Scratch t = s;
         Tensor dl = SCRATCH(&t, B, T, C);
         layernorm_forward(&l, &mean, &rstd, in, &p->norm1.weight, &p->norm1.bias, TRANSFORMER_LN_EPS);
-        attn_backward(&p->attn1, GRAD(g, attn1), &x->attn1, &dl, &dh, &l, NULL, t);
+        attn_backward(&p->attn1, GRAD(g, attn1), &x->attn1, &dl, NULL, &dh, &l, NULL, t);
         layernorm_backward(din, GRAD(g, norm1.weight), GRAD(g, norm1.bias), &dl, in, &x->ln1_mean, &x->ln1_rstd,
                            &p->norm1.weight);
         if (want(din)) tensor_axpy(din, 1.0f, &dh);
@@ -523,7 +529,7 @@ void transformer_forward(const TransformerParams *p, TransformerActs *x, Tensor 
 
 // Token gradients alternate between two buffers: cur holds d(output of the current stage), other receives the next.
 void transformer_backward(const TransformerParams *p, TransformerParams *g, const TransformerActs *x, Tensor *din,
-                          const Tensor *dout, const Tensor *in, const Tensor *ctx, Scratch s) {
+                          Tensor *dctx, const Tensor *dout, const Tensor *in, const Tensor *ctx, Scratch s) {
     int64_t B = in->shape[0], C = p->channels, H = in->shape[2], W = in->shape[3], T = H * W;
     Tensor ga = SCRATCH(&s, B, T, C), gb = SCRATCH(&s, B, T, C);
     Tensor *cur = &ga, *other = &gb, *swap;
@@ -541,7 +547,7 @@ void transformer_backward(const TransformerParams *p, TransformerParams *g, cons
         swap = cur, cur = other, other = swap;
     }
     for (int k = p->depth - 1; k >= 0; k--) {
-        basic_backward(&p->blocks[k], g ? &g->blocks[k] : NULL, &x->blocks[k], other, cur,
+        basic_backward(&p->blocks[k], g ? &g->blocks[k] : NULL, &x->blocks[k], other, dctx, cur,
                        k ? &x->blocks[k - 1].out : &x->tokens, ctx, s);
         swap = cur, cur = other, other = swap;
     }
@@ -678,7 +684,7 @@ void vae_attn_backward(const VaeAttnParams *p, VaeAttnParams *g, const VaeAttnAc
     tokens_to_nchw_backward(&d_o, dout);
     groupnorm_forward(&n, &mean, &rstd, in, &p->group_norm.weight, &p->group_norm.bias, p->groups, p->eps);
     nchw_to_tokens_forward(&tk, &n);
-    attn_backward(&p->attn, GRAD(g, attn), &x->attn, &dtk, &d_o, &tk, NULL, s);
+    attn_backward(&p->attn, GRAD(g, attn), &x->attn, &dtk, NULL, &d_o, &tk, NULL, s);
     nchw_to_tokens_backward(&n, &dtk);
     groupnorm_backward(din, GRAD(g, group_norm.weight), GRAD(g, group_norm.bias), &n, in, &x->mean, &x->rstd,
                        &p->group_norm.weight, p->groups);

@@ -170,9 +170,10 @@ int64_t transformer_plan_acts(Arena *a, TransformerActs *x, const char *prefix, 
 // in, out [B, C, H, W]; ctx [B, ctx_len, cross_dim]
 void transformer_forward(const TransformerParams *p, TransformerActs *x, Tensor *out, const Tensor *in,
                          const Tensor *ctx, Scratch s);
-// din [B, C, H, W] written (may be NULL); no gradient flows into ctx
+// din [B, C, H, W] written (may be NULL); dctx [B, ctx_len, cross_dim] accumulates the context gradient (may be
+// NULL: none computed)
 void transformer_backward(const TransformerParams *p, TransformerParams *g, const TransformerActs *x, Tensor *din,
-                          const Tensor *dout, const Tensor *in, const Tensor *ctx, Scratch s);
+                          Tensor *dctx, const Tensor *dout, const Tensor *in, const Tensor *ctx, Scratch s);
 void transformer_free(TransformerParams *p);
 void transformer_acts_free(TransformerActs *x);
 

@@ -335,7 +335,8 @@ static void resnet_step(const ResnetParams *p, ResnetParams *g, const ResnetActs
     if (g) tensor_axpy(&x->demb_act, 1.0f, &x->dtemb);
 }
 
-static void up_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, GradFlow *f, int *k, Scratch s) {
+static void up_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, GradFlow *f, int *k, Tensor *dctx,
+                              Scratch s) {
     const UNetLevel *lv = &net->up[i];
     UNetLevel *lg = g ? &g->up[i] : NULL;
     UNetLevelActs *A = &x->up[i];
@@ -348,7 +349,8 @@ static void up_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, Grad
     for (int j = lv->n_layers - 1; j >= 0; j--) {
         if (lv->has_attn) {
             Tensor din = view_like(f->other, &A->res_out[j]), dout = view_like(f->cur, &A->attn_out[j]);
-            transformer_backward(&lv->attn[j], GRAD(lg, attn[j]), &A->attn[j], &din, &dout, &A->res_out[j], &x->ctx, s);
+            transformer_backward(&lv->attn[j], GRAD(lg, attn[j]), &A->attn[j], &din, dctx, &dout, &A->res_out[j],
+                                 &x->ctx, s);
             flow_swap(f);
         }
         Tensor dcat = view_like(&x->gcat, &A->cat[j]), dout = view_like(f->cur, &A->res_out[j]);
@@ -361,7 +363,8 @@ static void up_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, Grad
     }
 }
 
-static void down_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, GradFlow *f, int *k, Scratch s) {
+static void down_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, GradFlow *f, int *k, Tensor *dctx,
+                                Scratch s) {
     const UNetLevel *lv = &net->down[i];
     UNetLevel *lg = g ? &g->down[i] : NULL;
     UNetLevelActs *A = &x->down[i];
@@ -377,7 +380,8 @@ static void down_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, Gr
         tensor_axpy(&dout, 1.0f, &x->dskip[(*k)--]);
         if (lv->has_attn) {
             Tensor din = view_like(f->other, &A->res_out[j]);
-            transformer_backward(&lv->attn[j], GRAD(lg, attn[j]), &A->attn[j], &din, &dout, &A->res_out[j], &x->ctx, s);
+            transformer_backward(&lv->attn[j], GRAD(lg, attn[j]), &A->attn[j], &din, dctx, &dout, &A->res_out[j],
+                                 &x->ctx, s);
             flow_swap(f);
         }
         const Tensor *in = j   ? layer_out(A, lv, j - 1)
@@ -389,10 +393,14 @@ static void down_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, Gr
     }
 }
 
-void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Tensor *dx) {
+void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Tensor *dx, Tensor *dcontext) {
     const UNetConfig *c = &net->cfg;
     int L = c->levels;
     tensor_expect_shape(deps, "UNet output gradient", x->B, c->out_channels, x->H, x->W);
+    if (dcontext) {
+        tensor_expect_shape(dcontext, "UNet context gradient", x->B, x->T, c->cross_dim);
+        tensor_fill(dcontext, 0.0f); // every cross-attention adds its share
+    }
     Scratch s = scratch_make(&x->scratch);
     GradFlow f = {&x->gflow[0], &x->gflow[1]};
     if (g) tensor_fill(&x->demb_act, 0.0f);
@@ -412,21 +420,22 @@ void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Te
                            &x->norm_rstd, &net->conv_norm_out.weight, c->groups);
     }
     int k = 0; // the up path meets the skips in push order
-    for (int i = L - 1; i >= 0; i--) up_level_backward(net, g, x, i, &f, &k, s);
+    for (int i = L - 1; i >= 0; i--) up_level_backward(net, g, x, i, &f, &k, dcontext, s);
     {   // mid block: resnet 1, attention, resnet 0
         const Tensor *in = level_out(&x->down[L - 1], &net->down[L - 1]);
         Tensor din = view_like(f.other, &x->mid_out[1]), dout = view_like(f.cur, &x->mid_out[2]);
         resnet_step(&net->mid_res[1], GRAD(g, mid_res[1]), &x->mid_res[1], &din, &dout, &x->mid_out[1], x, s);
         flow_swap(&f);
         din = view_like(f.other, &x->mid_out[0]), dout = view_like(f.cur, &x->mid_out[1]);
-        transformer_backward(&net->mid_attn, GRAD(g, mid_attn), &x->mid_attn, &din, &dout, &x->mid_out[0], &x->ctx, s);
+        transformer_backward(&net->mid_attn, GRAD(g, mid_attn), &x->mid_attn, &din, dcontext, &dout, &x->mid_out[0],
+                             &x->ctx, s);
         flow_swap(&f);
         din = view_like(f.other, in), dout = view_like(f.cur, &x->mid_out[0]);
         resnet_step(&net->mid_res[0], GRAD(g, mid_res[0]), &x->mid_res[0], &din, &dout, in, x, s);
         flow_swap(&f);
     }
     k = x->n_skips - 1; // the down path meets them in reverse
-    for (int i = L - 1; i >= 0; i--) down_level_backward(net, g, x, i, &f, &k, s);
+    for (int i = L - 1; i >= 0; i--) down_level_backward(net, g, x, i, &f, &k, dcontext, s);
     CHECK(k == 0, "", "UNet backward: skip %d reached conv_in", k);
     Tensor dout = view_like(f.cur, &x->conv_in_out);
     tensor_axpy(&dout, 1.0f, &x->dskip[0]);

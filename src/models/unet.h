@@ -88,9 +88,10 @@ void unet_plan_acts(Arena *a, UNetActs *acts, const UNet *net, int64_t B, int64_
 //                          text_embeds [B, text_embed_dim] and time_ids [B, 6] (text_time models only, else NULL))
 void unet_forward(const UNet *net, UNetActs *acts, Tensor *eps, const Tensor *x, const Tensor *timesteps,
                   const Tensor *context, const Tensor *text_embeds, const Tensor *time_ids);
-// Backward of the last forward: parameter gradients accumulate into grads (NULL: none), dx [B, in, H, W] is written
-// (NULL: not wanted). No gradient flows into the timesteps, the context or the added conditions.
-void unet_backward(const UNet *net, UNet *grads, UNetActs *acts, const Tensor *deps, Tensor *dx);
+// Backward of the last forward: parameter gradients accumulate into grads (NULL: none), dx [B, in, H, W] and
+// dcontext [B, T, cross_dim] (the gradient of the cross-attention context, for training a text encoder) are written
+// (NULL: not wanted). No gradient flows into the timesteps or the added conditions.
+void unet_backward(const UNet *net, UNet *grads, UNetActs *acts, const Tensor *deps, Tensor *dx, Tensor *dcontext);
 
 void unet_free(UNet *net);
 void unet_acts_free(UNetActs *acts);

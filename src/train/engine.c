@@ -205,7 +205,7 @@ static void unet_eval_backward(Engine *e, const Tensor *deps, double scale, Tens
             dr[n + i] = (float)(w * scale * d[i]);
         }
     }
-    unet_backward(e->unet, e->grads, &e->acts, &e->deps_rows, dx ? &e->dx_rows : NULL);
+    unet_backward(e->unet, e->grads, &e->acts, &e->deps_rows, dx ? &e->dx_rows : NULL, NULL);
     if (!dx) return;
     float *o = dx->data;
     const float *r = e->dx_rows.data;

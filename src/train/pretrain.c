@@ -8,7 +8,6 @@
 #include "../core/common.h"
 #include "../core/rng.h"
 #include "../data/scenes.h"
-#include "../models/unet_context_backward.h"
 #include "../models/vae_encoder_backward.h"
 #include "../ops/ops.h"
 #include "optim.h"
@@ -301,7 +300,7 @@ static double unet_iteration(Pretrainer *t, UnetStep *s, const LatentCache *lc, 
         loss += (double)d * d;
         de[i] = 2.0f * d / (float)n;
     }
-    unet_backward_context(&t->unet, &t->unet_g, &s->uacts, &s->deps, &s->dctx);
+    unet_backward(&t->unet, &t->unet_g, &s->uacts, &s->deps, NULL, &s->dctx);
     clip_text_backward(&t->te, &t->te_g, &s->tacts, &s->dctx);
     return loss / (double)n;
 }
