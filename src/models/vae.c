@@ -308,8 +308,8 @@ void vae_encode(const VAE *v, VAEEncodeActs *x, Tensor *mean, Tensor *logvar, co
 // ---------------------------------------------------------------------------------------------------------------
 // decoder backward
 
-static void mid_backward(const VAEMid *m, VAEMid *g, const VAEMidActs *x, const Tensor *in, int attn, GradFlow *f,
-                         Scratch s) {
+void vae_mid_backward(const VAEMid *m, VAEMid *g, const VAEMidActs *x, const Tensor *in, int attn, GradFlow *f,
+                      Scratch s) {
     const Tensor *mid_in = attn ? &x->out[1] : &x->out[0];
     Tensor din = view_like(f->other, mid_in), dout = view_like(f->cur, &x->out[2]);
     resnet_backward(&m->res[1], GRAD(g, res[1]), &x->res[1], &din, NULL, &dout, mid_in, NULL, s);
@@ -362,7 +362,7 @@ void vae_decode_backward(const VAE *v, VAE *g, VAEDecodeActs *x, const Tensor *d
     for (int i = L - 1; i >= 0; i--)
         up_level_backward(&v->dec_up[i], GRAD(g, dec_up[i]), &x->up[i],
                           i ? level_out(&x->up[i - 1], &v->dec_up[i - 1]) : &x->mid.out[2], &f, s);
-    mid_backward(&v->dec_mid, GRAD(g, dec_mid), &x->mid, &x->conv_in_out, c->mid_attention, &f, s);
+    vae_mid_backward(&v->dec_mid, GRAD(g, dec_mid), &x->mid, &x->conv_in_out, c->mid_attention, &f, s);
     const Tensor *dec_in = c->post_quant_conv ? &x->pq_out : &x->z;
     Tensor din = view_like(f.other, dec_in), dout = view_like(f.cur, &x->conv_in_out);
     conv2d_backward(&din, GRAD(g, dec_conv_in.weight), GRAD(g, dec_conv_in.bias), &dout, dec_in, &v->dec_conv_in.weight,

@@ -86,6 +86,11 @@ void vae_plan_params(Arena *a, VAE *vae, const VAEConfig *cfg, int parts);
 void vae_plan_decode_acts(Arena *a, VAEDecodeActs *acts, const VAE *vae, int64_t B, int64_t h, int64_t w);
 void vae_plan_encode_acts(Arena *a, VAEEncodeActs *acts, const VAE *vae, int64_t B, int64_t H, int64_t W);
 
+// Backward of a mid block (resnet, attention when attn, resnet) from f->cur at its output to f->other at `in`; shared
+// by the decoder's and the encoder's backward. Parameter gradients accumulate into g (NULL: none).
+void vae_mid_backward(const VAEMid *m, VAEMid *g, const VAEMidActs *x, const Tensor *in, int attn, GradFlow *f,
+                      Scratch s);
+
 // image [B, out, h f, w f] (f = 2^(levels-1)) = decoder(post_quant_conv(latents / scaling_factor)), in [-1, 1]
 // nominally, not clamped.
 void vae_decode(const VAE *vae, VAEDecodeActs *acts, Tensor *image, const Tensor *latents);

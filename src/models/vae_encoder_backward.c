@@ -38,22 +38,6 @@ void vae_encode_grad_free(VAEEncodeGrad *gb) {
     memset(gb, 0, sizeof *gb);
 }
 
-static void mid_backward(const VAEMid *m, VAEMid *g, const VAEMidActs *x, const Tensor *in, int attn, GradFlow *f,
-                         Scratch s) {
-    const Tensor *mid_in = attn ? &x->out[1] : &x->out[0];
-    Tensor din = view_like(f->other, mid_in), dout = view_like(f->cur, &x->out[2]);
-    resnet_backward(&m->res[1], GRAD(g, res[1]), &x->res[1], &din, NULL, &dout, mid_in, NULL, s);
-    flow_swap(f);
-    if (attn) {
-        din = view_like(f->other, &x->out[0]), dout = view_like(f->cur, &x->out[1]);
-        vae_attn_backward(&m->attn, GRAD(g, attn), &x->attn, &din, &dout, &x->out[0], s);
-        flow_swap(f);
-    }
-    din = view_like(f->other, in), dout = view_like(f->cur, &x->out[0]);
-    resnet_backward(&m->res[0], GRAD(g, res[0]), &x->res[0], &din, NULL, &dout, in, NULL, s);
-    flow_swap(f);
-}
-
 static void down_level_backward(const VAELevel *lv, VAELevel *g, const VAELevelActs *x, const Tensor *in, GradFlow *f,
                                 Scratch s) {
     if (lv->has_sampler) {
@@ -109,7 +93,7 @@ void vae_encode_backward(const VAE *v, VAE *g, VAEEncodeActs *x, VAEEncodeGrad *
         groupnorm_backward(&dh, GRAD(g, enc_norm_out.weight), GRAD(g, enc_norm_out.bias), &dact, h, &x->norm_mean,
                            &x->norm_rstd, &v->enc_norm_out.weight, c->groups);
     }
-    mid_backward(&v->enc_mid, GRAD(g, enc_mid), &x->mid, level_out(&x->down[L - 1], &v->enc_down[L - 1]),
+    vae_mid_backward(&v->enc_mid, GRAD(g, enc_mid), &x->mid, level_out(&x->down[L - 1], &v->enc_down[L - 1]),
                  c->mid_attention, &f, s);
     for (int i = L - 1; i >= 0; i--)
         down_level_backward(&v->enc_down[i], GRAD(g, enc_down[i]), &x->down[i],
