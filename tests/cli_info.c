@@ -14,17 +14,12 @@
 
 static const char *g_bin;
 
-// The child's work: `drtune <args>` through the shell, with its stdout joined to its stderr.
-static void exec_drtune(const void *args) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "exec '%s' %s 1>&2", g_bin, (const char *)args);
-    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-    perror("/bin/sh");
-    _exit(127);
+// Runs `drtune <args>` with stdout sent to stderr, so the one-line error rule covers everything it printed.
+static int run(const char *args, TuChild *c) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "%s 1>&2", args);
+    return tu_run_drtune(cmd, c);
 }
-
-// Runs `drtune <args>` with stdout and stderr captured together (in c->err); returns the exit code.
-static int run(const char *args, TuChild *c) { return tu_run_child(exec_drtune, args, c); }
 
 static void copy(const char *src, const char *dst) {
     size_t len;

@@ -17,21 +17,12 @@
 
 static const char *g_bin;
 
-// The child's work: `drtune <args>` through the shell, stdout and stderr kept apart.
-static void exec_drtune(const void *args) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "exec '%s' %s", g_bin, (const char *)args);
-    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-    perror("/bin/sh");
-    _exit(127);
-}
-
 // Runs `drtune <args>`; returns the exit code, and prints the output of a run that neither succeeded nor ended
 // as a user error.
 static int run(const char *args, TuChild *c) {
     TuChild own;
     TuChild *r = c ? c : &own;
-    int rc = tu_run_child(exec_drtune, args, r);
+    int rc = tu_run_drtune(args, r);
     if (rc != 0 && rc != 2) printf("drtune %s (exit %d)\n%s%s", args, rc, r->out, r->err);
     if (!c) tu_child_free(&own);
     return rc;

@@ -19,19 +19,10 @@
 
 static const char *g_bin;
 
-// The child's work: `drtune <args>` through the shell.
-static void exec_drtune(const void *args) {
-    char cmd[17000];
-    snprintf(cmd, sizeof cmd, "exec '%s' %s", g_bin, (const char *)args);
-    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-    perror("/bin/sh");
-    _exit(127);
-}
-
 // Runs `drtune <args>`; prints its output when it fails.
 static int run(const char *args) {
     TuChild c;
-    int rc = tu_run_child(exec_drtune, args, &c);
+    int rc = tu_run_drtune(args, &c);
     if (rc != 0) printf("drtune %s (exit %d)\n%s%s", args, rc, c.out, c.err);
     tu_child_free(&c);
     return rc;

@@ -56,6 +56,8 @@ typedef struct {
 // Runs fn(arg) in a child process (a child whose fn returns exits 0), capturing its stdout and stderr separately;
 // returns the exit code, also in c->code. Release c with tu_child_free.
 int tu_run_child(TuChildFn fn, const void *arg, TuChild *c);
+// `$DRTUNE_BIN <args>` through /bin/sh in a child (args may carry shell redirections); as tu_run_child.
+int tu_run_drtune(const char *args, TuChild *c);
 void tu_child_free(TuChild *c);
 // Whether the child ended as a user error: exit code 2 and exactly one stderr line, starting "drtune: error: " and
 // containing needle (NULL: any).

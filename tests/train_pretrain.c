@@ -12,14 +12,6 @@
 
 static const char *g_bin;
 
-static void exec_drtune(const void *args) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "exec '%s' %s", g_bin, (const char *)args);
-    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-    perror("/bin/sh");
-    _exit(127);
-}
-
 // 1 stage-1 and 3 stage-2 iterations of batch 2; a checkpoint after each.
 #define TINY                                                                                                        \
     "pretrain --config configs/pretrain.ini --data.vocab_captions=200 --data.latent_cache=16 --vae.iterations=1 "  \
@@ -35,7 +27,7 @@ static int run(TuChild *c, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    int rc = tu_run_child(exec_drtune, args, c);
+    int rc = tu_run_drtune(args, c);
     if (rc != 0 && rc != 2) printf("     drtune %s\n%s%s", args, c->out, c->err);
     return rc;
 }
