@@ -419,8 +419,14 @@ void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Te
         groupnorm_backward(&dh, GRAD(g, conv_norm_out.weight), GRAD(g, conv_norm_out.bias), &dact, h, &x->norm_mean,
                            &x->norm_rstd, &net->conv_norm_out.weight, c->groups);
     }
+    int part = 0;
+#define PART_DONE() (x->ready ? x->ready(x->ready_ctx, part++) : (void)part++)
+    PART_DONE();
     int k = 0; // the up path meets the skips in push order
-    for (int i = L - 1; i >= 0; i--) up_level_backward(net, g, x, i, &f, &k, dcontext, s);
+    for (int i = L - 1; i >= 0; i--) {
+        up_level_backward(net, g, x, i, &f, &k, dcontext, s);
+        PART_DONE();
+    }
     {   // mid block: resnet 1, attention, resnet 0
         const Tensor *in = level_out(&x->down[L - 1], &net->down[L - 1]);
         Tensor din = view_like(f.other, &x->mid_out[1]), dout = view_like(f.cur, &x->mid_out[2]);
@@ -434,11 +440,31 @@ void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Te
         resnet_step(&net->mid_res[0], GRAD(g, mid_res[0]), &x->mid_res[0], &din, &dout, in, x, s);
         flow_swap(&f);
     }
+    PART_DONE();
     k = x->n_skips - 1; // the down path meets them in reverse
-    for (int i = L - 1; i >= 0; i--) down_level_backward(net, g, x, i, &f, &k, dcontext, s);
+    for (int i = L - 1; i >= 0; i--) {
+        down_level_backward(net, g, x, i, &f, &k, dcontext, s);
+        PART_DONE();
+    }
     CHECK(k == 0, "", "UNet backward: skip %d reached conv_in", k);
     Tensor dout = view_like(f.cur, &x->conv_in_out);
     tensor_axpy(&dout, 1.0f, &x->dskip[0]);
     conv2d_backward(dx, GRAD(g, conv_in.weight), GRAD(g, conv_in.bias), &dout, &x->x, &net->conv_in.weight, 1, 1);
     if (g) time_backward(net, g, x, s);
+    PART_DONE();
+#undef PART_DONE
+    CHECK(part == unet_backward_parts(c), "", "UNet backward finished %d parts of %d", part, unet_backward_parts(c));
+}
+
+int unet_backward_parts(const UNetConfig *cfg) { return 2 * cfg->levels + 3; }
+
+int unet_param_part(const UNetConfig *cfg, const char *name) {
+    int L = cfg->levels, i = -1, n = 0;
+    if (!strncmp(name, "conv_out.", 9) || !strncmp(name, "conv_norm_out.", 14)) return 0;
+    if (sscanf(name, "up_blocks.%d.%n", &i, &n) == 1 && n > 0 && i >= 0 && i < L) return 1 + (L - 1 - i);
+    if (!strncmp(name, "mid_block.", 10)) return L + 1;
+    if (sscanf(name, "down_blocks.%d.%n", &i, &n) == 1 && n > 0 && i >= 0 && i < L) return L + 2 + (L - 1 - i);
+    if (!strncmp(name, "conv_in.", 8) || !strncmp(name, "time_embedding.", 15) || !strncmp(name, "add_embedding.", 14))
+        return 2 * L + 2;
+    FATAL("", "'%s' is not a parameter of this UNet", name);
 }

@@ -71,6 +71,10 @@ typedef struct {
     Tensor gflow[2], gcat;           // backward: flat gradient buffers (largest stage, largest concat)
     Tensor demb_act, dtemb;          // backward: [B, temb] summed and per-resnet time-input gradients
     Tensor scratch;                  // flat, the largest need of any block call
+    // backward: called as the parameter gradients of each part become final (NULL: not called); see
+    // unet_param_part. Set it for the last backward before an optimiser step to start reducing gradients early.
+    void (*ready)(void *ctx, int part);
+    void *ready_ctx;
 } UNetActs;
 
 // Reads and validates dir/config.json (or the .json file given); unsupported options are user errors naming the key.
@@ -92,6 +96,13 @@ void unet_forward(const UNet *net, UNetActs *acts, Tensor *eps, const Tensor *x,
 // dcontext [B, T, cross_dim] (the gradient of the cross-attention context, for training a text encoder) are written
 // (NULL: not wanted). No gradient flows into the timesteps or the added conditions.
 void unet_backward(const UNet *net, UNet *grads, UNetActs *acts, const Tensor *deps, Tensor *dx, Tensor *dcontext);
+// The backward finishes the parameter gradients part by part, in this order: 0 conv_norm_out + conv_out, then
+// up_blocks.(L-1) .. up_blocks.0, mid_block, down_blocks.(L-1) .. down_blocks.0, and last (part 2L + 2) conv_in
+// with the time and added embeddings (every resnet feeds the time embedding's gradient). The part of a parameter
+// or LoRA module by its diffusers name ("up_blocks.1.attentions.0...", "conv_in.weight"); internal failure when
+// the name is not the UNet's.
+int unet_backward_parts(const UNetConfig *cfg);
+int unet_param_part(const UNetConfig *cfg, const char *name);
 
 void unet_free(UNet *net);
 void unet_acts_free(UNetActs *acts);

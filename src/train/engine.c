@@ -191,8 +191,9 @@ static void unet_eval(Engine *e, const UNetCond *c, int t, const Tensor *x) {
 }
 
 // backward of the last unet_eval with upstream deps [B, ...] scaled by `scale`: parameter gradients accumulate;
-// dx (optional) receives the gradient at x summed over both guidance branches
-static void unet_eval_backward(Engine *e, const Tensor *deps, double scale, Tensor *dx) {
+// dx (optional) receives the gradient at x summed over both guidance branches. `last`: the iteration's last
+// backward, which reports finished gradient parts to e->ready.
+static void unet_eval_backward(Engine *e, const Tensor *deps, double scale, Tensor *dx, int last) {
     int64_t n = tensor_numel(deps);
     const float *d = deps->data;
     float *dr = e->deps_rows.data;
@@ -205,7 +206,10 @@ static void unet_eval_backward(Engine *e, const Tensor *deps, double scale, Tens
             dr[n + i] = (float)(w * scale * d[i]);
         }
     }
+    e->acts.ready = last ? e->ready : NULL;
+    e->acts.ready_ctx = e->ready_ctx;
     unet_backward(e->unet, e->grads, &e->acts, &e->deps_rows, dx ? &e->dx_rows : NULL, NULL);
+    e->acts.ready = NULL;
     if (!dx) return;
     float *o = dx->data;
     const float *r = e->dx_rows.data;
@@ -317,7 +321,7 @@ void engine_iteration(Engine *e, const IterPlan *p, const UNetCond *c, const cha
             for (int b = 0; b < e->B; b++) mean_reward[b] += e->reward[b] / (float)p->lv_copies;
             for (int k = 0; k < K * e->B; k++) mean_per[k] += e->per_reward[k] / (float)p->lv_copies;
             tb = dt_now();
-            unet_eval_backward(e, &e->g, c1.B, NULL);
+            unet_eval_backward(e, &e->g, c1.B, NULL, j == p->lv_copies - 1);
             res->sec_backward += dt_now() - tb;
         }
         memcpy(e->reward, mean_reward, sizeof(float) * (size_t)e->B);
@@ -332,10 +336,13 @@ void engine_iteration(Engine *e, const IterPlan *p, const UNetCond *c, const cha
     if (!p->full) { // DRTune, ReFL: the UNet input is detached; each trained step gets w_t g
         double w[ENGINE_MAX_STEPS + 1];
         drtune_weights_walk(e->sched, e->eta, p, w);
+        int last = 0;
+        for (int t = 1; t <= N; t++)
+            if (w[t] != 0.0) last = t;
         for (int t = 1; t <= N; t++) {
             if (w[t] == 0.0) continue;
             unet_eval(e, c, t, &e->xs[t]);
-            unet_eval_backward(e, &e->g, w[t], NULL);
+            unet_eval_backward(e, &e->g, w[t], NULL, t == last);
         }
     } else { // DRaFT, AlignProp: walk back through the last k steps with the UNet input gradient
         tensor_copy(&e->G, &e->g);
@@ -343,7 +350,7 @@ void engine_iteration(Engine *e, const IterPlan *p, const UNetCond *c, const cha
             DdimStep cf = ddim_step_coef(e->sched, N - t, e->eta);
             unet_eval(e, c, t, &e->xs[t]);
             int last = t == p->k;
-            unet_eval_backward(e, &e->G, cf.B, last ? NULL : &e->dx);
+            unet_eval_backward(e, &e->G, cf.B, last ? NULL : &e->dx, last);
             if (last) break;
             tensor_scale(&e->G, (float)cf.A); // G_t = A_t G_{t-1} + B_t J_t^T G_{t-1}
             tensor_axpy(&e->G, 1.0f, &e->dx);

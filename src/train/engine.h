@@ -65,6 +65,8 @@ typedef struct {
     float guidance;            // > 1: classifier-free guidance
     float eta;
     float loss_scale;          // 1 / global batch: the loss is -loss_scale * sum of this call's rewards
+    void (*ready)(void *ctx, int part); // called during an iteration's last UNet backward as the parameter
+    void *ready_ctx;                    // gradients of each UNet part become final (unet.h); NULL: not called
     int B, C, h, w;            // images per call, latent channels and size
     int rows;                  // B, or 2B with guidance
     Arena mem, unet_mem, vae_mem; // latents and buffers below; UNet activations; decoder activations
