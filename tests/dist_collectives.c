@@ -50,11 +50,36 @@ static void sums(void) {
     dist_shard_init(&s, n, R, r);
     float *g = xcalloc((size_t)s.padded, sizeof(float));
     for (int64_t i = 0; i < n; i++) g[i] = (float)((r + 1) * (i % 1000));
-    float *mine = dist_reduce_scatter_sum_f32(g, &s);
+    float *mine = xcalloc((size_t)s.shard, sizeof(float));
+    DistQueue q = {0};
+    dist_reduce_scatter_start_f32(g, 0, s.padded, &s, mine, &q);
+    dist_queue_wait(&q);
     int ok = 1;
     for (int64_t i = 0; i < dist_shard_count(&s); i++)
         ok &= mine[i] == (float)((R * (R + 1) / 2) * ((dist_shard_lo(&s) + i) % 1000));
     EXPECT(ok, "reduce-scatter sums");
+    // the same sums in uneven buckets started from the end (as during a backward), tested while queued
+    memset(mine, 0, sizeof(float) * (size_t)s.shard);
+    for (int64_t hi = s.padded, step = 997; hi > 0; hi -= step, step = step * 3 % 20011 + 1) {
+        dist_reduce_scatter_start_f32(g, hi > step ? hi - step : 0, hi, &s, mine, &q);
+        dist_queue_test(&q);
+    }
+    dist_queue_wait(&q);
+    ok = 1;
+    for (int64_t i = 0; i < dist_shard_count(&s); i++)
+        ok &= mine[i] == (float)((R * (R + 1) / 2) * ((dist_shard_lo(&s) + i) % 1000));
+    EXPECT(ok, "reduce-scatter sums in buckets");
+    float *h = xmalloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) h[i] = (float)(r + i % 5);
+    for (int64_t hi = n, step = 4099; hi > 0; hi -= step) dist_allreduce_start_f32(h + (hi > step ? hi - step : 0),
+                                                                                    hi > step ? step : hi, &q);
+    dist_queue_wait(&q);
+    dist_queue_free(&q);
+    ok = 1;
+    for (int64_t i = 0; i < n; i++) ok &= h[i] == (float)(R * (R - 1) / 2 + R * (i % 5));
+    EXPECT(ok, "all-reduce sums in buckets");
+    free(h);
+    free(mine);
     float *p = xcalloc((size_t)n, sizeof(float));
     for (int64_t i = 0; i < dist_shard_count(&s); i++) p[dist_shard_lo(&s) + i] = (float)(dist_shard_lo(&s) + i);
     dist_allgather_f32(p, &s);

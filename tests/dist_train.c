@@ -1,12 +1,14 @@
 // dist_train.c: distributed training as users launch it (mpirun, oversubscribed on one machine), for LoRA and for
 // full fine-tuning with sharded optimizer state: 3 iterations on 1 rank x batch 4, 2 ranks x 2 and 4 ranks x 1
-// agree within 1e-5 (relative, in norm) in parameters and Adam moments; 6 iterations straight equal 3, a checkpoint
-// and 3 more in a new process bit for bit on the same rank count and within 1e-5 on another. Also: one rank's
-// fatal error stops the job promptly with the rank named, SIGUSR1 stops it cleanly with a checkpoint, and a batch
-// the ranks cannot share is a user error.
+// agree within 1e-5 (relative, in norm) in parameters and Adam moments; the gradient reduction started during the
+// backward in small buckets equals the one after it bit for bit on 2 ranks; 6 iterations straight equal 3, a
+// checkpoint and 3 more in a new process bit for bit on the same rank count and within 1e-5 on another. Also: one
+// rank's fatal error stops the job promptly with the rank named, SIGUSR1 stops it cleanly with a checkpoint, and a
+// batch the ranks cannot share is a user error.
 #include "dist_harness.h"
 
 #define TOL 1e-5
+#define BUCKET "0.01" // MiB: the small model's gradients are 0.1-4 MiB
 
 static const char *ckpt(char *buf, size_t n, const char *run, int it) {
     snprintf(buf, n, "%s/%s/checkpoints/ckpt-%06d.h5", dh_tmp, run, it);
@@ -53,9 +55,37 @@ static void same_bits(const char *what, const char *a, const char *b, const char
              what);
 }
 
-static void mode(const char *name, const char *flags) {
+// The gradient reduction overlapped with the backward (small buckets, so that the small model's gradients make
+// many) gives the same bits as one reduction after the backward on 2 ranks, and really starts during the backward.
+static void overlap(const char *name, const char *flags) {
+    char run[128], extra[1024], a[512], b[512], ma[512], mb[512];
+    snprintf(run, sizeof run, "%s-r2-after", name);
+    snprintf(extra, sizeof extra, "%s --train.iterations=3 --train.reduce_bucket_mb=0", flags);
+    if (!train(2, run, extra)) return;
+    ckpt(a, sizeof a, run, 3);
+    snprintf(ma, sizeof ma, "%s/%s/metrics.jsonl", dh_tmp, run);
+    snprintf(run, sizeof run, "%s-r2", name);
+    ckpt(b, sizeof b, run, 3);
+    snprintf(mb, sizeof mb, "%s/%s/metrics.jsonl", dh_tmp, run);
+    static const char *groups[3] = {"params", "adam_m", "adam_v"};
+    for (int i = 0; i < 3; i++)
+        dh_check(dh_same_bits(a, b, groups[i]), "reduction during the backward vs after it, 2 ranks: /%s bit for bit",
+                 groups[i]);
+    double lo = 1, hi = 0;
+    for (int row = 0; row < 3; row++) {
+        double x = dh_metric(mb, row, "reduce_overlap"), y = dh_metric(ma, row, "reduce_overlap");
+        lo = x < lo ? x : lo; // NaN (a missing row) fails below
+        hi = y > hi ? y : hi;
+        if (x != x || y != y) lo = -1;
+    }
+    dh_check(lo > 0.5 && hi == 0, "reduce_overlap: at least %.2f of the gradient started during the backward with "
+             "%s buckets, %.2f with reduce_bucket_mb = 0", lo, BUCKET, hi);
+}
+
+static void mode(const char *name, const char *mode_flags) {
     printf("--- %s\n", name);
-    char run[128], extra[1024], a[512], b[512], c[512], ma[512], mb[512];
+    char run[128], extra[2048], a[512], b[512], c[512], ma[512], mb[512], flags[512];
+    snprintf(flags, sizeof flags, "%s --train.reduce_bucket_mb=%s", mode_flags, BUCKET);
     // rank invariance: 3 iterations on 1, 2 and 4 ranks (the 2-rank run also is the first half of the resume tests)
     const int ranks[3] = {0, 2, 4};
     for (int i = 0; i < 3; i++) {
@@ -69,6 +99,7 @@ static void mode(const char *name, const char *flags) {
     compare("1 rank x 4 vs 2 ranks x 2", a, ckpt(b, sizeof b, run, 3), TOL);
     snprintf(run, sizeof run, "%s-r4", name);
     compare("1 rank x 4 vs 4 ranks x 1", a, ckpt(b, sizeof b, run, 3), TOL);
+    overlap(name, mode_flags);
 
     // exact resume: 6 straight on 2 ranks vs 3 (the r2 run), checkpoint, a new job resuming, 3 more
     char half[512];

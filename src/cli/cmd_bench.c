@@ -207,9 +207,10 @@ static void ref_str(const Gemm *g, int n, char *s, size_t size) {
 int cmd_bench_cuda(int argc, char **argv);
 
 int cmd_bench(int argc, char **argv) {
-    USER_CHECK(argc >= 2, "drtune bench: name the benchmark: drtune bench ops | cuda");
+    USER_CHECK(argc >= 2, "drtune bench: name the benchmark: drtune bench ops | memory | overlap | cuda");
     if (!strcmp(argv[1], "cuda")) return cmd_bench_cuda(argc - 1, argv + 1);
-    USER_CHECK(!strcmp(argv[1], "ops"), "drtune bench: unknown benchmark '%s' (known: ops, cuda)", argv[1]);
+    USER_CHECK(!strcmp(argv[1], "ops"), "drtune bench: unknown benchmark '%s' (known: ops, memory, overlap, cuda)",
+               argv[1]);
     USER_CHECK(argc == 2, "drtune bench ops: unexpected argument '%s' (it takes none)", argv[2]);
     printf("drtune bench ops: %d OpenMP threads, OpenBLAS %s (%d threads)\n", omp_get_max_threads(),
            openblas_get_config(), openblas_get_num_threads());

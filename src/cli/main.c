@@ -21,6 +21,7 @@ static void usage(FILE *f) {
             "  smoke          run a short end-to-end check of the numerical core (ops, rng, memory plan)\n"
             "  bench ops      CPU throughput of conv2d, linear and attention next to the sgemm rate\n"
             "  bench memory   peak memory of one training iteration per method and K, each in a fresh process\n"
+            "  bench overlap  (under mpirun) backward + gradient reduction, reduced after vs during the backward\n"
             "  info           describe a diffusers folder: architecture, tensor and parameter counts (--load: memory)\n"
             "  init-weights   write a diffusers folder with random weights for a folder's configs\n"
             "  probe          run one component (UNet, VAE, text encoder, tokenizer) on tensors from a file\n"
@@ -34,6 +35,7 @@ int cmd_pretrain(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_bench_memory(int argc, char **argv);
+int cmd_bench_overlap(int argc, char **argv);
 int cmd_smoke(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_report(int argc, char **argv);
@@ -61,6 +63,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "smoke")) return cmd_smoke(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench") && argc > 2 && !strcmp(argv[2], "memory"))
         return cmd_bench_memory(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "bench") && argc > 2 && !strcmp(argv[2], "overlap"))
+        return cmd_bench_overlap(argc - 2, argv + 2);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "init-weights")) return cmd_init_weights(argc - 1, argv + 1);

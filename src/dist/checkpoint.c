@@ -176,7 +176,7 @@ static void part_free(Part *p) {
 typedef struct {
     int32_t iteration, skipped;
     double reward_mean, reward_std, loss, grad_norm, lr;
-    double rollout, decode, reward, backward, update, peak_rss_bytes;
+    double rollout, decode, reward, backward, update, peak_rss_bytes, reduce_wait, reduce_overlap;
 } MetricsRecord;
 
 static hid_t metrics_type(void) {
@@ -192,6 +192,8 @@ static hid_t metrics_type(void) {
         {"seconds_backward", offsetof(MetricsRecord, backward)},
         {"seconds_update", offsetof(MetricsRecord, update)},
         {"peak_rss_bytes", offsetof(MetricsRecord, peak_rss_bytes)},
+        {"seconds_reduce_wait", offsetof(MetricsRecord, reduce_wait)},
+        {"reduce_overlap", offsetof(MetricsRecord, reduce_overlap)},
     };
     hid_t t = H5W(H5Tcreate(H5T_COMPOUND, sizeof(MetricsRecord)));
     for (size_t i = 0; i < sizeof F / sizeof F[0]; i++)
@@ -254,7 +256,7 @@ static void write_metrics(hid_t f, const CkptState *s, hid_t dxpl) {
         const MetricsRow *r = &s->rows[i];
         rec[i] = (MetricsRecord){r->iteration, r->skipped, r->reward_mean, r->reward_std, r->loss, r->grad_norm,
                                  r->lr, r->t_rollout, r->t_decode, r->t_reward, r->t_backward, r->t_update,
-                                 r->peak_rss_bytes};
+                                 r->peak_rss_bytes, r->t_reduce_wait, r->reduce_overlap};
     }
     hid_t t = metrics_type();
     hsize_t n = (hsize_t)s->n_rows;
@@ -530,7 +532,8 @@ static MetricsRow *read_metrics(hid_t f, int *n, Fault *ft) {
                                    .reward_std = r->reward_std, .loss = r->loss, .grad_norm = r->grad_norm,
                                    .lr = r->lr, .t_rollout = r->rollout, .t_decode = r->decode,
                                    .t_reward = r->reward, .t_backward = r->backward, .t_update = r->update,
-                                   .peak_rss_bytes = r->peak_rss_bytes};
+                                   .peak_rss_bytes = r->peak_rss_bytes, .t_reduce_wait = r->reduce_wait,
+                                   .reduce_overlap = r->reduce_overlap};
         }
         *n = (int)count;
         H5Tclose(t);

@@ -149,11 +149,69 @@ void dist_bcast(void *buf, int bytes, int root) {
 }
 
 void dist_allreduce_sum_f32(float *buf, int64_t n) {
+    DistQueue q = {0};
+    dist_allreduce_start_f32(buf, n, &q);
+    dist_queue_wait(&q);
+    dist_queue_free(&q);
+}
+
+static MPI_Request *queue_push(DistQueue *q, int *counts) {
+    if (q->n == q->cap) {
+        q->cap = q->cap ? 2 * q->cap : 32;
+        q->reqs = xrealloc(q->reqs, sizeof(MPI_Request) * (size_t)q->cap);
+        q->counts = xrealloc(q->counts, sizeof(int *) * (size_t)q->cap);
+    }
+    q->counts[q->n] = counts;
+    return (MPI_Request *)q->reqs + q->n++;
+}
+
+void dist_allreduce_start_f32(float *buf, int64_t n, DistQueue *q) {
     if (g.size == 1) return;
     for (int64_t i = 0; i < n; i += MPI_PIECE) {
         int64_t c = n - i < MPI_PIECE ? n - i : MPI_PIECE;
-        MPI_OK(MPI_Allreduce(MPI_IN_PLACE, buf + i, (int)c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+        MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, buf + i, (int)c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, queue_push(q, NULL)));
     }
+}
+
+void dist_reduce_scatter_start_f32(const float *buf, int64_t lo, int64_t hi, const DistShard *s, float *shard,
+                                   DistQueue *q) {
+    CHECK(0 <= lo && lo <= hi && hi <= s->padded && s->size == g.size && s->rank == g.rank, "",
+          "reduce-scatter of [%lld, %lld) in a layout of %lld floats over %d ranks", (long long)lo, (long long)hi,
+          (long long)s->padded, s->size);
+    int64_t mine = (int64_t)g.rank * s->shard;
+    if (g.size == 1) {
+        if (hi > lo) memcpy(shard + lo, buf + lo, sizeof(float) * (size_t)(hi - lo));
+        return;
+    }
+    for (int64_t a = lo; a < hi; a += MPI_PIECE) { // the ranks' pieces of [a, b), in rank order
+        int64_t b = hi - a < MPI_PIECE ? hi : a + MPI_PIECE;
+        int *counts = xmalloc(sizeof(int) * (size_t)g.size);
+        for (int r = 0; r < g.size; r++) {
+            int64_t x = a > (int64_t)r * s->shard ? a : (int64_t)r * s->shard;
+            int64_t y = b < (int64_t)(r + 1) * s->shard ? b : (int64_t)(r + 1) * s->shard;
+            counts[r] = y > x ? (int)(y - x) : 0;
+        }
+        float *dst = shard + (counts[g.rank] > 0 ? (a > mine ? a : mine) - mine : 0);
+        MPI_OK(MPI_Ireduce_scatter(buf + a, dst, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, queue_push(q, counts)));
+    }
+}
+
+void dist_queue_test(DistQueue *q) {
+    int done = 0;
+    if (q->n) MPI_OK(MPI_Testall(q->n, q->reqs, &done, MPI_STATUSES_IGNORE));
+}
+
+void dist_queue_wait(DistQueue *q) {
+    if (q->n) MPI_OK(MPI_Waitall(q->n, q->reqs, MPI_STATUSES_IGNORE));
+    for (int i = 0; i < q->n; i++) free(q->counts[i]);
+    q->n = 0;
+}
+
+void dist_queue_free(DistQueue *q) {
+    CHECK(q->n == 0, "", "%d reductions still queued", q->n);
+    free(q->reqs);
+    free(q->counts);
+    memset(q, 0, sizeof *q);
 }
 
 void dist_allreduce_sum_f64(double *buf, int n) {
@@ -175,14 +233,6 @@ void dist_allgather_f64(const double *mine, int n, double *all) {
         return;
     }
     MPI_OK(MPI_Allgather(mine, n, MPI_DOUBLE, all, n, MPI_DOUBLE, MPI_COMM_WORLD));
-}
-
-float *dist_reduce_scatter_sum_f32(float *buf, const DistShard *s) {
-    if (g.size == 1) return buf;
-    CHECK(s->shard <= INT_MAX, "use more ranks: MPI counts are 32-bit", "shard of %lld floats is too long for MPI",
-          (long long)s->shard);
-    MPI_OK(MPI_Reduce_scatter_block(MPI_IN_PLACE, buf, (int)s->shard, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
-    return buf;
 }
 
 void dist_allgather_f32(float *buf, const DistShard *s) {
@@ -227,14 +277,21 @@ void dist_finalize(void) {
 void dist_barrier(void) {}
 void dist_bcast(void *buf, int bytes, int root) { (void)buf, (void)bytes, (void)root; }
 void dist_allreduce_sum_f32(float *buf, int64_t n) { (void)buf, (void)n; }
+void dist_allreduce_start_f32(float *buf, int64_t n, DistQueue *q) { (void)buf, (void)n, (void)q; }
+void dist_reduce_scatter_start_f32(const float *buf, int64_t lo, int64_t hi, const DistShard *s, float *shard,
+                                   DistQueue *q) {
+    CHECK(0 <= lo && lo <= hi && hi <= s->padded && s->size == 1, "", "reduce-scatter of [%lld, %lld) over %d ranks",
+          (long long)lo, (long long)hi, s->size);
+    (void)q;
+    if (hi > lo) memcpy(shard + lo, buf + lo, sizeof(float) * (size_t)(hi - lo));
+}
+void dist_queue_test(DistQueue *q) { (void)q; }
+void dist_queue_wait(DistQueue *q) { (void)q; }
+void dist_queue_free(DistQueue *q) { (void)q; }
 void dist_allreduce_sum_f64(double *buf, int n) { (void)buf, (void)n; }
 void dist_allreduce_max_f64(double *buf, int n) { (void)buf, (void)n; }
 int dist_allreduce_max_int(int x) { return x; }
 void dist_allgather_f64(const double *mine, int n, double *all) { memcpy(all, mine, sizeof(double) * (size_t)n); }
-float *dist_reduce_scatter_sum_f32(float *buf, const DistShard *s) {
-    (void)s;
-    return buf;
-}
 void dist_allgather_f32(float *buf, const DistShard *s) { (void)buf, (void)s; }
 
 #endif

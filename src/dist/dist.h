@@ -26,7 +26,7 @@ int dist_local_size(void);   // processes of this job on this host
 // same inputs on the same number of ranks give the same bits, on every rank.
 void dist_barrier(void);
 void dist_bcast(void *buf, int bytes, int root);
-void dist_allreduce_sum_f32(float *buf, int64_t n);           // in place
+void dist_allreduce_sum_f32(float *buf, int64_t n);           // in place (dist_allreduce_start_f32 + wait)
 void dist_allreduce_sum_f64(double *buf, int n);              // in place
 void dist_allreduce_max_f64(double *buf, int n);              // in place
 int dist_allreduce_max_int(int x);
@@ -46,9 +46,24 @@ void dist_shard_init(DistShard *s, int64_t n, int size, int rank);
 int64_t dist_shard_lo(const DistShard *s);
 int64_t dist_shard_count(const DistShard *s);
 
-// Sums the padded buffers of all ranks and leaves this rank's shard of the sum in the buffer; returns where it is
-// (the start of buf on the MPI path). buf holds s->padded floats; the rest of it is scratch afterwards.
-float *dist_reduce_scatter_sum_f32(float *buf, const DistShard *s);
+// Nonblocking sums, for overlapping the gradient reduction with the backward pass: each call queues its requests
+// in q and returns at once; the buffers stay in use until dist_queue_wait. MPI moves queued requests on only inside
+// MPI calls, so a caller doing other work calls dist_queue_test between pieces of it. Like the blocking calls,
+// the same calls on the same number of ranks give the same bits.
+typedef struct {
+    void *reqs;   // MPI_Request[cap]
+    int **counts; // [cap] receive counts a reduce-scatter reads until it completes (or NULL)
+    int n, cap;
+} DistQueue;
+// buf[0, n) summed over ranks, in place, on every rank.
+void dist_allreduce_start_f32(float *buf, int64_t n, DistQueue *q);
+// Elements [lo, hi) of the padded layout s (buf holds s->padded floats, only read) summed over ranks: the sums of
+// the elements inside this rank's shard land in shard[i - rank * s->shard] (shard holds s->shard floats).
+void dist_reduce_scatter_start_f32(const float *buf, int64_t lo, int64_t hi, const DistShard *s, float *shard,
+                                   DistQueue *q);
+void dist_queue_test(DistQueue *q); // lets MPI progress the queued requests; returns at once
+void dist_queue_wait(DistQueue *q); // completes every queued request and empties the queue
+void dist_queue_free(DistQueue *q);
 // Every rank's shard [r * shard, ...) of buf (n floats, no padding needed) is sent to all: buf ends identical on
 // every rank. Each rank's shard must be at its place in buf before the call.
 void dist_allgather_f32(float *buf, const DistShard *s);

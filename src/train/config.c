@@ -139,6 +139,9 @@ static const ConfigKey KEYS[] = {
             "floor of the cosine schedule, as a fraction of lr"),
     K_FLOAT("train", "grad_clip", train.grad_clip, "1.0", 0, 1e6, 0, "global L2 gradient-norm limit; 0 = off"),
     K_INT("train", "threads", train.threads, "0", 0, 4096, "CPU threads per process; 0 = all cores"),
+    K_FLOAT("train", "reduce_bucket_mb", train.reduce_bucket_mb, "1.0", 0, 1024, 0,
+            "with several ranks, the gradient reduction starts during the last UNet backward whenever this many "
+            "MiB of gradients are final (docs/DISTRIBUTED.md); 0 = one reduction after the backward"),
 
     K_STRING("data", "prompts", data.prompts, "data/prompts/default.txt", NONEMPTY | IS_PATH,
              "prompt file: UTF-8, one prompt per line, blank lines and # comments skipped"),

@@ -68,6 +68,7 @@ typedef struct {
         double min_lr_ratio;                   // cosine floor, as a fraction of lr
         double grad_clip;                      // global L2 norm limit; 0 = off
         int threads;                           // 0 = all cores
+        double reduce_bucket_mb;               // gradient reduction bucket during the backward; 0 = after it
     } train;
     struct {
         char prompts[CONFIG_PATH_MAX];         // prompt file (src/io/prompts.h)

@@ -21,11 +21,12 @@ static const Field NUMBERS[] = {
     {"reward_mean", offsetof(MetricsRow, reward_mean)}, {"reward_std", offsetof(MetricsRow, reward_std)},
     {"loss", offsetof(MetricsRow, loss)},               {"grad_norm", offsetof(MetricsRow, grad_norm)},
     {"lr", offsetof(MetricsRow, lr)},                   {"peak_rss_bytes", offsetof(MetricsRow, peak_rss_bytes)},
+    {"reduce_overlap", offsetof(MetricsRow, reduce_overlap)},
 };
 static const Field SECONDS[] = {
     {"rollout", offsetof(MetricsRow, t_rollout)}, {"decode", offsetof(MetricsRow, t_decode)},
     {"reward", offsetof(MetricsRow, t_reward)},   {"backward", offsetof(MetricsRow, t_backward)},
-    {"update", offsetof(MetricsRow, t_update)},
+    {"update", offsetof(MetricsRow, t_update)},   {"reduce_wait", offsetof(MetricsRow, t_reduce_wait)},
 };
 #define N_NUMBERS (sizeof NUMBERS / sizeof NUMBERS[0])
 #define N_SECONDS (sizeof SECONDS / sizeof SECONDS[0])

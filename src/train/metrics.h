@@ -17,6 +17,8 @@ typedef struct {
     double loss, grad_norm, lr;
     int skipped;                            // 1: the update was skipped (non-finite gradients)
     double t_rollout, t_decode, t_reward, t_backward, t_update; // seconds per phase
+    double t_reduce_wait;                   // seconds waiting for the gradient reduction after the backward
+    double reduce_overlap;                  // fraction of the gradient whose reduction started during the backward
     double peak_rss_bytes;
     int n_rewards;
     char reward_names[METRICS_MAX_REWARDS][32];
@@ -45,7 +47,7 @@ typedef struct {
 MetricsLog metrics_read(const char *path);
 void metrics_free(MetricsLog *log);
 // One column as doubles: "iteration", "reward_mean", "reward_std", "loss", "grad_norm", "lr", "skipped",
-// "seconds.rollout" (and decode, reward, backward, update), "peak_rss_bytes" or "reward.<name>" (NaN where a row
+// "seconds.rollout" (and decode, reward, backward, update, reduce_wait), "reduce_overlap", "peak_rss_bytes" or "reward.<name>" (NaN where a row
 // lacks that reward). out has log->n entries. Internal failure on an unknown column.
 void metrics_column(const MetricsLog *log, const char *column, double *out);
 

@@ -2,7 +2,8 @@
 // takes the slice [r B / R, (r + 1) B / R) of each iteration's global batch, with prompts and noise keyed by global
 // sample index, runs one engine iteration (docs/METHOD.md) with the loss scaled by 1 / B, and the ranks sum their
 // gradients: an all-reduce for LoRA (every rank holds the adapters and their Adam moments), a reduce-scatter for
-// full fine-tuning (each rank updates its shard of the fp32 weights and moments, then the weights are all-gathered).
+// full fine-tuning (each rank updates its shard of the fp32 weights and moments, then the weights are all-gathered),
+// both started in buckets during the iteration's last UNet backward (grad_sync.h).
 // Clipping and the non-finite guard use the global norm. Rank 0 writes the run folder (config.ini, metrics.jsonl,
 // sample grids, reward curve, exported weights); all ranks write the HDF5 checkpoints together, resume from them,
 // and stop cleanly on SIGTERM / SIGUSR1 after a checkpoint.
@@ -23,6 +24,7 @@
 #include "../io/prompts.h"
 #include "../models/weights.h"
 #include "../ops/ops.h"
+#include "grad_sync.h"
 #include "lora.h"
 #include "model.h"
 #include "optim.h"
@@ -40,6 +42,8 @@ typedef struct {
     int64_t n;
     int sharded;            // full fine-tuning: m and v hold this rank's shard only
     DistShard shard;        // this rank's range of the flat buffers (sharded state; checkpoint writes)
+    float *gshard;          // sharded: this rank's shard of the summed gradient [shard.shard]
+    GradSync sync;          // the reduction, started during the last backward (grad_sync.h)
     Engine eng;
     int B, Bl, b0;          // global batch; this rank's slice [b0, b0 + Bl)
     int h, w, H, W;
@@ -109,10 +113,17 @@ static void trainer_setup(Trainer *t, const Config *c) {
     engine_init(&t->eng, &t->model.unet, &t->grads, &t->model.vae, &t->model.sched, &t->rewards, guidance,
                 (float)c->sampler.eta, t->Bl, t->h, t->w, 77);
     t->eng.loss_scale = 1.0f / (float)t->B; // the reduced gradient is the one of the global batch
+    if (t->sharded) t->gshard = xaligned_alloc(sizeof(float) * (size_t)t->shard.shard);
+    grad_sync_init(&t->sync, t->sharded ? &t->grad_mem : &t->lora.grads, &t->model.unet.cfg, t->g, t->n,
+                   t->sharded ? t->shard.padded : t->n, t->sharded ? &t->shard : NULL, t->gshard,
+                   c->train.reduce_bucket_mb);
+    if (dist_size() > 1) t->eng.ready = grad_sync_ready, t->eng.ready_ctx = &t->sync;
 }
 
 static void trainer_free(Trainer *t) {
     engine_free(&t->eng);
+    grad_sync_free(&t->sync);
+    free(t->gshard);
     if (t->cfg->train.trainable == TRAINABLE_FULL) arena_free(&t->grad_mem);
     else lora_free(&t->lora);
     free(t->m);
@@ -136,17 +147,15 @@ static CkptTensors trainer_tensors(Trainer *t, int loading) {
     return k;
 }
 
-// Sums the ranks' gradients and applies AdamW to this rank's part (then shares the updated weights when they are
-// sharded). Returns the global gradient norm; a non-finite norm skips the update on every rank.
+// Completes the sum of the ranks' gradients (started during the backward) and applies AdamW to this rank's part
+// (then shares the updated weights when they are sharded). Returns the global gradient norm; a non-finite norm
+// skips the update on every rank.
 static double trainer_update(Trainer *t, const AdamWConfig *oc, float lr, int *applied, int *skipped) {
-    float *g = t->g, *p = t->p;
+    float *g = grad_sync_finish(&t->sync), *p = t->p;
     int64_t count = t->n;
     if (t->sharded) {
-        g = dist_reduce_scatter_sum_f32(t->g, &t->shard);
         p = t->p + dist_shard_lo(&t->shard);
         count = dist_shard_count(&t->shard);
-    } else {
-        dist_allreduce_sum_f32(t->g, t->n);
     }
     double sumsq = grad_sumsq(g, count);
     if (t->sharded) dist_allreduce_sum_f64(&sumsq, 1);
@@ -351,6 +360,9 @@ int trainer_run(const Config *c, const char *resume) {
     printf("  %-12s %6d tensors %12lld elements %12s (cpu)%s\n", "optimizer", 2, (long long)(2 * moments),
            dt_format_bytes(nb, sizeof nb, 8.0 * (double)moments),
            t.sharded && dist_size() > 1 ? " this rank's shard" : "");
+    if (t.sharded)
+        printf("  %-12s %6d tensors %12lld elements %12s (cpu) the summed gradient's shard\n", "grad-shard", 1,
+               (long long)t.shard.shard, dt_format_bytes(nb, sizeof nb, 4.0 * (double)t.shard.shard));
     arena_print(&t.eng.unet_mem);
     arena_print(&t.eng.vae_mem);
     arena_print(&t.eng.mem);
@@ -408,6 +420,7 @@ int trainer_run(const Config *c, const char *resume) {
         if (t.sharded) arena_zero(&t.grad_mem); // with its padding
         else memset(t.g, 0, sizeof(float) * (size_t)t.n);
         IterResult res;
+        grad_sync_begin(&t.sync);
         engine_iteration(&t.eng, &plan, &cond, batch_prompts, &xT, c->sampler.eta > 0 ? &z : NULL,
                          mc.method == METHOD_DRAFT_LV ? &lv : NULL, &res);
         prompt_embeds_free(&emb);
@@ -426,7 +439,9 @@ int trainer_run(const Config *c, const char *resume) {
         dist_allgather_f64(mine, Bl, rewards);
         MetricsRow row = {.iteration = it + 1, .loss = loss, .grad_norm = norm, .lr = lr, .skipped = skip,
                           .t_rollout = res.sec_rollout, .t_decode = res.sec_decode, .t_reward = res.sec_reward,
-                          .t_backward = res.sec_backward, .t_update = dt_now() - tu, .peak_rss_bytes = rss};
+                          .t_backward = res.sec_backward, .t_update = dt_now() - tu, .peak_rss_bytes = rss,
+                          .t_reduce_wait = t.sync.sec_wait,
+                          .reduce_overlap = (double)t.sync.early / (double)(t.sync.end > 0 ? t.sync.end : 1)};
         double mean = 0, var = 0;
         for (int b = 0; b < B; b++) mean += rewards[b] / B;
         for (int b = 0; b < B; b++) var += (rewards[b] - mean) * (rewards[b] - mean) / B;

@@ -1,0 +1,73 @@
+// grad_sync.c: bucketed gradient reduction during the backward (grad_sync.h).
+#include "grad_sync.h"
+
+#include <string.h>
+
+#include "../core/common.h"
+
+void grad_sync_init(GradSync *s, const Arena *layout, const UNetConfig *cfg, float *g, int64_t n, int64_t end,
+                    const DistShard *shard, float *out, double bucket_mb) {
+    memset(s, 0, sizeof *s);
+    s->g = g, s->end = end, s->shard = shard, s->out = out;
+    s->n_parts = unet_backward_parts(cfg);
+    s->bucket = (int64_t)(bucket_mb * (1 << 20) / sizeof(float));
+    CHECK(layout->base == (void *)g && n <= end && s->n_parts <= GRAD_SYNC_MAX_PARTS, "",
+          "gradient layout does not match its buffer");
+    CHECK(!shard || end == shard->padded, "", "sharded gradient of %lld floats, layout of %lld", (long long)end,
+          shard ? (long long)shard->padded : 0LL);
+    // ready_lo[p]: the lowest float of parts 0..p; every tensor of a part q must lie below ready_lo[q - 1], so that
+    // announcing the suffix after part q - 1 never includes a gradient still being accumulated
+    int64_t lo[GRAD_SYNC_MAX_PARTS];
+    for (int p = 0; p < s->n_parts; p++) lo[p] = end;
+    int *part = xmalloc(sizeof(int) * (size_t)(layout->n > 0 ? layout->n : 1));
+    for (int i = 0; i < layout->n; i++) {
+        const ArenaEntry *e = &layout->entries[i];
+        int64_t a = (int64_t)(e->offset / sizeof(float));
+        part[i] = a < n ? unet_param_part(cfg, e->name) : 0; // padding is final from the start
+        if (a < lo[part[i]]) lo[part[i]] = a;
+    }
+    for (int p = 0; p < s->n_parts; p++) s->ready_lo[p] = p && s->ready_lo[p - 1] < lo[p] ? s->ready_lo[p - 1] : lo[p];
+    s->ready_lo[s->n_parts - 1] = 0; // the whole buffer is final when the backward ends
+    for (int i = 0; i < layout->n; i++) {
+        const ArenaEntry *e = &layout->entries[i];
+        int64_t b = (int64_t)(e->offset / sizeof(float)) + tensor_numel(&e->desc);
+        CHECK(part[i] == 0 || (b <= s->ready_lo[part[i] - 1] && b <= n), "",
+              "'%s' (UNet backward part %d) lies in the gradients announced final after part %d", e->name, part[i],
+              part[i] - 1);
+    }
+    free(part);
+}
+
+// Starts the reduction of [lo, s->sent).
+static void start(GradSync *s, int64_t lo) {
+    if (lo >= s->sent) return;
+    if (s->shard) dist_reduce_scatter_start_f32(s->g, lo, s->sent, s->shard, s->out, &s->q);
+    else dist_allreduce_start_f32(s->g + lo, s->sent - lo, &s->q);
+    s->sent = lo;
+}
+
+void grad_sync_begin(GradSync *s) {
+    CHECK(s->q.n == 0, "", "gradient reductions of the previous iteration still queued");
+    s->sent = s->end, s->early = 0, s->sec_wait = 0;
+}
+
+void grad_sync_ready(void *ctx, int part) {
+    GradSync *s = ctx;
+    CHECK(part >= 0 && part < s->n_parts, "", "UNet backward part %d of %d", part, s->n_parts);
+    int64_t lo = s->ready_lo[part];
+    if (s->bucket > 0 && part < s->n_parts - 1 && s->sent - lo >= s->bucket) { // the last part: finish starts it
+        s->early += s->sent - lo;
+        start(s, lo);
+    }
+    dist_queue_test(&s->q);
+}
+
+float *grad_sync_finish(GradSync *s) {
+    double t0 = dt_now();
+    start(s, 0);
+    dist_queue_wait(&s->q);
+    s->sec_wait = dt_now() - t0;
+    return s->shard ? s->out : s->g;
+}
+
+void grad_sync_free(GradSync *s) { dist_queue_free(&s->q); }
