@@ -42,7 +42,7 @@ typedef struct {
     int64_t n;
     int sharded;            // full fine-tuning: m and v hold this rank's shard only
     DistShard shard;        // this rank's range of the flat buffers (sharded state; checkpoint writes)
-    float *gshard;          // sharded: this rank's shard of the summed gradient [shard.shard]
+    float *gshard;          // sharded on several ranks: this rank's shard of the summed gradient [shard.shard]
     GradSync sync;          // the reduction, started during the last backward (grad_sync.h)
     Engine eng;
     int B, Bl, b0;          // global batch; this rank's slice [b0, b0 + Bl)
@@ -113,9 +113,11 @@ static void trainer_setup(Trainer *t, const Config *c) {
     engine_init(&t->eng, &t->model.unet, &t->grads, &t->model.vae, &t->model.sched, &t->rewards, guidance,
                 (float)c->sampler.eta, t->Bl, t->h, t->w, 77);
     t->eng.loss_scale = 1.0f / (float)t->B; // the reduced gradient is the one of the global batch
-    if (t->sharded) t->gshard = xaligned_alloc(sizeof(float) * (size_t)t->shard.shard);
+    // one rank: the shard is the whole buffer, so the gradient stays where the backward left it
+    int scatter = t->sharded && R > 1;
+    if (scatter) t->gshard = xaligned_alloc(sizeof(float) * (size_t)t->shard.shard);
     grad_sync_init(&t->sync, t->sharded ? &t->grad_mem : &t->lora.grads, &t->model.unet.cfg, t->g, t->n,
-                   t->sharded ? t->shard.padded : t->n, t->sharded ? &t->shard : NULL, t->gshard,
+                   t->sharded ? t->shard.padded : t->n, scatter ? &t->shard : NULL, t->gshard,
                    c->train.reduce_bucket_mb);
     if (dist_size() > 1) t->eng.ready = grad_sync_ready, t->eng.ready_ctx = &t->sync;
 }
@@ -360,7 +362,7 @@ int trainer_run(const Config *c, const char *resume) {
     printf("  %-12s %6d tensors %12lld elements %12s (cpu)%s\n", "optimizer", 2, (long long)(2 * moments),
            dt_format_bytes(nb, sizeof nb, 8.0 * (double)moments),
            t.sharded && dist_size() > 1 ? " this rank's shard" : "");
-    if (t.sharded)
+    if (t.gshard)
         printf("  %-12s %6d tensors %12lld elements %12s (cpu) the summed gradient's shard\n", "grad-shard", 1,
                (long long)t.shard.shard, dt_format_bytes(nb, sizeof nb, 4.0 * (double)t.shard.shard));
     arena_print(&t.eng.unet_mem);
