@@ -60,6 +60,7 @@ int cmd_bench_overlap(int argc, char **argv) {
     }
     dist_init(NULL, NULL);
     int R = dist_size(), root = dist_rank() == 0;
+    USER_CHECK(R > 1, "drtune bench overlap: one rank has nothing to reduce; start it with mpirun -np R (R >= 2)");
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (threads == 0) threads = cores / dist_local_size() > 1 ? (int)(cores / dist_local_size()) : 1;
     ops_set_threads(threads);
