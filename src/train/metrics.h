@@ -47,8 +47,8 @@ typedef struct {
 MetricsLog metrics_read(const char *path);
 void metrics_free(MetricsLog *log);
 // One column as doubles: "iteration", "reward_mean", "reward_std", "loss", "grad_norm", "lr", "skipped",
-// "seconds.rollout" (and decode, reward, backward, update, reduce_wait), "reduce_overlap", "peak_rss_bytes" or "reward.<name>" (NaN where a row
-// lacks that reward). out has log->n entries. Internal failure on an unknown column.
+// "seconds.rollout" (and decode, reward, backward, update, reduce_wait), "reduce_overlap", "peak_rss_bytes" or
+// "reward.<name>" (NaN where a row lacks that reward). out has log->n entries. Internal failure on an unknown column.
 void metrics_column(const MetricsLog *log, const char *column, double *out);
 
 // Progress display. AUTO: a bar when `out` is a terminal, otherwise a plain line every `every` iterations (and at
