@@ -324,12 +324,13 @@ void vae_mid_backward(const VAEMid *m, VAEMid *g, const VAEMidActs *x, const Ten
     flow_swap(f);
 }
 
-static void up_level_backward(const VAELevel *lv, VAELevel *g, const VAELevelActs *x, const Tensor *in, GradFlow *f,
-                              Scratch s) {
+void vae_level_backward(const VAELevel *lv, VAELevel *g, const VAELevelActs *x, const Tensor *in, int up, GradFlow *f,
+                        Scratch s) {
     if (lv->has_sampler) {
         const Tensor *last = &x->res_out[lv->n_layers - 1];
         Tensor din = view_like(f->other, last), dout = view_like(f->cur, &x->sampler_out);
-        upsample_backward(&lv->sampler, GRAD(g, sampler), &din, &dout, last, s);
+        if (up) upsample_backward(&lv->sampler, GRAD(g, sampler), &din, &dout, last, s);
+        else downsample_backward(&lv->sampler, GRAD(g, sampler), &din, &dout, last, s);
         flow_swap(f);
     }
     for (int j = lv->n_layers - 1; j >= 0; j--) {
@@ -360,8 +361,8 @@ void vae_decode_backward(const VAE *v, VAE *g, VAEDecodeActs *x, const Tensor *d
                            &x->norm_rstd, &v->dec_norm_out.weight, c->groups);
     }
     for (int i = L - 1; i >= 0; i--)
-        up_level_backward(&v->dec_up[i], GRAD(g, dec_up[i]), &x->up[i],
-                          i ? level_out(&x->up[i - 1], &v->dec_up[i - 1]) : &x->mid.out[2], &f, s);
+        vae_level_backward(&v->dec_up[i], GRAD(g, dec_up[i]), &x->up[i],
+                           i ? level_out(&x->up[i - 1], &v->dec_up[i - 1]) : &x->mid.out[2], 1, &f, s);
     vae_mid_backward(&v->dec_mid, GRAD(g, dec_mid), &x->mid, &x->conv_in_out, c->mid_attention, &f, s);
     const Tensor *dec_in = c->post_quant_conv ? &x->pq_out : &x->z;
     Tensor din = view_like(f.other, dec_in), dout = view_like(f.cur, &x->conv_in_out);

@@ -90,6 +90,10 @@ void vae_plan_encode_acts(Arena *a, VAEEncodeActs *acts, const VAE *vae, int64_t
 // by the decoder's and the encoder's backward. Parameter gradients accumulate into g (NULL: none).
 void vae_mid_backward(const VAEMid *m, VAEMid *g, const VAEMidActs *x, const Tensor *in, int attn, GradFlow *f,
                       Scratch s);
+// Backward of an up (decoder, up = 1) or down (encoder, up = 0) level from f->cur at its output to f->other at
+// `in`: its up/downsampler, then its resnets in reverse.
+void vae_level_backward(const VAELevel *lv, VAELevel *g, const VAELevelActs *x, const Tensor *in, int up, GradFlow *f,
+                        Scratch s);
 
 // image [B, out, h f, w f] (f = 2^(levels-1)) = decoder(post_quant_conv(latents / scaling_factor)), in [-1, 1]
 // nominally, not clamped.

@@ -38,22 +38,6 @@ void vae_encode_grad_free(VAEEncodeGrad *gb) {
     memset(gb, 0, sizeof *gb);
 }
 
-static void down_level_backward(const VAELevel *lv, VAELevel *g, const VAELevelActs *x, const Tensor *in, GradFlow *f,
-                                Scratch s) {
-    if (lv->has_sampler) {
-        const Tensor *last = &x->res_out[lv->n_layers - 1];
-        Tensor din = view_like(f->other, last), dout = view_like(f->cur, &x->sampler_out);
-        downsample_backward(&lv->sampler, GRAD(g, sampler), &din, &dout, last, s);
-        flow_swap(f);
-    }
-    for (int j = lv->n_layers - 1; j >= 0; j--) {
-        const Tensor *rin = j ? &x->res_out[j - 1] : in;
-        Tensor din = view_like(f->other, rin), dout = view_like(f->cur, &x->res_out[j]);
-        resnet_backward(&lv->res[j], GRAD(g, res[j]), &x->res[j], &din, NULL, &dout, rin, NULL, s);
-        flow_swap(f);
-    }
-}
-
 void vae_encode_backward(const VAE *v, VAE *g, VAEEncodeActs *x, VAEEncodeGrad *gb, const Tensor *image,
                          const Tensor *dmean, const Tensor *dlogvar) {
     const VAEConfig *c = &v->cfg;
@@ -96,8 +80,8 @@ void vae_encode_backward(const VAE *v, VAE *g, VAEEncodeActs *x, VAEEncodeGrad *
     vae_mid_backward(&v->enc_mid, GRAD(g, enc_mid), &x->mid, level_out(&x->down[L - 1], &v->enc_down[L - 1]),
                  c->mid_attention, &f, s);
     for (int i = L - 1; i >= 0; i--)
-        down_level_backward(&v->enc_down[i], GRAD(g, enc_down[i]), &x->down[i],
-                            i ? level_out(&x->down[i - 1], &v->enc_down[i - 1]) : &x->conv_in_out, &f, s);
+        vae_level_backward(&v->enc_down[i], GRAD(g, enc_down[i]), &x->down[i],
+                           i ? level_out(&x->down[i - 1], &v->enc_down[i - 1]) : &x->conv_in_out, 0, &f, s);
     Tensor dout = view_like(f.cur, &x->conv_in_out);
     conv2d_backward(NULL, GRAD(g, enc_conv_in.weight), GRAD(g, enc_conv_in.bias), &dout, image,
                     &v->enc_conv_in.weight, 1, 1);
