@@ -145,29 +145,17 @@ TOKENIZER_CONFIG_L = {
 }
 SPECIAL_TOKENS_L = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
                     "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+# The second (OpenCLIP bigG) tokenizer differs only in its pad token "!" (id 0)
 TOKENIZER_CONFIG_G = {
-    "add_prefix_space": False,
+    **TOKENIZER_CONFIG_L,
     "added_tokens_decoder": {
         "0": {"content": "!", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
               "special": True},
-        "49406": {"content": "<|startoftext|>", "lstrip": False, "normalized": True, "rstrip": False,
-                  "single_word": False, "special": False},
-        "49407": {"content": "<|endoftext|>", "lstrip": False, "normalized": False, "rstrip": False,
-                  "single_word": False, "special": False},
+        **TOKENIZER_CONFIG_L["added_tokens_decoder"],
     },
-    "additional_special_tokens": [],
-    "bos_token": "<|startoftext|>",
-    "clean_up_tokenization_spaces": True,
-    "do_lower_case": True,
-    "eos_token": "<|endoftext|>",
-    "errors": "replace",
-    "model_max_length": 77,
     "pad_token": "!",
-    "tokenizer_class": "CLIPTokenizer",
-    "unk_token": "<|endoftext|>",
 }
-SPECIAL_TOKENS_G = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-                    "pad_token": "!", "unk_token": "<|endoftext|>"}
+SPECIAL_TOKENS_G = {**SPECIAL_TOKENS_L, "pad_token": "!"}
 
 CLIP_L_REAL = {
     "architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0,
