@@ -12,7 +12,6 @@
 
 #include "args.h"
 #include "core/common.h"
-#include "ops/ops.h"
 #include "train/setup.h"
 
 typedef struct {
@@ -51,7 +50,7 @@ static void mem_usage(FILE *f) {
 // The child: one iteration of case mc under config c; writes a MemResult to fd.
 static void mem_child(const Config *c, const MemCase *mc, int print_plan, int fd) {
     double t0 = dt_now();
-    if (c->train.threads > 0) ops_set_threads(c->train.threads);
+    setup_threads(c->train.threads);
     Model m;
     model_load(&m, c->model.path, c->sampler.steps);
     SetupRewards rewards;

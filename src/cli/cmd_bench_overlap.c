@@ -6,13 +6,12 @@
 // LoRA adapters' (all-reduce).
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "args.h"
 #include "core/common.h"
 #include "core/rng.h"
 #include "dist/dist.h"
-#include "ops/ops.h"
+#include "train/setup.h"
 #include "train/grad_sync.h"
 #include "train/lora.h"
 
@@ -61,9 +60,7 @@ int cmd_bench_overlap(int argc, char **argv) {
     dist_init(NULL, NULL);
     int R = dist_size(), root = dist_rank() == 0;
     USER_CHECK(R > 1, "drtune bench overlap: one rank has nothing to reduce; start it with mpirun -np R (R >= 2)");
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (threads == 0) threads = cores / dist_local_size() > 1 ? (int)(cores / dist_local_size()) : 1;
-    ops_set_threads(threads);
+    threads = setup_threads(threads);
     UNetConfig cfg;
     unet_load_config(&cfg, dir);
     int64_t f = (int64_t)1 << (cfg.levels - 1), T = 77;

@@ -13,7 +13,6 @@
 #include "args.h"
 #include "core/common.h"
 #include "io/prompts.h"
-#include "ops/ops.h"
 #include "train/setup.h"
 
 #define EVAL_MAX_SEEDS 100000
@@ -191,7 +190,7 @@ static void eval_write(const EvalArgs *a, char **prompts, int n_prompts, double 
 int cmd_eval(int argc, char **argv) {
     EvalArgs a;
     eval_parse(&a, argc, argv);
-    if (a.threads > 0) ops_set_threads(a.threads);
+    setup_threads(a.threads);
     SetupRewards rewards;
     setup_rewards(&rewards, a.n_rewards, a.rewards, a.weights, a.colour);
     int n_prompts;

@@ -11,7 +11,6 @@
 #include "core/common.h"
 #include "io/prompts.h"
 #include "io/safetensors.h"
-#include "ops/ops.h"
 #include "train/setup.h"
 
 static void grad_usage(FILE *f) {
@@ -96,7 +95,7 @@ int cmd_grad(int argc, char **argv) {
     Config c;
     config_load(&c, config, n_over, overrides);
     free(overrides);
-    if (c.train.threads > 0) ops_set_threads(c.train.threads);
+    setup_threads(c.train.threads);
 
     Model m;
     model_load(&m, c.model.path, c.sampler.steps);

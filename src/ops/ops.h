@@ -21,8 +21,9 @@ extern "C" {
 // scratch memory shared by ops (grows, never shrinks; ops call it before their parallel regions)
 void *ops_workspace(Device d, size_t bytes);
 void ops_workspace_free(void);
-// number of OpenMP threads the CPU ops use (0 = OpenMP default)
+// number of OpenMP threads the CPU ops use (n <= 0: unchanged), and the number in use
 void ops_set_threads(int n);
+int ops_get_threads(void);
 
 // ---------------------------------------------------------------------------------------------------------------
 // linear: out[N, OC] = in[N, IC] @ w[OC, IC]^T + b[OC]   (b may be NULL; in/out may carry leading dims)

@@ -31,6 +31,8 @@ void ops_set_threads(int n) {
     if (n > 0) omp_set_num_threads(n);
 }
 
+int ops_get_threads(void) { return omp_get_max_threads(); }
+
 void ops_expect_cpu_(const Tensor *t, const char *op, const char *file, int line) {
     if (t->device != DEVICE_CPU)
         dt_fatal(file, line, "this op has no kernel for that device yet", "%s: got a %s tensor on the CPU path", op,

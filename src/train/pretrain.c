@@ -10,6 +10,7 @@
 #include "../data/scenes.h"
 #include "../models/vae_encoder_backward.h"
 #include "../ops/ops.h"
+#include "setup.h"
 #include "optim.h"
 #include "pretrain_internal.h"
 
@@ -392,7 +393,7 @@ static void build_tokenizer(Pretrainer *t) {
 }
 
 int pretrain_run(const PretrainConfig *c, int resume, int stop_after) {
-    if (c->train.threads > 0) ops_set_threads(c->train.threads);
+    setup_threads(c->train.threads);
     Pretrainer *t = xcalloc(1, sizeof *t);
     t->c = c;
     dt_mkdirs(c->output.dir);

@@ -9,11 +9,12 @@
 #include "../io/png.h"
 #include "model.h"
 #include "pretrain.h"
+#include "setup.h"
 
 #define GRID_MAX 64
 
 double pretrain_eval(const PretrainConfig *c, const char *model_dir, double *shape_acc) {
-    if (c->train.threads > 0) ops_set_threads(c->train.threads);
+    setup_threads(c->train.threads);
     const char *dir = model_dir ? model_dir : c->model.out;
     Model m;
     model_load(&m, dir, c->eval.steps);

@@ -2,11 +2,15 @@
 // LoRA files of unknown rank and targets.
 #include "setup.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/common.h"
 #include "../core/device.h"
+#include "../dist/dist.h"
 #include "../io/safetensors.h"
+#include "../ops/ops.h"
 
 void setup_rewards(SetupRewards *r, int n, const char (*names)[32], const double *weights, const double *colour) {
     CHECK(n >= 1 && n <= CONFIG_MAX_REWARDS, "", "%d rewards", n);
@@ -47,6 +51,16 @@ void setup_trainable_free(TrainSet *t) {
     if (t->kind == TRAINABLE_FULL) arena_free(&t->grad_mem);
     else lora_free(&t->lora);
     memset(t, 0, sizeof *t);
+}
+
+int setup_threads(int requested) {
+    if (requested > 0) {
+        ops_set_threads(requested);
+    } else if (dist_local_size() > 1 && !getenv("OMP_NUM_THREADS")) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        ops_set_threads(cores / dist_local_size() > 1 ? (int)(cores / dist_local_size()) : 1);
+    }
+    return ops_get_threads();
 }
 
 MethodConfig setup_method(const Config *c) {

@@ -38,6 +38,11 @@ typedef struct {
 void setup_trainable(TrainSet *t, Model *m, const Config *c);
 void setup_trainable_free(TrainSet *t);
 
+// CPU threads of this process: `requested` when > 0; otherwise OMP_NUM_THREADS when set; otherwise, when several
+// ranks of the job share this host, its cores divided equally between them (else OpenMP's default, all cores).
+// Returns the number in use.
+int setup_threads(int requested);
+
 // The method section as the engine takes it.
 MethodConfig setup_method(const Config *c);
 

@@ -28,6 +28,7 @@
 #include "lora.h"
 #include "model.h"
 #include "optim.h"
+#include "setup.h"
 
 typedef struct {
     const Config *cfg;
@@ -59,12 +60,7 @@ static void trainer_setup(Trainer *t, const Config *c) {
                "train.batch = %d is not divisible by the %d ranks of this job (each rank takes an equal slice of "
                "the global batch)",
                c->train.batch, R);
-    if (c->train.threads > 0) {
-        ops_set_threads(c->train.threads);
-    } else if (dist_local_size() > 1 && !getenv("OMP_NUM_THREADS")) { // share the host's cores between its ranks
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        ops_set_threads(cores / dist_local_size() > 1 ? (int)(cores / dist_local_size()) : 1);
-    }
+    setup_threads(c->train.threads);
     model_load(&t->model, c->model.path, c->sampler.steps);
     for (int i = 0; i < c->reward.n_names; i++) {
         float col[3] = {(float)c->reward.colour[0], (float)c->reward.colour[1], (float)c->reward.colour[2]};
