@@ -75,7 +75,7 @@ static void check_backward(const char *dir, int lora) {
     float *g = layout->base;
     int64_t n = (int64_t)(layout->size / sizeof(float));
     GradSync s;
-    grad_sync_init(&s, layout, c, g, n, n, NULL, NULL, 0.0);
+    grad_sync_init(&s, layout, c, n, n, NULL, NULL, 0.0);
     Watch w = {.sync = &s};
     acts.ready = watch_ready, acts.ready_ctx = &w;
     grad_sync_begin(&s);
@@ -108,8 +108,8 @@ static void check_backward(const char *dir, int lora) {
     memcpy(padded, g, sizeof(float) * (size_t)n);
     GradSync s2;
     Arena shifted = *layout;
-    shifted.base = padded;
-    grad_sync_init(&s2, &shifted, c, padded, n, sh.padded, &sh, out, 1e-4);
+    shifted.base = padded, shifted.size = sizeof(float) * (size_t)sh.padded;
+    grad_sync_init(&s2, &shifted, c, n, sh.padded, &sh, out, 1e-4);
     grad_sync_begin(&s2);
     for (int p = 0; p < s2.n_parts; p++) grad_sync_ready(&s2, p);
     TU_EXPECT(grad_sync_finish(&s2) == out && !memcmp(out, g, sizeof(float) * (size_t)n),
@@ -137,7 +137,7 @@ static void check_layout(const char *config) {
     unet_plan_params(&a, &net, &cfg);
     int64_t n = (int64_t)(a.size / sizeof(float));
     GradSync s;
-    grad_sync_init(&s, &a, &cfg, NULL, n, n, NULL, NULL, 1.0);
+    grad_sync_init(&s, &a, &cfg, n, n, NULL, NULL, 1.0);
     int monotone = s.ready_lo[s.n_parts - 1] == 0;
     for (int p = 1; p < s.n_parts; p++) monotone &= s.ready_lo[p] < s.ready_lo[p - 1];
     const ArenaEntry *first = arena_find(&a, "conv_norm_out.weight");

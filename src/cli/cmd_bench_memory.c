@@ -59,7 +59,7 @@ static void mem_child(const Config *c, const MemCase *mc, int print_plan, int fd
     if (H <= 0) H = W = m.unet.cfg.sample_size * (1 << (m.vae.cfg.levels - 1));
     setup_latent_size(&m, H, W, "--height and --width", &h, &w);
     TrainSet ts;
-    setup_trainable(&ts, &m, c);
+    setup_trainable(&ts, &m, c, 0);
     Engine e;
     engine_init(&e, &m.unet, &ts.slots, &m.vae, &m.sched, &rewards.set, (float)c->sampler.guidance, 0.0f, B, h, w,
                 77);

@@ -1,9 +1,9 @@
 // cmd_bench_overlap.c: `drtune bench overlap`, run under mpirun: what starting the gradient reduction during the
 // UNet backward (src/train/grad_sync.h) saves against reducing after it. Each repetition times both ways in turn on
 // the same ranks, model and activations (UNet forward outside the timing; backward + reduction inside), so the
-// two columns share the machine's state and the ratio is measured side by side. The weights are random (timing does
-// not depend on them); the gradient is the full UNet's (reduce-scatter into shards, as full fine-tuning) or the
-// LoRA adapters' (all-reduce).
+// two columns share the machine's state and the ratio is measured side by side. The model's weights may be random
+// (drtune init-weights: timing does not depend on them); the gradient is the trainable set of `drtune train`: the
+// full UNet's (reduce-scatter into shards) or the LoRA adapters' (all-reduce).
 #include <stdio.h>
 #include <string.h>
 
@@ -11,19 +11,19 @@
 #include "core/common.h"
 #include "core/rng.h"
 #include "dist/dist.h"
-#include "train/setup.h"
 #include "train/grad_sync.h"
-#include "train/lora.h"
+#include "train/setup.h"
 
 static void overlap_usage(FILE *f) {
     fprintf(f,
-            "usage: mpirun -np R drtune bench overlap [--unet DIR] [--trainable full|lora] [--batch B] [--size S]\n"
+            "usage: mpirun -np R drtune bench overlap --model DIR [--trainable full|lora] [--batch B] [--size S]\n"
             "                                        [--bucket-mb X] [--reps N] [--threads N]\n"
             "\n"
             "Times one UNet backward plus the gradient reduction over the ranks, with the reduction after the\n"
             "backward and started during it in buckets of X MiB, alternating the two in each of N repetitions.\n"
-            "Defaults: configs/models/sd15-small/unet, full, batch 1, latent 16 x 16, 1 MiB buckets, 5 repetitions,\n"
-            "the host's cores shared between its ranks.\n");
+            "DIR is a diffusers model folder (e.g. drtune init-weights --model configs/models/sd15-small --out DIR).\n"
+            "Defaults: full, batch 1, latent 16 x 16, 1 MiB buckets, 5 repetitions, the host's cores shared between\n"
+            "its ranks.\n");
 }
 
 static double median(double *v, int n) {
@@ -36,9 +36,12 @@ static double median(double *v, int n) {
 }
 
 int cmd_bench_overlap(int argc, char **argv) {
-    const char *dir = "configs/models/sd15-small/unet";
-    int full = 1, B = 1, S = 16, reps = 5, threads = 0;
+    const char *model = NULL;
+    int B = 1, S = 16, reps = 5, threads = 0;
     double bucket_mb = 1.0;
+    Config c;
+    config_defaults(&c);
+    c.train.trainable = TRAINABLE_FULL;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
@@ -46,7 +49,7 @@ int cmd_bench_overlap(int argc, char **argv) {
             return 0;
         }
         const char *v = args_value(argc, argv, &i);
-        if (!strcmp(o, "--unet")) dir = v;
+        if (!strcmp(o, "--model")) model = v;
         else if (!strcmp(o, "--batch")) B = args_int(o, v, 1, 4096);
         else if (!strcmp(o, "--size")) S = args_int(o, v, 8, 1024);
         else if (!strcmp(o, "--bucket-mb")) bucket_mb = args_double(o, v, 1e-3, 1024);
@@ -54,53 +57,34 @@ int cmd_bench_overlap(int argc, char **argv) {
         else if (!strcmp(o, "--threads")) threads = args_int(o, v, 0, 4096);
         else if (!strcmp(o, "--trainable")) {
             USER_CHECK(!strcmp(v, "lora") || !strcmp(v, "full"), "--trainable: '%s' is not lora or full", v);
-            full = !strcmp(v, "full");
+            c.train.trainable = !strcmp(v, "full") ? TRAINABLE_FULL : TRAINABLE_LORA;
         } else dt_user_error("drtune bench overlap: unknown option '%s' (see drtune bench overlap --help)", o);
     }
+    USER_CHECK(model, "drtune bench overlap: --model DIR is required (see drtune bench overlap --help)");
     dist_init(NULL, NULL);
-    int R = dist_size(), root = dist_rank() == 0;
+    int R = dist_size(), root = dist_rank() == 0, full = c.train.trainable == TRAINABLE_FULL;
     USER_CHECK(R > 1, "drtune bench overlap: one rank has nothing to reduce; start it with mpirun -np R (R >= 2)");
     threads = setup_threads(threads);
-    UNetConfig cfg;
-    unet_load_config(&cfg, dir);
+    Model m;
+    model_load(&m, model, 1);
+    const UNet *net = &m.unet;
+    const UNetConfig cfg = net->cfg;
     int64_t f = (int64_t)1 << (cfg.levels - 1), T = 77;
     USER_CHECK(S % f == 0, "--size %d: this UNet needs multiples of %lld", S, (long long)f);
-
-    UNet net, grads;
-    Arena params, gradmem, am;
-    arena_init(&params, "params", DEVICE_CPU);
-    unet_plan_params(&params, &net, &cfg);
-    arena_alloc(&params);
-    float *pw = params.base;
-    rng_normal_fill(pw, (int64_t)(params.size / sizeof(float)), 1, 1, 0);
-    for (int64_t i = 0; i < (int64_t)(params.size / sizeof(float)); i++) pw[i] *= 0.02f;
-    arena_init(&gradmem, "grads", DEVICE_CPU);
-    unet_plan_params(&gradmem, &grads, &cfg);
+    TrainSet ts;
+    setup_trainable(&ts, &m, &c, R);
     DistShard shard;
-    Lora lora;
-    const Arena *layout = &gradmem;
-    int64_t n = (int64_t)(gradmem.size / sizeof(float)), end = n;
-    float *out = NULL;
-    if (full) {
-        dist_shard_init(&shard, n, R, dist_rank());
-        if (shard.padded > n) arena_add(&gradmem, NULL, "shard-padding", DTYPE_F32, 1, (int64_t[]){shard.padded - n});
-        arena_alloc(&gradmem);
-        end = shard.padded;
-        out = xaligned_alloc(sizeof(float) * (size_t)shard.shard);
-    } else {
-        const char *targets[4] = {"to_q", "to_k", "to_v", "to_out.0"};
-        lora_attach(&lora, &net, &params, &grads, 8, 8.0f, targets, 4, 1);
-        layout = &lora.grads;
-        n = end = (int64_t)(lora.grads.size / sizeof(float));
-    }
-    float *g = layout->base;
+    dist_shard_init(&shard, ts.n, R, dist_rank());
+    int64_t end = full ? shard.padded : ts.n;
+    float *out = full ? xaligned_alloc(sizeof(float) * (size_t)shard.shard) : NULL, *g = ts.g;
     GradSync after, during;
-    grad_sync_init(&after, layout, &cfg, g, n, end, full ? &shard : NULL, out, 0.0);
-    grad_sync_init(&during, layout, &cfg, g, n, end, full ? &shard : NULL, out, bucket_mb);
+    grad_sync_init(&after, ts.grads, &cfg, ts.n, end, full ? &shard : NULL, out, 0.0);
+    grad_sync_init(&during, ts.grads, &cfg, ts.n, end, full ? &shard : NULL, out, bucket_mb);
 
     UNetActs acts;
+    Arena am;
     arena_init(&am, "acts", DEVICE_CPU);
-    unet_plan_acts(&am, &acts, &net, B, S, S, T);
+    unet_plan_acts(&am, &acts, net, B, S, S, T);
     arena_alloc(&am);
     int64_t C = cfg.in_channels;
     Tensor x = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)(B * C * S * S)), B, C, S, S);
@@ -108,7 +92,7 @@ int cmd_bench_overlap(int argc, char **argv) {
                                S, S);
     Tensor deps = eps;
     deps.data = xmalloc(tensor_bytes(&eps));
-    Tensor ts = tensor_make(xmalloc(sizeof(float) * (size_t)B), DTYPE_F32, DEVICE_CPU, 1, (int64_t[]){B});
+    Tensor tsteps = tensor_make(xmalloc(sizeof(float) * (size_t)B), DTYPE_F32, DEVICE_CPU, 1, (int64_t[]){B});
     Tensor ctx = tensor_make(xmalloc(sizeof(float) * (size_t)(B * T * cfg.cross_dim)), DTYPE_F32, DEVICE_CPU, 3,
                              (int64_t[]){B, T, cfg.cross_dim});
     Tensor te = tensor_make(xcalloc((size_t)B * (size_t)(cfg.text_embed_dim + 1), sizeof(float)), DTYPE_F32,
@@ -117,14 +101,17 @@ int cmd_bench_overlap(int argc, char **argv) {
     rng_normal_fill(x.data, tensor_numel(&x), 2, (uint64_t)dist_rank(), 0);
     rng_normal_fill(ctx.data, tensor_numel(&ctx), 3, (uint64_t)dist_rank(), 0);
     rng_normal_fill(deps.data, tensor_numel(&deps), 4, (uint64_t)dist_rank(), 0);
-    for (int b = 0; b < B; b++) ((float *)ts.data)[b] = 500.0f;
+    for (int b = 0; b < B; b++) ((float *)tsteps.data)[b] = 500.0f;
 
     char nb[32];
-    if (root)
-        printf("drtune bench overlap: %s, %d rank%s x %d threads, %s gradient %s, batch %d, latent %dx%d, "
+    if (root) {
+        char what[32];
+        snprintf(what, sizeof what, full ? "full UNet" : "LoRA r%d", c.train.lora_rank);
+        printf("drtune bench overlap: %s UNet, %d ranks x %d threads, %s gradient %s, batch %d, latent %dx%d, "
                "%g MiB buckets, %d repetitions\n",
-               dir, R, R == 1 ? "" : "s", threads, full ? "full UNet" : "LoRA r8",
-               dt_format_bytes(nb, sizeof nb, (double)end * sizeof(float)), B, S, S, bucket_mb, reps);
+               model, R, threads, what, dt_format_bytes(nb, sizeof nb, (double)end * sizeof(float)), B, S, S,
+               bucket_mb, reps);
+    }
     double *tot[2], *wait[2], overlap = 0;
     for (int k = 0; k < 2; k++) {
         tot[k] = xmalloc(sizeof(double) * (size_t)reps);
@@ -133,19 +120,19 @@ int cmd_bench_overlap(int argc, char **argv) {
     for (int r = -1; r < reps; r++) { // r = -1: warm-up
         for (int k = 0; k < 2; k++) {
             GradSync *s = k ? &during : &after;
-            unet_forward(&net, &acts, &eps, &x, &ts, &ctx, cfg.text_time ? &te : NULL, cfg.text_time ? &tid : NULL);
+            unet_forward(net, &acts, &eps, &x, &tsteps, &ctx, cfg.text_time ? &te : NULL, cfg.text_time ? &tid : NULL);
             memset(g, 0, sizeof(float) * (size_t)end);
             dist_barrier();
             double t0 = dt_now();
             grad_sync_begin(s);
             acts.ready = grad_sync_ready, acts.ready_ctx = s;
-            unet_backward(&net, &grads, &acts, &deps, NULL, NULL);
+            unet_backward(net, &ts.slots, &acts, &deps, NULL, NULL);
             grad_sync_finish(s);
             double t = dt_now() - t0, w = s->sec_wait;
             dist_allreduce_max_f64(&t, 1); // the slowest rank sets the pace
             dist_allreduce_max_f64(&w, 1);
             if (r >= 0) tot[k][r] = t, wait[k][r] = w;
-            if (k) overlap = (double)s->early / (double)end;
+            if (k) overlap = grad_sync_overlap(s);
         }
     }
     double ta = median(tot[0], reps), tb = median(tot[1], reps), wa = median(wait[0], reps),
@@ -161,15 +148,12 @@ int cmd_bench_overlap(int argc, char **argv) {
     for (int k = 0; k < 2; k++) free(tot[k]), free(wait[k]);
     grad_sync_free(&after);
     grad_sync_free(&during);
-    free(x.data), free(eps.data), free(deps.data), free(ts.data), free(ctx.data), free(te.data), free(tid.data);
+    free(x.data), free(eps.data), free(deps.data), free(tsteps.data), free(ctx.data), free(te.data), free(tid.data);
     free(out);
     unet_acts_free(&acts);
     arena_free(&am);
-    if (!full) lora_free(&lora);
-    arena_free(&gradmem);
-    unet_free(&grads);
-    unet_free(&net);
-    arena_free(&params);
+    setup_trainable_free(&ts);
+    model_free(&m);
     dist_finalize();
     return 0;
 }

@@ -105,7 +105,7 @@ int cmd_grad(int argc, char **argv) {
     char **prompts = prompts_read(c.data.prompts, &n_prompts);
     setup_latent_size(&m, H, W, "sampler.height and sampler.width", &h, &w);
     TrainSet ts;
-    setup_trainable(&ts, &m, &c);
+    setup_trainable(&ts, &m, &c, 0);
     float guidance = c.method.cfg ? (float)c.sampler.guidance : 1.0f;
     Engine e;
     engine_init(&e, &m.unet, &ts.slots, &m.vae, &m.sched, &rewards.set, guidance, (float)c.sampler.eta, B, h, w, 77);

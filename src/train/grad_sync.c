@@ -5,14 +5,15 @@
 
 #include "../core/common.h"
 
-void grad_sync_init(GradSync *s, const Arena *layout, const UNetConfig *cfg, float *g, int64_t n, int64_t end,
+void grad_sync_init(GradSync *s, const Arena *layout, const UNetConfig *cfg, int64_t n, int64_t end,
                     const DistShard *shard, float *out, double bucket_mb) {
     memset(s, 0, sizeof *s);
-    s->g = g, s->end = end, s->shard = shard, s->out = out;
+    s->g = layout->base, s->end = end, s->shard = shard, s->out = out;
     s->n_parts = unet_backward_parts(cfg);
     s->bucket = (int64_t)(bucket_mb * (1 << 20) / sizeof(float));
-    CHECK(layout->base == (void *)g && n <= end && s->n_parts <= GRAD_SYNC_MAX_PARTS, "",
-          "gradient layout does not match its buffer");
+    CHECK(n <= end && end <= (int64_t)(layout->size / sizeof(float)) && s->n_parts <= GRAD_SYNC_MAX_PARTS, "",
+          "gradient arena of %lld floats shorter than its layout of %lld", (long long)(layout->size / sizeof(float)),
+          (long long)end);
     CHECK(!shard || end == shard->padded, "", "sharded gradient of %lld floats, layout of %lld", (long long)end,
           shard ? (long long)shard->padded : 0LL);
     // ready_lo[p]: the lowest float of parts 0..p; every tensor of a part q must lie below ready_lo[q - 1], so that
@@ -69,5 +70,7 @@ float *grad_sync_finish(GradSync *s) {
     s->sec_wait = dt_now() - t0;
     return s->shard ? s->out : s->g;
 }
+
+double grad_sync_overlap(const GradSync *s) { return s->end > 0 ? (double)s->early / (double)s->end : 0.0; }
 
 void grad_sync_free(GradSync *s) { dist_queue_free(&s->q); }

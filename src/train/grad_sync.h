@@ -19,7 +19,7 @@ extern "C" {
 #define GRAD_SYNC_MAX_PARTS (2 * UNET_MAX_LEVELS + 3)
 
 typedef struct {
-    float *g;                  // flat gradient buffer [end]: the arena's floats (and the shard padding)
+    float *g;                  // flat gradient buffer [end]: the arena's floats (with the shard padding)
     int64_t end;
     const DistShard *shard;    // NULL: all-reduce in place
     float *out;                // sharded: this rank's shard of the sum [shard->shard]
@@ -32,10 +32,11 @@ typedef struct {
     double sec_wait;           // this iteration: seconds waiting for the reductions after the backward
 } GradSync;
 
-// layout: the arena whose base is g (the UNet's gradient arena, or the LoRA gradient arena): its entries below
-// float n are named after UNet parameters or LoRA modules, the rest up to end (the padded length when sharded) is
-// padding, zero in every gradient. bucket_mb: MiB of finished gradients that start a reduction.
-void grad_sync_init(GradSync *s, const Arena *layout, const UNetConfig *cfg, float *g, int64_t n, int64_t end,
+// layout: the gradient arena (the UNet's, or the LoRA adapters'), whose floats are the buffer: its entries below
+// float n are named after UNet parameters or LoRA modules, the rest up to end (the padded length when sharded; the
+// arena must reach it) is padding, zero in every gradient. bucket_mb: MiB of finished gradients that start a
+// reduction.
+void grad_sync_init(GradSync *s, const Arena *layout, const UNetConfig *cfg, int64_t n, int64_t end,
                     const DistShard *shard, float *out, double bucket_mb);
 // Starts an iteration (before its backward).
 void grad_sync_begin(GradSync *s);
@@ -44,6 +45,8 @@ void grad_sync_ready(void *ctx, int part);
 // Starts what is left, waits for every reduction, and returns the summed gradient: g (all-reduce) or out (this
 // rank's shard).
 float *grad_sync_finish(GradSync *s);
+// The fraction of the gradient whose reduction started during the backward, this iteration.
+double grad_sync_overlap(const GradSync *s);
 void grad_sync_free(GradSync *s);
 
 #ifdef __cplusplus

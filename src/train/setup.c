@@ -22,13 +22,20 @@ void setup_rewards(SetupRewards *r, int n, const char (*names)[32], const double
     r->set = (RewardSet){r->items, n};
 }
 
-void setup_trainable(TrainSet *t, Model *m, const Config *c) {
+void setup_trainable(TrainSet *t, Model *m, const Config *c, int ranks) {
     memset(t, 0, sizeof *t);
     t->kind = c->train.trainable;
     Arena plan;
     arena_init(&plan, "grads", DEVICE_CPU);
     unet_plan_params(&plan, &t->slots, &m->unet.cfg); // slots without data: no base gradients unless allocated
     if (t->kind == TRAINABLE_FULL) {
+        if (ranks > 0) {
+            DistShard s;
+            dist_shard_init(&s, (int64_t)(m->unet_params.size / sizeof(float)), ranks, 0);
+            int64_t planned = (int64_t)(plan.size / sizeof(float));
+            if (s.padded > planned)
+                arena_add(&plan, NULL, "shard-padding", DTYPE_F32, 1, (int64_t[]){s.padded - planned});
+        }
         t->grad_mem = plan;
         arena_alloc(&t->grad_mem);
         t->params = &m->unet_params;

@@ -35,7 +35,9 @@ typedef struct {
 } TrainSet;
 
 // LoRA adapters (train.lora_rank, lora_alpha, lora_targets, initialised from train.seed) or every UNet parameter.
-void setup_trainable(TrainSet *t, Model *m, const Config *c);
+// ranks > 0: full fine-tuning's gradient arena is padded to the shard layout of that many ranks (dist.h), so that a
+// reduce-scatter sees one flat buffer.
+void setup_trainable(TrainSet *t, Model *m, const Config *c, int ranks);
 void setup_trainable_free(TrainSet *t);
 
 // CPU threads of this process: `requested` when > 0; otherwise OMP_NUM_THREADS when set; otherwise, when several

@@ -33,15 +33,9 @@
 typedef struct {
     const Config *cfg;
     Model model;
-    RewardSet rewards;
-    Reward items[CONFIG_MAX_REWARDS];
-    // trainable set: flat fp32 buffers (parameters p and gradients g of n floats; Adam moments m, v)
-    UNet grads;             // gradient slots the UNet backward accumulates into
-    Arena grad_mem;         // full fine-tuning: the UNet's gradient arena, padded to the shard layout
-    Lora lora;              // LoRA: adapters and their gradients
-    float *p, *g, *m, *v;
-    int64_t n;
-    int sharded;            // full fine-tuning: m and v hold this rank's shard only
+    SetupRewards rw;
+    TrainSet ts;            // the trainable set: flat fp32 parameters p and gradients g (setup.h)
+    float *m, *v;           // Adam moments: this rank's shard (full fine-tuning) or all of them (LoRA)
     DistShard shard;        // this rank's range of the flat buffers (sharded state; checkpoint writes)
     float *gshard;          // sharded on several ranks: this rank's shard of the summed gradient [shard.shard]
     GradSync sync;          // the reduction, started during the last backward (grad_sync.h)
@@ -51,6 +45,9 @@ typedef struct {
     char **prompts;
     int n_prompts;
 } Trainer;
+
+// Full fine-tuning shards the fp32 weights' update and the moments; LoRA replicates them.
+static int sharded(const Trainer *t) { return t->ts.kind == TRAINABLE_FULL; }
 
 static void trainer_setup(Trainer *t, const Config *c) {
     memset(t, 0, sizeof *t);
@@ -62,68 +59,33 @@ static void trainer_setup(Trainer *t, const Config *c) {
                c->train.batch, R);
     setup_threads(c->train.threads);
     model_load(&t->model, c->model.path, c->sampler.steps);
-    for (int i = 0; i < c->reward.n_names; i++) {
-        float col[3] = {(float)c->reward.colour[0], (float)c->reward.colour[1], (float)c->reward.colour[2]};
-        int np = !strcmp(c->reward.names[i], "colour") ? 3 : 0;
-        reward_init(&t->items[i], c->reward.names[i], (float)c->reward.weights[i], col, np);
-    }
-    t->rewards = (RewardSet){t->items, c->reward.n_names};
+    setup_rewards(&t->rw, c->reward.n_names, c->reward.names, c->reward.weights, c->reward.colour);
     t->prompts = prompts_read(c->data.prompts, &t->n_prompts);
-    int f = 1 << (t->model.vae.cfg.levels - 1);
-    USER_CHECK(c->sampler.height % f == 0 && c->sampler.width % f == 0,
-               "sampler.height and sampler.width must be multiples of %d for this VAE", f);
-    t->H = c->sampler.height, t->W = c->sampler.width, t->h = t->H / f, t->w = t->W / f;
+    t->H = c->sampler.height, t->W = c->sampler.width;
+    setup_latent_size(&t->model, t->H, t->W, "sampler.height and sampler.width", &t->h, &t->w);
     t->B = c->train.batch, t->Bl = t->B / R, t->b0 = r * t->Bl;
-    // trainable set
-    Arena unet_grad_plan;
-    arena_init(&unet_grad_plan, "grads", DEVICE_CPU);
-    unet_plan_params(&unet_grad_plan, &t->grads, &t->model.unet.cfg); // slots without data: no base gradients
-    if (c->train.trainable == TRAINABLE_FULL) {
-        t->p = t->model.unet_params.base;
-        t->n = (int64_t)(t->model.unet_params.size / sizeof(float));
-        dist_shard_init(&t->shard, t->n, R, r);
-        int64_t planned = (int64_t)(unet_grad_plan.size / sizeof(float));
-        if (t->shard.padded > planned) // the reduce-scatter works on R equal shards
-            arena_add(&unet_grad_plan, NULL, "shard-padding", DTYPE_F32, 1, (int64_t[]){t->shard.padded - planned});
-        t->grad_mem = unet_grad_plan;
-        arena_alloc(&t->grad_mem);
-        CHECK((int64_t)(t->grad_mem.size / sizeof(float)) >= t->shard.padded, "", "gradient arena shorter than the "
-              "shard layout");
-        t->g = t->grad_mem.base;
-        t->sharded = 1;
-    } else {
-        arena_free(&unet_grad_plan); // the slots keep their shapes and NULL data
-        const char *targets[CONFIG_MAX_TARGETS];
-        for (int i = 0; i < c->train.n_lora_targets; i++) targets[i] = c->train.lora_targets[i];
-        lora_attach(&t->lora, &t->model.unet, &t->model.unet_params, &t->grads, c->train.lora_rank,
-                    (float)c->train.lora_alpha, targets, c->train.n_lora_targets, (uint64_t)c->train.seed);
-        t->p = t->lora.params.base;
-        t->g = t->lora.grads.base;
-        t->n = (int64_t)(t->lora.params.size / sizeof(float));
-        dist_shard_init(&t->shard, t->n, R, r);
-    }
-    int64_t moments = t->sharded ? dist_shard_count(&t->shard) : t->n;
+    setup_trainable(&t->ts, &t->model, c, R);
+    dist_shard_init(&t->shard, t->ts.n, R, r);
+    int64_t moments = sharded(t) ? dist_shard_count(&t->shard) : t->ts.n;
     t->m = xcalloc((size_t)(moments > 0 ? moments : 1), sizeof(float));
     t->v = xcalloc((size_t)(moments > 0 ? moments : 1), sizeof(float));
     float guidance = c->method.cfg ? (float)c->sampler.guidance : 1.0f;
-    engine_init(&t->eng, &t->model.unet, &t->grads, &t->model.vae, &t->model.sched, &t->rewards, guidance,
+    engine_init(&t->eng, &t->model.unet, &t->ts.slots, &t->model.vae, &t->model.sched, &t->rw.set, guidance,
                 (float)c->sampler.eta, t->Bl, t->h, t->w, 77);
     t->eng.loss_scale = 1.0f / (float)t->B; // the reduced gradient is the one of the global batch
     // one rank: the shard is the whole buffer, so the gradient stays where the backward left it
-    int scatter = t->sharded && R > 1;
+    int scatter = sharded(t) && R > 1;
     if (scatter) t->gshard = xaligned_alloc(sizeof(float) * (size_t)t->shard.shard);
-    grad_sync_init(&t->sync, t->sharded ? &t->grad_mem : &t->lora.grads, &t->model.unet.cfg, t->g, t->n,
-                   t->sharded ? t->shard.padded : t->n, scatter ? &t->shard : NULL, t->gshard,
-                   c->train.reduce_bucket_mb);
-    if (dist_size() > 1) t->eng.ready = grad_sync_ready, t->eng.ready_ctx = &t->sync;
+    grad_sync_init(&t->sync, t->ts.grads, &t->model.unet.cfg, t->ts.n, sharded(t) ? t->shard.padded : t->ts.n,
+                   scatter ? &t->shard : NULL, t->gshard, c->train.reduce_bucket_mb);
+    if (R > 1) t->eng.ready = grad_sync_ready, t->eng.ready_ctx = &t->sync;
 }
 
 static void trainer_free(Trainer *t) {
     engine_free(&t->eng);
     grad_sync_free(&t->sync);
     free(t->gshard);
-    if (t->cfg->train.trainable == TRAINABLE_FULL) arena_free(&t->grad_mem);
-    else lora_free(&t->lora);
+    setup_trainable_free(&t->ts);
     free(t->m);
     free(t->v);
     prompts_free(t->prompts);
@@ -133,15 +95,12 @@ static void trainer_free(Trainer *t) {
 // The checkpointed tensors: saving stores this rank's shard range of every buffer; loading fills the parameters'
 // shard range (all-gathered afterwards) and the moments this rank keeps (its shard, or everything for LoRA).
 static CkptTensors trainer_tensors(Trainer *t, int loading) {
-    int64_t lo = dist_shard_lo(&t->shard), hi = lo + dist_shard_count(&t->shard);
-    int64_t mlo = t->sharded || !loading ? lo : 0, mhi = t->sharded || !loading ? hi : t->n;
-    int64_t mbase = t->sharded ? lo : 0;
-    CkptTensors k = {.layout = t->sharded ? &t->model.unet_params : &t->lora.params,
-                     .trainable = t->sharded ? "full" : "lora",
-                     .n_buf = 3};
-    k.buf[0] = (CkptBuffer){"params", t->p, 0, t->sharded || !loading ? lo : 0, t->sharded || !loading ? hi : t->n};
-    k.buf[1] = (CkptBuffer){"adam_m", t->m, mbase, mlo, mhi};
-    k.buf[2] = (CkptBuffer){"adam_v", t->v, mbase, mlo, mhi};
+    int64_t lo = dist_shard_lo(&t->shard), hi = lo + dist_shard_count(&t->shard), n = t->ts.n;
+    int whole = !sharded(t) && loading; // LoRA: every rank loads all of it
+    CkptTensors k = {.layout = t->ts.params, .trainable = sharded(t) ? "full" : "lora", .n_buf = 3};
+    k.buf[0] = (CkptBuffer){"params", t->ts.p, 0, whole ? 0 : lo, whole ? n : hi};
+    k.buf[1] = (CkptBuffer){"adam_m", t->m, sharded(t) ? lo : 0, whole ? 0 : lo, whole ? n : hi};
+    k.buf[2] = (CkptBuffer){"adam_v", t->v, sharded(t) ? lo : 0, whole ? 0 : lo, whole ? n : hi};
     return k;
 }
 
@@ -149,14 +108,14 @@ static CkptTensors trainer_tensors(Trainer *t, int loading) {
 // (then shares the updated weights when they are sharded). Returns the global gradient norm; a non-finite norm
 // skips the update on every rank.
 static double trainer_update(Trainer *t, const AdamWConfig *oc, float lr, int *applied, int *skipped) {
-    float *g = grad_sync_finish(&t->sync), *p = t->p;
-    int64_t count = t->n;
-    if (t->sharded) {
-        p = t->p + dist_shard_lo(&t->shard);
+    float *g = grad_sync_finish(&t->sync), *p = t->ts.p;
+    int64_t count = t->ts.n;
+    if (sharded(t)) {
+        p = t->ts.p + dist_shard_lo(&t->shard);
         count = dist_shard_count(&t->shard);
     }
     double sumsq = grad_sumsq(g, count);
-    if (t->sharded) dist_allreduce_sum_f64(&sumsq, 1);
+    if (sharded(t)) dist_allreduce_sum_f64(&sumsq, 1);
     double norm = sqrt(sumsq);
     if (!isfinite(norm)) {
         (*skipped)++;
@@ -164,7 +123,7 @@ static double trainer_update(Trainer *t, const AdamWConfig *oc, float lr, int *a
     }
     (*applied)++;
     adamw_update(oc, lr, *applied, grad_clip_coef(oc, norm), p, g, t->m, t->v, count);
-    if (t->sharded) dist_allgather_f32(t->p, &t->shard);
+    if (sharded(t)) dist_allgather_f32(t->ts.p, &t->shard);
     return norm;
 }
 
@@ -177,7 +136,7 @@ static void write_samples(Trainer *t, const char *path, float *mean_reward) {
         return;
     }
     Engine e;
-    engine_init(&e, &t->model.unet, NULL, &t->model.vae, &t->model.sched, &t->rewards, (float)c->sampler.guidance,
+    engine_init(&e, &t->model.unet, NULL, &t->model.vae, &t->model.sched, &t->rw.set, (float)c->sampler.guidance,
                 (float)c->sampler.eta, 1, t->h, t->w, 77);
     int64_t img = (int64_t)t->model.vae.cfg.out_channels * t->H * t->W, lat = (int64_t)e.C * t->h * t->w;
     float *grid = xmalloc(sizeof(float) * (size_t)(img * n));
@@ -232,7 +191,7 @@ static void export_weights(Trainer *t, const char *dir) {
     dt_mkdirs(dir);
     if (c->train.trainable == TRAINABLE_LORA && (c->output.export_mode == EXPORT_LORA || c->output.export_mode == EXPORT_BOTH)) {
         dt_path(path, sizeof path, "%s/pytorch_lora_weights.safetensors", dir);
-        lora_save(&t->lora, path);
+        lora_save(&t->ts.lora, path);
         printf("  LoRA adapters:  %s\n", path);
     }
     if (c->output.export_mode == EXPORT_MERGED || c->output.export_mode == EXPORT_BOTH ||
@@ -240,7 +199,7 @@ static void export_weights(Trainer *t, const char *dir) {
         if (c->output.export_mode == EXPORT_NONE) return;
         dt_path(path, sizeof path, "%s/unet", dir);
         dt_mkdirs(path);
-        if (c->train.trainable == TRAINABLE_LORA) lora_merge(&t->lora); // W += scale B A, in place (end of run)
+        if (c->train.trainable == TRAINABLE_LORA) lora_merge(&t->ts.lora); // W += scale B A, in place (end of run)
         dt_path(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", dir);
         weights_save(&t->model.unet_params, path);
         char src[2048], dst[2048];
@@ -330,7 +289,7 @@ int trainer_run(const Config *c, const char *resume) {
     CkptTensors load = trainer_tensors(&t, 1);
     char used[2048];
     int resumed = ckpt_resume(resume, ckdir, &st, &load, used, sizeof used);
-    if (resumed && t.sharded) dist_allgather_f32(t.p, &t.shard);
+    if (resumed && sharded(&t)) dist_allgather_f32(t.ts.p, &t.shard);
     int start = resumed ? st.iteration : 0, applied = st.applied, skipped = st.skipped;
     int n_rows = st.n_rows, cap_rows = c->train.iterations > n_rows ? c->train.iterations : n_rows;
     MetricsRow *rows = xcalloc((size_t)(cap_rows > 0 ? cap_rows : 1), sizeof(MetricsRow));
@@ -339,7 +298,7 @@ int trainer_run(const Config *c, const char *resume) {
     printf("drtune train: %s on %s, %d iterations of %d images, %d steps, %s\n", method_name(c->method.name),
            c->model.path, c->train.iterations, t.B, c->sampler.steps,
            c->train.trainable == TRAINABLE_LORA ? "LoRA" : "full fine-tuning");
-    const char *how = dist_size() == 1 ? "" : t.sharded ? "; weights and Adam moments sharded for the update"
+    const char *how = dist_size() == 1 ? "" : sharded(&t) ? "; weights and Adam moments sharded for the update"
                                                         : "; LoRA replicated";
     printf("ranks: %d (%d image%s each per iteration)%s\n", dist_size(), t.Bl, t.Bl == 1 ? "" : "s", how);
     if (resumed) {
@@ -351,13 +310,13 @@ int trainer_run(const Config *c, const char *resume) {
     printf("memory plan (per rank):\n");
     arena_print(&t.model.unet_params);
     arena_print(&t.model.vae_params);
-    if (c->train.trainable == TRAINABLE_FULL) arena_print(&t.grad_mem);
-    else arena_print(&t.lora.params), arena_print(&t.lora.grads);
+    if (t.ts.params != &t.model.unet_params) arena_print(t.ts.params); // LoRA adapters
+    arena_print(t.ts.grads);
     char nb[32];
-    int64_t moments = t.sharded ? dist_shard_count(&t.shard) : t.n;
+    int64_t moments = sharded(&t) ? dist_shard_count(&t.shard) : t.ts.n;
     printf("  %-12s %6d tensors %12lld elements %12s (cpu)%s\n", "optimizer", 2, (long long)(2 * moments),
            dt_format_bytes(nb, sizeof nb, 8.0 * (double)moments),
-           t.sharded && dist_size() > 1 ? " this rank's shard" : "");
+           sharded(&t) && dist_size() > 1 ? " this rank's shard" : "");
     if (t.gshard)
         printf("  %-12s %6d tensors %12lld elements %12s (cpu) the summed gradient's shard\n", "grad-shard", 1,
                (long long)t.shard.shard, dt_format_bytes(nb, sizeof nb, 4.0 * (double)t.shard.shard));
@@ -415,8 +374,7 @@ int trainer_run(const Config *c, const char *resume) {
         UNetCond cond;
         model_condition(&t.model, batch_prompts, c->sampler.negative_prompt, Bl, c->method.cfg, t.H, t.W, &emb,
                         &cond);
-        if (t.sharded) arena_zero(&t.grad_mem); // with its padding
-        else memset(t.g, 0, sizeof(float) * (size_t)t.n);
+        memset(t.ts.g, 0, sizeof(float) * (size_t)t.sync.end); // with the shard padding
         IterResult res;
         grad_sync_begin(&t.sync);
         engine_iteration(&t.eng, &plan, &cond, batch_prompts, &xT, c->sampler.eta > 0 ? &z : NULL,
@@ -439,16 +397,16 @@ int trainer_run(const Config *c, const char *resume) {
                           .t_rollout = res.sec_rollout, .t_decode = res.sec_decode, .t_reward = res.sec_reward,
                           .t_backward = res.sec_backward, .t_update = dt_now() - tu, .peak_rss_bytes = rss,
                           .t_reduce_wait = t.sync.sec_wait,
-                          .reduce_overlap = (double)t.sync.early / (double)(t.sync.end > 0 ? t.sync.end : 1)};
+                          .reduce_overlap = grad_sync_overlap(&t.sync)};
         double mean = 0, var = 0;
         for (int b = 0; b < B; b++) mean += rewards[b] / B;
         for (int b = 0; b < B; b++) var += (rewards[b] - mean) * (rewards[b] - mean) / B;
         row.reward_mean = mean, row.reward_std = sqrt(var);
-        row.n_rewards = t.rewards.n < METRICS_MAX_REWARDS ? t.rewards.n : METRICS_MAX_REWARDS;
+        row.n_rewards = t.rw.set.n < METRICS_MAX_REWARDS ? t.rw.set.n : METRICS_MAX_REWARDS;
         double per[METRICS_MAX_REWARDS] = {0}; // each reward's unweighted mean over the global batch
         for (int k = 0; k < row.n_rewards; k++) {
             for (int b = 0; b < Bl; b++) per[k] += res.per_reward[k * Bl + b];
-            snprintf(row.reward_names[k], sizeof row.reward_names[k], "%s", t.rewards.items[k].name);
+            snprintf(row.reward_names[k], sizeof row.reward_names[k], "%s", t.rw.set.items[k].name);
         }
         dist_allreduce_sum_f64(per, row.n_rewards);
         for (int k = 0; k < row.n_rewards; k++) row.reward_means[k] = per[k] / B;
