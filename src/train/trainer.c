@@ -355,9 +355,7 @@ int trainer_run(const Config *c, const char *resume) {
     int64_t *ids = xmalloc(sizeof(int64_t) * (size_t)Bl);
     const char **batch_prompts = xmalloc(sizeof(char *) * (size_t)Bl);
     double *rewards = xmalloc(sizeof(double) * (size_t)B), *mine = xmalloc(sizeof(double) * (size_t)Bl);
-    MethodConfig mc = {.method = c->method.name, .K = c->method.k, .m = c->method.m, .lv_copies = c->method.lv_copies,
-                       .phase = c->method.phase, .t_min = c->method.t_min, .k = c->method.k_fixed,
-                       .draw_in_executed = c->method.draw_in_executed};
+    MethodConfig mc = setup_method(c);
     int stop = 0;
     for (int it = start; it < c->train.iterations && !stop; it++) {
         test_fault(it);
