@@ -4,12 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "core/common.h"
 #include "core/device.h"
 #include "dist/dist.h"
 #include "io/png.h"
 #include "io/safetensors.h"
-#include "train/lora.h"
+#include "train/setup.h"
 #include "train/model.h"
 #include "train/trainer.h"
 
@@ -59,20 +60,6 @@ int cmd_train(int argc, char **argv) {
     return rc;
 }
 
-static int parse_int(const char *flag, const char *v, int lo, int hi) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    USER_CHECK(*v && !*end && x >= lo && x <= hi, "%s: '%s' is not an integer in [%d, %d]", flag, v, lo, hi);
-    return (int)x;
-}
-
-static float parse_float(const char *flag, const char *v, float lo, float hi) {
-    char *end;
-    double x = strtod(v, &end);
-    USER_CHECK(*v && !*end && x >= lo && x <= hi, "%s: '%s' is not a number in [%g, %g]", flag, v, lo, hi);
-    return (float)x;
-}
-
 int cmd_sample(int argc, char **argv) {
     const char *model = NULL, *out = "sample.png", *latents = NULL, *save = NULL, *negative = "", *lora = NULL;
     const char **prompts = xmalloc(sizeof(char *) * (size_t)argc);
@@ -95,16 +82,15 @@ int cmd_sample(int argc, char **argv) {
             free(prompts);
             return 0;
         }
-        USER_CHECK(i + 1 < argc, "%s needs a value", a);
-        const char *v = argv[++i];
+        const char *v = args_value(argc, argv, &i);
         if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--prompt")) prompts[np++] = v;
-        else if (!strcmp(a, "--seed")) seed = parse_int(a, v, 0, 2000000000);
-        else if (!strcmp(a, "--steps")) steps = parse_int(a, v, 1, 1000);
-        else if (!strcmp(a, "--guidance")) guidance = parse_float(a, v, 0.0f, 100.0f);
-        else if (!strcmp(a, "--eta")) eta = parse_float(a, v, 0.0f, 1.0f);
-        else if (!strcmp(a, "--height")) height = parse_int(a, v, 8, 8192);
-        else if (!strcmp(a, "--width")) width = parse_int(a, v, 8, 8192);
+        else if (!strcmp(a, "--seed")) seed = args_int(a, v, 0, 2000000000);
+        else if (!strcmp(a, "--steps")) steps = args_int(a, v, 1, 1000);
+        else if (!strcmp(a, "--guidance")) guidance = (float)args_double(a, v, 0.0, 100.0);
+        else if (!strcmp(a, "--eta")) eta = (float)args_double(a, v, 0.0, 1.0);
+        else if (!strcmp(a, "--height")) height = args_int(a, v, 8, 8192);
+        else if (!strcmp(a, "--width")) width = args_int(a, v, 8, 8192);
         else if (!strcmp(a, "--negative")) negative = v;
         else if (!strcmp(a, "--latents")) latents = v;
         else if (!strcmp(a, "--lora")) lora = v;
@@ -123,23 +109,7 @@ int cmd_sample(int argc, char **argv) {
     int h = height / f, w = width / f, B = np, cfg = guidance > 1.0f;
     Lora l;
     UNet no_grads;
-    if (lora) {
-        Arena plan;
-        arena_init(&plan, "plan", DEVICE_CPU);
-        unet_plan_params(&plan, &no_grads, &m.unet.cfg);
-        arena_free(&plan);
-        // rank and targets come from the file: every adapted module is named there
-        SafeTensors st;
-        safetensors_open(&st, lora);
-        int rank = 0;
-        const char *targets[4] = {"to_q", "to_k", "to_v", "to_out.0"};
-        for (int i = 0; i < st.n && !rank; i++)
-            if (strstr(st.tensors[i].name, ".lora_A.")) rank = (int)st.tensors[i].shape[0];
-        safetensors_close(&st);
-        USER_CHECK(rank > 0, "'%s': no LoRA adapters in the file", lora);
-        lora_attach(&l, &m.unet, &m.unet_params, &no_grads, rank, (float)rank, targets, 4, 0);
-        lora_load(&l, lora);
-    }
+    if (lora) setup_lora_from_file(&l, &no_grads, &m, lora); // rank and targets from the file
     Engine e;
     RewardSet none = {NULL, 0};
     engine_init(&e, &m.unet, NULL, &m.vae, &m.sched, &none, guidance, eta, B, h, w, 77);
