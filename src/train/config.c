@@ -60,7 +60,6 @@ typedef struct {
     {.section = s, .key = k, .type = T_STRING_LIST, .offset = FIELD(f[0], char *), .size = sizeof(MEMBER(f)[0]), \
      .count_offset = FIELD(n, int), .min_count = cmin, .max_count = CAPACITY(f), .def = d, .help = h}
 
-static const char *const METHODS[] = {"drtune", "refl", "draft", "draft-lv", "alignprop", NULL};
 static const char *const TRAINABLES[] = {"lora", "full", NULL};
 static const char *const SCHEDULES[] = {"constant", "cosine", NULL};
 static const char *const PROGRESS_MODES[] = {"auto", "on", "off", NULL};
@@ -93,7 +92,7 @@ static const ConfigKey KEYS[] = {
     K_STRING("sampler", "negative_prompt", sampler.negative_prompt, "\"\"", 0,
              "prompt of the unconditional CFG branch (empty: the empty prompt)"),
 
-    K_ENUM("method", "name", method.name, METHODS, "drtune",
+    K_ENUM("method", "name", method.name, METHOD_NAMES, "drtune",
            "gradient method: drtune, refl, draft (DRaFT-K), draft-lv (DRaFT-LV) or alignprop"),
     K_INT("method", "k", method.k, "3", 1, 1000, "trained steps: DRTune's K, DRaFT-K's K, AlignProp's largest k"),
     K_INT("method", "m", method.m, "5", 0, 1000,
@@ -537,9 +536,6 @@ static char *value_text(const ConfigKey *k, const Config *c) {
 
 void config_defaults(Config *c) {
     memset(c, 0, sizeof *c);
-    for (int i = 0; METHODS[i]; i++)
-        CHECK(!strcmp(METHODS[i], method_name((Method)i)), "keep METHODS in the order of engine.h's Method",
-              "method %d is '%s' here but '%s' in the engine", i, METHODS[i], method_name((Method)i));
     for (int i = 0; i < N_KEYS; i++) {
         const ConfigKey *k = &KEYS[i];
         CHECK(section_known(k->section), "add the section to SECTIONS", "key %s.%s has no section", k->section, k->key);
@@ -718,12 +714,11 @@ static int uses_k(const Config *c) {
     return c->method.name == METHOD_DRTUNE || c->method.name == METHOD_DRAFT || c->method.name == METHOD_ALIGNPROP;
 }
 static int uses_early_stop(const Config *c) { return c->method.name == METHOD_DRTUNE || c->method.name == METHOD_REFL; }
-static const char *method_word(const Config *c) { return METHODS[c->method.name]; }
 
 static void rule_steps(const Config *c) {
     if (uses_k(c) && c->method.k > c->sampler.steps)
         dt_user_error("method.k = %d exceeds sampler.steps = %d (%s trains k of the sampling steps)", c->method.k,
-                      c->sampler.steps, method_word(c));
+                      c->sampler.steps, method_name(c->method.name));
     if (uses_early_stop(c) && c->method.m > c->sampler.steps)
         dt_user_error("method.m = %d exceeds sampler.steps = %d (the early stop is one of the sampling steps)",
                       c->method.m, c->sampler.steps);
@@ -736,7 +731,8 @@ static void rule_t_min(const Config *c) {
     int t = c->method.t_min;
     if (t == -1) return;
     if (!uses_early_stop(c))
-        dt_user_error("method.t_min = %d is only used by drtune and refl, not %s (set it to -1)", t, method_word(c));
+        dt_user_error("method.t_min = %d is only used by drtune and refl, not %s (set it to -1)",
+                      t, method_name(c->method.name));
     if (c->method.m == 0) dt_user_error("method.t_min = %d needs an early stop, but method.m = 0", t);
     if (t < 1 || t > c->method.m)
         dt_user_error("method.t_min = %d is outside 1..%d (method.m), or -1 for a random draw", t, c->method.m);
@@ -752,7 +748,8 @@ static void rule_drtune(const Config *c) {
     const int N = c->sampler.steps, K = c->method.k;
     if (c->method.draw_in_executed) {
         if (c->method.name != METHOD_DRTUNE)
-            dt_user_error("method.draw_in_executed is only used by drtune, not %s (set it to false)", method_word(c));
+            dt_user_error("method.draw_in_executed is only used by drtune, not %s (set it to false)",
+                          method_name(c->method.name));
         int tmax = t_min_largest(c);
         if (K > N - tmax + 1)
             dt_user_error("method.draw_in_executed: method.k = %d does not fit in the executed steps %d..%d "
@@ -762,7 +759,8 @@ static void rule_drtune(const Config *c) {
     int p = c->method.phase;
     if (p == -1) return;
     if (c->method.name != METHOD_DRTUNE)
-        dt_user_error("method.phase = %d is only used by drtune, not %s (set it to -1)", p, method_word(c));
+        dt_user_error("method.phase = %d is only used by drtune, not %s (set it to -1)",
+                      p, method_name(c->method.name));
     // the phase must suit every range the steps are spaced in: [1, N], or [t_min, N] for each t_min drawn
     int lo = 1, hi = 1;
     if (c->method.draw_in_executed) lo = c->method.t_min != -1 ? c->method.t_min : 1, hi = t_min_largest(c);
@@ -781,7 +779,8 @@ static void rule_k_fixed(const Config *c) {
     int k = c->method.k_fixed;
     if (k == -1) return;
     if (c->method.name != METHOD_ALIGNPROP)
-        dt_user_error("method.k_fixed = %d is only used by alignprop, not %s (set it to -1)", k, method_word(c));
+        dt_user_error("method.k_fixed = %d is only used by alignprop, not %s (set it to -1)",
+                      k, method_name(c->method.name));
     if (k < 1 || k > c->method.k)
         dt_user_error("method.k_fixed = %d is outside 1..%d (method.k), or -1 for a random draw", k, c->method.k);
 }

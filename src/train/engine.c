@@ -13,15 +13,9 @@
 #include "../core/rng.h"
 #include "../ops/ops.h"
 
-static const char *const METHOD_NAMES[] = {"drtune", "refl", "draft", "draft-lv", "alignprop"};
+const char *const METHOD_NAMES[] = {"drtune", "refl", "draft", "draft-lv", "alignprop", NULL};
 
 const char *method_name(Method m) { return METHOD_NAMES[m]; }
-
-Method method_parse(const char *name) {
-    for (int i = 0; i < 5; i++)
-        if (!strcmp(name, METHOD_NAMES[i])) return (Method)i;
-    dt_user_error("unknown method '%s' (known: drtune, refl, draft, draft-lv, alignprop)", name);
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // plans

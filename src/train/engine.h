@@ -18,9 +18,9 @@ extern "C" {
 #define ENGINE_MAX_STEPS 1000
 
 typedef enum { METHOD_DRTUNE, METHOD_REFL, METHOD_DRAFT, METHOD_DRAFT_LV, METHOD_ALIGNPROP } Method;
+// Names by Method ("drtune", "refl", "draft", "draft-lv", "alignprop"), NULL-terminated: the config's choices.
+extern const char *const METHOD_NAMES[];
 const char *method_name(Method m);
-// user error listing the methods when the name is unknown
-Method method_parse(const char *name);
 
 typedef struct {
     Method method;
