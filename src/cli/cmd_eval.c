@@ -255,7 +255,5 @@ int cmd_eval(int argc, char **argv) {
     if (a.lora) lora_free(&lora);
     model_free(&m);
     prompts_free(prompts);
-    for (int k = 0; k < K; k++)
-        if (rewards.items[k].release) rewards.items[k].release(&rewards.items[k]);
     return 0;
 }

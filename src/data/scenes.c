@@ -47,14 +47,6 @@ const char *scene_shape_name(SceneShape s) {
     CHECK((unsigned)s < SHAPE_COUNT, "", "scene shape %d out of range", (int)s);
     return SHAPE_NAMES[s];
 }
-const char *scene_position_name(ScenePosition p) {
-    CHECK((unsigned)p < POSITION_COUNT, "", "scene position %d out of range", (int)p);
-    return POSITION_NAMES[p];
-}
-const char *scene_background_name(int background) {
-    CHECK((unsigned)background < SCENE_BACKGROUND_COUNT, "", "scene background %d out of range", background);
-    return BACKGROUND_NAMES[background];
-}
 void scene_colour_rgb(SceneColour c, float rgb[3]) {
     CHECK((unsigned)c < COLOUR_COUNT, "", "scene colour %d out of range", (int)c);
     memcpy(rgb, PALETTE[c], sizeof PALETTE[c]);

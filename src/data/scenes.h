@@ -69,8 +69,6 @@ double scene_adherence_accuracy(const float *images, int B, int H, int W, const 
 
 const char *scene_colour_name(SceneColour c);
 const char *scene_shape_name(SceneShape s);
-const char *scene_position_name(ScenePosition p); // "on the left", ..., "in the middle"
-const char *scene_background_name(int background); // "black", "grey", "dark blue"
 void scene_colour_rgb(SceneColour c, float rgb[3]); // in [0, 1]
 void scene_background_rgb(int background, float rgb[3]);
 // The region a centre lies in: middle when both offsets from the image centre are below 0.1, otherwise the side of

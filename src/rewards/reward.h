@@ -17,8 +17,6 @@ struct Reward {
     // scores [B] written; when dimages != NULL it is written with d(sum_b dscore[b] score[b]) / d images
     void (*score)(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
                   Tensor *dimages, const float *dscore);
-    void *state;                     // model-based rewards keep their weights here
-    void (*release)(Reward *r);
 };
 
 // The built-in differentiable low-level rewards, by name (docs/REWARDS.md gives each formula):
