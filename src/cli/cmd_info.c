@@ -347,26 +347,6 @@ static void init_usage(FILE *f) {
             "  --component C    write the weights of this component only\n");
 }
 
-static void mkdir_p(const char *path) {
-    char *p = xstrdup(path);
-    for (char *s = p + 1;; s++) {
-        if (*s != '/' && *s != '\0') continue;
-        char c = *s;
-        *s = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) dt_user_error("cannot create folder '%s' (%s)", p, strerror(errno));
-        *s = c;
-        if (!c) break;
-    }
-    free(p);
-}
-
-static void copy_file(const char *src, const char *dst) {
-    size_t len;
-    char *data = dt_read_file(src, &len);
-    dt_write_file_atomic(dst, data, len);
-    free(data);
-}
-
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && !strcmp(s + n - k, suffix);
@@ -376,14 +356,14 @@ static int ends_with(const char *s, const char *suffix) {
 static void copy_configs(const char *src_dir, const char *dst_dir) {
     DIR *d = opendir(src_dir);
     USER_CHECK(d, "cannot read folder '%s' (%s)", src_dir, strerror(errno));
-    mkdir_p(dst_dir);
+    dt_mkdirs(dst_dir);
     char src[4500], dst[4500];
     for (struct dirent *e; (e = readdir(d));) {
         if (!ends_with(e->d_name, ".json") && !ends_with(e->d_name, ".txt")) continue;
         snprintf(src, sizeof src, "%s/%s", src_dir, e->d_name);
         snprintf(dst, sizeof dst, "%s/%s", dst_dir, e->d_name);
         struct stat sb;
-        if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode)) copy_file(src, dst);
+        if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode)) dt_copy_file(src, dst);
     }
     closedir(d);
 }
@@ -481,11 +461,11 @@ int cmd_init_weights(int argc, char **argv) {
                "drtune init-weights: --out must not be the --model folder ('%s')", out);
     USER_CHECK(!only || pipeline_has_file(dir, only->name, only->config), "'%s' has no %s/%s", dir, only->name,
                only->config);
-    mkdir_p(out);
+    dt_mkdirs(out);
     char src[4200], dst[4200], a[32], b[32], c[32];
     snprintf(src, sizeof src, "%s/model_index.json", dir);
     snprintf(dst, sizeof dst, "%s/model_index.json", out);
-    copy_file(src, dst);
+    dt_copy_file(src, dst);
     for (int i = 0; i < N_COMPONENTS; i++) {
         const Component *comp = &COMPONENTS[i];
         if (!pipeline_has_file(dir, comp->name, comp->config)) continue;
@@ -501,7 +481,7 @@ int cmd_init_weights(int argc, char **argv) {
                 char vs[4300], vd[4300];
                 snprintf(vs, sizeof vs, "%s/%s", vocab, files[k]);
                 snprintf(vd, sizeof vd, "%s/%s", dst, files[k]);
-                copy_file(vs, vd);
+                dt_copy_file(vs, vd);
             }
         }
         if (!has_weights(comp->kind) || (only && only != comp)) continue;

@@ -146,6 +146,13 @@ void dt_write_file_atomic(const char *path, const void *data, size_t len) {
     free(tmp);
 }
 
+void dt_copy_file(const char *src, const char *dst) {
+    size_t len;
+    char *data = dt_read_file(src, &len);
+    dt_write_file_atomic(dst, data, len);
+    free(data);
+}
+
 const char *dt_path(char *buf, size_t n, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -55,6 +55,8 @@ FILE *dt_fopen(const char *path, const char *mode);
 char *dt_read_file(const char *path, size_t *len);
 // Writes bytes to path atomically (temporary file in the same folder, fsync, rename). User error on failure.
 void dt_write_file_atomic(const char *path, const void *data, size_t len);
+// Copies a file: dt_read_file, then dt_write_file_atomic.
+void dt_copy_file(const char *src, const char *dst);
 
 // snprintf into a path buffer; a user error (naming the start of the path) when it does not fit.
 const char *dt_path(char *buf, size_t n, const char *fmt, ...) DT_PRINTF(3, 4);

@@ -251,13 +251,6 @@ static void save_f16(const Arena *a, const char *path) {
     free(buf);
 }
 
-static void copy_file(const char *src, const char *dst) {
-    size_t len;
-    char *data = dt_read_file(src, &len);
-    dt_write_file_atomic(dst, data, len);
-    free(data);
-}
-
 // src JSON with the number after "key": replaced by value (in place, so the rest of the file keeps its spelling:
 // transformers rejects 1 where its config says float), written to dst.
 static void patch_json(const char *src, const char *dst, const char *key, double value) {
@@ -287,10 +280,10 @@ void pretrain_export(const Pretrainer *t, const char *dir) {
     char src[PRETRAIN_PATH_MAX + 128], dst[PRETRAIN_PATH_MAX + 128];
     static const char *const sub[] = {"unet", "vae", "text_encoder", "tokenizer", "scheduler"};
     for (int i = 0; i < 5; i++) dt_mkdirs(dt_path(dst, sizeof dst, "%s/%s", dir, sub[i]));
-    copy_file(dt_path(src, sizeof src, "%s/model_index.json", cfg), dt_path(dst, sizeof dst, "%s/model_index.json", dir));
-    copy_file(dt_path(src, sizeof src, "%s/scheduler/scheduler_config.json", cfg),
+    dt_copy_file(dt_path(src, sizeof src, "%s/model_index.json", cfg), dt_path(dst, sizeof dst, "%s/model_index.json", dir));
+    dt_copy_file(dt_path(src, sizeof src, "%s/scheduler/scheduler_config.json", cfg),
               dt_path(dst, sizeof dst, "%s/scheduler/scheduler_config.json", dir));
-    copy_file(dt_path(src, sizeof src, "%s/unet/config.json", cfg), dt_path(dst, sizeof dst, "%s/unet/config.json", dir));
+    dt_copy_file(dt_path(src, sizeof src, "%s/unet/config.json", cfg), dt_path(dst, sizeof dst, "%s/unet/config.json", dir));
     patch_json(dt_path(src, sizeof src, "%s/vae/config.json", cfg), dt_path(dst, sizeof dst, "%s/vae/config.json", dir),
                "scaling_factor", (double)t->scaling_factor);
     patch_json(dt_path(src, sizeof src, "%s/text_encoder/config.json", cfg),
@@ -298,7 +291,7 @@ void pretrain_export(const Pretrainer *t, const char *dir) {
     static const char *const tok_files[] = {"vocab.json", "merges.txt", "tokenizer_config.json",
                                             "special_tokens_map.json"};
     for (int i = 0; i < 4; i++)
-        copy_file(dt_path(src, sizeof src, "%s/%s", t->tok_dir, tok_files[i]),
+        dt_copy_file(dt_path(src, sizeof src, "%s/%s", t->tok_dir, tok_files[i]),
                   dt_path(dst, sizeof dst, "%s/tokenizer/%s", dir, tok_files[i]));
     save_f16(&t->unet_p, dt_path(dst, sizeof dst, "%s/unet/diffusion_pytorch_model.safetensors", dir));
     save_f16(&t->vae_p, dt_path(dst, sizeof dst, "%s/vae/diffusion_pytorch_model.safetensors", dir));

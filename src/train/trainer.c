@@ -205,10 +205,7 @@ static void export_weights(Trainer *t, const char *dir) {
         char src[2048], dst[2048];
         dt_path(src, sizeof src, "%s/unet/config.json", c->model.path);
         dt_path(dst, sizeof dst, "%s/unet/config.json", dir);
-        size_t len;
-        char *text = dt_read_file(src, &len);
-        dt_write_file_atomic(dst, text, len);
-        free(text);
+        dt_copy_file(src, dst);
         printf("  merged UNet:    %s/unet\n", dir);
     }
 }
