@@ -204,14 +204,9 @@ int cmd_eval(int argc, char **argv) {
     Lora lora;
     UNet no_grads;
     if (a.lora) setup_lora_from_file(&lora, &no_grads, &m, a.lora);
-    int cfg = a.guidance > 1.0, K = a.n_rewards;
+    int K = a.n_rewards;
     Engine e;
     engine_init(&e, &m.unet, NULL, &m.vae, &m.sched, &rewards.set, (float)a.guidance, (float)a.eta, 1, h, w, 77);
-    int64_t lat = (int64_t)e.C * h * w;
-    Tensor xT = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)lat), 1, e.C, h, w);
-    Tensor x0 = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)lat), 1, e.C, h, w);
-    Tensor z = tensor_make(xmalloc(sizeof(float) * (size_t)(lat * a.steps)), DTYPE_F32, DEVICE_CPU, 5,
-                           (int64_t[]){a.steps, 1, e.C, h, w});
     double **scores = xmalloc(sizeof(double *) * (size_t)(K + 1));
     for (int k = 0; k <= K; k++) scores[k] = xmalloc(sizeof(double) * (size_t)a.n);
     printf("drtune eval: %d image%s of %dx%d from %s%s%s, %d steps, guidance %.2f, eta %.2f\n", a.n,
@@ -220,18 +215,9 @@ int cmd_eval(int argc, char **argv) {
     fflush(stdout);
     double t0 = dt_now();
     for (int i = 0; i < a.n; i++) {
-        const char *prompt = prompts[i % n_prompts];
-        PromptEmbeds emb;
-        UNetCond cond;
-        model_condition(&m, &prompt, a.negative, 1, cfg, a.height, a.width, &emb, &cond);
-        int64_t id = 0;
-        noise_latents(&xT, (uint64_t)a.seeds[i], &id);
-        if (a.eta > 0) noise_steps(&z, (uint64_t)a.seeds[i], &id);
-        engine_sample(&e, &cond, &xT, a.eta > 0 ? &z : NULL, &x0);
-        engine_score(&e, &x0, &prompt);
+        model_sample_seeded(&m, &e, prompts[i % n_prompts], a.negative, a.height, a.width, (uint64_t)a.seeds[i]);
         for (int k = 0; k < K; k++) scores[k][i] = e.per_reward[k]; // [K, B] with B = 1
         scores[K][i] = e.reward[0];
-        prompt_embeds_free(&emb);
     }
     Stats *st = xmalloc(sizeof(Stats) * (size_t)(K + 1));
     for (int k = 0; k <= K; k++) st[k] = stats_of(scores[k], a.n);
@@ -247,9 +233,6 @@ int cmd_eval(int argc, char **argv) {
     for (int k = 0; k <= K; k++) free(scores[k]);
     free(scores);
     free(st);
-    free(xT.data);
-    free(x0.data);
-    free(z.data);
     free(a.seeds);
     engine_free(&e);
     if (a.lora) lora_free(&lora);

@@ -48,6 +48,27 @@ void model_condition(const Model *m, const char *const *prompts, const char *neg
     cond->time_ids = emb->time_ids.data ? &emb->time_ids : NULL;
 }
 
+void model_sample_seeded(const Model *m, Engine *e, const char *prompt, const char *negative, int H, int W,
+                         uint64_t seed) {
+    int N = e->sched->num_inference_steps;
+    int64_t lat = (int64_t)e->C * e->h * e->w, id = 0;
+    Tensor xT = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)lat), 1, e->C, e->h, e->w);
+    Tensor x0 = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)lat), 1, e->C, e->h, e->w);
+    Tensor z = tensor_make(xmalloc(sizeof(float) * (size_t)(lat * N)), DTYPE_F32, DEVICE_CPU, 5,
+                           (int64_t[]){N, 1, e->C, e->h, e->w});
+    PromptEmbeds emb;
+    UNetCond cond;
+    model_condition(m, &prompt, negative, 1, e->guidance > 1.0f, H, W, &emb, &cond);
+    noise_latents(&xT, seed, &id);
+    if (e->eta > 0) noise_steps(&z, seed, &id);
+    engine_sample(e, &cond, &xT, e->eta > 0 ? &z : NULL, &x0);
+    engine_score(e, &x0, &prompt);
+    prompt_embeds_free(&emb);
+    free(xT.data);
+    free(x0.data);
+    free(z.data);
+}
+
 void noise_latents(Tensor *xT, uint64_t seed, const int64_t *ids) {
     int64_t B = xT->shape[0], n = tensor_numel(xT) / B;
     for (int64_t b = 0; b < B; b++)

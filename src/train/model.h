@@ -31,6 +31,12 @@ void model_free(Model *m);
 void model_condition(const Model *m, const char *const *prompts, const char *negative, int B, int cfg, int H, int W,
                      PromptEmbeds *emb, UNetCond *cond);
 
+// One image from a seed, as drtune eval and the training's sample grids draw them: its latent and DDIM noise from
+// (seed, sample 0), sampled with the engine's guidance and eta (e planned for one image of H x W pixels), decoded and
+// scored: the image in e->image, its rewards in e->reward[0] and e->per_reward.
+void model_sample_seeded(const Model *m, Engine *e, const char *prompt, const char *negative, int H, int W,
+                         uint64_t seed);
+
 // x_T [B, C, h, w]: sample b's latent from stream (seed, LATENT, ids[b]).
 void noise_latents(Tensor *xT, uint64_t seed, const int64_t *ids);
 // z [N, B, C, h, w]: the DDIM noise of sample ids[b] at step t (index N - t) from stream (seed, STEP_NOISE, ids[b], t).

@@ -130,7 +130,7 @@ static double trainer_update(Trainer *t, const AdamWConfig *oc, float lr, int *a
 // Samples the fixed-seed grid with the sampler's guidance: seeds[i] with prompt i (cycling through the file).
 static void write_samples(Trainer *t, const char *path, float *mean_reward) {
     const Config *c = t->cfg;
-    int n = c->log.n_sample_seeds, cfg = c->sampler.guidance > 1.0;
+    int n = c->log.n_sample_seeds;
     if (n == 0) { // log.sample_seeds empty: no sample grids
         if (mean_reward) *mean_reward = NAN;
         return;
@@ -138,33 +138,18 @@ static void write_samples(Trainer *t, const char *path, float *mean_reward) {
     Engine e;
     engine_init(&e, &t->model.unet, NULL, &t->model.vae, &t->model.sched, &t->rw.set, (float)c->sampler.guidance,
                 (float)c->sampler.eta, 1, t->h, t->w, 77);
-    int64_t img = (int64_t)t->model.vae.cfg.out_channels * t->H * t->W, lat = (int64_t)e.C * t->h * t->w;
+    int64_t img = (int64_t)t->model.vae.cfg.out_channels * t->H * t->W;
     float *grid = xmalloc(sizeof(float) * (size_t)(img * n));
-    Tensor xT = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)lat), 1, e.C, t->h, t->w);
-    Tensor x0 = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)lat), 1, e.C, t->h, t->w);
-    Tensor z = tensor_make(xmalloc(sizeof(float) * (size_t)(lat * c->sampler.steps)), DTYPE_F32, DEVICE_CPU, 5,
-                           (int64_t[]){c->sampler.steps, 1, e.C, t->h, t->w});
     double sum = 0;
     for (int i = 0; i < n; i++) {
-        const char *prompt = t->prompts[i % t->n_prompts];
-        PromptEmbeds emb;
-        UNetCond cond;
-        model_condition(&t->model, &prompt, c->sampler.negative_prompt, 1, cfg, t->H, t->W, &emb, &cond);
-        int64_t id = 0;
-        noise_latents(&xT, (uint64_t)c->log.sample_seeds[i], &id);
-        if (c->sampler.eta > 0) noise_steps(&z, (uint64_t)c->log.sample_seeds[i], &id);
-        engine_sample(&e, &cond, &xT, c->sampler.eta > 0 ? &z : NULL, &x0);
-        engine_score(&e, &x0, &prompt);
+        model_sample_seeded(&t->model, &e, t->prompts[i % t->n_prompts], c->sampler.negative_prompt, t->H, t->W,
+                            (uint64_t)c->log.sample_seeds[i]);
         sum += e.reward[0];
         memcpy(grid + i * img, e.image.data, sizeof(float) * (size_t)img);
-        prompt_embeds_free(&emb);
     }
     pngio_write_grid(path, grid, n, t->H, t->W, 0);
     if (mean_reward) *mean_reward = (float)(sum / n);
     free(grid);
-    free(xT.data);
-    free(x0.data);
-    free(z.data);
     engine_free(&e);
 }
 
