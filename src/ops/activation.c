@@ -58,19 +58,13 @@ static inline float act_df(float x, Activation act) {
     return 0.0f;
 }
 
-static void expect_same_numel(const Tensor *a, const Tensor *b, const char *op) {
-    char x[96], y[96];
-    CHECK(tensor_numel(a) == tensor_numel(b), "", "%s: shapes %s and %s differ", op, tensor_shape_str(a, x, sizeof x),
-          tensor_shape_str(b, y, sizeof y));
-}
-
 static void expect_valid_activation(Activation act, const char *op) {
     CHECK((unsigned)act <= (unsigned)ACT_QUICK_GELU, "", "%s: unknown activation %d", op, (int)act);
 }
 
 // out = act(in), any shape (out may alias in)
 void activation_forward(Tensor *out, const Tensor *in, Activation act) {
-    expect_same_numel(out, in, "activation_forward");
+    ops_expect_same_numel(out, in, "activation_forward");
     expect_valid_activation(act, "activation_forward");
     int64_t n = tensor_numel(out);
     if (OPS_ON_CUDA(out)) {
@@ -90,8 +84,8 @@ void activation_forward(Tensor *out, const Tensor *in, Activation act) {
 // din = dout * act'(in) (written; din may alias dout)
 void activation_backward(Tensor *din, const Tensor *dout, const Tensor *in, Activation act) {
     if (!ops_want(din)) return;
-    expect_same_numel(din, in, "activation_backward");
-    expect_same_numel(dout, in, "activation_backward");
+    ops_expect_same_numel(din, in, "activation_backward");
+    ops_expect_same_numel(dout, in, "activation_backward");
     expect_valid_activation(act, "activation_backward");
     int64_t n = tensor_numel(in);
     if (OPS_ON_CUDA(dout)) {

@@ -1,16 +1,10 @@
 // arith.c: elementwise arithmetic: residual add, broadcast add of per-channel values, axpy, scale, fill.
 #include "ops_internal.h"
 
-static void expect_same_numel(const Tensor *a, const Tensor *b, const char *op) {
-    char x[96], y[96];
-    CHECK(tensor_numel(a) == tensor_numel(b), "", "%s: shapes %s and %s differ", op, tensor_shape_str(a, x, sizeof x),
-          tensor_shape_str(b, y, sizeof y));
-}
-
 // out = a + b (out may alias a or b)
 void add_forward(Tensor *out, const Tensor *a, const Tensor *b) {
-    expect_same_numel(out, a, "add_forward");
-    expect_same_numel(out, b, "add_forward");
+    ops_expect_same_numel(out, a, "add_forward");
+    ops_expect_same_numel(out, b, "add_forward");
     int64_t n = tensor_numel(out);
     if (OPS_ON_CUDA(out)) {
 #ifdef DRTUNE_CUDA
@@ -28,18 +22,18 @@ void add_forward(Tensor *out, const Tensor *a, const Tensor *b) {
 // da = dout, db = dout (written)
 void add_backward(Tensor *da, Tensor *db, const Tensor *dout) {
     if (ops_want(da) && da->data != dout->data) {
-        expect_same_numel(da, dout, "add_backward");
+        ops_expect_same_numel(da, dout, "add_backward");
         tensor_copy(da, dout);
     }
     if (ops_want(db) && db->data != dout->data) {
-        expect_same_numel(db, dout, "add_backward");
+        ops_expect_same_numel(db, dout, "add_backward");
         tensor_copy(db, dout);
     }
 }
 
 // out[b, c, *] = x[b, c, *] + v[b, c]
 void add_bcast_forward(Tensor *out, const Tensor *x, const Tensor *v) {
-    expect_same_numel(out, x, "add_bcast_forward");
+    ops_expect_same_numel(out, x, "add_bcast_forward");
     int64_t B = x->shape[0], C = x->shape[1], S = tensor_numel(x) / (B * C);
     tensor_expect_shape(v, "add_bcast vector", B, C);
     OPS_EXPECT_CPU(out, "add_bcast_forward");
@@ -54,27 +48,20 @@ void add_bcast_forward(Tensor *out, const Tensor *x, const Tensor *v) {
 
 // dx = dout (written); dv[b, c] = sum_s dout[b, c, s] (written)
 void add_bcast_backward(Tensor *dx, Tensor *dv, const Tensor *dout) {
-    int64_t B = dout->shape[0], C = dout->shape[1], S = tensor_numel(dout) / (B * C);
+    int64_t B = dout->shape[0], C = dout->shape[1];
     OPS_EXPECT_CPU(dout, "add_bcast_backward");
     if (ops_want(dx) && dx->data != dout->data) {
-        expect_same_numel(dx, dout, "add_bcast_backward");
+        ops_expect_same_numel(dx, dout, "add_bcast_backward");
         tensor_copy(dx, dout);
     }
     if (ops_want(dv)) {
         tensor_expect_shape(dv, "add_bcast vector grad", B, C);
-        float *d = tensor_f32(dv);
-        const float *g = tensor_f32(dout);
-#pragma omp parallel for if (B * C * S > 65536)
-        for (int64_t bc = 0; bc < B * C; bc++) {
-            double s = 0.0;
-            for (int64_t k = 0; k < S; k++) s += g[bc * S + k];
-            d[bc] = (float)s;
-        }
+        reduce_forward(dv, dout, REDUCE_SUM); // the sum over s of each (b, c)
     }
 }
 
 void tensor_axpy(Tensor *y, float alpha, const Tensor *x) {
-    expect_same_numel(y, x, "tensor_axpy");
+    ops_expect_same_numel(y, x, "tensor_axpy");
     int64_t n = tensor_numel(y);
     if (OPS_ON_CUDA(y)) {
 #ifdef DRTUNE_CUDA

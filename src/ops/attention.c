@@ -128,9 +128,9 @@ void attention_backward(Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, 
     OPS_EXPECT_CPU(q, "attention_backward");
     OPS_EXPECT_CPU(k, "attention_backward");
     OPS_EXPECT_CPU(v, "attention_backward");
-    if (want_q) OPS_EXPECT_CPU(dq, "attention_backward");
-    if (want_k) OPS_EXPECT_CPU(dk, "attention_backward");
-    if (want_v) OPS_EXPECT_CPU(dv, "attention_backward");
+    OPS_EXPECT_CPU(dq, "attention_backward");
+    OPS_EXPECT_CPU(dk, "attention_backward");
+    OPS_EXPECT_CPU(dv, "attention_backward");
     if (want_k) memset(dk->data, 0, tensor_bytes(dk));
     if (want_v) memset(dv->data, 0, tensor_bytes(dv));
     if (!want_q && !want_k && !want_v) return;

@@ -100,7 +100,7 @@ void conv2d_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor
     OPS_EXPECT_CPU(out, "conv2d_forward");
     OPS_EXPECT_CPU(in, "conv2d_forward");
     OPS_EXPECT_CPU(w, "conv2d_forward");
-    if (ops_want(b)) OPS_EXPECT_CPU(b, "conv2d_forward");
+    OPS_EXPECT_CPU(b, "conv2d_forward");
     float *o = tensor_f32(out);
     const float *x = tensor_f32(in), *wt = tensor_f32(w);
     float beta = 0.0f;
@@ -141,20 +141,11 @@ void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
     OPS_EXPECT_CPU(dout, "conv2d_backward");
     OPS_EXPECT_CPU(in, "conv2d_backward");
     OPS_EXPECT_CPU(w, "conv2d_backward");
-    if (ops_want(din)) OPS_EXPECT_CPU(din, "conv2d_backward");
-    if (ops_want(dw)) OPS_EXPECT_CPU(dw, "conv2d_backward");
-    if (ops_want(db)) OPS_EXPECT_CPU(db, "conv2d_backward");
+    OPS_EXPECT_CPU(din, "conv2d_backward");
+    OPS_EXPECT_CPU(dw, "conv2d_backward");
+    OPS_EXPECT_CPU(db, "conv2d_backward");
     const float *gy = tensor_f32(dout), *x = tensor_f32(in), *wt = tensor_f32(w);
-    if (ops_want(db)) {
-        float *d = tensor_f32(db);
-#pragma omp parallel for if (B * OC * S > 65536)
-        for (int64_t oc = 0; oc < OC; oc++) {
-            double sum = 0.0;
-            for (int64_t n = 0; n < B; n++)
-                for (int64_t i = 0; i < S; i++) sum += gy[(n * OC + oc) * S + i];
-            d[oc] += (float)sum;
-        }
-    }
+    if (ops_want(db)) ops_bias_grad_add(tensor_f32(db), gy, B, OC, S);
     if (!ops_want(din) && !ops_want(dw)) return;
     // The weight gradient of the whole batch is summed in dwb [OC, K] and added to dw once, so dw receives exactly
     // this call's gradient whatever it held before. Non-pointwise shapes also need the columns of one chunk,

@@ -52,13 +52,5 @@ void linear_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
     if (ops_want(dw))
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)IC, (int)N, 1.0f, g, (int)OC, x, (int)IC,
                     1.0f, tensor_f32(dw), (int)IC);
-    if (ops_want(db)) {
-        float *d = tensor_f32(db);
-#pragma omp parallel for if (N * OC > 65536)
-        for (int64_t o = 0; o < OC; o++) {
-            double s = 0.0;
-            for (int64_t n = 0; n < N; n++) s += g[n * OC + o];
-            d[o] += (float)s;
-        }
-    }
+    if (ops_want(db)) ops_bias_grad_add(tensor_f32(db), g, N, OC, 1);
 }

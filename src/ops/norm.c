@@ -34,6 +34,24 @@ static void moments(const float *x, int64_t n, float eps, float *mean, float *rs
 }
 
 // in [B, C, *spatial] viewed as [B, C, S]; G = groups of Cg = C / G consecutive channels
+// dgamma[c] += sum_k pg[k stride + c], dbeta[c] += sum_k pb[k stride + c] over rows k (either may be unwanted):
+// the parameter gradients from per-row partial sums in double.
+static void add_param_grads(Tensor *dgamma, Tensor *dbeta, const double *pg, const double *pb, int64_t rows,
+                            int64_t stride, int64_t C) {
+    float *dg = ops_want(dgamma) ? tensor_f32(dgamma) : NULL, *db = ops_want(dbeta) ? tensor_f32(dbeta) : NULL;
+    if (!dg && !db) return;
+#pragma omp parallel for if (rows * C > 65536)
+    for (int64_t c = 0; c < C; c++) {
+        double sg = 0.0, sb = 0.0;
+        for (int64_t k = 0; k < rows; k++) {
+            sg += pg[k * stride + c];
+            sb += pb[k * stride + c];
+        }
+        if (dg) dg[c] += (float)sg;
+        if (db) db[c] += (float)sb;
+    }
+}
+
 static void groupnorm_dims(const Tensor *in, int groups, const char *op, int64_t *B, int64_t *C, int64_t *S) {
     char a[96];
     CHECK(in->ndim >= 2 && in->shape[0] > 0 && in->shape[1] > 0, "", "%s: input %s is not [B, C, ...]", op,
@@ -97,9 +115,9 @@ void groupnorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor
     OPS_EXPECT_CPU(mean, "groupnorm_backward");
     OPS_EXPECT_CPU(rstd, "groupnorm_backward");
     OPS_EXPECT_CPU(gamma, "groupnorm_backward");
-    if (ops_want(din)) OPS_EXPECT_CPU(din, "groupnorm_backward");
-    if (ops_want(dgamma)) OPS_EXPECT_CPU(dgamma, "groupnorm_backward");
-    if (ops_want(dbeta)) OPS_EXPECT_CPU(dbeta, "groupnorm_backward");
+    OPS_EXPECT_CPU(din, "groupnorm_backward");
+    OPS_EXPECT_CPU(dgamma, "groupnorm_backward");
+    OPS_EXPECT_CPU(dbeta, "groupnorm_backward");
     const float *dy = tensor_f32(dout), *x = tensor_f32(in), *mu = tensor_f32(mean), *rs = tensor_f32(rstd),
                 *ga = tensor_f32(gamma);
     // per (sample, channel): sdy [B, C] = sum_s dout, sdyx [B, C] = sum_s dout xhat
@@ -136,19 +154,7 @@ void groupnorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor
             for (int64_t s = 0; s < S; s++) dxi[s] = (dyi[s] * gr - a) - ((xi[s] - m) * r) * e;
         }
     }
-    if (ops_want(dgamma) || ops_want(dbeta)) {
-        float *dg = ops_want(dgamma) ? tensor_f32(dgamma) : NULL, *db = ops_want(dbeta) ? tensor_f32(dbeta) : NULL;
-#pragma omp parallel for if (B * C > 65536)
-        for (int64_t c = 0; c < C; c++) {
-            double s1 = 0.0, s2 = 0.0;
-            for (int64_t b = 0; b < B; b++) {
-                s1 += sdy[b * C + c];
-                s2 += sdyx[b * C + c];
-            }
-            if (dg) dg[c] += (float)s2;
-            if (db) db[c] += (float)s1;
-        }
-    }
+    add_param_grads(dgamma, dbeta, sdyx, sdy, B, C, C);
 }
 
 // in/out [N, C] (N = all leading dims): out = (in - mean[n]) * rstd[n] * gamma[c] + beta[c]; mean, rstd [N] written
@@ -199,9 +205,9 @@ void layernorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor
     OPS_EXPECT_CPU(mean, "layernorm_backward");
     OPS_EXPECT_CPU(rstd, "layernorm_backward");
     OPS_EXPECT_CPU(gamma, "layernorm_backward");
-    if (ops_want(din)) OPS_EXPECT_CPU(din, "layernorm_backward");
-    if (ops_want(dgamma)) OPS_EXPECT_CPU(dgamma, "layernorm_backward");
-    if (ops_want(dbeta)) OPS_EXPECT_CPU(dbeta, "layernorm_backward");
+    OPS_EXPECT_CPU(din, "layernorm_backward");
+    OPS_EXPECT_CPU(dgamma, "layernorm_backward");
+    OPS_EXPECT_CPU(dbeta, "layernorm_backward");
     const float *dy = tensor_f32(dout), *x = tensor_f32(in), *mu = tensor_f32(mean), *rs = tensor_f32(rstd),
                 *ga = tensor_f32(gamma);
     float *dx = ops_want(din) ? tensor_f32(din) : NULL;
@@ -240,17 +246,5 @@ void layernorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor
             }
         }
     }
-    if (want_params) {
-        float *dg = ops_want(dgamma) ? tensor_f32(dgamma) : NULL, *db = ops_want(dbeta) ? tensor_f32(dbeta) : NULL;
-#pragma omp parallel for if (K * C > 65536)
-        for (int64_t c = 0; c < C; c++) {
-            double sg = 0.0, sb = 0.0;
-            for (int64_t k = 0; k < K; k++) {
-                sg += part[2 * k * C + c];
-                sb += part[2 * k * C + C + c];
-            }
-            if (dg) dg[c] += (float)sg;
-            if (db) db[c] += (float)sb;
-        }
-    }
+    if (want_params) add_param_grads(dgamma, dbeta, part, part + C, K, 2 * C, C);
 }

@@ -27,6 +27,22 @@ void ops_workspace_free(void) {
     }
 }
 
+void ops_expect_same_numel(const Tensor *a, const Tensor *b, const char *op) {
+    char x[96], y[96];
+    CHECK(tensor_numel(a) == tensor_numel(b), "", "%s: shapes %s and %s differ", op, tensor_shape_str(a, x, sizeof x),
+          tensor_shape_str(b, y, sizeof y));
+}
+
+void ops_bias_grad_add(float *d, const float *g, int64_t B, int64_t OC, int64_t S) {
+#pragma omp parallel for if (B * OC * S > 65536)
+    for (int64_t o = 0; o < OC; o++) {
+        double sum = 0.0;
+        for (int64_t n = 0; n < B; n++)
+            for (int64_t s = 0; s < S; s++) sum += g[(n * OC + o) * S + s];
+        d[o] += (float)sum;
+    }
+}
+
 void ops_set_threads(int n) {
     if (n > 0) omp_set_num_threads(n);
 }
