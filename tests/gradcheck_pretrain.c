@@ -136,7 +136,7 @@ static int check_vae(int *checks) {
     arena_alloc(&c.grads);
     arena_alloc(&c.acts);
     fill_params(&c.params, 300, 0.5f);
-    vae_encode_grad_init(&c.gb, &c.v, &c.x);
+    vae_encode_grad_init(&c.gb, &c.x);
     c.image = GC_TENSOR(B, 3, H, H);
     gc_fill_uniform(&c.image, -1.0f, 1.0f, 4);
     c.mean = GC_TENSOR(B, L, H / 4, H / 4), c.logvar = GC_TENSOR(B, L, H / 4, H / 4);

@@ -12,6 +12,7 @@
 #include "../src/io/plot.h"
 #include "../src/io/png.h"
 #include "../src/io/prompts.h"
+#include "../src/io/utf8.h"
 #include "../src/train/metrics.h"
 #include "testutil.h"
 
@@ -79,9 +80,9 @@ static void test_prompts(void) {
         tu_write_text(tu_path("utf8.txt"), bad[i].bytes);
         TU_EXPECT_USER_ERROR(read_prompts, tu_path("utf8.txt"), "utf8.txt:2: invalid UTF-8");
     }
-    TU_EXPECT(prompts_utf8_prefix("ab\xC3\xA9\xC3", 5) == 4, "prefix stops before a cut sequence");
-    TU_EXPECT(prompts_utf8_prefix("\xF4\x8F\xBF\xBF", 4) == 4, "U+10FFFF is valid");
-    TU_EXPECT(prompts_utf8_prefix("\xEF\xBF\xBF", 3) == 3, "U+FFFF is valid");
+    TU_EXPECT(utf8_valid_prefix("ab\xC3\xA9\xC3", 5) == 4, "prefix stops before a cut sequence");
+    TU_EXPECT(utf8_valid_prefix("\xF4\x8F\xBF\xBF", 4) == 4, "U+10FFFF is valid");
+    TU_EXPECT(utf8_valid_prefix("\xEF\xBF\xBF", 3) == 3, "U+FFFF is valid");
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -78,12 +78,16 @@ float *tensor_f32(const Tensor *t) {
     return (float *)t->data;
 }
 
-const char *tensor_shape_str(const Tensor *t, char *buf, size_t n) {
+const char *tensor_dims_str(int ndim, const int64_t *shape, char *buf, size_t n) {
     size_t off = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < t->ndim && off < n; i++)
-        off += (size_t)snprintf(buf + off, n - off, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+    for (int i = 0; i < ndim && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, i ? ", %lld" : "%lld", (long long)shape[i]);
     if (off < n) snprintf(buf + off, n - off, "]");
     return buf;
+}
+
+const char *tensor_shape_str(const Tensor *t, char *buf, size_t n) {
+    return tensor_dims_str(t->ndim, t->shape, buf, n);
 }
 
 void tensor_expect_shape_(const Tensor *t, const char *what, int ndim, const int64_t *shape, const char *file,

@@ -44,8 +44,11 @@ int64_t tensor_rows(const Tensor *t);
 float *tensor_f32(const Tensor *t);
 // "[2, 320, 64, 64]" into buf.
 const char *tensor_shape_str(const Tensor *t, char *buf, size_t n);
+// The same for ndim dims of any rank (file tensors may have more than TENSOR_MAX_DIMS).
+const char *tensor_dims_str(int ndim, const int64_t *shape, char *buf, size_t n);
 // Internal failure with both shapes printed when t does not have exactly the expected shape.
-void tensor_expect_shape_(const Tensor *t, const char *what, int ndim, const int64_t *shape, const char *file, int line);
+void tensor_expect_shape_(const Tensor *t, const char *what, int ndim, const int64_t *shape, const char *file,
+                          int line);
 #define tensor_expect_shape(t, what, ...)                                                                    \
     do {                                                                                                     \
         const int64_t _s[] = {__VA_ARGS__};                                                                  \

@@ -58,7 +58,8 @@ void ddim_step(const Ddim *s, int i, float eta, Tensor *x_prev, Tensor *x0_pred,
 // With clip_sample the clamp's mask needs x0 recomputed from m and x, which are therefore inputs.
 void ddim_step_backward(const Ddim *s, int i, float eta, Tensor *dm, Tensor *dx, const Tensor *dx_prev,
                         const Tensor *dx0, const Tensor *m, const Tensor *x);
-// x0 prediction alone (the one-step estimate at an early-stop step) and its backward.
+// x0 prediction alone (the one-step estimate at an early-stop step), clamped as in ddim_step. It has no backward of
+// its own: ddim_step_backward with dx_prev NULL and dx0 gives its gradient.
 void ddim_predict_x0(const Ddim *s, int i, Tensor *x0, const Tensor *m, const Tensor *x);
 // diffusers add_noise: out = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, at train timestep t.
 void ddim_add_noise(const Ddim *s, int t, Tensor *out, const Tensor *x0, const Tensor *noise);

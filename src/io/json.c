@@ -23,6 +23,14 @@ void json_load(JsonDoc *doc, const char *path) {
     doc->path = xstrdup(path);
 }
 
+void json_load_config(JsonDoc *doc, const char *path) {
+    size_t len = strlen(path);
+    char *file = xmalloc(len + 16);
+    snprintf(file, len + 16, len >= 5 && !strcmp(path + len - 5, ".json") ? "%s" : "%s/config.json", path);
+    json_load(doc, file);
+    free(file);
+}
+
 void json_free(JsonDoc *doc) {
     cJSON_Delete(doc->root);
     free(doc->path);
@@ -85,6 +93,15 @@ int json_get_int_list(const JsonDoc *doc, const char *key, int *out, int max, in
     const cJSON *e;
     cJSON_ArrayForEach(e, v) out[i++] = as_int(doc, key, e);
     return n;
+}
+
+int json_get_required_int_list(const JsonDoc *doc, const char *key, int *out, int max) {
+    USER_CHECK(get(doc, key), "'%s': key '%s' is missing", doc->path, key);
+    return json_get_int_list(doc, key, out, max, 1, 0);
+}
+
+void json_check_multiple(const JsonDoc *doc, const char *key, int v, const char *of_key, int m) {
+    USER_CHECK(v > 0 && v % m == 0, "'%s': %s %d is not a positive multiple of %s %d", doc->path, key, v, of_key, m);
 }
 
 int json_get_string_list(const JsonDoc *doc, const char *key, const char **out, int max) {

@@ -6,36 +6,8 @@
 #include <string.h>
 
 #include "../core/common.h"
+#include "utf8.h"
 
-size_t prompts_utf8_prefix(const char *s, size_t n) {
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = u[i], cp;
-        size_t len;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF) // 0xC0, 0xC1 would only start overlong forms
-            len = 2, cp = c & 0x1F;
-        else if (c >= 0xE0 && c <= 0xEF)
-            len = 3, cp = c & 0x0F;
-        else if (c >= 0xF0 && c <= 0xF4)
-            len = 4, cp = c & 0x07;
-        else
-            return i;
-        if (len > n - i) return i;
-        for (size_t j = 1; j < len; j++) {
-            if ((u[i + j] & 0xC0) != 0x80) return i;
-            cp = (cp << 6) | (u[i + j] & 0x3F);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return i;
-        i += len;
-    }
-    return n;
-}
 
 char **prompts_read(const char *path, int *count) {
     size_t len;
@@ -52,7 +24,7 @@ char **prompts_read(const char *path, int *count) {
         if (l && s[l - 1] == '\r') l--;
         if (l > PROMPTS_LINE_MAX)
             dt_user_error("%s:%d: line of %zu bytes (at most %d)", path, line, l, PROMPTS_LINE_MAX);
-        size_t valid = prompts_utf8_prefix(s, l);
+        size_t valid = utf8_valid_prefix(s, l);
         if (valid < l) dt_user_error("%s:%d: invalid UTF-8 at byte %zu of the line", path, line, valid + 1);
         size_t a = 0, b = l;
         while (a < b && isspace((unsigned char)s[a])) a++;

@@ -14,9 +14,6 @@ extern "C" {
 // file without any prompt.
 char **prompts_read(const char *path, int *n);
 void prompts_free(char **prompts);
-// Length of the longest prefix of s[0..n) that is valid UTF-8 (n when all of it is): no overlong forms, no
-// surrogates, nothing above U+10FFFF, no truncated sequence.
-size_t prompts_utf8_prefix(const char *s, size_t n);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,7 @@
 
 #include "../core/common.h"
 #include "../core/device.h"
+#include "utf8.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data are little-endian; this reader assumes a little-endian host"
@@ -100,43 +101,8 @@ static const char *quote(char *out, size_t n, const char *s) {
 }
 #define QUOTE_LEN 160
 
-static const char *shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
-    size_t off = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && off < n; i++)
-        off += (size_t)snprintf(buf + off, n - off, i ? ", %lld" : "%lld", (long long)shape[i]);
-    if (off < n) snprintf(buf + off, n - off, "]");
-    return buf;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // header pre-scan: encoding and shape of the raw JSON text, before cJSON sees it
-
-// Strict UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF). Returns the offset of the first bad
-// byte, or n when the text is valid.
-static size_t utf8_invalid_at(const uint8_t *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp, min;
-        if (c >= 0xc2 && c <= 0xdf) len = 2, cp = c & 0x1fu, min = 0x80;
-        else if (c >= 0xe0 && c <= 0xef) len = 3, cp = c & 0x0fu, min = 0x800;
-        else if (c >= 0xf0 && c <= 0xf4) len = 4, cp = c & 0x07u, min = 0x10000;
-        else return i;
-        if (n - i < len) return i;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) return i;
-            cp = (cp << 6) | (s[i + k] & 0x3fu);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
-        i += len;
-    }
-    return n;
-}
 
 // Bounds what the JSON parser will be given: nesting depth, string lengths, the number of values, no raw control
 // bytes (JSON forbids them), and no \u0000 escape (a NUL would silently truncate a key and could merge two
@@ -318,7 +284,7 @@ static int parse_entry(const cJSON *entry, StTensor *t, Span *span, ErrOut *e) {
         return fail(e, "tensor %s: data_offsets [%llu, %llu] span %llu bytes but %s %s needs %zu", tn,
                     (unsigned long long)span->begin, (unsigned long long)span->end,
                     (unsigned long long)(span->end - span->begin), safetensors_dtype_name(t->dtype),
-                    shape_str(s, sizeof s, t->ndim, t->shape), t->nbytes);
+                    tensor_dims_str(t->ndim, t->shape, s, sizeof s), t->nbytes);
     }
     t->name = xstrdup(entry->string);
     return 0;
@@ -426,7 +392,7 @@ int safetensors_parse_buffer(const uint8_t *buf, size_t len, char *err, size_t e
         return fail(&e, "header length %llu runs past the end of the %zu-byte file", (unsigned long long)hlen, len);
     const uint8_t *h = buf + 8;
     if (hlen == 0 || h[0] != '{') return fail(&e, "header does not start with '{'");
-    size_t bad = utf8_invalid_at(h, (size_t)hlen);
+    size_t bad = utf8_valid_prefix(h, (size_t)hlen);
     if (bad != hlen) return fail(&e, "header is not valid UTF-8 (byte %zu)", bad);
     if (header_prescan(h, (size_t)hlen, &e)) return -1;
     if (parse_header_json(h, (size_t)hlen, h + hlen, len - 8 - hlen, st, &e)) {
@@ -545,6 +511,25 @@ static void read_int(const SafeTensors *file, const StTensor *t, Tensor *dst, in
     free(stage);
 }
 
+void safetensors_read_tensor(const SafeTensors *st, const StTensor *t, Tensor *dst) {
+    int64_t n = tensor_numel(dst);
+    CHECK(n * (int64_t)safetensors_dtype_size(t->dtype) == (int64_t)t->nbytes, "give dst the file tensor's shape",
+          "safetensors_read_tensor: %zu bytes of %s into %lld elements", t->nbytes, safetensors_dtype_name(t->dtype),
+          (long long)n);
+    int dst_float = dst->dtype != DTYPE_I32;
+    if (dst_float != is_float_dtype(t->dtype)) {
+        char q[QUOTE_LEN];
+        dt_user_error("'%s': tensor %s is %s in the file, which cannot be read into a %s tensor",
+                      st->path ? st->path : "<memory>", quote(q, sizeof q, t->name), safetensors_dtype_name(t->dtype),
+                      dtype_name(dst->dtype));
+    }
+    if (n == 0) return;
+    if (dst_float)
+        read_float(t, dst, n);
+    else
+        read_int(st, t, dst, n);
+}
+
 void safetensors_read_into(const SafeTensors *st, const char *name, Tensor *dst) {
     const char *path = st->path ? st->path : "<memory>";
     char q[QUOTE_LEN];
@@ -555,18 +540,10 @@ void safetensors_read_into(const SafeTensors *st, const char *name, Tensor *dst)
     if (!same) {
         char a[192], b[192];
         dt_user_error("'%s': tensor %s has shape %s in the file, expected %s", path, quote(q, sizeof q, name),
-                      shape_str(a, sizeof a, t->ndim, t->shape), shape_str(b, sizeof b, dst->ndim, dst->shape));
+                      tensor_dims_str(t->ndim, t->shape, a, sizeof a),
+                      tensor_dims_str(dst->ndim, dst->shape, b, sizeof b));
     }
-    int dst_float = dst->dtype != DTYPE_I32;
-    if (dst_float != is_float_dtype(t->dtype))
-        dt_user_error("'%s': tensor %s is %s in the file, which cannot be read into a %s tensor", path,
-                      quote(q, sizeof q, name), safetensors_dtype_name(t->dtype), dtype_name(dst->dtype));
-    int64_t n = tensor_numel(dst);
-    if (n == 0) return;
-    if (dst_float)
-        read_float(t, dst, n);
-    else
-        read_int(st, t, dst, n);
+    safetensors_read_tensor(st, t, dst);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -601,7 +578,7 @@ DT_PRINTF(2, 3) static void sb_printf(StrBuf *b, const char *fmt, ...) {
 
 // A JSON string literal; s must be valid UTF-8.
 static void sb_json_string(StrBuf *b, const char *s) {
-    CHECK(utf8_invalid_at((const uint8_t *)s, strlen(s)) == strlen(s), "tensor names and metadata must be UTF-8",
+    CHECK(utf8_valid_prefix(s, strlen(s)) == strlen(s), "tensor names and metadata must be UTF-8",
           "cannot write a safetensors string that is not valid UTF-8");
     sb_puts(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {

@@ -63,6 +63,9 @@ const char *safetensors_metadata(const SafeTensors *st, const char *key);
 // BF16) converts to dst's float dtype; integer data (I32, I64) goes to an I32 dst, range-checked. A missing
 // tensor, a shape mismatch or a float/integer mismatch is a user error naming the tensor and the file.
 void safetensors_read_into(const SafeTensors *st, const char *name, Tensor *dst);
+// The copy alone, for a tensor t of st the caller has found and whose shape dst already has (internal failure when
+// the element counts differ); a float/integer mismatch is the same user error.
+void safetensors_read_tensor(const SafeTensors *st, const StTensor *t, Tensor *dst);
 
 // Writes n tensors (F32, F16, BF16 or I32; CPU or CUDA) to path in the order given, with optional metadata given
 // as a JSON object of string values. The header is padded with spaces to a multiple of 8 bytes. The data are

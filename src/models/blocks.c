@@ -10,7 +10,6 @@
 #define TRANSFORMER_LN_EPS 1e-5f // BasicTransformerBlock's LayerNorms
 
 static int want(const Tensor *t) { return t != NULL && t->data != NULL; }
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // ---------------------------------------------------------------------------------------------------------------
 // planning
@@ -457,7 +456,7 @@ void transformer_plan_params(Arena *a, TransformerParams *p, const char *prefix,
     CHECK(depth >= 1 && heads >= 1 && channels % heads == 0 && channels % groups == 0, "",
           "transformer '%s': %d channels, %d heads, depth %d, %d groups", prefix, channels, heads, depth, groups);
     memset(p, 0, sizeof *p);
-    p->channels = channels, p->heads = heads, p->depth = depth, p->cross_dim = cross_dim, p->linear = linear;
+    p->channels = channels, p->depth = depth, p->linear = linear;
     p->groups = groups;
     p->blocks = xcalloc((size_t)depth, sizeof *p->blocks);
     int64_t C = channels;
@@ -642,6 +641,34 @@ void upsample_backward(const SamplerParams *p, SamplerParams *g, Tensor *din, co
     conv2d_backward(want(din) ? &dup : NULL, GRAD(g, conv.weight), GRAD(g, conv.bias), dout, &up, &p->conv.weight, 1,
                     1);
     upsample2x_backward(din, &dup);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// output head
+
+int64_t head_scratch(int64_t B, int64_t C, int64_t H, int64_t W, int64_t groups) {
+    return 2 * scratch_floats(B * C * H * W) + 2 * scratch_floats(B * groups);
+}
+
+void head_forward(const Layer *norm, const Layer *conv, Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *h,
+                  int groups, float eps, Scratch s) {
+    Tensor n = scratch_take(&s, 4, h->shape);
+    groupnorm_forward(&n, mean, rstd, h, &norm->weight, &norm->bias, groups, eps);
+    activation_forward(&n, &n, ACT_SILU);
+    conv2d_forward(out, &n, &conv->weight, &conv->bias, 1, 1);
+}
+
+void head_backward(const Layer *norm, const Layer *conv, Layer *dnorm, Layer *dconv, const Tensor *mean,
+                   const Tensor *rstd, const Tensor *h, const Tensor *dout, int groups, float eps, GradFlow *f,
+                   Scratch s) {
+    Tensor n = scratch_take(&s, 4, h->shape), act = scratch_take(&s, 4, h->shape);
+    Tensor smean = SCRATCH(&s, h->shape[0], groups), srstd = SCRATCH(&s, h->shape[0], groups);
+    Tensor dact = view_like(f->other, h), dh = view_like(f->cur, h);
+    groupnorm_forward(&n, &smean, &srstd, h, &norm->weight, &norm->bias, groups, eps);
+    activation_forward(&act, &n, ACT_SILU);
+    conv2d_backward(&dact, GRAD(dconv, weight), GRAD(dconv, bias), dout, &act, &conv->weight, 1, 1);
+    activation_backward(&dact, &dact, &n, ACT_SILU);
+    groupnorm_backward(&dh, GRAD(dnorm, weight), GRAD(dnorm, bias), &dact, h, mean, rstd, &norm->weight, groups);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

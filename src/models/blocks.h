@@ -18,6 +18,8 @@ extern "C" {
 
 #define PLAN_NDIM(...) ((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
 
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
 // Registers "prefix.name" (just "name" when prefix is empty) as an fp32 tensor of the given shape.
 void plan_tensor(Arena *a, Tensor *slot, const char *prefix, const char *name, int ndim, const int64_t *shape);
 #define PLAN(a, slot, prefix, name, ...) \
@@ -146,7 +148,7 @@ typedef struct {
 typedef struct {
     Layer norm, proj_in, proj_out;
     BasicBlockParams *blocks; // [depth]
-    int channels, heads, depth, cross_dim, linear, groups;
+    int channels, depth, linear, groups;
 } TransformerParams;
 
 typedef struct {
@@ -199,6 +201,21 @@ int64_t upsample_scratch(const SamplerParams *p, int64_t B, int64_t H, int64_t W
 void upsample_forward(const SamplerParams *p, Tensor *out, const Tensor *in, Scratch s);
 void upsample_backward(const SamplerParams *p, SamplerParams *g, Tensor *din, const Tensor *dout, const Tensor *in,
                        Scratch s);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Output head of the UNet and of the VAE decoder and encoder: out = conv(SiLU(GroupNorm(h))), conv 3x3 pad 1. The
+// backward recomputes the normalised input and its SiLU into scratch and reads the saved statistics.
+
+// Scratch floats of head_forward / head_backward on h [B, C, H, W].
+int64_t head_scratch(int64_t B, int64_t C, int64_t H, int64_t W, int64_t groups);
+// h [B, C, H, W] -> out [B, cout, H, W]; the norm statistics are saved in mean, rstd [B, groups].
+void head_forward(const Layer *norm, const Layer *conv, Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *h,
+                  int groups, float eps, Scratch s);
+// From dout (may be f->cur seen with out's shape): the gradient of h is written to f->cur (no flow_swap; f->other
+// is overwritten), parameter gradients accumulate into dnorm, dconv (NULL: none).
+void head_backward(const Layer *norm, const Layer *conv, Layer *dnorm, Layer *dconv, const Tensor *mean,
+                   const Tensor *rstd, const Tensor *h, const Tensor *dout, int groups, float eps, GradFlow *f,
+                   Scratch s);
 
 // ---------------------------------------------------------------------------------------------------------------
 // VAE mid-block attention: x + to_out(attention(GroupNorm(x)) over the H*W tokens), one head, biases everywhere.

@@ -8,6 +8,7 @@
 
 #include "../core/common.h"
 #include "../io/json.h"
+#include "clip_text_train.h"
 #include "weights.h"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -219,28 +220,31 @@ int clip_text_eos_index(const ClipTextConfig *c, const int32_t *ids, int T) {
     return 0;
 }
 
-// x [B, T, C] = token_embedding[ids] + position_embedding[0..T)
-static void embed(const ClipText *m, ClipTextRun *r) {
-    int64_t T = r->T, C = m->cfg.hidden;
-    embedding_forward(&r->x, &r->ids, &m->token_embedding);
+void clip_text_embed(const ClipText *m, Tensor *x, Tensor *ids_t, const int32_t *ids) {
+    const ClipTextConfig *c = &m->cfg;
+    int64_t B = ids_t->shape[0], T = ids_t->shape[1], C = c->hidden;
+    for (int64_t n = 0; n < B * T; n++)
+        USER_CHECK(ids[n] >= 0 && ids[n] < c->vocab, "token id %d at position %lld is outside the vocabulary of %d",
+                   (int)ids[n], (long long)n, c->vocab);
+    memcpy(ids_t->data, ids, sizeof(int32_t) * (size_t)(B * T));
+    embedding_forward(x, ids_t, &m->token_embedding);
     Tensor pos = tensor_f32_2d(tensor_f32(&m->position_embedding), T, C);
-    for (int b = 0; b < r->B; b++) {
-        Tensor xb = tensor_f32_2d(tensor_f32(&r->x) + b * T * C, T, C);
+    for (int64_t b = 0; b < B; b++) {
+        Tensor xb = tensor_f32_2d(tensor_f32(x) + b * T * C, T, C);
         add_forward(&xb, &xb, &pos);
     }
 }
 
-// One pre-LN encoder layer, x [B, T, C] updated in place:
-// x += out_proj(causal_attn(layer_norm1(x))); x += fc2(act(fc1(layer_norm2(x)))).
-static void layer_forward(const ClipTextLayer *p, const ClipTextConfig *c, Tensor *x, ClipTextLayerActs *a) {
-    layernorm_forward(&a->h1, &a->ln1_mean, &a->ln1_rstd, x, &p->ln1_w, &p->ln1_b, c->eps);
+void clip_text_layer_forward(const ClipTextLayer *p, const ClipTextConfig *c, const Tensor *in, Tensor *mid,
+                             Tensor *out, ClipTextLayerActs *a) {
+    layernorm_forward(&a->h1, &a->ln1_mean, &a->ln1_rstd, in, &p->ln1_w, &p->ln1_b, c->eps);
     mha_forward(&a->attn_out, &a->mha, &a->h1, NULL, &p->attn, c->heads, 1);
-    add_forward(x, x, &a->attn_out);
-    layernorm_forward(&a->h2, &a->ln2_mean, &a->ln2_rstd, x, &p->ln2_w, &p->ln2_b, c->eps);
+    add_forward(mid, in, &a->attn_out);
+    layernorm_forward(&a->h2, &a->ln2_mean, &a->ln2_rstd, mid, &p->ln2_w, &p->ln2_b, c->eps);
     linear_forward(&a->fc1, &a->h2, &p->fc1_w, &p->fc1_b);
     activation_forward(&a->act, &a->fc1, c->act);
     linear_forward(&a->mlp_out, &a->act, &p->fc2_w, &p->fc2_b);
-    add_forward(x, x, &a->mlp_out);
+    add_forward(out, mid, &a->mlp_out);
 }
 
 static void keep_hidden(ClipTextRun *r, int i) {
@@ -249,15 +253,11 @@ static void keep_hidden(ClipTextRun *r, int i) {
 
 void clip_text_forward(const ClipText *m, ClipTextRun *r, const int32_t *ids) {
     const ClipTextConfig *c = &m->cfg;
-    int64_t BT = (int64_t)r->B * r->T, C = c->hidden;
-    for (int64_t n = 0; n < BT; n++)
-        USER_CHECK(ids[n] >= 0 && ids[n] < c->vocab, "token id %d at position %lld is outside the vocabulary of %d",
-                   (int)ids[n], (long long)n, c->vocab);
-    memcpy(r->ids.data, ids, sizeof(int32_t) * (size_t)BT);
-    embed(m, r);
+    int64_t C = c->hidden;
+    clip_text_embed(m, &r->x, &r->ids, ids);
     keep_hidden(r, 0);
-    for (int i = 0; i < r->n_run; i++) {
-        layer_forward(&m->layers[i], c, &r->x, &r->layer);
+    for (int i = 0; i < r->n_run; i++) { // in place: x is the layer's input, midpoint and output
+        clip_text_layer_forward(&m->layers[i], c, &r->x, &r->x, &r->x, &r->layer);
         keep_hidden(r, i + 1);
     }
     if (!r->want_final) return;

@@ -67,30 +67,9 @@ void clip_text_train_free(ClipTextTrainActs *r) {
 
 void clip_text_train_forward(const ClipText *m, ClipTextTrainActs *r, const int32_t *ids) {
     const ClipTextConfig *c = &m->cfg;
-    int64_t T = r->T, C = c->hidden, BT = (int64_t)r->B * T;
-    for (int64_t i = 0; i < BT; i++)
-        USER_CHECK(ids[i] >= 0 && ids[i] < c->vocab, "token id %d at position %lld is outside the vocabulary of %d",
-                   (int)ids[i], (long long)i, c->vocab);
-    memcpy(r->ids.data, ids, sizeof(int32_t) * (size_t)BT);
-    // res[0] = token_embedding[ids] + position_embedding[0..T)
-    embedding_forward(&r->res[0], &r->ids, &m->token_embedding);
-    Tensor pos = tensor_f32_2d(tensor_f32(&m->position_embedding), T, C);
-    for (int b = 0; b < r->B; b++) {
-        Tensor xb = tensor_f32_2d(tensor_f32(&r->res[0]) + b * T * C, T, C);
-        add_forward(&xb, &xb, &pos);
-    }
-    for (int i = 0; i < r->n_layers; i++) {
-        const ClipTextLayer *p = &m->layers[i];
-        ClipTextLayerActs *l = &r->layer[i];
-        layernorm_forward(&l->h1, &l->ln1_mean, &l->ln1_rstd, &r->res[i], &p->ln1_w, &p->ln1_b, c->eps);
-        mha_forward(&l->attn_out, &l->mha, &l->h1, NULL, &p->attn, c->heads, 1);
-        add_forward(&r->mid[i], &r->res[i], &l->attn_out);
-        layernorm_forward(&l->h2, &l->ln2_mean, &l->ln2_rstd, &r->mid[i], &p->ln2_w, &p->ln2_b, c->eps);
-        linear_forward(&l->fc1, &l->h2, &p->fc1_w, &p->fc1_b);
-        activation_forward(&l->act, &l->fc1, c->act);
-        linear_forward(&l->mlp_out, &l->act, &p->fc2_w, &p->fc2_b);
-        add_forward(&r->res[i + 1], &r->mid[i], &l->mlp_out);
-    }
+    clip_text_embed(m, &r->res[0], &r->ids, ids);
+    for (int i = 0; i < r->n_layers; i++)
+        clip_text_layer_forward(&m->layers[i], c, &r->res[i], &r->mid[i], &r->res[i + 1], &r->layer[i]);
     layernorm_forward(&r->last, &r->final_mean, &r->final_rstd, &r->res[r->n_layers], &m->final_ln_w, &m->final_ln_b,
                       c->eps);
 }

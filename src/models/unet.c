@@ -6,8 +6,6 @@
 
 #include "../core/device.h"
 
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-
 // ---------------------------------------------------------------------------------------------------------------
 // parameters
 
@@ -188,8 +186,7 @@ void unet_plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H
     PLAN(a, &x->norm_mean, "", "conv_norm_out.mean", B, G);
     PLAN(a, &x->norm_rstd, "", "conv_norm_out.rstd", B, G);
     // the output head and the time embedding run on scratch too
-    int64_t img0 = scratch_floats(B * c->block_out[0] * H * W);
-    sz.need = max64(sz.need, 2 * img0 + 2 * scratch_floats(B * G));
+    sz.need = max64(sz.need, head_scratch(B, c->block_out[0], H, W, G));
     int64_t time_rows = scratch_floats(B * max64(temb, c->add_in_dim));
     sz.need = max64(sz.need, 3 * time_rows + scratch_floats(6 * B * c->add_time_dim));
     for (int k = 0; k < x->n_skips; k++) {
@@ -298,11 +295,7 @@ void unet_forward(const UNet *net, UNetActs *x, Tensor *eps, const Tensor *in, c
         if (lv->has_sampler) upsample_forward(&lv->sampler, &A->sampler_out, h, s);
         h = level_out(A, lv);
     }
-    Tensor n = scratch_take(&s, 4, h->shape);
-    groupnorm_forward(&n, &x->norm_mean, &x->norm_rstd, h, &net->conv_norm_out.weight, &net->conv_norm_out.bias,
-                      c->groups, c->norm_eps);
-    activation_forward(&n, &n, ACT_SILU);
-    conv2d_forward(eps, &n, &net->conv_out.weight, &net->conv_out.bias, 1, 1);
+    head_forward(&net->conv_norm_out, &net->conv_out, eps, &x->norm_mean, &x->norm_rstd, h, c->groups, c->norm_eps, s);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -404,21 +397,9 @@ void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Te
     Scratch s = scratch_make(&x->scratch);
     GradFlow f = {&x->gflow[0], &x->gflow[1]};
     if (g) tensor_fill(&x->demb_act, 0.0f);
-    {   // eps = conv_out(SiLU(conv_norm_out(h)))
-        const Tensor *h = level_out(&x->up[L - 1], &net->up[L - 1]);
-        Scratch t = s;
-        Tensor n = scratch_take(&t, 4, h->shape), act = scratch_take(&t, 4, h->shape);
-        Tensor mean = SCRATCH(&t, x->B, c->groups), rstd = SCRATCH(&t, x->B, c->groups);
-        Tensor dact = view_like(f.other, h), dh = view_like(f.cur, h);
-        groupnorm_forward(&n, &mean, &rstd, h, &net->conv_norm_out.weight, &net->conv_norm_out.bias, c->groups,
-                          c->norm_eps);
-        activation_forward(&act, &n, ACT_SILU);
-        conv2d_backward(&dact, GRAD(g, conv_out.weight), GRAD(g, conv_out.bias), deps, &act, &net->conv_out.weight, 1,
-                        1);
-        activation_backward(&dact, &dact, &n, ACT_SILU);
-        groupnorm_backward(&dh, GRAD(g, conv_norm_out.weight), GRAD(g, conv_norm_out.bias), &dact, h, &x->norm_mean,
-                           &x->norm_rstd, &net->conv_norm_out.weight, c->groups);
-    }
+    // eps = conv_out(SiLU(conv_norm_out(h)))
+    head_backward(&net->conv_norm_out, &net->conv_out, GRAD(g, conv_norm_out), GRAD(g, conv_out), &x->norm_mean,
+                  &x->norm_rstd, level_out(&x->up[L - 1], &net->up[L - 1]), deps, c->groups, c->norm_eps, &f, s);
     int part = 0;
 #define PART_DONE() (x->ready ? x->ready(x->ready_ctx, part++) : (void)part++)
     PART_DONE();

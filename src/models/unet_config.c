@@ -96,9 +96,7 @@ static void read_per_level(const JsonDoc *d, const char *key, int *out, int leve
 static void check_shapes(const JsonDoc *d, const UNetConfig *c) {
     int L = c->levels;
     for (int i = 0; i < L; i++) {
-        USER_CHECK(c->block_out[i] > 0 && c->block_out[i] % c->groups == 0,
-                   "'%s': block_out_channels %d is not a positive multiple of norm_num_groups %d", d->path,
-                   c->block_out[i], c->groups);
+        json_check_multiple(d, "block_out_channels", c->block_out[i], "norm_num_groups", c->groups);
         USER_CHECK(c->layers[i] >= 1 && c->layers[i] < UNET_MAX_LAYERS, "'%s': layers_per_block %d (1..%d supported)",
                    d->path, c->layers[i], UNET_MAX_LAYERS - 1);
         int attn = c->down_attn[i] || c->up_attn[L - 1 - i] || i == L - 1;
@@ -125,21 +123,19 @@ static void check_shapes(const JsonDoc *d, const UNetConfig *c) {
 }
 
 void unet_load_config(UNetConfig *cfg, const char *path) {
-    size_t len = strlen(path);
-    char *file = xmalloc(len + 16);
-    snprintf(file, len + 16, len >= 5 && !strcmp(path + len - 5, ".json") ? "%s" : "%s/config.json", path);
     JsonDoc d;
-    json_load(&d, file);
+    json_load_config(&d, path);
+    const char *file = d.path;
     check_unsupported(&d);
     UNetConfig *c = cfg;
     memset(c, 0, sizeof *c);
-    USER_CHECK(json_has(&d, "block_out_channels"), "'%s': key 'block_out_channels' is missing", file);
-    c->levels = json_get_int_list(&d, "block_out_channels", c->block_out, UNET_MAX_LEVELS, 1, 0);
+    c->levels = json_get_required_int_list(&d, "block_out_channels", c->block_out, UNET_MAX_LEVELS);
     read_block_types(&d, c);
     c->in_channels = json_get_int(&d, "in_channels", 4);
     c->out_channels = json_get_int(&d, "out_channels", 4);
     c->sample_size = json_get_int(&d, "sample_size", 64);
-    USER_CHECK(c->sample_size >= 1 && c->sample_size <= 4096, "'%s': sample_size %d out of range", file, c->sample_size);
+    USER_CHECK(c->sample_size >= 1 && c->sample_size <= 4096, "'%s': sample_size %d out of range", file,
+               c->sample_size);
     read_per_level(&d, "layers_per_block", c->layers, c->levels, 2);
     // diffusers: num_attention_heads = num_attention_heads or attention_head_dim (the latter is a head count)
     read_per_level(&d, json_has(&d, "num_attention_heads") ? "num_attention_heads" : "attention_head_dim", c->heads,
@@ -176,5 +172,4 @@ void unet_load_config(UNetConfig *cfg, const char *path) {
     }
     check_shapes(&d, c);
     json_free(&d);
-    free(file);
 }

@@ -8,12 +8,8 @@
 #include "../core/device.h"
 #include "../io/json.h"
 
-#define VAE_EPS 1e-6f
-
 const char *const vae_weight_renames[][2] = {
     {".to_q.", ".query."}, {".to_k.", ".key."}, {".to_v.", ".value."}, {".to_out.0.", ".proj_attn."}, {NULL, NULL}};
-
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // ---------------------------------------------------------------------------------------------------------------
 // configuration
@@ -28,11 +24,9 @@ static void expect_block_types(const JsonDoc *d, const char *key, const char *wa
 }
 
 void vae_load_config(VAEConfig *cfg, const char *path) {
-    size_t len = strlen(path);
-    char *file = xmalloc(len + 16);
-    snprintf(file, len + 16, len >= 5 && !strcmp(path + len - 5, ".json") ? "%s" : "%s/config.json", path);
     JsonDoc d;
-    json_load(&d, file);
+    json_load_config(&d, path);
+    const char *file = d.path;
     VAEConfig *c = cfg;
     memset(c, 0, sizeof *c);
     const char *cls = json_get_string(&d, "_class_name", "AutoencoderKL");
@@ -43,8 +37,7 @@ void vae_load_config(VAEConfig *cfg, const char *path) {
     for (int i = 0; i < 3; i++)
         USER_CHECK(!json_has(&d, must_be_null[i]), "'%s': unsupported %s (drtune supports null)", file,
                    must_be_null[i]);
-    USER_CHECK(json_has(&d, "block_out_channels"), "'%s': key 'block_out_channels' is missing", file);
-    c->levels = json_get_int_list(&d, "block_out_channels", c->block_out, VAE_MAX_LEVELS, 1, 0);
+    c->levels = json_get_required_int_list(&d, "block_out_channels", c->block_out, VAE_MAX_LEVELS);
     expect_block_types(&d, "down_block_types", "DownEncoderBlock2D", c->levels);
     expect_block_types(&d, "up_block_types", "UpDecoderBlock2D", c->levels);
     c->in_channels = json_get_int(&d, "in_channels", 3);
@@ -63,11 +56,8 @@ void vae_load_config(VAEConfig *cfg, const char *path) {
                "'%s': in_channels, out_channels, latent_channels, norm_num_groups and scaling_factor must be positive",
                file);
     for (int i = 0; i < c->levels; i++)
-        USER_CHECK(c->block_out[i] > 0 && c->block_out[i] % c->groups == 0,
-                   "'%s': block_out_channels %d is not a positive multiple of norm_num_groups %d", file,
-                   c->block_out[i], c->groups);
+        json_check_multiple(&d, "block_out_channels", c->block_out[i], "norm_num_groups", c->groups);
     json_free(&d);
-    free(file);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -169,11 +159,6 @@ static void plan_level_acts(Arena *a, VAELevelActs *x, const VAELevel *lv, const
     plan_stage(a, &x->sampler_out, prefix, up ? "upsamplers.0.out" : "downsamplers.0.out", B, C, *h, *w, sz);
 }
 
-// The output head (GroupNorm, SiLU, conv) runs on two image-sized scratch pieces and two statistics.
-static int64_t head_scratch(int64_t B, int64_t C, int64_t H, int64_t W, int64_t groups) {
-    return 2 * scratch_floats(B * C * H * W) + 2 * scratch_floats(B * groups);
-}
-
 void vae_plan_decode_acts(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, int64_t h, int64_t w) {
     const VAEConfig *c = &v->cfg;
     CHECK(v->parts & VAE_DECODER, "plan the VAE with VAE_DECODER", "VAE decoder activations without a decoder");
@@ -220,18 +205,15 @@ void vae_plan_encode_acts(Arena *a, VAEEncodeActs *x, const VAE *v, int64_t B, i
     plan_mid_acts(a, &x->mid, &v->enc_mid, "encoder.mid_block", c->mid_attention, B, h, w, &sz);
     PLAN(a, &x->norm_mean, "", "encoder.conv_norm_out.mean", B, c->groups);
     PLAN(a, &x->norm_rstd, "", "encoder.conv_norm_out.rstd", B, c->groups);
-    PLAN(a, &x->conv_out_out, "", "encoder.conv_out.out", B, 2 * c->latent_channels, h, w);
+    plan_stage(a, &x->conv_out_out, "", "encoder.conv_out.out", B, 2 * c->latent_channels, h, w, &sz);
     PLAN(a, &x->moments, "", "moments", B, 2 * c->latent_channels, h, w);
     sz.need = max64(sz.need, head_scratch(B, c->block_out[L - 1], h, w, c->groups));
     PLAN(a, &x->scratch, "", "scratch", sz.need);
+    x->flow = sz.flow;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // forward
-
-static const Tensor *level_out(const VAELevelActs *x, const VAELevel *lv) {
-    return lv->has_sampler ? &x->sampler_out : &x->res_out[lv->n_layers - 1];
-}
 
 static const Tensor *mid_forward(const VAEMid *m, VAEMidActs *x, const Tensor *in, int attn, Scratch s) {
     resnet_forward(&m->res[0], &x->res[0], &x->out[0], in, NULL, s);
@@ -247,16 +229,7 @@ static const Tensor *level_forward(const VAELevel *lv, VAELevelActs *x, const Te
     }
     if (lv->has_sampler && up) upsample_forward(&lv->sampler, &x->sampler_out, h, s);
     if (lv->has_sampler && !up) downsample_forward(&lv->sampler, &x->sampler_out, h, s);
-    return level_out(x, lv);
-}
-
-// out = conv(SiLU(GroupNorm(h))), statistics saved in mean, rstd
-static void head_forward(const Layer *norm, const Layer *conv, Tensor *out, Tensor *mean, Tensor *rstd,
-                         const Tensor *h, int groups, Scratch s) {
-    Tensor n = scratch_take(&s, 4, h->shape);
-    groupnorm_forward(&n, mean, rstd, h, &norm->weight, &norm->bias, groups, VAE_EPS);
-    activation_forward(&n, &n, ACT_SILU);
-    conv2d_forward(out, &n, &conv->weight, &conv->bias, 1, 1);
+    return vae_level_out(x, lv);
 }
 
 void vae_decode(const VAE *v, VAEDecodeActs *x, Tensor *image, const Tensor *latents) {
@@ -276,7 +249,7 @@ void vae_decode(const VAE *v, VAEDecodeActs *x, Tensor *image, const Tensor *lat
     conv2d_forward(&x->conv_in_out, h, &v->dec_conv_in.weight, &v->dec_conv_in.bias, 1, 1);
     h = mid_forward(&v->dec_mid, &x->mid, &x->conv_in_out, c->mid_attention, s);
     for (int i = 0; i < L; i++) h = level_forward(&v->dec_up[i], &x->up[i], h, 1, s);
-    head_forward(&v->dec_norm_out, &v->dec_conv_out, image, &x->norm_mean, &x->norm_rstd, h, c->groups, s);
+    head_forward(&v->dec_norm_out, &v->dec_conv_out, image, &x->norm_mean, &x->norm_rstd, h, c->groups, VAE_EPS, s);
 }
 
 // logvar = clamp(logvar, -30, 20), NaN kept (torch.clamp)
@@ -296,7 +269,8 @@ void vae_encode(const VAE *v, VAEEncodeActs *x, Tensor *mean, Tensor *logvar, co
     const Tensor *h = &x->conv_in_out;
     for (int i = 0; i < L; i++) h = level_forward(&v->enc_down[i], &x->down[i], h, 0, s);
     h = mid_forward(&v->enc_mid, &x->mid, h, c->mid_attention, s);
-    head_forward(&v->enc_norm_out, &v->enc_conv_out, &x->conv_out_out, &x->norm_mean, &x->norm_rstd, h, c->groups, s);
+    head_forward(&v->enc_norm_out, &v->enc_conv_out, &x->conv_out_out, &x->norm_mean, &x->norm_rstd, h, c->groups,
+                 VAE_EPS, s);
     if (c->quant_conv)
         conv2d_forward(&x->moments, &x->conv_out_out, &v->quant_conv.weight, &v->quant_conv.bias, 1, 0);
     else
@@ -346,23 +320,12 @@ void vae_decode_backward(const VAE *v, VAE *g, VAEDecodeActs *x, const Tensor *d
     int L = c->levels;
     Scratch s = scratch_make(&x->scratch);
     GradFlow f = {&x->gflow[0], &x->gflow[1]};
-    {   // image = conv_out(SiLU(conv_norm_out(h)))
-        const Tensor *h = level_out(&x->up[L - 1], &v->dec_up[L - 1]);
-        Scratch t = s;
-        Tensor n = scratch_take(&t, 4, h->shape), act = scratch_take(&t, 4, h->shape);
-        Tensor mean = SCRATCH(&t, x->B, c->groups), rstd = SCRATCH(&t, x->B, c->groups);
-        Tensor dact = view_like(f.other, h), dh = view_like(f.cur, h);
-        groupnorm_forward(&n, &mean, &rstd, h, &v->dec_norm_out.weight, &v->dec_norm_out.bias, c->groups, VAE_EPS);
-        activation_forward(&act, &n, ACT_SILU);
-        conv2d_backward(&dact, GRAD(g, dec_conv_out.weight), GRAD(g, dec_conv_out.bias), dimage, &act,
-                        &v->dec_conv_out.weight, 1, 1);
-        activation_backward(&dact, &dact, &n, ACT_SILU);
-        groupnorm_backward(&dh, GRAD(g, dec_norm_out.weight), GRAD(g, dec_norm_out.bias), &dact, h, &x->norm_mean,
-                           &x->norm_rstd, &v->dec_norm_out.weight, c->groups);
-    }
+    // image = conv_out(SiLU(conv_norm_out(h)))
+    head_backward(&v->dec_norm_out, &v->dec_conv_out, GRAD(g, dec_norm_out), GRAD(g, dec_conv_out), &x->norm_mean,
+                  &x->norm_rstd, vae_level_out(&x->up[L - 1], &v->dec_up[L - 1]), dimage, c->groups, VAE_EPS, &f, s);
     for (int i = L - 1; i >= 0; i--)
         vae_level_backward(&v->dec_up[i], GRAD(g, dec_up[i]), &x->up[i],
-                           i ? level_out(&x->up[i - 1], &v->dec_up[i - 1]) : &x->mid.out[2], 1, &f, s);
+                           i ? vae_level_out(&x->up[i - 1], &v->dec_up[i - 1]) : &x->mid.out[2], 1, &f, s);
     vae_mid_backward(&v->dec_mid, GRAD(g, dec_mid), &x->mid, &x->conv_in_out, c->mid_attention, &f, s);
     const Tensor *dec_in = c->post_quant_conv ? &x->pq_out : &x->z;
     Tensor din = view_like(f.other, dec_in), dout = view_like(f.cur, &x->conv_in_out);

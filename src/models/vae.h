@@ -9,6 +9,7 @@ extern "C" {
 
 #define VAE_MAX_LEVELS 4
 #define VAE_MAX_LAYERS 4 // resnets per decoder level (layers_per_block + 1)
+#define VAE_EPS 1e-6f    // every norm of the VAE
 
 typedef struct {
     int in_channels, out_channels, latent_channels, levels, layers, groups;
@@ -47,6 +48,11 @@ typedef struct {
     Tensor res_out[VAE_MAX_LAYERS], sampler_out;
 } VAELevelActs;
 
+// The output of a level: its sampler's, else its last resnet's.
+static inline const Tensor *vae_level_out(const VAELevelActs *x, const VAELevel *lv) {
+    return lv->has_sampler ? &x->sampler_out : &x->res_out[lv->n_layers - 1];
+}
+
 typedef struct {
     ResnetActs res[2];
     VaeAttnActs attn;
@@ -73,6 +79,7 @@ typedef struct {
     Tensor norm_mean, norm_rstd;
     Tensor conv_out_out, moments; // [B, 2 latent, H/f, W/f] before and after quant_conv
     Tensor scratch;
+    int64_t flow;                 // floats of the largest stage: the backward's gradient buffers
 } VAEEncodeActs;
 
 // The legacy attention names (query/key/value/proj_attn) some VAE files use, for weights_load.

@@ -8,27 +8,11 @@
 #include "../core/common.h"
 #include "../core/device.h"
 
-#define VAE_EPS 1e-6f // every norm of the VAE (vae.c)
-
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-
-static const Tensor *level_out(const VAELevelActs *x, const VAELevel *lv) {
-    return lv->has_sampler ? &x->sampler_out : &x->res_out[lv->n_layers - 1];
-}
-
-void vae_encode_grad_init(VAEEncodeGrad *gb, const VAE *v, const VAEEncodeActs *x) {
-    const VAEConfig *c = &v->cfg;
+void vae_encode_grad_init(VAEEncodeGrad *gb, const VAEEncodeActs *x) {
     memset(gb, 0, sizeof *gb);
-    int64_t flow = max64(tensor_numel(&x->conv_in_out), tensor_numel(&x->conv_out_out));
-    for (int i = 0; i < c->levels; i++) {
-        for (int j = 0; j < v->enc_down[i].n_layers; j++) flow = max64(flow, tensor_numel(&x->down[i].res_out[j]));
-        if (v->enc_down[i].has_sampler) flow = max64(flow, tensor_numel(&x->down[i].sampler_out));
-    }
-    for (int k = 0; k < 3; k++)
-        if (x->mid.out[k].data) flow = max64(flow, tensor_numel(&x->mid.out[k]));
     arena_init(&gb->mem, "vae_encoder_grad", DEVICE_CPU);
-    PLAN(&gb->mem, &gb->gflow[0], "", "grad.flow.0", flow);
-    PLAN(&gb->mem, &gb->gflow[1], "", "grad.flow.1", flow);
+    PLAN(&gb->mem, &gb->gflow[0], "", "grad.flow.0", x->flow);
+    PLAN(&gb->mem, &gb->gflow[1], "", "grad.flow.1", x->flow);
     arena_add(&gb->mem, &gb->dmoments, "grad.moments", DTYPE_F32, 4, x->moments.shape);
     arena_alloc(&gb->mem);
 }
@@ -63,25 +47,14 @@ void vae_encode_backward(const VAE *v, VAE *g, VAEEncodeActs *x, VAEEncodeGrad *
                         &x->conv_out_out, &v->quant_conv.weight, 1, 0);
     else
         tensor_copy(&dconv, &gb->dmoments);
-    {   // conv_out_out = conv_out(SiLU(conv_norm_out(h)))
-        const Tensor *h = &x->mid.out[2];
-        Scratch t = s;
-        Tensor n = scratch_take(&t, 4, h->shape), act = scratch_take(&t, 4, h->shape);
-        Tensor mean = SCRATCH(&t, x->B, c->groups), rstd = SCRATCH(&t, x->B, c->groups);
-        Tensor dact = view_like(f.other, h), dh = view_like(f.cur, h);
-        groupnorm_forward(&n, &mean, &rstd, h, &v->enc_norm_out.weight, &v->enc_norm_out.bias, c->groups, VAE_EPS);
-        activation_forward(&act, &n, ACT_SILU);
-        conv2d_backward(&dact, GRAD(g, enc_conv_out.weight), GRAD(g, enc_conv_out.bias), &dconv, &act,
-                        &v->enc_conv_out.weight, 1, 1);
-        activation_backward(&dact, &dact, &n, ACT_SILU);
-        groupnorm_backward(&dh, GRAD(g, enc_norm_out.weight), GRAD(g, enc_norm_out.bias), &dact, h, &x->norm_mean,
-                           &x->norm_rstd, &v->enc_norm_out.weight, c->groups);
-    }
-    vae_mid_backward(&v->enc_mid, GRAD(g, enc_mid), &x->mid, level_out(&x->down[L - 1], &v->enc_down[L - 1]),
-                 c->mid_attention, &f, s);
+    // conv_out_out = conv_out(SiLU(conv_norm_out(h))); dconv is f.cur, read before the gradient of h replaces it
+    head_backward(&v->enc_norm_out, &v->enc_conv_out, GRAD(g, enc_norm_out), GRAD(g, enc_conv_out), &x->norm_mean,
+                  &x->norm_rstd, &x->mid.out[2], &dconv, c->groups, VAE_EPS, &f, s);
+    vae_mid_backward(&v->enc_mid, GRAD(g, enc_mid), &x->mid, vae_level_out(&x->down[L - 1], &v->enc_down[L - 1]),
+                     c->mid_attention, &f, s);
     for (int i = L - 1; i >= 0; i--)
         vae_level_backward(&v->enc_down[i], GRAD(g, enc_down[i]), &x->down[i],
-                           i ? level_out(&x->down[i - 1], &v->enc_down[i - 1]) : &x->conv_in_out, 0, &f, s);
+                           i ? vae_level_out(&x->down[i - 1], &v->enc_down[i - 1]) : &x->conv_in_out, 0, &f, s);
     Tensor dout = view_like(f.cur, &x->conv_in_out);
     conv2d_backward(NULL, GRAD(g, enc_conv_in.weight), GRAD(g, enc_conv_in.bias), &dout, image,
                     &v->enc_conv_in.weight, 1, 1);

@@ -14,7 +14,7 @@ typedef struct {
     Tensor dmoments; // [B, 2 latent, H/f, W/f]
 } VAEEncodeGrad;
 
-void vae_encode_grad_init(VAEEncodeGrad *gb, const VAE *vae, const VAEEncodeActs *acts);
+void vae_encode_grad_init(VAEEncodeGrad *gb, const VAEEncodeActs *acts);
 void vae_encode_grad_free(VAEEncodeGrad *gb);
 // Backward of the last vae_encode of image (the same tensor): dmean and dlogvar [B, latent, H/f, W/f] (gradients of
 // the outputs, the log-variance after its clamp to [-30, 20]); encoder and quant_conv parameter gradients

@@ -37,14 +37,6 @@ static const StTensor *find_tensor(const SafeTensors *st, const char *name, cons
     return t;
 }
 
-static const char *shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
-    size_t k = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, i ? ", %lld" : "%lld", (long long)shape[i]);
-    if (k < n) snprintf(buf + k, n - k, "]");
-    return buf;
-}
-
 static int has_prefix(const char *name, const char *const *prefixes) {
     for (; prefixes && *prefixes; prefixes++)
         if (!strncmp(name, *prefixes, strlen(*prefixes))) return 1;
@@ -90,11 +82,10 @@ void weights_load_part(Arena *params, const char *path, const char *const (*rena
             char a[160], b[160];
             dt_user_error("'%s': tensor '%s' has shape %s in the file but the model expects %s (do the config and "
                           "the weights belong to the same model?)", path, file_name,
-                          shape_str(a, sizeof a, t->ndim, t->shape), shape_str(b, sizeof b, e->desc.ndim,
-                                                                               e->desc.shape));
+                          tensor_dims_str(t->ndim, t->shape, a, sizeof a),
+                          tensor_dims_str(e->desc.ndim, e->desc.shape, b, sizeof b));
         }
-        Tensor dst = e->desc;
-        safetensors_read_into(&st, file_name, &dst);
+        safetensors_read_tensor(&st, t, &e->desc);
         release_pages(t->data, t->nbytes);
         used[t - st.tensors] = 1;
     }

@@ -12,7 +12,7 @@
 #include <strings.h>
 
 #include "../core/common.h"
-#include "../io/prompts.h"
+#include "../io/utf8.h"
 #include "../rewards/reward.h"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -350,7 +350,7 @@ static int parse_double(const ConfigKey *k, const char *s, double *out, char *wh
 // Clean text: valid UTF-8 without control characters.
 static int text_ok(const char *s, char *why, size_t whyn) {
     size_t n = strlen(s);
-    if (prompts_utf8_prefix(s, n) != n) {
+    if (utf8_valid_prefix(s, n) != n) {
         snprintf(why, whyn, "not valid UTF-8");
         return 0;
     }
@@ -633,7 +633,7 @@ static int ini_handle(void *user, const char *section, const char *name, const c
 static void ini_parse_text(Config *c, const char *text, size_t len, const char *name) {
     const char *nul = memchr(text, 0, len);
     if (nul) dt_user_error("%s:%d: NUL byte (not a text file?)", name, line_of(text, (size_t)(nul - text)));
-    size_t valid = prompts_utf8_prefix(text, len);
+    size_t valid = utf8_valid_prefix(text, len);
     if (valid < len) dt_user_error("%s:%d: invalid UTF-8", name, line_of(text, valid));
 
     IniParse p = {.cfg = c, .name = name, .pos = text, .end = text + len};

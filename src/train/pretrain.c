@@ -100,7 +100,7 @@ static void vae_step_init(VaeStep *s, const Pretrainer *t, int B) {
     const char *names[] = {"mean", "logvar", "z", "eps", "grad.z", "grad.mean", "grad.logvar"};
     for (int i = 0; i < 7; i++) PLAN(a, lat[i], "", names[i], B, L, h, h);
     arena_alloc(a);
-    vae_encode_grad_init(&s->eg, &t->vae, &s->enc);
+    vae_encode_grad_init(&s->eg, &s->enc);
 }
 
 static void vae_step_free(VaeStep *s) {
