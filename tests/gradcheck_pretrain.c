@@ -1,6 +1,7 @@
 // gradcheck_pretrain.c: finite-difference checks of the backwards `drtune pretrain` adds: the CLIP text encoder (all
 // parameter kinds), the AutoencoderKL encoder (from mean and log-variance to its parameters) and the UNet's context
-// gradient, whose parameter gradients must also equal unet_backward's bit for bit.
+// gradient, whose parameter gradients must also equal unet_backward's bit for bit; also the VAE decoder's latent
+// gradient without post_quant_conv when the latents are wider than every decoder stage.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +166,56 @@ static int check_vae(int *checks) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// VAE decoder without post_quant_conv and with more latent channels than any decoder stage: the latent gradient
+// passes through the gradient flow buffers, which must hold it.
+
+typedef struct {
+    VAE v, g;
+    Arena params, grads, acts;
+    VAEDecodeActs x;
+    Tensor z, dz, image, dimage;
+} DecCtx;
+
+static void dec_fwd(void *p) {
+    DecCtx *c = p;
+    vae_decode(&c->v, &c->x, &c->image, &c->z);
+}
+static void dec_bwd(void *p) {
+    DecCtx *c = p;
+    vae_decode_backward(&c->v, &c->g, &c->x, &c->dimage, &c->dz);
+}
+
+static int check_decoder_wide_latents(int *checks) {
+    enum { B = 2, h = 3, L = 4 };
+    VAEConfig cfg = {.in_channels = 3, .out_channels = 3, .latent_channels = L, .levels = 1, .layers = 1,
+                     .groups = 1, .block_out = {2}, .scaling_factor = 0.5f};
+    DecCtx c;
+    memset(&c, 0, sizeof c);
+    arena_init(&c.params, "vae", DEVICE_CPU);
+    arena_init(&c.grads, "vae_grads", DEVICE_CPU);
+    arena_init(&c.acts, "acts", DEVICE_CPU);
+    vae_plan_params(&c.params, &c.v, &cfg, VAE_DECODER);
+    vae_plan_params(&c.grads, &c.g, &cfg, VAE_DECODER);
+    vae_plan_decode_acts(&c.acts, &c.x, &c.v, B, h, h);
+    arena_alloc(&c.params);
+    arena_alloc(&c.grads);
+    arena_alloc(&c.acts);
+    fill_params(&c.params, 400, 0.5f);
+    c.z = GC_TENSOR(B, L, h, h), c.dz = GC_TENSOR(B, L, h, h);
+    c.image = GC_TENSOR(B, 3, h, h), c.dimage = GC_TENSOR(B, 3, h, h);
+    gc_fill_normal(&c.z, 1.0f, 5);
+    GradCheck g = {.name = "vae decoder, wide latents, no post_quant_conv", .ctx = &c, .forward = dec_fwd,
+                   .backward = dec_bwd, .n_wrt = 1, .wrt = {&c.z}, .grad = {&c.dz}, .n_out = 1,
+                   .out = {&c.image}, .dout = {&c.dimage}};
+    int failures = gradcheck_run(&g);
+    (*checks)++;
+    arena_free(&c.params);
+    arena_free(&c.grads);
+    arena_free(&c.acts);
+    return failures;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // UNet context gradient
 
 typedef struct {
@@ -238,6 +289,7 @@ int main(void) {
     f += check_text(ACT_QUICK_GELU, &checks);
     f += check_text(ACT_GELU, &checks);
     f += check_vae(&checks);
+    f += check_decoder_wide_latents(&checks);
     f += check_unet(&checks);
     return gc_report(f, checks);
 }

@@ -171,6 +171,7 @@ void vae_plan_decode_acts(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, i
     char p[256];
     PLAN(a, &x->z, "", "decoder.input", B, c->latent_channels, h, w);
     if (c->post_quant_conv) plan_stage(a, &x->pq_out, "", "post_quant_conv.out", B, c->latent_channels, h, w, &sz);
+    else sz.flow = max64(sz.flow, B * c->latent_channels * h * w); // the latents' gradient passes through the flow
     plan_stage(a, &x->conv_in_out, "", "decoder.conv_in.out", B, c->block_out[L - 1], h, w, &sz);
     plan_mid_acts(a, &x->mid, &v->dec_mid, "decoder.mid_block", c->mid_attention, B, h, w, &sz);
     int64_t H = h, W = w;
