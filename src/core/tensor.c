@@ -102,12 +102,6 @@ void tensor_expect_shape_(const Tensor *t, const char *what, int ndim, const int
     }
 }
 
-void tensor_expect_same_device_(const Tensor *a, const Tensor *b, const char *file, int line) {
-    if (a->device != b->device)
-        dt_fatal(file, line, "move both tensors to one device", "tensors on different devices (%s and %s)",
-                 device_name(a->device), device_name(b->device));
-}
-
 float f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;

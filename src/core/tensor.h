@@ -54,9 +54,6 @@ void tensor_expect_shape_(const Tensor *t, const char *what, int ndim, const int
         const int64_t _s[] = {__VA_ARGS__};                                                                  \
         tensor_expect_shape_((t), (what), (int)(sizeof _s / sizeof _s[0]), _s, __FILE__, __LINE__);          \
     } while (0)
-// Internal failure unless a and b live on the same device.
-void tensor_expect_same_device_(const Tensor *a, const Tensor *b, const char *file, int line);
-#define tensor_expect_same_device(a, b) tensor_expect_same_device_((a), (b), __FILE__, __LINE__)
 
 // fp32 <-> bf16 / f16 conversion (round to nearest even; NaN and Inf preserved).
 static inline uint16_t f32_to_bf16(float f) {
