@@ -9,9 +9,11 @@ set(DRTUNE_FUZZ_MUTATIONS 300000 CACHE STRING "Inputs the fallback fuzz driver g
 
 set(DRTUNE_FUZZ_DIR ${CMAKE_SOURCE_DIR}/tests/fuzz)
 set(DRTUNE_FUZZ_SOURCES ${DRTUNE_FUZZ_DIR}/fuzz_safetensors.c ${CMAKE_SOURCE_DIR}/src/io/safetensors.c
-    ${CMAKE_SOURCE_DIR}/src/core/common.c ${CMAKE_SOURCE_DIR}/src/core/tensor.c ${CMAKE_SOURCE_DIR}/src/core/device.c)
+    ${CMAKE_SOURCE_DIR}/src/core/common.c ${CMAKE_SOURCE_DIR}/src/core/tensor.c ${CMAKE_SOURCE_DIR}/src/core/device.c
+    ${DRTUNE_FUZZ_DIR}/no_gpu.c)
 set(DRTUNE_FUZZ_HEADERS ${CMAKE_SOURCE_DIR}/src/io/safetensors.h ${CMAKE_SOURCE_DIR}/src/io/utf8.h
-    ${CMAKE_SOURCE_DIR}/src/core/common.h ${CMAKE_SOURCE_DIR}/src/core/tensor.h ${CMAKE_SOURCE_DIR}/src/core/device.h)
+    ${CMAKE_SOURCE_DIR}/src/core/common.h ${CMAKE_SOURCE_DIR}/src/core/tensor.h ${CMAKE_SOURCE_DIR}/src/core/device.h
+    ${CMAKE_SOURCE_DIR}/src/core/device_cuda.h)
 set(DRTUNE_FUZZ_OUT ${CMAKE_BINARY_DIR}/fuzz)
 file(MAKE_DIRECTORY ${DRTUNE_FUZZ_OUT}/corpus_safetensors)
 

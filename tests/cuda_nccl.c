@@ -8,9 +8,7 @@
 #include "../src/core/common.h"
 #include "../src/core/device.h"
 #include "../src/dist/dist.h"
-#ifdef DRTUNE_CUDA
 #include "../src/ops/cuda/cuda_api.h"
-#endif
 
 static int checks, failures;
 
@@ -20,7 +18,6 @@ static void expect(int ok, const char *what) {
     printf("%s[rank %d] %s\n", ok ? "ok   " : "FAIL ", dist_rank(), what);
 }
 
-#ifdef DRTUNE_NCCL
 // Copies n floats of a device buffer to the host and compares them with want[i] = scale * (i % 1000).
 static int equals(const float *dev, int64_t n, int64_t first, float scale) {
     float *h = xmalloc(sizeof(float) * (size_t)n);
@@ -66,11 +63,9 @@ static void run(void) {
     device_free(DEVICE_CUDA, busy);
     free(host);
 }
-#endif
 
 int main(int argc, char **argv) {
     dist_init(&argc, &argv);
-#ifdef DRTUNE_NCCL
     if (!dist_device_ready()) {
         printf("skipped: no GPU visible\n");
         dist_finalize();
@@ -81,10 +76,4 @@ int main(int argc, char **argv) {
     int bad = dist_allreduce_max_int(failures);
     dist_finalize();
     return bad ? 1 : 0;
-#else
-    (void)expect;
-    printf("skipped: built without CUDA and NCCL\n");
-    dist_finalize();
-    return 77;
-#endif
 }

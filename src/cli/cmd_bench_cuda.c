@@ -8,9 +8,8 @@
 #include "core/device.h"
 #include "core/rng.h"
 #include "ops/ops.h"
-#ifdef DRTUNE_CUDA
+#include "core/device_cuda.h"
 #include "ops/cuda/cuda_api.h"
-#endif
 
 typedef struct {
     const char *name;
@@ -90,10 +89,8 @@ int cmd_bench_cuda(int argc, char **argv) {
         printf("drtune bench cuda: no CUDA device (or built without CUDA); nothing to measure\n");
         return 0;
     }
-#ifdef DRTUNE_CUDA
     printf("drtune bench cuda: %s vs this CPU (fp32 exact: no TF32), median of 9 calls after a warm-up\n",
            cuda_device_name());
-#endif
     const LinearCase cases[] = {{"GEGLU proj (SD 1.5, 64x64)", 2 * 4096, 320, 2560},
                                 {"attn to_q (SD 1.5, 64x64)", 2 * 4096, 320, 320},
                                 {"FF out (SD 1.5, 16x16)", 2 * 256, 5120, 1280},
@@ -121,14 +118,10 @@ int cmd_bench_cuda(int argc, char **argv) {
     double tg = time_median(act_run, &ga, DEVICE_CUDA, 9), tc = time_median(act_run, &ca, DEVICE_CPU, 3);
     printf("%-28s %-4s %10.3f %9.0f* %10.2f %9.1f* %8.1f   (* GB/s)\n", "SiLU, 64M elements", "fwd", tg * 1e3,
            8.0 * n / tg * 1e-9, tc * 1e3, 8.0 * n / tc * 1e-9, tc / tg);
-#ifdef DRTUNE_CUDA
     rng_normal_fill_cuda(ga.x.data, n, 1, 2, 0); // warm-up
     device_synchronize(DEVICE_CUDA);
-#endif
     double t0 = dt_now();
-#ifdef DRTUNE_CUDA
     rng_normal_fill_cuda(ga.x.data, n, 1, 2, 0);
-#endif
     device_synchronize(DEVICE_CUDA);
     double tgr = dt_now() - t0;
     t0 = dt_now();

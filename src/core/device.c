@@ -1,30 +1,41 @@
-// device.c: the CPU side of device.h, and dispatch to the CUDA runtime launchers when built with CUDA.
+// device.c: the CPU side of device.h, and dispatch to the CUDA runtime (core/device_cuda.cu). The host code is the
+// same in every build: the backend linked in is the real CUDA runtime (where nvcc was found at build time) or the
+// emulator, whose device is visible only in the emulated tests or with DRTUNE_CUDAEMU=1.
 #include "device.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
-#ifdef DRTUNE_CUDA
-#include "../ops/cuda/cuda_api.h"
-#endif
+#include "device_cuda.h"
+
+static int g_cuda_count = -1; // visible GPUs, asked once
+static int g_frozen;          // set after planning: no more device allocations
 
 int device_cuda_available(void) {
-#ifdef DRTUNE_CUDA
-    return cuda_device_count() > 0;
-#else
-    return 0;
-#endif
+    if (g_cuda_count < 0) g_cuda_count = cuda_device_count();
+    return g_cuda_count > 0;
 }
 
+int device_cuda_emulated(void) { return cuda_is_emulated(); }
+
 static void need_cuda(void) {
-#ifdef DRTUNE_CUDA
-    CHECK(cuda_device_count() > 0, "run on a machine with an NVIDIA GPU, or use the CPU device",
-          "a CUDA tensor was requested but no GPU is visible");
-#else
-    dt_user_error("a CUDA tensor was requested but this drtune was built without CUDA (nvcc not found at build time)");
-#endif
+    if (device_cuda_available()) return;
+    if (cuda_is_emulated())
+        dt_user_error("a CUDA device was requested but no GPU is visible (this drtune was built without the CUDA "
+                      "toolkit; DRTUNE_CUDAEMU=1 selects the slow CPU emulation of the GPU path)");
+    dt_user_error("a CUDA device was requested but no GPU is visible: run on a machine with an NVIDIA GPU, or set "
+                  "train.device = cpu");
 }
+
+void device_select(Device d, int local_rank) {
+    if (d != DEVICE_CUDA) return;
+    need_cuda();
+    cuda_init(local_rank);
+}
+
+void device_freeze_allocations(int on) { g_frozen = on; }
 
 void *device_alloc(Device d, size_t bytes) {
     if (d == DEVICE_CPU) {
@@ -39,11 +50,9 @@ void *device_alloc(Device d, size_t bytes) {
         return p;
     }
     need_cuda();
-#ifdef DRTUNE_CUDA
+    CHECK(!g_frozen, "every device buffer belongs in the memory plan",
+          "device allocation of %zu bytes after planning", bytes);
     return cuda_alloc(bytes);
-#else
-    return NULL;
-#endif
 }
 
 void device_free(Device d, void *p) {
@@ -52,9 +61,7 @@ void device_free(Device d, void *p) {
         free(p);
         return;
     }
-#ifdef DRTUNE_CUDA
     cuda_free(p);
-#endif
 }
 
 void device_zero(Device d, void *p, size_t bytes) {
@@ -62,10 +69,7 @@ void device_zero(Device d, void *p, size_t bytes) {
         memset(p, 0, bytes);
         return;
     }
-    need_cuda();
-#ifdef DRTUNE_CUDA
     cuda_zero(p, bytes);
-#endif
 }
 
 void device_copy(void *dst, Device dd, const void *src, Device sd, size_t bytes) {
@@ -74,17 +78,22 @@ void device_copy(void *dst, Device dd, const void *src, Device sd, size_t bytes)
         return;
     }
     need_cuda();
-#ifdef DRTUNE_CUDA
     cuda_copy(dst, dd == DEVICE_CUDA, src, sd == DEVICE_CUDA, bytes);
-#endif
 }
 
 void device_synchronize(Device d) {
-#ifdef DRTUNE_CUDA
-    if (d == DEVICE_CUDA) cuda_synchronize();
-#else
-    (void)d;
-#endif
+    if (d == DEVICE_CUDA && device_cuda_available()) cuda_synchronize();
+}
+
+size_t device_memory_available(Device d) {
+    if (d == DEVICE_CUDA) {
+        size_t fr = 0, tot = 0;
+        if (!device_cuda_available()) return 0;
+        cuda_mem_info(&fr, &tot);
+        return fr;
+    }
+    long avail = sysconf(_SC_AVPHYS_PAGES), ps = sysconf(_SC_PAGESIZE);
+    return avail > 0 && ps > 0 ? (size_t)avail * (size_t)ps : 0;
 }
 
 void tensor_copy(Tensor *dst, const Tensor *src) {

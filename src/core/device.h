@@ -1,6 +1,6 @@
 // device.h: memory on a device (CPU or CUDA) behind one interface, so arenas and ops never call cudaMalloc or
-// malloc themselves. The CUDA half lives in src/ops/cuda/cuda_runtime.cu; without CUDA, asking for a CUDA device
-// is a clear error.
+// malloc themselves. The CUDA half lives in core/device_cuda.cu (the real runtime, or the emulator in builds and
+// tests without a GPU); asking for a CUDA device where none is visible is a clear error.
 #pragma once
 #include <stddef.h>
 
@@ -10,8 +10,16 @@
 extern "C" {
 #endif
 
-// 1 when this binary was built with the CUDA backend and a GPU is visible.
+// 1 when a GPU is visible (the emulated one counts where it is enabled); asked once.
 int device_cuda_available(void);
+// 1 when the CUDA backend of this binary is the CPU emulator.
+int device_cuda_emulated(void);
+// Binds this rank to its GPU (local rank mod the visible GPUs) and creates its streams; nothing for the CPU.
+void device_select(Device d, int local_rank);
+// After planning: any further device allocation is an internal failure (the memory plan is the whole footprint).
+void device_freeze_allocations(int on);
+// Bytes that can still be allocated: the GPU's free memory, or the host's available RAM.
+size_t device_memory_available(Device d);
 void *device_alloc(Device d, size_t bytes);     // zero-filled, 256-byte aligned
 void device_free(Device d, void *p);
 void device_zero(Device d, void *p, size_t bytes);

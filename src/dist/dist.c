@@ -17,8 +17,7 @@ static struct {
     int init, rank, size, local_rank, local_size;
 } g = {0, 0, 1, 0, 1};
 
-void dist_device_select(void);   // device_comm.c: one GPU per rank
-void dist_device_finalize(void); // device_comm.c: the NCCL communicator
+void dist_device_finalize(void); // device_comm.cu: the NCCL communicator
 
 int dist_rank(void) { return g.rank; }
 int dist_size(void) { return g.size; }
@@ -129,7 +128,6 @@ void dist_init(int *argc, char ***argv) {
         dt_set_error_prefix(prefix);
         find_local_rank();
     }
-    dist_device_select();
 }
 
 void dist_finalize(void) {
@@ -265,7 +263,6 @@ void dist_init(int *argc, char ***argv) {
     (void)argc, (void)argv;
     if (g.init) return;
     g.init = 1;
-    dist_device_select();
 }
 
 void dist_finalize(void) {

@@ -68,9 +68,7 @@ void activation_forward(Tensor *out, const Tensor *in, Activation act) {
     expect_valid_activation(act, "activation_forward");
     int64_t n = tensor_numel(out);
     if (OPS_ON_CUDA(out)) {
-#ifdef DRTUNE_CUDA
         activation_forward_cuda(out->data, in->data, n, (int)act);
-#endif
         return;
     }
     OPS_EXPECT_CPU(out, "activation_forward");
@@ -89,9 +87,7 @@ void activation_backward(Tensor *din, const Tensor *dout, const Tensor *in, Acti
     expect_valid_activation(act, "activation_backward");
     int64_t n = tensor_numel(in);
     if (OPS_ON_CUDA(dout)) {
-#ifdef DRTUNE_CUDA
         activation_backward_cuda(din->data, dout->data, in->data, n, (int)act);
-#endif
         return;
     }
     OPS_EXPECT_CPU(din, "activation_backward");

@@ -7,9 +7,7 @@ void add_forward(Tensor *out, const Tensor *a, const Tensor *b) {
     ops_expect_same_numel(out, b, "add_forward");
     int64_t n = tensor_numel(out);
     if (OPS_ON_CUDA(out)) {
-#ifdef DRTUNE_CUDA
         add_forward_cuda(out->data, a->data, b->data, n);
-#endif
         return;
     }
     OPS_EXPECT_CPU(out, "add_forward");
@@ -64,9 +62,7 @@ void tensor_axpy(Tensor *y, float alpha, const Tensor *x) {
     ops_expect_same_numel(y, x, "tensor_axpy");
     int64_t n = tensor_numel(y);
     if (OPS_ON_CUDA(y)) {
-#ifdef DRTUNE_CUDA
         axpy_cuda(y->data, alpha, x->data, n);
-#endif
         return;
     }
     OPS_EXPECT_CPU(y, "tensor_axpy");
@@ -79,9 +75,7 @@ void tensor_axpy(Tensor *y, float alpha, const Tensor *x) {
 void tensor_scale(Tensor *y, float alpha) {
     int64_t n = tensor_numel(y);
     if (OPS_ON_CUDA(y)) {
-#ifdef DRTUNE_CUDA
         scale_cuda(y->data, alpha, n);
-#endif
         return;
     }
     OPS_EXPECT_CPU(y, "tensor_scale");
@@ -93,9 +87,7 @@ void tensor_scale(Tensor *y, float alpha) {
 void tensor_fill(Tensor *y, float value) {
     int64_t n = tensor_numel(y);
     if (OPS_ON_CUDA(y)) {
-#ifdef DRTUNE_CUDA
         fill_cuda(y->data, value, n);
-#endif
         return;
     }
     OPS_EXPECT_CPU(y, "tensor_fill");

@@ -9,9 +9,7 @@ void linear_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor
           (long long)tensor_rows(out), (long long)out->shape[out->ndim - 1], (long long)N, (long long)OC);
     if (ops_want(b)) tensor_expect_shape(b, "linear bias", OC);
     if (OPS_ON_CUDA(out)) {
-#ifdef DRTUNE_CUDA
         linear_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, (int)N, (int)IC, (int)OC);
-#endif
         return;
     }
     OPS_EXPECT_CPU(out, "linear_forward");
@@ -38,10 +36,8 @@ void linear_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
     if (ops_want(dw)) tensor_expect_shape(dw, "linear weight grad", OC, IC);
     if (ops_want(db)) tensor_expect_shape(db, "linear bias grad", OC);
     if (OPS_ON_CUDA(dout)) {
-#ifdef DRTUNE_CUDA
         linear_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dw) ? dw->data : NULL,
                              ops_want(db) ? db->data : NULL, dout->data, in->data, w->data, (int)N, (int)IC, (int)OC);
-#endif
         return;
     }
     OPS_EXPECT_CPU(dout, "linear_backward");

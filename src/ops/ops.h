@@ -18,8 +18,11 @@ extern "C" {
 #endif
 
 // ---------------------------------------------------------------------------------------------------------------
-// scratch memory shared by ops (grows, never shrinks; ops call it before their parallel regions)
+// scratch memory shared by ops (grows, never shrinks; ops call it before their parallel regions). On the GPU it is
+// part of the memory plan: planners reserve the largest need of their ops (each op with GPU scratch has a
+// *_workspace_bytes query), and growing it after planning is an internal failure.
 void *ops_workspace(Device d, size_t bytes);
+void ops_workspace_reserve(Device d, size_t bytes);
 void ops_workspace_free(void);
 // number of OpenMP threads the CPU ops use (n <= 0: unchanged), and the number in use
 void ops_set_threads(int n);

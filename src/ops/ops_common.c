@@ -19,6 +19,8 @@ void *ops_workspace(Device d, size_t bytes) {
     return g_ws[i];
 }
 
+void ops_workspace_reserve(Device d, size_t bytes) { (void)ops_workspace(d, bytes); }
+
 void ops_workspace_free(void) {
     for (int i = 0; i < 2; i++) {
         device_free(i ? DEVICE_CUDA : DEVICE_CPU, g_ws[i]);
@@ -58,12 +60,16 @@ void ops_expect_cpu_(const Tensor *t, const char *op, const char *file, int line
                  dtype_name(t->dtype));
 }
 
+void ops_expect_cuda_(const Tensor *t, const char *op, int f32_only, const char *file, int line) {
+    if (t->device != DEVICE_CUDA)
+        dt_fatal(file, line, "every operand of a CUDA op lives on the GPU", "%s: got a %s tensor on the CUDA path", op,
+                 device_name(t->device));
+    if (t->dtype != DTYPE_F32 && (f32_only || t->dtype != DTYPE_BF16))
+        dt_fatal(file, line, "", "%s: the CUDA path takes %s here, got %s", op, f32_only ? "f32" : "f32 or bf16",
+                 dtype_name(t->dtype));
+}
+
 int ops_on_cuda_(const Tensor *t, const char *op) {
-    if (t->device != DEVICE_CUDA) return 0;
-#ifdef DRTUNE_CUDA
     (void)op;
-    return 1;
-#else
-    dt_user_error("%s: a CUDA tensor was given but this drtune was built without CUDA", op);
-#endif
+    return t->device == DEVICE_CUDA;
 }

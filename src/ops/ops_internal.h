@@ -6,9 +6,7 @@
 #include "../core/common.h"
 #include "../core/device.h"
 #include "ops.h"
-#ifdef DRTUNE_CUDA
 #include "cuda/cuda_api.h"
-#endif
 
 // A NULL gradient pointer or a descriptor without data both mean "not wanted".
 static inline int ops_want(const Tensor *t) { return t != NULL && t->data != NULL; }
@@ -21,6 +19,14 @@ void ops_expect_same_numel(const Tensor *a, const Tensor *b, const char *op);
 // d[o] += sum over n < B, s < S of g[(n OC + o) S + s], summed in double: the bias gradient of a linear layer
 // (S = 1) or a convolution (S output pixels).
 void ops_bias_grad_add(float *d, const float *g, int64_t B, int64_t OC, int64_t S);
-// 1 if the op should run on CUDA (out lives there). Without the CUDA backend a CUDA tensor is a clear error.
+// 1 if the op should run on CUDA (out lives there).
 int ops_on_cuda_(const Tensor *t, const char *op);
 #define OPS_ON_CUDA(t) ops_on_cuda_((t), __func__)
+// On the CUDA path every tensor an op reads or writes must live on the GPU, stored as f32 or bf16 (compute is fp32;
+// statistics such as GroupNorm's mean/rstd and attention's log-sum-exp, and parameter gradients, are f32: check
+// them with OPS_EXPECT_CUDA_F32). Tensors not wanted (ops_want) are not checked.
+void ops_expect_cuda_(const Tensor *t, const char *op, int f32_only, const char *file, int line);
+#define OPS_EXPECT_CUDA(t, op) do { if (ops_want(t)) ops_expect_cuda_((t), (op), 0, __FILE__, __LINE__); } while (0)
+#define OPS_EXPECT_CUDA_F32(t, op) do { if (ops_want(t)) ops_expect_cuda_((t), (op), 1, __FILE__, __LINE__); } while (0)
+// The dtype code a CUDA launcher takes for a tensor's storage (the DType value: DTYPE_F32 or DTYPE_BF16).
+static inline int ops_dt(const Tensor *t) { return (int)t->dtype; }

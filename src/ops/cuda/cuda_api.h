@@ -1,5 +1,8 @@
 // cuda_api.h: the extern "C" launchers of the CUDA backend. Host code calls only these; every kernel lives in a .cu
-// file of this folder. Pointers are device pointers; shapes follow the matching CPU op in ops.h.
+// file of this folder. Pointers are device pointers; shapes follow the matching CPU op in ops.h. Launchers queue
+// work on the rank's compute stream (core/device_cuda.h) and never allocate or synchronise. Storage dtype codes
+// (`dt`) are DType values: DTYPE_F32 or DTYPE_BF16 for activations and weights; statistics and parameter gradients
+// are always fp32.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -7,15 +10,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-// runtime (cuda_runtime.cu)
-int cuda_device_count(void);
-void *cuda_alloc(size_t bytes);
-void cuda_free(void *p);
-void cuda_zero(void *p, size_t bytes);
-void cuda_copy(void *dst, int dst_on_device, const void *src, int src_on_device, size_t bytes);
-void cuda_synchronize(void);
-const char *cuda_device_name(void);
 
 // linear (cuda_linear.cu), fp32 in and out, TF32 disabled (exact fp32 GEMM)
 void linear_forward_cuda(void *out, const void *in, const void *w, const void *b, int N, int IC, int OC);
@@ -32,6 +26,21 @@ void fill_cuda(void *y, float value, int64_t n);
 
 // random numbers (cuda_rng.cu): the same samples as rng_normal_fill on the CPU, bit for bit
 void rng_normal_fill_cuda(float *out, int64_t n, uint64_t seed, uint64_t stream, uint64_t offset);
+
+// ---- normalisation and activations (cuda_norm.cu, cuda_activation.cu)
+
+
+// ---- attention (cuda_attention.cu)
+
+
+// ---- layout, arithmetic, embeddings, reductions, casts (cuda_layout.cu, cuda_arith.cu)
+
+
+// ---- diffusion, optimiser, rewards (cuda_train.cu)
+
+
+// ---- convolution through cuDNN (cuda_conv.cu)
+
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,8 @@
 // cuda_elementwise.cu: activations and simple arithmetic on the GPU, the same formulas as the CPU ops
 // (ops/activation.c, ops/arith.c). Activation codes are the Activation enum of ops.h.
-#include "cuda_api.h"
 #include "cuda_common.cuh"
+#include "../../core/device_cuda.h"
+#include "cuda_api.h"
 
 enum { A_SILU = 0, A_GELU = 1, A_GELU_TANH = 2, A_QUICK_GELU = 3 };
 
@@ -63,11 +64,7 @@ __global__ static void fill_kernel(float *y, float v, int64_t n) {
     if (i < n) y[i] = v;
 }
 
-#define LAUNCH(kernel, n, ...)                                                                               \
-    do {                                                                                                     \
-        if ((n) > 0) kernel<<<cuda_blocks((n), 256), 256>>>(__VA_ARGS__);                                     \
-        CUDA_CHECK(cudaGetLastError());                                                                      \
-    } while (0)
+#define LAUNCH(kernel, n, ...) CUDA_LAUNCH(kernel, cuda_blocks((n), 256), 256, 0, cuda_stream(), __VA_ARGS__)
 
 extern "C" void activation_forward_cuda(void *out, const void *in, int64_t n, int act) {
     LAUNCH(act_fwd_kernel, n, (float *)out, (const float *)in, n, act);

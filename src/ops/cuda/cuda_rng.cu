@@ -1,8 +1,9 @@
 // cuda_rng.cu: Gaussian noise on the GPU from the counter-based generator of core/rng.h. The transform is shared
 // source with the CPU and uses explicitly rounded double operations, so the samples agree bit for bit.
+#include "cuda_common.cuh"
+#include "../../core/device_cuda.h"
 #include "../../core/rng.h"
 #include "cuda_api.h"
-#include "cuda_common.cuh"
 
 __global__ static void normal_fill_kernel(float *out, int64_t n, uint64_t seed, uint64_t stream, uint64_t offset) {
     uint64_t first = offset >> 2;
@@ -19,6 +20,6 @@ __global__ static void normal_fill_kernel(float *out, int64_t n, uint64_t seed, 
 extern "C" void rng_normal_fill_cuda(float *out, int64_t n, uint64_t seed, uint64_t stream, uint64_t offset) {
     if (n <= 0) return;
     uint64_t blocks = ((offset + (uint64_t)n - 1) >> 2) - (offset >> 2) + 1;
-    normal_fill_kernel<<<cuda_blocks((long long)blocks, 256), 256>>>(out, n, seed, stream, offset);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_LAUNCH(normal_fill_kernel, cuda_blocks((long long)blocks, 256), 256, 0, cuda_stream(), out, n, seed, stream,
+                offset);
 }

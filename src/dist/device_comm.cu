@@ -1,32 +1,11 @@
-// device_comm.c: one GPU per rank and the NCCL collectives of dist.h for buffers in GPU memory. NCCL kernels run on
-// their own stream so a reduction can proceed while the compute stream works on. A build without CUDA (or without
-// NCCL) keeps the same calls: device selection does nothing and the collectives report that they are missing.
+// device_comm.cu: the NCCL collectives of dist.h for buffers in GPU memory, one communicator per job bootstrapped over
+// MPI. NCCL runs on the rank's communication stream so a reduction can proceed while the compute stream works on.
+// A backend without NCCL keeps the same calls, and the collectives report that they are missing.
+#include "../ops/cuda/cuda_common.cuh"
+#include "../core/device_cuda.h"
 #include "dist.h"
 
-#include "../core/common.h"
-
-#ifdef DRTUNE_CUDA
-#include <cuda_runtime_api.h>
-
-#define CUDA_OK(call)                                                                                    \
-    do {                                                                                                 \
-        cudaError_t e_ = (call);                                                                         \
-        if (e_ != cudaSuccess)                                                                           \
-            FATAL("check the GPU and driver (nvidia-smi)", "%s: %s", #call, cudaGetErrorString(e_));     \
-    } while (0)
-
-// GPU = local rank mod the visible GPUs, so ranks of one host spread over its GPUs.
-void dist_device_select(void) {
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-        cudaGetLastError(); // clear the sticky "no device" error: this rank runs on the CPU
-        return;
-    }
-    CUDA_OK(cudaSetDevice(dist_local_rank() % n));
-}
-#else
-void dist_device_select(void) {}
-#endif
+#define CUDA_OK(call) CUDA_CHECK(call)
 
 #ifdef DRTUNE_NCCL
 #include <nccl.h>
@@ -46,26 +25,25 @@ static struct {
 
 int dist_device_ready(void) {
     if (nc.state) return nc.state > 0;
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) cudaGetLastError(), n = 0;
+    int n = cuda_device_count();
     if (dist_allreduce_max_int(n == 0)) { // every rank needs a GPU, or none uses NCCL
         nc.state = -1;
         return 0;
     }
+    cuda_init(dist_local_rank());
     ncclUniqueId id;
     if (dist_rank() == 0) NCCL_OK(ncclGetUniqueId(&id));
     dist_bcast(&id, (int)sizeof id, 0);
     NCCL_OK(ncclCommInitRank(&nc.comm, dist_size(), id, dist_rank()));
-    CUDA_OK(cudaStreamCreateWithFlags(&nc.stream, cudaStreamNonBlocking));
+    nc.stream = cuda_comm_stream();
     nc.state = 1;
     return 1;
 }
 
-void dist_device_finalize(void) {
+extern "C" void dist_device_finalize(void) {
     if (nc.state <= 0) return;
     CUDA_OK(cudaStreamSynchronize(nc.stream));
     NCCL_OK(ncclCommDestroy(nc.comm));
-    CUDA_OK(cudaStreamDestroy(nc.stream));
     nc.state = 0;
 }
 
@@ -73,13 +51,12 @@ static void need_comm(void) {
     CHECK(dist_device_ready(), "device collectives need a GPU on every rank", "no NCCL communicator");
 }
 
-// The communication stream waits for everything queued so far on the compute (default) stream.
+// The communication stream waits for everything queued so far on the compute stream.
 static void after_compute(void) {
-    cudaEvent_t ev;
-    CUDA_OK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
-    CUDA_OK(cudaEventRecord(ev, 0));
+    static cudaEvent_t ev;
+    if (!ev) CUDA_OK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    CUDA_OK(cudaEventRecord(ev, cuda_stream()));
     CUDA_OK(cudaStreamWaitEvent(nc.stream, ev, 0));
-    CUDA_OK(cudaEventDestroy(ev));
 }
 
 void dist_device_allreduce_start(float *dev, int64_t n, DistRequest *req) {
@@ -93,8 +70,8 @@ void dist_device_allreduce_start(float *dev, int64_t n, DistRequest *req) {
 }
 
 void dist_device_wait(DistRequest *req, int host) {
-    cudaEvent_t done = req->done;
-    CUDA_OK(cudaStreamWaitEvent(0, done, 0));
+    cudaEvent_t done = (cudaEvent_t)req->done;
+    CUDA_OK(cudaStreamWaitEvent(cuda_stream(), done, 0));
     if (host) CUDA_OK(cudaEventSynchronize(done));
     CUDA_OK(cudaEventDestroy(done));
     req->done = NULL;
@@ -126,10 +103,10 @@ void dist_device_allgather_f32(float *dev, const DistShard *s) {
 #else // no NCCL in this build
 
 static DT_NORETURN void no_nccl(void) {
-    FATAL("rebuild with the CUDA toolkit and NCCL (cmake -DDRTUNE_CUDA=ON)", "this build has no NCCL");
+    FATAL("rebuild with the CUDA toolkit and NCCL", "this build has no NCCL");
 }
 int dist_device_ready(void) { return 0; }
-void dist_device_finalize(void) {}
+extern "C" void dist_device_finalize(void) {}
 void dist_device_allreduce_start(float *dev, int64_t n, DistRequest *req) { (void)dev, (void)n, (void)req, no_nccl(); }
 void dist_device_wait(DistRequest *req, int host) { (void)req, (void)host, no_nccl(); }
 void dist_device_allreduce_sum_f32(float *dev, int64_t n) { (void)dev, (void)n, no_nccl(); }

@@ -1,5 +1,6 @@
-// cuda_parity.c: the CUDA backend against the CPU ops through the same op calls: linear forward/backward,
-// activations, arithmetic, and bit-identical Gaussian noise. Skipped (exit 77) without a GPU or a CUDA build.
+// cudaemu_parity.c: the CUDA backend against the CPU ops through the same op calls: linear forward/backward,
+// activations, arithmetic, and bit-identical Gaussian noise. Runs on the emulated GPU (label cudaemu) and, as
+// cuda_parity, on a real one (skipped without a GPU).
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,9 +9,8 @@
 #include "../src/core/device.h"
 #include "../src/core/rng.h"
 #include "../src/ops/ops.h"
-#ifdef DRTUNE_CUDA
+#include "../src/core/device_cuda.h"
 #include "../src/ops/cuda/cuda_api.h"
-#endif
 
 static int checks, failures;
 
@@ -46,9 +46,7 @@ int main(void) {
         printf("skipped: no CUDA device (or built without CUDA)\n");
         return 77;
     }
-#ifdef DRTUNE_CUDA
     printf("device: %s\n", cuda_device_name());
-#endif
     const int64_t N = 1031, IC = 517, OC = 263;
     int64_t sx[2] = {N, IC}, sw[2] = {OC, IC}, sb[1] = {OC}, sy[2] = {N, OC};
     Tensor x = on(DEVICE_CPU, 2, sx), w = on(DEVICE_CPU, 2, sw), b = on(DEVICE_CPU, 1, sb), y = on(DEVICE_CPU, 2, sy);
@@ -102,9 +100,7 @@ int main(void) {
     for (int off = 0; off < 3; off++) {
         uint64_t o = off == 0 ? 0 : off == 1 ? 3 : 123457;
         rng_normal_fill(cpu, n, 2024, RNG_STREAM(RNG_PURPOSE_LATENT, 17, off), o);
-#ifdef DRTUNE_CUDA
         rng_normal_fill_cuda(gz.data, n, 2024, RNG_STREAM(RNG_PURPOSE_LATENT, 17, off), o);
-#endif
         device_copy(gpu, DEVICE_CPU, gz.data, DEVICE_CUDA, sizeof(float) * n);
         int64_t diff = 0;
         for (int64_t i = 0; i < n; i++) diff += memcmp(&cpu[i], &gpu[i], 4) != 0;

@@ -1,0 +1,87 @@
+// cudaemu_util.h: what the CUDA parity tests share: tensors on either device filled from the CPU, a bf16 rounding of
+// host data (so the CPU reference sees exactly the values the GPU stores), and the comparison of a GPU result with
+// the CPU op's, relative to the largest reference magnitude. The tests run on the emulated GPU (label cudaemu) and,
+// built as cuda_*, on a real one, where they skip (77) without a GPU.
+#pragma once
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../src/core/common.h"
+#include "../src/core/device.h"
+#include "../src/core/device_cuda.h"
+#include "../src/core/rng.h"
+#include "testutil.h"
+
+// Skips the test (exit 77) when no GPU (real or emulated) is visible; prints the device otherwise.
+static inline void cu_require_gpu(void) {
+    if (!device_cuda_available()) {
+        printf("skipped: no GPU visible\n");
+        exit(77);
+    }
+    device_select(DEVICE_CUDA, 0);
+    printf("device: %s\n", cuda_device_name());
+}
+
+// A tensor of the given dtype on d (zero-filled).
+static inline Tensor cu_alloc(Device d, DType dt, int ndim, const int64_t *shape) {
+    Tensor t = tensor_make(NULL, dt, d, ndim, shape);
+    t.data = device_alloc(d, tensor_bytes(&t));
+    return t;
+}
+static inline void cu_free(Tensor *t) {
+    device_free(t->device, t->data);
+    t->data = NULL;
+}
+
+// Rounds n host floats to bf16 and back in place.
+static inline void cu_round_bf16(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
+}
+
+// Fills a CPU f32 tensor with N(0, scale^2) from the test stream `tag` (bf16-representable when round is set).
+static inline void cu_fill(Tensor *cpu, uint64_t tag, float scale, int round) {
+    int64_t n = tensor_numel(cpu);
+    float *x = (float *)cpu->data;
+    rng_normal_fill(x, n, 1234, RNG_STREAM(RNG_PURPOSE_TEST, tag, 0), 0);
+    for (int64_t i = 0; i < n; i++) x[i] *= scale;
+    if (round) cu_round_bf16(x, n);
+}
+
+// A device tensor of dtype dt holding the values of the CPU f32 tensor (converted on the host).
+static inline Tensor cu_upload(const Tensor *cpu, DType dt) {
+    Tensor g = cu_alloc(DEVICE_CUDA, dt, cpu->ndim, cpu->shape);
+    int64_t n = tensor_numel(cpu);
+    void *h = xmalloc(tensor_bytes(&g) ? tensor_bytes(&g) : 1);
+    dtype_convert(h, dt, cpu->data, DTYPE_F32, n);
+    device_copy(g.data, DEVICE_CUDA, h, DEVICE_CPU, tensor_bytes(&g));
+    free(h);
+    return g;
+}
+
+// The device tensor's values as host floats (free them).
+static inline float *cu_download(const Tensor *g) {
+    int64_t n = tensor_numel(g);
+    void *h = xmalloc(tensor_bytes(g) ? tensor_bytes(g) : 1);
+    device_copy(h, DEVICE_CPU, g->data, DEVICE_CUDA, tensor_bytes(g));
+    float *f = (float *)xmalloc(sizeof(float) * (size_t)(n ? n : 1));
+    dtype_convert(f, DTYPE_F32, h, g->dtype, n);
+    free(h);
+    return f;
+}
+
+// max |gpu - cpu| / max |cpu| (absolute when the reference is all zeros); NaN anywhere fails. Counts one check.
+static inline int cu_compare(const char *what, const Tensor *gpu, const Tensor *cpu, double tol) {
+    int64_t n = tensor_numel(cpu);
+    float *h = cu_download(gpu);
+    const float *c = (const float *)cpu->data;
+    double err = 0, mx = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)h[i] - c[i]);
+        if (!(e <= err)) err = isnan(e) ? INFINITY : e;
+        if (fabs(c[i]) > mx) mx = fabs(c[i]);
+    }
+    double rel = err / (mx > 0 ? mx : 1);
+    free(h);
+    return tu_check(rel <= tol, "%-40s max rel err %.3e (tol %.1e)", what, rel, tol);
+}
