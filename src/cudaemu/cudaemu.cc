@@ -270,7 +270,7 @@ struct Fiber {
 };
 #define FIBER_STACK (256 * 1024)
 struct Block {
-    std::vector<Fiber> f;
+    std::vector<Fiber *> f; // never moved: a ucontext_t points into itself
     ucontext_t main;
     int n = 0, cur = -1;
     int fibers = 0;       // this block runs as fibers
@@ -305,7 +305,7 @@ static void shuffle_order(std::vector<int> &o, uint64_t *s) {
 static void fiber_entry(void) {
     Block *b = t_block;
     (*b->body)();
-    b->f[b->cur].state = F_DONE;
+    b->f[b->cur]->state = F_DONE;
     // returns to b->main through uc_link
 }
 
@@ -323,7 +323,7 @@ static void suspend(int state) {
         emu_fail(b->kernel, "a barrier or warp collective in a kernel whose first block never synchronised "
                             "(data-dependent synchronisation is not supported by the emulator)");
     }
-    Fiber *f = &b->f[b->cur];
+    Fiber *f = b->f[b->cur];
     f->state = state;
     swapcontext(&f->ctx, &b->main);
     threadIdx = f->tid; // resumed
@@ -374,21 +374,23 @@ unsigned cudaemu_ballot(int pred) {
 
 static uint64_t g_shuffle_seed;
 
+__attribute__((noinline)) static Fiber *new_fiber(const char *kernel) {
+    Fiber *f = new Fiber();
+    void *st = mmap(NULL, FIBER_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (st == MAP_FAILED) emu_fail(kernel, "cannot map a fiber stack");
+    f->stack = (char *)st;
+    getcontext(&f->ctx);
+    return f;
+}
+
 // Runs one block as fibers; returns when all its threads have finished.
 static void run_fibers(Block *b, const char *kernel) {
     int n = b->n;
     if ((int)b->f.size() < n) {
-        size_t old = b->f.size();
-        b->f.resize(n);
-        for (size_t i = old; i < (size_t)n; i++) {
-            void *st = mmap(NULL, FIBER_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-            if (st == MAP_FAILED) emu_fail(kernel, "cannot map a fiber stack");
-            b->f[i].stack = (char *)st;
-            getcontext(&b->f[i].ctx);
-        }
+        while ((int)b->f.size() < n) b->f.push_back(new_fiber(kernel));
     }
     for (int i = 0; i < n; i++) {
-        Fiber *f = &b->f[i];
+        Fiber *f = b->f[i];
         f->ctx.uc_stack.ss_sp = f->stack;
         f->ctx.uc_stack.ss_size = FIBER_STACK;
         f->ctx.uc_link = &b->main;
@@ -403,29 +405,29 @@ static void run_fibers(Block *b, const char *kernel) {
         if (g_shuffle_seed) shuffle_order(order, &b->rng);
         for (int k = 0; k < n; k++) {
             int i = order[k];
-            if (b->f[i].state != F_RUN) continue;
+            if (b->f[i]->state != F_RUN) continue;
             b->cur = i;
-            threadIdx = b->f[i].tid;
-            swapcontext(&b->main, &b->f[i].ctx);
+            threadIdx = b->f[i]->tid;
+            swapcontext(&b->main, &b->f[i]->ctx);
         }
         int done = 0, at_bar = 0;
-        for (int i = 0; i < n; i++) done += b->f[i].state == F_DONE, at_bar += b->f[i].state == F_BAR;
+        for (int i = 0; i < n; i++) done += b->f[i]->state == F_DONE, at_bar += b->f[i]->state == F_BAR;
         if (done == n) return;
         int released = 0;
         for (int w = 0; w < nwarps; w++) {
             int lo = w * 32, hi = std::min(n, lo + 32), waiting = 0, live = 0;
             unsigned mask = 0;
             for (int i = lo; i < hi; i++) {
-                if (b->f[i].state != F_DONE) live++, mask |= 1u << (i - lo);
-                waiting += b->f[i].state == F_WARP;
+                if (b->f[i]->state != F_DONE) live++, mask |= 1u << (i - lo);
+                waiting += b->f[i]->state == F_WARP;
             }
             if (live && waiting == live) {
                 for (int i = lo; i < hi; i++)
-                    if (b->f[i].state == F_DONE) memset(b->xbuf[w][i - lo], 0, 8);
+                    if (b->f[i]->state == F_DONE) memset(b->xbuf[w][i - lo], 0, 8);
                 memcpy(b->snap[w], b->xbuf[w], sizeof b->snap[w]);
                 b->live[w] = mask;
                 for (int i = lo; i < hi; i++)
-                    if (b->f[i].state == F_WARP) b->f[i].state = F_RUN;
+                    if (b->f[i]->state == F_WARP) b->f[i]->state = F_RUN;
                 released = 1;
             }
         }
@@ -433,7 +435,7 @@ static void run_fibers(Block *b, const char *kernel) {
         if (at_bar == n - done) {
             b->bar_or = b->bar_or_acc, b->bar_or_acc = 0;
             for (int i = 0; i < n; i++)
-                if (b->f[i].state == F_BAR) b->f[i].state = F_RUN;
+                if (b->f[i]->state == F_BAR) b->f[i]->state = F_RUN;
             continue;
         }
         emu_fail(kernel, "deadlock: the threads of a block wait at different barriers (__syncthreads or a warp "
