@@ -78,6 +78,21 @@ void arena_alloc(Arena *a) {
     }
 }
 
+void arena_to_device(Arena *a, Device d) {
+    CHECK(a->base != NULL, "call arena_alloc first", "arena '%s' is not allocated", a->group);
+    if (a->device == d) return;
+    size_t bytes = a->size ? a->size : ARENA_ALIGN;
+    void *base = device_alloc(d, bytes);
+    device_copy(base, d, a->base, a->device, bytes);
+    device_free(a->device, a->base);
+    a->base = base, a->device = d;
+    for (int i = 0; i < a->n; i++) {
+        ArenaEntry *e = &a->entries[i];
+        e->desc.data = (char *)base + e->offset, e->desc.device = d;
+        if (e->slot) *e->slot = e->desc;
+    }
+}
+
 Tensor arena_get(const Arena *a, const char *name) {
     const ArenaEntry *e = arena_find(a, name);
     CHECK(e != NULL, "", "arena '%s' has no tensor '%s'", a->group, name);

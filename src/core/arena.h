@@ -41,6 +41,9 @@ void arena_alloc(Arena *a);
 const ArenaEntry *arena_find(const Arena *a, const char *name);
 // The bound tensor for name; internal failure if absent or not allocated yet.
 Tensor arena_get(const Arena *a, const char *name);
+// Moves an allocated arena to device d in one copy (e.g. weights read on the host, then put on the GPU) and rebinds
+// every entry and slot; nothing when it is there already.
+void arena_to_device(Arena *a, Device d);
 int64_t arena_numel(const Arena *a);   // total elements over all entries
 void arena_zero(Arena *a);
 // One line: "params      123 tensors   1.23 GiB (cpu)".

@@ -12,6 +12,7 @@
 
 static int g_cuda_count = -1; // visible GPUs, asked once
 static int g_frozen;          // set after planning: no more device allocations
+static long long g_allocs;    // device allocations so far
 
 int device_cuda_available(void) {
     if (g_cuda_count < 0) g_cuda_count = cuda_device_count();
@@ -37,6 +38,8 @@ void device_select(Device d, int local_rank) {
 
 void device_freeze_allocations(int on) { g_frozen = on; }
 
+long long device_alloc_count(void) { return g_allocs; }
+
 void *device_alloc(Device d, size_t bytes) {
     if (d == DEVICE_CPU) {
         size_t rounded = (bytes + 255) & ~(size_t)255;
@@ -52,6 +55,7 @@ void *device_alloc(Device d, size_t bytes) {
     need_cuda();
     CHECK(!g_frozen, "every device buffer belongs in the memory plan",
           "device allocation of %zu bytes after planning", bytes);
+    g_allocs++;
     return cuda_alloc(bytes);
 }
 

@@ -18,6 +18,8 @@ int device_cuda_emulated(void);
 void device_select(Device d, int local_rank);
 // After planning: any further device allocation is an internal failure (the memory plan is the whole footprint).
 void device_freeze_allocations(int on);
+// Device (GPU) allocations made so far: an iteration that allocates breaks the memory plan (tests check it).
+long long device_alloc_count(void);
 // Bytes that can still be allocated: the GPU's free memory, or the host's available RAM.
 size_t device_memory_available(Device d);
 void *device_alloc(Device d, size_t bytes);     // zero-filled, 256-byte aligned

@@ -3,6 +3,8 @@
 // keeping them, so a block's saved activations are its conv/linear outputs and normalisation statistics.
 #include "blocks.h"
 
+#include "../ops/cuda/cuda_api.h"
+
 #include <stdarg.h>
 #include <string.h>
 
@@ -89,8 +91,12 @@ Tensor tensor_view(const Tensor *t, int ndim, const int64_t *shape) {
 // layout: dst [B, K, R] = src [B, R, K] transposed per sample, in 32 x 32 tiles
 
 static void transpose_batched(Tensor *dst, const Tensor *src, int64_t B, int64_t R, int64_t K) {
-    CHECK(dst->device == DEVICE_CPU && src->device == DEVICE_CPU, "the token transpose has no CUDA kernel yet",
-          "token transpose: got %s tensors", device_name(dst->device));
+    if (dst->device == DEVICE_CUDA) {
+        CHECK(src->device == DEVICE_CUDA && src->dtype == dst->dtype, "", "token transpose: %s %s into %s %s",
+              device_name(src->device), dtype_name(src->dtype), device_name(dst->device), dtype_name(dst->dtype));
+        transpose_batched_cuda(dst->data, src->data, B, R, K, (int)dst->dtype);
+        return;
+    }
     enum { TILE = 32 };
     float *d = tensor_f32(dst);
     const float *x = tensor_f32(src);

@@ -27,6 +27,9 @@ void fill_cuda(void *y, float value, int64_t n);
 // random numbers (cuda_rng.cu): the same samples as rng_normal_fill on the CPU, bit for bit
 void rng_normal_fill_cuda(float *out, int64_t n, uint64_t seed, uint64_t stream, uint64_t offset);
 
+// ---- token transpose (cuda_transpose.cu): dst [B, K, R] = src [B, R, K] per sample
+void transpose_batched_cuda(void *dst, const void *src, int64_t B, int64_t R, int64_t K, int dt);
+
 // ---- normalisation and activations (cuda_norm.cu, cuda_activation.cu)
 
 

@@ -1,0 +1,35 @@
+// cudaemu_transpose.c: the token transpose of the transformer blocks (NCHW <-> [B, H*W, C]) on the GPU against the
+// CPU: odd channel counts and token counts that are not multiples of the 32 x 32 tile, f32 and bf16 (a transpose
+// only moves values, so both must be exact), forward and backward.
+#include "../src/models/blocks.h"
+#include "cudaemu_util.h"
+
+static void check(int64_t B, int64_t C, int64_t H, int64_t W, DType dt) {
+    int64_t si[4] = {B, C, H, W}, st[3] = {B, H * W, C};
+    Tensor x = cu_alloc(DEVICE_CPU, DTYPE_F32, 4, si), y = cu_alloc(DEVICE_CPU, DTYPE_F32, 3, st);
+    Tensor back = cu_alloc(DEVICE_CPU, DTYPE_F32, 4, si);
+    cu_fill(&x, (uint64_t)(B * 1000 + C), 1.0f, dt == DTYPE_BF16);
+    nchw_to_tokens_forward(&y, &x);
+    nchw_to_tokens_backward(&back, &y);
+    Tensor gx = cu_upload(&x, dt), gy = cu_alloc(DEVICE_CUDA, dt, 3, st), gb = cu_alloc(DEVICE_CUDA, dt, 4, si);
+    nchw_to_tokens_forward(&gy, &gx);
+    nchw_to_tokens_backward(&gb, &gy);
+    char what[96];
+    snprintf(what, sizeof what, "nchw->tokens [%lld,%lld,%lld,%lld] %s", (long long)B, (long long)C, (long long)H,
+             (long long)W, dtype_name(dt));
+    cu_compare(what, &gy, &y, 0.0);
+    snprintf(what, sizeof what, "tokens->nchw [%lld,%lld,%lld,%lld] %s", (long long)B, (long long)C, (long long)H,
+             (long long)W, dtype_name(dt));
+    cu_compare(what, &gb, &back, 0.0);
+    cu_free(&x), cu_free(&y), cu_free(&back), cu_free(&gx), cu_free(&gy), cu_free(&gb);
+}
+
+int main(void) {
+    cu_require_gpu();
+    check(1, 32, 8, 4, DTYPE_F32);
+    check(2, 5, 7, 9, DTYPE_F32);
+    check(2, 77, 5, 13, DTYPE_F32);
+    check(3, 40, 11, 3, DTYPE_BF16);
+    check(1, 1, 1, 33, DTYPE_BF16);
+    return tu_report();
+}
