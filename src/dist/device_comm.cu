@@ -7,8 +7,15 @@
 
 #define CUDA_OK(call) CUDA_CHECK(call)
 
-#ifdef DRTUNE_NCCL
+#if defined(DRTUNE_CUDAEMU) && defined(DRTUNE_DIST)
+#include "../cudaemu/cudaemu_nccl.h" // the emulated GPU's NCCL, over MPI
+#define HAVE_NCCL 1
+#elif defined(DRTUNE_NCCL)
 #include <nccl.h>
+#define HAVE_NCCL 1
+#endif
+
+#ifdef HAVE_NCCL
 
 #define NCCL_OK(call)                                                                                    \
     do {                                                                                                 \

@@ -1,9 +1,13 @@
-// cuda_nccl.c: the NCCL device collectives of src/dist/dist.h on GPU buffers: all-reduce (blocking, and started
+// cudaemu_nccl.c: the NCCL device collectives of src/dist/dist.h on GPU buffers: all-reduce (blocking, and started
 // while a kernel is queued on the compute stream, then waited for), reduce-scatter into the padded shard layout and
-// all-gather back. Sums are exact (integer-valued floats), so the check is equality with size x the input. Runs on
-// one rank as a plain process, or under mpirun with one GPU per rank. Skipped (exit 77) without NCCL or a GPU.
+// all-gather back. Sums are exact (integer-valued floats), so the check is equality with size x the input. On the
+// emulated GPU (label cudaemu) it starts itself under mpirun with 2 ranks (NCCL over MPI); as cuda_nccl on a real
+// GPU it runs on one rank, or under mpirun with one GPU per rank. Skipped (exit 77) without NCCL or a GPU.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../src/core/common.h"
 #include "../src/core/device.h"
@@ -64,7 +68,24 @@ static void run(void) {
     free(host);
 }
 
+// The emulator has one GPU per process, so two ranks are two processes: the test reruns itself under mpirun.
+static int rerun_under_mpirun(void) {
+    const char *mpiexec = getenv("DRTUNE_MPIEXEC");
+    if (!device_cuda_emulated() || !mpiexec || !*mpiexec || getenv("OMPI_COMM_WORLD_SIZE")) return -1;
+    char self[4096], cmd[8400];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return -1;
+    self[n] = 0;
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1); // CI containers run as root
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    snprintf(cmd, sizeof cmd, "'%s' --oversubscribe -np 2 '%s'", mpiexec, self);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+
 int main(int argc, char **argv) {
+    int rc = rerun_under_mpirun();
+    if (rc >= 0) return rc;
     dist_init(&argc, &argv);
     if (!dist_device_ready()) {
         printf("skipped: no GPU visible\n");
