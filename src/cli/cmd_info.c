@@ -11,7 +11,10 @@
 #include <sys/stat.h>
 
 #include "core/common.h"
+#include "core/device.h"
+#include "core/device_cuda.h"
 #include "core/rng.h"
+#include "dist/dist.h"
 #include "io/json.h"
 #include "models/pipeline.h"
 #include "models/weights.h"
@@ -221,6 +224,7 @@ static void describe_scheduler(FILE *f, const char *cdir) {
 static void info_usage(FILE *f) {
     fprintf(f,
             "usage: drtune info --model DIR [--load]\n"
+            "       drtune info --device\n"
             "\n"
             "Describes a diffusers pipeline folder (model_index.json and its component folders): per component the\n"
             "architecture and the tensor and parameter counts, computed from the configs alone (weights need not be\n"
@@ -228,7 +232,9 @@ static void info_usage(FILE *f) {
             "\n"
             "  --model DIR   the pipeline folder (e.g. configs/models/sd15)\n"
             "  --load        also load every component's weights as a run does (fp32) and report the time, the\n"
-            "                weight size and the process's peak resident memory next to it\n");
+            "                weight size and the process's peak resident memory next to it\n"
+            "  --device      the GPU this process would train on (local rank 0), its memory, the driver and the\n"
+            "                library versions; says so when there is none\n");
 }
 
 static int component_has_weights_file(const char *dir, const char *name) {
@@ -270,9 +276,35 @@ static void info_load(const char *dir) {
     free(models);
 }
 
+// drtune info --device
+static void info_device(void) {
+    char a[32], b[32];
+    if (!device_cuda_available()) {
+        printf("no GPU visible: drtune trains on the CPU (train.device = auto picks the CPU)%s\n",
+               device_cuda_emulated() ? "; this binary's GPU backend is the CPU emulation (DRTUNE_CUDAEMU=1 enables it)"
+                                      : "");
+        return;
+    }
+    device_select(DEVICE_CUDA, 0);
+    int driver = 0, runtime = 0;
+    cuda_versions(&driver, &runtime);
+    size_t fr = 0, tot = 0;
+    cuda_mem_info(&fr, &tot);
+    printf("GPU:            %s%s\n", cuda_device_name(), device_cuda_emulated() ? " (the CPU emulation of the GPU path)" : "");
+    printf("visible GPUs:   %d (each rank takes local rank mod this count)\n", cuda_device_count());
+    printf("memory:         %s free of %s\n", dt_format_bytes(a, sizeof a, (double)fr),
+           dt_format_bytes(b, sizeof b, (double)tot));
+    if (device_cuda_emulated())
+        printf("CUDA:           emulated (no driver, no runtime)\n");
+    else
+        printf("CUDA:           driver %d.%d, runtime %d.%d\n", driver / 1000, driver % 1000 / 10, runtime / 1000,
+               runtime % 1000 / 10);
+    printf("NCCL:           %s\n", dist_device_library());
+}
+
 int cmd_info(int argc, char **argv) {
     const char *dir = NULL;
-    int load = 0;
+    int load = 0, device = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             info_usage(stdout);
@@ -281,9 +313,15 @@ int cmd_info(int argc, char **argv) {
             dir = option_value(argc, argv, &i, "info");
         } else if (!strcmp(argv[i], "--load")) {
             load = 1;
+        } else if (!strcmp(argv[i], "--device")) {
+            device = 1;
         } else {
             dt_user_error("drtune info: unknown argument '%s' (see drtune info --help)", argv[i]);
         }
+    }
+    if (device && !dir) {
+        info_device();
+        return 0;
     }
     USER_CHECK(dir, "drtune info: --model DIR is required (see drtune info --help)");
     ModelIndex mi;
@@ -324,6 +362,7 @@ int cmd_info(int argc, char **argv) {
     fputs(report, stdout);
     free(report);
     if (load) info_load(dir);
+    if (device) info_device();
     return 0;
 }
 

@@ -16,6 +16,17 @@
 #endif
 
 #ifdef HAVE_NCCL
+extern "C" const char *dist_device_library(void) {
+#ifdef DRTUNE_CUDAEMU
+    return "emulated over MPI";
+#else
+    static char v[32];
+    int code = 0;
+    if (ncclGetVersion(&code) != ncclSuccess) return "unknown version";
+    snprintf(v, sizeof v, "%d.%d.%d", code / 10000, code / 100 % 100, code % 100);
+    return v;
+#endif
+}
 
 #define NCCL_OK(call)                                                                                    \
     do {                                                                                                 \
@@ -108,6 +119,7 @@ void dist_device_allgather_f32(float *dev, const DistShard *s) {
 }
 
 #else // no NCCL in this build
+extern "C" const char *dist_device_library(void) { return "none in this build"; }
 
 static DT_NORETURN void no_nccl(void) {
     FATAL("rebuild with the CUDA toolkit and NCCL", "this build has no NCCL");

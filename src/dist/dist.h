@@ -72,6 +72,8 @@ void dist_allgather_f32(float *buf, const DistShard *s);
 // communicator is created on first use (unique id from rank 0 over MPI, GPU = local rank mod device count).
 // dist_device_ready() says whether this build and machine can use them.
 int dist_device_ready(void);
+// The NCCL library behind the device collectives: "2.28.9", "emulated over MPI", or "none in this build".
+const char *dist_device_library(void);
 void dist_device_allreduce_sum_f32(float *dev, int64_t n);
 // Reduce-scatter in NCCL's in-place layout: this rank's shard of the sum lands at its own place in dev
 // (dev + rank * shard); returns that pointer.
