@@ -6,7 +6,10 @@
 
 #include "../core/common.h"
 #include "../data/scenes.h"
+#include "adherence_cuda.h"
 #include "reward.h"
+
+_Static_assert(COLOUR_COUNT == ADHERENCE_COLOURS, "the GPU kernel's palette size");
 
 #define ADHERENCE_S 0.25   // kernel width in u units
 #define ADHERENCE_TAU 0.02 // temperature of the smooth maximum over the other colours
@@ -23,6 +26,22 @@ void adherence_score(const Reward *r, const Tensor *images, const char *const *p
     CHECK(images->ndim == 4 && images->shape[1] == 3, "", "rewards take [B, 3, H, W] images");
     if (dimages) CHECK(tensor_numel(dimages) == tensor_numel(images), "", "reward gradient shape mismatch");
     const int64_t B = images->shape[0], HW = images->shape[2] * images->shape[3];
+    if (images->device == DEVICE_CUDA) {
+        CHECK(r->scratch != NULL, "plan the reward set for the GPU first", "adherence: no GPU scratch");
+        CHECK(!dimages || (dimages->device == DEVICE_CUDA && dimages->dtype == images->dtype), "",
+              "adherence: the image gradient must live with the images");
+        float pal[COLOUR_COUNT][3];
+        int *targets = xmalloc(sizeof(int) * (size_t)B);
+        for (int k = 0; k < COLOUR_COUNT; k++) scene_colour_rgb((SceneColour)k, pal[k]);
+        for (int64_t b = 0; b < B; b++) {
+            Scene sc;
+            targets[b] = prompts && prompts[b] && scene_parse(prompts[b], &sc) ? (int)sc.obj[0].colour : -1;
+        }
+        adherence_score_cuda(images->data, (int)images->dtype, B, HW, (const float(*)[3])pal, ADHERENCE_S,
+                             ADHERENCE_TAU, targets, dscore, scores, dimages ? dimages->data : NULL, r->scratch);
+        free(targets);
+        return;
+    }
     const float *xs = tensor_f32(images);
     float *dxs = dimages ? tensor_f32(dimages) : NULL;
     double pal[COLOUR_COUNT][3];

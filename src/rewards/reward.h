@@ -14,6 +14,7 @@ struct Reward {
     char name[32];
     float weight;                    // in a combination
     float params[4];                 // reward-specific (e.g. colour target RGB)
+    void *scratch;                   // GPU scratch of the reward's device path, from the memory plan (or NULL)
     // scores [B] written; when dimages != NULL it is written with d(sum_b dscore[b] score[b]) / d images
     void (*score)(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
                   Tensor *dimages, const float *dscore);
@@ -29,7 +30,8 @@ struct Reward {
 // Unknown names are a user error listing the known ones.
 void reward_init(Reward *r, const char *name, float weight, const float *params, int nparams);
 const char *reward_known_names(void);
-// adherence: prompt adherence on the procedural scene set (rewards/adherence.c, docs/DATA.md)
+// adherence: prompt adherence on the procedural scene set (rewards/adherence.c, docs/DATA.md); on the GPU it needs
+// r->scratch of adherence_scratch_bytes(B, H * W) bytes (rewards/adherence_cuda.h)
 void adherence_score(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
                      Tensor *dimages, const float *dscore);
 
