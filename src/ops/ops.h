@@ -134,6 +134,12 @@ void timestep_embedding_backward(Tensor *dt, const Tensor *dout, const Tensor *t
 void embedding_forward(Tensor *out, const Tensor *ids, const Tensor *table);
 void embedding_backward(Tensor *dtable, const Tensor *dout, const Tensor *ids);
 
+// classifier-free guidance: eps [B, ...] = rows_u + w (rows_c - rows_u) from rows [2B, ...] (unconditional rows
+// first), or a copy of rows [B, ...] without guidance. The backward writes drows = ((1 - w) s deps, w s deps) (or
+// s deps), computed in double and rounded once.
+void cfg_combine_forward(Tensor *eps, const Tensor *rows, float w);
+void cfg_combine_backward(Tensor *drows, const Tensor *deps, double w, double scale);
+
 // reductions: in viewed as [N, M] with N = numel(out); out[n] = sum_m in[n, m] (or the mean)
 typedef enum { REDUCE_SUM, REDUCE_MEAN } ReduceOp;
 void reduce_forward(Tensor *out, const Tensor *in, ReduceOp op);

@@ -166,48 +166,42 @@ void engine_free(Engine *e) {
 // ---------------------------------------------------------------------------------------------------------------
 // one guided UNet evaluation and its backward
 
+// rows [rows, ...] viewed as its guidance branch i ([B, C, h, w])
+static Tensor branch(const Engine *e, const Tensor *rows, int i) {
+    int64_t n = (int64_t)e->B * e->C * e->h * e->w;
+    Tensor v = tensor_make((char *)rows->data + (size_t)(i * n) * dtype_size(rows->dtype), rows->dtype, rows->device, 4,
+                           (int64_t[]){e->B, e->C, e->h, e->w});
+    return v;
+}
+
 // e->eps = CFG(UNet(x)) at step t, keeping the UNet activations for unet_eval_backward
 static void unet_eval(Engine *e, const UNetCond *c, int t, const Tensor *x) {
-    int64_t n = tensor_numel(x);
-    float *xin = e->xin.data;
-    for (int r = 0; r < e->rows / e->B; r++) memcpy(xin + r * n, x->data, sizeof(float) * (size_t)n);
+    for (int r = 0; r < e->rows / e->B; r++) {
+        Tensor xr = branch(e, &e->xin, r);
+        tensor_copy(&xr, x);
+    }
     float tau = (float)e->sched->timesteps[e->sched->num_inference_steps - t];
     tensor_fill(&e->tsteps, tau);
     unet_forward(e->unet, &e->acts, &e->eps_rows, &e->xin, &e->tsteps, c->context, c->text_embeds, c->time_ids);
-    float *eps = e->eps.data;
-    const float *er = e->eps_rows.data;
-    if (e->rows == e->B) {
-        memcpy(eps, er, sizeof(float) * (size_t)n);
-        return;
-    }
-    const float w = e->guidance;
-    for (int64_t i = 0; i < n; i++) eps[i] = er[i] + w * (er[n + i] - er[i]); // uncond + w (cond - uncond)
+    cfg_combine_forward(&e->eps, &e->eps_rows, e->guidance);
 }
 
 // backward of the last unet_eval with upstream deps [B, ...] scaled by `scale`: parameter gradients accumulate;
 // dx (optional) receives the gradient at x summed over both guidance branches. `last`: the iteration's last
 // backward, which reports finished gradient parts to e->ready.
 static void unet_eval_backward(Engine *e, const Tensor *deps, double scale, Tensor *dx, int last) {
-    int64_t n = tensor_numel(deps);
-    const float *d = deps->data;
-    float *dr = e->deps_rows.data;
-    if (e->rows == e->B) {
-        for (int64_t i = 0; i < n; i++) dr[i] = (float)(scale * d[i]);
-    } else { // eps = (1 - w) eps_u + w eps_c
-        const double w = e->guidance;
-        for (int64_t i = 0; i < n; i++) {
-            dr[i] = (float)((1.0 - w) * scale * d[i]);
-            dr[n + i] = (float)(w * scale * d[i]);
-        }
-    }
+    cfg_combine_backward(&e->deps_rows, deps, e->guidance, scale);
     e->acts.ready = last ? e->ready : NULL;
     e->acts.ready_ctx = e->ready_ctx;
     unet_backward(e->unet, e->grads, &e->acts, &e->deps_rows, dx ? &e->dx_rows : NULL, NULL);
     e->acts.ready = NULL;
     if (!dx) return;
-    float *o = dx->data;
-    const float *r = e->dx_rows.data;
-    for (int64_t i = 0; i < n; i++) o[i] = e->rows == e->B ? r[i] : r[i] + r[n + i];
+    if (e->rows == e->B) {
+        tensor_copy(dx, &e->dx_rows);
+        return;
+    }
+    Tensor u = branch(e, &e->dx_rows, 0), c = branch(e, &e->dx_rows, 1);
+    add_forward(dx, &u, &c);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

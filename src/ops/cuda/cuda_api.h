@@ -30,6 +30,10 @@ void rng_normal_fill_cuda(float *out, int64_t n, uint64_t seed, uint64_t stream,
 // ---- token transpose (cuda_transpose.cu): dst [B, K, R] = src [B, R, K] per sample
 void transpose_batched_cuda(void *dst, const void *src, int64_t B, int64_t R, int64_t K, int dt);
 
+// ---- classifier-free guidance (cuda_guidance.cu), ops/guidance.c
+void cfg_combine_forward_cuda(void *eps, const void *rows, int64_t n, int guided, float w, int dt);
+void cfg_combine_backward_cuda(void *drows, const void *deps, int64_t n, int guided, double w, double scale, int dt);
+
 // ---- normalisation and activations (cuda_norm.cu, cuda_activation.cu)
 
 
