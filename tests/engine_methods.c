@@ -40,7 +40,7 @@ static void setup(Setup *s, const SafeTensors *ref) {
     reward_init(&s->items[0], "symmetry", 1.0f, NULL, 0);
     const float target[3] = {0.9f, 0.1f, 0.1f};
     reward_init(&s->items[1], "colour", 0.5f, target, 3);
-    s->rewards = (RewardSet){s->items, 2};
+    s->rewards = (RewardSet){.items = s->items, .n = 2};
     Tensor cond = fixture_get(ref, "cond"), uncond = fixture_get(ref, "uncond");
     int64_t B = cond.shape[0], T = cond.shape[1], D = cond.shape[2];
     s->ctx = tensor_make(NULL, DTYPE_F32, DEVICE_CPU, 3, (int64_t[]){2 * B, T, D});

@@ -54,7 +54,7 @@ int main(void) {
     Reward items[2];
     reward_init(&items[0], "symmetry", 2.0f, NULL, 0);
     reward_init(&items[1], "colour", -0.5f, target, 3);
-    c.set = (RewardSet){items, 2};
+    c.set = (RewardSet){.items = items, .n = 2};
     c.use_set = 1;
     failures += check(&c, "weighted set", 6, 5);
     checks++;

@@ -111,7 +111,7 @@ int cmd_sample(int argc, char **argv) {
     UNet no_grads;
     if (lora) setup_lora_from_file(&l, &no_grads, &m, lora); // rank and targets from the file
     Engine e;
-    RewardSet none = {NULL, 0};
+    RewardSet none = {.items = NULL, .n = 0};
     engine_init(&e, &m.unet, NULL, &m.vae, &m.sched, &none, guidance, eta, B, h, w, 77);
     PromptEmbeds emb;
     UNetCond cond;

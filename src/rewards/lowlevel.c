@@ -261,29 +261,3 @@ void reward_init(Reward *r, const char *name, float weight, const float *params,
     dt_user_error("unknown reward '%s' (known: %s)", name, reward_known_names());
 }
 
-void rewardset_score(const RewardSet *set, const Tensor *images, const char *const *prompts, float *total,
-                     float *per_reward, Tensor *dimages, const float *dscore) {
-    int64_t B = images->shape[0], n = tensor_numel(images);
-    float *s = xmalloc(sizeof(float) * (size_t)B), *ds = xmalloc(sizeof(float) * (size_t)B);
-    Tensor tmp = *images;
-    tmp.data = dimages ? xmalloc(sizeof(float) * (size_t)n) : NULL;
-    for (int64_t b = 0; b < B; b++) total[b] = 0.0f;
-    if (dimages) memset(dimages->data, 0, sizeof(float) * (size_t)n);
-    for (int k = 0; k < set->n; k++) {
-        const Reward *r = &set->items[k];
-        for (int64_t b = 0; b < B; b++) ds[b] = dscore ? r->weight * dscore[b] : 0.0f;
-        r->score(r, images, prompts, s, dimages ? &tmp : NULL, ds);
-        for (int64_t b = 0; b < B; b++) {
-            total[b] += r->weight * s[b];
-            if (per_reward) per_reward[k * B + b] = s[b];
-        }
-        if (dimages) {
-            float *d = dimages->data;
-            const float *t = tmp.data;
-            for (int64_t i = 0; i < n; i++) d[i] += t[i];
-        }
-    }
-    free(tmp.data);
-    free(s);
-    free(ds);
-}

@@ -36,10 +36,19 @@ void adherence_score(const Reward *r, const Tensor *images, const char *const *p
                      Tensor *dimages, const float *dscore);
 
 // A weighted sum of rewards: total[b] = sum_k w_k score_k[b]; per-reward scores (k-major [K, B]) optional.
+// Images and their gradient live on one device; scores are host arrays.
 typedef struct {
     Reward *items;
     int n;
+    Device device;            // where the scratch below lives (rewardset_plan)
+    void *scratch;            // GPU: the rewards' scratch and tmp_images, one allocation
+    size_t scratch_bytes;
+    void *tmp_images;         // GPU: one reward's image gradient [B, 3, H, W] before it joins the total
 } RewardSet;
+// Reserves the GPU scratch for up to B images of H x W on device d (nothing on the CPU); a later call for a smaller
+// batch keeps it. Part of the memory plan: call it before the run.
+void rewardset_plan(RewardSet *set, Device d, int64_t B, int64_t H, int64_t W);
+void rewardset_free(RewardSet *set);
 void rewardset_score(const RewardSet *set, const Tensor *images, const char *const *prompts, float *total,
                      float *per_reward, Tensor *dimages, const float *dscore);
 

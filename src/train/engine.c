@@ -121,14 +121,16 @@ void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const
     int N = sched->num_inference_steps;
     CHECK(N >= 1, "call ddim_set_timesteps first", "scheduler has no timesteps");
     int f = 1 << (vae->cfg.levels - 1);
-    arena_init(&e->unet_mem, "unet-acts", DEVICE_CPU);
+    Device d = e->device = unet->conv_in.weight.device;
+    CHECK(vae->dec_conv_in.weight.device == d, "", "the UNet and the VAE live on different devices");
+    arena_init(&e->unet_mem, "unet-acts", d);
     unet_plan_acts(&e->unet_mem, &e->acts, unet, e->rows, h, w, T);
     arena_alloc(&e->unet_mem);
-    arena_init(&e->vae_mem, "vae-acts", DEVICE_CPU);
+    arena_init(&e->vae_mem, "vae-acts", d);
     vae_plan_decode_acts(&e->vae_mem, &e->vacts, vae, B, h, w);
     arena_alloc(&e->vae_mem);
     Arena *a = &e->mem;
-    arena_init(a, "engine", DEVICE_CPU);
+    arena_init(a, "engine", d);
     const char *names[] = {"x", "xnext", "eps", "x0", "g", "G", "dx", "tmp"};
     Tensor *slots[] = {&e->x, &e->xnext, &e->eps, &e->x0, &e->g, &e->G, &e->dx, &e->tmp};
     for (int i = 0; i < 8; i++) plan_latent(a, slots[i], names[i], B, e->C, h, w);
@@ -145,7 +147,18 @@ void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const
         snprintf(name, sizeof name, "x_t.%d", t);
         plan_latent(a, &e->xs[t], name, B, e->C, h, w);
     }
+    if (d != DEVICE_CPU) {
+        const UNetConfig *uc = &unet->cfg;
+        arena_add(a, &e->ctx, "context", DTYPE_F32, 3, (int64_t[]){e->rows, T, uc->cross_dim});
+        if (uc->text_time) {
+            arena_add(a, &e->text_embeds, "text_embeds", DTYPE_F32, 2, (int64_t[]){e->rows, uc->text_embed_dim});
+            arena_add(a, &e->time_ids, "time_ids", DTYPE_F32, 2, (int64_t[]){e->rows, 6});
+        }
+        if (eta > 0.0f) plan_latent(a, &e->zstep, "step_noise", B, e->C, h, w);
+        plan_latent(a, &e->nz, "lv_noise", B, e->C, h, w);
+    }
     arena_alloc(a);
+    rewardset_plan((RewardSet *)rewards, d, B, (int64_t)h * f, (int64_t)w * f);
     e->reward = xcalloc((size_t)B, sizeof(float));
     e->dscore = xcalloc((size_t)B, sizeof(float));
     e->per_reward = xcalloc((size_t)(B * (rewards->n > 0 ? rewards->n : 1)), sizeof(float));
@@ -165,6 +178,16 @@ void engine_free(Engine *e) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // one guided UNet evaluation and its backward
+
+// The conditioning as the UNet on e's device takes it: the caller's own on the CPU, copies on the GPU.
+static const UNetCond *device_cond(Engine *e, const UNetCond *c) {
+    if (e->device == DEVICE_CPU) return c;
+    tensor_copy(&e->ctx, c->context);
+    if (c->text_embeds) tensor_copy(&e->text_embeds, c->text_embeds);
+    if (c->time_ids) tensor_copy(&e->time_ids, c->time_ids);
+    e->dcond = (UNetCond){&e->ctx, c->text_embeds ? &e->text_embeds : NULL, c->time_ids ? &e->time_ids : NULL};
+    return &e->dcond;
+}
 
 // rows [rows, ...] viewed as its guidance branch i ([B, C, h, w])
 static Tensor branch(const Engine *e, const Tensor *rows, int i) {
@@ -208,6 +231,10 @@ static void unet_eval_backward(Engine *e, const Tensor *deps, double scale, Tens
 // decoding and scoring
 
 double engine_score(Engine *e, const Tensor *x0, const char *const *prompts) {
+    if (x0->device != e->device) { // decode on the engine's device
+        tensor_copy(&e->x0, x0);
+        x0 = &e->x0;
+    }
     vae_decode(e->vae, &e->vacts, &e->image, x0);
     rewardset_score(e->rewards, &e->image, prompts, e->reward, e->per_reward, NULL, NULL);
     double loss = 0;
@@ -216,6 +243,11 @@ double engine_score(Engine *e, const Tensor *x0, const char *const *prompts) {
 }
 
 void engine_eps(Engine *e, const UNetCond *c, int t, const Tensor *x, Tensor *eps) {
+    c = device_cond(e, c);
+    if (x->device != e->device) {
+        tensor_copy(&e->tmp, x);
+        x = &e->tmp;
+    }
     unet_eval(e, c, t, x);
     tensor_copy(eps, &e->eps);
 }
@@ -241,12 +273,19 @@ static double decode_score_backward(Engine *e, const Tensor *x0, const char *con
 // ---------------------------------------------------------------------------------------------------------------
 // rollout
 
-static const Tensor *step_noise(const Engine *e, const Tensor *z, int t, Tensor *view) {
+// One [B, C, h, w] slice of a caller's [n, B, C, h, w] noise, on e's device (copied into dev when needed).
+static const Tensor *noise_slice(const Engine *e, const Tensor *z, int64_t i, Tensor *view, Tensor *dev) {
+    int64_t n = (int64_t)e->B * e->C * e->h * e->w;
+    *view = tensor_make((float *)z->data + i * n, DTYPE_F32, z->device, 4, (int64_t[]){e->B, e->C, e->h, e->w});
+    if (z->device == e->device) return view;
+    tensor_copy(dev, view);
+    return dev;
+}
+
+static const Tensor *step_noise(Engine *e, const Tensor *z, int t, Tensor *view) {
     if (e->eta <= 0.0f) return NULL;
     CHECK(z != NULL, "pass the step noise", "eta > 0 needs step noise");
-    int64_t n = (int64_t)e->B * e->C * e->h * e->w;
-    *view = tensor_f32_4d((float *)z->data + (int64_t)(e->sched->num_inference_steps - t) * n, e->B, e->C, e->h, e->w);
-    return view;
+    return noise_slice(e, z, e->sched->num_inference_steps - t, view, &e->zstep);
 }
 
 // x_T -> the read-out latent in e->x0, storing x_t for the steps flagged in keep (by t; may be NULL)
@@ -269,7 +308,7 @@ static void rollout(Engine *e, const UNetCond *c, const Tensor *xT, const Tensor
 }
 
 void engine_sample(Engine *e, const UNetCond *c, const Tensor *xT, const Tensor *z, Tensor *x0) {
-    rollout(e, c, xT, z, 0, NULL);
+    rollout(e, device_cond(e, c), xT, z, 0, NULL);
     tensor_copy(x0, &e->x0);
 }
 
@@ -286,12 +325,12 @@ void engine_iteration(Engine *e, const IterPlan *p, const UNetCond *c, const cha
     res->per_reward = e->per_reward;
     int N = p->N;
     double t0 = dt_now();
+    c = device_cond(e, c);
     rollout(e, c, xT, z, p->t_min, p->trained);
     res->sec_rollout = dt_now() - t0;
 
     if (p->lv_copies > 0) { // DRaFT-LV: re-noise the final x0 to step 1, one step with gradient per copy
         CHECK(lv_noise != NULL, "", "draft-lv needs its re-noising noise");
-        int64_t n = tensor_numel(&e->x);
         int K = e->rewards->n;
         float *mean_reward = xcalloc((size_t)e->B, sizeof(float));
         float *mean_per = xcalloc((size_t)(e->B * (K > 0 ? K : 1)), sizeof(float));
@@ -299,8 +338,9 @@ void engine_iteration(Engine *e, const IterPlan *p, const UNetCond *c, const cha
         tensor_copy(&e->tmp, &e->x0); // the rollout's x0
         DdimStep c1 = ddim_step_coef(e->sched, N - 1, e->eta);
         for (int j = 0; j < p->lv_copies; j++) {
-            Tensor nz = tensor_f32_4d((float *)lv_noise->data + j * n, e->B, e->C, e->h, e->w), zv;
-            ddim_add_noise(e->sched, e->sched->timesteps[N - 1], &e->x, &e->tmp, &nz);
+            Tensor view, zv;
+            const Tensor *nz = noise_slice(e, lv_noise, j, &view, &e->nz);
+            ddim_add_noise(e->sched, e->sched->timesteps[N - 1], &e->x, &e->tmp, nz);
             double tb = dt_now();
             unet_eval(e, c, 1, &e->x);
             ddim_step(e->sched, N - 1, e->eta, &e->x0, NULL, &e->eps, &e->x, step_noise(e, z, 1, &zv));

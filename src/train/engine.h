@@ -69,18 +69,25 @@ typedef struct {
     void *ready_ctx;                    // gradients of each UNet part become final (unet.h); NULL: not called
     int B, C, h, w;            // images per call, latent channels and size
     int rows;                  // B, or 2B with guidance
+    Device device;             // where the UNet and VAE weights live: everything of an iteration runs there
     Arena mem, unet_mem, vae_mem; // latents and buffers below; UNet activations; decoder activations
     UNetActs acts;
     VAEDecodeActs vacts;
     Tensor x, xnext, eps, x0, g, G, dx, tmp;          // [B, C, h, w]
     Tensor xin, eps_rows, deps_rows, dx_rows, tsteps; // [rows, C, h, w], [rows]
     Tensor image, dimage;                             // [B, 3, 8h?, ...] decoder output
+    // on the GPU, the caller's host inputs are copied here: conditioning [rows, T, D], [rows, P], [rows, 6]; one
+    // step's DDIM noise and one DRaFT-LV copy's noise [B, C, h, w]
+    Tensor ctx, text_embeds, time_ids, zstep, nz;
+    UNetCond dcond;
     Tensor *xs;                                       // [N + 1] stored latents by step
     float *reward, *dscore;                           // [B]
     float *per_reward;                                // [K, B] each reward's unweighted score
 } Engine;
 
-// Plans and allocates the engine's memory for B images of latent C x h x w, context length T, N steps.
+// Plans and allocates the engine's memory for B images of latent C x h x w, context length T, N steps, on the
+// device of the UNet's weights (the VAE's must be there too). Inputs (noise, conditioning, latents) may come from
+// the host: the engine copies them to its device.
 void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const Ddim *sched, const RewardSet *rewards,
                  float guidance, float eta, int B, int h, int w, int T);
 void engine_free(Engine *e);

@@ -21,7 +21,7 @@ double pretrain_eval(const PretrainConfig *c, const char *model_dir, double *sha
     int f = 1 << (m.vae.cfg.levels - 1), H = c->data.image_size, h = H / f;
     int N = c->eval.prompts, B = c->eval.batch < N ? c->eval.batch : N, cfg = c->eval.guidance > 1.0;
     Engine e;
-    RewardSet none = {NULL, 0};
+    RewardSet none = {.items = NULL, .n = 0};
     engine_init(&e, &m.unet, NULL, &m.vae, &m.sched, &none, (float)c->eval.guidance, 0.0f, B, h, h,
                 TOKENIZER_MAX_LENGTH);
     int64_t lat = (int64_t)e.C * h * h, img = 3 * (int64_t)H * H;

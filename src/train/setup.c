@@ -19,7 +19,7 @@ void setup_rewards(SetupRewards *r, int n, const char (*names)[32], const double
         int np = !strcmp(names[i], "colour") ? 3 : 0;
         reward_init(&r->items[i], names[i], (float)weights[i], col, np);
     }
-    r->set = (RewardSet){r->items, n};
+    r->set = (RewardSet){.items = r->items, .n = n};
 }
 
 void setup_trainable(TrainSet *t, Model *m, const Config *c, int ranks) {
