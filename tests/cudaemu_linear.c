@@ -141,10 +141,14 @@ static void lt_case(cublasLtHandle_t h, const LtCase *c) {
     // fp32 D: double sums rounded once on the emulator, fp32 sums of k <= 40 terms on a GPU (k u = 2.4e-6 at most);
     // bf16 D: one rounding to bf16, at most 2^-8 relative (its unit roundoff), plus that fp32 term
     double tol = c->bf16_d ? 1.0 / 256 + 4e-6 : 4e-6, e = s == CUBLAS_STATUS_SUCCESS ? rel_err(got, ref, nd) : INFINITY;
-    tu_check(e <= tol, "lt %-34s status %d, D max rel err %.2e (tol %.1e)", c->what, (int)s, e, tol);
-    if (bgrad) {
-        double eb = rel_err(bgot, bref, blen);
-        tu_check(eb <= tol, "lt %-34s bias gradient max rel err %.2e (tol %.1e)", c->what, eb, tol);
+    if (bgrad && s == CUBLAS_STATUS_NOT_SUPPORTED && !device_cuda_emulated()) // the wrappers fall back then
+        printf("skip lt %-34s the library has no algorithm for this bias-gradient epilogue\n", c->what);
+    else {
+        tu_check(e <= tol, "lt %-34s status %d, D max rel err %.2e (tol %.1e)", c->what, (int)s, e, tol);
+        if (bgrad) {
+            double eb = rel_err(bgot, bref, blen);
+            tu_check(eb <= tol, "lt %-34s bias gradient max rel err %.2e (tol %.1e)", c->what, eb, tol);
+        }
     }
     cublasLtMatmulPreferenceDestroy(pref);
     cublasLtMatrixLayoutDestroy(la), cublasLtMatrixLayoutDestroy(lb), cublasLtMatrixLayoutDestroy(ld);

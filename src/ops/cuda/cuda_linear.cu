@@ -101,7 +101,10 @@ static void plan_init(GemmPlan *p, const GemmKey *k, const void *bias) {
     memset(p, 0, sizeof *p);
     p->key = *k;
     p->used = 1;
-    LT_CHECK(cublasLtMatmulDescCreate(&p->op, (cublasComputeType_t)k->compute, CUDA_R_32F));
+    cublasStatus_t cs = cublasLtMatmulDescCreate(&p->op, (cublasComputeType_t)k->compute, CUDA_R_32F);
+    if (cs != CUBLAS_STATUS_SUCCESS && k->compute == CUBLAS_COMPUTE_32F_PEDANTIC) // see the retry below
+        cs = cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    LT_CHECK(cs);
     int32_t ta = k->transa, tb = k->transb;
     uint32_t epi = (uint32_t)k->epilogue;
     LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
