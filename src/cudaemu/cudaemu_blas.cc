@@ -1,58 +1,369 @@
-// cudaemu_blas.cc: CPU stand-ins for the cuBLAS calls of cudaemu_blas.h. Operands must be device memory of the
-// emulator; the products are computed in double and rounded once, a reference that is at least as exact as the GPU.
+// cudaemu_blas.cc: the CPU implementation of the cuBLASLt subset declared in cudaemu_blas.h (what it supports and
+// checks is listed there). Descriptors are plain structs; the heuristic validates the problem and returns one
+// emulated algorithm stamped with a fingerprint of that problem; cublasLtMatmul validates again, checks pointers
+// and workspace, and computes each output element as a double-precision dot product rounded once.
 #include "cudaemu_blas.h"
 
-#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-struct CudaemuBlas {
-    cudaStream_t stream;
-    cublasMath_t math;
+#include <vector>
+
+struct CudaemuLt {
+    uint64_t magic;
+};
+struct CudaemuLtMatmulDesc {
+    int32_t compute, scale, pointer_mode, transa, transb, bias_type;
+    uint32_t epilogue;
+    const void *bias;
+    int64_t bias_stride;
+};
+struct CudaemuLtLayout {
+    uint32_t type;
+    int32_t order, batch;
+    uint64_t rows, cols;
+    int64_t ld, stride;
+};
+struct CudaemuLtPreference {
+    uint32_t search_mode;
+    uint64_t max_workspace;
+    uint32_t align[4]; // minimum alignment promised for A, B, C, D
 };
 
-cublasStatus_t cublasCreate(cublasHandle_t *h) {
-    *h = new CudaemuBlas{nullptr, CUBLAS_DEFAULT_MATH};
+static const uint64_t LT_MAGIC = 0x4c54454d55ull, ALGO_MAGIC = 0x414c474f454d55ull;
+static const size_t ALGO_WORKSPACE = (size_t)4 << 20;
+
+// (the functions keep the C linkage of their declarations in cudaemu_blas.h)
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *handle) {
+    if (!handle) return CUBLAS_STATUS_INVALID_VALUE;
+    *handle = new CudaemuLt{LT_MAGIC};
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasDestroy(cublasHandle_t h) {
-    delete h;
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle) {
+    if (!handle || handle->magic != LT_MAGIC) return CUBLAS_STATUS_NOT_INITIALIZED;
+    handle->magic = 0;
+    delete handle;
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
-    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
-    h->stream = s;
+const char *cublasLtGetStatusString(cublasStatus_t s) {
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "the operation completed successfully";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "the library was not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "resource allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "an invalid numeric value was used as an argument";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "the functionality requested is not supported";
+    default: return "unknown cuBLAS status";
+    }
+}
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *desc, cublasComputeType_t compute,
+                                        cudaDataType_t scale) {
+    if (!desc) return CUBLAS_STATUS_INVALID_VALUE;
+    *desc = new CudaemuLtMatmulDesc{(int32_t)compute, (int32_t)scale, 0, CUBLAS_OP_N, CUBLAS_OP_N, -1,
+                                    CUBLASLT_EPILOGUE_DEFAULT, nullptr, 0};
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m) {
-    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
-    h->math = m;
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
+    delete desc;
     return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                           const float *alpha, const float *A, int lda, const float *B, int ldb, const float *beta,
-                           float *C, int ldc) {
-    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
-    int arows = ta == CUBLAS_OP_N ? m : k, brows = tb == CUBLAS_OP_N ? k : n;
-    if (m < 0 || n < 0 || k < 0 || lda < (arows > 1 ? arows : 1) || ldb < (brows > 1 ? brows : 1) ||
-        ldc < (m > 1 ? m : 1))
+// Copies buf into the field if size matches its type exactly (the library's rule for every SetAttribute).
+template <class T> static cublasStatus_t set_exact(T *field, const void *buf, size_t size) {
+    if (!buf || size != sizeof(T)) return CUBLAS_STATUS_INVALID_VALUE;
+    memcpy(field, buf, sizeof(T));
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr,
+                                              const void *buf, size_t size) {
+    if (!d) return CUBLAS_STATUS_INVALID_VALUE;
+    switch (attr) {
+    case CUBLASLT_MATMUL_DESC_COMPUTE_TYPE: return set_exact(&d->compute, buf, size);
+    case CUBLASLT_MATMUL_DESC_SCALE_TYPE: return set_exact(&d->scale, buf, size);
+    case CUBLASLT_MATMUL_DESC_POINTER_MODE: return set_exact(&d->pointer_mode, buf, size);
+    case CUBLASLT_MATMUL_DESC_TRANSA: return set_exact(&d->transa, buf, size);
+    case CUBLASLT_MATMUL_DESC_TRANSB: return set_exact(&d->transb, buf, size);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: return set_exact(&d->epilogue, buf, size);
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return set_exact(&d->bias, buf, size);
+    case CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE: return set_exact(&d->bias_stride, buf, size);
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: return set_exact(&d->bias_type, buf, size);
+    }
+    return CUBLAS_STATUS_NOT_SUPPORTED; // an attribute of the library that the emulation does not implement
+}
+
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *layout, cudaDataType type, uint64_t rows,
+                                          uint64_t cols, int64_t ld) {
+    if (!layout) return CUBLAS_STATUS_INVALID_VALUE;
+    *layout = new CudaemuLtLayout{(uint32_t)type, CUBLASLT_ORDER_COL, 1, rows, cols, ld, 0};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout) {
+    delete layout;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t attr,
+                                                const void *buf, size_t size) {
+    if (!l) return CUBLAS_STATUS_INVALID_VALUE;
+    switch (attr) {
+    case CUBLASLT_MATRIX_LAYOUT_TYPE: return set_exact(&l->type, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_ORDER: return set_exact(&l->order, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_ROWS: return set_exact(&l->rows, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_COLS: return set_exact(&l->cols, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_LD: return set_exact(&l->ld, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: return set_exact(&l->batch, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET: return set_exact(&l->stride, buf, size);
+    }
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *pref) {
+    if (!pref) return CUBLAS_STATUS_INVALID_VALUE;
+    *pref = new CudaemuLtPreference{0, 0, {256, 256, 256, 256}};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
+    delete pref;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
+                                                    cublasLtMatmulPreferenceAttributes_t attr, const void *buf,
+                                                    size_t size) {
+    if (!p) return CUBLAS_STATUS_INVALID_VALUE;
+    switch (attr) {
+    case CUBLASLT_MATMUL_PREF_SEARCH_MODE: return set_exact(&p->search_mode, buf, size);
+    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES: return set_exact(&p->max_workspace, buf, size);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES: {
+        uint32_t a = 0;
+        cublasStatus_t s = set_exact(&a, buf, size);
+        if (s != CUBLAS_STATUS_SUCCESS) return s;
+        if (a == 0 || (a & (a - 1))) return CUBLAS_STATUS_INVALID_VALUE; // a power of two
+        p->align[attr - CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES] = a;
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    }
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// validation shared by the heuristic and the matmul
+
+struct Problem {
+    int64_t m, n, k;
+    int batch;
+    cudaDataType_t ab, cd;
+    int bias_len; // 0 without a bias operand
+};
+
+static size_t type_size(uint32_t t) { return t == CUDA_R_32F ? 4 : 2; }
+
+// Elements a layout spans from its first to its last element (0 for an empty one).
+static int64_t layout_extent(const CudaemuLtLayout *l) {
+    if (!l->rows || !l->cols || l->batch < 1) return 0;
+    return (int64_t)(l->batch - 1) * l->stride + (int64_t)(l->cols - 1) * l->ld + (int64_t)l->rows;
+}
+
+static cublasStatus_t check_problem(cublasLtHandle_t h, const CudaemuLtMatmulDesc *d, const CudaemuLtLayout *a,
+                                    const CudaemuLtLayout *b, const CudaemuLtLayout *c, const CudaemuLtLayout *dl,
+                                    Problem *p) {
+    if (!h || h->magic != LT_MAGIC) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (!d || !a || !b || !c || !dl) return CUBLAS_STATUS_INVALID_VALUE;
+    // types
+    if (a->type != b->type || c->type != dl->type) return CUBLAS_STATUS_NOT_SUPPORTED;
+    bool f32 = a->type == CUDA_R_32F && dl->type == CUDA_R_32F;
+    bool bf16 = a->type == CUDA_R_16BF && (dl->type == CUDA_R_16BF || dl->type == CUDA_R_32F);
+    if (!(f32 || bf16)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (d->compute != CUBLAS_COMPUTE_32F && d->compute != CUBLAS_COMPUTE_32F_PEDANTIC) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (d->scale != CUDA_R_32F || d->pointer_mode != 0) return CUBLAS_STATUS_NOT_SUPPORTED;
+    // shapes and layouts
+    const CudaemuLtLayout *all[4] = {a, b, c, dl};
+    for (const CudaemuLtLayout *l : all) {
+        if (l->order != CUBLASLT_ORDER_COL) return CUBLAS_STATUS_NOT_SUPPORTED;
+        if (l->ld < (int64_t)(l->rows > 1 ? l->rows : 1) || l->stride < 0 || l->batch < 1)
+            return CUBLAS_STATUS_INVALID_VALUE;
+        if (l->batch != dl->batch) return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    if (d->transa != CUBLAS_OP_N && d->transa != CUBLAS_OP_T) return CUBLAS_STATUS_INVALID_VALUE;
+    if (d->transb != CUBLAS_OP_N && d->transb != CUBLAS_OP_T) return CUBLAS_STATUS_INVALID_VALUE;
+    int64_t m = (int64_t)dl->rows, n = (int64_t)dl->cols;
+    int64_t am = d->transa == CUBLAS_OP_N ? a->rows : a->cols, ak = d->transa == CUBLAS_OP_N ? a->cols : a->rows;
+    int64_t bk = d->transb == CUBLAS_OP_N ? b->rows : b->cols, bn = d->transb == CUBLAS_OP_N ? b->cols : b->rows;
+    if (am != m || bn != n || ak != bk || (int64_t)c->rows != m || (int64_t)c->cols != n)
         return CUBLAS_STATUS_INVALID_VALUE;
-    if (!m || !n) return CUBLAS_STATUS_SUCCESS;
-    if ((k && (!cudaemu_is_device(A, sizeof(float)) || !cudaemu_is_device(B, sizeof(float)))) ||
-        !cudaemu_is_device(C, sizeof(float)))
+    // batches of D must not overlap
+    if (dl->batch > 1 && m && n && dl->stride < (int64_t)(n - 1) * dl->ld + m) return CUBLAS_STATUS_INVALID_VALUE;
+    // epilogue
+    int bias_len = 0;
+    switch (d->epilogue) {
+    case CUBLASLT_EPILOGUE_DEFAULT: break;
+    case CUBLASLT_EPILOGUE_BIAS: bias_len = (int)m; break;
+    case CUBLASLT_EPILOGUE_BGRADA: bias_len = (int)m; break;
+    case CUBLASLT_EPILOGUE_BGRADB: bias_len = (int)n; break;
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
+    if (bias_len) {
+        if (d->bias_type != -1 && (uint32_t)d->bias_type != dl->type) return CUBLAS_STATUS_NOT_SUPPORTED;
+        if (d->epilogue != CUBLASLT_EPILOGUE_BIAS && dl->batch > 1) return CUBLAS_STATUS_NOT_SUPPORTED;
+        if (d->bias_stride < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    *p = Problem{m, n, ak, dl->batch, (cudaDataType_t)a->type, (cudaDataType_t)dl->type, bias_len};
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+// FNV-1a over everything that defines the problem an algorithm was chosen for.
+static uint64_t fingerprint(const CudaemuLtMatmulDesc *d, const CudaemuLtLayout *const l[4], const uint32_t align[4]) {
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&h](const void *p, size_t n) {
+        const unsigned char *c = (const unsigned char *)p;
+        for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 1099511628211ull;
+    };
+    int32_t dv[6] = {d->compute, d->scale, d->transa, d->transb, d->bias_type, (int32_t)d->epilogue};
+    mix(dv, sizeof dv);
+    for (int i = 0; i < 4; i++) {
+        int64_t v[6] = {(int64_t)l[i]->type, (int64_t)l[i]->rows, (int64_t)l[i]->cols, l[i]->ld, l[i]->batch,
+                        l[i]->stride};
+        mix(v, sizeof v);
+    }
+    mix(align, sizeof(uint32_t) * 4);
+    return h;
+}
+
+static uint32_t bias_alignment(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    uint32_t r = 256;
+    while (r > 1 && (a & (r - 1))) r >>= 1;
+    return r;
+}
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
+                                                         cublasLtMatrixLayout_t A, cublasLtMatrixLayout_t B,
+                                                         cublasLtMatrixLayout_t C, cublasLtMatrixLayout_t D,
+                                                         cublasLtMatmulPreference_t pref, int requested,
+                                                         cublasLtMatmulHeuristicResult_t results[], int *returned) {
+    if (!handle || handle->magic != LT_MAGIC) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (requested <= 0 || !results || !returned || !pref) return CUBLAS_STATUS_INVALID_VALUE;
+    *returned = 0;
+    Problem p;
+    cublasStatus_t s = check_problem(handle, desc, A, B, C, D, &p);
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+    // CUDAEMU_LT_NO_BGRAD=1: no algorithm for the bias-gradient epilogues, as a library build without those kernels
+    // would answer (tests of the callers' fallback)
+    const char *nb = getenv("CUDAEMU_LT_NO_BGRAD");
+    if (nb && *nb == '1' && (desc->epilogue == CUBLASLT_EPILOGUE_BGRADA || desc->epilogue == CUBLASLT_EPILOGUE_BGRADB))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    const CudaemuLtLayout *l[4] = {A, B, C, D};
+    memset(&results[0], 0, sizeof results[0]);
+    size_t ws = pref->max_workspace < ALGO_WORKSPACE ? (size_t)pref->max_workspace : ALGO_WORKSPACE;
+    results[0].algo.data[0] = ALGO_MAGIC;
+    results[0].algo.data[1] = fingerprint(desc, l, pref->align);
+    results[0].algo.data[2] = ws;
+    for (int i = 0; i < 4; i++) results[0].algo.data[3] |= (uint64_t)pref->align[i] << (16 * i);
+    results[0].algo.data[4] = desc->bias ? bias_alignment(desc->bias) : 0;
+    results[0].workspaceSize = ws;
+    results[0].state = CUBLAS_STATUS_SUCCESS;
+    results[0].wavesCount = 1.0f;
+    *returned = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the product
+
+static double load(const void *base, cudaDataType_t t, int64_t i) {
+    if (t == CUDA_R_32F) return ((const float *)base)[i];
+    return __bfloat162float(((const __nv_bfloat16 *)base)[i]);
+}
+static void store(void *base, cudaDataType_t t, int64_t i, double v) {
+    if (t == CUDA_R_32F) ((float *)base)[i] = (float)v;
+    else ((__nv_bfloat16 *)base)[i] = __float2bfloat16((float)v);
+}
+static bool on_device(const void *p, int64_t elems, size_t esize) {
+    return elems <= 0 || cudaemu_is_device(p, (size_t)elems * esize);
+}
+static bool aligned(const void *p, uint32_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, const void *alpha,
+                                         const void *A, cublasLtMatrixLayout_t Adesc, const void *B,
+                                         cublasLtMatrixLayout_t Bdesc, const void *beta, const void *C,
+                                         cublasLtMatrixLayout_t Cdesc, void *D, cublasLtMatrixLayout_t Ddesc,
+                                         const cublasLtMatmulAlgo_t *algo, void *workspace,
+                                         size_t workspaceSizeInBytes, cudaStream_t stream) {
+    (void)stream; // the emulated streams run every call in order, at the call
+    Problem p;
+    cublasStatus_t s = check_problem(handle, desc, Adesc, Bdesc, Cdesc, Ddesc, &p);
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+    if (!alpha || !beta) return CUBLAS_STATUS_INVALID_VALUE;
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    if (p.bias_len && desc->epilogue != CUBLASLT_EPILOGUE_BIAS && al != 1.0f) return CUBLAS_STATUS_NOT_SUPPORTED;
+    // the algorithm: from the heuristic for exactly this problem, or the implicit one (no workspace)
+    size_t ws = 0;
+    uint32_t align[4] = {1, 1, 1, 1};
+    if (algo) {
+        const CudaemuLtLayout *l[4] = {Adesc, Bdesc, Cdesc, Ddesc};
+        for (int i = 0; i < 4; i++) align[i] = (uint32_t)(algo->data[3] >> (16 * i)) & 0xffffu;
+        if (algo->data[0] != ALGO_MAGIC || algo->data[1] != fingerprint(desc, l, align))
+            return CUBLAS_STATUS_INVALID_VALUE; // an algorithm chosen for another problem
+        if (algo->data[4] && desc->bias && !aligned(desc->bias, (uint32_t)algo->data[4]))
+            return CUBLAS_STATUS_INVALID_VALUE;
+        ws = (size_t)algo->data[2];
+    }
+    if (workspaceSizeInBytes < ws || (ws && !cudaemu_is_device(workspace, ws))) return CUBLAS_STATUS_INVALID_VALUE;
+    if (!aligned(A, align[0]) || !aligned(B, align[1]) || !aligned(C, align[2]) || !aligned(D, align[3]))
+        return CUBLAS_STATUS_INVALID_VALUE; // less aligned than the preference promised the heuristic
+    size_t esa = type_size(p.ab), esd = type_size(p.cd);
+    if (!on_device(A, p.k ? layout_extent(Adesc) : 0, esa) || !on_device(B, p.k ? layout_extent(Bdesc) : 0, esa) ||
+        !on_device(D, layout_extent(Ddesc), esd) || (be != 0.0f && !on_device(C, layout_extent(Cdesc), esd)))
         return CUBLAS_STATUS_INVALID_VALUE;
-    float al = *alpha, be = *beta;
-#pragma omp parallel for collapse(2) if ((long long)m * n * k > 100000)
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < m; i++) {
-            double s = 0.0;
-            for (int p = 0; p < k; p++) {
-                double a = ta == CUBLAS_OP_N ? A[i + (long long)p * lda] : A[p + (long long)i * lda];
-                double b = tb == CUBLAS_OP_N ? B[p + (long long)j * ldb] : B[j + (long long)p * ldb];
-                s += a * b;
+    if (C == D && (Cdesc->ld != Ddesc->ld || Cdesc->stride != Ddesc->stride))
+        return CUBLAS_STATUS_INVALID_VALUE; // in place needs the same layout
+    if (p.bias_len) {
+        int64_t blen = p.bias_len + (int64_t)(p.batch - 1) * desc->bias_stride;
+        if (!desc->bias || !on_device(desc->bias, blen, esd)) return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    if (ws) memset(workspace, 0xff, ws); // NaN bytes: nothing may be kept in the workspace across calls
+    if (!p.m || !p.n) return CUBLAS_STATUS_SUCCESS;
+
+    int64_t m = p.m, n = p.n, k = p.k;
+    bool ta = desc->transa == CUBLAS_OP_T, tb = desc->transb == CUBLAS_OP_T;
+    std::vector<double> pa((size_t)(m * k)), pb((size_t)(n * k)); // op(A) rows, op(B) columns, k contiguous
+    for (int bt = 0; bt < p.batch; bt++) {
+        const char *a0 = (const char *)A + (size_t)(bt * Adesc->stride) * esa;
+        const char *b0 = (const char *)B + (size_t)(bt * Bdesc->stride) * esa;
+        const char *c0 = (const char *)C + (size_t)(bt * Cdesc->stride) * esd;
+        char *d0 = (char *)D + (size_t)(bt * Ddesc->stride) * esd;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t q = 0; q < k; q++)
+                pa[(size_t)(i * k + q)] = load(a0, p.ab, ta ? q + i * Adesc->ld : i + q * Adesc->ld);
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t q = 0; q < k; q++)
+                pb[(size_t)(j * k + q)] = load(b0, p.ab, tb ? j + q * Bdesc->ld : q + j * Bdesc->ld);
+        const char *bias = desc->epilogue == CUBLASLT_EPILOGUE_BIAS
+                               ? (const char *)desc->bias + (size_t)(bt * desc->bias_stride) * esd
+                               : nullptr;
+#pragma omp parallel for if (m * n * k > 100000)
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t i = 0; i < m; i++) {
+                const double *x = &pa[(size_t)(i * k)], *y = &pb[(size_t)(j * k)];
+                double acc = 0.0;
+                for (int64_t q = 0; q < k; q++) acc += x[q] * y[q];
+                double v = al * acc;
+                if (be != 0.0f) v += be * load(c0, p.cd, i + j * Cdesc->ld); // beta = 0: C is not read
+                if (bias) v += load(bias, p.cd, i);
+                store(d0, p.cd, i + j * Ddesc->ld, v);
             }
-            float *c = &C[i + (long long)j * ldc];
-            *c = (float)(al * s + (be == 0.0f ? 0.0 : (double)be * *c)); // beta = 0: C is not read (may be NaN)
+        if (desc->epilogue == CUBLASLT_EPILOGUE_BGRADA || desc->epilogue == CUBLASLT_EPILOGUE_BGRADB) {
+            bool ga = desc->epilogue == CUBLASLT_EPILOGUE_BGRADA;
+            const std::vector<double> &src = ga ? pa : pb;
+            for (int64_t r = 0; r < (ga ? m : n); r++) {
+                double sum = 0.0;
+                for (int64_t q = 0; q < k; q++) sum += src[(size_t)(r * k + q)];
+                store((void *)desc->bias, p.cd, r, sum);
+            }
         }
+    }
     return CUBLAS_STATUS_SUCCESS;
 }

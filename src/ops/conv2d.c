@@ -97,6 +97,15 @@ void conv2d_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor
     int64_t B = in->shape[0], OC = w->shape[0], K = g.IC * g.KH * g.KW, S = g.OH * g.OW, HW = g.H * g.W;
     tensor_expect_shape(out, "conv2d output", B, OC, g.OH, g.OW);
     if (ops_want(b)) tensor_expect_shape(b, "conv2d bias", OC);
+    if (OPS_ON_CUDA(out) && conv_pointwise(&g)) { // 1x1 on the GPU: cuBLASLt GEMMs in ops/cuda/cuda_linear.cu
+        const Tensor *ops[4] = {out, in, w, b};
+        for (int i = 0; i < 4; i++) OPS_EXPECT_CUDA(ops[i], "conv2d_forward");
+        CHECK(in->dtype == out->dtype && w->dtype == out->dtype && (!ops_want(b) || b->dtype == out->dtype), "",
+              "conv2d_forward: operands stored in more than one dtype");
+        conv1x1_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, (int)B, (int)g.IC, (int)OC,
+                             HW, ops_dt(out));
+        return;
+    }
     OPS_EXPECT_CPU(out, "conv2d_forward");
     OPS_EXPECT_CPU(in, "conv2d_forward");
     OPS_EXPECT_CPU(w, "conv2d_forward");
@@ -138,6 +147,18 @@ void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
     if (ops_want(din)) tensor_expect_shape(din, "conv2d input grad", B, g.IC, g.H, g.W);
     if (ops_want(dw)) tensor_expect_shape(dw, "conv2d weight grad", OC, g.IC, g.KH, g.KW);
     if (ops_want(db)) tensor_expect_shape(db, "conv2d bias grad", OC);
+    if (OPS_ON_CUDA(dout) && conv_pointwise(&g)) { // 1x1 on the GPU: cuBLASLt GEMMs in ops/cuda/cuda_linear.cu
+        const Tensor *ops[4] = {dout, in, w, din};
+        for (int i = 0; i < 4; i++) OPS_EXPECT_CUDA(ops[i], "conv2d_backward");
+        OPS_EXPECT_CUDA_F32(dw, "conv2d_backward");
+        OPS_EXPECT_CUDA_F32(db, "conv2d_backward");
+        CHECK(in->dtype == dout->dtype && w->dtype == dout->dtype && (!ops_want(din) || din->dtype == dout->dtype),
+              "", "conv2d_backward: operands stored in more than one dtype");
+        conv1x1_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dw) ? (float *)dw->data : NULL,
+                              ops_want(db) ? (float *)db->data : NULL, dout->data, in->data, w->data, (int)B,
+                              (int)g.IC, (int)OC, HW, ops_dt(dout));
+        return;
+    }
     OPS_EXPECT_CPU(dout, "conv2d_backward");
     OPS_EXPECT_CPU(in, "conv2d_backward");
     OPS_EXPECT_CPU(w, "conv2d_backward");

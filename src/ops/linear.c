@@ -1,5 +1,22 @@
-// linear.c: fully connected layer (torch nn.Linear), forward and backward, GEMMs through OpenBLAS.
+// linear.c: fully connected layer (torch nn.Linear), forward and backward: GEMMs through OpenBLAS on the CPU,
+// through cuBLASLt on the GPU (ops/cuda/cuda_linear.cu).
 #include "ops_internal.h"
+
+// The GPU path: every operand on the GPU, activations and weights in the storage dtype dt (f32 or bf16), parameter
+// gradients in f32.
+static void linear_expect_cuda(const Tensor *t, DType dt, int f32_only, const char *op) {
+    if (!ops_want(t)) return;
+    if (f32_only) OPS_EXPECT_CUDA_F32(t, op);
+    else {
+        OPS_EXPECT_CUDA(t, op);
+        CHECK(t->dtype == dt, "", "%s: operands stored as %s and %s (one storage dtype per op)", op,
+              dtype_name(t->dtype), dtype_name(dt));
+    }
+}
+
+size_t linear_workspace_bytes(Device d, int64_t N, int64_t OC) {
+    return d == DEVICE_CUDA ? linear_cuda_workspace_bytes(N, (int)OC) : 0;
+}
 
 // out [N, OC] = in [N, IC] @ w[OC, IC]^T + b[OC]
 void linear_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b) {
@@ -9,7 +26,10 @@ void linear_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor
           (long long)tensor_rows(out), (long long)out->shape[out->ndim - 1], (long long)N, (long long)OC);
     if (ops_want(b)) tensor_expect_shape(b, "linear bias", OC);
     if (OPS_ON_CUDA(out)) {
-        linear_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, (int)N, (int)IC, (int)OC);
+        const Tensor *ops[4] = {out, in, w, b};
+        for (int i = 0; i < 4; i++) linear_expect_cuda(ops[i], out->dtype, 0, "linear_forward");
+        linear_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, N, (int)IC, (int)OC,
+                            ops_dt(out));
         return;
     }
     OPS_EXPECT_CPU(out, "linear_forward");
@@ -36,8 +56,13 @@ void linear_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
     if (ops_want(dw)) tensor_expect_shape(dw, "linear weight grad", OC, IC);
     if (ops_want(db)) tensor_expect_shape(db, "linear bias grad", OC);
     if (OPS_ON_CUDA(dout)) {
-        linear_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dw) ? dw->data : NULL,
-                             ops_want(db) ? db->data : NULL, dout->data, in->data, w->data, (int)N, (int)IC, (int)OC);
+        const Tensor *ops[4] = {dout, in, w, din};
+        for (int i = 0; i < 4; i++) linear_expect_cuda(ops[i], dout->dtype, 0, "linear_backward");
+        linear_expect_cuda(dw, dout->dtype, 1, "linear_backward");
+        linear_expect_cuda(db, dout->dtype, 1, "linear_backward");
+        linear_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dw) ? (float *)dw->data : NULL,
+                             ops_want(db) ? (float *)db->data : NULL, dout->data, in->data, w->data, N, (int)IC,
+                             (int)OC, ops_dt(dout));
         return;
     }
     OPS_EXPECT_CPU(dout, "linear_backward");

@@ -32,6 +32,8 @@ int ops_get_threads(void);
 // linear: out[N, OC] = in[N, IC] @ w[OC, IC]^T + b[OC]   (b may be NULL; in/out may carry leading dims)
 void linear_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b);
 void linear_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w);
+// GPU scratch (ops_workspace) linear_forward/backward need on device d for N rows and OC outputs (0 on the CPU).
+size_t linear_workspace_bytes(Device d, int64_t N, int64_t OC);
 
 // conv2d: out[B, OC, OH, OW] = in[B, IC, H, W] * w[OC, IC, KH, KW] + b[OC], square stride and symmetric zero pad,
 // OH = (H + 2 pad - KH) / stride + 1. (The VAE encoder's asymmetric pad is pad2d_forward + conv2d with pad 0.)

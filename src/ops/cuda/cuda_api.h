@@ -11,10 +11,20 @@
 extern "C" {
 #endif
 
-// linear (cuda_linear.cu), fp32 in and out, TF32 disabled (exact fp32 GEMM)
-void linear_forward_cuda(void *out, const void *in, const void *w, const void *b, int N, int IC, int OC);
-void linear_backward_cuda(void *din, void *dw, void *db, const void *dout, const void *in, const void *w, int N,
-                          int IC, int OC);
+// ---- linear and 1x1 convolution through cuBLASLt (cuda_linear.cu)
+// in, w, b, out, din and dout share the storage dtype dt (f32: exact fp32 GEMMs, no TF32; bf16: fp32 accumulation);
+// dw and db are fp32 and accumulated (+=), din written. Scratch: the ops workspace, at least the *_workspace_bytes.
+// linear: out [N, OC] = in [N, IC] w [OC, IC]^T + b [OC] (b may be NULL), as linear_forward / linear_backward
+size_t linear_cuda_workspace_bytes(int64_t N, int OC);
+void linear_forward_cuda(void *out, const void *in, const void *w, const void *b, int64_t N, int IC, int OC, int dt);
+void linear_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in, const void *w,
+                          int64_t N, int IC, int OC, int dt);
+// conv2d with a 1x1 kernel, stride 1, no padding (NCHW): out [B, OC, S] = w [OC, IC] in [B, IC, S] + b, S = H W
+size_t conv1x1_cuda_workspace_bytes(int B, int OC);
+void conv1x1_forward_cuda(void *out, const void *in, const void *w, const void *b, int B, int IC, int OC, int64_t S,
+                          int dt);
+void conv1x1_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in, const void *w, int B,
+                           int IC, int OC, int64_t S, int dt);
 
 // elementwise (cuda_elementwise.cu)
 void activation_forward_cuda(void *out, const void *in, int64_t n, int act);
