@@ -93,6 +93,27 @@ static void run_case(const Case *c, DType dt, DType bias_dt) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
 }
 
+// Planning: conv2d_workspace_bytes on shape descriptors (no data) plans the shape and answers what its calls need;
+// with that reserved, the calls neither grow the workspace nor need more (the workspace pointer stays).
+static void check_planning(DType dt) {
+    int64_t sx[4] = {2, 6, 11, 10}, sw[4] = {5, 6, 3, 3}, sy[4] = {2, 5, 6, 5}, sb[1] = {5};
+    Tensor xd = tensor_make(NULL, dt, DEVICE_CUDA, 4, sx), wd = tensor_make(NULL, dt, DEVICE_CUDA, 4, sw);
+    size_t need = conv2d_workspace_bytes(&xd, &wd, 2, 1);
+    Conv2dCudaShape s = {.dt = dt, .B = 2, .IC = 6, .H = 11, .W = 10, .OC = 5, .KH = 3, .KW = 3, .stride = 2, .pad = 1};
+    tu_check(need == conv2d_plan_cuda(&s, NULL) && (dt == DTYPE_F32 || need >= 2 * 5 * 6 * 9),
+             "%s plan from descriptors: workspace %zu bytes", dtype_name(dt), need);
+    ops_workspace_reserve(DEVICE_CUDA, need);
+    void *before = ops_workspace(DEVICE_CUDA, 0);
+    Tensor x = cu_alloc(DEVICE_CUDA, dt, 4, sx), w = cu_alloc(DEVICE_CUDA, dt, 4, sw), y = cu_alloc(DEVICE_CUDA, dt, 4, sy);
+    Tensor b = cu_alloc(DEVICE_CUDA, dt, 1, sb), dx = cu_alloc(DEVICE_CUDA, dt, 4, sx);
+    Tensor dw = cu_alloc(DEVICE_CUDA, DTYPE_F32, 4, sw), db = cu_alloc(DEVICE_CUDA, DTYPE_F32, 1, sb);
+    conv2d_forward(&y, &x, &w, &b, 2, 1);
+    conv2d_backward(&dx, &dw, &db, &y, &x, &w, 2, 1);
+    tu_check(ops_workspace(DEVICE_CUDA, 0) == before, "%s calls stay within the reserved workspace", dtype_name(dt));
+    Tensor *all[] = {&x, &w, &y, &b, &dx, &dw, &db};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
+}
+
 // train.deterministic: the planned backward algorithms are deterministic ones (cuDNN's data ALGO_0 and filter
 // ALGO_0 / ALGO_3 are not), and two backward runs give the same bits.
 static void check_deterministic(void) {
@@ -255,7 +276,12 @@ int main(void) {
         {"k3 s2 p0 pad2d(0,1,0,1) 9x9 3->5", 2, 3, 5, 9, 9, 3, 2, 0, 0, 1},
         {"k1 s1 p0 7x9 17->3", 2, 17, 3, 7, 9, 1, 1, 0, 1, 0},
         {"k3 s1 p0 9x7 3->17 no bias", 2, 3, 17, 9, 7, 3, 1, 0, 0, 0},
+        // more output pixels than a block has threads: the bias kernels' strided loops and several blocks per row
+        {"k3 s1 p1 37x37 3->4", 2, 3, 4, 37, 37, 3, 1, 1, 1, 0},
+        {"k3 s2 p1 38x37 4->3", 2, 4, 3, 38, 37, 3, 2, 1, 1, 0},
     };
+    check_planning(DTYPE_BF16); // first: nothing has grown the workspace yet
+    check_planning(DTYPE_F32);
     int n = (int)(sizeof cases / sizeof *cases);
     for (int i = 0; i < n; i++) run_case(&cases[i], DTYPE_F32, DTYPE_F32);
     for (int i = 0; i < n; i++) run_case(&cases[i], DTYPE_BF16, i % 2 ? DTYPE_F32 : DTYPE_BF16);
