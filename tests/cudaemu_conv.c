@@ -208,6 +208,10 @@ static void check_emulated_dnn(void) {
     cudnnStatus_t st;
     st = cudnnSetConvolution2dDescriptor(cd, 1, 1, 0, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
     tu_check(st == CUDNN_STATUS_BAD_PARAM, "stride 0 refused (%s)", cudnnGetErrorString(st));
+    st = cudnnSetConvolution2dDescriptor(cd, 1, 1, 1, 1, 2, 2, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
+    tu_check(st == CUDNN_STATUS_NOT_SUPPORTED, "dilation not emulated (%s)", cudnnGetErrorString(st));
+    st = cudnnSetConvolution2dDescriptor(cd, 1, 1, 1, 1, 1, 1, CUDNN_CONVOLUTION, CUDNN_DATA_FLOAT);
+    tu_check(st == CUDNN_STATUS_NOT_SUPPORTED, "convolution mode not emulated (%s)", cudnnGetErrorString(st));
     st = cudnnSetTensor4dDescriptor(bad, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, 2, 3, 6, 5);
     tu_check(st == CUDNN_STATUS_NOT_SUPPORTED_LAYOUT, "NHWC not emulated (%s)", cudnnGetErrorString(st));
     st = cudnnGetConvolutionForwardWorkspaceSize(h, bad, wd, cd, yd, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, &ws_need);

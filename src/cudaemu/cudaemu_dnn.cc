@@ -26,7 +26,7 @@ struct CudaemuDnnFilter {
 };
 struct CudaemuDnnConv {
     int set;
-    int pad_h, pad_w, u, v, dil_h, dil_w;
+    int pad_h, pad_w, u, v; // dilation 1
     cudnnConvolutionMode_t mode;
     cudnnDataType_t compute;
     cudnnMathType_t math;
@@ -127,8 +127,10 @@ cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, in
         (mode != CUDNN_CONVOLUTION && mode != CUDNN_CROSS_CORRELATION))
         return CUDNN_STATUS_BAD_PARAM;
     if (compute != CUDNN_DATA_FLOAT) return CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE; // fp32 accumulation only
+    // not emulated (drtune uses neither): dilated filters, true convolution (flipped filters)
+    if (dilation_h != 1 || dilation_w != 1 || mode != CUDNN_CROSS_CORRELATION) return CUDNN_STATUS_NOT_SUPPORTED;
     cudnnMathType_t math = d->math;
-    *d = CudaemuDnnConv{1, pad_h, pad_w, u, v, dilation_h, dilation_w, mode, compute, math};
+    *d = CudaemuDnnConv{1, pad_h, pad_w, u, v, mode, compute, math};
     return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d, cudnnMathType_t m) {
@@ -138,7 +140,7 @@ cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d, cudnnM
     return CUDNN_STATUS_SUCCESS;
 }
 
-static int out_dim(int in, int pad, int k, int dil, int stride) { return (in + 2 * pad - ((k - 1) * dil + 1)) / stride + 1; }
+static int out_dim(int in, int pad, int k, int stride) { return (in + 2 * pad - k) / stride + 1; }
 
 cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescriptor_t conv,
                                                     const cudnnTensorDescriptor_t x, const cudnnFilterDescriptor_t w,
@@ -147,8 +149,8 @@ cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescri
     if (!conv->set || !x->set || !w->set) return CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED;
     if (x->c != w->c) return CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH;
     *n = x->n, *c = w->k;
-    *h = out_dim(x->h, conv->pad_h, w->h, conv->dil_h, conv->u);
-    *wd = out_dim(x->w, conv->pad_w, w->w, conv->dil_w, conv->v);
+    *h = out_dim(x->h, conv->pad_h, w->h, conv->u);
+    *wd = out_dim(x->w, conv->pad_w, w->w, conv->v);
     if (*h < 1 || *wd < 1) return CUDNN_STATUS_BAD_PARAM; // filter larger than the padded input
     return CUDNN_STATUS_SUCCESS;
 }
@@ -385,19 +387,16 @@ static cudnnStatus_t call_check(Dir d, int algo, const Problem *p, const void *x
     return CUDNN_STATUS_SUCCESS;
 }
 
-// Geometry of a problem for the loops: filter tap (ky, kx) of output (oy, ox) reads input (iy, ix) =
-// (oy u - pad_h + ky dil_h, ox v - pad_w + kx dil_w); convolution mode flips the filter.
+// Geometry of a problem for the loops: filter tap (r, q) of output (oy, ox) reads input (iy, ix) =
+// (oy u - pad_h + r, ox v - pad_w + q) (cross-correlation, no dilation).
 struct Geom {
-    int N, C, H, W, K, R, S, OH, OW, ph, pw, u, v, dh, dw, flip;
-    size_t widx(int k, int c, int r, int s) const {
-        if (flip) r = R - 1 - r, s = S - 1 - s;
-        return (((size_t)k * C + c) * R + r) * S + s;
-    }
+    int N, C, H, W, K, R, S, OH, OW, ph, pw, u, v;
+    size_t widx(int k, int c, int r, int q) const { return (((size_t)k * C + c) * R + r) * S + q; }
 };
 static Geom geom_of(const Problem *p) {
     const CudaemuDnnConv *c = p->conv;
     return Geom{p->x->n, p->x->c, p->x->h, p->x->w, p->w->k, p->w->h, p->w->w, p->y->h, p->y->w, c->pad_h,
-                c->pad_w, c->u, c->v, c->dil_h, c->dil_w, c->mode == CUDNN_CONVOLUTION};
+                c->pad_w, c->u, c->v};
 }
 
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
@@ -420,10 +419,10 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const 
                     double sum = 0.0;
                     for (int c = 0; c < g.C; c++)
                         for (int r = 0; r < g.R; r++) {
-                            int iy = oy * g.u - g.ph + r * g.dh;
+                            int iy = oy * g.u - g.ph + r;
                             if (iy < 0 || iy >= g.H) continue;
                             for (int q = 0; q < g.S; q++) {
-                                int ix = ox * g.v - g.pw + q * g.dw;
+                                int ix = ox * g.v - g.pw + q;
                                 if (ix < 0 || ix >= g.W) continue;
                                 sum += X[(((size_t)n * g.C + c) * g.H + iy) * g.W + ix] * Wt[g.widx(k, c, r, q)];
                             }
@@ -454,10 +453,10 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, c
                 for (int ix = 0; ix < g.W; ix++) {
                     double sum = 0.0;
                     for (int r = 0; r < g.R; r++) {
-                        int ty = iy + g.ph - r * g.dh;
+                        int ty = iy + g.ph - r;
                         if (ty < 0 || ty % g.u || ty / g.u >= g.OH) continue;
                         for (int q = 0; q < g.S; q++) {
-                            int tx = ix + g.pw - q * g.dw;
+                            int tx = ix + g.pw - q;
                             if (tx < 0 || tx % g.v || tx / g.v >= g.OW) continue;
                             for (int k = 0; k < g.K; k++)
                                 sum += DY[(((size_t)n * g.K + k) * g.OH + ty / g.u) * g.OW + tx / g.v] *
@@ -482,7 +481,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
     std::vector<double> X = load(x, p.x_bytes / dt_size(xd->dt), xd->dt, conv->math);
     std::vector<double> DY = load(dy, p.y_bytes / dt_size(dyd->dt), dyd->dt, conv->math);
     std::vector<double> acc((size_t)g.K * g.C * g.R * g.S);
-    // dw[k, c, r, q] (stored flipped in convolution mode) sums dy * x over the batch and every output pixel
+    // dw[k, c, r, q] sums dy * x over the batch and every output pixel
 #pragma omp parallel for collapse(2)
     for (int k = 0; k < g.K; k++)
         for (int c = 0; c < g.C; c++)
@@ -491,10 +490,10 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
                     double sum = 0.0;
                     for (int n = 0; n < g.N; n++)
                         for (int oy = 0; oy < g.OH; oy++) {
-                            int iy = oy * g.u - g.ph + r * g.dh;
+                            int iy = oy * g.u - g.ph + r;
                             if (iy < 0 || iy >= g.H) continue;
                             for (int ox = 0; ox < g.OW; ox++) {
-                                int ix = ox * g.v - g.pw + q * g.dw;
+                                int ix = ox * g.v - g.pw + q;
                                 if (ix < 0 || ix >= g.W) continue;
                                 sum += DY[(((size_t)n * g.K + k) * g.OH + oy) * g.OW + ox] *
                                        X[(((size_t)n * g.C + c) * g.H + iy) * g.W + ix];
