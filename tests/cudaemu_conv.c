@@ -89,7 +89,8 @@ static void run_case(const Case *c, DType dt, DType bias_dt) {
         snprintf(what, sizeof what, "%s (%s) db += twice", c->name, dts);
         cu_compare(what, &gdb, &db, TOL_F32);
     }
-    Tensor *all[] = {&x0, &x, &w, &b, &y, &dy1, &dy2, &dx, &dw, &db, &gx, &gw, &gb, &gdy1, &gdy2, &gdw, &gdb, &gy, &gdx};
+    Tensor *all[] = {&x0, &x,  &w,   &b,    &y,    &dy1, &dy2, &dx, &dw, &db,
+                     &gx, &gw, &gb, &gdy1, &gdy2, &gdw, &gdb, &gy, &gdx};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
 }
 
@@ -104,7 +105,8 @@ static void check_planning(DType dt) {
              "%s plan from descriptors: workspace %zu bytes", dtype_name(dt), need);
     ops_workspace_reserve(DEVICE_CUDA, need);
     void *before = ops_workspace(DEVICE_CUDA, 0);
-    Tensor x = cu_alloc(DEVICE_CUDA, dt, 4, sx), w = cu_alloc(DEVICE_CUDA, dt, 4, sw), y = cu_alloc(DEVICE_CUDA, dt, 4, sy);
+    Tensor x = cu_alloc(DEVICE_CUDA, dt, 4, sx), w = cu_alloc(DEVICE_CUDA, dt, 4, sw);
+    Tensor y = cu_alloc(DEVICE_CUDA, dt, 4, sy);
     Tensor b = cu_alloc(DEVICE_CUDA, dt, 1, sb), dx = cu_alloc(DEVICE_CUDA, dt, 4, sx);
     Tensor dw = cu_alloc(DEVICE_CUDA, DTYPE_F32, 4, sw), db = cu_alloc(DEVICE_CUDA, DTYPE_F32, 1, sb);
     conv2d_forward(&y, &x, &w, &b, 2, 1);
@@ -114,8 +116,9 @@ static void check_planning(DType dt) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
 }
 
-// train.deterministic: the planned backward algorithms are deterministic ones (cuDNN's data ALGO_0 and filter
-// ALGO_0 / ALGO_3 are not), and two backward runs give the same bits.
+// Algorithm choice: fp32 plans use no FFT or Winograd forward; with train.deterministic the planned backward
+// algorithms are deterministic ones (cuDNN's data ALGO_0 and filter ALGO_0 / ALGO_3 are not), and two backward runs
+// give the same bits.
 static void check_deterministic(void) {
     Conv2dCudaShape s = {.dt = DTYPE_F32, .B = 2, .IC = 5, .H = 9, .W = 9, .OC = 7, .KH = 3, .KW = 3, .stride = 1,
                          .pad = 1};
@@ -125,6 +128,15 @@ static void check_deterministic(void) {
     if (cuda_is_emulated()) // the emulation ranks a non-deterministic weight-gradient algorithm first
         tu_check(a[2] == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3, "default plan takes the first heuristic (filter algo %d)",
                  a[2]);
+    tu_check(a[0] != CUDNN_CONVOLUTION_FWD_ALGO_FFT && a[0] != CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING &&
+                 a[0] != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD && a[0] != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
+             "f32 plan: a GEMM-like forward algorithm (%d)", a[0]);
+    if (cuda_is_emulated()) { // bf16 takes the emulation's first heuristic, Winograd
+        Conv2dCudaShape sb = s;
+        sb.dt = DTYPE_BF16;
+        conv2d_plan_cuda(&sb, a);
+        tu_check(a[0] == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, "bf16 plan: forward algorithm %d", a[0]);
+    }
     conv2d_set_deterministic(1);
     conv2d_plan_cuda(&s, a);
     tu_check(a[1] != CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 && a[2] != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 &&

@@ -176,7 +176,8 @@ static cudnnStatus_t problem_make(Problem *p, const cudnnTensorDescriptor_t x, c
     // FLOAT_CONFIG and PSEUDO_BFLOAT16_CONFIG: x, w and y of one type, fp32 compute
     if (x->dt != w->dt || x->dt != y->dt) return CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE;
     *p = Problem{x, y, w, conv, (size_t)x->n * x->c * x->h * x->w * dt_size(x->dt),
-                 (size_t)y->n * y->c * y->h * y->w * dt_size(y->dt), (size_t)w->k * w->c * w->h * w->w * dt_size(w->dt)};
+                 (size_t)y->n * y->c * y->h * y->w * dt_size(y->dt),
+                 (size_t)w->k * w->c * w->h * w->w * dt_size(w->dt)};
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -191,6 +192,7 @@ struct AlgoInfo {
     int deterministic;
 };
 static const AlgoInfo k_fwd[] = {{CUDNN_CONVOLUTION_FWD_ALGO_FFT, 1},
+                                 {CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, 1},
                                  {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, 1},
                                  {CUDNN_CONVOLUTION_FWD_ALGO_GEMM, 1},
                                  {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, 1}};
@@ -202,7 +204,7 @@ static const AlgoInfo k_bwd_filter[] = {{CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3, 0}
 
 static const AlgoInfo *algo_find(Dir d, int algo, int *count_out) {
     const AlgoInfo *t = d == FWD ? k_fwd : d == BWD_DATA ? k_bwd_data : k_bwd_filter;
-    int n = d == FWD ? 4 : d == BWD_DATA ? 2 : 4;
+    int n = d == FWD ? 5 : d == BWD_DATA ? 2 : 4;
     if (count_out) *count_out = n;
     if (algo < 0) return t;
     for (int i = 0; i < n; i++)
@@ -218,6 +220,10 @@ static size_t algo_workspace(Dir d, int algo, const Problem *p) {
         if (algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM) return sizeof(int) * K;  // tap offsets
         if (algo == CUDNN_CONVOLUTION_FWD_ALGO_GEMM) return es * K * OHW;                      // one image's im2col
         if (algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM) return 0;
+        if (algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED) { // 3x3 stride 1: filters as 6x6 tiles
+            int ok = p->w->h == 3 && p->w->w == 3 && p->conv->u == 1 && p->conv->v == 1;
+            return ok ? sizeof(float) * 36 * p->w->k * p->w->c : SIZE_MAX;
+        }
         return SIZE_MAX;
     case BWD_DATA:
         if (algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0) return 0;
@@ -374,8 +380,8 @@ static cudnnStatus_t call_check(Dir d, int algo, const Problem *p, const void *x
         return CUDNN_STATUS_BAD_PARAM;
     const void *out = d == FWD ? y : d == BWD_DATA ? x : w;
     size_t out_bytes = d == FWD ? p->y_bytes : d == BWD_DATA ? p->x_bytes : p->w_bytes;
-    if ((out != x && overlaps(out, out_bytes, x, p->x_bytes)) || (out != w && overlaps(out, out_bytes, w, p->w_bytes)) ||
-        (out != y && overlaps(out, out_bytes, y, p->y_bytes)))
+    if ((out != x && overlaps(out, out_bytes, x, p->x_bytes)) ||
+        (out != w && overlaps(out, out_bytes, w, p->w_bytes)) || (out != y && overlaps(out, out_bytes, y, p->y_bytes)))
         return CUDNN_STATUS_BAD_PARAM;
     if (ws_bytes < need) return CUDNN_STATUS_BAD_PARAM_SIZE_INSUFFICIENT;
     if (need) {

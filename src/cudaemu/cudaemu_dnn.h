@@ -4,12 +4,13 @@
 // wrapper uses exists. Plain C (as cuDNN's own headers), so a test can also call it directly.
 //
 // Emulated: NCHW tensors and filters in f32 or bf16; 2-D convolution descriptors (pad, stride, cross-correlation,
-// fp32 compute, math type; dilation other than 1 and true convolution are refused as not supported); algorithm heuristics that list a few algorithms with their
-// workspace size, determinism and math type (the sizes are the emulation's, not cuDNN's); workspace size queries;
-// the three convolution calls with alpha/beta (beta = 0 never reads the output). Results are summed in double and
-// rounded once to the output type. fp32 data with a math type other than CUDNN_FMA_MATH has its operands rounded to
-// TF32 first, as tensor cores would. Every call checks its descriptors, that every operand and the workspace are
-// device memory of the described size, and that the workspace is at least what the algorithm needs; the
+// fp32 compute, math type; dilation other than 1 and true convolution are refused as not supported); algorithm
+// heuristics that list a few algorithms with their workspace size, determinism and math type (the sizes are the
+// emulation's, not cuDNN's); workspace size queries; the three convolution calls with alpha/beta (beta = 0 never
+// reads the output). Results are summed in double and rounded once to the output type. fp32 data with a math type
+// other than CUDNN_FMA_MATH has its operands rounded to TF32 first, as tensor cores would. Every call checks its
+// descriptors, that every operand and the workspace are device memory of the described size, that the output
+// overlaps neither an input nor the workspace, and that the workspace is at least what the algorithm needs; the
 // workspace is overwritten with garbage during the call, as a GPU algorithm may.
 #pragma once
 #include <stddef.h>
@@ -33,7 +34,12 @@ typedef enum {
 } cudnnStatus_t;
 #define CUDNN_STATUS_CATEGORY(s) ((s) / 1000 * 1000)
 
-typedef enum { CUDNN_DATA_FLOAT = 0, CUDNN_DATA_DOUBLE = 1, CUDNN_DATA_HALF = 2, CUDNN_DATA_BFLOAT16 = 9 } cudnnDataType_t;
+typedef enum {
+    CUDNN_DATA_FLOAT = 0,
+    CUDNN_DATA_DOUBLE = 1,
+    CUDNN_DATA_HALF = 2,
+    CUDNN_DATA_BFLOAT16 = 9,
+} cudnnDataType_t;
 typedef enum { CUDNN_TENSOR_NCHW = 0, CUDNN_TENSOR_NHWC = 1 } cudnnTensorFormat_t;
 typedef enum { CUDNN_CONVOLUTION = 0, CUDNN_CROSS_CORRELATION = 1 } cudnnConvolutionMode_t;
 typedef enum {

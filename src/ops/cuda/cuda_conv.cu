@@ -5,7 +5,8 @@
 // per direction from cuDNN's heuristics, its workspace), and the calls only look the plan up. The handle runs on
 // the rank's compute stream; workspace comes from ops_workspace through the caller, sized by conv2d_plan_cuda.
 //
-// Precision: fp32 storage runs with CUDNN_FMA_MATH (no TF32, so it matches the CPU op to fp32 rounding); bf16
+// Precision: fp32 storage runs GEMM-like algorithms with CUDNN_FMA_MATH (no TF32, no FFT or Winograd transforms, so
+// it matches the CPU op to fp32 rounding); bf16
 // storage runs on tensor cores with fp32 accumulation. cuDNN writes the weight gradient in the operands' type, so a
 // bf16 convolution writes its dW into a bf16 scratch at the start of the workspace and a kernel adds it to the fp32
 // gradient (the per-call dW is rounded to bf16 once, as PyTorch autocast does; the sum across calls stays fp32).
@@ -116,14 +117,30 @@ static cudnnHandle_t cuda_cudnn(void) {
     return h;
 }
 
+// FFT and Winograd algorithms compute in a transformed domain whose rounding exceeds an fp32 GEMM's; fp32 (the
+// parity mode) keeps to the GEMM-like ones.
+static int conv_transform(cudnnConvolutionFwdAlgo_t a) {
+    return a == CUDNN_CONVOLUTION_FWD_ALGO_FFT || a == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
+           a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD || a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+}
+static int conv_transform(cudnnConvolutionBwdDataAlgo_t a) {
+    return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT || a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
+           a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD || a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+}
+static int conv_transform(cudnnConvolutionBwdFilterAlgo_t a) {
+    return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT || a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
+           a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD || a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+}
+
 // The first heuristic entry that runs the problem within the workspace cap, deterministic when asked, and for fp32
-// without tensor-core math; -1 if none.
+// GEMM-like without tensor-core math; -1 if none.
 template <class Perf> static int conv_pick(const Perf *perf, int n, int fp32, int deterministic) {
     for (int i = 0; i < n; i++) {
         const Perf &p = perf[i];
         if (p.status != CUDNN_STATUS_SUCCESS || p.memory > CONV_WORKSPACE_MAX) continue;
         if (deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
-        if (fp32 && (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+        if (fp32 && (conv_transform(p.algo) || p.mathType == CUDNN_TENSOR_OP_MATH ||
+                     p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
             continue;
         return i;
     }
