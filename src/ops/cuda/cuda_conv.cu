@@ -8,10 +8,10 @@
 // Precision: fp32 storage runs GEMM-like algorithms with CUDNN_FMA_MATH (no TF32, no FFT or Winograd transforms, so
 // it matches the CPU op to fp32 rounding); bf16
 // storage runs on tensor cores with fp32 accumulation. cuDNN writes the weight gradient in the operands' type, so a
-// bf16 convolution writes its dW into a bf16 scratch at the start of the workspace and a kernel adds it to the fp32
+// bf16 convolution writes its dW into a bf16 scratch in the workspace and a kernel adds it to the fp32
 // gradient (the per-call dW is rounded to bf16 once, as PyTorch autocast does; the sum across calls stays fp32).
 // The bias is broadcast into the output by a kernel and the convolution adds to it (beta = 1; one rounding of a
-// bf16 output); its gradient is a deterministic per-channel reduction.
+// bf16 output); its gradient is a deterministic two-pass reduction.
 // Layout: NCHW; cuDNN's bf16 tensor-core kernels are fastest in NHWC, which would need NHWC activations end to end
 // (or transposes around every conv) and the filter descriptors in CUDNN_TENSOR_NHWC.
 #include "cuda_common.cuh"
@@ -57,24 +57,39 @@ __global__ static void conv_bias_fill_kernel(T *y, const void *b, int bias_bf16,
         st_f32(row, i, bv);
 }
 
-// db [OC] += sum over n, s of dy [B, OC, S]: one block per channel, each thread sums a fixed strided subset in fp32,
-// then a fixed warp/block tree: the same bits on every run.
-template <class T> __global__ static void conv_bias_grad_kernel(float *db, const T *dy, int B, int OC, int64_t S) {
-    __shared__ float part[32];
-    int o = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+// The bias gradient db [OC] += sum over n, s of dy [B, OC, S] in two deterministic passes: every row of dy is cut
+// into chunks of CONV_BIAS_CHUNK pixels, one block sums a chunk (fixed strided partial sums per thread, then a fixed
+// warp/block tree) into part [OC, B * chunks]; then one thread per channel adds its partials in order. Every
+// channel gets many blocks, so few channels over many pixels (a VAE's output conv) still fill the GPU.
+#define CONV_BIAS_CHUNK 4096
+
+// grid (B * chunks, OC): block (n chunks + c, o) sums dy[n, o, c CHUNK .. (c + 1) CHUNK) into part[o, n chunks + c]
+template <class T>
+__global__ static void conv_bias_grad_partial_kernel(float *part, const T *dy, int OC, int64_t S, int chunks) {
+    __shared__ float warp_part[32];
+    int o = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int n = blockIdx.x / chunks, c = blockIdx.x % chunks;
+    const T *row = dy + ((int64_t)n * OC + o) * S;
+    int64_t end = min((int64_t)(c + 1) * CONV_BIAS_CHUNK, S);
     float s = 0.0f;
-    for (int n = 0; n < B; n++) {
-        const T *row = dy + ((int64_t)n * OC + o) * S;
-        for (int64_t i = threadIdx.x; i < S; i += blockDim.x) s += ld_f32(row, i);
-    }
+    for (int64_t i = (int64_t)c * CONV_BIAS_CHUNK + threadIdx.x; i < end; i += blockDim.x) s += ld_f32(row, i);
     s = warp_sum(s);
-    if (lane == 0) part[warp] = s;
+    if (lane == 0) warp_part[warp] = s;
     __syncthreads();
     if (warp == 0) {
-        s = lane < (int)(blockDim.x >> 5) ? part[lane] : 0.0f;
+        s = lane < (int)(blockDim.x >> 5) ? warp_part[lane] : 0.0f;
         s = warp_sum(s);
-        if (lane == 0) db[o] += s;
+        if (lane == 0) part[(int64_t)o * gridDim.x + blockIdx.x] = s;
     }
+}
+
+// db[o] += sum of part[o, 0 .. P) in order
+__global__ static void conv_bias_grad_finish_kernel(float *db, const float *part, int OC, int P) {
+    int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= OC) return;
+    float s = 0.0f;
+    for (int i = 0; i < P; i++) s += part[(int64_t)o * P + i];
+    db[o] += s;
 }
 
 // dw [n] += g [n]: the bf16 weight gradient of one call into the fp32 gradient
@@ -95,14 +110,19 @@ struct ConvPlan {
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
-    size_t dw_scratch; // bf16 only: one call's weight gradient, at the start of the workspace (CONV_ALIGN multiple)
-    size_t ws_dnn;     // cuDNN's workspace after it: the largest need of the three algorithms
+    // workspace layout: [dW scratch | bias-gradient partials | cuDNN], each part a CONV_ALIGN multiple
+    size_t dw_scratch; // bf16 only: one call's weight gradient (cuDNN writes it in the operands' type)
+    int bias_chunks;   // chunks per row of the bias gradient: partials [OC, B * bias_chunks] fp32
+    size_t db_part;
+    size_t ws_dnn;     // the largest need of the three algorithms
 };
 
 static int conv_out_dim(int n, int k, const Conv2dCudaShape *s) { return (n + 2 * s->pad - k) / s->stride + 1; }
 static int64_t conv_out_pixels(const Conv2dCudaShape *s) {
     return (int64_t)conv_out_dim(s->H, s->KH, s) * conv_out_dim(s->W, s->KW, s);
 }
+
+static size_t conv_align(size_t bytes) { return (bytes + CONV_ALIGN - 1) / CONV_ALIGN * CONV_ALIGN; }
 
 static ConvPlan *g_plans;
 static int g_nplans, g_cap_plans;
@@ -157,6 +177,7 @@ DT_NORETURN static void conv_no_algo(const Conv2dCudaShape *s, const char *dir) 
 
 static void conv_plan_make(ConvPlan *p, const Conv2dCudaShape *s) {
     CHECK(s->dt == DTYPE_F32 || s->dt == DTYPE_BF16, "", "conv2d: storage dtype %d (want f32 or bf16)", s->dt);
+    CHECK(s->OC <= 65535, "", "conv2d: %d output channels (the bias-gradient grid takes at most 65535)", s->OC);
     cudnnHandle_t h = cuda_cudnn();
     int fp32 = s->dt == DTYPE_F32;
     cudnnDataType_t dt = fp32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
@@ -204,8 +225,9 @@ static void conv_plan_make(ConvPlan *p, const Conv2dCudaShape *s) {
 
     p->ws_dnn = ws[0] > ws[1] ? ws[0] : ws[1];
     if (ws[2] > p->ws_dnn) p->ws_dnn = ws[2];
-    size_t dw_bytes = fp32 ? 0 : sizeof(__nv_bfloat16) * (size_t)s->OC * s->IC * s->KH * s->KW;
-    p->dw_scratch = (dw_bytes + CONV_ALIGN - 1) / CONV_ALIGN * CONV_ALIGN;
+    p->dw_scratch = conv_align(fp32 ? 0 : sizeof(__nv_bfloat16) * (size_t)s->OC * s->IC * s->KH * s->KW);
+    p->bias_chunks = (int)((conv_out_pixels(s) + CONV_BIAS_CHUNK - 1) / CONV_BIAS_CHUNK);
+    p->db_part = conv_align(sizeof(float) * (size_t)s->OC * s->B * p->bias_chunks);
 }
 
 // The plan of a shape under the current determinism setting, made on first use.
@@ -221,14 +243,14 @@ static const ConvPlan *conv_plan_get(const Conv2dCudaShape *s) {
     return &g_plans[g_nplans++];
 }
 
-static size_t conv_plan_bytes(const ConvPlan *p) { return p->dw_scratch + p->ws_dnn; }
+static size_t conv_plan_bytes(const ConvPlan *p) { return p->dw_scratch + p->db_part + p->ws_dnn; }
 
 // The plan for a call, checked against the workspace the caller passes; *dnn_ws receives cuDNN's part of it.
 static const ConvPlan *conv_plan_call(const Conv2dCudaShape *s, void *ws, size_t ws_bytes, void **dnn_ws) {
     const ConvPlan *p = conv_plan_get(s);
     CHECK(ws_bytes >= conv_plan_bytes(p) && (ws || !conv_plan_bytes(p)), "size it with conv2d_workspace_bytes",
           "conv2d: workspace of %zu bytes, the plan needs %zu", ws_bytes, conv_plan_bytes(p));
-    *dnn_ws = p->ws_dnn ? (char *)ws + p->dw_scratch : nullptr;
+    *dnn_ws = p->ws_dnn ? (char *)ws + p->dw_scratch + p->db_part : nullptr;
     return p;
 }
 
@@ -285,12 +307,16 @@ extern "C" void conv2d_backward_cuda(void *din, float *dw, float *db, const void
         }
     }
     if (db) { // accumulated in fp32
+        float *part = (float *)((char *)ws + p->dw_scratch);
         int64_t S = conv_out_pixels(s);
+        dim3 grid((unsigned)(s->B * p->bias_chunks), (unsigned)s->OC);
         if (s->dt == DTYPE_BF16)
-            CUDA_LAUNCH(conv_bias_grad_kernel<__nv_bfloat16>, s->OC, 256, 0, cuda_stream(), db,
-                        (const __nv_bfloat16 *)dout, s->B, s->OC, S);
+            CUDA_LAUNCH(conv_bias_grad_partial_kernel<__nv_bfloat16>, grid, 256, 0, cuda_stream(), part,
+                        (const __nv_bfloat16 *)dout, s->OC, S, p->bias_chunks);
         else
-            CUDA_LAUNCH(conv_bias_grad_kernel<float>, s->OC, 256, 0, cuda_stream(), db, (const float *)dout, s->B,
-                        s->OC, S);
+            CUDA_LAUNCH(conv_bias_grad_partial_kernel<float>, grid, 256, 0, cuda_stream(), part, (const float *)dout,
+                        s->OC, S, p->bias_chunks);
+        CUDA_LAUNCH(conv_bias_grad_finish_kernel, cuda_blocks(s->OC, 128), 128, 0, cuda_stream(), db, part, s->OC,
+                    s->B * p->bias_chunks);
     }
 }
