@@ -5,15 +5,15 @@
 // per direction from cuDNN's heuristics, its workspace), and the calls only look the plan up. The handle runs on
 // the rank's compute stream; workspace comes from ops_workspace through the caller, sized by conv2d_plan_cuda.
 //
-// Precision: fp32 storage runs GEMM-like algorithms with CUDNN_FMA_MATH (no TF32, no FFT or Winograd transforms, so
-// it matches the CPU op to fp32 rounding); bf16
-// storage runs on tensor cores with fp32 accumulation. cuDNN writes the weight gradient in the operands' type, so a
-// bf16 convolution writes its dW into a bf16 scratch in the workspace and a kernel adds it to the fp32
-// gradient (the per-call dW is rounded to bf16 once, as PyTorch autocast does; the sum across calls stays fp32).
-// The bias is broadcast into the output by a kernel and the convolution adds to it (beta = 1; one rounding of a
-// bf16 output); its gradient is a deterministic two-pass reduction.
-// Layout: NCHW; cuDNN's bf16 tensor-core kernels are fastest in NHWC, which would need NHWC activations end to end
-// (or transposes around every conv) and the filter descriptors in CUDNN_TENSOR_NHWC.
+// Precision: fp32 storage runs GEMM-like algorithms with CUDNN_FMA_MATH (no TF32, no FFT or Winograd transforms), so
+// it matches the CPU op to fp32 rounding; bf16 storage runs on tensor cores with fp32 accumulation. cuDNN writes the
+// weight gradient in the operands' type, so a bf16 convolution writes its dW into a bf16 scratch in the workspace
+// and a kernel adds it to the fp32 gradient (each call's dW is rounded to bf16 once, as under PyTorch autocast; the
+// sum across calls stays fp32). The bias is broadcast into the output by a kernel and the convolution adds to it
+// (beta = 1: a bf16 output is rounded once); its gradient is a deterministic two-pass reduction.
+// Layout: NCHW. cuDNN's bf16 tensor-core kernels are fastest in NHWC, which would need NHWC activations end to end
+// (or a transpose around every conv), tensor and filter descriptors in CUDNN_TENSOR_NHWC (filters converted once at
+// load), and the bias kernels indexing channels last.
 #include "cuda_common.cuh"
 #ifdef DRTUNE_CUDAEMU
 #include "../../cudaemu/cudaemu_dnn.h"
