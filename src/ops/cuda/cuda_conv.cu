@@ -178,6 +178,9 @@ DT_NORETURN static void conv_no_algo(const Conv2dCudaShape *s, const char *dir) 
 static void conv_plan_make(ConvPlan *p, const Conv2dCudaShape *s) {
     CHECK(s->dt == DTYPE_F32 || s->dt == DTYPE_BF16, "", "conv2d: storage dtype %d (want f32 or bf16)", s->dt);
     CHECK(s->OC <= 65535, "", "conv2d: %d output channels (the bias-gradient grid takes at most 65535)", s->OC);
+    int64_t in_elems = (int64_t)s->B * s->IC * s->H * s->W, out_elems = (int64_t)s->B * s->OC * conv_out_pixels(s);
+    CHECK(in_elems < ((int64_t)1 << 31) && out_elems < ((int64_t)1 << 31), "split the batch",
+          "conv2d: a tensor of 2^31 elements or more (cuDNN's 4-d descriptors)");
     cudnnHandle_t h = cuda_cudnn();
     int fp32 = s->dt == DTYPE_F32;
     cudnnDataType_t dt = fp32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
