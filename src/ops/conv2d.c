@@ -91,19 +91,57 @@ static void col2im_add(float *dx, const float *cols, const ConvGeom *g, int64_t 
     }
 }
 
+// The GPU's record of a validated convolution (cuda_api.h); in, w and the activations' gradients share in's dtype.
+static Conv2dCudaShape conv_cuda_shape(const Tensor *in, const Tensor *w, const ConvGeom *g) {
+    return (Conv2dCudaShape){.dt = ops_dt(in), .B = (int)in->shape[0], .IC = (int)g->IC, .H = (int)g->H,
+                             .W = (int)g->W, .OC = (int)w->shape[0], .KH = (int)g->KH, .KW = (int)g->KW,
+                             .stride = (int)g->stride, .pad = (int)g->pad};
+}
+
+static void conv_expect_dtype(const Tensor *t, const Tensor *in, const char *what, const char *op) {
+    if (ops_want(t))
+        CHECK(t->dtype == in->dtype, "", "%s: %s is %s, the input %s (one storage dtype per convolution on the GPU)",
+              op, what, dtype_name(t->dtype), dtype_name(in->dtype));
+}
+
+size_t conv2d_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad) {
+    ConvGeom g = conv_geom(in, w, stride, pad, "conv2d_workspace_bytes");
+    if (in->device == DEVICE_CUDA) { // cuDNN's plan, or the cuBLASLt route of the 1x1 convolutions
+        Conv2dCudaShape s = conv_cuda_shape(in, w, &g);
+        size_t need = conv2d_plan_cuda(&s, NULL), gemm = 0;
+        if (conv_pointwise(&g)) gemm = conv1x1_cuda_workspace_bytes((int)in->shape[0], (int)w->shape[0]);
+        return need > gemm ? need : gemm;
+    }
+    // CPU: the backward's batch weight gradient [OC, K] and, unless pointwise, one chunk of columns (the forward
+    // needs only the columns)
+    int64_t OC = w->shape[0], K = g.IC * g.KH * g.KW;
+    return sizeof(float) * (size_t)(OC * K + (conv_pointwise(&g) ? 0 : K * conv_chunk_rows(&g) * g.OW));
+}
+
+void conv2d_set_deterministic(int on) { conv2d_set_deterministic_cuda(on); }
+
 // out [B, OC, OH, OW] = in [B, IC, H, W] * w [OC, IC, KH, KW] + b [OC]
 void conv2d_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, int stride, int pad) {
     ConvGeom g = conv_geom(in, w, stride, pad, "conv2d_forward");
     int64_t B = in->shape[0], OC = w->shape[0], K = g.IC * g.KH * g.KW, S = g.OH * g.OW, HW = g.H * g.W;
     tensor_expect_shape(out, "conv2d output", B, OC, g.OH, g.OW);
     if (ops_want(b)) tensor_expect_shape(b, "conv2d bias", OC);
-    if (OPS_ON_CUDA(out) && conv_pointwise(&g)) { // 1x1 on the GPU: cuBLASLt GEMMs in ops/cuda/cuda_linear.cu
-        const Tensor *ops[4] = {out, in, w, b};
-        for (int i = 0; i < 4; i++) OPS_EXPECT_CUDA(ops[i], "conv2d_forward");
-        CHECK(in->dtype == out->dtype && w->dtype == out->dtype && (!ops_want(b) || b->dtype == out->dtype), "",
-              "conv2d_forward: operands stored in more than one dtype");
-        conv1x1_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, (int)B, (int)g.IC, (int)OC,
-                             HW, ops_dt(out));
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "conv2d_forward");
+        OPS_EXPECT_CUDA(in, "conv2d_forward");
+        OPS_EXPECT_CUDA(w, "conv2d_forward");
+        OPS_EXPECT_CUDA(b, "conv2d_forward");
+        conv_expect_dtype(w, in, "the weight", "conv2d_forward");
+        conv_expect_dtype(out, in, "the output", "conv2d_forward");
+        if (conv_pointwise(&g) && (!ops_want(b) || b->dtype == out->dtype)) { // 1x1: cuBLASLt GEMMs (cuda_linear.cu)
+            conv1x1_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, (int)B, (int)g.IC,
+                                 (int)OC, HW, ops_dt(out));
+            return;
+        }
+        Conv2dCudaShape s = conv_cuda_shape(in, w, &g);
+        size_t ws = conv2d_plan_cuda(&s, NULL);
+        conv2d_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, ops_want(b) ? ops_dt(b) : 0,
+                            &s, ops_workspace(DEVICE_CUDA, ws), ws);
         return;
     }
     OPS_EXPECT_CPU(out, "conv2d_forward");
@@ -147,16 +185,28 @@ void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
     if (ops_want(din)) tensor_expect_shape(din, "conv2d input grad", B, g.IC, g.H, g.W);
     if (ops_want(dw)) tensor_expect_shape(dw, "conv2d weight grad", OC, g.IC, g.KH, g.KW);
     if (ops_want(db)) tensor_expect_shape(db, "conv2d bias grad", OC);
-    if (OPS_ON_CUDA(dout) && conv_pointwise(&g)) { // 1x1 on the GPU: cuBLASLt GEMMs in ops/cuda/cuda_linear.cu
-        const Tensor *ops[4] = {dout, in, w, din};
-        for (int i = 0; i < 4; i++) OPS_EXPECT_CUDA(ops[i], "conv2d_backward");
+    if (OPS_ON_CUDA(dout)) {
+        OPS_EXPECT_CUDA(dout, "conv2d_backward");
+        OPS_EXPECT_CUDA(in, "conv2d_backward");
+        OPS_EXPECT_CUDA(w, "conv2d_backward");
+        OPS_EXPECT_CUDA(din, "conv2d_backward");
         OPS_EXPECT_CUDA_F32(dw, "conv2d_backward");
         OPS_EXPECT_CUDA_F32(db, "conv2d_backward");
-        CHECK(in->dtype == dout->dtype && w->dtype == dout->dtype && (!ops_want(din) || din->dtype == dout->dtype),
-              "", "conv2d_backward: operands stored in more than one dtype");
-        conv1x1_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dw) ? (float *)dw->data : NULL,
-                              ops_want(db) ? (float *)db->data : NULL, dout->data, in->data, w->data, (int)B,
-                              (int)g.IC, (int)OC, HW, ops_dt(dout));
+        conv_expect_dtype(dout, in, "the output gradient", "conv2d_backward");
+        conv_expect_dtype(w, in, "the weight", "conv2d_backward");
+        conv_expect_dtype(din, in, "the input gradient", "conv2d_backward");
+        if (!ops_want(din) && !ops_want(dw) && !ops_want(db)) return;
+        if (conv_pointwise(&g)) { // 1x1: cuBLASLt GEMMs (cuda_linear.cu)
+            conv1x1_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dw) ? tensor_f32(dw) : NULL,
+                                  ops_want(db) ? tensor_f32(db) : NULL, dout->data, in->data, w->data, (int)B,
+                                  (int)g.IC, (int)OC, HW, ops_dt(dout));
+            return;
+        }
+        Conv2dCudaShape s = conv_cuda_shape(in, w, &g);
+        size_t ws = conv2d_plan_cuda(&s, NULL);
+        conv2d_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dw) ? tensor_f32(dw) : NULL,
+                             ops_want(db) ? tensor_f32(db) : NULL, dout->data, in->data, w->data, &s,
+                             ops_workspace(DEVICE_CUDA, ws), ws);
         return;
     }
     OPS_EXPECT_CPU(dout, "conv2d_backward");

@@ -40,6 +40,12 @@ size_t linear_workspace_bytes(Device d, int64_t N, int64_t OC);
 void conv2d_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, int stride, int pad);
 void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
                      int stride, int pad);
+// Scratch bytes conv2d_forward/backward need for this shape on in's device (in and w may be descriptors without
+// data); on the GPU this plans the shape once (cuDNN descriptors and algorithms), so planners call it for every conv
+// and reserve the largest answer (ops_workspace_reserve). On the GPU, in, w and out share one storage dtype.
+size_t conv2d_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad);
+// GPU: only deterministic algorithms (train.deterministic) for the shapes planned from now on.
+void conv2d_set_deterministic(int on);
 
 // pad2d: zero padding out[B, C, H + top + bottom, W + left + right]
 void pad2d_forward(Tensor *out, const Tensor *in, int top, int bottom, int left, int right);

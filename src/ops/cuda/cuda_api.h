@@ -57,7 +57,22 @@ void cfg_combine_backward_cuda(void *drows, const void *deps, int64_t n, int gui
 
 
 // ---- convolution through cuDNN (cuda_conv.cu)
-
+// One convolution problem as conv2d in ops.h: in [B, IC, H, W], w [OC, IC, KH, KW], out [B, OC, OH, OW], square
+// stride, symmetric pad; dt is the storage dtype of in, w, out and their gradients (f32 or bf16).
+typedef struct {
+    int dt, B, IC, H, W, OC, KH, KW, stride, pad;
+} Conv2dCudaShape;
+// Deterministic algorithms only (train.deterministic) for the shapes planned from now on.
+void conv2d_set_deterministic_cuda(int on);
+// Plans a shape once (descriptors, one algorithm per direction) and returns the workspace bytes its calls need;
+// algos (may be NULL) receives cuDNN's forward, data-gradient and weight-gradient algorithm numbers.
+size_t conv2d_plan_cuda(const Conv2dCudaShape *s, int algos[3]);
+// out = conv(in, w) + b (b may be NULL; bias_dt: its storage dtype). ws: at least conv2d_plan_cuda's bytes.
+void conv2d_forward_cuda(void *out, const void *in, const void *w, const void *b, int bias_dt,
+                         const Conv2dCudaShape *s, void *ws, size_t ws_bytes);
+// din written; dw [OC, IC, KH, KW] and db [OC] (fp32) accumulated; any of the three may be NULL.
+void conv2d_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in, const void *w,
+                          const Conv2dCudaShape *s, void *ws, size_t ws_bytes);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,512 @@
+// cudaemu_dnn.cc: CPU stand-ins for the cuDNN convolution calls of cudaemu_dnn.h (see there for what is emulated).
+// Convolutions are direct sums in double over the descriptors' geometry, one rounding to the output type: a
+// reference at least as exact as the GPU. The algorithm lists mimic cuDNN's shape (unsupported entries, non-
+// deterministic ones ranked first for the backward, workspace needs that differ by algorithm) so the wrapper's
+// choice is exercised; the numbers are this file's, not cuDNN's.
+#include "cudaemu_dnn.h"
+
+#include "cudaemu.h"
+
+#include <stdlib.h>
+
+#include <vector>
+
+struct CudaemuDnn {
+    cudaStream_t stream;
+};
+struct CudaemuDnnTensor {
+    int set;
+    cudnnDataType_t dt;
+    int n, c, h, w;
+};
+struct CudaemuDnnFilter {
+    int set;
+    cudnnDataType_t dt;
+    int k, c, h, w;
+};
+struct CudaemuDnnConv {
+    int set;
+    int pad_h, pad_w, u, v; // dilation 1
+    cudnnConvolutionMode_t mode;
+    cudnnDataType_t compute;
+    cudnnMathType_t math;
+};
+
+size_t cudnnGetVersion(void) { return 91900; }
+
+const char *cudnnGetErrorString(cudnnStatus_t s) {
+    switch (s) {
+    case CUDNN_STATUS_SUCCESS: return "CUDNN_STATUS_SUCCESS";
+    case CUDNN_STATUS_NOT_INITIALIZED: return "CUDNN_STATUS_NOT_INITIALIZED";
+    case CUDNN_STATUS_BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM";
+    case CUDNN_STATUS_BAD_PARAM_NULL_POINTER: return "CUDNN_STATUS_BAD_PARAM_NULL_POINTER";
+    case CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED: return "CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED";
+    case CUDNN_STATUS_BAD_PARAM_SIZE_INSUFFICIENT: return "CUDNN_STATUS_BAD_PARAM_SIZE_INSUFFICIENT";
+    case CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH: return "CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH";
+    case CUDNN_STATUS_NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
+    case CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE: return "CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE";
+    case CUDNN_STATUS_NOT_SUPPORTED_LAYOUT: return "CUDNN_STATUS_NOT_SUPPORTED_LAYOUT";
+    case CUDNN_STATUS_EXECUTION_FAILED: return "CUDNN_STATUS_EXECUTION_FAILED";
+    }
+    return "CUDNN_STATUS_UNKNOWN";
+}
+
+cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
+    if (!h) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    if (!cudaemu_enabled()) return CUDNN_STATUS_NOT_INITIALIZED; // no (emulated) GPU visible
+    *h = new CudaemuDnn{nullptr};
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
+    delete h;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t s) {
+    if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+    h->stream = s;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// descriptors
+
+static int dt_supported(cudnnDataType_t dt) { return dt == CUDNN_DATA_FLOAT || dt == CUDNN_DATA_BFLOAT16; }
+static size_t dt_size(cudnnDataType_t dt) { return dt == CUDNN_DATA_FLOAT ? 4 : 2; }
+
+cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *d) {
+    if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    *d = new CudaemuDnnTensor{};
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d) {
+    delete d;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorFormat_t format, cudnnDataType_t dt,
+                                         int n, int c, int h, int w) {
+    if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    if (n < 1 || c < 1 || h < 1 || w < 1) return CUDNN_STATUS_BAD_PARAM;
+    if (format != CUDNN_TENSOR_NCHW) return CUDNN_STATUS_NOT_SUPPORTED_LAYOUT; // NHWC is not emulated
+    if (!dt_supported(dt)) return CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE;
+    *d = CudaemuDnnTensor{1, dt, n, c, h, w};
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *d) {
+    if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    *d = new CudaemuDnnFilter{};
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d) {
+    delete d;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataType_t dt, cudnnTensorFormat_t format,
+                                         int k, int c, int h, int w) {
+    if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    if (k < 1 || c < 1 || h < 1 || w < 1) return CUDNN_STATUS_BAD_PARAM;
+    if (format != CUDNN_TENSOR_NCHW) return CUDNN_STATUS_NOT_SUPPORTED_LAYOUT;
+    if (!dt_supported(dt)) return CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE;
+    *d = CudaemuDnnFilter{1, dt, k, c, h, w};
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *d) {
+    if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    *d = new CudaemuDnnConv{};
+    (*d)->math = CUDNN_DEFAULT_MATH;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t d) {
+    delete d;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, int pad_h, int pad_w, int u, int v,
+                                              int dilation_h, int dilation_w, cudnnConvolutionMode_t mode,
+                                              cudnnDataType_t compute) {
+    if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    if (pad_h < 0 || pad_w < 0 || u < 1 || v < 1 || dilation_h < 1 || dilation_w < 1 ||
+        (mode != CUDNN_CONVOLUTION && mode != CUDNN_CROSS_CORRELATION))
+        return CUDNN_STATUS_BAD_PARAM;
+    if (compute != CUDNN_DATA_FLOAT) return CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE; // fp32 accumulation only
+    // not emulated (drtune uses neither): dilated filters, true convolution (flipped filters)
+    if (dilation_h != 1 || dilation_w != 1 || mode != CUDNN_CROSS_CORRELATION) return CUDNN_STATUS_NOT_SUPPORTED;
+    cudnnMathType_t math = d->math;
+    *d = CudaemuDnnConv{1, pad_h, pad_w, u, v, mode, compute, math};
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d, cudnnMathType_t m) {
+    if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    if (m < CUDNN_DEFAULT_MATH || m > CUDNN_FMA_MATH) return CUDNN_STATUS_BAD_PARAM;
+    d->math = m;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+static int out_dim(int in, int pad, int k, int stride) { return (in + 2 * pad - k) / stride + 1; }
+
+cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescriptor_t conv,
+                                                    const cudnnTensorDescriptor_t x, const cudnnFilterDescriptor_t w,
+                                                    int *n, int *c, int *h, int *wd) {
+    if (!conv || !x || !w || !n || !c || !h || !wd) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    if (!conv->set || !x->set || !w->set) return CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED;
+    if (x->c != w->c) return CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH;
+    *n = x->n, *c = w->k;
+    *h = out_dim(x->h, conv->pad_h, w->h, conv->u);
+    *wd = out_dim(x->w, conv->pad_w, w->w, conv->v);
+    if (*h < 1 || *wd < 1) return CUDNN_STATUS_BAD_PARAM; // filter larger than the padded input
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// one convolution problem: the descriptors checked against each other
+
+struct Problem {
+    const CudaemuDnnTensor *x, *y;
+    const CudaemuDnnFilter *w;
+    const CudaemuDnnConv *conv;
+    size_t x_bytes, y_bytes, w_bytes;
+};
+
+static cudnnStatus_t problem_make(Problem *p, const cudnnTensorDescriptor_t x, const cudnnFilterDescriptor_t w,
+                                  const cudnnConvolutionDescriptor_t conv, const cudnnTensorDescriptor_t y) {
+    if (!x || !w || !conv || !y) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    if (!x->set || !w->set || !conv->set || !y->set) return CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED;
+    int n, c, h, wd;
+    cudnnStatus_t s = cudnnGetConvolution2dForwardOutputDim(conv, x, w, &n, &c, &h, &wd);
+    if (s != CUDNN_STATUS_SUCCESS) return s;
+    if (y->n != n || y->c != c || y->h != h || y->w != wd) return CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH;
+    // FLOAT_CONFIG and PSEUDO_BFLOAT16_CONFIG: x, w and y of one type, fp32 compute
+    if (x->dt != w->dt || x->dt != y->dt) return CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE;
+    *p = Problem{x, y, w, conv, (size_t)x->n * x->c * x->h * x->w * dt_size(x->dt),
+                 (size_t)y->n * y->c * y->h * y->w * dt_size(y->dt),
+                 (size_t)w->k * w->c * w->h * w->w * dt_size(w->dt)};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// algorithms: each direction lists its entries in "heuristic" order with the workspace this emulation asks for
+// (SIZE_MAX: not supported). Forward algorithms are deterministic; backward ALGO_0 (data and filter) and filter
+// ALGO_3 are not, as in cuDNN.
+
+enum Dir { FWD, BWD_DATA, BWD_FILTER };
+struct AlgoInfo {
+    int algo;
+    int deterministic;
+};
+static const AlgoInfo k_fwd[] = {{CUDNN_CONVOLUTION_FWD_ALGO_FFT, 1},
+                                 {CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, 1},
+                                 {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, 1},
+                                 {CUDNN_CONVOLUTION_FWD_ALGO_GEMM, 1},
+                                 {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, 1}};
+static const AlgoInfo k_bwd_data[] = {{CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, 0}, {CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, 1}};
+static const AlgoInfo k_bwd_filter[] = {{CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3, 0},
+                                        {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, 0},
+                                        {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD, 1},
+                                        {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, 1}};
+
+static const AlgoInfo *algo_find(Dir d, int algo, int *count_out) {
+    const AlgoInfo *t = d == FWD ? k_fwd : d == BWD_DATA ? k_bwd_data : k_bwd_filter;
+    int n = d == FWD ? 5 : d == BWD_DATA ? 2 : 4;
+    if (count_out) *count_out = n;
+    if (algo < 0) return t;
+    for (int i = 0; i < n; i++)
+        if (t[i].algo == algo) return &t[i];
+    return nullptr;
+}
+
+static size_t algo_workspace(Dir d, int algo, const Problem *p) {
+    size_t K = (size_t)p->w->c * p->w->h * p->w->w, es = dt_size(p->x->dt);
+    size_t OHW = (size_t)p->y->h * p->y->w, wsz = (size_t)p->w->k * K;
+    switch (d) {
+    case FWD:
+        if (algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM) return sizeof(int) * K;  // tap offsets
+        if (algo == CUDNN_CONVOLUTION_FWD_ALGO_GEMM) return es * K * OHW;                      // one image's im2col
+        if (algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM) return 0;
+        if (algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED) { // 3x3 stride 1: filters as 6x6 tiles
+            int ok = p->w->h == 3 && p->w->w == 3 && p->conv->u == 1 && p->conv->v == 1;
+            return ok ? sizeof(float) * 36 * p->w->k * p->w->c : SIZE_MAX;
+        }
+        return SIZE_MAX;
+    case BWD_DATA:
+        if (algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0) return 0;
+        if (algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1) return sizeof(float) * p->x->c * p->x->h * p->x->w; // fp32 image
+        return SIZE_MAX;
+    case BWD_FILTER:
+        if (algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0) return 0;
+        if (algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3) return sizeof(float) * wsz;     // fp32 partials
+        if (algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1) return sizeof(float) * 2 * wsz; // fp32 split-K partials
+        return SIZE_MAX;
+    }
+    return SIZE_MAX;
+}
+
+template <class Perf>
+static cudnnStatus_t algo_list(Dir d, const Problem *p, int requested, int *returned, Perf *perf) {
+    if (!returned || !perf) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    if (requested < 1) return CUDNN_STATUS_BAD_PARAM;
+    int n;
+    const AlgoInfo *t = algo_find(d, -1, &n);
+    int m = n < requested ? n : requested;
+    for (int i = 0; i < m; i++) {
+        size_t ws = algo_workspace(d, t[i].algo, p);
+        Perf r{};
+        r.algo = (decltype(r.algo))t[i].algo;
+        r.status = ws == SIZE_MAX ? CUDNN_STATUS_NOT_SUPPORTED : CUDNN_STATUS_SUCCESS;
+        r.time = -1.0f;
+        r.memory = ws == SIZE_MAX ? 0 : ws;
+        r.determinism = t[i].deterministic ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
+        r.mathType = p->conv->math;
+        perf[i] = r;
+    }
+    *returned = m;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+static cudnnStatus_t workspace_query(Dir d, int algo, const Problem *p, size_t *bytes) {
+    if (!bytes) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    if (!algo_find(d, algo, nullptr)) return CUDNN_STATUS_BAD_PARAM;
+    size_t ws = algo_workspace(d, algo, p);
+    if (ws == SIZE_MAX) return CUDNN_STATUS_NOT_SUPPORTED;
+    *bytes = ws;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+#define PROBLEM_OR_RETURN(p, x, w, conv, y)                                                                  \
+    Problem p;                                                                                               \
+    do {                                                                                                     \
+        if (!h) return CUDNN_STATUS_NOT_INITIALIZED;                                                         \
+        cudnnStatus_t s_ = problem_make(&p, x, w, conv, y);                                                  \
+        if (s_ != CUDNN_STATUS_SUCCESS) return s_;                                                           \
+    } while (0)
+
+cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                     const cudnnFilterDescriptor_t w,
+                                                     const cudnnConvolutionDescriptor_t conv,
+                                                     const cudnnTensorDescriptor_t y, const int requested,
+                                                     int *returned, cudnnConvolutionFwdAlgoPerf_t *perf) {
+    PROBLEM_OR_RETURN(p, x, w, conv, y);
+    return algo_list(FWD, &p, requested, returned, perf);
+}
+cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
+                                                          const cudnnTensorDescriptor_t dy,
+                                                          const cudnnConvolutionDescriptor_t conv,
+                                                          const cudnnTensorDescriptor_t dx, const int requested,
+                                                          int *returned, cudnnConvolutionBwdDataAlgoPerf_t *perf) {
+    PROBLEM_OR_RETURN(p, dx, w, conv, dy);
+    return algo_list(BWD_DATA, &p, requested, returned, perf);
+}
+cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                            const cudnnTensorDescriptor_t dy,
+                                                            const cudnnConvolutionDescriptor_t conv,
+                                                            const cudnnFilterDescriptor_t dw, const int requested,
+                                                            int *returned, cudnnConvolutionBwdFilterAlgoPerf_t *perf) {
+    PROBLEM_OR_RETURN(p, x, dw, conv, dy);
+    return algo_list(BWD_FILTER, &p, requested, returned, perf);
+}
+cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                      const cudnnFilterDescriptor_t w,
+                                                      const cudnnConvolutionDescriptor_t conv,
+                                                      const cudnnTensorDescriptor_t y, cudnnConvolutionFwdAlgo_t algo,
+                                                      size_t *bytes) {
+    PROBLEM_OR_RETURN(p, x, w, conv, y);
+    return workspace_query(FWD, algo, &p, bytes);
+}
+cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
+                                                           const cudnnTensorDescriptor_t dy,
+                                                           const cudnnConvolutionDescriptor_t conv,
+                                                           const cudnnTensorDescriptor_t dx,
+                                                           cudnnConvolutionBwdDataAlgo_t algo, size_t *bytes) {
+    PROBLEM_OR_RETURN(p, dx, w, conv, dy);
+    return workspace_query(BWD_DATA, algo, &p, bytes);
+}
+cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                             const cudnnTensorDescriptor_t dy,
+                                                             const cudnnConvolutionDescriptor_t conv,
+                                                             const cudnnFilterDescriptor_t dw,
+                                                             cudnnConvolutionBwdFilterAlgo_t algo, size_t *bytes) {
+    PROBLEM_OR_RETURN(p, x, dw, conv, dy);
+    return workspace_query(BWD_FILTER, algo, &p, bytes);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// execution
+
+// An operand as doubles; fp32 data under a tensor-core math type is first rounded to TF32 (10 mantissa bits).
+static std::vector<double> load(const void *p, size_t n, cudnnDataType_t dt, cudnnMathType_t math) {
+    std::vector<double> v(n);
+    int tf32 = dt == CUDNN_DATA_FLOAT && math != CUDNN_FMA_MATH;
+    for (size_t i = 0; i < n; i++) {
+        if (dt == CUDNN_DATA_FLOAT) {
+            float f = ((const float *)p)[i];
+            if (tf32 && isfinite(f)) {
+                uint32_t u;
+                memcpy(&u, &f, 4);
+                u = (u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu;
+                memcpy(&f, &u, 4);
+            }
+            v[i] = f;
+        } else {
+            v[i] = __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+        }
+    }
+    return v;
+}
+
+// out = alpha acc + beta out, rounded once to the output type; beta = 0 never reads out (it may hold NaN).
+static void store(void *out, const std::vector<double> &acc, cudnnDataType_t dt, float alpha, float beta) {
+    for (size_t i = 0; i < acc.size(); i++) {
+        double prev = 0.0;
+        if (beta != 0.0f)
+            prev = dt == CUDNN_DATA_FLOAT ? ((float *)out)[i] : __bfloat162float(((__nv_bfloat16 *)out)[i]);
+        double r = (double)alpha * acc[i] + (double)beta * prev;
+        if (dt == CUDNN_DATA_FLOAT) ((float *)out)[i] = (float)r;
+        else ((__nv_bfloat16 *)out)[i] = __float2bfloat16((float)r);
+    }
+}
+
+static int overlaps(const void *a, size_t na, const void *b, size_t nb) {
+    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return na && nb && x < y + nb && y < x + na;
+}
+
+// Checks the call's pointers and workspace: operands are device memory of their described size, the output (x, w
+// or y by direction) overlaps no input (cuDNN convolutions are not in place), the workspace holds what the
+// algorithm needs and overlaps no operand. The workspace is then filled with garbage.
+static cudnnStatus_t call_check(Dir d, int algo, const Problem *p, const void *x, const void *w, const void *y,
+                                void *ws, size_t ws_bytes, const void *alpha, const void *beta) {
+    if (!alpha || !beta || !x || !w || !y) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
+    if (!algo_find(d, algo, nullptr)) return CUDNN_STATUS_BAD_PARAM;
+    size_t need = algo_workspace(d, algo, p);
+    if (need == SIZE_MAX) return CUDNN_STATUS_NOT_SUPPORTED;
+    if (!cudaemu_is_device(x, p->x_bytes) || !cudaemu_is_device(w, p->w_bytes) || !cudaemu_is_device(y, p->y_bytes))
+        return CUDNN_STATUS_BAD_PARAM;
+    const void *out = d == FWD ? y : d == BWD_DATA ? x : w;
+    size_t out_bytes = d == FWD ? p->y_bytes : d == BWD_DATA ? p->x_bytes : p->w_bytes;
+    if ((out != x && overlaps(out, out_bytes, x, p->x_bytes)) ||
+        (out != w && overlaps(out, out_bytes, w, p->w_bytes)) || (out != y && overlaps(out, out_bytes, y, p->y_bytes)))
+        return CUDNN_STATUS_BAD_PARAM;
+    if (ws_bytes < need) return CUDNN_STATUS_BAD_PARAM_SIZE_INSUFFICIENT;
+    if (need) {
+        if (!ws || !cudaemu_is_device(ws, need)) return CUDNN_STATUS_BAD_PARAM;
+        if (overlaps(ws, need, x, p->x_bytes) || overlaps(ws, need, w, p->w_bytes) || overlaps(ws, need, y, p->y_bytes))
+            return CUDNN_STATUS_BAD_PARAM;
+        memset(ws, 0xff, need);
+    }
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// Geometry of a problem for the loops: filter tap (r, q) of output (oy, ox) reads input (iy, ix) =
+// (oy u - pad_h + r, ox v - pad_w + q) (cross-correlation, no dilation).
+struct Geom {
+    int N, C, H, W, K, R, S, OH, OW, ph, pw, u, v;
+    size_t widx(int k, int c, int r, int q) const { return (((size_t)k * C + c) * R + r) * S + q; }
+};
+static Geom geom_of(const Problem *p) {
+    const CudaemuDnnConv *c = p->conv;
+    return Geom{p->x->n, p->x->c, p->x->h, p->x->w, p->w->k, p->w->h, p->w->w, p->y->h, p->y->w, c->pad_h,
+                c->pad_w, c->u, c->v};
+}
+
+cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
+                                      const void *x, const cudnnFilterDescriptor_t wd, const void *w,
+                                      const cudnnConvolutionDescriptor_t conv, cudnnConvolutionFwdAlgo_t algo,
+                                      void *ws, size_t ws_bytes, const void *beta, const cudnnTensorDescriptor_t yd,
+                                      void *y) {
+    PROBLEM_OR_RETURN(p, xd, wd, conv, yd);
+    cudnnStatus_t s = call_check(FWD, algo, &p, x, w, y, ws, ws_bytes, alpha, beta);
+    if (s != CUDNN_STATUS_SUCCESS) return s;
+    Geom g = geom_of(&p);
+    std::vector<double> X = load(x, p.x_bytes / dt_size(xd->dt), xd->dt, conv->math);
+    std::vector<double> Wt = load(w, p.w_bytes / dt_size(wd->dt), wd->dt, conv->math);
+    std::vector<double> acc((size_t)g.N * g.K * g.OH * g.OW);
+#pragma omp parallel for collapse(2)
+    for (int n = 0; n < g.N; n++)
+        for (int k = 0; k < g.K; k++)
+            for (int oy = 0; oy < g.OH; oy++)
+                for (int ox = 0; ox < g.OW; ox++) {
+                    double sum = 0.0;
+                    for (int c = 0; c < g.C; c++)
+                        for (int r = 0; r < g.R; r++) {
+                            int iy = oy * g.u - g.ph + r;
+                            if (iy < 0 || iy >= g.H) continue;
+                            for (int q = 0; q < g.S; q++) {
+                                int ix = ox * g.v - g.pw + q;
+                                if (ix < 0 || ix >= g.W) continue;
+                                sum += X[(((size_t)n * g.C + c) * g.H + iy) * g.W + ix] * Wt[g.widx(k, c, r, q)];
+                            }
+                        }
+                    acc[(((size_t)n * g.K + k) * g.OH + oy) * g.OW + ox] = sum;
+                }
+    store(y, acc, yd->dt, *(const float *)alpha, *(const float *)beta);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, const cudnnFilterDescriptor_t wd,
+                                           const void *w, const cudnnTensorDescriptor_t dyd, const void *dy,
+                                           const cudnnConvolutionDescriptor_t conv, cudnnConvolutionBwdDataAlgo_t algo,
+                                           void *ws, size_t ws_bytes, const void *beta,
+                                           const cudnnTensorDescriptor_t dxd, void *dx) {
+    PROBLEM_OR_RETURN(p, dxd, wd, conv, dyd);
+    cudnnStatus_t s = call_check(BWD_DATA, algo, &p, dx, w, dy, ws, ws_bytes, alpha, beta);
+    if (s != CUDNN_STATUS_SUCCESS) return s;
+    Geom g = geom_of(&p);
+    std::vector<double> DY = load(dy, p.y_bytes / dt_size(dyd->dt), dyd->dt, conv->math);
+    std::vector<double> Wt = load(w, p.w_bytes / dt_size(wd->dt), wd->dt, conv->math);
+    std::vector<double> acc((size_t)g.N * g.C * g.H * g.W);
+    // dx[n, c, iy, ix] gathers every output (oy, ox) and tap (r, q) that read it
+#pragma omp parallel for collapse(2)
+    for (int n = 0; n < g.N; n++)
+        for (int c = 0; c < g.C; c++)
+            for (int iy = 0; iy < g.H; iy++)
+                for (int ix = 0; ix < g.W; ix++) {
+                    double sum = 0.0;
+                    for (int r = 0; r < g.R; r++) {
+                        int ty = iy + g.ph - r;
+                        if (ty < 0 || ty % g.u || ty / g.u >= g.OH) continue;
+                        for (int q = 0; q < g.S; q++) {
+                            int tx = ix + g.pw - q;
+                            if (tx < 0 || tx % g.v || tx / g.v >= g.OW) continue;
+                            for (int k = 0; k < g.K; k++)
+                                sum += DY[(((size_t)n * g.K + k) * g.OH + ty / g.u) * g.OW + tx / g.v] *
+                                       Wt[g.widx(k, c, r, q)];
+                        }
+                    }
+                    acc[(((size_t)n * g.C + c) * g.H + iy) * g.W + ix] = sum;
+                }
+    store(dx, acc, dxd->dt, *(const float *)alpha, *(const float *)beta);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
+                                             const void *x, const cudnnTensorDescriptor_t dyd, const void *dy,
+                                             const cudnnConvolutionDescriptor_t conv,
+                                             cudnnConvolutionBwdFilterAlgo_t algo, void *ws, size_t ws_bytes,
+                                             const void *beta, const cudnnFilterDescriptor_t dwd, void *dw) {
+    PROBLEM_OR_RETURN(p, xd, dwd, conv, dyd);
+    cudnnStatus_t s = call_check(BWD_FILTER, algo, &p, x, dw, dy, ws, ws_bytes, alpha, beta);
+    if (s != CUDNN_STATUS_SUCCESS) return s;
+    Geom g = geom_of(&p);
+    std::vector<double> X = load(x, p.x_bytes / dt_size(xd->dt), xd->dt, conv->math);
+    std::vector<double> DY = load(dy, p.y_bytes / dt_size(dyd->dt), dyd->dt, conv->math);
+    std::vector<double> acc((size_t)g.K * g.C * g.R * g.S);
+    // dw[k, c, r, q] sums dy * x over the batch and every output pixel
+#pragma omp parallel for collapse(2)
+    for (int k = 0; k < g.K; k++)
+        for (int c = 0; c < g.C; c++)
+            for (int r = 0; r < g.R; r++)
+                for (int q = 0; q < g.S; q++) {
+                    double sum = 0.0;
+                    for (int n = 0; n < g.N; n++)
+                        for (int oy = 0; oy < g.OH; oy++) {
+                            int iy = oy * g.u - g.ph + r;
+                            if (iy < 0 || iy >= g.H) continue;
+                            for (int ox = 0; ox < g.OW; ox++) {
+                                int ix = ox * g.v - g.pw + q;
+                                if (ix < 0 || ix >= g.W) continue;
+                                sum += DY[(((size_t)n * g.K + k) * g.OH + oy) * g.OW + ox] *
+                                       X[(((size_t)n * g.C + c) * g.H + iy) * g.W + ix];
+                            }
+                        }
+                    acc[g.widx(k, c, r, q)] = sum;
+                }
+    store(dw, acc, dwd->dt, *(const float *)alpha, *(const float *)beta);
+    return CUDNN_STATUS_SUCCESS;
+}
