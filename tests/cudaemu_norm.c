@@ -191,7 +191,8 @@ int main(void) {
                 gn_case(gn[i].name, gn[i].ndim, gn[i].shape, gn[i].groups, acts[a], dt, dt);
             }
     // every other activation through the fused kernels, and bf16 activations with f32 gamma/beta
-    for (int a = ACT_GELU; a <= ACT_QUICK_GELU; a++) gn_case(gn[0].name, gn[0].ndim, gn[0].shape, 4, a, DTYPE_F32, DTYPE_F32);
+    for (int a = ACT_GELU; a <= ACT_QUICK_GELU; a++)
+        gn_case(gn[0].name, gn[0].ndim, gn[0].shape, gn[0].groups, a, DTYPE_F32, DTYPE_F32);
     gn_case(gn[1].name, gn[1].ndim, gn[1].shape, gn[1].groups, ACT_SILU, DTYPE_BF16, DTYPE_F32);
 
     struct {

@@ -19,7 +19,7 @@ static unsigned elemwise_blocks(int64_t packs) {
 // pointwise activations: out = act(in), din = dout act'(in) over n elements (n / VEC packs); out may alias in and din
 // may alias dout (each element is read before it is written, by the same thread)
 
-template <class T, int ACT, int VEC> __global__ void act_fwd_kernel(T *out, const T *in, int64_t packs) {
+template <class T, int ACT, int VEC> __global__ static void act_fwd_kernel(T *out, const T *in, int64_t packs) {
     for (int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < packs; p += (int64_t)gridDim.x * blockDim.x) {
         float x[VEC];
         ld_vec<T, VEC>(x, in, p * VEC);
@@ -29,7 +29,7 @@ template <class T, int ACT, int VEC> __global__ void act_fwd_kernel(T *out, cons
 }
 
 template <class T, int ACT, int VEC>
-__global__ void act_bwd_kernel(T *din, const T *dout, const T *in, int64_t packs) {
+__global__ static void act_bwd_kernel(T *din, const T *dout, const T *in, int64_t packs) {
     for (int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < packs; p += (int64_t)gridDim.x * blockDim.x) {
         float x[VEC], d[VEC];
         ld_vec<T, VEC>(x, in, p * VEC);
@@ -75,7 +75,7 @@ extern "C" void activation_backward_cuda(void *din, const void *dout, const void
 // GEGLU: in [N, 2D] = [h | g] -> out [N, D] = h gelu_erf(g); din [N, 2D] = [dout gelu_erf(g) | dout h gelu_erf'(g)].
 // Rows on grid.x (any count), threads along the row in packs of VEC (D a multiple of VEC).
 
-template <class T, int VEC> __global__ void geglu_fwd_kernel(T *out, const T *in, int64_t D) {
+template <class T, int VEC> __global__ static void geglu_fwd_kernel(T *out, const T *in, int64_t D) {
     int64_t n = blockIdx.x;
     const T *h = in + n * 2 * D, *g = h + D;
     for (int64_t j = (int64_t)threadIdx.x * VEC; j < D; j += (int64_t)blockDim.x * VEC) {
@@ -87,7 +87,7 @@ template <class T, int VEC> __global__ void geglu_fwd_kernel(T *out, const T *in
     }
 }
 
-template <class T, int VEC> __global__ void geglu_bwd_kernel(T *din, const T *dout, const T *in, int64_t D) {
+template <class T, int VEC> __global__ static void geglu_bwd_kernel(T *din, const T *dout, const T *in, int64_t D) {
     int64_t n = blockIdx.x;
     const T *h = in + n * 2 * D, *g = h + D;
     T *dh = din + n * 2 * D, *dg = dh + D;
@@ -139,7 +139,7 @@ extern "C" void geglu_backward_cuda(void *din, const void *dout, const void *in,
 
 #define SOFTMAX_ROWS 8
 
-template <class T> __global__ void softmax_fwd_kernel(T *out, const T *in, int64_t N, int64_t C) {
+template <class T> __global__ static void softmax_fwd_kernel(T *out, const T *in, int64_t N, int64_t C) {
     int64_t n = (int64_t)blockIdx.x * SOFTMAX_ROWS + threadIdx.y;
     if (n >= N) return; // the whole warp leaves together
     const T *x = in + n * C;
@@ -165,7 +165,8 @@ template <class T> __global__ void softmax_fwd_kernel(T *out, const T *in, int64
     for (int64_t c = threadIdx.x; c < C; c += 32) st_f32(y, c, expf(ld_f32(x, c) - m) * inv);
 }
 
-template <class T> __global__ void softmax_bwd_kernel(T *din, const T *dout, const T *out, int64_t N, int64_t C) {
+template <class T>
+__global__ static void softmax_bwd_kernel(T *din, const T *dout, const T *out, int64_t N, int64_t C) {
     int64_t n = (int64_t)blockIdx.x * SOFTMAX_ROWS + threadIdx.y;
     if (n >= N) return;
     const T *dy = dout + n * C, *y = out + n * C;

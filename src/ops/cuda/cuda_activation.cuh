@@ -10,13 +10,13 @@ enum { ACT_ID = -1, A_SILU = 0, A_GELU = 1, A_GELU_TANH = 2, A_QUICK_GELU = 3 };
 #define CU_INV_SQRT_2PI 0.39894228040143268f // 1 / sqrt(2 pi)
 #define CU_SQRT_2_PI 0.79788456080286536f    // sqrt(2 / pi)
 
-__device__ __forceinline__ float gelu_erf_f(float x) { return 0.5f * x * (1.0f + erff(x * CU_SQRT1_2)); }
+static __device__ __forceinline__ float gelu_erf_f(float x) { return 0.5f * x * (1.0f + erff(x * CU_SQRT1_2)); }
 // d/dx gelu_erf = Phi(x) + x phi(x)
-__device__ __forceinline__ float gelu_erf_df(float x) {
+static __device__ __forceinline__ float gelu_erf_df(float x) {
     return 0.5f * (1.0f + erff(x * CU_SQRT1_2)) + x * CU_INV_SQRT_2PI * expf(-0.5f * x * x);
 }
 
-template <int ACT> __device__ __forceinline__ float act_f(float x) {
+template <int ACT> static __device__ __forceinline__ float act_f(float x) {
     if (ACT == A_SILU) return x / (1.0f + expf(-x));
     if (ACT == A_GELU) return gelu_erf_f(x);
     if (ACT == A_GELU_TANH) return 0.5f * x * (1.0f + tanhf(CU_SQRT_2_PI * (x + 0.044715f * x * x * x)));
@@ -24,7 +24,7 @@ template <int ACT> __device__ __forceinline__ float act_f(float x) {
     return x;
 }
 
-template <int ACT> __device__ __forceinline__ float act_df(float x) {
+template <int ACT> static __device__ __forceinline__ float act_df(float x) {
     if (ACT == A_SILU) {
         float s = 1.0f / (1.0f + expf(-x));
         return s * (1.0f + x * (1.0f - s));
@@ -58,11 +58,11 @@ template <int ACT> __device__ __forceinline__ float act_df(float x) {
 template <class T, int VEC> struct alignas(sizeof(T) * VEC) Pack {
     T v[VEC];
 };
-template <class T, int VEC> __device__ __forceinline__ void ld_vec(float (&f)[VEC], const T *p, int64_t i) {
+template <class T, int VEC> static __device__ __forceinline__ void ld_vec(float (&f)[VEC], const T *p, int64_t i) {
     Pack<T, VEC> k = *reinterpret_cast<const Pack<T, VEC> *>(p + i);
     for (int j = 0; j < VEC; j++) f[j] = ld_f32(k.v, j);
 }
-template <class T, int VEC> __device__ __forceinline__ void st_vec(T *p, int64_t i, const float (&f)[VEC]) {
+template <class T, int VEC> static __device__ __forceinline__ void st_vec(T *p, int64_t i, const float (&f)[VEC]) {
     Pack<T, VEC> k;
     for (int j = 0; j < VEC; j++) st_f32(k.v, j, f[j]);
     *reinterpret_cast<Pack<T, VEC> *>(p + i) = k;
@@ -81,12 +81,12 @@ static inline int cu_row_threads(int64_t packs) {
 }
 
 // a parameter vector (gamma, beta) of either storage dtype (0 f32, 1 bf16), read as fp32
-__device__ __forceinline__ float ld_param(const void *p, int dt, int64_t i) {
+static __device__ __forceinline__ float ld_param(const void *p, int dt, int64_t i) {
     return dt ? __bfloat162float(((const __nv_bfloat16 *)p)[i]) : ((const float *)p)[i];
 }
 
 // the sum over the 32 lanes of a warp, in every lane (fixed tree: the same order on every run)
-__device__ __forceinline__ float warp_sum(float v) {
+static __device__ __forceinline__ float warp_sum(float v) {
     for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
     return v;
 }

@@ -30,7 +30,7 @@
 struct Moments { // count, mean, sum of squared deviations
     float n, m, M2;
 };
-__device__ __forceinline__ Moments moments_merge(Moments a, Moments b) {
+static __device__ __forceinline__ Moments moments_merge(Moments a, Moments b) {
     float n = a.n + b.n;
     if (b.n == 0.0f) return a;
     if (a.n == 0.0f) return b;
@@ -39,7 +39,7 @@ __device__ __forceinline__ Moments moments_merge(Moments a, Moments b) {
     r.n = n, r.m = a.m + d * f, r.M2 = a.M2 + b.M2 + d * d * a.n * f;
     return r;
 }
-__device__ __forceinline__ Moments warp_moments(Moments a) {
+static __device__ __forceinline__ Moments warp_moments(Moments a) {
     for (int k = 16; k > 0; k >>= 1) {
         Moments o;
         o.n = __shfl_xor_sync(0xffffffffu, a.n, k);
@@ -49,7 +49,7 @@ __device__ __forceinline__ Moments warp_moments(Moments a) {
     }
     return a;
 }
-__device__ Moments block_moments(Moments a) {
+static __device__ Moments block_moments(Moments a) {
     __shared__ Moments sh[32];
     int t = threadIdx.x + blockDim.x * threadIdx.y, w = t >> 5, l = t & 31, nw = (blockDim.x * blockDim.y) >> 5;
     a = warp_moments(a);
@@ -61,7 +61,7 @@ __device__ Moments block_moments(Moments a) {
     }
     return a;
 }
-__device__ void block_sum2(float &a, float &b) {
+static __device__ void block_sum2(float &a, float &b) {
     __shared__ float sh[2][32];
     int t = threadIdx.x + blockDim.x * threadIdx.y, w = t >> 5, l = t & 31, nw = (blockDim.x * blockDim.y) >> 5;
     a = warp_sum(a), b = warp_sum(b);
@@ -90,7 +90,7 @@ extern "C" size_t groupnorm_workspace_bytes_cuda(int64_t B, int64_t C, int64_t S
 }
 
 // part[bg, p] = moments of chunk p of group bg's n values (in packs of VEC); grid (BG, P)
-template <class T, int VEC> __global__ void gn_stats_kernel(float *part, const T *x, int64_t n) {
+template <class T, int VEC> __global__ static void gn_stats_kernel(float *part, const T *x, int64_t n) {
     int64_t bg = blockIdx.x, packs = n / VEC;
     int p = blockIdx.y, P = gridDim.y;
     const T *xg = x + bg * n;
@@ -113,7 +113,8 @@ template <class T, int VEC> __global__ void gn_stats_kernel(float *part, const T
 }
 
 // mean[bg], rstd[bg] from the P partials of each group, merged in order
-__global__ void gn_stats_final_kernel(float *mean, float *rstd, const float *part, int64_t BG, int P, float eps) {
+__global__ static void gn_stats_final_kernel(float *mean, float *rstd, const float *part, int64_t BG, int P,
+                                             float eps) {
     int64_t bg = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (bg >= BG) return;
     Moments a = {0.0f, 0.0f, 0.0f};
@@ -128,8 +129,8 @@ __global__ void gn_stats_final_kernel(float *mean, float *rstd, const float *par
 
 // row = b C + c of S values; block (tx, ty): ty rows of tx threads each; grid (rows / ty, chunks of S)
 template <class T, int ACT, int VEC>
-__global__ void gn_fwd_apply_kernel(T *y, const T *x, const float *mean, const float *rstd, const void *gamma,
-                                    const void *beta, int pdt, int64_t rows, int64_t C, int64_t S, int64_t Cg) {
+__global__ static void gn_fwd_apply_kernel(T *y, const T *x, const float *mean, const float *rstd, const void *gamma,
+                                           const void *beta, int pdt, int64_t rows, int64_t C, int64_t S, int64_t Cg) {
     int64_t row = (int64_t)blockIdx.x * blockDim.y + threadIdx.y;
     if (row >= rows) return;
     int64_t c = row % C, bg = row / Cg; // (b C + c) / Cg = b G + c / Cg
@@ -147,8 +148,9 @@ __global__ void gn_fwd_apply_kernel(T *y, const T *x, const float *mean, const f
 
 // part[row, p] = (sum dz, sum dz xhat) over chunk p of the row's S values; grid (rows, P2)
 template <class T, int ACT, int VEC>
-__global__ void gn_bwd_reduce_kernel(float *part, const T *dy, const T *x, const float *mean, const float *rstd,
-                                     const void *gamma, const void *beta, int pdt, int64_t C, int64_t S, int64_t Cg) {
+__global__ static void gn_bwd_reduce_kernel(float *part, const T *dy, const T *x, const float *mean, const float *rstd,
+                                            const void *gamma, const void *beta, int pdt, int64_t C, int64_t S,
+                                            int64_t Cg) {
     int64_t row = blockIdx.x, packs = S / VEC, c = row % C, bg = row / Cg;
     int p = blockIdx.y, P = gridDim.y;
     float m = mean[bg], r = rstd[bg], a = 0.0f, b0 = 0.0f;
@@ -174,8 +176,8 @@ __global__ void gn_bwd_reduce_kernel(float *part, const T *dy, const T *x, const
 }
 
 // per channel c: rowsum[b C + c] = the partials summed; dgamma[c] += sum_b sum dz xhat; dbeta[c] += sum_b sum dz
-__global__ void gn_bwd_channel_kernel(float *rowsum, float *dgamma, float *dbeta, const float *part, int64_t B,
-                                      int64_t C, int P) {
+__global__ static void gn_bwd_channel_kernel(float *rowsum, float *dgamma, float *dbeta, const float *part, int64_t B,
+                                             int64_t C, int P) {
     int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     float sg = 0.0f, sb = 0.0f;
@@ -191,8 +193,8 @@ __global__ void gn_bwd_channel_kernel(float *rowsum, float *dgamma, float *dbeta
 }
 
 // per (sample, group): coef = (mean(dz gamma) rstd, mean(dz gamma xhat) rstd) over the group's Cg S values
-__global__ void gn_bwd_group_kernel(float *coef, const float *rowsum, const float *rstd, const void *gamma, int pdt,
-                                    int64_t BG, int64_t G, int64_t Cg, float inv_n) {
+__global__ static void gn_bwd_group_kernel(float *coef, const float *rowsum, const float *rstd, const void *gamma,
+                                           int pdt, int64_t BG, int64_t G, int64_t Cg, float inv_n) {
     int64_t bg = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (bg >= BG) return;
     int64_t row0 = bg * Cg, c0 = (bg % G) * Cg; // the group's first row (b C + g Cg) and channel
@@ -208,9 +210,9 @@ __global__ void gn_bwd_group_kernel(float *coef, const float *rowsum, const floa
 
 // din = (dz gamma rstd - coef0) - xhat coef1; the layout of gn_fwd_apply_kernel
 template <class T, int ACT, int VEC>
-__global__ void gn_bwd_apply_kernel(T *dx, const T *dy, const T *x, const float *mean, const float *rstd,
-                                    const float *coef, const void *gamma, const void *beta, int pdt, int64_t rows,
-                                    int64_t C, int64_t S, int64_t Cg) {
+__global__ static void gn_bwd_apply_kernel(T *dx, const T *dy, const T *x, const float *mean, const float *rstd,
+                                           const float *coef, const void *gamma, const void *beta, int pdt,
+                                           int64_t rows, int64_t C, int64_t S, int64_t Cg) {
     int64_t row = (int64_t)blockIdx.x * blockDim.y + threadIdx.y;
     if (row >= rows) return;
     int64_t c = row % C, bg = row / Cg;
@@ -341,8 +343,8 @@ extern "C" size_t layernorm_workspace_bytes_cuda(int64_t N, int64_t C) {
 }
 
 template <class T>
-__global__ void ln_fwd_kernel(T *y, float *mean, float *rstd, const T *x, const void *gamma, const void *beta,
-                              int pdt, int64_t N, int64_t C, float eps) {
+__global__ static void ln_fwd_kernel(T *y, float *mean, float *rstd, const T *x, const void *gamma, const void *beta,
+                                     int pdt, int64_t N, int64_t C, float eps) {
     int64_t n = (int64_t)blockIdx.x * LN_ROWS + threadIdx.y;
     if (n >= N) return; // the whole warp leaves together
     const T *xr = x + n * C;
@@ -362,8 +364,8 @@ __global__ void ln_fwd_kernel(T *y, float *mean, float *rstd, const T *x, const 
 
 // din = (dout gamma rstd - mean(dout gamma) rstd) - xhat mean(dout gamma xhat) rstd, per row
 template <class T>
-__global__ void ln_bwd_dx_kernel(T *dx, const T *dy, const T *x, const float *mean, const float *rstd,
-                                 const void *gamma, int pdt, int64_t N, int64_t C) {
+__global__ static void ln_bwd_dx_kernel(T *dx, const T *dy, const T *x, const float *mean, const float *rstd,
+                                        const void *gamma, int pdt, int64_t N, int64_t C) {
     int64_t n = (int64_t)blockIdx.x * LN_ROWS + threadIdx.y;
     if (n >= N) return;
     const T *xr = x + n * C, *dyr = dy + n * C;
@@ -382,8 +384,8 @@ __global__ void ln_bwd_dx_kernel(T *dx, const T *dy, const T *x, const float *me
 // part[k, 0, c] = sum dout xhat, part[k, 1, c] = sum dout over the rows of chunk k; block (32 columns, 8 row lanes),
 // grid (C / 32, K)
 template <class T>
-__global__ void ln_bwd_param_part_kernel(float *part, const T *dy, const T *x, const float *mean, const float *rstd,
-                                         int64_t N, int64_t C) {
+__global__ static void ln_bwd_param_part_kernel(float *part, const T *dy, const T *x, const float *mean,
+                                                const float *rstd, int64_t N, int64_t C) {
     __shared__ float sh[2][8][33];
     int64_t c = (int64_t)blockIdx.x * 32 + threadIdx.x;
     int k = blockIdx.y, K = gridDim.y;
@@ -402,7 +404,7 @@ __global__ void ln_bwd_param_part_kernel(float *part, const T *dy, const T *x, c
     }
 }
 
-__global__ void ln_bwd_param_final_kernel(float *dgamma, float *dbeta, const float *part, int K, int64_t C) {
+__global__ static void ln_bwd_param_final_kernel(float *dgamma, float *dbeta, const float *part, int K, int64_t C) {
     int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     float g = 0.0f, b = 0.0f;
