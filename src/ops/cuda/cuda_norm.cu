@@ -3,7 +3,7 @@
 // gradients in fp32, parameter gradients accumulated (+=) in a fixed order (deterministic, no atomics).
 //
 // GroupNorm, in [B, C, S] with G groups of Cg = C / G channels (a group is Cg S contiguous values):
-//   forward   1. stats: P blocks per group, Welford moments per thread merged (Chan) per block into partials;
+//   forward   1. stats: P blocks per group, Welford moments per thread (by packs) merged (Chan) per block;
 //             2. final: one thread per group merges the partials into mean and rstd (the saved statistics);
 //             3. apply: y = act((x - mean) rstd gamma + beta), rows of S on blocks of (tx, ty) threads.
 //   backward  1. reduce: per (sample, channel) row, partial sums over P2 chunks of sum dz and sum dz xhat, where
@@ -98,12 +98,16 @@ template <class T, int VEC> __global__ static void gn_stats_kernel(float *part, 
     for (int64_t i = packs * p / P + threadIdx.x; i < packs * (p + 1) / P; i += blockDim.x) {
         float v[VEC];
         ld_vec<T, VEC>(v, xg, i * VEC);
-        for (int j = 0; j < VEC; j++) { // Welford update
-            a.n += 1.0f;
-            float d = v[j] - a.m;
-            a.m += d / a.n;
-            a.M2 += d * (v[j] - a.m);
-        }
+        // Welford update by a pack: its mean pm and squared deviations pM2, then (Chan) m += d VEC / n,
+        // M2 += pM2 + d (pm - m) VEC with d = pm - m before the update: one division per pack
+        float pm = 0.0f, pM2 = 0.0f;
+        for (int j = 0; j < VEC; j++) pm += v[j];
+        pm *= 1.0f / VEC;
+        for (int j = 0; j < VEC; j++) pM2 += (v[j] - pm) * (v[j] - pm);
+        a.n += (float)VEC;
+        float d = pm - a.m;
+        a.m += d * ((float)VEC / a.n);
+        a.M2 += pM2 + d * (pm - a.m) * (float)VEC;
     }
     a = block_moments(a);
     if (threadIdx.x == 0) {
