@@ -77,7 +77,7 @@ void activation_forward(Tensor *out, const Tensor *in, Activation act) {
     int64_t n = tensor_numel(out);
     if (OPS_ON_CUDA(out)) {
         expect_cuda_like(out, in, "activation_forward");
-        expect_cuda_like(in, in, "activation_forward");
+        OPS_EXPECT_CUDA(in, "activation_forward");
         activation_forward_cuda(out->data, in->data, n, (int)act, ops_dt(in));
         return;
     }
@@ -99,7 +99,7 @@ void activation_backward(Tensor *din, const Tensor *dout, const Tensor *in, Acti
     if (OPS_ON_CUDA(dout)) {
         expect_cuda_like(din, in, "activation_backward");
         expect_cuda_like(dout, in, "activation_backward");
-        expect_cuda_like(in, in, "activation_backward");
+        OPS_EXPECT_CUDA(in, "activation_backward");
         activation_backward_cuda(din->data, dout->data, in->data, n, (int)act, ops_dt(in));
         return;
     }
@@ -128,7 +128,7 @@ void geglu_forward(Tensor *out, const Tensor *in) {
     geglu_dims(out, in, "geglu_forward", &N, &D);
     if (OPS_ON_CUDA(out)) {
         expect_cuda_like(out, in, "geglu_forward");
-        expect_cuda_like(in, in, "geglu_forward");
+        OPS_EXPECT_CUDA(in, "geglu_forward");
         geglu_forward_cuda(out->data, in->data, N, D, ops_dt(in));
         return;
     }
@@ -155,7 +155,7 @@ void geglu_backward(Tensor *din, const Tensor *dout, const Tensor *in) {
     if (OPS_ON_CUDA(din)) {
         expect_cuda_like(din, in, "geglu_backward");
         expect_cuda_like(dout, in, "geglu_backward");
-        expect_cuda_like(in, in, "geglu_backward");
+        OPS_EXPECT_CUDA(in, "geglu_backward");
         geglu_backward_cuda(din->data, dout->data, in->data, N, D, ops_dt(in));
         return;
     }
@@ -190,7 +190,7 @@ void softmax_forward(Tensor *out, const Tensor *in) {
     int64_t N = tensor_rows(in), C = in->shape[in->ndim - 1];
     if (OPS_ON_CUDA(out)) {
         expect_cuda_like(out, in, "softmax_forward");
-        expect_cuda_like(in, in, "softmax_forward");
+        OPS_EXPECT_CUDA(in, "softmax_forward");
         softmax_forward_cuda(out->data, in->data, N, C, ops_dt(in));
         return;
     }
@@ -223,7 +223,7 @@ void softmax_backward(Tensor *din, const Tensor *dout, const Tensor *out) {
     if (OPS_ON_CUDA(din)) {
         expect_cuda_like(din, out, "softmax_backward");
         expect_cuda_like(dout, out, "softmax_backward");
-        expect_cuda_like(out, out, "softmax_backward");
+        OPS_EXPECT_CUDA(out, "softmax_backward");
         softmax_backward_cuda(din->data, dout->data, out->data, N, C, ops_dt(out));
         return;
     }
