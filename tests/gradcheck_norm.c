@@ -1,5 +1,6 @@
-// gradcheck_norm.c: finite-difference checks of groupnorm and layernorm (input, gamma, beta), forward and backward
-// checks against a naive double-precision reference (also at sizes that take the parallel paths), and the
+// gradcheck_norm.c: finite-difference checks of groupnorm, groupnorm followed by an activation (groupnorm_act) and
+// layernorm (input, gamma, beta), forward and backward checks against a naive double-precision reference (also at
+// sizes that take the parallel paths), groupnorm_act against groupnorm and the activation op composed, and the
 // skipped-gradient (NULL / no data) paths of the backward.
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +15,8 @@ typedef struct {
     Tensor mean, rstd;            // [B, groups] or [rows]
     Tensor gamma, beta, dgamma, dbeta; // [C]
     int groups;                   // 0: layernorm
+    int fused;                    // groupnorm_act with activation act
+    Activation act;
     float eps;
     int64_t C, S;                 // channels and elements per channel run (S = 1 for layernorm)
     int64_t nseg, seg;            // normalised segments and their length
@@ -21,14 +24,19 @@ typedef struct {
 
 static void fwd(void *p) {
     Ctx *c = p;
-    if (c->groups)
+    if (c->fused)
+        groupnorm_act_forward(&c->y, &c->mean, &c->rstd, &c->x, &c->gamma, &c->beta, c->groups, c->eps, c->act);
+    else if (c->groups)
         groupnorm_forward(&c->y, &c->mean, &c->rstd, &c->x, &c->gamma, &c->beta, c->groups, c->eps);
     else
         layernorm_forward(&c->y, &c->mean, &c->rstd, &c->x, &c->gamma, &c->beta, c->eps);
 }
 
 static void bwd_with(Ctx *c, Tensor *dx, Tensor *dgamma, Tensor *dbeta) {
-    if (c->groups)
+    if (c->fused)
+        groupnorm_act_backward(dx, dgamma, dbeta, &c->dy, &c->x, &c->mean, &c->rstd, &c->gamma, &c->beta, c->groups,
+                               c->act);
+    else if (c->groups)
         groupnorm_backward(dx, dgamma, dbeta, &c->dy, &c->x, &c->mean, &c->rstd, &c->gamma, c->groups);
     else
         layernorm_backward(dx, dgamma, dbeta, &c->dy, &c->x, &c->mean, &c->rstd, &c->gamma);
@@ -162,6 +170,28 @@ static int check_partial(Ctx *c, const char *name) {
     return !ok;
 }
 
+// groupnorm_act equals groupnorm followed by the activation op, forward and backward (z recomputed, dz = dout
+// act'(z), then the groupnorm backward), bit for bit: the CPU fused op is that composition.
+static int check_composition(Ctx *c, const char *name) {
+    fwd(c);
+    tensor_fill(&c->dgamma, 0.0f);
+    tensor_fill(&c->dbeta, 0.0f);
+    bwd(c);
+    int64_t shape[4], nd = c->x.ndim;
+    for (int i = 0; i < nd; i++) shape[i] = c->x.shape[i];
+    Tensor z = gc_tensor((int)nd, shape), y = gc_tensor((int)nd, shape), dz = gc_tensor((int)nd, shape),
+           dx = gc_tensor((int)nd, shape), mean = gc_tensor(c->mean.ndim, c->mean.shape),
+           rstd = gc_tensor(c->rstd.ndim, c->rstd.shape), dg = GC_TENSOR(c->C), db = GC_TENSOR(c->C);
+    groupnorm_forward(&z, &mean, &rstd, &c->x, &c->gamma, &c->beta, c->groups, c->eps);
+    activation_forward(&y, &z, c->act);
+    activation_backward(&dz, &c->dy, &z, c->act);
+    groupnorm_backward(&dx, &dg, &db, &dz, &c->x, &mean, &rstd, &c->gamma, c->groups);
+    int ok = same(&c->y, tensor_f32(&y)) && same(&c->mean, tensor_f32(&mean)) && same(&c->rstd, tensor_f32(&rstd)) &&
+             same(&c->dx, tensor_f32(&dx)) && same(&c->dgamma, tensor_f32(&dg)) && same(&c->dbeta, tensor_f32(&db));
+    printf("%s %-28s equals groupnorm and %s composed\n", ok ? "ok  " : "FAIL", name, activation_name(c->act));
+    return !ok;
+}
+
 static int gradcheck(Ctx *c, const char *name) {
     GradCheck g = {.name = name, .ctx = c, .forward = fwd, .backward = bwd};
     g.wrt[0] = &c->x, g.grad[0] = &c->dx;
@@ -200,6 +230,28 @@ int main(void) {
         f += check_reference(&c, cases[i].name);
         f += check_partial(&c, cases[i].name);
         checks += 3;
+    }
+    struct {
+        const char *name;
+        int ndim;
+        int64_t shape[4];
+        int groups;
+        Activation act;
+    } fused[] = {
+        {"groupnorm_silu[2,6,5,3]/3", 4, {2, 6, 5, 3}, 3, ACT_SILU},
+        {"groupnorm_gelu[3,8,7]/4", 3, {3, 8, 7}, 4, ACT_GELU},
+        {"groupnorm_silu[2,64,32,32]/32", 4, {2, 64, 32, 32}, 32, ACT_SILU},
+    };
+    for (size_t i = 0; i < sizeof fused / sizeof fused[0]; i++) {
+        Ctx c = make(fused[i].ndim, fused[i].shape, fused[i].groups, 1e-5f);
+        c.fused = 1, c.act = fused[i].act;
+        if (tensor_numel(&c.x) < 1000) {
+            f += gradcheck(&c, fused[i].name);
+            checks++;
+        }
+        f += check_composition(&c, fused[i].name);
+        f += check_partial(&c, fused[i].name);
+        checks += 2;
     }
     return gc_report(f, checks);
 }

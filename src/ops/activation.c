@@ -1,5 +1,5 @@
 // activation.c: pointwise activations (SiLU, GELU erf and tanh forms, quick GELU), GEGLU and softmax over the last
-// dim, forward and backward. The CUDA kernels of the activations (cuda/cuda_elementwise.cu) use the same formulas.
+// dim, forward and backward. The CUDA kernels (cuda/cuda_activation.cu) use the same formulas.
 #include <math.h>
 
 #include "ops_internal.h"
@@ -62,13 +62,23 @@ static void expect_valid_activation(Activation act, const char *op) {
     CHECK((unsigned)act <= (unsigned)ACT_QUICK_GELU, "", "%s: unknown activation %d", op, (int)act);
 }
 
+// The CUDA path takes the operands of one op in one storage dtype (f32 or bf16).
+static void expect_cuda_like(const Tensor *t, const Tensor *ref, const char *op) {
+    if (!ops_want(t)) return;
+    OPS_EXPECT_CUDA(t, op);
+    CHECK(t->dtype == ref->dtype, "", "%s: operands stored as %s and %s", op, dtype_name(t->dtype),
+          dtype_name(ref->dtype));
+}
+
 // out = act(in), any shape (out may alias in)
 void activation_forward(Tensor *out, const Tensor *in, Activation act) {
     ops_expect_same_numel(out, in, "activation_forward");
     expect_valid_activation(act, "activation_forward");
     int64_t n = tensor_numel(out);
     if (OPS_ON_CUDA(out)) {
-        activation_forward_cuda(out->data, in->data, n, (int)act);
+        expect_cuda_like(out, in, "activation_forward");
+        OPS_EXPECT_CUDA(in, "activation_forward");
+        activation_forward_cuda(out->data, in->data, n, (int)act, ops_dt(in));
         return;
     }
     OPS_EXPECT_CPU(out, "activation_forward");
@@ -87,7 +97,10 @@ void activation_backward(Tensor *din, const Tensor *dout, const Tensor *in, Acti
     expect_valid_activation(act, "activation_backward");
     int64_t n = tensor_numel(in);
     if (OPS_ON_CUDA(dout)) {
-        activation_backward_cuda(din->data, dout->data, in->data, n, (int)act);
+        expect_cuda_like(din, in, "activation_backward");
+        expect_cuda_like(dout, in, "activation_backward");
+        OPS_EXPECT_CUDA(in, "activation_backward");
+        activation_backward_cuda(din->data, dout->data, in->data, n, (int)act, ops_dt(in));
         return;
     }
     OPS_EXPECT_CPU(din, "activation_backward");
@@ -113,6 +126,12 @@ static void geglu_dims(const Tensor *out, const Tensor *in, const char *op, int6
 void geglu_forward(Tensor *out, const Tensor *in) {
     int64_t N, D;
     geglu_dims(out, in, "geglu_forward", &N, &D);
+    if (OPS_ON_CUDA(out)) {
+        expect_cuda_like(out, in, "geglu_forward");
+        OPS_EXPECT_CUDA(in, "geglu_forward");
+        geglu_forward_cuda(out->data, in->data, N, D, ops_dt(in));
+        return;
+    }
     OPS_EXPECT_CPU(out, "geglu_forward");
     OPS_EXPECT_CPU(in, "geglu_forward");
     float *y = tensor_f32(out);
@@ -133,6 +152,13 @@ void geglu_backward(Tensor *din, const Tensor *dout, const Tensor *in) {
     char a[96], b[96];
     CHECK(tensor_numel(din) == tensor_numel(in), "", "geglu_backward: din %s, input %s",
           tensor_shape_str(din, a, sizeof a), tensor_shape_str(in, b, sizeof b));
+    if (OPS_ON_CUDA(din)) {
+        expect_cuda_like(din, in, "geglu_backward");
+        expect_cuda_like(dout, in, "geglu_backward");
+        OPS_EXPECT_CUDA(in, "geglu_backward");
+        geglu_backward_cuda(din->data, dout->data, in->data, N, D, ops_dt(in));
+        return;
+    }
     OPS_EXPECT_CPU(din, "geglu_backward");
     OPS_EXPECT_CPU(dout, "geglu_backward");
     OPS_EXPECT_CPU(in, "geglu_backward");
@@ -162,6 +188,12 @@ static void expect_same_shape(const Tensor *t, const Tensor *ref, const char *op
 void softmax_forward(Tensor *out, const Tensor *in) {
     expect_same_shape(out, in, "softmax_forward");
     int64_t N = tensor_rows(in), C = in->shape[in->ndim - 1];
+    if (OPS_ON_CUDA(out)) {
+        expect_cuda_like(out, in, "softmax_forward");
+        OPS_EXPECT_CUDA(in, "softmax_forward");
+        softmax_forward_cuda(out->data, in->data, N, C, ops_dt(in));
+        return;
+    }
     OPS_EXPECT_CPU(out, "softmax_forward");
     OPS_EXPECT_CPU(in, "softmax_forward");
     float *y = tensor_f32(out);
@@ -188,6 +220,13 @@ void softmax_backward(Tensor *din, const Tensor *dout, const Tensor *out) {
     expect_same_shape(dout, out, "softmax_backward");
     expect_same_shape(din, out, "softmax_backward");
     int64_t N = tensor_rows(out), C = out->shape[out->ndim - 1];
+    if (OPS_ON_CUDA(din)) {
+        expect_cuda_like(din, out, "softmax_backward");
+        expect_cuda_like(dout, out, "softmax_backward");
+        OPS_EXPECT_CUDA(out, "softmax_backward");
+        softmax_backward_cuda(din->data, dout->data, out->data, N, C, ops_dt(out));
+        return;
+    }
     OPS_EXPECT_CPU(din, "softmax_backward");
     OPS_EXPECT_CPU(dout, "softmax_backward");
     OPS_EXPECT_CPU(out, "softmax_backward");

@@ -1,5 +1,6 @@
-// norm.c: group and layer normalisation (torch nn.GroupNorm, nn.LayerNorm), forward and backward. Statistics and
-// gradient reductions are accumulated in double, so the fp32 results match PyTorch to fp32 rounding.
+// norm.c: group and layer normalisation (torch nn.GroupNorm, nn.LayerNorm), forward and backward, and GroupNorm
+// followed by an activation (fused on the GPU: cuda/cuda_norm.cu). Statistics and gradient reductions are
+// accumulated in double on the CPU, so the fp32 results match PyTorch to fp32 rounding.
 #include <math.h>
 
 #include "ops_internal.h"
@@ -16,6 +17,13 @@ static void expect_numel(const Tensor *t, int64_t n, const char *op, const char 
     char a[96];
     CHECK(tensor_numel(t) == n, "", "%s: %s has shape %s, want %lld elements", op, what,
           tensor_shape_str(t, a, sizeof a), (long long)n);
+}
+
+// The CUDA path takes activations of one storage dtype (f32 or bf16) and gamma, beta of one dtype.
+static void expect_same_dtype(const Tensor *t, const Tensor *ref, const char *op, const char *what) {
+    if (ops_want(t) && ops_want(ref))
+        CHECK(t->dtype == ref->dtype, "", "%s: %s stored as %s, not %s", op, what, dtype_name(t->dtype),
+              dtype_name(ref->dtype));
 }
 
 // mean and 1 / sqrt(biased variance + eps) of x[n], two passes in double
@@ -61,28 +69,9 @@ static void groupnorm_dims(const Tensor *in, int groups, const char *op, int64_t
           groups);
 }
 
-// out [B, C, *] = (in - mean[b, g]) * rstd[b, g] * gamma[c] + beta[c]; mean, rstd [B, G] written
-void groupnorm_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
-                       const Tensor *beta, int groups, float eps) {
-    int64_t B, C, S;
-    groupnorm_dims(in, groups, "groupnorm_forward", &B, &C, &S);
-    int64_t G = groups, Cg = C / G;
-    expect_same_shape(out, in, "groupnorm_forward", "output");
-    expect_numel(mean, B * G, "groupnorm_forward", "mean");
-    expect_numel(rstd, B * G, "groupnorm_forward", "rstd");
-    tensor_expect_shape(gamma, "groupnorm gamma", C);
-    tensor_expect_shape(beta, "groupnorm beta", C);
-    OPS_EXPECT_CPU(out, "groupnorm_forward");
-    OPS_EXPECT_CPU(mean, "groupnorm_forward");
-    OPS_EXPECT_CPU(rstd, "groupnorm_forward");
-    OPS_EXPECT_CPU(in, "groupnorm_forward");
-    OPS_EXPECT_CPU(gamma, "groupnorm_forward");
-    OPS_EXPECT_CPU(beta, "groupnorm_forward");
-    float *y = tensor_f32(out), *mu = tensor_f32(mean), *rs = tensor_f32(rstd);
-    const float *x = tensor_f32(in), *ga = tensor_f32(gamma), *be = tensor_f32(beta);
-    // a group is one contiguous block of Cg * S values
-#pragma omp parallel for if (B * C * S > 65536)
-    for (int64_t bg = 0; bg < B * G; bg++) moments(x + bg * Cg * S, Cg * S, eps, &mu[bg], &rs[bg]);
+// y [B, C, S] = (x - mean[b, g]) * rstd[b, g] * gamma[c] + beta[c], the statistics given
+static void groupnorm_apply(float *y, const float *x, const float *mu, const float *rs, const float *ga,
+                            const float *be, int64_t B, int64_t C, int64_t S, int64_t Cg) {
     // (b * C + c) / Cg == b * G + c / Cg because C == G * Cg
 #pragma omp parallel for if (B * C * S > 65536)
     for (int64_t bc = 0; bc < B * C; bc++) {
@@ -95,33 +84,119 @@ void groupnorm_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in
     }
 }
 
-// With xhat = (x - mean) rstd, dyhat = dout gamma[c], n = Cg S and means over the group:
-// din = rstd (dyhat - mean(dyhat) - xhat mean(dyhat xhat)) (written);
-// dgamma[c] += sum_{b,s} dout xhat; dbeta[c] += sum_{b,s} dout.
-void groupnorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
-                        const Tensor *mean, const Tensor *rstd, const Tensor *gamma, int groups) {
+// out [B, C, *] = act((in - mean[b, g]) * rstd[b, g] * gamma[c] + beta[c]) (act < 0: none); mean, rstd [B, G]
+// written
+static void groupnorm_fwd(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
+                          const Tensor *beta, int groups, float eps, int act, const char *op) {
     int64_t B, C, S;
-    groupnorm_dims(in, groups, "groupnorm_backward", &B, &C, &S);
+    groupnorm_dims(in, groups, op, &B, &C, &S);
     int64_t G = groups, Cg = C / G;
-    expect_same_shape(dout, in, "groupnorm_backward", "dout");
-    if (ops_want(din)) expect_same_shape(din, in, "groupnorm_backward", "din");
-    expect_numel(mean, B * G, "groupnorm_backward", "mean");
-    expect_numel(rstd, B * G, "groupnorm_backward", "rstd");
+    expect_same_shape(out, in, op, "output");
+    expect_numel(mean, B * G, op, "mean");
+    expect_numel(rstd, B * G, op, "rstd");
     tensor_expect_shape(gamma, "groupnorm gamma", C);
+    tensor_expect_shape(beta, "groupnorm beta", C);
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, op);
+        OPS_EXPECT_CUDA_F32(mean, op);
+        OPS_EXPECT_CUDA_F32(rstd, op);
+        OPS_EXPECT_CUDA(in, op);
+        OPS_EXPECT_CUDA(gamma, op);
+        OPS_EXPECT_CUDA(beta, op);
+        expect_same_dtype(out, in, op, "the output");
+        expect_same_dtype(beta, gamma, op, "beta");
+        void *ws = ops_workspace(DEVICE_CUDA, groupnorm_workspace_bytes_cuda(B, C, S, groups));
+        groupnorm_forward_cuda(out->data, mean->data, rstd->data, in->data, gamma->data, beta->data, ws, B, C, S,
+                               groups, eps, act, ops_dt(in), ops_dt(gamma));
+        return;
+    }
+    OPS_EXPECT_CPU(out, op);
+    OPS_EXPECT_CPU(mean, op);
+    OPS_EXPECT_CPU(rstd, op);
+    OPS_EXPECT_CPU(in, op);
+    OPS_EXPECT_CPU(gamma, op);
+    OPS_EXPECT_CPU(beta, op);
+    float *mu = tensor_f32(mean), *rs = tensor_f32(rstd);
+    const float *x = tensor_f32(in);
+    // a group is one contiguous block of Cg * S values
+#pragma omp parallel for if (B * C * S > 65536)
+    for (int64_t bg = 0; bg < B * G; bg++) moments(x + bg * Cg * S, Cg * S, eps, &mu[bg], &rs[bg]);
+    groupnorm_apply(tensor_f32(out), x, mu, rs, tensor_f32(gamma), tensor_f32(beta), B, C, S, Cg);
+    if (act >= 0) activation_forward(out, out, (Activation)act);
+}
+
+void groupnorm_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
+                       const Tensor *beta, int groups, float eps) {
+    groupnorm_fwd(out, mean, rstd, in, gamma, beta, groups, eps, -1, "groupnorm_forward");
+}
+
+void groupnorm_act_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
+                           const Tensor *beta, int groups, float eps, Activation act) {
+    CHECK((unsigned)act <= (unsigned)ACT_QUICK_GELU, "", "groupnorm_act_forward: unknown activation %d", (int)act);
+    groupnorm_fwd(out, mean, rstd, in, gamma, beta, groups, eps, (int)act, "groupnorm_act_forward");
+}
+
+// With z = xhat gamma[c] + beta[c] (the forward's output before the activation), dz = dout act'(z) (dz = dout without
+// an activation), xhat = (x - mean) rstd, dzhat = dz gamma[c], n = Cg S and means over the group:
+// din = rstd (dzhat - mean(dzhat) - xhat mean(dzhat xhat)) (written);
+// dgamma[c] += sum_{b,s} dz xhat; dbeta[c] += sum_{b,s} dz.
+static void groupnorm_bwd(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
+                          const Tensor *mean, const Tensor *rstd, const Tensor *gamma, const Tensor *beta, int groups,
+                          int act, const char *op) {
+    int64_t B, C, S;
+    groupnorm_dims(in, groups, op, &B, &C, &S);
+    int64_t G = groups, Cg = C / G;
+    expect_same_shape(dout, in, op, "dout");
+    if (ops_want(din)) expect_same_shape(din, in, op, "din");
+    expect_numel(mean, B * G, op, "mean");
+    expect_numel(rstd, B * G, op, "rstd");
+    tensor_expect_shape(gamma, "groupnorm gamma", C);
+    if (act >= 0) tensor_expect_shape(beta, "groupnorm beta", C);
     if (ops_want(dgamma)) tensor_expect_shape(dgamma, "groupnorm gamma grad", C);
     if (ops_want(dbeta)) tensor_expect_shape(dbeta, "groupnorm beta grad", C);
-    OPS_EXPECT_CPU(dout, "groupnorm_backward");
-    OPS_EXPECT_CPU(in, "groupnorm_backward");
-    OPS_EXPECT_CPU(mean, "groupnorm_backward");
-    OPS_EXPECT_CPU(rstd, "groupnorm_backward");
-    OPS_EXPECT_CPU(gamma, "groupnorm_backward");
-    OPS_EXPECT_CPU(din, "groupnorm_backward");
-    OPS_EXPECT_CPU(dgamma, "groupnorm_backward");
-    OPS_EXPECT_CPU(dbeta, "groupnorm_backward");
+    if (OPS_ON_CUDA(dout)) {
+        OPS_EXPECT_CUDA(dout, op);
+        OPS_EXPECT_CUDA(in, op);
+        OPS_EXPECT_CUDA_F32(mean, op);
+        OPS_EXPECT_CUDA_F32(rstd, op);
+        OPS_EXPECT_CUDA(gamma, op);
+        if (act >= 0) OPS_EXPECT_CUDA(beta, op);
+        OPS_EXPECT_CUDA(din, op);
+        OPS_EXPECT_CUDA_F32(dgamma, op);
+        OPS_EXPECT_CUDA_F32(dbeta, op);
+        expect_same_dtype(dout, in, op, "dout");
+        expect_same_dtype(din, in, op, "din");
+        if (act >= 0) expect_same_dtype(beta, gamma, op, "beta");
+        void *ws = ops_workspace(DEVICE_CUDA, groupnorm_workspace_bytes_cuda(B, C, S, groups));
+        groupnorm_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dgamma) ? dgamma->data : NULL,
+                                ops_want(dbeta) ? dbeta->data : NULL, dout->data, in->data, mean->data, rstd->data,
+                                gamma->data, act >= 0 ? beta->data : NULL, ws, B, C, S, groups, act, ops_dt(in),
+                                ops_dt(gamma));
+        return;
+    }
+    OPS_EXPECT_CPU(dout, op);
+    OPS_EXPECT_CPU(in, op);
+    OPS_EXPECT_CPU(mean, op);
+    OPS_EXPECT_CPU(rstd, op);
+    OPS_EXPECT_CPU(gamma, op);
+    if (act >= 0) OPS_EXPECT_CPU(beta, op);
+    OPS_EXPECT_CPU(din, op);
+    OPS_EXPECT_CPU(dgamma, op);
+    OPS_EXPECT_CPU(dbeta, op);
     const float *dy = tensor_f32(dout), *x = tensor_f32(in), *mu = tensor_f32(mean), *rs = tensor_f32(rstd),
                 *ga = tensor_f32(gamma);
-    // per (sample, channel): sdy [B, C] = sum_s dout, sdyx [B, C] = sum_s dout xhat
-    double *sdy = ops_workspace(DEVICE_CPU, sizeof(double) * 2 * (size_t)(B * C)), *sdyx = sdy + B * C;
+    // scratch: sdy [B, C] = sum_s dz, sdyx [B, C] = sum_s dz xhat; with an activation, z and dz [B, C, S]
+    int64_t n = B * C * S;
+    size_t bytes = sizeof(double) * 2 * (size_t)(B * C) + (act >= 0 ? sizeof(float) * 2 * (size_t)n : 0);
+    double *sdy = ops_workspace(DEVICE_CPU, bytes), *sdyx = sdy + B * C;
+    if (act >= 0) { // dz = dout act'(z), through the activation op on the recomputed z
+        float *z = (float *)(sdyx + B * C), *dz = z + n;
+        groupnorm_apply(z, x, mu, rs, ga, tensor_f32(beta), B, C, S, Cg);
+        Tensor tz = tensor_make(z, DTYPE_F32, DEVICE_CPU, in->ndim, in->shape);
+        Tensor tdz = tensor_make(dz, DTYPE_F32, DEVICE_CPU, in->ndim, in->shape);
+        activation_backward(&tdz, dout, &tz, (Activation)act);
+        dy = dz;
+    }
 #pragma omp parallel for if (B * C * S > 65536)
     for (int64_t bc = 0; bc < B * C; bc++) {
         int64_t bg = bc / Cg;
@@ -141,7 +216,7 @@ void groupnorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor
 #pragma omp parallel for if (B * C * S > 65536)
         for (int64_t bc = 0; bc < B * C; bc++) {
             int64_t b = bc / C, c = bc % C, c0 = c - c % Cg, bg = bc / Cg;
-            double mdy = 0.0, mdyx = 0.0; // mean(dyhat), mean(dyhat xhat) over the group
+            double mdy = 0.0, mdyx = 0.0; // mean(dzhat), mean(dzhat xhat) over the group
             for (int64_t k = c0; k < c0 + Cg; k++) {
                 mdy += ga[k] * sdy[b * C + k];
                 mdyx += ga[k] * sdyx[b * C + k];
@@ -157,6 +232,24 @@ void groupnorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor
     add_param_grads(dgamma, dbeta, sdyx, sdy, B, C, C);
 }
 
+void groupnorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
+                        const Tensor *mean, const Tensor *rstd, const Tensor *gamma, int groups) {
+    groupnorm_bwd(din, dgamma, dbeta, dout, in, mean, rstd, gamma, NULL, groups, -1, "groupnorm_backward");
+}
+
+void groupnorm_act_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
+                            const Tensor *mean, const Tensor *rstd, const Tensor *gamma, const Tensor *beta,
+                            int groups, Activation act) {
+    CHECK((unsigned)act <= (unsigned)ACT_QUICK_GELU, "", "groupnorm_act_backward: unknown activation %d", (int)act);
+    groupnorm_bwd(din, dgamma, dbeta, dout, in, mean, rstd, gamma, beta, groups, (int)act, "groupnorm_act_backward");
+}
+
+size_t groupnorm_workspace_bytes(const Tensor *in, int groups) {
+    int64_t B, C, S;
+    groupnorm_dims(in, groups, "groupnorm_workspace_bytes", &B, &C, &S);
+    return groupnorm_workspace_bytes_cuda(B, C, S, groups);
+}
+
 // in/out [N, C] (N = all leading dims): out = (in - mean[n]) * rstd[n] * gamma[c] + beta[c]; mean, rstd [N] written
 void layernorm_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
                        const Tensor *beta, float eps) {
@@ -166,6 +259,20 @@ void layernorm_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in
     expect_numel(rstd, N, "layernorm_forward", "rstd");
     tensor_expect_shape(gamma, "layernorm gamma", C);
     tensor_expect_shape(beta, "layernorm beta", C);
+    if (OPS_ON_CUDA(out)) {
+        const char *op = "layernorm_forward";
+        OPS_EXPECT_CUDA(out, op);
+        OPS_EXPECT_CUDA_F32(mean, op);
+        OPS_EXPECT_CUDA_F32(rstd, op);
+        OPS_EXPECT_CUDA(in, op);
+        OPS_EXPECT_CUDA(gamma, op);
+        OPS_EXPECT_CUDA(beta, op);
+        expect_same_dtype(out, in, op, "the output");
+        expect_same_dtype(beta, gamma, op, "beta");
+        layernorm_forward_cuda(out->data, mean->data, rstd->data, in->data, gamma->data, beta->data, N, C, eps,
+                               ops_dt(in), ops_dt(gamma));
+        return;
+    }
     OPS_EXPECT_CPU(out, "layernorm_forward");
     OPS_EXPECT_CPU(mean, "layernorm_forward");
     OPS_EXPECT_CPU(rstd, "layernorm_forward");
@@ -200,6 +307,26 @@ void layernorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor
     tensor_expect_shape(gamma, "layernorm gamma", C);
     if (ops_want(dgamma)) tensor_expect_shape(dgamma, "layernorm gamma grad", C);
     if (ops_want(dbeta)) tensor_expect_shape(dbeta, "layernorm beta grad", C);
+    if (OPS_ON_CUDA(dout)) {
+        const char *op = "layernorm_backward";
+        OPS_EXPECT_CUDA(dout, op);
+        OPS_EXPECT_CUDA(in, op);
+        OPS_EXPECT_CUDA_F32(mean, op);
+        OPS_EXPECT_CUDA_F32(rstd, op);
+        OPS_EXPECT_CUDA(gamma, op);
+        OPS_EXPECT_CUDA(din, op);
+        OPS_EXPECT_CUDA_F32(dgamma, op);
+        OPS_EXPECT_CUDA_F32(dbeta, op);
+        expect_same_dtype(dout, in, op, "dout");
+        expect_same_dtype(din, in, op, "din");
+        void *ws = ops_want(dgamma) || ops_want(dbeta)
+                       ? ops_workspace(DEVICE_CUDA, layernorm_workspace_bytes_cuda(N, C))
+                       : NULL;
+        layernorm_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dgamma) ? dgamma->data : NULL,
+                                ops_want(dbeta) ? dbeta->data : NULL, dout->data, in->data, mean->data, rstd->data,
+                                gamma->data, ws, N, C, ops_dt(in), ops_dt(gamma));
+        return;
+    }
     OPS_EXPECT_CPU(dout, "layernorm_backward");
     OPS_EXPECT_CPU(in, "layernorm_backward");
     OPS_EXPECT_CPU(mean, "layernorm_backward");
@@ -247,4 +374,8 @@ void layernorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor
         }
     }
     if (want_params) add_param_grads(dgamma, dbeta, part, part + C, K, 2 * C, C);
+}
+
+size_t layernorm_workspace_bytes(const Tensor *in) {
+    return layernorm_workspace_bytes_cuda(tensor_rows(in), in->shape[in->ndim - 1]);
 }

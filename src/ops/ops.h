@@ -81,6 +81,18 @@ void activation_backward(Tensor *din, const Tensor *dout, const Tensor *in, Acti
 void geglu_forward(Tensor *out, const Tensor *in);
 void geglu_backward(Tensor *din, const Tensor *dout, const Tensor *in);
 
+// group_norm followed by an activation (the "GroupNorm, SiLU" of UNet and VAE blocks): out = act(group_norm(in)),
+// the arguments of groupnorm_forward/backward. On the GPU each direction is one fused pass over memory; the backward
+// recomputes the normalised value from in, mean, rstd, gamma and beta (nothing else is kept).
+void groupnorm_act_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
+                           const Tensor *beta, int groups, float eps, Activation act);
+void groupnorm_act_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
+                            const Tensor *mean, const Tensor *rstd, const Tensor *gamma, const Tensor *beta,
+                            int groups, Activation act);
+// GPU scratch (ops_workspace) of the norms on an input of in's shape, either direction, with or without activation
+size_t groupnorm_workspace_bytes(const Tensor *in, int groups);
+size_t layernorm_workspace_bytes(const Tensor *in);
+
 // softmax over the last dim: out [N, C]; the backward needs only the output
 void softmax_forward(Tensor *out, const Tensor *in);
 void softmax_backward(Tensor *din, const Tensor *dout, const Tensor *out);

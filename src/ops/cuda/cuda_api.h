@@ -27,8 +27,6 @@ void conv1x1_backward_cuda(void *din, float *dw, float *db, const void *dout, co
                            int IC, int OC, int64_t S, int dt);
 
 // elementwise (cuda_elementwise.cu)
-void activation_forward_cuda(void *out, const void *in, int64_t n, int act);
-void activation_backward_cuda(void *din, const void *dout, const void *in, int64_t n, int act);
 void add_forward_cuda(void *out, const void *a, const void *b, int64_t n);
 void axpy_cuda(void *y, float alpha, const void *x, int64_t n);
 void scale_cuda(void *y, float alpha, int64_t n);
@@ -45,6 +43,31 @@ void cfg_combine_forward_cuda(void *eps, const void *rows, int64_t n, int guided
 void cfg_combine_backward_cuda(void *drows, const void *deps, int64_t n, int guided, double w, double scale, int dt);
 
 // ---- normalisation and activations (cuda_norm.cu, cuda_activation.cu)
+// `act` is an Activation code (ops.h), or -1 for none; `pdt` is the storage dtype of gamma and beta; mean and rstd
+// are f32 [B G] / [N]; dgamma, dbeta are f32 and accumulated; din, dgamma, dbeta may be NULL (not wanted). `ws` is
+// ops_workspace(DEVICE_CUDA, *_workspace_bytes_cuda(...)).
+size_t groupnorm_workspace_bytes_cuda(int64_t B, int64_t C, int64_t S, int groups);
+void groupnorm_forward_cuda(void *out, float *mean, float *rstd, const void *in, const void *gamma, const void *beta,
+                            void *ws, int64_t B, int64_t C, int64_t S, int groups, float eps, int act, int dt,
+                            int pdt);
+// beta is read only with an activation (to recompute its input)
+void groupnorm_backward_cuda(void *din, float *dgamma, float *dbeta, const void *dout, const void *in,
+                             const float *mean, const float *rstd, const void *gamma, const void *beta, void *ws,
+                             int64_t B, int64_t C, int64_t S, int groups, int act, int dt, int pdt);
+size_t layernorm_workspace_bytes_cuda(int64_t N, int64_t C);
+void layernorm_forward_cuda(void *out, float *mean, float *rstd, const void *in, const void *gamma, const void *beta,
+                            int64_t N, int64_t C, float eps, int dt, int pdt);
+void layernorm_backward_cuda(void *din, float *dgamma, float *dbeta, const void *dout, const void *in,
+                             const float *mean, const float *rstd, const void *gamma, void *ws, int64_t N, int64_t C,
+                             int dt, int pdt);
+// pointwise activations over n elements (out may alias in, din may alias dout); GEGLU in [N, 2D] -> out [N, D];
+// softmax over the last dim of [N, C] (out may alias in, din may alias dout)
+void activation_forward_cuda(void *out, const void *in, int64_t n, int act, int dt);
+void activation_backward_cuda(void *din, const void *dout, const void *in, int64_t n, int act, int dt);
+void geglu_forward_cuda(void *out, const void *in, int64_t N, int64_t D, int dt);
+void geglu_backward_cuda(void *din, const void *dout, const void *in, int64_t N, int64_t D, int dt);
+void softmax_forward_cuda(void *out, const void *in, int64_t N, int64_t C, int dt);
+void softmax_backward_cuda(void *din, const void *dout, const void *out, int64_t N, int64_t C, int dt);
 
 
 // ---- attention (cuda_attention.cu)
