@@ -123,6 +123,8 @@ void add_bcast_backward(Tensor *dx, Tensor *dv, const Tensor *dout);
 void tensor_axpy(Tensor *y, float alpha, const Tensor *x);
 void tensor_scale(Tensor *y, float alpha);
 void tensor_fill(Tensor *y, float value);
+// dst = src in dst's storage dtype (f32 <-> bf16, round to nearest even; the same dtype copies), on one device
+void tensor_cast(Tensor *dst, const Tensor *src);
 
 // sinusoidal timestep embedding (diffusers get_timestep_embedding, max_period 10000, scale 1, computed in fp32):
 // t [N] -> out [N, D]; freq_i = exp(-ln(10000) i / (D/2 - freq_shift)); [sin | cos], or [cos | sin] when flipped.
@@ -130,13 +132,16 @@ void timestep_embedding_forward(Tensor *out, const Tensor *t, int flip_sin_to_co
 void timestep_embedding_backward(Tensor *dt, const Tensor *dout, const Tensor *t, int flip_sin_to_cos,
                                  float freq_shift);
 
-// embedding lookup: ids [N] (i32) -> out [N, C] = table[ids]; backward accumulates rows into dtable [V, C]
+// embedding lookup: ids [N] (i32, on the device of out) -> out [N, C] = table[ids]; backward accumulates rows into
+// dtable [V, C] (fp32). The CPU checks every id; on the GPU an id outside the table gives a NaN row and no gradient.
 void embedding_forward(Tensor *out, const Tensor *ids, const Tensor *table);
 void embedding_backward(Tensor *dtable, const Tensor *dout, const Tensor *ids);
 
 // reductions: in viewed as [N, M] with N = numel(out); out[n] = sum_m in[n, m] (or the mean)
 typedef enum { REDUCE_SUM, REDUCE_MEAN } ReduceOp;
 void reduce_forward(Tensor *out, const Tensor *in, ReduceOp op);
+// GPU scratch bytes reduce_forward needs for these shapes (long rows are summed in parts); 0 on the CPU
+size_t reduce_workspace_bytes(const Tensor *out, const Tensor *in);
 void reduce_backward(Tensor *din, const Tensor *dout, ReduceOp op);
 
 #ifdef __cplusplus

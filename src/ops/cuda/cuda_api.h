@@ -19,10 +19,6 @@ void linear_backward_cuda(void *din, void *dw, void *db, const void *dout, const
 // elementwise (cuda_elementwise.cu)
 void activation_forward_cuda(void *out, const void *in, int64_t n, int act);
 void activation_backward_cuda(void *din, const void *dout, const void *in, int64_t n, int act);
-void add_forward_cuda(void *out, const void *a, const void *b, int64_t n);
-void axpy_cuda(void *y, float alpha, const void *x, int64_t n);
-void scale_cuda(void *y, float alpha, int64_t n);
-void fill_cuda(void *y, float value, int64_t n);
 
 // random numbers (cuda_rng.cu): the same samples as rng_normal_fill on the CPU, bit for bit
 void rng_normal_fill_cuda(float *out, int64_t n, uint64_t seed, uint64_t stream, uint64_t offset);
@@ -34,6 +30,39 @@ void rng_normal_fill_cuda(float *out, int64_t n, uint64_t seed, uint64_t stream,
 
 
 // ---- layout, arithmetic, embeddings, reductions, casts (cuda_layout.cu, cuda_arith.cu)
+// Activation operands of one op share the storage dtype dt; reductions and axpy take one per operand. rows = B C H.
+void upsample2x_forward_cuda(void *out, const void *in, int64_t rows, int64_t W, int dt);
+void upsample2x_backward_cuda(void *din, const void *dout, int64_t rows, int64_t W, int dt);
+// whole [B, Ca + Cb, S] and its parts a [B, Ca, S], b [B, Cb, S]; the backward skips a NULL da or db
+void concat_channels_forward_cuda(void *out, const void *a, const void *b, int64_t B, int64_t Ca, int64_t Cb,
+                                  int64_t S, int dt);
+void concat_channels_backward_cuda(void *da, void *db, const void *dout, int64_t B, int64_t Ca, int64_t Cb, int64_t S,
+                                   int dt);
+// small [BC, H, W] inside big [BC, H + top + bottom, W + left + right]
+void pad2d_forward_cuda(void *out, const void *in, int64_t BC, int64_t H, int64_t W, int top, int bottom, int left,
+                        int right, int dt);
+void pad2d_backward_cuda(void *din, const void *dout, int64_t BC, int64_t H, int64_t W, int top, int bottom, int left,
+                         int right, int dt);
+// t [N] fp32 on the device; out [N, D]; ln10000 = logf(10000) as the host computes it; dt_ [N] fp32 written
+void timestep_embedding_forward_cuda(void *out, const float *t, int64_t N, int64_t D, int flip, float freq_shift,
+                                     float ln10000, int dt);
+void timestep_embedding_backward_cuda(float *dt_, const void *dout, const float *t, int64_t N, int64_t D, int flip,
+                                      float freq_shift, float ln10000, int dt);
+// ids [N] i32 on the device; table [V, C]; an id outside the table gives a NaN row (and no gradient)
+void embedding_forward_cuda(void *out, const int32_t *ids, const void *table, int64_t N, int64_t V, int64_t C, int dt);
+void embedding_backward_cuda(float *dtable, const void *dout, const int32_t *ids, int64_t N, int64_t V, int64_t C,
+                             int dt);
+// in [N, M] -> out [N] (sum, or mean when mean != 0); ws: reduce_workspace_bytes_cuda(N, M) bytes (may be 0)
+size_t reduce_workspace_bytes_cuda(int64_t N, int64_t M);
+void reduce_forward_cuda(void *out, int dt_out, const void *in, int dt_in, int64_t N, int64_t M, int mean, void *ws);
+void reduce_backward_cuda(void *din, int dt_in, const void *dout, int dt_out, int64_t N, int64_t M, int mean);
+void add_forward_cuda(void *out, const void *a, const void *b, int64_t n, int dt);
+// out [BC, S] = x + v[bc]
+void add_bcast_forward_cuda(void *out, const void *x, const void *v, int64_t BC, int64_t S, int dt);
+void axpy_cuda(void *y, int dty, float alpha, const void *x, int dtx, int64_t n);
+void scale_cuda(void *y, float alpha, int64_t n, int dt);
+void fill_cuda(void *y, float value, int64_t n, int dt);
+void cast_cuda(void *dst, int dt_dst, const void *src, int dt_src, int64_t n);
 
 
 // ---- diffusion, optimiser, rewards (cuda_train.cu)

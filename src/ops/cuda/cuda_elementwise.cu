@@ -1,5 +1,5 @@
-// cuda_elementwise.cu: activations and simple arithmetic on the GPU, the same formulas as the CPU ops
-// (ops/activation.c, ops/arith.c). Activation codes are the Activation enum of ops.h.
+// cuda_elementwise.cu: activations on the GPU, the same formulas as the CPU op (ops/activation.c).
+// Activation codes are the Activation enum of ops.h.
 #include "cuda_common.cuh"
 #include "../../core/device_cuda.h"
 #include "cuda_api.h"
@@ -47,22 +47,6 @@ __global__ static void act_bwd_kernel(float *din, const float *dout, const float
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) din[i] = dout[i] * act_df(in[i], act);
 }
-__global__ static void add_kernel(float *out, const float *a, const float *b, int64_t n) {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) out[i] = a[i] + b[i];
-}
-__global__ static void axpy_kernel(float *y, float alpha, const float *x, int64_t n) {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] += alpha * x[i];
-}
-__global__ static void scale_kernel(float *y, float alpha, int64_t n) {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] *= alpha;
-}
-__global__ static void fill_kernel(float *y, float v, int64_t n) {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = v;
-}
 
 #define LAUNCH(kernel, n, ...) CUDA_LAUNCH(kernel, cuda_blocks((n), 256), 256, 0, cuda_stream(), __VA_ARGS__)
 
@@ -72,11 +56,3 @@ extern "C" void activation_forward_cuda(void *out, const void *in, int64_t n, in
 extern "C" void activation_backward_cuda(void *din, const void *dout, const void *in, int64_t n, int act) {
     LAUNCH(act_bwd_kernel, n, (float *)din, (const float *)dout, (const float *)in, n, act);
 }
-extern "C" void add_forward_cuda(void *out, const void *a, const void *b, int64_t n) {
-    LAUNCH(add_kernel, n, (float *)out, (const float *)a, (const float *)b, n);
-}
-extern "C" void axpy_cuda(void *y, float alpha, const void *x, int64_t n) {
-    LAUNCH(axpy_kernel, n, (float *)y, alpha, (const float *)x, n);
-}
-extern "C" void scale_cuda(void *y, float alpha, int64_t n) { LAUNCH(scale_kernel, n, (float *)y, alpha, n); }
-extern "C" void fill_cuda(void *y, float value, int64_t n) { LAUNCH(fill_kernel, n, (float *)y, value, n); }
