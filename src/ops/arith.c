@@ -1,6 +1,6 @@
-// arith.c: elementwise arithmetic: residual add, broadcast add of per-channel values, axpy, scale, fill and dtype
-// casts. The CUDA branches run the kernels of ops/cuda/cuda_arith.cu on f32 or
-// bf16 storage (fp32 compute).
+// arith.c: elementwise arithmetic: residual add, broadcast add of per-channel values, axpy, scale, fill, dtype casts
+// and the classifier-free-guidance combine. The CUDA branches run the kernels of ops/cuda/cuda_arith.cu (the guidance
+// combine: cuda_train.cu) on f32 or bf16 storage (fp32 compute).
 #include "ops_internal.h"
 
 // out = a + b (out may alias a or b)
@@ -137,4 +137,58 @@ void tensor_cast(Tensor *dst, const Tensor *src) {
     CHECK((dst->dtype == DTYPE_F32 || dst->dtype == DTYPE_BF16) && (src->dtype == DTYPE_F32 || src->dtype == DTYPE_BF16),
           "", "tensor_cast: %s to %s is not supported", dtype_name(src->dtype), dtype_name(dst->dtype));
     dtype_convert(dst->data, dst->dtype, src->data, src->dtype, n);
+}
+
+// Number of guidance branches (1 or 2) of rows [k B, *] against out [B, *].
+static int cfg_branches(const Tensor *rows, const Tensor *out, const char *op) {
+    char a[96], b[96];
+    int64_t n = tensor_numel(out), r = tensor_numel(rows);
+    CHECK(n > 0 && (r == n || r == 2 * n), "", "%s: %s is neither one nor two branches of %s", op,
+          tensor_shape_str(rows, a, sizeof a), tensor_shape_str(out, b, sizeof b));
+    return (int)(r / n);
+}
+
+// out = u + w (c - u) for rows = [u | c]; out = rows with one branch
+void cfg_combine_forward(Tensor *out, const Tensor *rows, float w) {
+    if (cfg_branches(rows, out, "cfg_combine_forward") == 1) {
+        tensor_cast(out, rows);
+        return;
+    }
+    int64_t n = tensor_numel(out);
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "cfg_combine_forward");
+        OPS_EXPECT_CUDA(rows, "cfg_combine_forward");
+        ops_expect_same_dtype(out, rows, "cfg_combine_forward");
+        cfg_combine_forward_cuda(out->data, rows->data, w, n, ops_dt(out));
+        return;
+    }
+    OPS_EXPECT_CPU(out, "cfg_combine_forward");
+    OPS_EXPECT_CPU(rows, "cfg_combine_forward");
+    float *o = tensor_f32(out);
+    const float *er = tensor_f32(rows);
+#pragma omp parallel for simd if (n > 65536)
+    for (int64_t i = 0; i < n; i++) o[i] = er[i] + w * (er[n + i] - er[i]); // uncond + w (cond - uncond)
+}
+
+// drows = [(1 - w) scale dout | w scale dout] (written), or scale dout with one branch
+void cfg_combine_backward(Tensor *drows, const Tensor *dout, float w, double scale) {
+    int two = cfg_branches(drows, dout, "cfg_combine_backward") == 2;
+    int64_t n = tensor_numel(dout);
+    const double ca = two ? (1.0 - (double)w) * scale : scale, cb = (double)w * scale;
+    if (OPS_ON_CUDA(drows)) {
+        OPS_EXPECT_CUDA(drows, "cfg_combine_backward");
+        OPS_EXPECT_CUDA(dout, "cfg_combine_backward");
+        ops_expect_same_dtype(drows, dout, "cfg_combine_backward");
+        cfg_combine_backward_cuda(drows->data, dout->data, ca, cb, two, n, ops_dt(drows));
+        return;
+    }
+    OPS_EXPECT_CPU(drows, "cfg_combine_backward");
+    OPS_EXPECT_CPU(dout, "cfg_combine_backward");
+    float *dr = tensor_f32(drows);
+    const float *d = tensor_f32(dout);
+#pragma omp parallel for simd if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        dr[i] = (float)(ca * d[i]);
+        if (two) dr[n + i] = (float)(cb * d[i]);
+    }
 }

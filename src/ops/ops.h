@@ -126,6 +126,12 @@ void tensor_fill(Tensor *y, float value);
 // dst = src in dst's storage dtype (f32 <-> bf16, round to nearest even; the same dtype copies), on one device
 void tensor_cast(Tensor *dst, const Tensor *src);
 
+// classifier-free guidance combine of one UNet evaluation over both branches: rows [2B, *] = [uncond | cond] ->
+// out [B, *] = u + w (c - u) (fp32, in this order); with rows [B, *] (no guidance) out = rows. The backward writes
+// drows = [(1 - w) scale dout | w scale dout] (scale dout without guidance), each product in double then rounded.
+void cfg_combine_forward(Tensor *out, const Tensor *rows, float w);
+void cfg_combine_backward(Tensor *drows, const Tensor *dout, float w, double scale);
+
 // sinusoidal timestep embedding (diffusers get_timestep_embedding, max_period 10000, scale 1, computed in fp32):
 // t [N] -> out [N, D]; freq_i = exp(-ln(10000) i / (D/2 - freq_shift)); [sin | cos], or [cos | sin] when flipped.
 void timestep_embedding_forward(Tensor *out, const Tensor *t, int flip_sin_to_cos, float freq_shift);

@@ -66,6 +66,26 @@ void cast_cuda(void *dst, int dt_dst, const void *src, int dt_src, int64_t n);
 
 
 // ---- diffusion, optimiser, rewards (cuda_train.cu)
+// DDIM (diffusion/ddim.c): coefficients as the CPU computes them; pred = PredictionType; x_prev, x0, z may be NULL
+void ddim_step_cuda(void *x_prev, void *x0, const void *m, const void *x, const void *z, float sa, float sb, float sp,
+                    float dir, float std_dev, float lim, int pred, int clip, int64_t n, int dt);
+// dm, dx written (either may be NULL); dx_prev, dx0 may be NULL
+void ddim_step_backward_cuda(void *dm, void *dx, const void *dx_prev, const void *dx0, const void *m, const void *x,
+                             float sa, float sb, float lim, int pred, int clip, double sp, double dir, double cx,
+                             double cm, double ex, double em, int64_t n, int dt);
+void ddim_add_noise_cuda(void *out, const void *x0, const void *noise, float sa, float sb, int64_t n, int dt);
+// classifier-free guidance: rows [2, n] = [uncond | cond] -> out [n] = u + w (c - u); drows = [ca dout | cb dout]
+// (two rows) or ca dout (one)
+void cfg_combine_forward_cuda(void *out, const void *rows, float w, int64_t n, int dt);
+void cfg_combine_backward_cuda(void *drows, const void *dout, double ca, double cb, int two, int64_t n, int dt);
+// optimiser (train/optim.c), fp32: *sumsq (device double) = (accumulate ? *sumsq : 0) + sum g^2, deterministic;
+// ws: grad_sumsq_workspace_bytes_cuda(n) bytes
+size_t grad_sumsq_workspace_bytes_cuda(int64_t n);
+void grad_sumsq_cuda(double *sumsq, const float *g, int64_t n, int accumulate, void *ws);
+// AdamW with the clip coefficient from sqrt(*sumsq) (device) and no update when that norm is not finite
+void adamw_update_cuda(float *p, const float *g, float *m, float *v, int64_t n, const double *sumsq,
+                       float one_minus_b1, float b2, float one_minus_b2, float eps, float decay, float step_size,
+                       float sqrt_bc2, float clip);
 
 
 // ---- convolution through cuDNN (cuda_conv.cu)
