@@ -1,12 +1,15 @@
 // cudaemu_train.c: the CUDA kernels of a training iteration outside the network against their CPU code: the DDIM
 // step (forward, backward, x0 prediction, add_noise) for each prediction type with and without clipping and noise,
-// the classifier-free-guidance combine, the global gradient sum of squares (with its non-finite check) and AdamW.
+// the classifier-free-guidance combine, the global gradient sum of squares (with its non-finite check), AdamW, and
+// the low-level rewards (scores and image gradients, each alone and all combined).
 //
 // Tolerances (max |gpu - cpu| / max |cpu|):
 //   - DDIM, guidance, AdamW: the kernels use explicitly rounded fp32 (double where the CPU uses double) operations in
 //     the CPU code's order, so fp32 results are bit-identical: 0. bf16 storage: 2^-8, the output's rounding;
 //   - the sum of squares: double sums in another order; the CPU adds up to 2.5M terms in sequence, whose rounding
 //     error grows like sqrt(n) 2^-53 (~2e-13 here; n 2^-53 at worst for n = 5M is 5e-10): 1e-11;
+//   - rewards: REWARD_SCORE_TOL / REWARD_GRAD_TOL below. bf16 images are rounded, so both sides score the same values;
+//     a bf16 gradient adds 2^-8 (its rounding; the combination sums in fp32 and rounds once).
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +17,7 @@
 #include "cudaemu_util.h"
 #include "../src/diffusion/ddim.h"
 #include "../src/ops/ops.h"
+#include "../src/rewards/reward.h"
 #include "../src/train/optim.h"
 
 #define BF16_TOL (1.0 / 256.0)
@@ -29,7 +33,7 @@ static void release(Tensor *ts, int n) {
     for (int i = 0; i < n; i++) cu_free(&ts[i]);
 }
 static void cmp(const char *what, const char *cfg, DType dt, const Tensor *g, const Tensor *c, double tol) {
-    char w[160];
+    char w[256];
     snprintf(w, sizeof w, "%s %s %s", what, cfg, dtn(dt));
     cu_compare(w, g, c, dt == DTYPE_BF16 ? tol + BF16_TOL : tol);
 }
@@ -160,6 +164,69 @@ static void test_adamw(int64_t n, int64_t off) {
     release((Tensor[]){p, gp, m, v, gm, gv, gsq}, 7);
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Scores: per-element terms computed as on the CPU, summed in double in another order, then rounded to fp32 (the
+// double sums differ by ~1e-16 relative, so the fp32 scores by at most 1 ulp): 2^-23 of the largest score.
+// Gradients: the elementwise ones repeat the CPU's operations in order (exact); the JPEG proxy's 8x8 DCTs use the
+// GPU's cos and log1p, whose double results may differ from the C library's in the last bit, ~1e-16 relative before
+// the fp32 rounding: 1 ulp, 2^-23.
+#define REWARD_SCORE_TOL (1.0 / 8388608.0)
+#define REWARD_GRAD_TOL (1.0 / 8388608.0)
+static const char *const REWARDS[6] = {"symmetry", "brightness", "saturation", "sharpness", "colour", "compress"};
+
+static Tensor dev_copy(const float *h, int64_t n) {
+    Tensor c = tensor_make((void *)h, DTYPE_F32, DEVICE_CPU, 1, (int64_t[]){n});
+    return cu_upload(&c, DTYPE_F32);
+}
+
+static void test_rewards(DType dt, int64_t B, int64_t H, int64_t W) {
+    int64_t sh[4] = {B, 3, H, W}, sb[1] = {B}, sk[2] = {6, B};
+    char name[64], what[96];
+    snprintf(name, sizeof name, "[%lld, 3, %lld, %lld]", (long long)B, (long long)H, (long long)W);
+    Tensor gx, x = rnd(4, sh, 30, 0.6f, dt, &gx);
+    Tensor dx = cu_alloc(DEVICE_CPU, DTYPE_F32, 4, sh), gdx = cu_alloc(DEVICE_CUDA, dt, 4, sh);
+    Tensor sc = cu_alloc(DEVICE_CPU, DTYPE_F32, 1, sb), gsc = cu_alloc(DEVICE_CUDA, DTYPE_F32, 1, sb);
+    float dscore[8];
+    for (int b = 0; b < B; b++) dscore[b] = -0.25f * (float)(b + 1);
+    Tensor gds = dev_copy(dscore, B);
+    const float target[3] = {0.8f, 0.3f, 0.1f};
+    Reward rs[6];
+    for (int k = 0; k < 6; k++) {
+        reward_init(&rs[k], REWARDS[k], 0.5f + 0.25f * (float)k, target, k == 4 ? 3 : 0);
+        ops_workspace_reserve(DEVICE_CUDA, rewardset_workspace_bytes(&(RewardSet){&rs[k], 1}, &gx));
+        tensor_fill(&gdx, NAN); // written, not added to
+        rs[k].score(&rs[k], &x, NULL, sc.data, &dx, dscore);
+        rs[k].score(&rs[k], &gx, NULL, gsc.data, &gdx, gds.data);
+        snprintf(what, sizeof what, "%s score", REWARDS[k]);
+        cmp(what, name, dt, &gsc, &sc, REWARD_SCORE_TOL - (dt == DTYPE_BF16 ? BF16_TOL : 0)); // fp32 scores
+        snprintf(what, sizeof what, "%s gradient", REWARDS[k]);
+        cmp(what, name, dt, &gdx, &dx, REWARD_GRAD_TOL);
+        rs[k].score(&rs[k], &gx, NULL, gsc.data, NULL, NULL); // scores alone
+        snprintf(what, sizeof what, "%s score alone", REWARDS[k]);
+        cmp(what, name, dt, &gsc, &sc, REWARD_SCORE_TOL - (dt == DTYPE_BF16 ? BF16_TOL : 0));
+    }
+    // all six, weighted
+    RewardSet set = {rs, 6};
+    ops_workspace_reserve(DEVICE_CUDA, rewardset_workspace_bytes(&set, &gx));
+    Tensor tot = cu_alloc(DEVICE_CPU, DTYPE_F32, 1, sb), gtot = cu_alloc(DEVICE_CUDA, DTYPE_F32, 1, sb);
+    Tensor per = cu_alloc(DEVICE_CPU, DTYPE_F32, 2, sk), gper = cu_alloc(DEVICE_CUDA, DTYPE_F32, 2, sk);
+    rewardset_score(&set, &x, NULL, tot.data, per.data, &dx, dscore);
+    rewardset_score(&set, &gx, NULL, gtot.data, gper.data, &gdx, gds.data);
+    double fp32 = dt == DTYPE_BF16 ? -BF16_TOL : 0; // scores and totals are fp32 whatever the images' dtype
+    cmp("reward set per-reward scores", name, dt, &gper, &per, REWARD_SCORE_TOL + fp32);
+    // totals: six fp32 products and sums of scores that may each differ by an ulp
+    cmp("reward set totals", name, dt, &gtot, &tot, 6 * REWARD_SCORE_TOL + fp32);
+    cmp("reward set gradient", name, dt, &gdx, &dx, REWARD_GRAD_TOL);
+    if (dt == DTYPE_BF16) { // bf16 images, the gradient kept in fp32
+        Tensor g32 = cu_alloc(DEVICE_CUDA, DTYPE_F32, 4, sh);
+        rs[3].score(&rs[3], &gx, NULL, gsc.data, &g32, gds.data);
+        rs[3].score(&rs[3], &x, NULL, sc.data, &dx, dscore);
+        cmp("sharpness fp32 gradient of bf16 images", name, DTYPE_F32, &g32, &dx, REWARD_GRAD_TOL);
+        cu_free(&g32);
+    }
+    release((Tensor[]){x, gx, dx, gdx, sc, gsc, gds, tot, gtot, per, gper}, 11);
+}
+
 int main(void) {
     cu_require_gpu();
     for (int d = 0; d < 2; d++) {
@@ -177,5 +244,11 @@ int main(void) {
     test_sumsq(5000000, 1);
     test_adamw(1031, 0);
     test_adamw(4099, 1);
+    for (int d = 0; d < 2; d++) {
+        DType dt = d ? DTYPE_BF16 : DTYPE_F32;
+        test_rewards(dt, 2, 13, 19);  // partial 8x8 blocks at the edges
+        test_rewards(dt, 1, 16, 24);
+        test_rewards(dt, 3, 40, 72);
+    }
     return tu_report();
 }

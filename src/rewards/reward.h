@@ -34,12 +34,16 @@ void adherence_score(const Reward *r, const Tensor *images, const char *const *p
                      Tensor *dimages, const float *dscore);
 
 // A weighted sum of rewards: total[b] = sum_k w_k score_k[b]; per-reward scores (k-major [K, B]) optional.
+// Images on the GPU are scored there (the low-level rewards; adherence has no GPU kernel): total, per_reward and
+// dscore are then fp32 device arrays and nothing is read back; a single reward's score() behaves the same way.
 typedef struct {
     Reward *items;
     int n;
 } RewardSet;
 void rewardset_score(const RewardSet *set, const Tensor *images, const char *const *prompts, float *total,
                      float *per_reward, Tensor *dimages, const float *dscore);
+// GPU scratch bytes rewardset_score needs for these images (0 on the CPU), for the memory plan.
+size_t rewardset_workspace_bytes(const RewardSet *set, const Tensor *images);
 
 #ifdef __cplusplus
 }

@@ -204,3 +204,247 @@ extern "C" void adamw_update_cuda(float *p, const float *g, float *m, float *v, 
     int vec = cuda_vec_aligned(p, 4) && cuda_vec_aligned(g, 4) && cuda_vec_aligned(m, 4) && cuda_vec_aligned(v, 4);
     CUDA_LAUNCH(adamw_kernel, quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(), p, g, m, v, n, sumsq, a, vec);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// low-level rewards (rewards/lowlevel.c). Per sample b the score is a sum over elements (pixels, or 8x8 blocks for the
+// JPEG proxy) in double: grid (parts, B) blocks each write one partial sum to the workspace, then one block per
+// sample adds them and applies the reward's normalisation. Image gradients (of weight dscore[b] score[b]) are
+// elementwise and ADDED to dx, so a weighted set of rewards accumulates into one gradient without a scratch image.
+enum { RW_SYMMETRY, RW_BRIGHTNESS, RW_SATURATION, RW_SHARPNESS, RW_COLOUR, RW_COMPRESS };
+#define RW_MAX_PARTS 128
+
+struct RwArgs {
+    int kind;
+    int64_t H, W, HW, parts;
+    float weight, target[3];
+    const float *luma; // sharpness: [B, HW]
+    float q50[64];     // compress: the quality-50 luminance table
+};
+
+__device__ __forceinline__ float rw_u(float x) { return __fadd_rn(__fmul_rn(0.5f, x), 0.5f); }
+__device__ __forceinline__ float rw_wc(int c) { return c == 0 ? 0.299f : (c == 1 ? 0.587f : 0.114f); }
+
+// the 4-neighbour Laplacian of the luma at interior pixel (y, i), in the CPU's order
+__device__ __forceinline__ double rw_lap(const float *l, int64_t W, int64_t p) {
+    double s = __dadd_rn(__dadd_rn(__dadd_rn((double)l[p - W], (double)l[p + W]), (double)l[p - 1]), (double)l[p + 1]);
+    return __dsub_rn(s, __dmul_rn(4.0, (double)l[p]));
+}
+__device__ __forceinline__ int rw_interior(const RwArgs &a, int64_t y, int64_t i) {
+    return y >= 1 && y < a.H - 1 && i >= 1 && i < a.W - 1;
+}
+
+// element e of sample b: returns its score term; with dx adds its gradient scaled by ds = weight dscore[b]
+template <class T, class TD> __device__ double rw_term(const RwArgs &a, const T *x, TD *dx, const float *luma,
+                                                       float ds, int64_t e) {
+    switch (a.kind) {
+    case RW_SYMMETRY: { // e over [3, H, W]: (u - mirror(u))^2; gradient -4 / (3HW) (u - mirror) / 2
+        int64_t row = e / a.W, i = e - row * a.W;
+        double d = (double)__fsub_rn(rw_u(ld_f32(x, e)), rw_u(ld_f32(x, row * a.W + a.W - 1 - i)));
+        if (dx) {
+            double inv = 1.0 / (double)(3 * a.HW);
+            float g = (float)__dmul_rn(__dmul_rn(__dmul_rn(__dmul_rn((double)ds, -4.0), inv), d), 0.5);
+            st_f32(dx, e, __fadd_rn(ld_f32(dx, e), g));
+        }
+        return __dmul_rn(d, d);
+    }
+    case RW_BRIGHTNESS: { // e over [3, HW]: luma weight of u
+        int c = (int)(e / a.HW);
+        if (dx) {
+            float g = (float)__ddiv_rn(__dmul_rn((double)__fmul_rn(ds, rw_wc(c)), 0.5), (double)a.HW);
+            st_f32(dx, e, __fadd_rn(ld_f32(dx, e), g));
+        }
+        return __dmul_rn((double)rw_wc(c), (double)rw_u(ld_f32(x, e)));
+    }
+    case RW_SATURATION: { // e over pixels: sqrt(var_c(u) + 1e-6)
+        double u[3], mean = 0.0, var = 0.0;
+        for (int c = 0; c < 3; c++) mean = __dadd_rn(mean, __ddiv_rn(u[c] = (double)rw_u(ld_f32(x, c * a.HW + e)), 3.0));
+        for (int c = 0; c < 3; c++) {
+            double d = __dsub_rn(u[c], mean);
+            var = __dadd_rn(var, __ddiv_rn(__dmul_rn(d, d), 3.0));
+        }
+        double sd = sqrt(__dadd_rn(var, 1e-6));
+        if (dx)
+            for (int c = 0; c < 3; c++) {
+                double q = __dmul_rn(__ddiv_rn((double)ds, (double)a.HW), __dsub_rn(u[c], mean));
+                float g = (float)__dmul_rn(__ddiv_rn(q, __dmul_rn(3.0, sd)), 0.5);
+                st_f32(dx, c * a.HW + e, __fadd_rn(ld_f32(dx, c * a.HW + e), g));
+            }
+        return sd;
+    }
+    case RW_SHARPNESS: { // e over pixels: Laplacian^2 at interior pixels; the luma gradient in the CPU's order
+        const float *l = luma;
+        int64_t y = e / a.W, i = e - y * a.W, n = (a.H - 2) * (a.W - 2);
+        if (dx) { // glum[e] gathers g(p) = ds 2 lap(p) / n from p = e - W, e - 1, e (-4 g), e + 1, e + W
+            const int64_t dy[5] = {-1, 0, 0, 0, 1}, di[5] = {0, -1, 0, 1, 0};
+            float acc = 0.0f;
+            for (int k = 0; k < 5; k++) {
+                int64_t py = y + dy[k], pi = i + di[k];
+                if (!rw_interior(a, py, pi)) continue;
+                double g = __ddiv_rn(__dmul_rn(__dmul_rn((double)ds, 2.0), rw_lap(l, a.W, py * a.W + pi)), (double)n);
+                acc = k == 2 ? __fsub_rn(acc, (float)__dmul_rn(4.0, g)) : __fadd_rn(acc, (float)g);
+            }
+            for (int c = 0; c < 3; c++) {
+                float g = __fmul_rn(__fmul_rn(acc, rw_wc(c)), 0.5f);
+                st_f32(dx, c * a.HW + e, __fadd_rn(ld_f32(dx, c * a.HW + e), g));
+            }
+        }
+        if (!rw_interior(a, y, i)) return 0.0;
+        double lap = rw_lap(l, a.W, e);
+        return __dmul_rn(lap, lap);
+    }
+    default: { // RW_COLOUR, e over [3, HW]: (u - target)^2
+        int c = (int)(e / a.HW);
+        double d = __dsub_rn((double)rw_u(ld_f32(x, e)), (double)a.target[c]);
+        if (dx) {
+            double q = __ddiv_rn(__dmul_rn(__dmul_rn((double)ds, -2.0), d), __dmul_rn(3.0, (double)a.HW));
+            st_f32(dx, e, __fadd_rn(ld_f32(dx, e), (float)__dmul_rn(q, 0.5)));
+        }
+        return __dmul_rn(d, d);
+    }
+    }
+}
+
+template <class T, class TD> __global__ static void rw_elem_kernel(const T *x, TD *dx, const float *dscore,
+                                                                   double *part, RwArgs a) {
+    __shared__ double sh[32];
+    int64_t b = blockIdx.y, E = (a.kind == RW_SATURATION || a.kind == RW_SHARPNESS) ? a.HW : 3 * a.HW;
+    const T *xb = x + b * 3 * a.HW;
+    TD *db = dx ? dx + b * 3 * a.HW : nullptr;
+    const float *lb = a.luma ? a.luma + b * a.HW : nullptr;
+    float ds = dscore ? __fmul_rn(a.weight, dscore[b]) : 0.0f;
+    double s = 0.0;
+    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < E; e += (int64_t)gridDim.x * blockDim.x)
+        s += rw_term(a, xb, db, lb, ds, e);
+    s = block_sum(s, sh);
+    if (threadIdx.x == 0) part[b * a.parts + blockIdx.x] = s;
+}
+
+// sharpness: luma [B, HW] in fp32, accumulated over the channels in the CPU's order
+template <class T> __global__ static void rw_luma_kernel(float *luma, const T *x, int64_t B, int64_t HW) {
+    int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * HW) return;
+    int64_t b = k / HW, p = k - b * HW;
+    float l = 0.0f;
+    for (int c = 0; c < 3; c++) l = __fadd_rn(l, __fmul_rn(rw_wc(c), rw_u(ld_f32(x, (b * 3 + c) * HW + p))));
+    luma[k] = l;
+}
+
+// JPEG-size proxy: 64 threads per 8x8 block (thread (i, j) of the block), four blocks per 256-thread CUDA block.
+// Block costs go to part[b * nblk + k]; with dx, the gradient of -weight dscore[b] / (64 nblk) cost is added. The
+// quantisation table comes from the CPU code in the kernel arguments.
+template <class T, class TD> __global__ static void rw_jpeg_kernel(const T *x, TD *dx, const float *dscore,
+                                                                   double *part, RwArgs a, int64_t B) {
+    __shared__ double D[64], f[4][64], t[4][64], gq[4][64], csum[4][2];
+    int lb = threadIdx.x >> 6, e = threadIdx.x & 63, r = e >> 3, j = e & 7;
+    int64_t bw = a.W / 8, nblk = (a.H / 8) * bw, id = (int64_t)blockIdx.x * 4 + lb;
+    int active = id < B * nblk;
+    int64_t b = active ? id / nblk : 0, k = id - b * nblk, y0 = (k / bw) * 8, x0 = (k % bw) * 8;
+    if (threadIdx.x < 64) // orthonormal DCT-II basis D[r][j], as the CPU builds it
+        D[e] = (r ? sqrt(2.0 / 8) : sqrt(1.0 / 8)) * cos(M_PI * (2 * j + 1) * r / 16.0);
+    const T *xb = x + b * 3 * a.HW;
+    int64_t p = (y0 + r) * a.W + x0 + j;
+    double l = 0.0;
+    if (active)
+        for (int c = 0; c < 3; c++) l = __dadd_rn(l, __dmul_rn((double)rw_wc(c), (double)rw_u(ld_f32(xb, c * a.HW + p))));
+    f[lb][e] = __dsub_rn(__dmul_rn(255.0, l), 128.0);
+    __syncthreads();
+    double s = 0.0; // t = D f
+    for (int n = 0; n < 8; n++) s = __dadd_rn(s, __dmul_rn(D[r * 8 + n], f[lb][n * 8 + j]));
+    t[lb][e] = s;
+    __syncthreads();
+    double F = 0.0; // F = t D^T at (r, j); cost and dcost/dF
+    for (int n = 0; n < 8; n++) F = __dadd_rn(F, __dmul_rn(t[lb][r * 8 + n], D[j * 8 + n]));
+    double q = F / a.q50[e], aa = sqrt(__dadd_rn(__dmul_rn(q, q), 0.01));
+    double cost = active ? log1p(aa) : 0.0;
+    gq[lb][e] = (q / aa) / (1.0 + aa) / a.q50[e];
+    cost = warp_sum(cost);
+    if ((threadIdx.x & 31) == 0) csum[lb][(e >> 5)] = cost;
+    __syncthreads();
+    if (active && e == 0) part[b * a.parts + k] = csum[lb][0] + csum[lb][1];
+    if (!dx) return; // uniform over the block: no barrier follows for anyone
+    s = 0.0; // gt = g D (into f)
+    for (int n = 0; n < 8; n++) s = __dadd_rn(s, __dmul_rn(gq[lb][r * 8 + n], D[n * 8 + j]));
+    f[lb][e] = s;
+    __syncthreads();
+    s = 0.0; // dcost/df = D^T gt at (r, j)
+    for (int n = 0; n < 8; n++) s = __dadd_rn(s, __dmul_rn(D[n * 8 + r], f[lb][n * 8 + j]));
+    if (!active) return;
+    float ds = dscore ? __fmul_rn(a.weight, dscore[b]) : 0.0f;
+    double scale = (double)(-ds) / (64.0 * (double)nblk);
+    TD *db = dx + b * 3 * a.HW;
+    for (int c = 0; c < 3; c++) {
+        float g = (float)__dmul_rn(__dmul_rn(__dmul_rn(__dmul_rn(scale, s), 255.0), (double)rw_wc(c)), 0.5);
+        st_f32(db, c * a.HW + p, __fadd_rn(ld_f32(db, c * a.HW + p), g));
+    }
+}
+
+// scores[b] = (float)(sign sum_k part[b, k] / div)
+__global__ static void rw_final_kernel(float *scores, const double *part, int64_t parts, double sign, double div) {
+    __shared__ double sh[32];
+    int64_t b = blockIdx.x;
+    double s = 0.0;
+    for (int64_t k = threadIdx.x; k < parts; k += blockDim.x) s += part[b * parts + k];
+    s = block_sum(s, sh);
+    if (threadIdx.x == 0) scores[b] = (float)((sign * s) / div);
+}
+
+static int64_t rw_parts(int kind, int64_t H, int64_t W) {
+    if (kind == RW_COMPRESS) return (H / 8) * (W / 8);
+    int64_t E = (kind == RW_SATURATION || kind == RW_SHARPNESS) ? H * W : 3 * H * W;
+    int64_t p = (E + 4 * TRAIN_THREADS - 1) / (4 * TRAIN_THREADS);
+    return p < RW_MAX_PARTS ? p : RW_MAX_PARTS;
+}
+
+extern "C" size_t reward_lowlevel_workspace_bytes_cuda(int kind, int64_t B, int64_t H, int64_t W) {
+    size_t part = sizeof(double) * (size_t)(B * rw_parts(kind, H, W));
+    part = (part + 255) / 256 * 256;
+    return part + (kind == RW_SHARPNESS ? sizeof(float) * (size_t)(B * H * W) : 0);
+}
+
+template <class T, class TD> static void rw_launch(int kind, const void *x, void *dx, float *scores, const float *dscore,
+                                         float weight, int64_t B, int64_t H, int64_t W, const float *target,
+                                         const float *q50, void *ws) {
+    RwArgs a = {kind, H, W, H * W, rw_parts(kind, H, W), weight, {target[0], target[1], target[2]}, nullptr, {0}};
+    if (q50) memcpy(a.q50, q50, sizeof a.q50);
+    double *part = (double *)ws;
+    size_t part_bytes = (sizeof(double) * (size_t)(B * a.parts) + 255) / 256 * 256;
+    if (kind == RW_COMPRESS) {
+        void (*k)(const T *, TD *, const float *, double *, RwArgs, int64_t) = rw_jpeg_kernel<T, TD>;
+        CUDA_LAUNCH(k, cuda_blocks(B * a.parts, 4), 256, 0, cuda_stream(), (const T *)x, (TD *)dx, dscore, part, a,
+                    B);
+    } else {
+        if (kind == RW_SHARPNESS) {
+            a.luma = (const float *)((char *)ws + part_bytes);
+            CUDA_LAUNCH(rw_luma_kernel<T>, cuda_blocks(B * H * W, TRAIN_THREADS), TRAIN_THREADS, 0, cuda_stream(),
+                        (float *)a.luma, (const T *)x, B, H * W);
+        }
+        void (*k)(const T *, TD *, const float *, double *, RwArgs) = rw_elem_kernel<T, TD>;
+        CUDA_LAUNCH(k, dim3((unsigned)a.parts, (unsigned)B), TRAIN_THREADS, 0, cuda_stream(), (const T *)x, (TD *)dx,
+                    dscore, part, a);
+    }
+    // the CPU's normalisations: symmetry -s / (3HW) (as -s * inv), brightness and saturation s / HW, sharpness
+    // s / ((H - 2)(W - 2)), colour -s / (3HW), compress -s / (64 nblk)
+    double HW = (double)(H * W), sign = 1.0, div = HW;
+    if (kind == RW_SYMMETRY) sign = -1.0 / (double)(3 * H * W), div = 1.0;
+    if (kind == RW_SHARPNESS) div = (double)((H - 2) * (W - 2));
+    if (kind == RW_COLOUR) sign = -1.0, div = 3.0 * HW;
+    if (kind == RW_COMPRESS) sign = -1.0, div = 64.0 * (double)a.parts;
+    CUDA_LAUNCH(rw_final_kernel, (unsigned)B, TRAIN_THREADS, 0, cuda_stream(), scores, (const double *)part, a.parts,
+                sign, div);
+}
+
+extern "C" void reward_lowlevel_cuda(int kind, const void *x, int dt, void *dx, int dt_dx, float *scores,
+                                     const float *dscore, float weight, int64_t B, int64_t H, int64_t W,
+                                     const float *target, const float *q50, void *ws) {
+    CUDA_DT_DISPATCH(dt, T, CUDA_DT_DISPATCH(dt_dx, TD, rw_launch<T, TD>(kind, x, dx, scores, dscore, weight, B, H, W,
+                                                                        target, q50, ws)));
+}
+
+// total[b] = (first ? 0 : total[b]) + weight scores[b]
+__global__ static void rw_total_kernel(float *total, const float *scores, float weight, int64_t B, int first) {
+    int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (b < B) total[b] = __fadd_rn(first ? 0.0f : total[b], __fmul_rn(weight, scores[b]));
+}
+extern "C" void reward_total_cuda(float *total, const float *scores, float weight, int64_t B, int first) {
+    CUDA_LAUNCH(rw_total_kernel, cuda_blocks(B, 128), 128, 0, cuda_stream(), total, scores, weight, B, first);
+}
