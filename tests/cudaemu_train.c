@@ -168,8 +168,8 @@ static void test_adamw(int64_t n, int64_t off) {
 // Scores: per-element terms computed as on the CPU, summed in double in another order, then rounded to fp32 (the
 // double sums differ by ~1e-16 relative, so the fp32 scores by at most 1 ulp): 2^-23 of the largest score.
 // Gradients: the elementwise ones repeat the CPU's operations in order (exact); the JPEG proxy's 8x8 DCTs use the
-// GPU's cos and log1p, whose double results may differ from the C library's in the last bit, ~1e-16 relative before
-// the fp32 rounding: 1 ulp, 2^-23.
+// CPU's basis and order, but the GPU's log1p and sqrt, whose double results may differ from the C library's in the
+// last bit, ~1e-16 relative before the fp32 rounding: 1 ulp, 2^-23.
 #define REWARD_SCORE_TOL (1.0 / 8388608.0)
 #define REWARD_GRAD_TOL (1.0 / 8388608.0)
 static const char *const REWARDS[6] = {"symmetry", "brightness", "saturation", "sharpness", "colour", "compress"};

@@ -117,6 +117,7 @@ void concat_channels_backward(Tensor *da, Tensor *db, const Tensor *dout);
 void add_forward(Tensor *out, const Tensor *a, const Tensor *b);
 void add_backward(Tensor *da, Tensor *db, const Tensor *dout);
 // per-(sample, channel) broadcast add: out[b, c, *] = x[b, c, *] + v[b, c]  (time embedding into a resnet)
+// (the backward's dv is reduce_forward(dv, dout): its GPU scratch is reduce_workspace_bytes(dv, dout))
 void add_bcast_forward(Tensor *out, const Tensor *x, const Tensor *v);
 void add_bcast_backward(Tensor *dx, Tensor *dv, const Tensor *dout);
 // y += alpha * x (gradient accumulation across branches); y = alpha * y; fill

@@ -35,6 +35,11 @@ static const float JPEG_Q50[64] = {16, 11, 10, 16, 24,  40,  51,  61,  12, 12, 1
                                    14, 13, 16, 24, 40,  57,  69,  56,  14, 17, 22, 29, 51,  87,  80,  62,
                                    18, 22, 37, 56, 68,  109, 103, 77,  24, 35, 55, 64, 81,  104, 113, 92,
                                    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99};
+// the orthonormal DCT-II basis D[k][n], as JPEG
+static void jpeg_dct(double D[8][8]) {
+    for (int k = 0; k < 8; k++)
+        for (int n = 0; n < 8; n++) D[k][n] = (k ? sqrt(2.0 / 8) : sqrt(1.0 / 8)) * cos(M_PI * (2 * n + 1) * k / 16.0);
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // the GPU path. Kind codes of reward_lowlevel_cuda, in the order of BUILTIN below.
@@ -58,9 +63,11 @@ static void lowlevel_cuda_check(int kind, const Tensor *images, const Tensor *di
 static void lowlevel_cuda(int kind, const Reward *r, float weight, const Tensor *images, float *scores,
                           Tensor *dimages, const float *dscore, void *ws) {
     lowlevel_cuda_check(kind, images, dimages);
+    double D[8][8];
+    jpeg_dct(D);
     reward_lowlevel_cuda(kind, images->data, ops_dt(images), dimages ? dimages->data : NULL,
                          dimages ? ops_dt(dimages) : DTYPE_F32, scores, dscore, weight, images->shape[0],
-                         images->shape[2], images->shape[3], r->params, JPEG_Q50, ws);
+                         images->shape[2], images->shape[3], r->params, JPEG_Q50, &D[0][0], ws);
 }
 
 // A reward called alone on the GPU: dimages is written (cleared, then the gradient added).
@@ -280,9 +287,8 @@ static void compress_score(const Reward *r, const Tensor *images, const char *co
     Img m = img_of(images, dimages);
     int64_t bh = m.H / 8, bw = m.W / 8, nblk = bh * bw;
     CHECK(nblk > 0, "", "the JPEG proxy needs images of at least 8x8");
-    double D[8][8]; // orthonormal DCT-II basis, as JPEG
-    for (int k = 0; k < 8; k++)
-        for (int n = 0; n < 8; n++) D[k][n] = (k ? sqrt(2.0 / 8) : sqrt(1.0 / 8)) * cos(M_PI * (2 * n + 1) * k / 16.0);
+    double D[8][8];
+    jpeg_dct(D);
     if (m.dx) memset(m.dx, 0, sizeof(float) * (size_t)(m.B * 3 * m.HW)); // pixels outside whole blocks
     double *cost = xmalloc(sizeof(double) * (size_t)(m.B * nblk));
 #pragma omp parallel for collapse(2)

@@ -89,12 +89,12 @@ void adamw_update_cuda(float *p, const float *g, float *m, float *v, int64_t n, 
 // low-level rewards (rewards/lowlevel.c): kind 0 symmetry, 1 brightness, 2 saturation, 3 sharpness, 4 colour,
 // 5 compress; x [B, 3, H, W]; scores [B] fp32 written; with dx != NULL (any storage dtype dt_dx),
 // dx += d(sum_b weight dscore[b] score[b]) / dx
-// (dscore [B] fp32 on the device; NULL: zero); target: the colour's RGB (3 host floats); q50: the JPEG proxy's
-// quantisation table (64 host floats); ws: the bytes below
+// (dscore [B] fp32 on the device; NULL: zero); target: the colour's RGB (3 host floats); q50, dct: the JPEG proxy's
+// quantisation table (64 host floats) and 8x8 DCT basis (64 host doubles); ws: the bytes below
 size_t reward_lowlevel_workspace_bytes_cuda(int kind, int64_t B, int64_t H, int64_t W);
 void reward_lowlevel_cuda(int kind, const void *x, int dt, void *dx, int dt_dx, float *scores, const float *dscore,
                           float weight, int64_t B, int64_t H, int64_t W, const float *target, const float *q50,
-                          void *ws);
+                          const double *dct, void *ws);
 // total[b] = (first ? 0 : total[b]) + weight scores[b]
 void reward_total_cuda(float *total, const float *scores, float weight, int64_t B, int first);
 

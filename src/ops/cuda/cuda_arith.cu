@@ -5,13 +5,10 @@
 #include "../../core/device_cuda.h"
 #include "cuda_api.h"
 
-#define ARITH_THREADS 256
-// grid for n elements at four per thread
-static inline unsigned arith_blocks(int64_t n) { return cuda_blocks((n + 3) / 4, ARITH_THREADS); }
 
 // out = a + b (out may alias a or b)
 template <class T> __global__ static void add_kernel(T *out, const T *a, const T *b, int64_t n, int vec) {
-    int64_t i0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    int64_t i0 = cuda_quad_index();
     if (vec && i0 + 4 <= n) {
         Vec4<T> x = ld_vec4(a, i0), y = ld_vec4(b, i0), o;
         for (int k = 0; k < 4; k++) st_f32(o.v, k, ld_f32(x.v, k) + ld_f32(y.v, k));
@@ -24,7 +21,7 @@ template <class T> __global__ static void add_kernel(T *out, const T *a, const T
 // out[bc, s] = x[bc, s] + v[bc] for x [BC, S]
 template <class T> __global__ static void add_bcast_kernel(T *out, const T *x, const T *v, int64_t BC, int64_t S,
                                                            int vec) {
-    int64_t i0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4, n = BC * S;
+    int64_t i0 = cuda_quad_index(), n = BC * S;
     if (vec && i0 + 4 <= n) { // vec implies S % 4 == 0: the four elements share one (b, c)
         float add = ld_f32(v, i0 / S);
         Vec4<T> a = ld_vec4(x, i0), o;
@@ -37,7 +34,7 @@ template <class T> __global__ static void add_bcast_kernel(T *out, const T *x, c
 
 // y += alpha x; y and x may have different storage (a bf16 branch gradient into an fp32 sum)
 template <class TY, class TX> __global__ static void axpy_kernel(TY *y, float alpha, const TX *x, int64_t n, int vec) {
-    int64_t i0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    int64_t i0 = cuda_quad_index();
     if (vec && i0 + 4 <= n) {
         Vec4<TY> a = ld_vec4(y, i0);
         Vec4<TX> b = ld_vec4(x, i0);
@@ -50,7 +47,7 @@ template <class TY, class TX> __global__ static void axpy_kernel(TY *y, float al
 
 // dst = src converted (round to nearest even into bf16); also a same-dtype copy
 template <class TD, class TS> __global__ static void cast_kernel(TD *dst, const TS *src, int64_t n, int vec) {
-    int64_t i0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    int64_t i0 = cuda_quad_index();
     if (vec && i0 + 4 <= n) {
         Vec4<TS> s = ld_vec4(src, i0);
         Vec4<TD> d;
@@ -63,7 +60,7 @@ template <class TD, class TS> __global__ static void cast_kernel(TD *dst, const 
 
 // y = alpha y (scale) or y = value (fill, when set)
 template <class T> __global__ static void scale_fill_kernel(T *y, float alpha, int set, int64_t n, int vec) {
-    int64_t i0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    int64_t i0 = cuda_quad_index();
     if (vec && i0 + 4 <= n) {
         Vec4<T> a = set ? Vec4<T>() : ld_vec4(y, i0);
         for (int k = 0; k < 4; k++) st_f32(a.v, k, set ? alpha : alpha * ld_f32(a.v, k));
@@ -74,7 +71,7 @@ template <class T> __global__ static void scale_fill_kernel(T *y, float alpha, i
 }
 
 #define ARITH_LAUNCH(kernel, n, ...)                                                                         \
-    CUDA_LAUNCH(kernel, arith_blocks(n), ARITH_THREADS, 0, cuda_stream(), __VA_ARGS__)
+    CUDA_LAUNCH(kernel, cuda_quad_blocks(n), CUDA_VEC_THREADS, 0, cuda_stream(), __VA_ARGS__)
 
 extern "C" void add_forward_cuda(void *out, const void *a, const void *b, int64_t n, int dt) {
     CUDA_DT_DISPATCH(dt, T, {

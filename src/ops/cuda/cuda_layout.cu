@@ -6,15 +6,13 @@
 #include "../../core/device_cuda.h"
 #include "cuda_api.h"
 
-#define LAYOUT_THREADS 256
-static inline unsigned quad_blocks(int64_t n) { return cuda_blocks((n + 3) / 4, LAYOUT_THREADS); }
-#define QUAD_INDEX() (((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4)
+#define LAYOUT_THREADS CUDA_VEC_THREADS
 
 // ---------------------------------------------------------------------------------------------------------------
 // upsample2x: input row r [rows, W] feeds output rows 2r and 2r + 1 [2 rows, 2W]. A thread takes four consecutive
 // elements j of the index space [rows, 2W] and writes each to both output rows, so reads and writes stay consecutive.
 template <class T> __global__ static void upsample_fwd_kernel(T *out, const T *in, int64_t rows, int64_t W) {
-    int64_t i0 = QUAD_INDEX(), W2 = 2 * W, n = rows * W2;
+    int64_t i0 = cuda_quad_index(), W2 = 2 * W, n = rows * W2;
     for (int64_t i = i0; i < n && i < i0 + 4; i++) {
         int64_t r = i / W2, j = i - r * W2;
         T v = in[r * W + (j >> 1)];
@@ -33,7 +31,7 @@ template <class T> __global__ static void upsample_bwd_kernel(T *din, const T *d
 }
 
 extern "C" void upsample2x_forward_cuda(void *out, const void *in, int64_t rows, int64_t W, int dt) {
-    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(upsample_fwd_kernel<T>, quad_blocks(rows * 2 * W), LAYOUT_THREADS, 0,
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(upsample_fwd_kernel<T>, cuda_quad_blocks(rows * 2 * W), LAYOUT_THREADS, 0,
                                         cuda_stream(), (T *)out, (const T *)in, rows, W));
 }
 extern "C" void upsample2x_backward_cuda(void *din, const void *dout, int64_t rows, int64_t W, int dt) {
@@ -58,7 +56,7 @@ template <class T> __device__ static T *concat_part(int64_t i, T *a, T *b, int64
 // to_whole: whole = concat(a, b) (forward); else a, b = the channel ranges of whole (backward; either may be NULL)
 template <class T> __global__ static void concat_kernel(T *whole, T *a, T *b, int64_t n, int64_t Ca, int64_t C,
                                                         int64_t S, int to_whole, int vec) {
-    int64_t i0 = QUAD_INDEX(), off;
+    int64_t i0 = cuda_quad_index(), off;
     if (vec && i0 + 4 <= n) {
         T *p = concat_part(i0, a, b, Ca, C, S, &off);
         if (to_whole) st_vec4(whole, i0, ld_vec4((const T *)p, off));
@@ -78,7 +76,7 @@ static void concat_launch(void *whole, void *a, void *b, int64_t B, int64_t Ca, 
     CUDA_DT_DISPATCH(dt, T, {
         int vec = S % 4 == 0 && cuda_vec_aligned(whole, sizeof(T)) && cuda_vec_aligned(a, sizeof(T)) &&
                   cuda_vec_aligned(b, sizeof(T));
-        CUDA_LAUNCH(concat_kernel<T>, quad_blocks(n), LAYOUT_THREADS, 0, cuda_stream(), (T *)whole, (T *)a, (T *)b,
+        CUDA_LAUNCH(concat_kernel<T>, cuda_quad_blocks(n), LAYOUT_THREADS, 0, cuda_stream(), (T *)whole, (T *)a, (T *)b,
                     n, Ca, C, S, to_whole, vec);
     });
 }
@@ -101,7 +99,7 @@ template <class T> __device__ __forceinline__ float pad_value(const T *in, int64
 }
 template <class T> __global__ static void pad_fwd_kernel(T *out, const T *in, int64_t n, int64_t H, int64_t W,
                                                          int64_t OH, int64_t OW, int top, int left, int vec) {
-    int64_t i0 = QUAD_INDEX();
+    int64_t i0 = cuda_quad_index();
     if (vec && i0 + 4 <= n) {
         Vec4<T> o;
         for (int k = 0; k < 4; k++) st_f32(o.v, k, pad_value(in, i0 + k, H, W, OH, OW, top, left));
@@ -123,7 +121,7 @@ extern "C" void pad2d_forward_cuda(void *out, const void *in, int64_t BC, int64_
     int64_t OH = H + top + bottom, OW = W + left + right, n = BC * OH * OW;
     CUDA_DT_DISPATCH(dt, T, {
         int vec = cuda_vec_aligned(out, sizeof(T));
-        CUDA_LAUNCH(pad_fwd_kernel<T>, quad_blocks(n), LAYOUT_THREADS, 0, cuda_stream(), (T *)out, (const T *)in, n,
+        CUDA_LAUNCH(pad_fwd_kernel<T>, cuda_quad_blocks(n), LAYOUT_THREADS, 0, cuda_stream(), (T *)out, (const T *)in, n,
                     H, W, OH, OW, top, left, vec);
     });
 }
@@ -192,7 +190,7 @@ extern "C" void timestep_embedding_backward_cuda(float *dt_, const void *dout, c
 // backward.
 template <class T> __global__ static void embedding_fwd_kernel(T *out, const int32_t *ids, const T *table, int64_t N,
                                                                int64_t V, int64_t C, int vec) {
-    int64_t i0 = QUAD_INDEX(), n = N * C;
+    int64_t i0 = cuda_quad_index(), n = N * C;
     for (int64_t i = i0; i < n && i < i0 + 4; i++) {
         int64_t r = i / C, c = i - r * C, id = ids[r];
         if (vec) { // C % 4 == 0: the four elements are one vector of one row
@@ -221,7 +219,7 @@ extern "C" void embedding_forward_cuda(void *out, const int32_t *ids, const void
                                        int64_t C, int dt) {
     CUDA_DT_DISPATCH(dt, T, {
         int vec = C % 4 == 0 && cuda_vec_aligned(out, sizeof(T)) && cuda_vec_aligned(table, sizeof(T));
-        CUDA_LAUNCH(embedding_fwd_kernel<T>, quad_blocks(N * C), LAYOUT_THREADS, 0, cuda_stream(), (T *)out, ids,
+        CUDA_LAUNCH(embedding_fwd_kernel<T>, cuda_quad_blocks(N * C), LAYOUT_THREADS, 0, cuda_stream(), (T *)out, ids,
                     (const T *)table, N, V, C, vec);
     });
 }
@@ -320,7 +318,7 @@ extern "C" void reduce_forward_cuda(void *out, int dt_out, const void *in, int d
 // din [N, M] = dout[n] / div, four elements per thread (one vector store when M % 4 == 0)
 template <class TI, class TO> __global__ static void reduce_bwd_kernel(TI *din, const TO *dout, int64_t N, int64_t M,
                                                                        float div, int vec) {
-    int64_t i0 = QUAD_INDEX(), n = N * M;
+    int64_t i0 = cuda_quad_index(), n = N * M;
     if (vec && i0 + 4 <= n) {
         float v = ld_f32(dout, i0 / M) / div;
         Vec4<TI> o;
@@ -334,7 +332,7 @@ template <class TI, class TO> static void reduce_bwd_launch(void *din, const voi
                                                             float div) {
     void (*k)(TI *, const TO *, int64_t, int64_t, float, int) = reduce_bwd_kernel<TI, TO>;
     int vec = M % 4 == 0 && cuda_vec_aligned(din, sizeof(TI));
-    CUDA_LAUNCH(k, quad_blocks(N * M), LAYOUT_THREADS, 0, cuda_stream(), (TI *)din, (const TO *)dout, N, M, div,
+    CUDA_LAUNCH(k, cuda_quad_blocks(N * M), LAYOUT_THREADS, 0, cuda_stream(), (TI *)din, (const TO *)dout, N, M, div,
                 vec);
 }
 extern "C" void reduce_backward_cuda(void *din, int dt_in, const void *dout, int dt_out, int64_t N, int64_t M,

@@ -9,9 +9,7 @@
 #include "../../core/device_cuda.h"
 #include "cuda_api.h"
 
-#define TRAIN_THREADS 256
-#define QUAD_INDEX() (((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4)
-static inline unsigned quad_blocks(int64_t n) { return cuda_blocks((n + 3) / 4, TRAIN_THREADS); }
+#define TRAIN_THREADS CUDA_VEC_THREADS
 
 // ---------------------------------------------------------------------------------------------------------------
 // DDIM. pred: 0 epsilon, 1 v, 2 sample (PredictionType); coefficients are fp32 kernel arguments computed by the host.
@@ -35,7 +33,7 @@ __device__ __forceinline__ void ddim_predict(const DdimArgs &a, float m, float x
 // x_prev = sp x0 + dir eps (+ std z) and/or x0 (clamped when clipping); either output may be NULL
 template <class T> __global__ static void ddim_step_kernel(T *x_prev, T *x0_out, const T *m, const T *x, const T *z,
                                                            DdimArgs a, int64_t n) {
-    int64_t i0 = QUAD_INDEX();
+    int64_t i0 = cuda_quad_index();
     for (int64_t i = i0; i < n && i < i0 + 4; i++) {
         float x0, eps;
         ddim_predict(a, ld_f32(m, i), ld_f32(x, i), &x0, &eps);
@@ -54,7 +52,7 @@ struct DdimBwdArgs {
 };
 template <class T> __global__ static void ddim_bwd_kernel(T *dm, T *dx, const T *g, const T *g0, const T *m,
                                                           const T *x, DdimArgs a, DdimBwdArgs b, int64_t n) {
-    int64_t i0 = QUAD_INDEX();
+    int64_t i0 = cuda_quad_index();
     for (int64_t i = i0; i < n && i < i0 + 4; i++) {
         double gx0 = __dadd_rn(g ? __dmul_rn(b.sp, (double)ld_f32(g, i)) : 0.0, g0 ? (double)ld_f32(g0, i) : 0.0);
         if (a.clip) {
@@ -71,7 +69,7 @@ template <class T> __global__ static void ddim_bwd_kernel(T *dm, T *dx, const T 
 // out = sa x0 + sb noise
 template <class T> __global__ static void ddim_add_noise_kernel(T *out, const T *x0, const T *noise, float sa,
                                                                 float sb, int64_t n) {
-    int64_t i0 = QUAD_INDEX();
+    int64_t i0 = cuda_quad_index();
     for (int64_t i = i0; i < n && i < i0 + 4; i++)
         st_f32(out, i, __fadd_rn(__fmul_rn(sa, ld_f32(x0, i)), __fmul_rn(sb, ld_f32(noise, i))));
 }
@@ -79,7 +77,7 @@ template <class T> __global__ static void ddim_add_noise_kernel(T *out, const T 
 extern "C" void ddim_step_cuda(void *x_prev, void *x0, const void *m, const void *x, const void *z, float sa, float sb,
                                float sp, float dir, float std_dev, float lim, int pred, int clip, int64_t n, int dt) {
     DdimArgs a = {sa, sb, sp, dir, std_dev, lim, pred, clip};
-    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(ddim_step_kernel<T>, quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(),
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(ddim_step_kernel<T>, cuda_quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(),
                                         (T *)x_prev, (T *)x0, (const T *)m, (const T *)x, (const T *)z, a, n));
 }
 extern "C" void ddim_step_backward_cuda(void *dm, void *dx, const void *dx_prev, const void *dx0, const void *m,
@@ -87,13 +85,13 @@ extern "C" void ddim_step_backward_cuda(void *dm, void *dx, const void *dx_prev,
                                         double dir, double cx, double cm, double ex, double em, int64_t n, int dt) {
     DdimArgs a = {sa, sb, 0.0f, 0.0f, 0.0f, lim, pred, clip};
     DdimBwdArgs b = {sp, dir, cx, cm, ex, em};
-    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(ddim_bwd_kernel<T>, quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(), (T *)dm,
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(ddim_bwd_kernel<T>, cuda_quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(), (T *)dm,
                                         (T *)dx, (const T *)dx_prev, (const T *)dx0, (const T *)m, (const T *)x, a, b,
                                         n));
 }
 extern "C" void ddim_add_noise_cuda(void *out, const void *x0, const void *noise, float sa, float sb, int64_t n,
                                     int dt) {
-    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(ddim_add_noise_kernel<T>, quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(),
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(ddim_add_noise_kernel<T>, cuda_quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(),
                                         (T *)out, (const T *)x0, (const T *)noise, sa, sb, n));
 }
 
@@ -102,7 +100,7 @@ extern "C" void ddim_add_noise_cuda(void *out, const void *x0, const void *noise
 // drows = [ca dout | cb dout] with ca = (1 - w) scale, cb = w scale in double (the host computes both), or only
 // ca dout when there is one row (no guidance: ca = scale).
 template <class T> __global__ static void cfg_fwd_kernel(T *out, const T *rows, float w, int64_t n) {
-    int64_t i0 = QUAD_INDEX();
+    int64_t i0 = cuda_quad_index();
     for (int64_t i = i0; i < n && i < i0 + 4; i++) {
         float u = ld_f32(rows, i), c = ld_f32(rows, n + i);
         st_f32(out, i, __fadd_rn(u, __fmul_rn(w, __fsub_rn(c, u))));
@@ -110,7 +108,7 @@ template <class T> __global__ static void cfg_fwd_kernel(T *out, const T *rows, 
 }
 template <class T> __global__ static void cfg_bwd_kernel(T *drows, const T *dout, double ca, double cb, int two,
                                                          int64_t n) {
-    int64_t i0 = QUAD_INDEX();
+    int64_t i0 = cuda_quad_index();
     for (int64_t i = i0; i < n && i < i0 + 4; i++) {
         double d = (double)ld_f32(dout, i);
         st_f32(drows, i, (float)__dmul_rn(ca, d));
@@ -118,12 +116,12 @@ template <class T> __global__ static void cfg_bwd_kernel(T *drows, const T *dout
     }
 }
 extern "C" void cfg_combine_forward_cuda(void *out, const void *rows, float w, int64_t n, int dt) {
-    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(cfg_fwd_kernel<T>, quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(), (T *)out,
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(cfg_fwd_kernel<T>, cuda_quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(), (T *)out,
                                         (const T *)rows, w, n));
 }
 extern "C" void cfg_combine_backward_cuda(void *drows, const void *dout, double ca, double cb, int two, int64_t n,
                                           int dt) {
-    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(cfg_bwd_kernel<T>, quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(),
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(cfg_bwd_kernel<T>, cuda_quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(),
                                         (T *)drows, (const T *)dout, ca, cb, two, n));
 }
 
@@ -188,7 +186,7 @@ __global__ static void adamw_kernel(float *p, const float *g, float *m, float *v
     double norm = sqrt(*sumsq);
     if (!(norm - norm == 0.0)) return; // NaN or Inf: the step is skipped
     float gs = (a.clip <= 0.0f || norm <= (double)a.clip) ? 1.0f : (float)((double)a.clip / (norm + 1e-6));
-    int64_t i0 = QUAD_INDEX();
+    int64_t i0 = cuda_quad_index();
     if (vec && i0 + 4 <= n) {
         Vec4<float> pp = ld_vec4(p, i0), gg = ld_vec4(g, i0), mm = ld_vec4(m, i0), vv = ld_vec4(v, i0);
         for (int k = 0; k < 4; k++) adam_one(a, gs, pp.v[k], gg.v[k], mm.v[k], vv.v[k]);
@@ -202,7 +200,7 @@ extern "C" void adamw_update_cuda(float *p, const float *g, float *m, float *v, 
                                   float step_size, float sqrt_bc2, float clip) {
     AdamArgs a = {one_minus_b1, b2, one_minus_b2, eps, decay, step_size, sqrt_bc2, clip};
     int vec = cuda_vec_aligned(p, 4) && cuda_vec_aligned(g, 4) && cuda_vec_aligned(m, 4) && cuda_vec_aligned(v, 4);
-    CUDA_LAUNCH(adamw_kernel, quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(), p, g, m, v, n, sumsq, a, vec);
+    CUDA_LAUNCH(adamw_kernel, cuda_quad_blocks(n), TRAIN_THREADS, 0, cuda_stream(), p, g, m, v, n, sumsq, a, vec);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -219,6 +217,7 @@ struct RwArgs {
     float weight, target[3];
     const float *luma; // sharpness: [B, HW]
     float q50[64];     // compress: the quality-50 luminance table
+    double dct[64];    // compress: the orthonormal 8x8 DCT-II basis D[k][n]
 };
 
 __device__ __forceinline__ float rw_u(float x) { return __fadd_rn(__fmul_rn(0.5f, x), 0.5f); }
@@ -331,7 +330,7 @@ template <class T> __global__ static void rw_luma_kernel(float *luma, const T *x
 
 // JPEG-size proxy: 64 threads per 8x8 block (thread (i, j) of the block), four blocks per 256-thread CUDA block.
 // Block costs go to part[b * nblk + k]; with dx, the gradient of -weight dscore[b] / (64 nblk) cost is added. The
-// quantisation table comes from the CPU code in the kernel arguments.
+// quantisation table and the DCT basis come from the CPU code in the kernel arguments.
 template <class T, class TD> __global__ static void rw_jpeg_kernel(const T *x, TD *dx, const float *dscore,
                                                                    double *part, RwArgs a, int64_t B) {
     __shared__ double D[64], f[4][64], t[4][64], gq[4][64], csum[4][2];
@@ -339,8 +338,7 @@ template <class T, class TD> __global__ static void rw_jpeg_kernel(const T *x, T
     int64_t bw = a.W / 8, nblk = (a.H / 8) * bw, id = (int64_t)blockIdx.x * 4 + lb;
     int active = id < B * nblk;
     int64_t b = active ? id / nblk : 0, k = id - b * nblk, y0 = (k / bw) * 8, x0 = (k % bw) * 8;
-    if (threadIdx.x < 64) // orthonormal DCT-II basis D[r][j], as the CPU builds it
-        D[e] = (r ? sqrt(2.0 / 8) : sqrt(1.0 / 8)) * cos(M_PI * (2 * j + 1) * r / 16.0);
+    if (threadIdx.x < 64) D[e] = a.dct[e];
     const T *xb = x + b * 3 * a.HW;
     int64_t p = (y0 + r) * a.W + x0 + j;
     double l = 0.0;
@@ -403,9 +401,10 @@ extern "C" size_t reward_lowlevel_workspace_bytes_cuda(int kind, int64_t B, int6
 
 template <class T, class TD> static void rw_launch(int kind, const void *x, void *dx, float *scores, const float *dscore,
                                          float weight, int64_t B, int64_t H, int64_t W, const float *target,
-                                         const float *q50, void *ws) {
-    RwArgs a = {kind, H, W, H * W, rw_parts(kind, H, W), weight, {target[0], target[1], target[2]}, nullptr, {0}};
+                                         const float *q50, const double *dct, void *ws) {
+    RwArgs a = {kind, H, W, H * W, rw_parts(kind, H, W), weight, {target[0], target[1], target[2]}, nullptr, {0}, {0}};
     if (q50) memcpy(a.q50, q50, sizeof a.q50);
+    if (dct) memcpy(a.dct, dct, sizeof a.dct);
     double *part = (double *)ws;
     size_t part_bytes = (sizeof(double) * (size_t)(B * a.parts) + 255) / 256 * 256;
     if (kind == RW_COMPRESS) {
@@ -435,9 +434,9 @@ template <class T, class TD> static void rw_launch(int kind, const void *x, void
 
 extern "C" void reward_lowlevel_cuda(int kind, const void *x, int dt, void *dx, int dt_dx, float *scores,
                                      const float *dscore, float weight, int64_t B, int64_t H, int64_t W,
-                                     const float *target, const float *q50, void *ws) {
+                                     const float *target, const float *q50, const double *dct, void *ws) {
     CUDA_DT_DISPATCH(dt, T, CUDA_DT_DISPATCH(dt_dx, TD, rw_launch<T, TD>(kind, x, dx, scores, dscore, weight, B, H, W,
-                                                                        target, q50, ws)));
+                                                                        target, q50, dct, ws)));
 }
 
 // total[b] = (first ? 0 : total[b]) + weight scores[b]

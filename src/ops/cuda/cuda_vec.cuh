@@ -23,6 +23,14 @@ template <class T> struct alignas(4 * sizeof(T)) Vec4 {
     T v[4];
 };
 
+// Elementwise kernels take four consecutive elements per thread: the first of them, and the grid for n elements
+// (blocks of CUDA_VEC_THREADS threads).
+#define CUDA_VEC_THREADS 256
+__device__ __forceinline__ int64_t cuda_quad_index(void) {
+    return ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+}
+static inline unsigned cuda_quad_blocks(int64_t n) { return cuda_blocks((n + 3) / 4, CUDA_VEC_THREADS); }
+
 // 1 when p is aligned for Vec4<T> of a dtype of `size` bytes (NULL counts as aligned).
 static inline int cuda_vec_aligned(const void *p, size_t size) { return ((uintptr_t)p % (4 * size)) == 0; }
 
