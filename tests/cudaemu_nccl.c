@@ -49,7 +49,7 @@ static void run(void) {
     device_copy(dev, DEVICE_CUDA, host, DEVICE_CPU, sizeof(float) * (size_t)n);
     DistRequest req;
     dist_device_allreduce_start(dev, n, &req); // queued behind the copy; runs beside the kernel below
-    fill_cuda(busy, 1.0f, n);
+    fill_cuda(busy, 1.0f, n, DTYPE_F32);
     dist_device_wait(&req, 1);
     expect(equals(dev, n, 0, (float)R), "all-reduce started, overlapped with a kernel, waited for");
 

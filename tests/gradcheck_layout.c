@@ -1,6 +1,6 @@
 // gradcheck_layout.c: forward spot checks and finite-difference checks of the weightless layout ops: nearest
-// upsampling, channel concat, broadcast add, timestep embedding (including exact diffusers fp32 values),
-// embedding lookup and sum/mean reductions.
+// upsampling, channel concat, broadcast add, the classifier-free-guidance combine, timestep embedding (including exact
+// diffusers fp32 values), embedding lookup and sum/mean reductions.
 #include <math.h>
 #include <stdio.h>
 
@@ -110,6 +110,31 @@ static int check_add_bcast(void) {
     GradCheck g = {.name = "add_bcast", .ctx = &c, .forward = bcast_fwd, .backward = bcast_bwd, .n_wrt = 2};
     g.wrt[0] = &c.x, g.grad[0] = &c.dx;
     g.wrt[1] = &c.v, g.grad[1] = &c.dv; // dv is written (v is an activation: the projected time embedding)
+    return run(&g, &c.y, &c.dy);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// classifier-free guidance combine over [uncond | cond] rows (or one branch); scale 1 makes the backward the gradient
+typedef struct {
+    Tensor rows, y, drows, dy;
+    float w;
+} CfgCtx;
+static void cfg_fwd(void *p) {
+    CfgCtx *c = p;
+    cfg_combine_forward(&c->y, &c->rows, c->w);
+}
+static void cfg_bwd(void *p) {
+    CfgCtx *c = p;
+    cfg_combine_backward(&c->drows, &c->dy, c->w, 1.0);
+}
+
+static int check_cfg(const char *name, int branches) {
+    int64_t B = 2, C = 3, H = 4, W = 5;
+    CfgCtx c = {.rows = GC_TENSOR(branches * B, C, H, W), .drows = GC_TENSOR(branches * B, C, H, W),
+                .y = GC_TENSOR(B, C, H, W), .dy = GC_TENSOR(B, C, H, W), .w = 7.5f};
+    gc_fill_uniform(&c.rows, -1, 1, 6);
+    GradCheck g = {.name = name, .ctx = &c, .forward = cfg_fwd, .backward = cfg_bwd, .n_wrt = 1};
+    g.wrt[0] = &c.rows, g.grad[0] = &c.drows;
     return run(&g, &c.y, &c.dy);
 }
 
@@ -249,6 +274,8 @@ int main(void) {
     f += check_upsample("upsample2x", 2, 3, 5, 3, 0);
     f += check_concat("concat_channels", 2, 3, 2, 4, 3, 0);
     f += check_add_bcast();
+    f += check_cfg("cfg_combine (two branches)", 2);
+    f += check_cfg("cfg_combine (one branch)", 1);
     f += check_timestep_grad("timestep_emb (flip, shift 0)", 3, 32, 1, 0.0f);
     f += check_timestep_grad("timestep_emb (shift 1, odd D)", 2, 17, 0, 1.0f);
     f += check_timestep_values();

@@ -1,6 +1,8 @@
 // ddim.c: DDIMScheduler in fp32 with diffusers' rounding: betas from a float32 linspace evaluated with fused
 // multiply-adds (as torch's CPU kernel does), cumulative products accumulated in double and rounded per element
 // (torch's CPU cumprod), step arithmetic in diffusers' order; timesteps from numpy's double arithmetic.
+// The per-element steps run on the GPU when their tensors live there (ops/cuda/cuda_train.cu): the coefficients are
+// host values passed as kernel arguments (the schedule is on the host), so nothing is read back.
 #include "ddim.h"
 
 #include <math.h>
@@ -8,6 +10,7 @@
 
 #include "../core/common.h"
 #include "../io/json.h"
+#include "../ops/ops_internal.h"
 
 DdimConfig ddim_default_config(void) {
     DdimConfig c = {.num_train_timesteps = 1000, .beta_start = 0.00085, .beta_end = 0.012, .scaled_linear = 1,
@@ -143,12 +146,39 @@ static inline void predict(PredictionType p, float sa, float sb, float m, float 
     }
 }
 
+// The GPU path: every tensor given (NULL or without data: not used) on the GPU in x's storage dtype.
+static int ddim_on_cuda(const char *op, const Tensor *x, const Tensor *const *ts, int n) {
+    if (x->device != DEVICE_CUDA) return 0;
+    OPS_EXPECT_CUDA(x, op);
+    for (int k = 0; k < n; k++)
+        if (ops_want(ts[k])) {
+            OPS_EXPECT_CUDA(ts[k], op);
+            ops_expect_same_dtype(ts[k], x, op);
+        }
+    return 1;
+}
+static void *ddim_data(const Tensor *t) { return ops_want(t) ? t->data : NULL; }
+
+// One x_prev / x0 step on the GPU (ddim_step, ddim_predict_x0).
+static void ddim_step_cuda_(const Ddim *s, const DdimStep *c, Tensor *x_prev, Tensor *x0, const Tensor *m,
+                            const Tensor *x, const Tensor *z) {
+    const float sa = sqrtf(c->alpha_t), sb = sqrtf(1.0f - c->alpha_t), sp = sqrtf(c->alpha_prev);
+    const float dir = sqrtf(1.0f - c->alpha_prev - c->std_dev * c->std_dev);
+    ddim_step_cuda(ddim_data(x_prev), ddim_data(x0), m->data, x->data, ddim_data(z), sa, sb, sp, dir, c->std_dev,
+                   s->cfg.clip_sample_range, (int)s->cfg.prediction, s->cfg.clip_sample, tensor_numel(x), ops_dt(x));
+}
+
 void ddim_step(const Ddim *s, int i, float eta, Tensor *x_prev, Tensor *x0_pred, const Tensor *m, const Tensor *x,
                const Tensor *z) {
     DdimStep c = ddim_step_coef(s, i, eta);
     int64_t n = tensor_numel(x);
     CHECK(tensor_numel(m) == n && tensor_numel(x_prev) == n, "", "ddim_step: shape mismatch");
     CHECK(eta <= 0.0f || (z && tensor_numel(z) == n), "pass the step noise", "ddim_step: eta > 0 needs noise");
+    CHECK(!x0_pred || tensor_numel(x0_pred) == n, "", "ddim_step: x0_pred shape mismatch");
+    if (ddim_on_cuda("ddim_step", x, (const Tensor *[]){x_prev, x0_pred, m, eta > 0.0f ? z : NULL}, 4)) {
+        ddim_step_cuda_(s, &c, x_prev, x0_pred, m, x, eta > 0.0f ? z : NULL);
+        return;
+    }
     const float sa = sqrtf(c.alpha_t), sb = sqrtf(1.0f - c.alpha_t), sp = sqrtf(c.alpha_prev);
     const float dir = sqrtf(1.0f - c.alpha_prev - c.std_dev * c.std_dev);
     const float lim = s->cfg.clip_sample_range;
@@ -171,6 +201,12 @@ void ddim_step_backward(const Ddim *s, int i, float eta, Tensor *dm, Tensor *dx,
     int64_t n = tensor_numel(x);
     const float sa = sqrtf(c.alpha_t), sb = sqrtf(1.0f - c.alpha_t), lim = s->cfg.clip_sample_range;
     const double sp = sqrt((double)c.alpha_prev), dir = sqrt((double)(1.0f - c.alpha_prev - c.std_dev * c.std_dev));
+    if (ddim_on_cuda("ddim_step_backward", x, (const Tensor *[]){dm, dx, dx_prev, dx0, m}, 5)) {
+        ddim_step_backward_cuda(ddim_data(dm), ddim_data(dx), ddim_data(dx_prev), ddim_data(dx0), m->data, x->data, sa,
+                                sb, lim, (int)s->cfg.prediction, s->cfg.clip_sample, sp, dir, c.cx, c.cm, c.ex, c.em,
+                                n, ops_dt(x));
+        return;
+    }
     const float *g = dx_prev ? tensor_f32(dx_prev) : NULL, *g0 = dx0 ? tensor_f32(dx0) : NULL;
     const float *mm = tensor_f32(m), *xx = tensor_f32(x);
     float *om = dm ? tensor_f32(dm) : NULL, *ox = dx ? tensor_f32(dx) : NULL;
@@ -191,6 +227,10 @@ void ddim_step_backward(const Ddim *s, int i, float eta, Tensor *dm, Tensor *dx,
 void ddim_predict_x0(const Ddim *s, int i, Tensor *x0, const Tensor *m, const Tensor *x) {
     DdimStep c = ddim_step_coef(s, i, 0.0f);
     int64_t n = tensor_numel(x);
+    if (ddim_on_cuda("ddim_predict_x0", x, (const Tensor *[]){x0, m}, 2)) {
+        ddim_step_cuda_(s, &c, NULL, x0, m, x, NULL);
+        return;
+    }
     const float sa = sqrtf(c.alpha_t), sb = sqrtf(1.0f - c.alpha_t), lim = s->cfg.clip_sample_range;
     const float *mm = tensor_f32(m), *xx = tensor_f32(x);
     float *o = tensor_f32(x0);
@@ -206,6 +246,10 @@ void ddim_add_noise(const Ddim *s, int t, Tensor *out, const Tensor *x0, const T
     int64_t n = tensor_numel(x0);
     float a = s->alphas_cumprod[t];
     float sa = sqrtf(a), sb = sqrtf(1.0f - a);
+    if (ddim_on_cuda("ddim_add_noise", x0, (const Tensor *[]){out, noise}, 2)) {
+        ddim_add_noise_cuda(out->data, x0->data, noise->data, sa, sb, n, ops_dt(x0));
+        return;
+    }
     const float *x = tensor_f32(x0), *z = tensor_f32(noise);
     float *o = tensor_f32(out);
     for (int64_t k = 0; k < n; k++) o[k] = sa * x[k] + sb * z[k];

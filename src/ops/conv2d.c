@@ -1,4 +1,5 @@
-// conv2d.c: 2-D convolution (torch nn.Conv2d: NCHW, weight [OC, IC, KH, KW]) and zero padding, forward and backward.
+// conv2d.c: 2-D convolution (torch nn.Conv2d: NCHW, weight [OC, IC, KH, KW]), forward and backward (zero padding
+// as its own op is in layout.c).
 // 1x1 stride-1 convs are one GEMM per image; others im2col into the shared workspace, then one GEMM per image (per
 // row chunk for very large images). GEMMs run outside parallel regions so OpenBLAS uses every thread.
 #include "ops_internal.h"
@@ -256,56 +257,5 @@ void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
         float *d = tensor_f32(dw);
 #pragma omp parallel for simd if (OC * K > 65536)
         for (int64_t i = 0; i < OC * K; i++) d[i] += dwb[i];
-    }
-}
-
-// Checks that big is the NCHW tensor small padded by (top, bottom, left, right), all >= 0.
-static void pad_check(const Tensor *small, const Tensor *big, int top, int bottom, int left, int right,
-                      const char *op) {
-    char a[96];
-    CHECK(small->ndim == 4, "", "%s: want an NCHW tensor, got %s", op, tensor_shape_str(small, a, sizeof a));
-    CHECK(top >= 0 && bottom >= 0 && left >= 0 && right >= 0, "", "%s: negative padding (%d, %d, %d, %d)", op, top,
-          bottom, left, right);
-    tensor_expect_shape(big, "pad2d output", small->shape[0], small->shape[1], small->shape[2] + top + bottom,
-                        small->shape[3] + left + right);
-}
-
-// out [B, C, H + top + bottom, W + left + right]: in at (top, left), zeros around it
-void pad2d_forward(Tensor *out, const Tensor *in, int top, int bottom, int left, int right) {
-    pad_check(in, out, top, bottom, left, right, "pad2d_forward");
-    OPS_EXPECT_CPU(out, "pad2d_forward");
-    OPS_EXPECT_CPU(in, "pad2d_forward");
-    int64_t H = in->shape[2], W = in->shape[3], OH = out->shape[2], OW = out->shape[3];
-    int64_t rows = in->shape[0] * in->shape[1] * OH;
-    float *o = tensor_f32(out);
-    const float *x = tensor_f32(in);
-#pragma omp parallel for if (rows * OW > 65536)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t bc = r / OH, iy = r % OH - top;
-        float *dst = o + r * OW;
-        if (iy < 0 || iy >= H) {
-            memset(dst, 0, sizeof(float) * (size_t)OW);
-            continue;
-        }
-        memset(dst, 0, sizeof(float) * (size_t)left);
-        memcpy(dst + left, x + (bc * H + iy) * W, sizeof(float) * (size_t)W);
-        memset(dst + left + W, 0, sizeof(float) * (size_t)right);
-    }
-}
-
-// din [B, C, H, W] = the interior of dout (written)
-void pad2d_backward(Tensor *din, const Tensor *dout, int top, int bottom, int left, int right) {
-    if (!ops_want(din)) return;
-    pad_check(din, dout, top, bottom, left, right, "pad2d_backward");
-    OPS_EXPECT_CPU(din, "pad2d_backward");
-    OPS_EXPECT_CPU(dout, "pad2d_backward");
-    int64_t H = din->shape[2], W = din->shape[3], OH = dout->shape[2], OW = dout->shape[3];
-    int64_t rows = din->shape[0] * din->shape[1] * H;
-    float *d = tensor_f32(din);
-    const float *g = tensor_f32(dout);
-#pragma omp parallel for if (rows * W > 65536)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t bc = r / H, y = r % H;
-        memcpy(d + r * W, g + (bc * OH + y + top) * OW + left, sizeof(float) * (size_t)W);
     }
 }

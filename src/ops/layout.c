@@ -1,5 +1,6 @@
-// layout.c: ops that move or combine values without learned weights: nearest 2x upsampling, channel concat,
-// the sinusoidal timestep embedding, embedding lookup and sum/mean reductions, forward and backward.
+// layout.c: ops that move or combine values without learned weights: nearest 2x upsampling, channel concat, zero
+// padding, the sinusoidal timestep embedding, embedding lookup and sum/mean reductions, forward and backward. The
+// CUDA branches run the kernels of ops/cuda/cuda_layout.cu on f32 or bf16 storage (fp32 compute).
 #include <math.h>
 
 #include "ops_internal.h"
@@ -11,6 +12,13 @@ void upsample2x_forward(Tensor *out, const Tensor *in) {
     CHECK(in->ndim == 4, "", "upsample2x_forward: want an NCHW input, got %s", tensor_shape_str(in, a, sizeof a));
     int64_t W = in->shape[3], rows = in->shape[0] * in->shape[1] * in->shape[2];
     tensor_expect_shape(out, "upsample2x output", in->shape[0], in->shape[1], 2 * in->shape[2], 2 * W);
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "upsample2x_forward");
+        OPS_EXPECT_CUDA(in, "upsample2x_forward");
+        ops_expect_same_dtype(out, in, "upsample2x_forward");
+        upsample2x_forward_cuda(out->data, in->data, rows, W, ops_dt(out));
+        return;
+    }
     OPS_EXPECT_CPU(out, "upsample2x_forward");
     OPS_EXPECT_CPU(in, "upsample2x_forward");
     float *o = tensor_f32(out);
@@ -31,6 +39,13 @@ void upsample2x_backward(Tensor *din, const Tensor *dout) {
     CHECK(din->ndim == 4, "", "upsample2x_backward: want an NCHW grad, got %s", tensor_shape_str(din, a, sizeof a));
     int64_t W = din->shape[3], rows = din->shape[0] * din->shape[1] * din->shape[2];
     tensor_expect_shape(dout, "upsample2x output grad", din->shape[0], din->shape[1], 2 * din->shape[2], 2 * W);
+    if (OPS_ON_CUDA(din)) {
+        OPS_EXPECT_CUDA(din, "upsample2x_backward");
+        OPS_EXPECT_CUDA(dout, "upsample2x_backward");
+        ops_expect_same_dtype(din, dout, "upsample2x_backward");
+        upsample2x_backward_cuda(din->data, dout->data, rows, W, ops_dt(din));
+        return;
+    }
     OPS_EXPECT_CPU(din, "upsample2x_backward");
     OPS_EXPECT_CPU(dout, "upsample2x_backward");
     float *d = tensor_f32(din);
@@ -73,6 +88,15 @@ void concat_channels_forward(Tensor *out, const Tensor *a, const Tensor *b) {
     char x[96], y[96], z[96];
     CHECK(Ca + Cb == C, "", "concat_channels_forward: %s + %s does not make %s", tensor_shape_str(a, x, sizeof x),
           tensor_shape_str(b, y, sizeof y), tensor_shape_str(out, z, sizeof z));
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "concat_channels_forward");
+        OPS_EXPECT_CUDA(a, "concat_channels_forward");
+        OPS_EXPECT_CUDA(b, "concat_channels_forward");
+        ops_expect_same_dtype(out, a, "concat_channels_forward");
+        ops_expect_same_dtype(out, b, "concat_channels_forward");
+        concat_channels_forward_cuda(out->data, a->data, b->data, B, Ca, Cb, S, ops_dt(out));
+        return;
+    }
     OPS_EXPECT_CPU(out, "concat_channels_forward");
     OPS_EXPECT_CPU(a, "concat_channels_forward");
     OPS_EXPECT_CPU(b, "concat_channels_forward");
@@ -83,21 +107,97 @@ void concat_channels_forward(Tensor *out, const Tensor *a, const Tensor *b) {
 // da [B, Ca, *], db [B, Cb, *] = the two channel ranges of dout (written)
 void concat_channels_backward(Tensor *da, Tensor *db, const Tensor *dout) {
     if (!ops_want(da) && !ops_want(db)) return;
-    OPS_EXPECT_CPU(dout, "concat_channels_backward");
-    int64_t B = dout->shape[0], C = dout->shape[1];
+    int64_t B = dout->shape[0], C = dout->shape[1], S = 0;
     int64_t Ca = ops_want(da) ? da->shape[1] : C - db->shape[1];
-    if (ops_want(da)) {
-        int64_t S = concat_part(da, dout, "concat_channels_backward");
-        OPS_EXPECT_CPU(da, "concat_channels_backward");
-        concat_copy(tensor_f32(da), tensor_f32(dout), B, Ca, C, 0, S, 0);
-    }
+    if (ops_want(da)) S = concat_part(da, dout, "concat_channels_backward");
     if (ops_want(db)) {
-        int64_t S = concat_part(db, dout, "concat_channels_backward");
+        S = concat_part(db, dout, "concat_channels_backward");
         char x[96], y[96];
         CHECK(Ca + db->shape[1] == C, "", "concat_channels_backward: grads %s (%lld channels before it) do not fit %s",
               tensor_shape_str(db, x, sizeof x), (long long)Ca, tensor_shape_str(dout, y, sizeof y));
-        OPS_EXPECT_CPU(db, "concat_channels_backward");
-        concat_copy(tensor_f32(db), tensor_f32(dout), B, db->shape[1], C, Ca, S, 0);
+    }
+    if (OPS_ON_CUDA(dout)) {
+        OPS_EXPECT_CUDA(dout, "concat_channels_backward");
+        OPS_EXPECT_CUDA(da, "concat_channels_backward");
+        OPS_EXPECT_CUDA(db, "concat_channels_backward");
+        if (ops_want(da)) ops_expect_same_dtype(da, dout, "concat_channels_backward");
+        if (ops_want(db)) ops_expect_same_dtype(db, dout, "concat_channels_backward");
+        concat_channels_backward_cuda(ops_want(da) ? da->data : NULL, ops_want(db) ? db->data : NULL, dout->data, B,
+                                      Ca, C - Ca, S, ops_dt(dout));
+        return;
+    }
+    OPS_EXPECT_CPU(dout, "concat_channels_backward");
+    OPS_EXPECT_CPU(da, "concat_channels_backward");
+    OPS_EXPECT_CPU(db, "concat_channels_backward");
+    if (ops_want(da)) concat_copy(tensor_f32(da), tensor_f32(dout), B, Ca, C, 0, S, 0);
+    if (ops_want(db)) concat_copy(tensor_f32(db), tensor_f32(dout), B, C - Ca, C, Ca, S, 0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Checks that big is the NCHW tensor small padded by (top, bottom, left, right), all >= 0.
+static void pad_check(const Tensor *small, const Tensor *big, int top, int bottom, int left, int right,
+                      const char *op) {
+    char a[96];
+    CHECK(small->ndim == 4, "", "%s: want an NCHW tensor, got %s", op, tensor_shape_str(small, a, sizeof a));
+    CHECK(top >= 0 && bottom >= 0 && left >= 0 && right >= 0, "", "%s: negative padding (%d, %d, %d, %d)", op, top,
+          bottom, left, right);
+    tensor_expect_shape(big, "pad2d output", small->shape[0], small->shape[1], small->shape[2] + top + bottom,
+                        small->shape[3] + left + right);
+}
+
+// out [B, C, H + top + bottom, W + left + right]: in at (top, left), zeros around it
+void pad2d_forward(Tensor *out, const Tensor *in, int top, int bottom, int left, int right) {
+    pad_check(in, out, top, bottom, left, right, "pad2d_forward");
+    int64_t H = in->shape[2], W = in->shape[3], OH = out->shape[2], OW = out->shape[3];
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "pad2d_forward");
+        OPS_EXPECT_CUDA(in, "pad2d_forward");
+        ops_expect_same_dtype(out, in, "pad2d_forward");
+        pad2d_forward_cuda(out->data, in->data, in->shape[0] * in->shape[1], H, W, top, bottom, left, right,
+                           ops_dt(out));
+        return;
+    }
+    OPS_EXPECT_CPU(out, "pad2d_forward");
+    OPS_EXPECT_CPU(in, "pad2d_forward");
+    int64_t rows = in->shape[0] * in->shape[1] * OH;
+    float *o = tensor_f32(out);
+    const float *x = tensor_f32(in);
+#pragma omp parallel for if (rows * OW > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t bc = r / OH, iy = r % OH - top;
+        float *dst = o + r * OW;
+        if (iy < 0 || iy >= H) {
+            memset(dst, 0, sizeof(float) * (size_t)OW);
+            continue;
+        }
+        memset(dst, 0, sizeof(float) * (size_t)left);
+        memcpy(dst + left, x + (bc * H + iy) * W, sizeof(float) * (size_t)W);
+        memset(dst + left + W, 0, sizeof(float) * (size_t)right);
+    }
+}
+
+// din [B, C, H, W] = the interior of dout (written)
+void pad2d_backward(Tensor *din, const Tensor *dout, int top, int bottom, int left, int right) {
+    if (!ops_want(din)) return;
+    pad_check(din, dout, top, bottom, left, right, "pad2d_backward");
+    int64_t H = din->shape[2], W = din->shape[3], OH = dout->shape[2], OW = dout->shape[3];
+    if (OPS_ON_CUDA(din)) {
+        OPS_EXPECT_CUDA(din, "pad2d_backward");
+        OPS_EXPECT_CUDA(dout, "pad2d_backward");
+        ops_expect_same_dtype(din, dout, "pad2d_backward");
+        pad2d_backward_cuda(din->data, dout->data, din->shape[0] * din->shape[1], H, W, top, bottom, left, right,
+                            ops_dt(din));
+        return;
+    }
+    OPS_EXPECT_CPU(din, "pad2d_backward");
+    OPS_EXPECT_CPU(dout, "pad2d_backward");
+    int64_t rows = din->shape[0] * din->shape[1] * H;
+    float *d = tensor_f32(din);
+    const float *g = tensor_f32(dout);
+#pragma omp parallel for if (rows * W > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t bc = r / H, y = r % H;
+        memcpy(d + r * W, g + (bc * OH + y + top) * OW + left, sizeof(float) * (size_t)W);
     }
 }
 
@@ -121,6 +221,13 @@ static void timestep_check(const Tensor *emb, const Tensor *t, float freq_shift,
 // out [N, D] = [sin(t f) | cos(t f)] (or [cos | sin] when flipped) for t [N], f [D/2]; an odd D gets a zero column.
 void timestep_embedding_forward(Tensor *out, const Tensor *t, int flip_sin_to_cos, float freq_shift) {
     timestep_check(out, t, freq_shift, "timestep_embedding_forward");
+    if (OPS_ON_CUDA(out)) { // t lives on the GPU: no host read of the timesteps
+        OPS_EXPECT_CUDA(out, "timestep_embedding_forward");
+        OPS_EXPECT_CUDA_F32(t, "timestep_embedding_forward");
+        timestep_embedding_forward_cuda(out->data, t->data, out->shape[0], out->shape[1], flip_sin_to_cos, freq_shift,
+                                        logf(10000.0f), ops_dt(out));
+        return;
+    }
     OPS_EXPECT_CPU(out, "timestep_embedding_forward");
     OPS_EXPECT_CPU(t, "timestep_embedding_forward");
     int64_t N = out->shape[0], D = out->shape[1], half = D / 2;
@@ -146,6 +253,14 @@ void timestep_embedding_backward(Tensor *dt, const Tensor *dout, const Tensor *t
     timestep_check(dout, t, freq_shift, "timestep_embedding_backward");
     CHECK(tensor_numel(dt) == tensor_numel(t), "", "timestep_embedding_backward: dt has %lld elements, t %lld",
           (long long)tensor_numel(dt), (long long)tensor_numel(t));
+    if (OPS_ON_CUDA(dt)) {
+        OPS_EXPECT_CUDA_F32(dt, "timestep_embedding_backward");
+        OPS_EXPECT_CUDA(dout, "timestep_embedding_backward");
+        OPS_EXPECT_CUDA_F32(t, "timestep_embedding_backward");
+        timestep_embedding_backward_cuda(dt->data, dout->data, t->data, dout->shape[0], dout->shape[1],
+                                         flip_sin_to_cos, freq_shift, logf(10000.0f), ops_dt(dout));
+        return;
+    }
     OPS_EXPECT_CPU(dt, "timestep_embedding_backward");
     OPS_EXPECT_CPU(dout, "timestep_embedding_backward");
     OPS_EXPECT_CPU(t, "timestep_embedding_backward");
@@ -166,14 +281,16 @@ void timestep_embedding_backward(Tensor *dt, const Tensor *dout, const Tensor *t
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Checks ids (i32 CPU, every id a row of a [V, C] table) against out or dout [N, C] (N = numel(ids)).
+// Checks ids (i32 on the device of `rows`) against out or dout [N, C] (N = numel(ids)). On the CPU every id must be a
+// row of the [V, C] table; ids on the GPU are not read back (the kernels give an id outside the table a NaN row).
 static void embedding_check(const Tensor *rows, const Tensor *ids, int64_t V, int64_t C, const char *op) {
     char a[96], b[96];
-    CHECK(ids->dtype == DTYPE_I32 && ids->device == DEVICE_CPU, "", "%s: ids must be an i32 CPU tensor, got %s on %s",
-          op, dtype_name(ids->dtype), device_name(ids->device));
+    CHECK(ids->dtype == DTYPE_I32 && ids->device == rows->device, "", "%s: ids must be an i32 %s tensor, got %s on %s",
+          op, device_name(rows->device), dtype_name(ids->dtype), device_name(ids->device));
     CHECK(tensor_rows(rows) == tensor_numel(ids) && rows->shape[rows->ndim - 1] == C, "",
           "%s: rows %s do not match ids %s and %lld columns", op, tensor_shape_str(rows, a, sizeof a),
           tensor_shape_str(ids, b, sizeof b), (long long)C);
+    if (ids->device != DEVICE_CPU) return;
     const int32_t *id = ids->data;
     for (int64_t n = 0; n < tensor_numel(ids); n++)
         CHECK(id[n] >= 0 && id[n] < V, "the token ids and the embedding table come from different vocabularies",
@@ -186,9 +303,16 @@ void embedding_forward(Tensor *out, const Tensor *ids, const Tensor *table) {
     int64_t V = table->shape[0], C = table->shape[table->ndim - 1];
     tensor_expect_shape(table, "embedding table", V, C);
     embedding_check(out, ids, V, C, "embedding_forward");
+    int64_t N = tensor_numel(ids);
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "embedding_forward");
+        OPS_EXPECT_CUDA(table, "embedding_forward");
+        ops_expect_same_dtype(out, table, "embedding_forward");
+        embedding_forward_cuda(out->data, ids->data, table->data, N, V, C, ops_dt(out));
+        return;
+    }
     OPS_EXPECT_CPU(out, "embedding_forward");
     OPS_EXPECT_CPU(table, "embedding_forward");
-    int64_t N = tensor_numel(ids);
     float *o = tensor_f32(out);
     const float *tab = tensor_f32(table);
     const int32_t *id = ids->data;
@@ -197,15 +321,21 @@ void embedding_forward(Tensor *out, const Tensor *ids, const Tensor *table) {
 }
 
 // dtable [V, C] row ids[n] += dout [N, C] row n. Threads own column blocks, so repeated ids never race and the
-// sum order is fixed.
+// sum order is fixed (n ascending; the CUDA kernel sums in the same order, one thread per column).
 void embedding_backward(Tensor *dtable, const Tensor *dout, const Tensor *ids) {
     if (!ops_want(dtable)) return;
     int64_t V = dtable->shape[0], C = dtable->shape[dtable->ndim - 1];
     tensor_expect_shape(dtable, "embedding table grad", V, C);
     embedding_check(dout, ids, V, C, "embedding_backward");
+    int64_t N = tensor_numel(ids), blocks = (C + 63) / 64;
+    if (OPS_ON_CUDA(dtable)) {
+        OPS_EXPECT_CUDA_F32(dtable, "embedding_backward");
+        OPS_EXPECT_CUDA(dout, "embedding_backward");
+        embedding_backward_cuda(dtable->data, dout->data, ids->data, N, V, C, ops_dt(dout));
+        return;
+    }
     OPS_EXPECT_CPU(dtable, "embedding_backward");
     OPS_EXPECT_CPU(dout, "embedding_backward");
-    int64_t N = tensor_numel(ids), blocks = (C + 63) / 64;
     float *d = tensor_f32(dtable);
     const float *g = tensor_f32(dout);
     const int32_t *id = ids->data;
@@ -230,9 +360,23 @@ static int64_t reduce_width(const Tensor *in, const Tensor *out, const char *op)
     return total / N;
 }
 
-// out[n] = sum_m in[n, m] (or the mean), summed in double
+size_t reduce_workspace_bytes(const Tensor *out, const Tensor *in) {
+    if (out->device != DEVICE_CUDA) return 0;
+    return reduce_workspace_bytes_cuda(tensor_numel(out), reduce_width(in, out, "reduce_workspace_bytes"));
+}
+
+// out[n] = sum_m in[n, m] (or the mean), summed in double on the CPU; in fp32 on the GPU (per-thread sums of at most
+// 64 elements' worth of a row, then a fixed tree), a rounding error of a few 1e-7 of the row's magnitude sum
 void reduce_forward(Tensor *out, const Tensor *in, ReduceOp op) {
     int64_t M = reduce_width(in, out, "reduce_forward"), N = tensor_numel(out);
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "reduce_forward");
+        OPS_EXPECT_CUDA(in, "reduce_forward");
+        size_t ws = reduce_workspace_bytes_cuda(N, M);
+        reduce_forward_cuda(out->data, ops_dt(out), in->data, ops_dt(in), N, M, op == REDUCE_MEAN,
+                            ws ? ops_workspace(DEVICE_CUDA, ws) : NULL);
+        return;
+    }
     OPS_EXPECT_CPU(out, "reduce_forward");
     OPS_EXPECT_CPU(in, "reduce_forward");
     float *o = tensor_f32(out);
@@ -249,6 +393,12 @@ void reduce_forward(Tensor *out, const Tensor *in, ReduceOp op) {
 void reduce_backward(Tensor *din, const Tensor *dout, ReduceOp op) {
     if (!ops_want(din)) return;
     int64_t M = reduce_width(din, dout, "reduce_backward"), N = tensor_numel(dout);
+    if (OPS_ON_CUDA(din)) {
+        OPS_EXPECT_CUDA(din, "reduce_backward");
+        OPS_EXPECT_CUDA(dout, "reduce_backward");
+        reduce_backward_cuda(din->data, ops_dt(din), dout->data, ops_dt(dout), N, M, op == REDUCE_MEAN);
+        return;
+    }
     OPS_EXPECT_CPU(din, "reduce_backward");
     OPS_EXPECT_CPU(dout, "reduce_backward");
     float *d = tensor_f32(din);

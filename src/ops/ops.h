@@ -137,12 +137,21 @@ void concat_channels_backward(Tensor *da, Tensor *db, const Tensor *dout);
 void add_forward(Tensor *out, const Tensor *a, const Tensor *b);
 void add_backward(Tensor *da, Tensor *db, const Tensor *dout);
 // per-(sample, channel) broadcast add: out[b, c, *] = x[b, c, *] + v[b, c]  (time embedding into a resnet)
+// (the backward's dv is reduce_forward(dv, dout): its GPU scratch is reduce_workspace_bytes(dv, dout))
 void add_bcast_forward(Tensor *out, const Tensor *x, const Tensor *v);
 void add_bcast_backward(Tensor *dx, Tensor *dv, const Tensor *dout);
 // y += alpha * x (gradient accumulation across branches); y = alpha * y; fill
 void tensor_axpy(Tensor *y, float alpha, const Tensor *x);
 void tensor_scale(Tensor *y, float alpha);
 void tensor_fill(Tensor *y, float value);
+// dst = src in dst's storage dtype (f32 <-> bf16, round to nearest even; the same dtype copies), on one device
+void tensor_cast(Tensor *dst, const Tensor *src);
+
+// classifier-free guidance combine of one UNet evaluation over both branches: rows [2B, *] = [uncond | cond] ->
+// out [B, *] = u + w (c - u) (fp32, in this order); with rows [B, *] (no guidance) out = rows. The backward writes
+// drows = [(1 - w) scale dout | w scale dout] (scale dout without guidance), each product in double then rounded.
+void cfg_combine_forward(Tensor *out, const Tensor *rows, float w);
+void cfg_combine_backward(Tensor *drows, const Tensor *dout, float w, double scale);
 
 // sinusoidal timestep embedding (diffusers get_timestep_embedding, max_period 10000, scale 1, computed in fp32):
 // t [N] -> out [N, D]; freq_i = exp(-ln(10000) i / (D/2 - freq_shift)); [sin | cos], or [cos | sin] when flipped.
@@ -150,19 +159,16 @@ void timestep_embedding_forward(Tensor *out, const Tensor *t, int flip_sin_to_co
 void timestep_embedding_backward(Tensor *dt, const Tensor *dout, const Tensor *t, int flip_sin_to_cos,
                                  float freq_shift);
 
-// embedding lookup: ids [N] (i32) -> out [N, C] = table[ids]; backward accumulates rows into dtable [V, C]
+// embedding lookup: ids [N] (i32, on the device of out) -> out [N, C] = table[ids]; backward accumulates rows into
+// dtable [V, C] (fp32). The CPU checks every id; on the GPU an id outside the table gives a NaN row and no gradient.
 void embedding_forward(Tensor *out, const Tensor *ids, const Tensor *table);
 void embedding_backward(Tensor *dtable, const Tensor *dout, const Tensor *ids);
-
-// classifier-free guidance: eps [B, ...] = rows_u + w (rows_c - rows_u) from rows [2B, ...] (unconditional rows
-// first), or a copy of rows [B, ...] without guidance. The backward writes drows = ((1 - w) s deps, w s deps) (or
-// s deps), computed in double and rounded once.
-void cfg_combine_forward(Tensor *eps, const Tensor *rows, float w);
-void cfg_combine_backward(Tensor *drows, const Tensor *deps, double w, double scale);
 
 // reductions: in viewed as [N, M] with N = numel(out); out[n] = sum_m in[n, m] (or the mean)
 typedef enum { REDUCE_SUM, REDUCE_MEAN } ReduceOp;
 void reduce_forward(Tensor *out, const Tensor *in, ReduceOp op);
+// GPU scratch bytes reduce_forward needs for these shapes (long rows are summed in parts); 0 on the CPU
+size_t reduce_workspace_bytes(const Tensor *out, const Tensor *in);
 void reduce_backward(Tensor *din, const Tensor *dout, ReduceOp op);
 
 #ifdef __cplusplus

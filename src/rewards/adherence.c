@@ -6,6 +6,7 @@
 
 #include "../core/common.h"
 #include "../data/scenes.h"
+#include "../ops/ops_internal.h"
 #include "adherence_cuda.h"
 #include "reward.h"
 
@@ -13,6 +14,29 @@ _Static_assert(COLOUR_COUNT == ADHERENCE_COLOURS, "the GPU kernel's palette size
 
 #define ADHERENCE_S 0.25   // kernel width in u units
 #define ADHERENCE_TAU 0.02 // temperature of the smooth maximum over the other colours
+
+void adherence_score_cuda_add(const Reward *r, float weight, const Tensor *images, const char *const *prompts,
+                              float *scores, Tensor *dimages, const float *dscore, void *ws) {
+    (void)r;
+    CHECK(images->ndim == 4 && images->shape[1] == 3, "", "rewards take [B, 3, H, W] images");
+    const int64_t B = images->shape[0], HW = images->shape[2] * images->shape[3];
+    OPS_EXPECT_CUDA(images, "adherence");
+    if (dimages) {
+        CHECK(tensor_numel(dimages) == tensor_numel(images), "", "reward gradient shape mismatch");
+        OPS_EXPECT_CUDA(dimages, "adherence");
+    }
+    float pal[COLOUR_COUNT][3];
+    for (int k = 0; k < COLOUR_COUNT; k++) scene_colour_rgb((SceneColour)k, pal[k]);
+    int *targets = xmalloc(sizeof(int) * (size_t)(B > 0 ? B : 1));
+    for (int64_t b = 0; b < B; b++) {
+        Scene sc;
+        targets[b] = prompts && prompts[b] && scene_parse(prompts[b], &sc) ? (int)sc.obj[0].colour : -1;
+    }
+    adherence_score_cuda(images->data, ops_dt(images), B, HW, (const float(*)[3])pal, ADHERENCE_S, ADHERENCE_TAU,
+                         targets, dscore, weight, scores, dimages ? dimages->data : NULL,
+                         dimages ? ops_dt(dimages) : DTYPE_F32, ws);
+    free(targets);
+}
 
 // Per image, with u = x/2 + 1/2, palette colours c_k and t the first object's colour in the prompt:
 //   F_k = mean over pixels of exp(-|u - c_k|^2 / (2 s^2))                 soft fraction of pixels near c_k
@@ -26,20 +50,10 @@ void adherence_score(const Reward *r, const Tensor *images, const char *const *p
     CHECK(images->ndim == 4 && images->shape[1] == 3, "", "rewards take [B, 3, H, W] images");
     if (dimages) CHECK(tensor_numel(dimages) == tensor_numel(images), "", "reward gradient shape mismatch");
     const int64_t B = images->shape[0], HW = images->shape[2] * images->shape[3];
-    if (images->device == DEVICE_CUDA) {
-        CHECK(r->scratch != NULL, "plan the reward set for the GPU first", "adherence: no GPU scratch");
-        CHECK(!dimages || (dimages->device == DEVICE_CUDA && dimages->dtype == images->dtype), "",
-              "adherence: the image gradient must live with the images");
-        float pal[COLOUR_COUNT][3];
-        int *targets = xmalloc(sizeof(int) * (size_t)B);
-        for (int k = 0; k < COLOUR_COUNT; k++) scene_colour_rgb((SceneColour)k, pal[k]);
-        for (int64_t b = 0; b < B; b++) {
-            Scene sc;
-            targets[b] = prompts && prompts[b] && scene_parse(prompts[b], &sc) ? (int)sc.obj[0].colour : -1;
-        }
-        adherence_score_cuda(images->data, (int)images->dtype, B, HW, (const float(*)[3])pal, ADHERENCE_S,
-                             ADHERENCE_TAU, targets, dscore, scores, dimages ? dimages->data : NULL, r->scratch);
-        free(targets);
+    if (images->device == DEVICE_CUDA) { // alone on the GPU: dimages is written (reward.h)
+        if (dimages) tensor_fill(dimages, 0.0f);
+        void *ws = ops_workspace(DEVICE_CUDA, adherence_scratch_bytes(B, HW));
+        adherence_score_cuda_add(r, 1.0f, images, prompts, scores, dimages, dscore, ws);
         return;
     }
     const float *xs = tensor_f32(images);

@@ -1,7 +1,8 @@
-// adherence_cuda.h: the GPU launcher of the prompt-adherence reward (adherence_cuda.cu), called by adherence.c when
-// the images live on the GPU. Host arrays: palette, targets (the prompt's colour per image, -1 when it does not
-// parse), dscore and the returned scores [B]; device arrays: images, dimages [B, 3, HW] (storage dt) and scratch
-// (adherence_scratch_bytes).
+// adherence_cuda.h: the GPU launcher of the prompt-adherence reward (adherence_cuda.cu), called by adherence.c and
+// the reward set when the images live on the GPU. Host arrays: palette, targets (the prompt's colour per image, -1
+// when it does not parse); device arrays: images [B, 3, HW] (storage dt), dscore [B] (NULL: zero) and scores [B]
+// (fp32), dimages (storage dt_dx) to which the gradient of sum_b weight dscore[b] score[b] is ADDED, and the
+// workspace ws (adherence_scratch_bytes).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -14,8 +15,8 @@ extern "C" {
 
 size_t adherence_scratch_bytes(int64_t B, int64_t HW);
 void adherence_score_cuda(const void *images, int dt, int64_t B, int64_t HW, const float palette[][3], double s,
-                          double tau, const int *targets, const float *dscore, float *scores, void *dimages,
-                          void *scratch);
+                          double tau, const int *targets, const float *dscore, float weight, float *scores,
+                          void *dimages, int dt_dx, void *ws);
 
 #ifdef __cplusplus
 }

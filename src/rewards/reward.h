@@ -14,7 +14,6 @@ struct Reward {
     char name[32];
     float weight;                    // in a combination
     float params[4];                 // reward-specific (e.g. colour target RGB)
-    void *scratch;                   // GPU scratch of the reward's device path, from the memory plan (or NULL)
     // scores [B] written; when dimages != NULL it is written with d(sum_b dscore[b] score[b]) / d images
     void (*score)(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
                   Tensor *dimages, const float *dscore);
@@ -30,27 +29,25 @@ struct Reward {
 // Unknown names are a user error listing the known ones.
 void reward_init(Reward *r, const char *name, float weight, const float *params, int nparams);
 const char *reward_known_names(void);
-// adherence: prompt adherence on the procedural scene set (rewards/adherence.c, docs/DATA.md); on the GPU it needs
-// r->scratch of adherence_scratch_bytes(B, H * W) bytes (rewards/adherence_cuda.h)
+// adherence: prompt adherence on the procedural scene set (rewards/adherence.c, docs/DATA.md). On the GPU the
+// reward set calls adherence_score_cuda_add: scores [B] written, dimages += the gradient of weight dscore score
+// (device arrays), ws of adherence_scratch_bytes (rewards/adherence_cuda.h).
+void adherence_score_cuda_add(const Reward *r, float weight, const Tensor *images, const char *const *prompts,
+                              float *scores, Tensor *dimages, const float *dscore, void *ws);
 void adherence_score(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
                      Tensor *dimages, const float *dscore);
 
 // A weighted sum of rewards: total[b] = sum_k w_k score_k[b]; per-reward scores (k-major [K, B]) optional.
-// Images and their gradient live on one device; scores are host arrays.
+// Images on the GPU are scored there (the low-level rewards and adherence): total, per_reward and
+// dscore are then fp32 device arrays and nothing is read back; a single reward's score() behaves the same way.
 typedef struct {
     Reward *items;
     int n;
-    Device device;            // where the scratch below lives (rewardset_plan)
-    void *scratch;            // GPU: the rewards' scratch and tmp_images, one allocation
-    size_t scratch_bytes;
-    void *tmp_images;         // GPU: one reward's image gradient [B, 3, H, W] before it joins the total
 } RewardSet;
-// Reserves the GPU scratch for up to B images of H x W on device d (nothing on the CPU); a later call for a smaller
-// batch keeps it. Part of the memory plan: call it before the run.
-void rewardset_plan(RewardSet *set, Device d, int64_t B, int64_t H, int64_t W);
-void rewardset_free(RewardSet *set);
 void rewardset_score(const RewardSet *set, const Tensor *images, const char *const *prompts, float *total,
                      float *per_reward, Tensor *dimages, const float *dscore);
+// GPU scratch bytes rewardset_score needs for these images (0 on the CPU), for the memory plan.
+size_t rewardset_workspace_bytes(const RewardSet *set, const Tensor *images);
 
 #ifdef __cplusplus
 }

@@ -156,9 +156,13 @@ void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const
         }
         if (eta > 0.0f) plan_latent(a, &e->zstep, "step_noise", B, e->C, h, w);
         plan_latent(a, &e->nz, "lv_noise", B, e->C, h, w);
+        int K = rewards->n > 0 ? rewards->n : 1; // the rewards' device arrays (reward.h)
+        arena_add(a, &e->dev_reward, "reward", DTYPE_F32, 1, (int64_t[]){B});
+        arena_add(a, &e->dev_per_reward, "per_reward", DTYPE_F32, 1, (int64_t[]){(int64_t)K * B});
+        arena_add(a, &e->dev_dscore, "dscore", DTYPE_F32, 1, (int64_t[]){B});
     }
     arena_alloc(a);
-    rewardset_plan((RewardSet *)rewards, d, B, (int64_t)h * f, (int64_t)w * f);
+    ops_workspace_reserve(d, rewardset_workspace_bytes(rewards, &e->image));
     e->reward = xcalloc((size_t)B, sizeof(float));
     e->dscore = xcalloc((size_t)B, sizeof(float));
     e->per_reward = xcalloc((size_t)(B * (rewards->n > 0 ? rewards->n : 1)), sizeof(float));
@@ -230,13 +234,30 @@ static void unet_eval_backward(Engine *e, const Tensor *deps, double scale, Tens
 // ---------------------------------------------------------------------------------------------------------------
 // decoding and scoring
 
+// Scores e->image into e->reward and e->per_reward (host arrays) and, when dimage != NULL, writes the gradient of
+// -scale sum_b reward_b into it. On the GPU the rewards work on device arrays; the scores are read back once.
+static void score_images(Engine *e, const char *const *prompts, Tensor *dimage, double scale) {
+    int K = e->rewards->n;
+    if (e->device == DEVICE_CPU) {
+        for (int b = 0; b < e->B; b++) e->dscore[b] = (float)-scale;
+        rewardset_score(e->rewards, &e->image, prompts, e->reward, e->per_reward, dimage, e->dscore);
+        return;
+    }
+    tensor_fill(&e->dev_dscore, (float)-scale);
+    rewardset_score(e->rewards, &e->image, prompts, e->dev_reward.data, e->dev_per_reward.data, dimage,
+                    e->dev_dscore.data);
+    device_copy(e->reward, DEVICE_CPU, e->dev_reward.data, e->device, sizeof(float) * (size_t)e->B);
+    if (K > 0)
+        device_copy(e->per_reward, DEVICE_CPU, e->dev_per_reward.data, e->device, sizeof(float) * (size_t)(K * e->B));
+}
+
 double engine_score(Engine *e, const Tensor *x0, const char *const *prompts) {
     if (x0->device != e->device) { // decode on the engine's device
         tensor_copy(&e->x0, x0);
         x0 = &e->x0;
     }
     vae_decode(e->vae, &e->vacts, &e->image, x0);
-    rewardset_score(e->rewards, &e->image, prompts, e->reward, e->per_reward, NULL, NULL);
+    score_images(e, prompts, NULL, 0.0);
     double loss = 0;
     for (int b = 0; b < e->B; b++) loss -= (double)e->loss_scale * e->reward[b];
     return loss;
@@ -258,8 +279,7 @@ static double decode_score_backward(Engine *e, const Tensor *x0, const char *con
     double t0 = dt_now();
     vae_decode(e->vae, &e->vacts, &e->image, x0);
     double t1 = dt_now();
-    for (int b = 0; b < e->B; b++) e->dscore[b] = (float)-scale;
-    rewardset_score(e->rewards, &e->image, prompts, e->reward, e->per_reward, g ? &e->dimage : NULL, e->dscore);
+    score_images(e, prompts, g ? &e->dimage : NULL, scale);
     double t2 = dt_now();
     if (g) vae_decode_backward(e->vae, NULL, &e->vacts, &e->dimage, g);
     double t3 = dt_now();

@@ -79,6 +79,7 @@ typedef struct {
     // on the GPU, the caller's host inputs are copied here: conditioning [rows, T, D], [rows, P], [rows, 6]; one
     // step's DDIM noise and one DRaFT-LV copy's noise [B, C, h, w]
     Tensor ctx, text_embeds, time_ids, zstep, nz;
+    Tensor dev_reward, dev_per_reward, dev_dscore;    // the rewards' device arrays [B], [K, B], [B]
     UNetCond dcond;
     Tensor *xs;                                       // [N + 1] stored latents by step
     float *reward, *dscore;                           // [B]

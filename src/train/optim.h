@@ -3,6 +3,7 @@
 // that skips a step whose gradients are not finite. Flat buffers let the same code update a whole parameter arena
 // or one rank's shard of it.
 #pragma once
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -29,6 +30,17 @@ float grad_clip_coef(const AdamWConfig *c, double norm);
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= lr wd p;  p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 void adamw_update(const AdamWConfig *c, float lr, int step, float gscale, float *p, const float *g, float *m, float *v,
                   int64_t n);
+
+// The GPU forms, on device pointers, queued on the compute stream with nothing read back (ops/cuda/cuda_train.cu):
+// *sumsq (a device double) = sum of g^2 (added to *sumsq when accumulate), in a fixed order (block partial sums in
+// the ops workspace, then one final pass), so it is the same on every run; workspace bytes it needs for n gradients.
+size_t grad_sumsq_device_workspace_bytes(int64_t n);
+void grad_sumsq_device(double *sumsq, const float *g, int64_t n, int accumulate);
+// adamw_update with the gradient norm read on the device: norm = sqrt(*sumsq) (all ranks' sum), the clip
+// coefficient of grad_clip_coef, and no update at all when the norm is not finite. The caller reads *sumsq once
+// after the step (its one host read of the iteration) to log the norm and count the step as applied or skipped.
+void adamw_update_device(const AdamWConfig *c, float lr, int step, const double *sumsq, float *p, const float *g,
+                         float *m, float *v, int64_t n);
 
 #ifdef __cplusplus
 }
