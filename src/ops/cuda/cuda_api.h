@@ -31,6 +31,15 @@ void rng_normal_fill_cuda(float *out, int64_t n, uint64_t seed, uint64_t stream,
 
 
 // ---- attention (cuda_attention.cu)
+// q, out [B, Tq, H*D], k, v [B, Tk, H*D] of storage dtype dt; lse [B, H, Tq] f32; dq, dk, dv written (any may be
+// NULL: not computed). ws: attention_workspace_bytes_cuda(B, Tq, H) bytes of device scratch (the backward's
+// rowsum(dout * out) per head row).
+size_t attention_workspace_bytes_cuda(int B, int Tq, int H);
+void attention_forward_cuda(void *out, float *lse, const void *q, const void *k, const void *v, int B, int Tq, int Tk,
+                            int H, int D, int causal, int dt);
+void attention_backward_cuda(void *dq, void *dk, void *dv, const void *dout, const void *out, const float *lse,
+                             const void *q, const void *k, const void *v, void *ws, int B, int Tq, int Tk, int H,
+                             int D, int causal, int dt);
 
 
 // ---- layout, arithmetic, embeddings, reductions, casts (cuda_layout.cu, cuda_arith.cu)
