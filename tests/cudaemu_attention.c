@@ -1,8 +1,8 @@
 // cudaemu_attention.c: the GPU attention core (ops/cuda/cuda_attention.cu) against the CPU op, forward (out, lse) and
-// backward (dq, dk, dv), at the head dims of SD 1.5 (40, 80, 160) and SDXL (64), small and odd ones (8, 17), one past
-// the largest tile (200 in the 256 tile) and beyond it (264, 300: the generic kernels); self and cross attention
-// (77 text tokens), causal and not, query/key counts that are not multiples of the 32-row tiles, f32 and bf16
-// storage; NaN containment and very large finite scores; and the multi-head layer (mha_forward/backward) once.
+// backward (dq, dk, dv), at the head dims of SD 1.5 (40, 80, 160) and SDXL (64), small and odd ones (1, 8, 17, 33),
+// every tile capacity (32, 64, 96, 128, 160, 256) and beyond it (264, 300: the generic kernels); self and cross
+// attention (77 text tokens), causal and not, query/key counts that are not multiples of the 16/32/64-row tiles, f32
+// and bf16 storage; NaN containment and very large finite scores; and the multi-head layer (mha_forward/backward).
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -196,6 +196,9 @@ int main(void) {
         {"D8 self causal 45", 2, 3, 8, 45, 45, 1, 1.5f, 0},
         {"D17 causal 41x29", 1, 2, 17, 41, 29, 1, 1.5f, 0},
         {"D17 causal 9x70", 1, 1, 17, 9, 70, 1, 1.5f, 0},
+        {"D128 self 2x70", 2, 1, 128, 70, 70, 0, 1.5f, 0},
+        {"D33 cross 66x77", 1, 2, 33, 66, 77, 0, 1.5f, 0},
+        {"D1 causal 5x3", 1, 3, 1, 5, 3, 1, 1.5f, 0},
         {"D200 cross 35x13", 1, 1, 200, 35, 13, 0, 1.5f, 0},
         {"D264 generic 6x11", 1, 2, 264, 6, 11, 0, 1.5f, 0},
         {"D300 generic causal 12x7", 1, 1, 300, 12, 7, 1, 1.5f, 0},

@@ -5,8 +5,9 @@
 //
 // Tiled kernels (head dim D <= 256): a block of 128 threads owns BR rows of one (batch, head) and walks tiles of
 // BC = 32 rows of the other side through shared memory. The threads form 16 groups of 8 lanes; group g owns R rows
-// (BR = 16 R), lane s of the group owns the tile columns s + 8 i (i < 4) of the score block and the head columns
-// s + 8 i (i < DP/8) of the accumulators, DP being D rounded up to one of the compiled capacities.
+// (BR = 16 R; R = 1, 2 or 4 by kernel and head dim), lane s of the group owns the tile columns s + 8 i (i < 4) of the
+// score block and the head columns s + 8 i (i < DP/8) of the accumulators, DP being D rounded up to one of the
+// compiled capacities (32, 64, 96, 128, 160, 256).
 //   forward   : rows = queries; online softmax over key tiles (max and sum reduced across the group by shuffles).
 //   backward  : delta_i = rowsum(dout * out) first (attn_delta_kernel, into the ops workspace); then
 //               rows = keys   (attn_bwd_kv_kernel): dv += P^T dout, dk += dS^T q, over query tiles;
@@ -34,6 +35,10 @@
 #define ATT_BC 32       // rows of the other side per tile
 #define ATT_NJ 4        // tile columns per lane: s + 8 i
 #define ATT_GEN_CHUNK 256 // generic kernels: head columns per accumulator pass (8 per lane)
+// query rows per group in the forward and dq kernels: 4 for heads up to 64 (each K/V element read from shared memory
+// feeds 4 FMAs, and a K/V tile serves 64 queries), 2 above, where the R DP/8 accumulators and 8 R scores per lane
+// would pass ~128 registers (nvcc -Xptxas -v: at most 128, no spills, at every capacity)
+#define ATT_ROWS(DP) ((DP) <= 64 ? 4 : 2)
 
 static const float ATT_LOG2E = 1.4426950408889634f, ATT_LN2 = 0.69314718055994531f;
 
@@ -73,12 +78,12 @@ __device__ __forceinline__ void att_load(float *dst, int stride, int n, int dp, 
 
 // ---------------------------------------------------------------------------------------------------------------
 // forward: grid (ceil(Tq / BR), B H). out [B, Tq, H*D], lse [B, H, Tq].
-template <typename T, int DP>
+template <typename T, int DP, int R>
 __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(T *out, float *lse, const T *q, const T *k,
                                                                const T *v, int Tq, int Tk, int H, int D, int causal,
                                                                float scale_log2) {
     typedef AttTile<DP> L;
-    constexpr int R = 2, BR = 16 * R;
+    constexpr int BR = 16 * R;
     CUDA_DYN_SHARED(float, sm);
     float *Qs = sm;                      // [BR][OWN] q * scale log2(e)
     float *Ks = Qs + BR * L::OWN;        // [BC][OTH]
@@ -262,13 +267,13 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_bwd_kv_kernel(T *dk, T *dv, 
 }
 
 // backward, rows = queries: grid (ceil(Tq / BR), B H). dq [B, Tq, H*D] written.
-template <typename T, int DP>
+template <typename T, int DP, int R>
 __global__ void __launch_bounds__(ATT_THREADS) attn_bwd_q_kernel(T *dq, const T *dout, const float *lse,
                                                                  const float *delta, const T *q, const T *k,
                                                                  const T *v, int Tq, int Tk, int H, int D,
                                                                  int causal, float scale, float scale_log2) {
     typedef AttTile<DP> L;
-    constexpr int R = 2, BR = 16 * R;
+    constexpr int BR = 16 * R;
     CUDA_DYN_SHARED(float, sm);
     float *Qs = sm;                   // [BR][OWN]
     float *Gs = Qs + BR * L::OWN;     // [BR][OWN] dout
@@ -452,11 +457,11 @@ __global__ void attn_bwd_kv_generic_kernel(T *dk, T *dv, const T *dout, const fl
 // launchers
 
 // Shared memory (bytes) of the tiled kernels at capacity DP.
-static size_t att_smem_fwd(int DP) {
-    return sizeof(float) * (32 * (DP + 4) + 2 * ATT_BC * (DP + 1) + 32 * (ATT_BC + 1));
+static size_t att_smem_fwd(int DP, int R) {
+    return sizeof(float) * (16 * R * (DP + 4) + 2 * ATT_BC * (DP + 1) + 16 * R * (ATT_BC + 1));
 }
-static size_t att_smem_bwd_q(int DP) {
-    return sizeof(float) * (2 * 32 * (DP + 4) + 2 * ATT_BC * (DP + 1) + 32 * (ATT_BC + 1));
+static size_t att_smem_bwd_q(int DP, int R) {
+    return sizeof(float) * (2 * 16 * R * (DP + 4) + 2 * ATT_BC * (DP + 1) + 16 * R * (ATT_BC + 1));
 }
 static size_t att_smem_bwd_kv(int DP, int R) {
     int BR = 16 * R;
@@ -483,12 +488,13 @@ static int att_capacity(int D) {
 template <typename T, int DP>
 static void att_fwd_tiled(T *out, float *lse, const T *q, const T *k, const T *v, int B, int Tq, int Tk, int H, int D,
                           int causal, float scale_log2) {
+    constexpr int R = ATT_ROWS(DP);
     static int big;
     void (*attn_fwd_tiled_kernel)(T *, float *, const T *, const T *, const T *, int, int, int, int, int, float) =
-        attn_fwd_kernel<T, DP>;
-    size_t smem = att_smem_fwd(DP);
+        attn_fwd_kernel<T, DP, R>;
+    size_t smem = att_smem_fwd(DP, R);
     att_allow_smem(attn_fwd_tiled_kernel, smem, &big);
-    dim3 grid(cuda_blocks(Tq, 32), (unsigned)(B * H));
+    dim3 grid(cuda_blocks(Tq, 16 * R), (unsigned)(B * H));
     CUDA_LAUNCH(attn_fwd_tiled_kernel, grid, ATT_THREADS, smem, cuda_stream(), out, lse, q, k, v, Tq, Tk, H, D,
                 causal, scale_log2);
 }
@@ -514,12 +520,13 @@ template <typename T, int DP>
 static void att_bwd_tiled(T *dq, T *dk, T *dv, const T *dout, const float *lse, const float *delta, const T *q,
                           const T *k, const T *v, int B, int Tq, int Tk, int H, int D, int causal, float scale,
                           float scale_log2) {
-    constexpr int R = DP > 160 ? 1 : 2; // keys per group: 2 R DP/8 accumulators per lane stay under 96
+    // rows per group: keys, 2 R DP/8 accumulators per lane kept at or under 80; queries as in the forward
+    constexpr int R = DP > 160 ? 1 : 2, RQ = ATT_ROWS(DP);
     static int big_kv, big_q;
     void (*attn_bwd_kv_tiled_kernel)(T *, T *, const T *, const float *, const float *, const T *, const T *,
                                      const T *, int, int, int, int, int, float, float) = attn_bwd_kv_kernel<T, DP, R>;
     void (*attn_bwd_q_tiled_kernel)(T *, const T *, const float *, const float *, const T *, const T *, const T *,
-                                    int, int, int, int, int, float, float) = attn_bwd_q_kernel<T, DP>;
+                                    int, int, int, int, int, float, float) = attn_bwd_q_kernel<T, DP, RQ>;
     if (dk || dv) {
         size_t smem = att_smem_bwd_kv(DP, R);
         att_allow_smem(attn_bwd_kv_tiled_kernel, smem, &big_kv);
@@ -528,9 +535,9 @@ static void att_bwd_tiled(T *dq, T *dk, T *dv, const T *dout, const float *lse, 
                     q, k, v, Tq, Tk, H, D, causal, scale, scale_log2);
     }
     if (dq) {
-        size_t smem = att_smem_bwd_q(DP);
+        size_t smem = att_smem_bwd_q(DP, RQ);
         att_allow_smem(attn_bwd_q_tiled_kernel, smem, &big_q);
-        dim3 grid(cuda_blocks(Tq, 32), (unsigned)(B * H));
+        dim3 grid(cuda_blocks(Tq, 16 * RQ), (unsigned)(B * H));
         CUDA_LAUNCH(attn_bwd_q_tiled_kernel, grid, ATT_THREADS, smem, cuda_stream(), dq, dout, lse, delta, q, k, v,
                     Tq, Tk, H, D, causal, scale, scale_log2);
     }
