@@ -39,6 +39,14 @@ static Tensor gpu_t(DType dt, int64_t a, int64_t b, int64_t c) {
     int64_t s[3] = {a, b, c};
     return cu_alloc(DEVICE_CUDA, dt, 3, s);
 }
+// A GPU tensor holding NaN everywhere: an output element the kernels fail to write stays NaN and fails the check.
+static Tensor gpu_nan(DType dt, int64_t a, int64_t b, int64_t c) {
+    Tensor h = cpu_t(a, b, c);
+    for (int64_t i = 0; i < tensor_numel(&h); i++) ((float *)h.data)[i] = NAN;
+    Tensor g = cu_upload(&h, dt);
+    cu_free(&h);
+    return g;
+}
 
 static void run_case(const Case *c, DType dt, uint64_t tag) {
     const int round = dt == DTYPE_BF16, H = (int)c->H;
@@ -54,7 +62,7 @@ static void run_case(const Case *c, DType dt, uint64_t tag) {
     cu_fill(&v, tag + 2, 1.0f, round);
     cu_fill(&g, tag + 3, 1.0f, round);
     Tensor gq = cu_upload(&q, dt), gk = cu_upload(&k, dt), gv = cu_upload(&v, dt), gg = cu_upload(&g, dt);
-    Tensor go = gpu_t(dt, c->B, c->Tq, HD), gl = gpu_t(DTYPE_F32, c->B, c->H, c->Tq);
+    Tensor go = gpu_nan(dt, c->B, c->Tq, HD), gl = gpu_nan(DTYPE_F32, c->B, c->H, c->Tq);
 
     attention_forward(&o, &l, &q, &k, &v, H, c->causal);
     attention_forward(&go, &gl, &gq, &gk, &gv, H, c->causal);
@@ -67,7 +75,7 @@ static void run_case(const Case *c, DType dt, uint64_t tag) {
     // backward on the same stored forward results: out as stored (bf16-rounded), lse from the CPU
     if (round) cu_round_bf16(o.data, tensor_numel(&o));
     Tensor go2 = cu_upload(&o, dt), gl2 = cu_upload(&l, DTYPE_F32);
-    Tensor gdq = gpu_t(dt, c->B, c->Tq, HD), gdk = gpu_t(dt, c->B, c->Tk, HD), gdv = gpu_t(dt, c->B, c->Tk, HD);
+    Tensor gdq = gpu_nan(dt, c->B, c->Tq, HD), gdk = gpu_nan(dt, c->B, c->Tk, HD), gdv = gpu_nan(dt, c->B, c->Tk, HD);
     attention_backward(&dq, &dk, &dv, &g, &o, &l, &q, &k, &v, H, c->causal);
     attention_backward(&gdq, &gdk, &gdv, &gg, &go2, &gl2, &gq, &gk, &gv, H, c->causal);
     snprintf(what, sizeof what, "%s %s dq", c->name, dn);
@@ -92,7 +100,7 @@ static void check_partial(void) {
     attention_backward(&dq, &dk, &dv, &g, &o, &l, &q, &k, &v, (int)H, 1);
     Tensor gq = cu_upload(&q, DTYPE_F32), gk = cu_upload(&k, DTYPE_F32), gv = cu_upload(&v, DTYPE_F32),
            gg = cu_upload(&g, DTYPE_F32), go = cu_upload(&o, DTYPE_F32), gl = cu_upload(&l, DTYPE_F32);
-    Tensor gdq = gpu_t(DTYPE_F32, B, Tq, HD), gdv = gpu_t(DTYPE_F32, B, Tk, HD);
+    Tensor gdq = gpu_nan(DTYPE_F32, B, Tq, HD), gdv = gpu_nan(DTYPE_F32, B, Tk, HD);
     attention_backward(NULL, NULL, &gdv, &gg, &go, &gl, &gq, &gk, &gv, (int)H, 1);
     cu_compare("partial: dv alone", &gdv, &dv, TOL_F32);
     attention_backward(&gdq, NULL, NULL, &gg, &go, &gl, &gq, &gk, &gv, (int)H, 1);

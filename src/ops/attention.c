@@ -41,8 +41,8 @@ size_t attention_workspace_bytes(Device dev, int64_t B, int64_t Tq, int64_t Tk, 
 }
 
 // The CUDA path: every activation operand (the wanted ones) on the GPU in one storage dtype (f32 or bf16), lse f32,
-// and sizes that the kernels' int indices hold.
-static void attn_expect_cuda(const Tensor *const *acts, int n, const Tensor *lse, const char *op) {
+// and sizes that the kernels' int indices and grid (batch x heads in grid.y) hold.
+static void attn_expect_cuda(const Tensor *const *acts, int n, const Tensor *lse, AttnDims d, const char *op) {
     DType dt = acts[0]->dtype;
     for (int i = 0; i < n; i++) {
         OPS_EXPECT_CUDA(acts[i], op);
@@ -51,7 +51,7 @@ static void attn_expect_cuda(const Tensor *const *acts, int n, const Tensor *lse
                   dtype_name(dt), dtype_name(acts[i]->dtype));
     }
     OPS_EXPECT_CUDA_F32(lse, op);
-    CHECK(acts[0]->shape[0] * acts[0]->shape[1] < INT32_MAX && lse->shape[0] * lse->shape[1] < 65536, "",
+    CHECK(d.B * d.Tq < INT32_MAX && d.B * d.Tk < INT32_MAX && d.B * d.H < 65536, "",
           "%s: too many tokens or batch x heads for the GPU kernels", op);
 }
 
@@ -87,7 +87,7 @@ void attention_forward(Tensor *out, Tensor *lse, const Tensor *q, const Tensor *
     tensor_expect_shape(lse, "attention lse", d.B, d.H, d.Tq);
     if (OPS_ON_CUDA(out)) {
         const Tensor *acts[] = {out, q, k, v};
-        attn_expect_cuda(acts, 4, lse, "attention_forward");
+        attn_expect_cuda(acts, 4, lse, d, "attention_forward");
         attention_forward_cuda(out->data, lse->data, q->data, k->data, v->data, (int)d.B, (int)d.Tq, (int)d.Tk,
                                (int)d.H, (int)d.D, causal, ops_dt(q));
         return;
@@ -152,7 +152,7 @@ void attention_backward(Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, 
     if (want_v) tensor_expect_shape(dv, "attention dv", d.B, d.Tk, d.HD);
     if (OPS_ON_CUDA(dout)) {
         const Tensor *acts[] = {dout, out, q, k, v, dq, dk, dv};
-        attn_expect_cuda(acts, 8, lse, "attention_backward");
+        attn_expect_cuda(acts, 8, lse, d, "attention_backward");
         void *ws = ops_workspace(DEVICE_CUDA, attention_workspace_bytes(DEVICE_CUDA, d.B, d.Tq, d.Tk, heads));
         attention_backward_cuda(want_q ? dq->data : NULL, want_k ? dk->data : NULL, want_v ? dv->data : NULL,
                                 dout->data, out->data, lse->data, q->data, k->data, v->data, ws, (int)d.B, (int)d.Tq,
