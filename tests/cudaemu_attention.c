@@ -143,12 +143,16 @@ static void check_nan(int64_t D) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
 }
 
-// mha_forward / mha_backward on the GPU (projections through linear, attention through the kernels above), f32,
-// self-attention (the k and v paths' input gradients summed into dx), biases present.
-static void check_mha(void) {
-    const int64_t B = 1, T = 19, H = 2, D = 40, C = H * D;
+// mha_forward / mha_backward on the GPU (projections through linear, attention through the kernels above), f32
+// (linear's GPU path is f32 today), biases present: self-attention (the k and v paths' input gradients summed into
+// dx) and cross-attention (77 context tokens of width 48, dctx written).
+static void check_mha(int cross) {
+    const int64_t B = 1, T = 19, H = 2, D = 40, C = H * D, Tk = cross ? 77 : T, Ckv = cross ? 48 : C;
+    const char *tag = cross ? "mha cross-attention" : "mha self-attention";
+    char what[96];
     Tensor x = cpu_t(B, T, C), dx = cpu_t(B, T, C), out = cpu_t(B, T, C), dout = cpu_t(B, T, C);
-    MHACache cc = {.q = cpu_t(B, T, C), .k = cpu_t(B, T, C), .v = cpu_t(B, T, C), .attn = cpu_t(B, T, C),
+    Tensor ctx = cpu_t(B, Tk, Ckv), dctx = cpu_t(B, Tk, Ckv);
+    MHACache cc = {.q = cpu_t(B, T, C), .k = cpu_t(B, Tk, C), .v = cpu_t(B, Tk, C), .attn = cpu_t(B, T, C),
                    .lse = cpu_t(B, H, T)};
     MHAParams p, gp, dp, gdp;
     Tensor *w[8] = {&p.wq, &p.wk, &p.wv, &p.wo, &p.bq, &p.bk, &p.bv, &p.bo};
@@ -156,28 +160,34 @@ static void check_mha(void) {
     Tensor *dw[8] = {&dp.wq, &dp.wk, &dp.wv, &dp.wo, &dp.bq, &dp.bk, &dp.bv, &dp.bo};
     Tensor *gdw[8] = {&gdp.wq, &gdp.wk, &gdp.wv, &gdp.wo, &gdp.bq, &gdp.bk, &gdp.bv, &gdp.bo};
     for (int i = 0; i < 8; i++) {
-        int64_t s[2] = {C, C};
+        int64_t s[2] = {C, i == 1 || i == 2 ? Ckv : C}; // wk, wv [C, Ckv]
         *w[i] = cu_alloc(DEVICE_CPU, DTYPE_F32, i < 4 ? 2 : 1, s);
         *dw[i] = cu_alloc(DEVICE_CPU, DTYPE_F32, i < 4 ? 2 : 1, s);
         *gdw[i] = cu_alloc(DEVICE_CUDA, DTYPE_F32, i < 4 ? 2 : 1, s);
         cu_fill(w[i], 90 + (uint64_t)i, 0.15f, 0);
         *gw[i] = cu_upload(w[i], DTYPE_F32);
     }
-    cu_fill(&x, 100, 1.0f, 0), cu_fill(&dout, 101, 1.0f, 0);
-    Tensor gx = cu_upload(&x, DTYPE_F32), gdout = cu_upload(&dout, DTYPE_F32);
-    Tensor gdx = gpu_t(DTYPE_F32, B, T, C), gout = gpu_t(DTYPE_F32, B, T, C);
-    MHACache gc = {.q = gpu_t(DTYPE_F32, B, T, C), .k = gpu_t(DTYPE_F32, B, T, C), .v = gpu_t(DTYPE_F32, B, T, C),
+    cu_fill(&x, 100, 1.0f, 0), cu_fill(&dout, 101, 1.0f, 0), cu_fill(&ctx, 102, 1.0f, 0);
+    Tensor gx = cu_upload(&x, DTYPE_F32), gdout = cu_upload(&dout, DTYPE_F32), gctx = cu_upload(&ctx, DTYPE_F32);
+    Tensor gdx = gpu_nan(DTYPE_F32, B, T, C), gout = gpu_nan(DTYPE_F32, B, T, C);
+    Tensor gdctx = gpu_nan(DTYPE_F32, B, Tk, Ckv);
+    MHACache gc = {.q = gpu_t(DTYPE_F32, B, T, C), .k = gpu_t(DTYPE_F32, B, Tk, C), .v = gpu_t(DTYPE_F32, B, Tk, C),
                    .attn = gpu_t(DTYPE_F32, B, T, C), .lse = gpu_t(DTYPE_F32, B, H, T)};
-    mha_forward(&out, &cc, &x, NULL, &p, (int)H, 0);
-    mha_forward(&gout, &gc, &gx, NULL, &gp, (int)H, 0);
-    cu_compare("mha self-attention forward", &gout, &out, TOL_F32);
-    mha_backward(&dx, NULL, &dp, &dout, &cc, &x, NULL, &p, (int)H, 0);
-    mha_backward(&gdx, NULL, &gdp, &gdout, &gc, &gx, NULL, &gp, (int)H, 0);
-    cu_compare("mha self-attention dx", &gdx, &dx, TOL_F32);
+    mha_forward(&out, &cc, &x, cross ? &ctx : NULL, &p, (int)H, 0);
+    mha_forward(&gout, &gc, &gx, cross ? &gctx : NULL, &gp, (int)H, 0);
+    snprintf(what, sizeof what, "%s forward", tag);
+    cu_compare(what, &gout, &out, TOL_F32);
+    mha_backward(&dx, cross ? &dctx : NULL, &dp, &dout, &cc, &x, cross ? &ctx : NULL, &p, (int)H, 0);
+    mha_backward(&gdx, cross ? &gdctx : NULL, &gdp, &gdout, &gc, &gx, cross ? &gctx : NULL, &gp, (int)H, 0);
+    snprintf(what, sizeof what, "%s dx", tag);
+    cu_compare(what, &gdx, &dx, TOL_F32);
+    if (cross) {
+        snprintf(what, sizeof what, "%s dctx", tag);
+        cu_compare(what, &gdctx, &dctx, TOL_F32);
+    }
     const char *names[8] = {"dwq", "dwk", "dwv", "dwo", "dbq", "dbk", "dbv", "dbo"};
     for (int i = 0; i < 8; i++) {
-        char what[64];
-        snprintf(what, sizeof what, "mha self-attention %s", names[i]);
+        snprintf(what, sizeof what, "%s %s", tag, names[i]);
         if (i != 5) cu_compare(what, gdw[i], dw[i], TOL_F32);
     }
     // dbk is exactly zero (a bias on every key shifts each score row by a constant, which softmax ignores): both
@@ -188,9 +198,13 @@ static void check_mha(void) {
         err = fmax(err, fabs((double)gbk[i] - ((float *)dp.bk.data)[i]));
         ref = fmax(ref, fabs((double)gbq[i]));
     }
-    tu_check(err <= TOL_F32 * ref, "mha self-attention dbk (zero)           max abs err %.3e (tol %.1e x max|dbq|)",
-             err, TOL_F32);
+    tu_check(err <= TOL_F32 * ref, "%s dbk (zero) max abs err %.3e (tol 1e-5 max|dbq| = %.1e)", tag, err,
+             TOL_F32 * ref);
     free(gbk), free(gbq);
+    Tensor *all[] = {&x, &dx, &out, &dout, &ctx, &dctx, &cc.q, &cc.k, &cc.v, &cc.attn, &cc.lse, &gx, &gdout, &gctx,
+                     &gdx, &gout, &gdctx, &gc.q, &gc.k, &gc.v, &gc.attn, &gc.lse};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
+    for (int i = 0; i < 8; i++) cu_free(w[i]), cu_free(gw[i]), cu_free(dw[i]), cu_free(gdw[i]);
 }
 
 int main(void) {
@@ -219,6 +233,7 @@ int main(void) {
     check_partial();
     check_nan(40);
     check_nan(264);
-    check_mha();
+    check_mha(0);
+    check_mha(1);
     return tu_report();
 }
