@@ -222,10 +222,19 @@ int main(void) {
         {"D33 cross 66x77", 1, 2, 33, 66, 77, 0, 1.5f, 0},
         {"D1 causal 5x3", 1, 3, 1, 5, 3, 1, 1.5f, 0},
         {"D200 cross 35x13", 1, 1, 200, 35, 13, 0, 1.5f, 0},
+        {"D40 cross split 300x13", 1, 2, 40, 300, 13, 0, 1.5f, 0},
+        {"D80 causal split 270", 1, 1, 80, 270, 270, 1, 1.5f, 0},
         {"D264 generic 6x11", 1, 2, 264, 6, 11, 0, 1.5f, 0},
         {"D300 generic causal 12x7", 1, 1, 300, 12, 7, 1, 1.5f, 0},
         {"D64 scores ~30 sigma 33", 1, 1, 64, 33, 33, 0, 30.0f, 5e-5},
     };
+    // the two "split" cases split the queries of the dk/dv kernel: their workspace holds fp32 partials beyond
+    // delta [B, H, Tq] (2400 and 1080 bytes, 256-aligned)
+    tu_check(attention_workspace_bytes(DEVICE_CUDA, 1, 300, 13, 2, 40) > 2560 &&
+                 attention_workspace_bytes(DEVICE_CUDA, 1, 270, 270, 1, 80) > 1280,
+             "query splits of the dk/dv kernel at 300x13 (D 40) and 270x270 (D 80): %zu and %zu workspace bytes",
+             attention_workspace_bytes(DEVICE_CUDA, 1, 300, 13, 2, 40),
+             attention_workspace_bytes(DEVICE_CUDA, 1, 270, 270, 1, 80));
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         run_case(&cases[i], DTYPE_F32, 10 * i + 1);
         run_case(&cases[i], DTYPE_BF16, 10 * i + 1);

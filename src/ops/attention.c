@@ -35,8 +35,8 @@ static size_t attn_scratch_bytes(int64_t Tk, int mats) {
     return sizeof(float) * (size_t)omp_get_max_threads() * attn_scratch_per_thread(Tk, mats);
 }
 
-size_t attention_workspace_bytes(Device dev, int64_t B, int64_t Tq, int64_t Tk, int heads) {
-    if (dev == DEVICE_CUDA) return attention_workspace_bytes_cuda((int)B, (int)Tq, heads);
+size_t attention_workspace_bytes(Device dev, int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim) {
+    if (dev == DEVICE_CUDA) return attention_workspace_bytes_cuda((int)B, (int)Tq, (int)Tk, heads, (int)head_dim);
     return attn_scratch_bytes(Tk, 2); // the backward's; the forward needs half of it
 }
 
@@ -153,7 +153,7 @@ void attention_backward(Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, 
     if (OPS_ON_CUDA(dout)) {
         const Tensor *acts[] = {dout, out, q, k, v, dq, dk, dv};
         attn_expect_cuda(acts, 8, lse, d, "attention_backward");
-        void *ws = ops_workspace(DEVICE_CUDA, attention_workspace_bytes(DEVICE_CUDA, d.B, d.Tq, d.Tk, heads));
+        void *ws = ops_workspace(DEVICE_CUDA, attention_workspace_bytes(DEVICE_CUDA, d.B, d.Tq, d.Tk, heads, d.D));
         attention_backward_cuda(want_q ? dq->data : NULL, want_k ? dk->data : NULL, want_v ? dv->data : NULL,
                                 dout->data, out->data, lse->data, q->data, k->data, v->data, ws, (int)d.B, (int)d.Tq,
                                 (int)d.Tk, (int)d.H, (int)d.D, causal, ops_dt(q));
@@ -265,7 +265,7 @@ static size_t mha_workspace_layout(Device dev, DType dt, int64_t B, int64_t Tq, 
     const size_t es = dtype_size(dt);
     const size_t parts[5] = {es * (size_t)(B * Tq * C), es * (size_t)(B * Tq * C), es * (size_t)(B * Tk * C),
                              es * (size_t)(B * Tk * C), es * (size_t)(B * Tk * Ckv)};
-    size_t at = (attention_workspace_bytes(dev, B, Tq, Tk, heads) + 255) & ~(size_t)255;
+    size_t at = (attention_workspace_bytes(dev, B, Tq, Tk, heads, C / heads) + 255) & ~(size_t)255;
     for (int i = 0; i < 5; i++) {
         off[i] = at;
         at += (parts[i] + 255) & ~(size_t)255;

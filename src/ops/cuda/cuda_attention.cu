@@ -10,7 +10,8 @@
 // compiled capacities (32, 64, 96, 128, 160, 256).
 //   forward   : rows = queries; online softmax over key tiles (max and sum reduced across the group by shuffles).
 //   backward  : delta_i = rowsum(dout * out) first (attn_delta_kernel, into the ops workspace); then
-//               rows = keys   (attn_bwd_kv_kernel): dv += P^T dout, dk += dS^T q, over query tiles;
+//               rows = keys   (attn_bwd_kv_kernel): dv += P^T dout, dk += dS^T q, over query tiles (split over
+//               blocks when the keys are few, the fp32 partials summed by attn_kv_reduce_kernel);
 //               rows = queries (attn_bwd_q_kernel): dq += dS k, over key tiles;
 //               with P = exp(S - lse), dS = P (dout v^T - delta). Two kernels instead of atomics on dq: deterministic
 //               results and no fp32 dq buffer, for recomputing S and dout v^T once more.
@@ -39,6 +40,13 @@
 // feeds 4 FMAs, and a K/V tile serves 64 queries), 2 above, where the R DP/8 accumulators and 8 R scores per lane
 // would pass ~128 registers (nvcc -Xptxas -v: at most 128, no spills, at every capacity)
 #define ATT_ROWS(DP) ((DP) <= 64 ? 4 : 2)
+// key rows per group in the dk/dv kernel: 2 R DP/8 accumulators per lane stay at or under 80
+#define ATT_KV_ROWS(DP) ((DP) > 160 ? 1 : 2)
+// The dk/dv kernel has one block per 16 R keys and (batch, head): cross-attention (77 keys) gives few blocks, each
+// walking every query. The queries are then split over blockIdx.z so that about this many blocks run, each split
+// keeping at least ATT_KV_MIN_TILES query tiles; the splits' fp32 partials (workspace) are summed in split order.
+#define ATT_KV_TARGET_BLOCKS 512
+#define ATT_KV_MIN_TILES 4
 
 static const float ATT_LOG2E = 1.4426950408889634f, ATT_LN2 = 0.69314718055994531f;
 
@@ -180,10 +188,11 @@ __global__ void attn_delta_kernel(float *delta, const T *dout, const T *out, int
 
 // backward, rows = keys: grid (ceil(Tk / BR), B H). dk, dv [B, Tk, H*D] written (either may be NULL).
 template <typename T, int DP, int R>
-__global__ void __launch_bounds__(ATT_THREADS) attn_bwd_kv_kernel(T *dk, T *dv, const T *dout, const float *lse,
-                                                                  const float *delta, const T *q, const T *k,
-                                                                  const T *v, int Tq, int Tk, int H, int D,
-                                                                  int causal, float scale, float scale_log2) {
+__global__ void __launch_bounds__(ATT_THREADS) attn_bwd_kv_kernel(T *dk, T *dv, float *part, const T *dout,
+                                                                  const float *lse, const float *delta, const T *q,
+                                                                  const T *k, const T *v, int Tq, int Tk, int H,
+                                                                  int D, int causal, int q_split, float scale,
+                                                                  float scale_log2) {
     typedef AttTile<DP> L;
     constexpr int BR = 16 * R;
     CUDA_DYN_SHARED(float, sm);
@@ -206,14 +215,16 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_bwd_kv_kernel(T *dk, T *dv, 
 
     float gk[R][L::NC], gv[R][L::NC];
     ATT_UNROLL for (int r = 0; r < R; r++) ATT_UNROLL for (int c = 0; c < L::NC; c++) gk[r][c] = gv[r][c] = 0.0f;
-    for (int j0 = causal ? k0 : 0; j0 < Tq; j0 += ATT_BC) { // causal: query i sees keys j <= i
+    // this block's queries: split blockIdx.z of q_split (all of them when not split); causal: query i sees keys <= i
+    const int qs = blockIdx.z * q_split, qe = min(Tq, qs + q_split);
+    for (int j0 = causal ? max(qs, k0) : qs; j0 < qe; j0 += ATT_BC) {
         __syncthreads();
-        att_load(Qs, L::OTH, ATT_BC, DP, q + qoff, HD, j0, Tq, D, 1.0f);
-        att_load(Gs, L::OTH, ATT_BC, DP, dout + qoff, HD, j0, Tq, D, 1.0f);
+        att_load(Qs, L::OTH, ATT_BC, DP, q + qoff, HD, j0, qe, D, 1.0f);
+        att_load(Gs, L::OTH, ATT_BC, DP, dout + qoff, HD, j0, qe, D, 1.0f);
         if (threadIdx.x < ATT_BC) {
             int j = j0 + threadIdx.x;
-            Ls[threadIdx.x] = j < Tq ? lb[j] * ATT_LOG2E : 0.0f;
-            Ds[threadIdx.x] = j < Tq ? db[j] : 0.0f;
+            Ls[threadIdx.x] = j < qe ? lb[j] * ATT_LOG2E : 0.0f;
+            Ds[threadIdx.x] = j < qe ? db[j] : 0.0f;
         }
         __syncthreads();
         float sc[R][ATT_NJ], dp[R][ATT_NJ];
@@ -233,14 +244,14 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_bwd_kv_kernel(T *dk, T *dv, 
             const int key = k0 + g * R + r;
             ATT_UNROLL for (int i = 0; i < ATT_NJ; i++) {
                 const int jj = s + 8 * i, j = j0 + jj;
-                const bool vis = key < Tk && j < Tq && (!causal || key <= j);
+                const bool vis = key < Tk && j < qe && (!causal || key <= j);
                 const float p = vis ? exp2f(sc[r][i] * scale_log2 - Ls[jj]) : 0.0f;
                 Ps[(g * R + r) * L::PS + jj] = p;
                 Ss[(g * R + r) * L::PS + jj] = vis ? p * (dp[r][i] - Ds[jj]) : 0.0f;
             }
         }
         __syncwarp();
-        const int jn = min(ATT_BC, Tq - j0);
+        const int jn = min(ATT_BC, qe - j0);
         for (int j = 0; j < jn; j++) {
             float p[R], ds[R];
             ATT_UNROLL for (int r = 0; r < R; r++) {
@@ -253,6 +264,9 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_bwd_kv_kernel(T *dk, T *dv, 
             }
         }
     }
+    // split: this split's fp32 partials, part [split][dk, dv][B, Tk, H*D], summed by attn_kv_reduce_kernel
+    const int64_t pn = (int64_t)gridDim.y / H * Tk * HD;
+    float *pk = part ? part + 2 * (int64_t)blockIdx.z * pn : NULL, *pv = part ? pk + pn : NULL;
     ATT_UNROLL for (int r = 0; r < R; r++) {
         const int key = k0 + g * R + r;
         if (key >= Tk) continue;
@@ -260,10 +274,26 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_bwd_kv_kernel(T *dk, T *dv, 
             int col = s + 8 * c;
             if (col >= D) continue;
             int64_t at = koff + (int64_t)key * HD + col;
+            if (pk) {
+                pk[at] = gk[r][c] * scale;
+                pv[at] = gv[r][c];
+                continue;
+            }
             if (dk) st_f32(dk, at, gk[r][c] * scale);
             if (dv) st_f32(dv, at, gv[r][c]);
         }
     }
+}
+
+// dk, dv [n = B Tk H D] = the sums of the splits' partials, in split order (deterministic).
+template <typename T>
+__global__ void attn_kv_reduce_kernel(T *dk, T *dv, const float *part, int splits, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float a = 0.0f, b = 0.0f;
+    for (int z = 0; z < splits; z++) a += part[2 * z * n + i], b += part[(2 * z + 1) * n + i];
+    if (dk) st_f32(dk, i, a);
+    if (dv) st_f32(dv, i, b);
 }
 
 // backward, rows = queries: grid (ceil(Tq / BR), B H). dq [B, Tq, H*D] written.
@@ -485,6 +515,26 @@ static int att_capacity(int D) {
     return 0;
 }
 
+// Query splits of the dk/dv kernel (1: none) for a shape; the workspace query and the launcher share it.
+static int att_kv_splits(int B, int Tq, int Tk, int H, int D) {
+    const int DP = att_capacity(D);
+    if (DP == 0) return 1; // generic kernels: one warp per key, enough blocks already
+    const long long blocks = (long long)cuda_blocks(Tk, 16 * ATT_KV_ROWS(DP)) * B * H;
+    const long long want = (ATT_KV_TARGET_BLOCKS + blocks - 1) / blocks;
+    const long long most = cuda_blocks(Tq, ATT_BC) / ATT_KV_MIN_TILES;
+    const long long n = want < most ? want : most;
+    return n > 1 ? (int)n : 1;
+}
+
+// Workspace: delta [B, H, Tq] f32, then (when split) the dk/dv partials [splits][2][B, Tk, H*D] f32.
+static size_t att_align(size_t n) { return (n + 255) & ~(size_t)255; }
+static size_t att_delta_bytes(int B, int Tq, int H) { return att_align(sizeof(float) * (size_t)B * H * Tq); }
+extern "C" size_t attention_workspace_bytes_cuda(int B, int Tq, int Tk, int H, int D) {
+    const int splits = att_kv_splits(B, Tq, Tk, H, D);
+    const size_t part = splits > 1 ? sizeof(float) * 2 * (size_t)splits * B * Tk * H * D : 0;
+    return att_delta_bytes(B, Tq, H) + att_align(part);
+}
+
 template <typename T, int DP>
 static void att_fwd_tiled(T *out, float *lse, const T *q, const T *k, const T *v, int B, int Tq, int Tk, int H, int D,
                           int causal, float scale_log2) {
@@ -517,22 +567,30 @@ static void att_fwd(T *out, float *lse, const T *q, const T *k, const T *v, int 
 }
 
 template <typename T, int DP>
-static void att_bwd_tiled(T *dq, T *dk, T *dv, const T *dout, const float *lse, const float *delta, const T *q,
-                          const T *k, const T *v, int B, int Tq, int Tk, int H, int D, int causal, float scale,
-                          float scale_log2) {
-    // rows per group: keys, 2 R DP/8 accumulators per lane kept at or under 80; queries as in the forward
-    constexpr int R = DP > 160 ? 1 : 2, RQ = ATT_ROWS(DP);
+static void att_bwd_tiled(T *dq, T *dk, T *dv, const T *dout, const float *lse, const float *delta, float *part,
+                          const T *q, const T *k, const T *v, int B, int Tq, int Tk, int H, int D, int causal,
+                          float scale, float scale_log2) {
+    constexpr int R = ATT_KV_ROWS(DP), RQ = ATT_ROWS(DP);
     static int big_kv, big_q;
-    void (*attn_bwd_kv_tiled_kernel)(T *, T *, const T *, const float *, const float *, const T *, const T *,
-                                     const T *, int, int, int, int, int, float, float) = attn_bwd_kv_kernel<T, DP, R>;
+    void (*attn_bwd_kv_tiled_kernel)(T *, T *, float *, const T *, const float *, const float *, const T *,
+                                     const T *, const T *, int, int, int, int, int, int, float, float) =
+        attn_bwd_kv_kernel<T, DP, R>;
     void (*attn_bwd_q_tiled_kernel)(T *, const T *, const float *, const float *, const T *, const T *, const T *,
                                     int, int, int, int, int, float, float) = attn_bwd_q_kernel<T, DP, RQ>;
     if (dk || dv) {
         size_t smem = att_smem_bwd_kv(DP, R);
         att_allow_smem(attn_bwd_kv_tiled_kernel, smem, &big_kv);
-        dim3 grid(cuda_blocks(Tk, 16 * R), (unsigned)(B * H));
-        CUDA_LAUNCH(attn_bwd_kv_tiled_kernel, grid, ATT_THREADS, smem, cuda_stream(), dk, dv, dout, lse, delta,
-                    q, k, v, Tq, Tk, H, D, causal, scale, scale_log2);
+        const int splits = att_kv_splits(B, Tq, Tk, H, D);
+        const int q_split = splits > 1 ? (int)cuda_blocks(Tq, splits * ATT_BC) * ATT_BC : Tq; // whole query tiles
+        dim3 grid(cuda_blocks(Tk, 16 * R), (unsigned)(B * H), (unsigned)splits);
+        CUDA_LAUNCH(attn_bwd_kv_tiled_kernel, grid, ATT_THREADS, smem, cuda_stream(), dk, dv,
+                    splits > 1 ? part : (float *)NULL, dout, lse, delta, q, k, v, Tq, Tk, H, D, causal, q_split,
+                    scale, scale_log2);
+        if (splits > 1) {
+            const int64_t n = (int64_t)B * Tk * H * D;
+            CUDA_LAUNCH(attn_kv_reduce_kernel<T>, cuda_blocks(n, 256), 256, 0, cuda_stream(), dk, dv,
+                        (const float *)part, splits, n);
+        }
     }
     if (dq) {
         size_t smem = att_smem_bwd_q(DP, RQ);
@@ -544,15 +602,17 @@ static void att_bwd_tiled(T *dq, T *dk, T *dv, const T *dout, const float *lse, 
 }
 
 template <typename T>
-static void att_bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, const float *lse, float *delta, const T *q,
+static void att_bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, const float *lse, void *ws, const T *q,
                     const T *k, const T *v, int B, int Tq, int Tk, int H, int D, int causal) {
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = ATT_LOG2E * scale;
+    float *delta = (float *)ws, *part = (float *)((char *)ws + att_delta_bytes(B, Tq, H));
     const int64_t rows = (int64_t)B * Tq * H;
     CUDA_LAUNCH(attn_delta_kernel<T>, cuda_blocks(rows, 8), 256, 0, cuda_stream(), delta, dout, out, Tq, H, D, rows);
     switch (att_capacity(D)) {
 #define ATT_BWD_CASE(DP)                                                                                     \
     case DP:                                                                                                 \
-        att_bwd_tiled<T, DP>(dq, dk, dv, dout, lse, delta, q, k, v, B, Tq, Tk, H, D, causal, scale, scale_log2); \
+        att_bwd_tiled<T, DP>(dq, dk, dv, dout, lse, delta, part, q, k, v, B, Tq, Tk, H, D, causal, scale,       \
+                             scale_log2);                                                                   \
         break;
         ATT_FOR_CAPS(ATT_BWD_CASE)
 #undef ATT_BWD_CASE
@@ -568,10 +628,6 @@ static void att_bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, const floa
                         Tk, H, D, causal, scale, scale_log2);
         }
     }
-}
-
-extern "C" size_t attention_workspace_bytes_cuda(int B, int Tq, int H) {
-    return ((sizeof(float) * (size_t)B * (size_t)H * (size_t)Tq) + 255) & ~(size_t)255; // delta [B, H, Tq]
 }
 
 extern "C" void attention_forward_cuda(void *out, float *lse, const void *q, const void *k, const void *v, int B,
@@ -591,9 +647,9 @@ extern "C" void attention_backward_cuda(void *dq, void *dk, void *dv, const void
     if (!dq && !dk && !dv) return;
     typedef __nv_bfloat16 bf;
     if (dt == DTYPE_BF16)
-        att_bwd((bf *)dq, (bf *)dk, (bf *)dv, (const bf *)dout, (const bf *)out, lse, (float *)ws, (const bf *)q,
+        att_bwd((bf *)dq, (bf *)dk, (bf *)dv, (const bf *)dout, (const bf *)out, lse, ws, (const bf *)q,
                 (const bf *)k, (const bf *)v, B, Tq, Tk, H, D, causal);
     else
-        att_bwd((float *)dq, (float *)dk, (float *)dv, (const float *)dout, (const float *)out, lse, (float *)ws,
+        att_bwd((float *)dq, (float *)dk, (float *)dv, (const float *)dout, (const float *)out, lse, ws,
                 (const float *)q, (const float *)k, (const float *)v, B, Tq, Tk, H, D, causal);
 }
