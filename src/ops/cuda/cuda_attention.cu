@@ -50,13 +50,19 @@
 
 static const float ATT_LOG2E = 1.4426950408889634f, ATT_LN2 = 0.69314718055994531f;
 
-// Strides (floats) of the shared tiles: own-row tiles padded by 4 so the 4 groups of a warp hit different banks,
-// other-side tiles by 1 (odd stride: the 8 rows a group reads at one column fall in 8 banks).
-template <int DP> struct AttTile {
-    static constexpr int NC = DP / 8;  // accumulator columns per lane
-    static constexpr int OWN = DP + 4; // own-row tile stride
-    static constexpr int OTH = DP + 1; // other-side tile stride
-    static constexpr int PS = ATT_BC + 1;
+// Strides (floats) of the shared tiles. Own-row tiles (R rows per group): DP + 8 / R, so the rows g R + r that the
+// 4 groups of a warp read at one column lie 8 banks apart (DP is a multiple of 32). Other-side tiles: DP + 1, an odd
+// stride, so the 8 rows s + 8 i that a group's lanes read at one column fall in 8 banks.
+template <int DP, int R> struct AttTile {
+    static constexpr int NC = DP / 8;      // accumulator columns per lane
+    static constexpr int OWN = DP + 8 / R; // own-row tile stride
+    static constexpr int OTH = DP + 1;     // other-side tile stride
+    static constexpr int PS = ATT_BC + 8 / R; // score tile stride: rows 8 banks apart again
+    static constexpr int BR = 16 * R;         // own rows per block
+    // dynamic shared memory (bytes) of each kernel, in the order the kernels lay their tiles out
+    static constexpr size_t FWD = sizeof(float) * (BR * OWN + 2 * ATT_BC * OTH + BR * PS);
+    static constexpr size_t BWD_Q = sizeof(float) * (2 * BR * OWN + 2 * ATT_BC * OTH + BR * PS);
+    static constexpr size_t BWD_KV = sizeof(float) * (2 * BR * OWN + 2 * ATT_BC * OTH + 2 * ATT_BC + 2 * BR * PS);
 };
 
 // Sum / max over the 8 lanes of a group (lanes 8g .. 8g + 7 of one warp).
@@ -90,8 +96,8 @@ template <typename T, int DP, int R>
 __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_kernel(T *out, float *lse, const T *q, const T *k,
                                                                const T *v, int Tq, int Tk, int H, int D, int causal,
                                                                float scale_log2) {
-    typedef AttTile<DP> L;
-    constexpr int BR = 16 * R;
+    typedef AttTile<DP, R> L;
+    constexpr int BR = L::BR;
     CUDA_DYN_SHARED(float, sm);
     float *Qs = sm;                      // [BR][OWN] q * scale log2(e)
     float *Ks = Qs + BR * L::OWN;        // [BC][OTH]
@@ -193,8 +199,8 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_bwd_kv_kernel(T *dk, T *dv, 
                                                                   const T *k, const T *v, int Tq, int Tk, int H,
                                                                   int D, int causal, int q_split, float scale,
                                                                   float scale_log2) {
-    typedef AttTile<DP> L;
-    constexpr int BR = 16 * R;
+    typedef AttTile<DP, R> L;
+    constexpr int BR = L::BR;
     CUDA_DYN_SHARED(float, sm);
     float *Ks = sm;                       // [BR][OWN]
     float *Vs = Ks + BR * L::OWN;         // [BR][OWN]
@@ -302,8 +308,8 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_bwd_q_kernel(T *dq, const T 
                                                                  const float *delta, const T *q, const T *k,
                                                                  const T *v, int Tq, int Tk, int H, int D,
                                                                  int causal, float scale, float scale_log2) {
-    typedef AttTile<DP> L;
-    constexpr int BR = 16 * R;
+    typedef AttTile<DP, R> L;
+    constexpr int BR = L::BR;
     CUDA_DYN_SHARED(float, sm);
     float *Qs = sm;                   // [BR][OWN]
     float *Gs = Qs + BR * L::OWN;     // [BR][OWN] dout
@@ -486,18 +492,6 @@ __global__ void attn_bwd_kv_generic_kernel(T *dk, T *dv, const T *dout, const fl
 // ---------------------------------------------------------------------------------------------------------------
 // launchers
 
-// Shared memory (bytes) of the tiled kernels at capacity DP.
-static size_t att_smem_fwd(int DP, int R) {
-    return sizeof(float) * (16 * R * (DP + 4) + 2 * ATT_BC * (DP + 1) + 16 * R * (ATT_BC + 1));
-}
-static size_t att_smem_bwd_q(int DP, int R) {
-    return sizeof(float) * (2 * 16 * R * (DP + 4) + 2 * ATT_BC * (DP + 1) + 16 * R * (ATT_BC + 1));
-}
-static size_t att_smem_bwd_kv(int DP, int R) {
-    int BR = 16 * R;
-    return sizeof(float) * (2 * BR * (DP + 4) + 2 * ATT_BC * (DP + 1) + 2 * ATT_BC + 2 * BR * (ATT_BC + 1));
-}
-
 // Lets a kernel use more than the default 48 KiB of dynamic shared memory (once per kernel instantiation).
 template <typename K> static void att_allow_smem(K kernel, size_t bytes, int *done) {
     if (bytes > 48 * 1024 && !*done) {
@@ -542,7 +536,7 @@ static void att_fwd_tiled(T *out, float *lse, const T *q, const T *k, const T *v
     static int big;
     void (*attn_fwd_tiled_kernel)(T *, float *, const T *, const T *, const T *, int, int, int, int, int, float) =
         attn_fwd_kernel<T, DP, R>;
-    size_t smem = att_smem_fwd(DP, R);
+    const size_t smem = AttTile<DP, R>::FWD;
     att_allow_smem(attn_fwd_tiled_kernel, smem, &big);
     dim3 grid(cuda_blocks(Tq, 16 * R), (unsigned)(B * H));
     CUDA_LAUNCH(attn_fwd_tiled_kernel, grid, ATT_THREADS, smem, cuda_stream(), out, lse, q, k, v, Tq, Tk, H, D,
@@ -578,7 +572,7 @@ static void att_bwd_tiled(T *dq, T *dk, T *dv, const T *dout, const float *lse, 
     void (*attn_bwd_q_tiled_kernel)(T *, const T *, const float *, const float *, const T *, const T *, const T *,
                                     int, int, int, int, int, float, float) = attn_bwd_q_kernel<T, DP, RQ>;
     if (dk || dv) {
-        size_t smem = att_smem_bwd_kv(DP, R);
+        const size_t smem = AttTile<DP, R>::BWD_KV;
         att_allow_smem(attn_bwd_kv_tiled_kernel, smem, &big_kv);
         const int splits = att_kv_splits(B, Tq, Tk, H, D);
         const int q_split = splits > 1 ? (int)cuda_blocks(Tq, splits * ATT_BC) * ATT_BC : Tq; // whole query tiles
@@ -593,7 +587,7 @@ static void att_bwd_tiled(T *dq, T *dk, T *dv, const T *dout, const float *lse, 
         }
     }
     if (dq) {
-        size_t smem = att_smem_bwd_q(DP, RQ);
+        const size_t smem = AttTile<DP, RQ>::BWD_Q;
         att_allow_smem(attn_bwd_q_tiled_kernel, smem, &big_q);
         dim3 grid(cuda_blocks(Tq, 16 * RQ), (unsigned)(B * H));
         CUDA_LAUNCH(attn_bwd_q_tiled_kernel, grid, ATT_THREADS, smem, cuda_stream(), dq, dout, lse, delta, q, k, v,
