@@ -515,9 +515,11 @@ static int att_kv_splits(int B, int Tq, int Tk, int H, int D) {
     if (DP == 0) return 1; // generic kernels: one warp per key, enough blocks already
     const long long blocks = (long long)cuda_blocks(Tk, 16 * ATT_KV_ROWS(DP)) * B * H;
     const long long want = (ATT_KV_TARGET_BLOCKS + blocks - 1) / blocks;
-    const long long most = cuda_blocks(Tq, ATT_BC) / ATT_KV_MIN_TILES;
+    const long long tiles = cuda_blocks(Tq, ATT_BC), most = tiles / ATT_KV_MIN_TILES;
     const long long n = want < most ? want : most;
-    return n > 1 ? (int)n : 1;
+    if (n <= 1) return 1;
+    const long long per = (tiles + n - 1) / n; // query tiles per split; no split left empty
+    return (int)((tiles + per - 1) / per);
 }
 
 // Workspace: delta [B, H, Tq] f32, then (when split) the dk/dv partials [splits][2][B, Tk, H*D] f32.
