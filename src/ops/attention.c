@@ -1,5 +1,6 @@
 // attention.c: scaled dot-product attention (memory-efficient: the score matrix is rebuilt per query block, never
-// kept) and the multi-head attention layer around it (q/k/v/out projections), forward and backward.
+// kept) and the multi-head attention layer around it (q/k/v/out projections), forward and backward. Tensors on the
+// GPU go to the kernels of cuda/cuda_attention.cu.
 #include <math.h>
 #include <omp.h>
 
@@ -34,6 +35,26 @@ static size_t attn_scratch_bytes(int64_t Tk, int mats) {
     return sizeof(float) * (size_t)omp_get_max_threads() * attn_scratch_per_thread(Tk, mats);
 }
 
+size_t attention_workspace_bytes(Device dev, int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim) {
+    if (dev == DEVICE_CUDA) return attention_workspace_bytes_cuda((int)B, (int)Tq, (int)Tk, heads, (int)head_dim);
+    return attn_scratch_bytes(Tk, 2); // the backward's; the forward needs half of it
+}
+
+// The CUDA path: every activation operand (the wanted ones) on the GPU in one storage dtype (f32 or bf16), lse f32,
+// and sizes that the kernels' int indices and grid (batch x heads in grid.y) hold.
+static void attn_expect_cuda(const Tensor *const *acts, int n, const Tensor *lse, AttnDims d, const char *op) {
+    DType dt = acts[0]->dtype;
+    for (int i = 0; i < n; i++) {
+        OPS_EXPECT_CUDA(acts[i], op);
+        if (ops_want(acts[i]))
+            CHECK(acts[i]->dtype == dt, "", "%s: the activations must share one dtype, got %s and %s", op,
+                  dtype_name(dt), dtype_name(acts[i]->dtype));
+    }
+    OPS_EXPECT_CUDA_F32(lse, op);
+    CHECK(d.B * d.Tq < INT32_MAX && d.B * d.Tk < INT32_MAX && d.B * d.H < 65536, "",
+          "%s: too many tokens or batch x heads for the GPU kernels", op);
+}
+
 // exp(x) for softmax arguments (x <= 0 up to rounding): Cephes expf range reduction and polynomial, 2^n through the
 // exponent bits; about 1 ulp. Written branch-free so the row loops vectorise. Clamping keeps 2^n a normal number.
 static inline float attn_exp(float x) {
@@ -64,6 +85,13 @@ void attention_forward(Tensor *out, Tensor *lse, const Tensor *q, const Tensor *
     AttnDims d = attn_dims(q, k, v, heads, "attention_forward");
     tensor_expect_shape(out, "attention output", d.B, d.Tq, d.HD);
     tensor_expect_shape(lse, "attention lse", d.B, d.H, d.Tq);
+    if (OPS_ON_CUDA(out)) {
+        const Tensor *acts[] = {out, q, k, v};
+        attn_expect_cuda(acts, 4, lse, d, "attention_forward");
+        attention_forward_cuda(out->data, lse->data, q->data, k->data, v->data, (int)d.B, (int)d.Tq, (int)d.Tk,
+                               (int)d.H, (int)d.D, causal, ops_dt(q));
+        return;
+    }
     OPS_EXPECT_CPU(out, "attention_forward");
     OPS_EXPECT_CPU(lse, "attention_forward");
     OPS_EXPECT_CPU(q, "attention_forward");
@@ -122,6 +150,15 @@ void attention_backward(Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, 
     if (want_q) tensor_expect_shape(dq, "attention dq", d.B, d.Tq, d.HD);
     if (want_k) tensor_expect_shape(dk, "attention dk", d.B, d.Tk, d.HD);
     if (want_v) tensor_expect_shape(dv, "attention dv", d.B, d.Tk, d.HD);
+    if (OPS_ON_CUDA(dout)) {
+        const Tensor *acts[] = {dout, out, q, k, v, dq, dk, dv};
+        attn_expect_cuda(acts, 8, lse, d, "attention_backward");
+        void *ws = ops_workspace(DEVICE_CUDA, attention_workspace_bytes(DEVICE_CUDA, d.B, d.Tq, d.Tk, heads, d.D));
+        attention_backward_cuda(want_q ? dq->data : NULL, want_k ? dk->data : NULL, want_v ? dv->data : NULL,
+                                dout->data, out->data, lse->data, q->data, k->data, v->data, ws, (int)d.B, (int)d.Tq,
+                                (int)d.Tk, (int)d.H, (int)d.D, causal, ops_dt(q));
+        return;
+    }
     OPS_EXPECT_CPU(dout, "attention_backward");
     OPS_EXPECT_CPU(out, "attention_backward");
     OPS_EXPECT_CPU(lse, "attention_backward");
@@ -211,7 +248,6 @@ static void mha_check(const MHACache *c, const Tensor *x, const Tensor *kv, cons
 void mha_forward(Tensor *out, MHACache *cache, const Tensor *x, const Tensor *ctx, const MHAParams *p, int heads,
                  int causal) {
     const Tensor *kv = ctx ? ctx : x;
-    OPS_EXPECT_CPU(x, "mha_forward"); // the attention core has no CUDA kernel yet
     mha_check(cache, x, kv, p, heads, "mha_forward");
     linear_forward(&cache->q, x, &p->wq, &p->bq);
     linear_forward(&cache->k, kv, &p->wk, &p->bk);
@@ -220,23 +256,43 @@ void mha_forward(Tensor *out, MHACache *cache, const Tensor *x, const Tensor *ct
     linear_forward(out, &cache->attn, &p->wo, &p->bo);
 }
 
-// Workspace layout: [attention scratch | dattn | dq | dk | dv | tmp]. attention_backward asks ops_workspace for
-// exactly the leading scratch size, which never reallocates a larger workspace, so the buffers after it survive.
-// tmp receives one projection's input gradient before it is added (tensor_axpy) to dx or dctx.
+// Workspace layout on either device: [attention scratch | dattn | dq | dk | dv | tmp], each part 256-byte aligned
+// and stored in the activations' dtype. attention_backward asks ops_workspace for exactly the leading scratch size,
+// which never reallocates a larger workspace, so the buffers after it survive. tmp receives one projection's input
+// gradient before it is added (tensor_axpy) to dx or dctx. off[0..4]: byte offsets of dattn, dq, dk, dv, tmp.
+static size_t mha_workspace_layout(Device dev, DType dt, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t Ckv,
+                                   int heads, size_t off[5]) {
+    const size_t es = dtype_size(dt);
+    const size_t parts[5] = {es * (size_t)(B * Tq * C), es * (size_t)(B * Tq * C), es * (size_t)(B * Tk * C),
+                             es * (size_t)(B * Tk * C), es * (size_t)(B * Tk * Ckv)};
+    size_t at = (attention_workspace_bytes(dev, B, Tq, Tk, heads, C / heads) + 255) & ~(size_t)255;
+    for (int i = 0; i < 5; i++) {
+        off[i] = at;
+        at += (parts[i] + 255) & ~(size_t)255;
+    }
+    return at;
+}
+
+size_t mha_workspace_bytes(Device dev, DType dt, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t Ckv,
+                           int heads) {
+    size_t off[5];
+    return mha_workspace_layout(dev, dt, B, Tq, Tk, C, Ckv, heads, off);
+}
+
 void mha_backward(Tensor *dx, Tensor *dctx, MHAParams *grads, const Tensor *dout, const MHACache *cache,
                   const Tensor *x, const Tensor *ctx, const MHAParams *p, int heads, int causal) {
-    const Tensor *kv = ctx ? ctx : x;
-    OPS_EXPECT_CPU(dout, "mha_backward");
+    const Tensor *kv = ctx ? ctx : x; // the ops below check their operands' devices and dtypes
     mha_check(cache, x, kv, p, heads, "mha_backward");
     Tensor *dkv = ctx ? dctx : dx; // where the k and v paths' input gradients land
     int want_kv = ops_want(dkv);
-    size_t scratch = attn_scratch_bytes(kv->shape[1], 2) / sizeof(float);
-    size_t n_attn = (size_t)tensor_numel(&cache->attn), n_kv = (size_t)tensor_numel(&cache->k);
-    size_t n_tmp = want_kv ? (size_t)tensor_numel(kv) : 0;
-    float *ws = ops_workspace(DEVICE_CPU, sizeof(float) * (scratch + 2 * n_attn + 2 * n_kv + n_tmp));
-    float *dattn = ws + scratch, *dqp = dattn + n_attn, *dkp = dqp + n_attn, *dvp = dkp + n_kv, *tmpp = dvp + n_kv;
+    const Device dev = dout->device;
+    size_t off[5];
+    size_t bytes = mha_workspace_layout(dev, cache->attn.dtype, x->shape[0], x->shape[1], kv->shape[1],
+                                        cache->attn.shape[2], kv->shape[2], heads, off);
+    char *ws = ops_workspace(dev, bytes);
     Tensor tdattn = cache->attn, tdq = cache->q, tdk = cache->k, tdv = cache->v, tmp = *kv;
-    tdattn.data = dattn, tdq.data = dqp, tdk.data = dkp, tdv.data = dvp, tmp.data = tmpp;
+    tdattn.data = ws + off[0], tdq.data = ws + off[1], tdk.data = ws + off[2], tdv.data = ws + off[3];
+    tmp.data = ws + off[4], tmp.dtype = cache->attn.dtype;
     Tensor *gwq = grads ? &grads->wq : NULL, *gwk = grads ? &grads->wk : NULL, *gwv = grads ? &grads->wv : NULL;
     Tensor *gwo = grads ? &grads->wo : NULL, *gbq = grads ? &grads->bq : NULL, *gbk = grads ? &grads->bk : NULL;
     Tensor *gbv = grads ? &grads->bv : NULL, *gbo = grads ? &grads->bo : NULL;

@@ -106,6 +106,8 @@ void attention_forward(Tensor *out, Tensor *lse, const Tensor *q, const Tensor *
                        int causal);
 void attention_backward(Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, const Tensor *out,
                         const Tensor *lse, const Tensor *q, const Tensor *k, const Tensor *v, int heads, int causal);
+// bytes of ops_workspace that attention_forward/backward use on device d (planners reserve the largest need)
+size_t attention_workspace_bytes(Device d, int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim);
 
 // multi-head attention with separate projections (diffusers Attention, CLIP attention):
 // q = x Wq^T (+bq), k = ctx Wk^T (+bk), v = ctx Wv^T (+bv), out = attn(q, k, v) Wo^T (+bo); ctx = x when NULL.
@@ -124,6 +126,9 @@ void mha_forward(Tensor *out, MHACache *cache, const Tensor *x, const Tensor *ct
 // dx is written (self-attention: the sum of the q, k and v paths); dctx is written when ctx != NULL (may be NULL).
 void mha_backward(Tensor *dx, Tensor *dctx, MHAParams *grads, const Tensor *dout, const MHACache *cache,
                   const Tensor *x, const Tensor *ctx, const MHAParams *p, int heads, int causal);
+// bytes of ops_workspace that mha_backward uses on device d with activations of dtype dt (x [B, Tq, C],
+// context [B, Tk, Ckv]); the forward needs attention_workspace_bytes only
+size_t mha_workspace_bytes(Device d, DType dt, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t Ckv, int heads);
 
 // ---------------------------------------------------------------------------------------------------------------
 // layout and arithmetic

@@ -63,6 +63,15 @@ void softmax_backward_cuda(void *din, const void *dout, const void *out, int64_t
 
 
 // ---- attention (cuda_attention.cu)
+// q, out [B, Tq, H*D], k, v [B, Tk, H*D] of storage dtype dt; lse [B, H, Tq] f32; dq, dk, dv written (any may be
+// NULL: not computed). ws: attention_workspace_bytes_cuda(...) bytes of device scratch for the backward
+// (rowsum(dout * out) per head row; fp32 dk/dv partials when few keys make the queries split over blocks).
+size_t attention_workspace_bytes_cuda(int B, int Tq, int Tk, int H, int D);
+void attention_forward_cuda(void *out, float *lse, const void *q, const void *k, const void *v, int B, int Tq, int Tk,
+                            int H, int D, int causal, int dt);
+void attention_backward_cuda(void *dq, void *dk, void *dv, const void *dout, const void *out, const float *lse,
+                             const void *q, const void *k, const void *v, void *ws, int B, int Tq, int Tk, int H,
+                             int D, int causal, int dt);
 
 
 // ---- layout, arithmetic, embeddings, reductions, casts (cuda_layout.cu, cuda_arith.cu)
