@@ -48,13 +48,16 @@ case ${DRTUNE_LAUNCH:-srun} in
   *) fail "DRTUNE_LAUNCH must be srun or mpirun, not '$DRTUNE_LAUNCH'" ;;
 esac
 
-# The batch shell passes a stop signal on to the ranks (srun forwards SIGUSR1 and SIGTERM to every task), so
-# `scancel --signal=USR1 --batch` works as well as --full or Slurm's own --signal=USR1@T.
+# The batch shell passes a stop signal on to the ranks (srun forwards SIGUSR1 and SIGTERM to every task; mpirun
+# forwards SIGUSR1 only, and ends the job on SIGTERM, so it gets SIGUSR1 for both), so `scancel --signal=USR1
+# --batch` works as well as --full or Slurm's own --signal=USR1@T.
 stop=""
 step=""
 on_signal() {
   stop=$1
-  [ -n "$step" ] && kill -"$1" "$step" 2>/dev/null
+  local sig=$1
+  [ "${launch[0]}" = mpirun ] && sig=USR1
+  [ -n "$step" ] && kill -"$sig" "$step" 2>/dev/null
 }
 trap 'on_signal USR1' USR1
 trap 'on_signal TERM' TERM

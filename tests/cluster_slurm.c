@@ -73,11 +73,17 @@ int main(void) {
     tu_check(two && !strcmp(state, "COMPLETED") && ch_contains(a, "ranks: 2 (") && ch_exists(b),
              "two tasks: srun starts 2 MPI ranks, the job completes (%s) and exports", state);
 
-    // A real error: the job fails once, is not requeued.
-    snprintf(env, sizeof env, "DRTUNE_RUN_DIR='%s/run_fail'", tmp);
-    snprintf(args, sizeof args,
-             "--job-name=tiny-fail --output='%s/fail.out' slurm/tiny.sh --data.prompts='%s/missing.txt'", tmp, tmp);
-    long bad = ch_sbatch(env, args);
+    // A real error: the job fails once, is not requeued. Submitted the way docs/FDXL.md shows for settings from
+    // the environment: DRTUNE_NODES makes the script submit itself; Slurm's SBATCH_* variables do the rest.
+    char *sub = NULL;
+    int rc = ch_sh(&sub,
+                   "env DRTUNE_BIN='%s' DRTUNE_NODES=1 DRTUNE_RUN_DIR='%s/run_fail' SBATCH_JOB_NAME=tiny-fail "
+                   "SBATCH_OUTPUT='%s/fail.out' slurm/tiny.sh --data.prompts='%s/missing.txt'",
+                   ch_bin, tmp, tmp, tmp);
+    char *at = sub ? strstr(sub, "Submitted batch job ") : NULL;
+    long bad = at ? strtol(at + strlen("Submitted batch job "), NULL, 10) : 0;
+    tu_check(rc == 0 && bad > 0, "DRTUNE_NODES=1 slurm/tiny.sh submits itself (exit %d): %s", rc, sub ? sub : "");
+    free(sub);
     restarts = ch_job_wait(bad, 120, state, sizeof state);
     snprintf(a, sizeof a, "%s/fail.out", tmp);
     tu_check(bad && !strcmp(state, "FAILED") && restarts == 0 && ch_contains(a, "not requeued"),
@@ -85,12 +91,12 @@ int main(void) {
 
     // Retraining submitted to Slurm: one round as a batch job (--dependency=singleton).
     char *out = NULL;
-    int rc = ch_sh(&out,
-                   "env OMP_NUM_THREADS=1 DRTUNE_BIN='%s' launch/retrain.sh --submit configs/default.ini "
-                   "--reward.names=brightness --reward.weights=1 --train.iterations=4 --train.warmup=0 "
-                   "--train.lr=1e-2 --train.batch=2 --sampler.steps=10 --log.sample_seeds=0 --retrain.seeds=0,1 "
-                   "--output.dir='%s/rt'",
-                   ch_bin, tmp);
+    rc = ch_sh(&out,
+               "env OMP_NUM_THREADS=1 DRTUNE_BIN='%s' launch/retrain.sh --submit configs/default.ini "
+               "--reward.names=brightness --reward.weights=1 --train.iterations=4 --train.warmup=0 "
+               "--train.lr=1e-2 --train.batch=2 --sampler.steps=10 --log.sample_seeds=0 --retrain.seeds=0,1 "
+               "--output.dir='%s/rt'",
+               ch_bin, tmp);
     char *id = out ? strstr(out, "submitted round job ") : NULL;
     long job = id ? strtol(id + strlen("submitted round job "), NULL, 10) : 0;
     tu_check(rc == 0 && job > 0, "launch/retrain.sh --submit: exit %d, %s", rc, out ? out : "");

@@ -25,13 +25,12 @@ ancestors() {
   done
 }
 
-# The pids whose environment names this instance's slurm.conf.
+# The pids whose environment names this instance's slurm.conf (one grep over every process's environment).
 instance_pids() {
-  local p skip
+  local skip p
   skip=" $(ancestors | tr '\n' ' ') $BASHPID "
-  for p in /proc/[0-9]*; do
-    case $skip in *" ${p#/proc/} "*) continue ;; esac
-    tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -qxF "SLURM_CONF=$conf" && echo "${p#/proc/}"
+  for p in $(grep -lzxF "SLURM_CONF=$conf" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
+    case $skip in *" $p "*) ;; *) echo "$p" ;; esac
   done
 }
 
