@@ -12,6 +12,7 @@
 #                         diffusers folder: unet/ plus links to the base model's other parts), gate.json
 #   R/current             symlink to promoted/NNNNNN, replaced by rename; the newest retrain.keep rounds are kept
 #   R/retrain.log         one JSON line per decision (promoted, rejected, failed)
+# Round N trains with train.seed + N - 1, so a round after a rejected one does not repeat it.
 # One call at a time: a second call while one runs (flock on R/.lock) prints a note and exits 0. A round that was
 # interrupted (killed, node lost) is continued by the next call (--resume auto); a decided round is never redone.
 # With --submit (on a Slurm login node) the round runs as a batch job instead, submitted with
@@ -109,7 +110,7 @@ if [ -n "$last" ] && [ ! -f "$root/rounds/$last/decision.json" ]; then
 else
   round=$(printf '%06d' $((10#${last:-0} + 1)))
   mkdir -p "$root/rounds/$round.tmp" || fail "cannot create $root/rounds/$round.tmp"
-  start="$base"
+  start=$(cd "$base" 2>/dev/null && pwd -P) || fail "model.path: no model folder '$base'"
   [ -L "$root/current" ] && start=$(cd "$root/current/model" && pwd -P)
   printf '%s\n' "$start" >"$root/rounds/$round.tmp/start_model"
   mv -T "$root/rounds/$round.tmp" "$root/rounds/$round" || fail "cannot publish $root/rounds/$round" 1
@@ -128,11 +129,14 @@ if [ ! -f "$dir/trained" ]; then
   else
     launch=()
   fi
-  args=() # the overrides, less the two keys each round sets itself
+  args=() # the overrides, less the three keys each round sets itself
   for a in "${overrides[@]}"; do
-    case $a in --output.dir=* | --model.path=*) ;; *) args+=("$a") ;; esac
+    case $a in --output.dir=* | --model.path=* | --train.seed=*) ;; *) args+=("$a") ;; esac
   done
-  "${launch[@]}" "$bin" train --config "$config" "${args[@]}" --output.dir="$dir" --model.path="$start" --resume auto
+  # Round N trains with seed train.seed + N - 1: a round after a rejection draws new noise, not the same run again.
+  seed=$(($(get train seed) + 10#$round - 1))
+  "${launch[@]}" "$bin" train --config "$config" "${args[@]}" --output.dir="$dir" --model.path="$start" \
+    --train.seed="$seed" --resume auto
   rc=$?
   if [ "$rc" -ne 0 ]; then
     log_line --argjson round $((10#$round)) --arg decision failed --arg stage train --argjson exit "$rc"
