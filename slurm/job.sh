@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# job.sh: the body shared by the Slurm batch scripts (slurm/fdxl.sh, slurm/tiny.sh), so the recipe the tests submit
+# job.sh: the body shared by the Slurm batch scripts (slurm/fdxl.sh, tiny.sh, train.sh), so the recipe the tests submit
 # and the one users submit behave the same: one rank per task under srun, a run folder keyed by the job name,
 # --resume auto, and the preemption contract (docs/FDXL.md):
 #   - SIGUSR1 / SIGTERM reach every rank (Slurm's --signal, scancel --signal=USR1 --batch or --full, preemption);
@@ -35,7 +35,9 @@ progress() {
   local latest
   latest=$(cat "$run_dir/checkpoints/latest" 2>/dev/null) || { echo 0; return; }
   latest=${latest#ckpt-}
-  echo $((10#${latest%.h5}))
+  latest=${latest%.h5}
+  [[ $latest =~ ^[0-9]+$ ]] || latest=0
+  echo $((10#$latest))
 }
 before=$(progress)
 marker=$(mktemp) || exit 1 # the export written by this start is newer than this file
