@@ -825,7 +825,7 @@ static void check_reward_name(const char *key, const char *name, const char *kno
     for (size_t i = 0; !found && i < sizeof PLANNED_REWARDS / sizeof PLANNED_REWARDS[0]; i++)
         if (!strcmp(name, PLANNED_REWARDS[i][0]))
             dt_user_error("%s: reward '%s' (%s) is missing: this drtune has no learned reward models yet "
-                          "(docs/REWARDS.md); built-in rewards: %s", key, name, PLANNED_REWARDS[i][1], known);
+                          "(README, Status); built-in rewards: %s", key, name, PLANNED_REWARDS[i][1], known);
     if (!found) {
         char hint[96] = "";
         if (best && near_miss(name, bestd)) snprintf(hint, sizeof hint, "did you mean '%s'? ", best);
