@@ -2,7 +2,8 @@
 # deps.sh: installs the Debian packages drtune builds against, only those that are missing (fast when all are there).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
-      hdf5-tools libcjson-dev libpng-dev libinih-dev clang libclang-rt-14-dev)
+      hdf5-tools libcjson-dev libpng-dev libinih-dev clang libclang-rt-14-dev
+      jq munge slurmctld slurmd slurm-client) # jq: launch/retrain.sh; Slurm: the cluster tests (a private instance)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,8 +1,9 @@
 #!/bin/bash
-# train.sh: drtune training as a Slurm batch job, one MPI rank per GPU (or per node on CPU clusters).
+# train.sh: any drtune configuration as a Slurm batch job, one MPI rank per GPU (or per node on CPU clusters), with
+# the run folder, resume, checkpoint-on-signal and requeue handling of slurm/job.sh (docs/FDXL.md describes them).
 # Submit with:   sbatch slurm/train.sh configs/default.ini [--section.key=value ...]
-# Slurm sends SIGUSR1 two minutes before the walltime (--signal); drtune then writes a checkpoint and exits, and a
-# resubmitted job continues from it (--resume auto), also on a different number of nodes.
+# The run folder is runs/JOB_NAME (sbatch --job-name=NAME, or DRTUNE_RUN_DIR); a resubmitted job of the same name
+# continues it (--resume auto), also on a different number of nodes.
 #SBATCH --job-name=drtune
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
@@ -10,10 +11,10 @@
 #SBATCH --cpus-per-task=8
 #SBATCH --time=24:00:00
 #SBATCH --signal=USR1@120
-#SBATCH --output=runs/slurm-%j.out
-set -euo pipefail
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --dependency=singleton
+#SBATCH --output=runs/slurm-%x-%j.out
 config=${1:?usage: sbatch slurm/train.sh CONFIG.ini [--section.key=value ...]}
 shift
-cd "${SLURM_SUBMIT_DIR:-.}"
-export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
-srun --kill-on-bad-exit=1 build/drtune train --config "$config" --resume auto "$@"
+exec "${SLURM_SUBMIT_DIR:-.}/slurm/job.sh" "$config" "$@"

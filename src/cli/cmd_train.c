@@ -16,6 +16,7 @@
 
 int cmd_train(int argc, char **argv) {
     const char *config = NULL, *resume = "none";
+    int print_config = 0;
     char **overrides = xmalloc(sizeof(char *) * (size_t)(argc + 1));
     int n = 0;
     for (int i = 1; i < argc; i++) {
@@ -27,6 +28,7 @@ int cmd_train(int argc, char **argv) {
                    "                  from the beginning when there is none)\n"
                    "  --resume PATH   continue from a checkpoint file, or the newest valid one in a folder\n"
                    "  --resume none   start from the beginning (the default; replaces an earlier run's checkpoints)\n"
+                   "  --print-config  check the configuration and print it resolved (INI), without training\n"
                    "SIGTERM or SIGUSR1 (sbatch --signal=USR1@300) writes a checkpoint and exits 0. docs/CHECKPOINT.md\n"
                    "describes the checkpoints.\n\n"
                    "Every key of the configuration (docs/CONFIG.md) can be set in the file or overridden here.\n\n");
@@ -44,6 +46,8 @@ int cmd_train(int argc, char **argv) {
             resume = argv[++i];
         } else if (!strncmp(argv[i], "--resume=", 9)) {
             resume = argv[i] + 9;
+        } else if (!strcmp(argv[i], "--print-config")) {
+            print_config = 1;
         } else if (!strncmp(argv[i], "--", 2) && strchr(argv[i], '.')) {
             overrides[n++] = argv[i];
         } else {
@@ -51,6 +55,16 @@ int cmd_train(int argc, char **argv) {
         }
     }
     USER_CHECK(resume[0], "--resume needs auto, none or a checkpoint path");
+    if (print_config) { // what launch/retrain.sh reads its settings from: the same resolution as a run's
+        Config cfg;
+        config_load(&cfg, config, n, overrides);
+        char *ini;
+        size_t len = config_to_ini(&cfg, &ini);
+        fwrite(ini, 1, len, stdout);
+        free(ini);
+        free(overrides);
+        return 0;
+    }
     dist_init(NULL, NULL); // MPI when started by mpirun or srun; a job of one rank otherwise
     Config cfg;
     config_load(&cfg, config, n, overrides);

@@ -86,6 +86,17 @@ typedef struct {
         int keep;                              // checkpoints kept; 0 = all
         ExportMode export_mode;                // key output.export
     } output;
+    struct {                                   // read by launch/retrain.sh, not by drtune train
+        char prompts[CONFIG_PATH_MAX];         // held-out prompt file of the evaluation gate
+        int seeds[CONFIG_MAX_SEEDS];           // one gate image per seed
+        int n_seeds;
+        char target[32];                       // reward that must improve; "" = reward.names[0]
+        double min_gain;                       // the target must gain more than this
+        char guards[CONFIG_MAX_REWARDS][32];   // rewards that must not regress beyond margin
+        int n_guards;
+        double margin;
+        int keep;                              // promoted rounds kept
+    } retrain;
 } Config;
 
 // Every key at its default.
