@@ -14,6 +14,7 @@ struct Reward {
     char name[32];
     float weight;                    // in a combination
     float params[4];                 // reward-specific (e.g. colour target RGB)
+    void *ctx;                       // reward-specific state (the learned rewards' models: clip_reward.h)
     // scores [B] written; when dimages != NULL it is written with d(sum_b dscore[b] score[b]) / d images
     void (*score)(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
                   Tensor *dimages, const float *dscore);
