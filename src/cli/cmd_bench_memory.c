@@ -54,7 +54,8 @@ static void mem_child(const Config *c, const MemCase *mc, int print_plan, int fd
     Model m;
     model_load(&m, c->model.path, c->sampler.steps);
     SetupRewards rewards;
-    setup_rewards(&rewards, c->reward.n_names, c->reward.names, c->reward.weights, c->reward.colour);
+    RewardModels models = setup_reward_models(c);
+    setup_rewards(&rewards, c->reward.n_names, c->reward.names, c->reward.weights, c->reward.colour, &models);
     int H = c->sampler.height, W = c->sampler.width, h, w, B = c->train.batch, N = c->sampler.steps;
     if (H <= 0) H = W = m.unet.cfg.sample_size * (1 << (m.vae.cfg.levels - 1));
     setup_latent_size(&m, H, W, "--height and --width", &h, &w);

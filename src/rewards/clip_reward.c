@@ -71,8 +71,9 @@ void clip_reward_load(ClipReward *c, const char *name, const ClipRewardOptions *
     while (k < N_KINDS && strcmp(name, KINDS[k].name)) k++;
     CHECK(k < N_KINDS, "", "clip_reward_load: '%s' is not a CLIP reward", name);
     c->kind = KINDS[k].kind, c->fit = KINDS[k].fit;
-    USER_CHECK(o->path && *o->path, "reward '%s' needs reward.%s_path (docs/REWARDS.md)", name,
-               c->kind == CLIP_REWARD_AESTHETIC ? "aesthetic_clip" : name);
+    const char *key = c->kind == CLIP_REWARD_AESTHETIC ? "aesthetic_clip" : name;
+    USER_CHECK(o->path && *o->path, "reward '%s' needs its model: reward.%s_path (drtune eval: --reward-path %s=DIR; "
+               "docs/REWARDS.md)", name, key, key);
     c->kernel = o->kernel < 0 ? RESIZE_BICUBIC : (ResizeKernel)o->kernel;
     c->antialias = o->antialias < 0 ? 1 : o->antialias;
     c->checkpoint = o->checkpoint;
@@ -82,7 +83,8 @@ void clip_reward_load(ClipReward *c, const char *name, const ClipRewardOptions *
                : c->kind == CLIP_REWARD_CLIPSCORE ? 100.0f
                                                   : 1.0f;
     if (c->kind == CLIP_REWARD_AESTHETIC) {
-        USER_CHECK(o->head_path && *o->head_path, "reward 'aesthetic' needs reward.aesthetic_path (the MLP)");
+        USER_CHECK(o->head_path && *o->head_path, "reward 'aesthetic' needs its MLP: reward.aesthetic_path (drtune "
+                   "eval: --reward-path aesthetic=FILE; docs/REWARDS.md)");
         load_head(c, o->head_path);
     }
 }

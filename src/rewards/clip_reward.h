@@ -27,7 +27,7 @@ typedef struct {
     int checkpoint;          // recompute each ViT layer in the backward instead of keeping its activations
 } ClipRewardOptions;
 
-typedef struct {
+typedef struct ClipReward {
     ClipRewardKind kind;
     ClipModel model;
     ResizeKernel kernel;

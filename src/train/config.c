@@ -64,6 +64,7 @@ static const char *const TRAINABLES[] = {"lora", "full", NULL};
 static const char *const SCHEDULES[] = {"constant", "cosine", NULL};
 static const char *const PROGRESS_MODES[] = {"auto", "on", "off", NULL};
 static const char *const EXPORTS[] = {"lora", "merged", "both", "none", NULL};
+static const char *const RESIZE_KERNELS[] = {"bilinear", "bicubic", NULL}; // ResizeKernel order
 
 static const struct {
     const char *name, *about;
@@ -71,7 +72,8 @@ static const struct {
     {"model", "The model being fine-tuned."},
     {"sampler", "DDIM sampling: the rollout whose image the reward scores."},
     {"method", "The gradient method and its knobs (docs/METHOD.md)."},
-    {"reward", "The reward being maximised: a weighted sum of built-in rewards (src/rewards/reward.h)."},
+    {"reward", "The reward being maximised: a weighted sum of built-in rewards (src/rewards/reward.h) and learned "
+               "rewards (src/rewards/clip_reward.h)."},
     {"train", "What is trained, and the optimizer (AdamW)."},
     {"data", "Training prompts."},
     {"log", "Console progress, metrics and sample images."},
@@ -110,11 +112,27 @@ static const ConfigKey KEYS[] = {
            "train through both CFG branches (false: the conditional branch only, w = 1)"),
 
     K_NAMES("reward", "names", reward.names, reward.n_names, 1, "symmetry",
-            "rewards to combine, by name (symmetry, brightness, saturation, sharpness, colour, compress, adherence; docs/REWARDS.md)"),
+            "rewards to combine, by name (symmetry, brightness, saturation, sharpness, colour, compress, adherence, hps, pickscore, clipscore, aesthetic; docs/REWARDS.md)"),
     K_LIST("reward", "weights", T_FLOAT_LIST, double, reward.weights, reward.n_weights, 1, "1.0", -1e6, 1e6,
            "weight of each reward, in the order of reward.names (negative: minimise)"),
     K_LIST("reward", "colour", T_FLOAT_LIST, double, reward.colour, reward.n_colour, 3, "0.9, 0.1, 0.1", 0, 1,
            "target RGB of the colour reward"),
+    K_STRING("reward", "hps_path", reward.hps_path, "\"\"", IS_PATH,
+             "hps: open_clip folder of HPS v2 / v2.1 (open_clip_config.json + open_clip_model.safetensors)"),
+    K_STRING("reward", "pickscore_path", reward.pickscore_path, "\"\"", IS_PATH,
+             "pickscore: transformers CLIPModel folder of PickScore v1"),
+    K_STRING("reward", "clipscore_path", reward.clipscore_path, "\"\"", IS_PATH,
+             "clipscore: CLIP model folder (OpenAI ViT-L/14 for the usual CLIP score)"),
+    K_STRING("reward", "aesthetic_path", reward.aesthetic_path, "\"\"", IS_PATH,
+             "aesthetic: the LAION aesthetic MLP as safetensors (drtune convert of the .pth)"),
+    K_STRING("reward", "aesthetic_clip_path", reward.aesthetic_clip_path, "\"\"", IS_PATH,
+             "aesthetic: CLIP model folder of its image tower (OpenAI ViT-L/14)"),
+    K_ENUM("reward", "resize", reward.resize, RESIZE_KERNELS, "bicubic",
+           "learned rewards: the resize to the tower's input size (bicubic or bilinear)"),
+    K_BOOL("reward", "antialias", reward.antialias, "true",
+           "learned rewards: antialiased resize (as PIL and torchvision >= 0.17 resize)"),
+    K_BOOL("reward", "checkpoint", reward.checkpoint, "false",
+           "learned rewards: keep only each ViT layer's input and recompute the layer in the backward"),
 
     K_ENUM("train", "trainable", train.trainable, TRAINABLES, "lora",
            "what is trained: lora (low-rank adapters) or full (every UNet weight)"),
@@ -811,6 +829,17 @@ static void rule_rewards(const Config *c) {
             dt_user_error("reward.names: unknown reward '%s' (%sknown: %s)", name, hint, known);
         }
         free(scan);
+        static const struct {
+            const char *name, *key;
+            size_t off;
+        } learned[] = {{"hps", "hps_path", offsetof(Config, reward.hps_path)},
+                       {"pickscore", "pickscore_path", offsetof(Config, reward.pickscore_path)},
+                       {"clipscore", "clipscore_path", offsetof(Config, reward.clipscore_path)},
+                       {"aesthetic", "aesthetic_path", offsetof(Config, reward.aesthetic_path)},
+                       {"aesthetic", "aesthetic_clip_path", offsetof(Config, reward.aesthetic_clip_path)}};
+        for (size_t k = 0; k < sizeof learned / sizeof learned[0]; k++)
+            if (!strcmp(name, learned[k].name) && !((const char *)c + learned[k].off)[0])
+                dt_user_error("reward '%s' needs reward.%s (its model; docs/REWARDS.md)", name, learned[k].key);
     }
     free(known);
 }
@@ -835,7 +864,8 @@ static const struct {
                   "the n steps the trained steps are spaced in."},
     {rule_k_fixed, "`method.k_fixed` is -1 or in 1..`method.k` (alignprop only)."},
     {rule_image, "`sampler.height` and `sampler.width` are multiples of 8."},
-    {rule_rewards, "`reward.weights` has one weight per name of `reward.names`, and every name is a built-in reward."},
+    {rule_rewards, "`reward.weights` has one weight per name of `reward.names`, every name is a known reward, and every "
+                   "learned reward has its model path."},
     {rule_train, "`train.warmup` <= `train.iterations`; `output.export = lora` needs `train.trainable = lora`."},
 };
 
