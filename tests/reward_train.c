@@ -1,7 +1,7 @@
 // reward_train.c: the learned rewards as a user runs them ($DRTUNE_BIN, repository root): a tiny random-weight
 // HPS-architecture model (open_clip layout, exact GELU, the real 49408-token vocabulary so that prompts tokenise
 // with the shipped CLIP tokenizer) written here, then `drtune train` with reward.names = hps (with and without
-// reward.checkpoint) and `drtune eval --rewards hps`, and the error contract (exit 2, one line) for a missing path
+// reward.checkpoint), `drtune eval --rewards hps`, `drtune bench memory --reward hps`, and the error contract (exit 2, one line) for a missing path
 // and a folder that is not a CLIP model.
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -154,6 +154,17 @@ int main(void) {
                  "eval --rewards hps: exit 0, a mean cosine in [-1, 1] (%g)", cJSON_IsNumber(mean) ? mean->valuedouble : NAN);
         cJSON_Delete(doc);
         free(json);
+        tu_child_free(&c);
+    }
+    { // the reward's share of the peak memory, with and without checkpointing
+        TuChild c;
+        snprintf(args, sizeof args,
+                 "bench memory --model data/models/tiny --steps 1 --threads 1 --reward hps --reward-path hps=%s", hps);
+        int rc = run(args, &c);
+        const char *off = strstr(c.out, "reward.checkpoint = false): activations ");
+        const char *on = strstr(c.out, "reward.checkpoint = true): activations ");
+        tu_check(rc == 0 && off && on && strstr(off, "of the peak RSS") && strstr(on, "of the peak RSS"),
+                 "bench memory --reward hps reports the reward's activations with and without checkpointing");
         tu_child_free(&c);
     }
     {

@@ -84,18 +84,7 @@ static void eval_parse(EvalArgs *a, int argc, char **argv) {
         else if (!strcmp(o, "--colour")) {
             USER_CHECK(args_double_list(o, v, a->colour, 3, 0.0, 1.0) == 3, "--colour needs three values R,G,B");
         } else if (!strcmp(o, "--reward-path")) {
-            const char *eq = strchr(v, '=');
-            USER_CHECK(eq && eq[1], "--reward-path wants NAME=PATH, got '%s'", v);
-            int k = (int)(eq - v);
-            const char **slot = k == 3 && !strncmp(v, "hps", 3)              ? &a->models.hps
-                                : k == 9 && !strncmp(v, "pickscore", 9)      ? &a->models.pickscore
-                                : k == 9 && !strncmp(v, "clipscore", 9)      ? &a->models.clipscore
-                                : k == 9 && !strncmp(v, "aesthetic", 9)      ? &a->models.aesthetic
-                                : k == 14 && !strncmp(v, "aesthetic_clip", 14) ? &a->models.aesthetic_clip
-                                                                              : NULL;
-            USER_CHECK(slot, "--reward-path: '%.*s' is not hps, pickscore, clipscore, aesthetic or aesthetic_clip",
-                       k, v);
-            *slot = eq + 1;
+            setup_reward_path(&a->models, o, v);
         } else if (!strcmp(o, "--reward-resize")) {
             USER_CHECK(!strcmp(v, "bicubic") || !strcmp(v, "bilinear"), "--reward-resize: bicubic or bilinear");
             a->models.kernel = !strcmp(v, "bicubic") ? RESIZE_BICUBIC : RESIZE_BILINEAR;

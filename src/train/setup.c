@@ -24,6 +24,20 @@ RewardModels setup_reward_models(const Config *c) {
                           .checkpoint = c->reward.checkpoint};
 }
 
+void setup_reward_path(RewardModels *m, const char *opt, const char *spec) {
+    const char *eq = strchr(spec, '=');
+    USER_CHECK(eq && eq[1], "%s wants NAME=PATH, got '%s'", opt, spec);
+    int k = (int)(eq - spec);
+    const char **slot = k == 3 && !strncmp(spec, "hps", 3)                ? &m->hps
+                        : k == 9 && !strncmp(spec, "pickscore", 9)        ? &m->pickscore
+                        : k == 9 && !strncmp(spec, "clipscore", 9)        ? &m->clipscore
+                        : k == 9 && !strncmp(spec, "aesthetic", 9)        ? &m->aesthetic
+                        : k == 14 && !strncmp(spec, "aesthetic_clip", 14) ? &m->aesthetic_clip
+                                                                          : NULL;
+    USER_CHECK(slot, "%s: '%.*s' is not hps, pickscore, clipscore, aesthetic or aesthetic_clip", opt, k, spec);
+    *slot = eq + 1;
+}
+
 void setup_rewards(SetupRewards *r, int n, const char (*names)[32], const double *weights, const double *colour,
                    const RewardModels *models) {
     CHECK(n >= 1 && n <= CONFIG_MAX_REWARDS, "", "%d rewards", n);

@@ -26,6 +26,9 @@ typedef struct {
 } RewardModels;
 // The reward model settings of a configuration.
 RewardModels setup_reward_models(const Config *c);
+// Sets one model path from a command-line "NAME=PATH" (NAME: hps, pickscore, clipscore, aesthetic (the MLP) or
+// aesthetic_clip); opt names the option in errors. PATH points into spec.
+void setup_reward_path(RewardModels *m, const char *opt, const char *spec);
 
 // n rewards by name with their weights; colour (RGB in [0, 1]) is the colour reward's target; models (may be NULL
 // when no learned reward is named) locates the learned rewards' models, which are loaded here. Unknown names are
