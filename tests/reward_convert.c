@@ -2,7 +2,7 @@
 // tools/reference/make_torch_checkpoints.py): F32 / F16 / BF16 / int64 tensors, non-contiguous views, storage
 // offsets, shared storages, parameters, 0-d and empty tensors, nested dicts and lists convert bit for bit to the
 // expected safetensors, and the layouts of the HPS and aesthetic checkpoints convert to exactly the reward models'
-// files; every hostile file is refused with exit 2 and one line naming the problem; and the reader survives
+// files, also from a ZIP64 archive; every hostile file is refused with exit 2 and one line naming the problem; and the reader survives
 // every truncation and single-byte corruption of a valid checkpoint (no crash; error or a valid result).
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,10 +53,12 @@ static void hostile(const char *name, const char *needle) {
 
 // The reader on every prefix and on single-byte corruptions of a valid checkpoint: each call returns (an error
 // or a consistent result); the sanitizer builds of the fuzz target check the memory accesses.
-static void corruptions(void) {
+static void corruptions(const char *file) {
     size_t n = 0;
-    char *good = tu_read_all("tests/fixtures/torch/state.pt", &n), err[256];
-    if (!tu_check(good != NULL && n > 0, "tests/fixtures/torch/state.pt is readable")) return;
+    char path[256], err[256];
+    snprintf(path, sizeof path, "tests/fixtures/torch/%s", file);
+    char *good = tu_read_all(path, &n);
+    if (!tu_check(good != NULL && n > 0, "%s is readable", path)) return;
     uint8_t *buf = malloc(n);
     int ok_prefix = 0, ok_byte = 0, full = 0;
     TorchZip z;
@@ -78,8 +80,8 @@ static void corruptions(void) {
             ok_byte++;
         }
     }
-    tu_check(full && ok_prefix == (int)n + 1, "every proper prefix of state.pt is refused (%zu prefixes)", n);
-    tu_check(ok_byte == (int)n, "every single-byte corruption of state.pt is refused or harmless (%zu bytes)", n);
+    tu_check(full && ok_prefix == (int)n + 1, "every proper prefix of %s is refused (%zu prefixes)", file, n);
+    tu_check(ok_byte == (int)n, "every single-byte corruption of %s is refused or harmless (%zu bytes)", file, n);
     free(buf);
     free(good);
 }
@@ -92,6 +94,8 @@ int main(void) {
     tu_tmpdir("reward_convert");
     roundtrip("state.pt", "tests/fixtures/torch/state_ref.safetensors",
               "its state_dict entry (F32, F16, BF16, int64, views, offsets, shared storage, 0-d)");
+    roundtrip("state_zip64.pt", "tests/fixtures/torch/state_ref.safetensors",
+              "the same checkpoint in ZIP64 form (as torch.save writes files over 4 GiB)");
     roundtrip("nested.pt", "tests/fixtures/torch/nested_ref.safetensors", "nested dicts and lists, dotted names");
     roundtrip("hps_like.pt", "tests/fixtures/models/reward_oc_gelu/open_clip_model.safetensors",
               "an HPS-layout checkpoint to the open_clip model file");
@@ -116,6 +120,7 @@ int main(void) {
     tu_run_drtune("convert tests/fixtures/torch/state.pt out.bin", &c);
     tu_check(tu_is_user_error(&c, "must end in .safetensors"), "OUT without .safetensors is refused");
     tu_child_free(&c);
-    corruptions();
+    corruptions("state.pt");
+    corruptions("state_zip64.pt");
     return tu_report();
 }

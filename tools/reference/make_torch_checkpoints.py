@@ -11,6 +11,8 @@ Writes tests/fixtures/torch/:
   hps_like.pt         {"state_dict": the open_clip state dict of tests/fixtures/models/reward_oc_gelu, "epoch": 1}
   aesthetic_like.pth  the state dict of tests/fixtures/models/reward_aesthetic (as the LAION .pth)
                       (both must convert to exactly those models' safetensors files)
+  state_zip64.pt      state.pt rewritten with every ZIP64 record (sizes and offsets in ZIP64 extra fields, the ZIP64
+                      end-of-directory record and locator), as torch.save writes files over 4 GiB (the HPS file)
   hostile_*.pt        files that must be refused (exit 2, one line), each named for what it attempts:
     global_os_system  a pickled object whose __reduce__ is os.system (torch.save of it)
     global_eval       builtins.eval("...")
@@ -107,6 +109,31 @@ class Evil:
         return (self.fn, (self.arg,))
 
 
+def to_zip64(src, dst):
+    """Rewrites a stored zip with all sizes and offsets in ZIP64 form (what archives over 4 GiB need)."""
+    zin = zipfile.ZipFile(src)
+    out, central = bytearray(), bytearray()
+    for info in zin.infolist():
+        data = zin.read(info.filename)
+        name = info.filename.encode()
+        offset = len(out)
+        extra = struct.pack("<HHQQ", 1, 16, len(data), len(data))
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, 0, 0x21, info.CRC, 0xFFFFFFFF, 0xFFFFFFFF,
+                           len(name), len(extra)) + name + extra + data
+        cextra = struct.pack("<HHQQQ", 1, 24, len(data), len(data), offset)
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 0, 0, 0x21, info.CRC, 0xFFFFFFFF,
+                               0xFFFFFFFF, len(name), len(cextra), 0, 0, 0, 0, 0xFFFFFFFF) + name + cextra
+    cd_off, n = len(out), len(zin.infolist())
+    out += central
+    z64 = len(out)
+    out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, n, n, len(central), cd_off)
+    out += struct.pack("<IIQI", 0x07064B50, 0, z64, 1)
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    with open(dst, "wb") as f:
+        f.write(out)
+    assert zipfile.ZipFile(dst).testzip() is None
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     g = torch.Generator().manual_seed(2024)
@@ -126,6 +153,9 @@ def main():
     sd["half_transposed"] = torch.randn(3, 2, generator=g).to(torch.float16).t()
     save("state.pt", {"state_dict": sd, "epoch": 3, "note": "trained"})
     write_ref(os.path.join(OUT, "state_ref.safetensors"), dict(sd))
+    to_zip64(os.path.join(OUT, "state.pt"), os.path.join(OUT, "state_zip64.pt"))
+    z64 = torch.load(os.path.join(OUT, "state_zip64.pt"), weights_only=True)["state_dict"]
+    assert all(torch.equal(z64[k], sd[k]) for k in sd), "torch reads the ZIP64 rewrite differently"
 
     nested = {"enc": {"layers": [{"w": torch.randn(2, 2, generator=g)}, {"w": torch.randn(1, 3, generator=g)}],
                       "scale": 0.5},
