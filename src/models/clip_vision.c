@@ -161,17 +161,25 @@ static void layer_forward(const ClipTextLayer *p, const ClipVisionConfig *c, Cli
     add_forward(out, &s->mid, &r->tmp);
 }
 
-// r->dres holds d out on entry and d s->in on return. Only input gradients: the layer inputs that the weight
-// gradients would read (r->h, r->act) are passed for their shapes alone.
-static void layer_backward(const ClipTextLayer *p, const ClipVisionConfig *c, const ClipVisionSaved *s,
-                           ClipVisionRun *r) {
-    linear_backward(&r->dff, NULL, NULL, &r->dres, &r->act, &p->fc2_w);
+// r->dres holds d out on entry and d s->in on return. Without g only input gradients are computed, and the layer
+// inputs that weight gradients would read (r->h, r->act) are passed for their shapes alone; with g (a ClipVision's
+// gradient layer, parameter gradients accumulate) those inputs are recomputed from the saved values first.
+static void layer_backward(const ClipTextLayer *p, ClipTextLayer *g, const ClipVisionConfig *c,
+                           ClipVisionSaved *s, ClipVisionRun *r) {
+    if (g) {
+        layernorm_forward(&r->h, &s->ln2_mean, &s->ln2_rstd, &s->mid, &p->ln2_w, &p->ln2_b, c->eps);
+        activation_forward(&r->act, &s->fc1, c->act);
+    }
+    linear_backward(&r->dff, g ? &g->fc2_w : NULL, g ? &g->fc2_b : NULL, &r->dres, &r->act, &p->fc2_w);
     activation_backward(&r->dff2, &r->dff, &s->fc1, c->act);
-    linear_backward(&r->dh, NULL, NULL, &r->dff2, &r->h, &p->fc1_w);
-    layernorm_backward(&r->dmid, NULL, NULL, &r->dh, &s->mid, &s->ln2_mean, &s->ln2_rstd, &p->ln2_w);
+    linear_backward(&r->dh, g ? &g->fc1_w : NULL, g ? &g->fc1_b : NULL, &r->dff2, &r->h, &p->fc1_w);
+    layernorm_backward(&r->dmid, g ? &g->ln2_w : NULL, g ? &g->ln2_b : NULL, &r->dh, &s->mid, &s->ln2_mean,
+                       &s->ln2_rstd, &p->ln2_w);
     tensor_axpy(&r->dmid, 1.0f, &r->dres);
-    mha_backward(&r->dh, NULL, NULL, &r->dmid, &s->mha, &r->h, NULL, &p->attn, c->heads, 0);
-    layernorm_backward(&r->dres, NULL, NULL, &r->dh, &s->in, &s->ln1_mean, &s->ln1_rstd, &p->ln1_w);
+    if (g) layernorm_forward(&r->h, &s->ln1_mean, &s->ln1_rstd, &s->in, &p->ln1_w, &p->ln1_b, c->eps);
+    mha_backward(&r->dh, NULL, g ? &g->attn : NULL, &r->dmid, &s->mha, &r->h, NULL, &p->attn, c->heads, 0);
+    layernorm_backward(&r->dres, g ? &g->ln1_w : NULL, g ? &g->ln1_b : NULL, &r->dh, &s->in, &s->ln1_mean,
+                       &s->ln1_rstd, &p->ln1_w);
     tensor_axpy(&r->dres, 1.0f, &r->dmid);
 }
 
@@ -191,17 +199,21 @@ void clip_vision_forward(const ClipVision *m, ClipVisionRun *r) {
     linear_forward(&r->features, &r->pooled_ln, &m->proj, NULL);
 }
 
-void clip_vision_backward(const ClipVision *m, ClipVisionRun *r, const Tensor *dfeatures, Tensor *dpixels) {
+void clip_vision_backward(const ClipVision *m, ClipVisionRun *r, const Tensor *dfeatures, Tensor *dpixels,
+                          ClipVision *g) {
     const ClipVisionConfig *c = &m->cfg;
-    linear_backward(&r->dpooled_ln, NULL, NULL, dfeatures, &r->pooled_ln, &m->proj);
-    layernorm_backward(&r->dpooled, NULL, NULL, &r->dpooled_ln, &r->pooled, &r->post_mean, &r->post_rstd,
-                       &m->post_ln_w);
+#define G(field) (g ? &g->field : NULL)
+    linear_backward(&r->dpooled_ln, G(proj), NULL, dfeatures, &r->pooled_ln, &m->proj);
+    layernorm_backward(&r->dpooled, G(post_ln_w), G(post_ln_b), &r->dpooled_ln, &r->pooled, &r->post_mean,
+                       &r->post_rstd, &m->post_ln_w);
     token_select_backward(&r->dres, &r->dpooled, r->cls_idx);
     for (int i = c->layers - 1; i >= 0; i--) {
         if (r->checkpoint) layer_forward(&m->layers[i], c, &r->saved[i], &r->out, r); // recompute (out unused now)
-        layer_backward(&m->layers[i], c, &r->saved[i], r);
+        layer_backward(&m->layers[i], G(layers[i]), c, &r->saved[i], r);
     }
-    layernorm_backward(&r->dh, NULL, NULL, &r->dres, &r->x0, &r->pre_mean, &r->pre_rstd, &m->pre_ln_w);
-    patch_tokens_backward(&r->dpatches, NULL, NULL, &r->dh);
-    conv2d_backward(dpixels, NULL, NULL, &r->dpatches, &r->pixels, &m->patch_w, c->patch, 0);
+    layernorm_backward(&r->dh, G(pre_ln_w), G(pre_ln_b), &r->dres, &r->x0, &r->pre_mean, &r->pre_rstd,
+                       &m->pre_ln_w);
+    patch_tokens_backward(&r->dpatches, G(class_emb), G(pos_emb), &r->dh);
+    conv2d_backward(dpixels, G(patch_w), NULL, &r->dpatches, &r->pixels, &m->patch_w, c->patch, 0);
+#undef G
 }

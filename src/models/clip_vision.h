@@ -78,8 +78,11 @@ void clip_vision_run_free(ClipVisionRun *r);
 size_t clip_vision_run_bytes(const ClipVisionRun *r);
 // r->features [B, E] from r->pixels [B, 3, S, S].
 void clip_vision_forward(const ClipVision *m, ClipVisionRun *r);
-// dpixels [B, 3, S, S] (written) from dfeatures [B, E] of the last forward.
-void clip_vision_backward(const ClipVision *m, ClipVisionRun *r, const Tensor *dfeatures, Tensor *dpixels);
+// dpixels [B, 3, S, S] (written; may be NULL) from dfeatures [B, E] of the last forward. grads: NULL for the input
+// gradient alone (rewards: weights frozen, nothing extra computed), or a ClipVision planned with clip_vision_plan
+// and allocated, into which every parameter gradient accumulates (+=).
+void clip_vision_backward(const ClipVision *m, ClipVisionRun *r, const Tensor *dfeatures, Tensor *dpixels,
+                          ClipVision *grads);
 
 #ifdef __cplusplus
 }

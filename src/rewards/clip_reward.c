@@ -271,7 +271,7 @@ void clip_reward_score(const Reward *r, const Tensor *images, const char *const 
         rowdot_backward(&c->dfn, NULL, &c->dscore, &c->fn, &c->text);
     }
     l2normalize_backward(&c->dfeat, &c->dfn, &c->fn, &c->norm);
-    clip_vision_backward(&c->model.vision, &c->run, &c->dfeat, &c->dpix);
+    clip_vision_backward(&c->model.vision, &c->run, &c->dfeat, &c->dpix, NULL);
     normalize_backward(&c->dfitted, &c->dpix, CLIP_STD);
     if (pad) pad2d_backward(&c->dresized, &c->dfitted, c->top, S - c->RH - c->top, c->left, S - c->RW - c->left);
     else crop2d_backward(&c->dresized, &c->dfitted, c->top, c->left);
