@@ -60,7 +60,8 @@ static int check(Activation act, int checkpoint) {
                             "vision_model.encoder.layers.0.self_attn.q_proj.weight",
                             "vision_model.encoder.layers.0.self_attn.out_proj.bias",
                             "vision_model.encoder.layers.0.self_attn.v_proj.bias",
-                            "vision_model.encoder.layers.1.mlp.fc1.weight", "vision_model.encoder.layers.1.layer_norm2.weight",
+                            "vision_model.encoder.layers.1.mlp.fc1.weight",
+                            "vision_model.encoder.layers.1.layer_norm2.weight",
                             "vision_model.post_layernorm.bias", "visual_projection.weight"};
     g.n_wrt = 1 + (int)(sizeof params / sizeof params[0]);
     CHECK(g.n_wrt <= GC_MAX, "", "%d checked tensors", g.n_wrt);

@@ -161,20 +161,21 @@ static void fd(const Case *k) {
         }
         for (int j = 0; j < 2; j++) {
             double hj = j ? h / 2 : h, Lp, Lm;
-            for (int64_t i = 0; i < n; i++) ((float *)xp.data)[i] = ((float *)x.data)[i] + (float)hj * ((float *)v.data)[i];
+            float *px = xp.data, *x0 = x.data, *dv = v.data;
+            for (int64_t i = 0; i < n; i++) px[i] = x0[i] + (float)hj * dv[i];
             Lp = weighted(&r, &xp, R, B);
-            for (int64_t i = 0; i < n; i++) ((float *)xp.data)[i] = ((float *)x.data)[i] - (float)hj * ((float *)v.data)[i];
+            for (int64_t i = 0; i < n; i++) px[i] = x0[i] - (float)hj * dv[i];
             Lm = weighted(&r, &xp, R, B);
             D[j] = (Lp - Lm) / (2 * hj);
         }
         double num = (4 * D[1] - D[0]) / 3, rel = fabs(an - num) / (sqrt(gg) * sqrt(vv));
         worst = rel > worst ? rel : worst;
-        printf("     %s direction %d: <grad, v> %.8e  finite difference %.8e  |diff| / (|grad| |v|) %.1e\n", k->reward, dir, an, num,
-               rel);
+        printf("     %s direction %d: <grad, v> %.8e  finite difference %.8e  |diff| / (|grad| |v|) %.1e\n",
+               k->reward, dir, an, num, rel);
     }
     int ok = worst < FD_TOL;
-    printf("%s %s full image gradient vs finite differences: worst |diff| / (|grad| |v|) %.1e (tol %.0e)\n", ok ? "ok  " : "FAIL",
-           k->reward, worst, FD_TOL);
+    printf("%s %s full image gradient vs finite differences: worst |diff| / (|grad| |v|) %.1e (tol %.0e)\n",
+           ok ? "ok  " : "FAIL", k->reward, worst, FD_TOL);
     count(ok);
     clip_reward_free(&c);
     safetensors_close(&st);

@@ -2,8 +2,9 @@
 // tools/reference/make_torch_checkpoints.py): F32 / F16 / BF16 / int64 tensors, non-contiguous views, storage
 // offsets, shared storages, parameters, 0-d and empty tensors, nested dicts and lists convert bit for bit to the
 // expected safetensors, and the layouts of the HPS and aesthetic checkpoints convert to exactly the reward models'
-// files, also from a ZIP64 archive; every hostile file is refused with exit 2 and one line naming the problem; and the reader survives
-// every truncation and single-byte corruption of a valid checkpoint (no crash; error or a valid result).
+// files, also from a ZIP64 archive; every hostile file is refused with exit 2 and one line naming the problem;
+// and the reader survives every truncation and single-byte corruption of a valid checkpoint (no crash; an error
+// or a valid result).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 // reward_train.c: the learned rewards as a user runs them ($DRTUNE_BIN, repository root): a tiny random-weight
 // HPS-architecture model (open_clip layout, exact GELU, the real 49408-token vocabulary so that prompts tokenise
 // with the shipped CLIP tokenizer) written here, then `drtune train` with reward.names = hps (with and without
-// reward.checkpoint), `drtune eval --rewards hps`, `drtune bench memory --reward hps`, and the error contract (exit 2, one line) for a missing path
-// and a folder that is not a CLIP model.
+// reward.checkpoint), `drtune eval --rewards hps`, `drtune bench memory --reward hps`, and the error contract
+// (exit 2, one line) for a missing path and a folder that is not a CLIP model.
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -151,7 +151,8 @@ int main(void) {
         cJSON *sum = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "summary"), "hps");
         cJSON *mean = cJSON_GetObjectItemCaseSensitive(sum, "mean");
         tu_check(rc == 0 && cJSON_IsNumber(mean) && fabs(mean->valuedouble) <= 1.0,
-                 "eval --rewards hps: exit 0, a mean cosine in [-1, 1] (%g)", cJSON_IsNumber(mean) ? mean->valuedouble : NAN);
+                 "eval --rewards hps: exit 0, a mean cosine in [-1, 1] (%g)",
+                 cJSON_IsNumber(mean) ? mean->valuedouble : NAN);
         cJSON_Delete(doc);
         free(json);
         tu_child_free(&c);
@@ -175,7 +176,8 @@ int main(void) {
         tu_child_free(&c);
         snprintf(args, sizeof args, "train --config %s --output.dir=%s/bad --reward.hps_path=%s", config, tmp, tmp);
         rc = run(args, &c);
-        tu_check(rc == 2 && tu_is_user_error(&c, "not a CLIP model folder"), "a folder without a model: one-line error");
+        tu_check(rc == 2 && tu_is_user_error(&c, "not a CLIP model folder"),
+                 "a folder without a model: one-line error");
         tu_child_free(&c);
     }
     return tu_report();

@@ -207,7 +207,8 @@ int cmd_bench_memory(int argc, char **argv) {
            "after loading and planning; iteration +: what the iteration added on top.\n");
     if (reward)
         for (int k = 0; k < n_cases; k += n_cases - 1)
-            printf("reward '%s' (DRTune K = 1, reward.checkpoint = %s): activations %s planned, %.1f%% of the peak RSS\n",
+            printf("reward '%s' (DRTune K = 1, reward.checkpoint = %s): activations %s planned, %.1f%% of the peak "
+                   "RSS\n",
                    reward, CASES[k].checkpoint ? "true" : "false", dt_format_bytes(b1, sizeof b1, r[k].reward_bytes),
                    100.0 * r[k].reward_bytes / peak[k]);
     double worst = peak[1] / peak[0];

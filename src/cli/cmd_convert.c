@@ -62,8 +62,8 @@ int cmd_convert(int argc, char **argv) {
         counts[z.tensors[i].dtype]++;
     }
     safetensors_write(out, z.n, names, ts, "{\"format\": \"pt\"}");
-    printf("'%s'%s%s: %d tensors (F32 %d, BF16 %d, F16 %d, I32 %d), %.1f MiB; %d non-tensor values left out -> %s\n", in,
-           z.root[0] ? " entry " : "", z.root, z.n, counts[DTYPE_F32], counts[DTYPE_BF16], counts[DTYPE_F16],
+    printf("'%s'%s%s: %d tensors (F32 %d, BF16 %d, F16 %d, I32 %d), %.1f MiB; %d non-tensor values left out -> %s\n",
+           in, z.root[0] ? " entry " : "", z.root, z.n, counts[DTYPE_F32], counts[DTYPE_BF16], counts[DTYPE_F16],
            counts[DTYPE_I32], bytes / 1048576.0, z.skipped, out);
     free(names);
     free(ts);

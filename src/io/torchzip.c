@@ -77,7 +77,9 @@ static void fail(Ctx *c, const char *fmt, ...) {
 }
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint32_t rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -380,7 +382,14 @@ static void unpickle(Ctx *c, const uint8_t *p, size_t n) {
         case '}': push(c, obj_new(c, O_DICT)); break;
         case 'N': push(c, obj_new(c, O_NONE)); break;
         case 0x88: case 0x89: { int32_t o = obj_new(c, O_BOOL); c->objs[o].i = op == 0x88; push(c, o); break; }
-        case 'J': { NEED(4); int32_t o = obj_new(c, O_INT); c->objs[o].i = (int32_t)rd32(p + i); i += 4; push(c, o); break; }
+        case 'J': {
+            NEED(4);
+            int32_t o = obj_new(c, O_INT);
+            c->objs[o].i = (int32_t)rd32(p + i);
+            i += 4;
+            push(c, o);
+            break;
+        }
         case 'K': { NEED(1); int32_t o = obj_new(c, O_INT); c->objs[o].i = p[i]; i += 1; push(c, o); break; }
         case 'M': { NEED(2); int32_t o = obj_new(c, O_INT); c->objs[o].i = rd16(p + i); i += 2; push(c, o); break; }
         case 0x8a: { // LONG1: little-endian two's complement of n <= 8 bytes
@@ -505,7 +514,8 @@ static void emit_tensor(Ctx *c, const char *name, const Obj *t) {
     }
     if (numel > 0)
         for (int d = 0; d < t->ndim; d++) {
-            if (t->stride[d] && t->size[d] - 1 > (INT64_MAX - last) / t->stride[d]) fail(c, "%s: stride overflow", name);
+            if (t->stride[d] && t->size[d] - 1 > (INT64_MAX - last) / t->stride[d])
+                fail(c, "%s: stride overflow", name);
             last += (t->size[d] - 1) * t->stride[d];
         }
     if (numel > 0 && last >= s->i)

@@ -164,8 +164,10 @@ static int oc_name(const char *hf, char *out, size_t n, int *part, int *transpos
             return 1;
         }
     const char *prefix = NULL, *oc_prefix = NULL;
-    if (!strncmp(hf, "vision_model.encoder.layers.", 28)) prefix = "vision_model.encoder.layers.", oc_prefix = "visual.transformer.resblocks.";
-    if (!strncmp(hf, "text_model.encoder.layers.", 26)) prefix = "text_model.encoder.layers.", oc_prefix = "transformer.resblocks.";
+    if (!strncmp(hf, "vision_model.encoder.layers.", 28))
+        prefix = "vision_model.encoder.layers.", oc_prefix = "visual.transformer.resblocks.";
+    if (!strncmp(hf, "text_model.encoder.layers.", 26))
+        prefix = "text_model.encoder.layers.", oc_prefix = "transformer.resblocks.";
     if (!prefix) return 0;
     int idx = 0, len = 0;
     if (sscanf(hf + strlen(prefix), "%d.%n", &idx, &len) != 1 || len == 0) return 0;
@@ -202,7 +204,8 @@ static void oc_load(Arena *params, const char *path) {
         for (int d = 0; same && d < nd; d++) same = t->shape[d] == want[d];
         if (!same)
             dt_user_error("'%s': tensor '%s' has shape %s in the file but the configured model expects %s", path,
-                          name, tensor_dims_str(t->ndim, t->shape, a, sizeof a), tensor_dims_str(nd, want, b, sizeof b));
+                          name, tensor_dims_str(t->ndim, t->shape, a, sizeof a),
+                          tensor_dims_str(nd, want, b, sizeof b));
         Tensor tmp = tensor_make(NULL, DTYPE_F32, DEVICE_CPU, nd, want);
         tmp.data = xmalloc(tensor_bytes(&tmp));
         safetensors_read_tensor(&st, t, &tmp);

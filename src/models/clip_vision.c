@@ -43,7 +43,8 @@ void clip_vision_plan(ClipVision *m, const ClipVisionConfig *c) {
     char n[128];
     for (int i = 0; i < c->layers; i++) {
         ClipTextLayer *l = &m->layers[i];
-#define L(slot, suffix, ...) (snprintf(n, sizeof n, "vision_model.encoder.layers.%d.%s", i, suffix), ADD(slot, n, __VA_ARGS__))
+#define L(slot, suffix, ...) \
+    (snprintf(n, sizeof n, "vision_model.encoder.layers.%d.%s", i, suffix), ADD(slot, n, __VA_ARGS__))
         L(&l->attn.wq, "self_attn.q_proj.weight", D, D);
         L(&l->attn.bq, "self_attn.q_proj.bias", D);
         L(&l->attn.wk, "self_attn.k_proj.weight", D, D);

@@ -185,8 +185,9 @@ static void plan(ClipReward *c, int B, int H, int W) {
     clip_vision_run_init(&c->run, &c->model.vision, B, c->checkpoint);
     Arena *a = &c->mem;
     arena_init(a, "reward_pre", DEVICE_CPU);
-#define ADD(slot, name, ...) \
-    arena_add(a, slot, name, DTYPE_F32, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
+#define ADD(slot, name, ...)                                                                                    \
+    arena_add(a, slot, name, DTYPE_F32, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),               \
+              (int64_t[]){__VA_ARGS__})
     ADD(&c->x01, "x01", B, 3, H, W);
     ADD(&c->resized, "resized", B, 3, c->RH, c->RW);
     ADD(&c->fitted, "fitted", B, 3, S, S);

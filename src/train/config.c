@@ -112,7 +112,8 @@ static const ConfigKey KEYS[] = {
            "train through both CFG branches (false: the conditional branch only, w = 1)"),
 
     K_NAMES("reward", "names", reward.names, reward.n_names, 1, "symmetry",
-            "rewards to combine, by name (symmetry, brightness, saturation, sharpness, colour, compress, adherence, hps, pickscore, clipscore, aesthetic; docs/REWARDS.md)"),
+            "rewards to combine, by name (symmetry, brightness, saturation, sharpness, colour, compress, adherence, "
+            "hps, pickscore, clipscore, aesthetic; docs/REWARDS.md)"),
     K_LIST("reward", "weights", T_FLOAT_LIST, double, reward.weights, reward.n_weights, 1, "1.0", -1e6, 1e6,
            "weight of each reward, in the order of reward.names (negative: minimise)"),
     K_LIST("reward", "colour", T_FLOAT_LIST, double, reward.colour, reward.n_colour, 3, "0.9, 0.1, 0.1", 0, 1,
@@ -864,8 +865,8 @@ static const struct {
                   "the n steps the trained steps are spaced in."},
     {rule_k_fixed, "`method.k_fixed` is -1 or in 1..`method.k` (alignprop only)."},
     {rule_image, "`sampler.height` and `sampler.width` are multiples of 8."},
-    {rule_rewards, "`reward.weights` has one weight per name of `reward.names`, every name is a known reward, and every "
-                   "learned reward has its model path."},
+    {rule_rewards, "`reward.weights` has one weight per name of `reward.names`, every name is a known reward, and "
+                   "every learned reward has its model path."},
     {rule_train, "`train.warmup` <= `train.iterations`; `output.export = lora` needs `train.trainable = lora`."},
 };
 
