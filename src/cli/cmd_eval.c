@@ -25,6 +25,7 @@ typedef struct {
     int *seeds, n;
     int steps, height, width, threads;
     double guidance, eta;
+    RewardModels models;     // the learned rewards' models (--reward-path NAME=PATH)
 } EvalArgs;
 
 typedef struct {
@@ -44,6 +45,9 @@ static void eval_usage(FILE *f) {
             "  --rewards LIST     rewards to score (%s)\n"
             "  --weights LIST     weight of each reward in the total (default 1 each)\n"
             "  --colour R,G,B     target of the colour reward, in [0, 1] (default 0.9,0.1,0.1)\n"
+            "  --reward-path NAME=PATH  model of a learned reward: hps, pickscore, clipscore, aesthetic (the MLP)\n"
+            "                     or aesthetic_clip (its CLIP image tower); repeat for each (docs/REWARDS.md)\n"
+            "  --reward-resize K  bicubic (default) or bilinear; --reward-antialias 0|1 (default 1)\n"
             "  --seeds LIST       one image per seed (default 0,1,2,3)\n"
             "  --n N              N images with seeds 0..N-1 (instead of --seeds)\n"
             "  --steps N          DDIM steps (default 20)\n"
@@ -63,6 +67,7 @@ static void eval_parse(EvalArgs *a, int argc, char **argv) {
     a->steps = 20, a->height = -1, a->width = -1;
     a->guidance = 5.0;
     a->colour[0] = 0.9, a->colour[1] = 0.1, a->colour[2] = 0.1;
+    a->models = (RewardModels){.kernel = RESIZE_BICUBIC, .antialias = 1};
     int have_seeds = 0, have_n = 0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -78,6 +83,13 @@ static void eval_parse(EvalArgs *a, int argc, char **argv) {
             a->n_weights = args_double_list(o, v, a->weights, CONFIG_MAX_REWARDS, -1e6, 1e6);
         else if (!strcmp(o, "--colour")) {
             USER_CHECK(args_double_list(o, v, a->colour, 3, 0.0, 1.0) == 3, "--colour needs three values R,G,B");
+        } else if (!strcmp(o, "--reward-path")) {
+            setup_reward_path(&a->models, o, v);
+        } else if (!strcmp(o, "--reward-resize")) {
+            USER_CHECK(!strcmp(v, "bicubic") || !strcmp(v, "bilinear"), "--reward-resize: bicubic or bilinear");
+            a->models.kernel = !strcmp(v, "bicubic") ? RESIZE_BICUBIC : RESIZE_BILINEAR;
+        } else if (!strcmp(o, "--reward-antialias")) {
+            a->models.antialias = args_int(o, v, 0, 1);
         } else if (!strcmp(o, "--seeds")) {
             free(a->seeds);
             a->seeds = xmalloc(sizeof(int) * EVAL_MAX_SEEDS);
@@ -192,7 +204,7 @@ int cmd_eval(int argc, char **argv) {
     eval_parse(&a, argc, argv);
     setup_threads(a.threads);
     SetupRewards rewards;
-    setup_rewards(&rewards, a.n_rewards, a.rewards, a.weights, a.colour);
+    setup_rewards(&rewards, a.n_rewards, a.rewards, a.weights, a.colour, &a.models);
     int n_prompts;
     char **prompts = prompts_read(a.prompts, &n_prompts);
     Model m;

@@ -100,7 +100,8 @@ int cmd_grad(int argc, char **argv) {
     Model m;
     model_load(&m, c.model.path, c.sampler.steps);
     SetupRewards rewards;
-    setup_rewards(&rewards, c.reward.n_names, c.reward.names, c.reward.weights, c.reward.colour);
+    RewardModels models = setup_reward_models(&c);
+    setup_rewards(&rewards, c.reward.n_names, c.reward.names, c.reward.weights, c.reward.colour, &models);
     int n_prompts, h, w, H = c.sampler.height, W = c.sampler.width, B = c.train.batch, N = c.sampler.steps;
     char **prompts = prompts_read(c.data.prompts, &n_prompts);
     setup_latent_size(&m, H, W, "sampler.height and sampler.width", &h, &w);

@@ -25,6 +25,7 @@ static void usage(FILE *f) {
             "  info           describe a diffusers folder: architecture, tensor and parameter counts (--load: memory)\n"
             "  init-weights   write a diffusers folder with random weights for a folder's configs\n"
             "  probe          run one component (UNet, VAE, text encoder, tokenizer) on tensors from a file\n"
+            "  convert        a PyTorch checkpoint (.pt, .pth, .bin) to safetensors, without running its pickle\n"
             "  --help         this text\n"
             "  --version      version\n");
 }
@@ -43,6 +44,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_init_weights(int argc, char **argv);
 int cmd_probe(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
@@ -69,6 +71,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "init-weights")) return cmd_init_weights(argc - 1, argv + 1);
     if (!strcmp(argv[1], "probe")) return cmd_probe(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "convert")) return cmd_convert(argc - 1, argv + 1);
     usage(stderr);
     dt_user_error("unknown command '%s'", argv[1]);
 }

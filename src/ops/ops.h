@@ -176,6 +176,40 @@ void reduce_forward(Tensor *out, const Tensor *in, ReduceOp op);
 size_t reduce_workspace_bytes(const Tensor *out, const Tensor *in);
 void reduce_backward(Tensor *din, const Tensor *dout, ReduceOp op);
 
+// ---------------------------------------------------------------------------------------------------------------
+// image preprocessing of the CLIP rewards (resize.c)
+// resize as torch.nn.functional.interpolate(mode, align_corners=False, antialias): in [B, C, H, W] ->
+// out [B, C, OH, OW], any sizes up or down; the backward is the exact adjoint (din written).
+typedef enum { RESIZE_BILINEAR, RESIZE_BICUBIC } ResizeKernel;
+const char *resize_kernel_name(ResizeKernel k);
+void resize_forward(Tensor *out, const Tensor *in, ResizeKernel k, int antialias);
+void resize_backward(Tensor *din, const Tensor *dout, ResizeKernel k, int antialias);
+// crop: out [B, C, OH, OW] = in[:, :, top : top + OH, left : left + OW] (padding is pad2d_forward)
+void crop2d_forward(Tensor *out, const Tensor *in, int top, int left);
+void crop2d_backward(Tensor *din, const Tensor *dout, int top, int left);
+// out = clamp(a x + b, lo, hi) elementwise; no gradient where a x + b reaches a bound (torch.clamp)
+void clamp_affine_forward(Tensor *out, const Tensor *in, float a, float b, float lo, float hi);
+void clamp_affine_backward(Tensor *din, const Tensor *dout, const Tensor *in, float a, float b, float lo, float hi);
+// out[b, c] = (in[b, c] - mean[c]) / std[c] over [B, C, *] (mean, std: C host values, C <= 4)
+void normalize_forward(Tensor *out, const Tensor *in, const float *mean, const float *std);
+void normalize_backward(Tensor *din, const Tensor *dout, const float *std);
+
+// token ops of the CLIP vision tower and reward heads (tokens.c)
+// out [B, 1 + gh gw, D]: [cls ; patches as tokens] + pos, patches [B, D, gh, gw] (the patch convolution's output),
+// cls [D], pos [1 + gh gw, D]. The backward writes dpatches and accumulates dcls, dpos (each may be NULL).
+void patch_tokens_forward(Tensor *out, const Tensor *patches, const Tensor *cls, const Tensor *pos);
+void patch_tokens_backward(Tensor *dpatches, Tensor *dcls, Tensor *dpos, const Tensor *dout);
+// out [B, C] = in[b, idx[b], :] for in [B, T, C]; idx holds B host integers. The backward writes din (zero
+// except at the selected tokens).
+void token_select_forward(Tensor *out, const Tensor *in, const int32_t *idx);
+void token_select_backward(Tensor *din, const Tensor *dout, const int32_t *idx);
+// out [N, C] = in / max(|in|, 1e-12) per row (F.normalize); norm [N] saved for the backward
+void l2normalize_forward(Tensor *out, Tensor *norm, const Tensor *in);
+void l2normalize_backward(Tensor *din, const Tensor *dout, const Tensor *out, const Tensor *norm);
+// out [N] = sum_c a[n, c] b[n, c]; the backward writes da, db (either may be NULL)
+void rowdot_forward(Tensor *out, const Tensor *a, const Tensor *b);
+void rowdot_backward(Tensor *da, Tensor *db, const Tensor *dout, const Tensor *a, const Tensor *b);
+
 #ifdef __cplusplus
 }
 #endif

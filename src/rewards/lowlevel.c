@@ -315,7 +315,8 @@ static const struct {
                {"adherence", adherence_score, 0}};
 
 const char *reward_known_names(void) {
-    return "symmetry, brightness, saturation, sharpness, colour, compress, adherence";
+    return "symmetry, brightness, saturation, sharpness, colour, compress, adherence, hps, pickscore, clipscore, "
+           "aesthetic";
 }
 
 void reward_init(Reward *r, const char *name, float weight, const float *params, int nparams) {

@@ -14,6 +14,7 @@ struct Reward {
     char name[32];
     float weight;                    // in a combination
     float params[4];                 // reward-specific (e.g. colour target RGB)
+    void *ctx;                       // reward-specific state (the learned rewards' models: clip_reward.h)
     // scores [B] written; when dimages != NULL it is written with d(sum_b dscore[b] score[b]) / d images
     void (*score)(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
                   Tensor *dimages, const float *dscore);
@@ -26,7 +27,8 @@ struct Reward {
 //   sharpness     mean squared 3x3 Laplacian of the luma  (negative weight = smoothness)
 //   colour        -mean |u - target|^2                    target RGB in params[0..2], in [0, 1]
 //   compress      -mean log(1 + |DCT8x8(luma*255) / Q50|) a differentiable JPEG-size proxy (quality-50 table)
-// Unknown names are a user error listing the known ones.
+// The learned rewards hps, pickscore, clipscore and aesthetic need their models (rewards/clip_reward.h: loaded by
+// setup_rewards, not reward_init). Unknown names are a user error listing the known ones.
 void reward_init(Reward *r, const char *name, float weight, const float *params, int nparams);
 const char *reward_known_names(void);
 // adherence: prompt adherence on the procedural scene set (rewards/adherence.c, docs/DATA.md). On the GPU the

@@ -64,6 +64,7 @@ static const char *const TRAINABLES[] = {"lora", "full", NULL};
 static const char *const SCHEDULES[] = {"constant", "cosine", NULL};
 static const char *const PROGRESS_MODES[] = {"auto", "on", "off", NULL};
 static const char *const EXPORTS[] = {"lora", "merged", "both", "none", NULL};
+static const char *const RESIZE_KERNELS[] = {"bilinear", "bicubic", NULL}; // ResizeKernel order
 
 static const struct {
     const char *name, *about;
@@ -71,7 +72,8 @@ static const struct {
     {"model", "The model being fine-tuned."},
     {"sampler", "DDIM sampling: the rollout whose image the reward scores."},
     {"method", "The gradient method and its knobs (docs/METHOD.md)."},
-    {"reward", "The reward being maximised: a weighted sum of built-in rewards (src/rewards/reward.h)."},
+    {"reward", "The reward being maximised: a weighted sum of built-in rewards (src/rewards/reward.h) and learned "
+               "rewards (src/rewards/clip_reward.h)."},
     {"train", "What is trained, and the optimizer (AdamW)."},
     {"data", "Training prompts."},
     {"log", "Console progress, metrics and sample images."},
@@ -112,11 +114,28 @@ static const ConfigKey KEYS[] = {
            "train through both CFG branches (false: the conditional branch only, w = 1)"),
 
     K_NAMES("reward", "names", reward.names, reward.n_names, 1, "symmetry",
-            "rewards to combine, by name (symmetry, brightness, saturation, sharpness, colour, compress, adherence; docs/REWARDS.md)"),
+            "rewards to combine, by name (symmetry, brightness, saturation, sharpness, colour, compress, adherence, "
+            "hps, pickscore, clipscore, aesthetic; docs/REWARDS.md)"),
     K_LIST("reward", "weights", T_FLOAT_LIST, double, reward.weights, reward.n_weights, 1, "1.0", -1e6, 1e6,
            "weight of each reward, in the order of reward.names (negative: minimise)"),
     K_LIST("reward", "colour", T_FLOAT_LIST, double, reward.colour, reward.n_colour, 3, "0.9, 0.1, 0.1", 0, 1,
            "target RGB of the colour reward"),
+    K_STRING("reward", "hps_path", reward.hps_path, "\"\"", IS_PATH,
+             "hps: open_clip folder of HPS v2 / v2.1 (open_clip_config.json + open_clip_model.safetensors)"),
+    K_STRING("reward", "pickscore_path", reward.pickscore_path, "\"\"", IS_PATH,
+             "pickscore: transformers CLIPModel folder of PickScore v1"),
+    K_STRING("reward", "clipscore_path", reward.clipscore_path, "\"\"", IS_PATH,
+             "clipscore: CLIP model folder (OpenAI ViT-L/14 for the usual CLIP score)"),
+    K_STRING("reward", "aesthetic_path", reward.aesthetic_path, "\"\"", IS_PATH,
+             "aesthetic: the LAION aesthetic MLP as safetensors (drtune convert of the .pth)"),
+    K_STRING("reward", "aesthetic_clip_path", reward.aesthetic_clip_path, "\"\"", IS_PATH,
+             "aesthetic: CLIP model folder of its image tower (OpenAI ViT-L/14)"),
+    K_ENUM("reward", "resize", reward.resize, RESIZE_KERNELS, "bicubic",
+           "learned rewards: the resize to the tower's input size (bicubic or bilinear)"),
+    K_BOOL("reward", "antialias", reward.antialias, "true",
+           "learned rewards: antialiased resize (as PIL and torchvision >= 0.17 resize)"),
+    K_BOOL("reward", "checkpoint", reward.checkpoint, "false",
+           "learned rewards: keep only each ViT layer's input and recompute the layer in the backward"),
 
     K_ENUM("train", "trainable", train.trainable, TRAINABLES, "lora",
            "what is trained: lora (low-rank adapters) or full (every UNet weight)"),
@@ -806,12 +825,6 @@ static void rule_image(const Config *c) {
                       c->sampler.height, c->sampler.width);
 }
 
-// The learned reward models drtune names in its documentation before they are built in: a configuration that asks
-// for one (configs/fdxl.ini asks for hps) is told exactly which reward is missing rather than "unknown".
-static const char *const PLANNED_REWARDS[][2] = {
-    {"hps", "HPS v2.1"}, {"pickscore", "PickScore"}, {"aesthetic", "the LAION aesthetic predictor"},
-    {"clipscore", "CLIP score"}};
-
 // User error unless name is a built-in reward; `key` names the configuration key in the message.
 static void check_reward_name(const char *key, const char *name, const char *known) {
     const char *best = NULL;
@@ -822,10 +835,6 @@ static void check_reward_name(const char *key, const char *name, const char *kno
         found |= !strcmp(name, w);
         if (d < bestd) bestd = d, best = w;
     }
-    for (size_t i = 0; !found && i < sizeof PLANNED_REWARDS / sizeof PLANNED_REWARDS[0]; i++)
-        if (!strcmp(name, PLANNED_REWARDS[i][0]))
-            dt_user_error("%s: reward '%s' (%s) is missing: this drtune has no learned reward models yet "
-                          "(README, Status); built-in rewards: %s", key, name, PLANNED_REWARDS[i][1], known);
     if (!found) {
         char hint[96] = "";
         if (best && near_miss(name, bestd)) snprintf(hint, sizeof hint, "did you mean '%s'? ", best);
@@ -839,7 +848,21 @@ static void rule_rewards(const Config *c) {
         dt_user_error("reward.weights has %d value(s) but reward.names has %d name(s); give one weight per reward",
                       c->reward.n_weights, c->reward.n_names);
     const char *known = reward_known_names();
-    for (int i = 0; i < c->reward.n_names; i++) check_reward_name("reward.names", c->reward.names[i], known);
+    for (int i = 0; i < c->reward.n_names; i++) {
+        const char *name = c->reward.names[i];
+        check_reward_name("reward.names", name, known);
+        static const struct {
+            const char *name, *key;
+            size_t off;
+        } learned[] = {{"hps", "hps_path", offsetof(Config, reward.hps_path)},
+                       {"pickscore", "pickscore_path", offsetof(Config, reward.pickscore_path)},
+                       {"clipscore", "clipscore_path", offsetof(Config, reward.clipscore_path)},
+                       {"aesthetic", "aesthetic_path", offsetof(Config, reward.aesthetic_path)},
+                       {"aesthetic", "aesthetic_clip_path", offsetof(Config, reward.aesthetic_clip_path)}};
+        for (size_t k = 0; k < sizeof learned / sizeof learned[0]; k++)
+            if (!strcmp(name, learned[k].name) && !((const char *)c + learned[k].off)[0])
+                dt_user_error("reward '%s' needs reward.%s (its model; docs/REWARDS.md)", name, learned[k].key);
+    }
     if (c->retrain.target[0]) check_reward_name("retrain.target", c->retrain.target, known);
     for (int i = 0; i < c->retrain.n_guards; i++) check_reward_name("retrain.guards", c->retrain.guards[i], known);
 }
@@ -864,8 +887,9 @@ static const struct {
                   "the n steps the trained steps are spaced in."},
     {rule_k_fixed, "`method.k_fixed` is -1 or in 1..`method.k` (alignprop only)."},
     {rule_image, "`sampler.height` and `sampler.width` are multiples of 8."},
-    {rule_rewards, "`reward.weights` has one weight per name of `reward.names`, and every name there, in "
-                   "`retrain.target` and in `retrain.guards` is a built-in reward."},
+    {rule_rewards, "`reward.weights` has one weight per name of `reward.names`, every name there, in "
+                   "`retrain.target` and in `retrain.guards` is a known reward, and every learned reward has its model "
+                   "path."},
     {rule_train, "`train.warmup` <= `train.iterations`; `output.export = lora` needs `train.trainable = lora`."},
 };
 

@@ -52,6 +52,14 @@ typedef struct {
         int n_weights;                         // == n_names after validation
         double colour[3];                      // target RGB of the colour reward, in [0, 1]
         int n_colour;                          // always 3
+        char hps_path[CONFIG_PATH_MAX];        // learned rewards' models (src/rewards/clip_reward.h); "" = unset
+        char pickscore_path[CONFIG_PATH_MAX];
+        char clipscore_path[CONFIG_PATH_MAX];
+        char aesthetic_path[CONFIG_PATH_MAX];  // the aesthetic MLP (safetensors)
+        char aesthetic_clip_path[CONFIG_PATH_MAX]; // its CLIP ViT-L/14 image tower
+        int resize;                            // ResizeKernel of the learned rewards' preprocessing
+        int antialias;
+        int checkpoint;                        // recompute the reward towers' layers in the backward
     } reward;
     struct {
         Trainable trainable;

@@ -11,15 +11,66 @@
 #include "../dist/dist.h"
 #include "../io/safetensors.h"
 #include "../ops/ops.h"
+#include "../rewards/clip_reward.h"
 
-void setup_rewards(SetupRewards *r, int n, const char (*names)[32], const double *weights, const double *colour) {
+RewardModels setup_reward_models(const Config *c) {
+    return (RewardModels){.hps = c->reward.hps_path,
+                          .pickscore = c->reward.pickscore_path,
+                          .clipscore = c->reward.clipscore_path,
+                          .aesthetic = c->reward.aesthetic_path,
+                          .aesthetic_clip = c->reward.aesthetic_clip_path,
+                          .kernel = c->reward.resize,
+                          .antialias = c->reward.antialias,
+                          .checkpoint = c->reward.checkpoint};
+}
+
+void setup_reward_path(RewardModels *m, const char *opt, const char *spec) {
+    const char *eq = strchr(spec, '=');
+    USER_CHECK(eq && eq[1], "%s wants NAME=PATH, got '%s'", opt, spec);
+    int k = (int)(eq - spec);
+    const char **slot = k == 3 && !strncmp(spec, "hps", 3)                ? &m->hps
+                        : k == 9 && !strncmp(spec, "pickscore", 9)        ? &m->pickscore
+                        : k == 9 && !strncmp(spec, "clipscore", 9)        ? &m->clipscore
+                        : k == 9 && !strncmp(spec, "aesthetic", 9)        ? &m->aesthetic
+                        : k == 14 && !strncmp(spec, "aesthetic_clip", 14) ? &m->aesthetic_clip
+                                                                          : NULL;
+    USER_CHECK(slot, "%s: '%.*s' is not hps, pickscore, clipscore, aesthetic or aesthetic_clip", opt, k, spec);
+    *slot = eq + 1;
+}
+
+void setup_rewards(SetupRewards *r, int n, const char (*names)[32], const double *weights, const double *colour,
+                   const RewardModels *models) {
     CHECK(n >= 1 && n <= CONFIG_MAX_REWARDS, "", "%d rewards", n);
+    memset(r, 0, sizeof *r);
     float col[3] = {(float)colour[0], (float)colour[1], (float)colour[2]};
     for (int i = 0; i < n; i++) {
+        if (clip_reward_known(names[i])) {
+            static const RewardModels none = {.kernel = RESIZE_BICUBIC, .antialias = 1};
+            const RewardModels *m = models ? models : &none;
+            const char *path = !strcmp(names[i], "hps")         ? m->hps
+                               : !strcmp(names[i], "pickscore") ? m->pickscore
+                               : !strcmp(names[i], "clipscore") ? m->clipscore
+                                                                : m->aesthetic_clip;
+            ClipRewardOptions o = {.path = path, .head_path = m->aesthetic, .kernel = m->kernel,
+                                   .antialias = m->antialias, .checkpoint = m->checkpoint};
+            r->learned[i] = xcalloc(1, sizeof *r->learned[i]);
+            clip_reward_load(r->learned[i], names[i], &o);
+            clip_reward_bind(&r->items[i], r->learned[i], (float)weights[i]);
+            continue;
+        }
         int np = !strcmp(names[i], "colour") ? 3 : 0;
         reward_init(&r->items[i], names[i], (float)weights[i], col, np);
     }
     r->set = (RewardSet){.items = r->items, .n = n};
+}
+
+void setup_rewards_free(SetupRewards *r) {
+    for (int i = 0; i < CONFIG_MAX_REWARDS; i++)
+        if (r->learned[i]) {
+            clip_reward_free(r->learned[i]);
+            free(r->learned[i]);
+        }
+    memset(r, 0, sizeof *r);
 }
 
 void setup_trainable(TrainSet *t, Model *m, const Config *c, int ranks) {

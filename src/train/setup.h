@@ -16,11 +16,26 @@ extern "C" {
 typedef struct {
     Reward items[CONFIG_MAX_REWARDS];
     RewardSet set;
+    struct ClipReward *learned[CONFIG_MAX_REWARDS]; // the learned rewards' models (NULL for the others)
 } SetupRewards;
 
-// n rewards by name with their weights; colour (RGB in [0, 1]) is the colour reward's target. Unknown names are
+// Where the learned rewards' models are (the reward.*_path keys; NULL or "" = not given) and how they preprocess.
+typedef struct {
+    const char *hps, *pickscore, *clipscore, *aesthetic, *aesthetic_clip;
+    int kernel, antialias, checkpoint; // ResizeKernel, 0 / 1, 0 / 1
+} RewardModels;
+// The reward model settings of a configuration.
+RewardModels setup_reward_models(const Config *c);
+// Sets one model path from a command-line "NAME=PATH" (NAME: hps, pickscore, clipscore, aesthetic (the MLP) or
+// aesthetic_clip); opt names the option in errors. PATH points into spec.
+void setup_reward_path(RewardModels *m, const char *opt, const char *spec);
+
+// n rewards by name with their weights; colour (RGB in [0, 1]) is the colour reward's target; models (may be NULL
+// when no learned reward is named) locates the learned rewards' models, which are loaded here. Unknown names are
 // user errors listing the known ones.
-void setup_rewards(SetupRewards *r, int n, const char (*names)[32], const double *weights, const double *colour);
+void setup_rewards(SetupRewards *r, int n, const char (*names)[32], const double *weights, const double *colour,
+                   const RewardModels *models);
+void setup_rewards_free(SetupRewards *r);
 
 // The trainable set of a configuration as flat fp32 buffers: n values p and their gradients g, in the planning
 // order of `params` / `grads`, whose entries name them (diffusers UNet names, or "<module>.lora_A.weight").

@@ -59,7 +59,8 @@ static void trainer_setup(Trainer *t, const Config *c) {
                c->train.batch, R);
     setup_threads(c->train.threads);
     model_load(&t->model, c->model.path, c->sampler.steps);
-    setup_rewards(&t->rw, c->reward.n_names, c->reward.names, c->reward.weights, c->reward.colour);
+    RewardModels models = setup_reward_models(c);
+    setup_rewards(&t->rw, c->reward.n_names, c->reward.names, c->reward.weights, c->reward.colour, &models);
     t->prompts = prompts_read(c->data.prompts, &t->n_prompts);
     t->H = c->sampler.height, t->W = c->sampler.width;
     setup_latent_size(&t->model, t->H, t->W, "sampler.height and sampler.width", &t->h, &t->w);

@@ -1,0 +1,281 @@
+// clip_reward.c: the CLIP-based rewards of clip_reward.h: loading, the text feature cache, the memory plan of one
+// batch geometry, and the score with its image gradient through the head, the image tower and the preprocessing.
+// Everything between the images and the scores runs through the op API (src/ops/ops.h).
+#include "clip_reward.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../core/common.h"
+#include "../core/device.h"
+#include "../io/safetensors.h"
+#include "../models/weights.h"
+
+static const float CLIP_MEAN[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+static const float CLIP_STD[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+
+static const struct {
+    const char *name;
+    ClipRewardKind kind;
+    ClipFit fit;
+} KINDS[] = {{"hps", CLIP_REWARD_HPS, CLIP_FIT_PAD},
+             {"pickscore", CLIP_REWARD_PICKSCORE, CLIP_FIT_CROP_FLOOR},
+             {"clipscore", CLIP_REWARD_CLIPSCORE, CLIP_FIT_CROP_FLOOR},
+             {"aesthetic", CLIP_REWARD_AESTHETIC, CLIP_FIT_CROP_ROUND}};
+#define N_KINDS (int)(sizeof KINDS / sizeof KINDS[0])
+
+int clip_reward_known(const char *name) {
+    for (int i = 0; i < N_KINDS; i++)
+        if (!strcmp(name, KINDS[i].name)) return 1;
+    return 0;
+}
+
+// The aesthetic MLP: layers.K.{weight,bias} for increasing K (the .pth's Sequential indices; Dropout layers have
+// no tensors), chained from the image feature width to one output.
+static void load_head(ClipReward *c, const char *path) {
+    SafeTensors st;
+    safetensors_open(&st, path);
+    int ks[8], n = 0;
+    char name[64];
+    for (int k = 0; k < 64; k++) {
+        snprintf(name, sizeof name, "layers.%d.weight", k);
+        if (!safetensors_find(&st, name)) continue;
+        USER_CHECK(n < 8, "'%s': more than 8 linear layers", path);
+        ks[n++] = k;
+    }
+    USER_CHECK(n > 0, "'%s': no layers.K.weight tensors (is this the aesthetic predictor's MLP?)", path);
+    arena_init(&c->head, "reward_head", DEVICE_CPU);
+    int64_t in = c->model.vision.cfg.proj_dim;
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "layers.%d.weight", ks[i]);
+        const StTensor *w = safetensors_find(&st, name);
+        USER_CHECK(w->ndim == 2 && w->shape[1] == in && w->shape[0] > 0 && w->shape[0] <= 65536,
+                   "'%s': %s does not take %lld inputs", path, name, (long long)in);
+        arena_add(&c->head, &c->head_w[i], name, DTYPE_F32, 2, w->shape);
+        snprintf(name, sizeof name, "layers.%d.bias", ks[i]);
+        arena_add(&c->head, &c->head_b[i], name, DTYPE_F32, 1, w->shape);
+        in = w->shape[0];
+    }
+    USER_CHECK(in == 1, "'%s': the last layer has %lld outputs, not 1", path, (long long)in);
+    safetensors_close(&st);
+    arena_alloc(&c->head);
+    weights_load(&c->head, path, NULL);
+    c->n_head = n;
+}
+
+void clip_reward_load(ClipReward *c, const char *name, const ClipRewardOptions *o) {
+    memset(c, 0, sizeof *c);
+    int k = 0;
+    while (k < N_KINDS && strcmp(name, KINDS[k].name)) k++;
+    CHECK(k < N_KINDS, "", "clip_reward_load: '%s' is not a CLIP reward", name);
+    c->kind = KINDS[k].kind, c->fit = KINDS[k].fit;
+    const char *key = c->kind == CLIP_REWARD_AESTHETIC ? "aesthetic_clip" : name;
+    USER_CHECK(o->path && *o->path, "reward '%s' needs its model: reward.%s_path (drtune eval: --reward-path %s=DIR; "
+               "docs/REWARDS.md)", name, key, key);
+    c->kernel = o->kernel < 0 ? RESIZE_BICUBIC : (ResizeKernel)o->kernel;
+    c->antialias = o->antialias < 0 ? 1 : o->antialias;
+    c->checkpoint = o->checkpoint;
+    int want_text = c->kind != CLIP_REWARD_AESTHETIC;
+    clip_model_load(&c->model, o->path, want_text);
+    c->scale = c->kind == CLIP_REWARD_PICKSCORE ? expf(c->model.logit_scale)
+               : c->kind == CLIP_REWARD_CLIPSCORE ? 100.0f
+                                                  : 1.0f;
+    if (c->kind == CLIP_REWARD_AESTHETIC) {
+        USER_CHECK(o->head_path && *o->head_path, "reward 'aesthetic' needs its MLP: reward.aesthetic_path (drtune "
+                   "eval: --reward-path aesthetic=FILE; docs/REWARDS.md)");
+        load_head(c, o->head_path);
+    }
+}
+
+void clip_reward_free(ClipReward *c) {
+    clip_model_free(&c->model);
+    if (c->n_head) arena_free(&c->head);
+    if (c->has_tok) tokenizer_free(&c->tok);
+    for (int i = 0; i < c->n_cache; i++) free(c->cache_prompt[i]);
+    free(c->cache_prompt);
+    free(c->cache_feat);
+    if (c->B) {
+        clip_vision_run_free(&c->run);
+        arena_free(&c->mem);
+    }
+    memset(c, 0, sizeof *c);
+}
+
+void clip_reward_bind(Reward *r, ClipReward *c, float weight) {
+    memset(r, 0, sizeof *r);
+    for (int i = 0; i < N_KINDS; i++)
+        if (KINDS[i].kind == c->kind) snprintf(r->name, sizeof r->name, "%s", KINDS[i].name);
+    r->weight = weight;
+    r->ctx = c;
+    r->score = clip_reward_score;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// text features
+
+static void cache_put(ClipReward *c, const char *prompt, const float *feat) {
+    int E = c->model.vision.cfg.proj_dim;
+    if (c->n_cache == c->cap_cache) {
+        c->cap_cache = c->cap_cache ? 2 * c->cap_cache : 16;
+        c->cache_prompt = xrealloc(c->cache_prompt, sizeof(char *) * (size_t)c->cap_cache);
+        c->cache_feat = xrealloc(c->cache_feat, sizeof(float) * (size_t)c->cap_cache * (size_t)E);
+    }
+    double s = 0.0;
+    for (int e = 0; e < E; e++) s += (double)feat[e] * feat[e];
+    float len = (float)sqrt(s);
+    len = len > 1e-12f ? len : 1e-12f; // F.normalize
+    float *dst = c->cache_feat + (size_t)c->n_cache * (size_t)E;
+    for (int e = 0; e < E; e++) dst[e] = feat[e] / len;
+    c->cache_prompt[c->n_cache++] = xstrdup(prompt);
+}
+
+void clip_reward_cache_ids(ClipReward *c, const char *prompt, const int32_t *ids, int T) {
+    CHECK(c->model.has_text, "", "reward '%d' has no text tower", (int)c->kind);
+    ClipTextRun run;
+    clip_text_run_init(&run, &c->model.text, 1, T, NULL, 0, 1);
+    clip_text_forward(&c->model.text, &run, ids);
+    cache_put(c, prompt, tensor_f32(&run.projected));
+    clip_text_run_free(&run);
+}
+
+// The normalised text feature of prompt (computed on first use).
+static const float *text_feature(ClipReward *c, const char *prompt) {
+    int E = c->model.vision.cfg.proj_dim;
+    for (int i = 0; i < c->n_cache; i++)
+        if (!strcmp(c->cache_prompt[i], prompt)) return c->cache_feat + (size_t)i * (size_t)E;
+    if (!c->has_tok) { // all four models use OpenAI's CLIP BPE vocabulary, kept in $DRTUNE_DATA/tokenizer/clip
+        const char *data = getenv("DRTUNE_DATA");
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/tokenizer/clip", data && *data ? data : "data");
+        tokenizer_load(&c->tok, dir);
+        c->has_tok = 1;
+    }
+    int T = c->model.text.cfg.max_pos < TOKENIZER_MAX_LENGTH ? c->model.text.cfg.max_pos : TOKENIZER_MAX_LENGTH;
+    int32_t ids[TOKENIZER_MAX_LENGTH];
+    tokenizer_encode(&c->tok, prompt, ids, T);
+    clip_reward_cache_ids(c, prompt, ids, T);
+    return c->cache_feat + (size_t)(c->n_cache - 1) * (size_t)E;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// memory plan of one batch geometry
+
+static void plan(ClipReward *c, int B, int H, int W) {
+    if (c->B == B && c->H == H && c->W == W) return;
+    if (c->B) {
+        clip_vision_run_free(&c->run);
+        arena_free(&c->mem);
+    }
+    const ClipVisionConfig *vc = &c->model.vision.cfg;
+    int S = vc->image_size, E = vc->proj_dim;
+    if (c->fit == CLIP_FIT_PAD) { // open_clip ResizeMaxSize: longest side to S (Python round), zero padding
+        double scale = (double)S / (H > W ? H : W);
+        c->RH = (int)nearbyint(H * scale), c->RW = (int)nearbyint(W * scale);
+        c->top = (S - c->RH) / 2, c->left = (S - c->RW) / 2;
+    } else { // shortest side to S (torchvision / CLIPImageProcessor: the long side floored), centre crop
+        int sh = H <= W, lo = sh ? H : W, hi = sh ? W : H, L = (int)((double)S * hi / lo);
+        c->RH = sh ? S : L, c->RW = sh ? L : S;
+        c->top = c->fit == CLIP_FIT_CROP_ROUND ? (int)nearbyint((c->RH - S) / 2.0) : (c->RH - S) / 2;
+        c->left = c->fit == CLIP_FIT_CROP_ROUND ? (int)nearbyint((c->RW - S) / 2.0) : (c->RW - S) / 2;
+    }
+    USER_CHECK(c->RH >= 1 && c->RW >= 1, "reward: images of %d x %d are too narrow to resize to %d", H, W, S);
+    c->B = B, c->H = H, c->W = W;
+    clip_vision_run_init(&c->run, &c->model.vision, B, c->checkpoint);
+    Arena *a = &c->mem;
+    arena_init(a, "reward_pre", DEVICE_CPU);
+#define ADD(slot, name, ...)                                                                                    \
+    arena_add(a, slot, name, DTYPE_F32, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),               \
+              (int64_t[]){__VA_ARGS__})
+    ADD(&c->x01, "x01", B, 3, H, W);
+    ADD(&c->resized, "resized", B, 3, c->RH, c->RW);
+    ADD(&c->fitted, "fitted", B, 3, S, S);
+    ADD(&c->fn, "features_n", B, E);
+    ADD(&c->norm, "features_norm", B);
+    ADD(&c->text, "text", B, E);
+    ADD(&c->cosv, "score", B);
+    ADD(&c->dscore, "d.score", B);
+    ADD(&c->dfn, "d.features_n", B, E);
+    ADD(&c->dfeat, "d.features", B, E);
+    ADD(&c->dpix, "d.pixels", B, 3, S, S);
+    ADD(&c->dfitted, "d.fitted", B, 3, S, S);
+    ADD(&c->dresized, "d.resized", B, 3, c->RH, c->RW);
+    ADD(&c->dx01, "d.x01", B, 3, H, W);
+    char n[32];
+    for (int k = 0; k < c->n_head; k++) {
+        snprintf(n, sizeof n, "head%d", k);
+        ADD(&c->hs[k + 1], n, B, c->head_w[k].shape[0]);
+        snprintf(n, sizeof n, "d.head%d", k);
+        if (k + 1 < c->n_head) ADD(&c->dhs[k + 1], n, B, c->head_w[k].shape[0]); // the last is dscore
+    }
+#undef ADD
+    arena_alloc(a);
+    c->hs[0] = c->fn, c->dhs[0] = c->dfn;
+}
+
+size_t clip_reward_activation_bytes(const ClipReward *c) {
+    return c->B ? clip_vision_run_bytes(&c->run) + c->mem.size : 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// score and gradient
+
+void clip_reward_score(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
+                       Tensor *dimages, const float *dscore) {
+    ClipReward *c = r->ctx;
+    char a[96];
+    CHECK(images->ndim == 4 && images->shape[1] == 3, "", "reward '%s': want [B, 3, H, W] images, got %s", r->name,
+          tensor_shape_str(images, a, sizeof a));
+    int B = (int)images->shape[0], H = (int)images->shape[2], W = (int)images->shape[3];
+    plan(c, B, H, W);
+    const ClipVisionConfig *vc = &c->model.vision.cfg;
+    int S = vc->image_size, E = vc->proj_dim, pad = c->fit == CLIP_FIT_PAD;
+    // preprocessing: [-1, 1] -> [0, 1], resize, pad or crop, mean/std
+    clamp_affine_forward(&c->x01, images, 0.5f, 0.5f, 0.0f, 1.0f);
+    resize_forward(&c->resized, &c->x01, c->kernel, c->antialias);
+    if (pad) pad2d_forward(&c->fitted, &c->resized, c->top, S - c->RH - c->top, c->left, S - c->RW - c->left);
+    else crop2d_forward(&c->fitted, &c->resized, c->top, c->left);
+    normalize_forward(&c->run.pixels, &c->fitted, CLIP_MEAN, CLIP_STD);
+    clip_vision_forward(&c->model.vision, &c->run);
+    l2normalize_forward(&c->fn, &c->norm, &c->run.features);
+    Tensor out = c->cosv;
+    if (c->kind == CLIP_REWARD_AESTHETIC) {
+        for (int k = 0; k < c->n_head; k++) linear_forward(&c->hs[k + 1], &c->hs[k], &c->head_w[k], &c->head_b[k]);
+        out = tensor_reshape(&c->hs[c->n_head], 1, (int64_t[]){B});
+    } else {
+        for (int b = 0; b < B; b++) {
+            CHECK(prompts && prompts[b], "", "reward '%s' needs a prompt for every image", r->name);
+            Tensor row = tensor_make((float *)text_feature(c, prompts[b]), DTYPE_F32, DEVICE_CPU, 1,
+                                     (int64_t[]){E});
+            Tensor dst = tensor_make((float *)c->text.data + (size_t)b * (size_t)E, DTYPE_F32, c->text.device, 1,
+                                     (int64_t[]){E});
+            tensor_copy(&dst, &row);
+        }
+        rowdot_forward(&c->cosv, &c->fn, &c->text);
+        tensor_scale(&c->cosv, c->scale);
+    }
+    Tensor host = tensor_f32_1d(scores, B);
+    tensor_copy(&host, &out);
+    if (!dimages) return;
+
+    // backward: d(sum_b dscore[b] score[b]) / d images
+    Tensor ds = tensor_f32_1d((float *)dscore, B);
+    tensor_copy(&c->dscore, &ds);
+    if (c->kind == CLIP_REWARD_AESTHETIC) {
+        Tensor top = tensor_reshape(&c->dscore, 2, (int64_t[]){B, 1});
+        for (int k = c->n_head - 1; k >= 0; k--)
+            linear_backward(&c->dhs[k], NULL, NULL, k == c->n_head - 1 ? &top : &c->dhs[k + 1], &c->hs[k],
+                            &c->head_w[k]);
+    } else {
+        tensor_scale(&c->dscore, c->scale);
+        rowdot_backward(&c->dfn, NULL, &c->dscore, &c->fn, &c->text);
+    }
+    l2normalize_backward(&c->dfeat, &c->dfn, &c->fn, &c->norm);
+    clip_vision_backward(&c->model.vision, &c->run, &c->dfeat, &c->dpix, NULL);
+    normalize_backward(&c->dfitted, &c->dpix, CLIP_STD);
+    if (pad) pad2d_backward(&c->dresized, &c->dfitted, c->top, S - c->RH - c->top, c->left, S - c->RW - c->left);
+    else crop2d_backward(&c->dresized, &c->dfitted, c->top, c->left);
+    resize_backward(&c->dx01, &c->dresized, c->kernel, c->antialias);
+    clamp_affine_backward(dimages, &c->dx01, images, 0.5f, 0.5f, 0.0f, 1.0f);
+}

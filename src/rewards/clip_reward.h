@@ -1,0 +1,75 @@
+// clip_reward.h: the learned rewards built on a CLIP image tower, with the gradient of the input image:
+//   hps        HPS v2 / v2.1 (open_clip ViT-H-14):        cos(f_img, f_txt)
+//   pickscore  PickScore v1 (transformers CLIP-H):         exp(logit_scale) cos(f_img, f_txt)
+//   clipscore  CLIP score (OpenAI ViT-L/14):               100 cos(f_img, f_txt)   (not clamped at 0)
+//   aesthetic  LAION improved aesthetic predictor v2:      MLP(f_img / |f_img|)    (OpenAI ViT-L/14 features)
+// Each image goes through the differentiable preprocessing of its model's own pipeline: [-1, 1] -> [0, 1] clamp,
+// resize to the tower's S (bicubic or bilinear, antialias on or off), fit (hps: longest side to S and zero padding;
+// the others: shortest side to S and a centre crop), OpenAI mean/std. Text features are computed once per prompt
+// (fp32, normalised) and cached. docs/REWARDS.md has the formulas, defaults and where the weights come from.
+#pragma once
+#include "../models/clip_model.h"
+#include "../models/tokenizer.h"
+#include "reward.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { CLIP_REWARD_HPS, CLIP_REWARD_PICKSCORE, CLIP_REWARD_CLIPSCORE, CLIP_REWARD_AESTHETIC } ClipRewardKind;
+typedef enum { CLIP_FIT_PAD, CLIP_FIT_CROP_FLOOR, CLIP_FIT_CROP_ROUND } ClipFit;
+
+typedef struct {
+    const char *path;        // the CLIP model folder (clip_model.h); for aesthetic the ViT-L/14 folder
+    const char *head_path;   // aesthetic only: the MLP's safetensors (layers.{0,2,4,6,7}.{weight,bias})
+    int kernel;              // ResizeKernel, or -1 for the model's default (bicubic)
+    int antialias;           // 0 / 1, or -1 for the default (1)
+    int checkpoint;          // recompute each ViT layer in the backward instead of keeping its activations
+} ClipRewardOptions;
+
+typedef struct ClipReward {
+    ClipRewardKind kind;
+    ClipModel model;
+    ResizeKernel kernel;
+    int antialias, checkpoint;
+    ClipFit fit;
+    float scale;                    // score = scale cos (not used by aesthetic)
+    // aesthetic MLP: layers [n_head] of Linear without activation
+    Arena head;
+    Tensor head_w[8], head_b[8];
+    int n_head;
+    // text feature cache: normalised features of each prompt seen
+    Tokenizer tok;
+    int has_tok;
+    char **cache_prompt;
+    float *cache_feat;              // [n_cache, E]
+    int n_cache, cap_cache;
+    // memory planned for the current batch geometry (B images of H x W)
+    int B, H, W, RH, RW, top, left; // resized size, pad (top/left > 0) or crop (offsets) of the fit
+    ClipVisionRun run;
+    Arena mem;
+    Tensor x01, resized, fitted;    // [B, 3, H, W], [B, 3, RH, RW], [B, 3, S, S]
+    Tensor fn, norm, text, cosv;    // [B, E], [B], [B, E], [B]
+    Tensor hs[8];                   // aesthetic activations: hs[0] = fn, hs[k + 1] = layer k output
+    Tensor dscore, dfn, dfeat, dpix, dfitted, dresized, dx01; // backward buffers
+    Tensor dhs[8];
+} ClipReward;
+
+// 1 if name is one of the CLIP rewards.
+int clip_reward_known(const char *name);
+void clip_reward_load(ClipReward *c, const char *name, const ClipRewardOptions *o);
+void clip_reward_free(ClipReward *c);
+// Makes r (reward.h) score with c (which must outlive r).
+void clip_reward_bind(Reward *r, ClipReward *c, float weight);
+// Caches the text feature of prompt from given token ids (T ids, pooled at the EOS rule of the text config), without
+// the tokenizer: what the tests use for models with a private vocabulary.
+void clip_reward_cache_ids(ClipReward *c, const char *prompt, const int32_t *ids, int T);
+// The Reward.score callback: scores [B] and, when dimages != NULL, d(sum_b dscore[b] score[b]) / d images.
+void clip_reward_score(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
+                       Tensor *dimages, const float *dscore);
+// Bytes of the activation memory planned for the last batch (tower and preprocessing).
+size_t clip_reward_activation_bytes(const ClipReward *c);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,184 @@
+// reward_train.c: the learned rewards as a user runs them ($DRTUNE_BIN, repository root): a tiny random-weight
+// HPS-architecture model (open_clip layout, exact GELU, the real 49408-token vocabulary so that prompts tokenise
+// with the shipped CLIP tokenizer) written here, then `drtune train` with reward.names = hps (with and without
+// reward.checkpoint), `drtune eval --rewards hps`, `drtune bench memory --reward hps`, and the error contract
+// (exit 2, one line) for a missing path and a folder that is not a CLIP model.
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/core/common.h"
+#include "../src/io/safetensors.h"
+#include "../src/ops/ops.h"
+#include "gradcheck.h"
+#include "testutil.h"
+
+enum { D = 16, HW = 8, L = 2, FF = 64, P = 14, S = 28, E = 8, V = 49408, CTX = 77 };
+
+// open_clip CLIP state dict of the configuration above (tiny widths, real vocabulary), random values.
+static void write_hps_model(const char *dir) {
+    char path[4300], name[128];
+    snprintf(path, sizeof path, "mkdir -p %s", dir);
+    CHECK(system(path) == 0, "", "mkdir %s", dir);
+    snprintf(path, sizeof path, "%s/open_clip_config.json", dir);
+    char cfg[1024];
+    snprintf(cfg, sizeof cfg,
+             "{\"model_cfg\": {\"embed_dim\": %d, \"quick_gelu\": false,\n"
+             "  \"vision_cfg\": {\"image_size\": %d, \"layers\": %d, \"width\": %d, \"head_width\": %d, "
+             "\"patch_size\": %d},\n"
+             "  \"text_cfg\": {\"context_length\": %d, \"vocab_size\": %d, \"width\": %d, \"heads\": %d, "
+             "\"layers\": %d}}}\n",
+             E, S, L, D, HW, P, CTX, V, D, D / HW, L);
+    tu_write_text(path, cfg);
+    enum { MAXT = 128 };
+    const char *names[MAXT];
+    Tensor ts[MAXT];
+    int n = 0;
+    int G = S / P;
+#define T(nm, ...) (names[n] = xstrdup(nm), ts[n] = GC_TENSOR(__VA_ARGS__), n++)
+    T("visual.conv1.weight", D, 3, P, P);
+    T("visual.class_embedding", D);
+    T("visual.positional_embedding", G * G + 1, D);
+    T("visual.ln_pre.weight", D), T("visual.ln_pre.bias", D);
+    T("visual.ln_post.weight", D), T("visual.ln_post.bias", D);
+    T("visual.proj", D, E);
+    T("token_embedding.weight", V, D);
+    T("positional_embedding", CTX, D);
+    T("ln_final.weight", D), T("ln_final.bias", D);
+    T("text_projection", D, E);
+    T("logit_scale", 1);
+    for (int tower = 0; tower < 2; tower++)
+        for (int i = 0; i < L; i++) {
+            const char *pre = tower ? "transformer.resblocks" : "visual.transformer.resblocks";
+            const char *suffix[] = {"ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias",
+                                    "attn.out_proj.weight", "attn.out_proj.bias", "ln_2.weight", "ln_2.bias",
+                                    "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"};
+            const int64_t shp[][2] = {{D, 0}, {D, 0}, {3 * D, D}, {3 * D, 0}, {D, D}, {D, 0},
+                                      {D, 0}, {D, 0}, {FF, D},    {FF, 0},    {D, FF}, {D, 0}};
+            for (int k = 0; k < 12; k++) {
+                snprintf(name, sizeof name, "%s.%d.%s", pre, i, suffix[k]);
+                if (shp[k][1]) T(name, shp[k][0], shp[k][1]);
+                else T(name, shp[k][0]);
+            }
+        }
+#undef T
+    for (int i = 0; i < n; i++) {
+        int64_t fan = ts[i].ndim >= 2 ? tensor_numel(&ts[i]) / ts[i].shape[0] : 1;
+        int is_ln = strstr(names[i], "ln_") && strstr(names[i], ".weight");
+        gc_fill_normal(&ts[i], ts[i].ndim >= 2 ? 1.0f / sqrtf((float)fan) : 0.1f, 500 + (uint64_t)i);
+        if (is_ln) tensor_fill(&ts[i], 1.0f);
+    }
+    ts[13] = tensor_make(ts[13].data, DTYPE_F32, DEVICE_CPU, 0, NULL); // logit_scale is a 0-d tensor
+    ((float *)ts[13].data)[0] = 2.0f;
+    snprintf(path, sizeof path, "%s/open_clip_model.safetensors", dir);
+    safetensors_write(path, n, names, ts, NULL);
+}
+
+static int run(const char *args, TuChild *c) {
+    int rc = tu_run_drtune(args, c);
+    if (rc != 0 && rc != 2) printf("drtune %s (exit %d)\n%s%s", args, rc, c->out, c->err);
+    return rc;
+}
+
+// metrics.jsonl: `rows` rows with a finite reward_mean
+static int metrics_ok(const char *dir, int rows) {
+    char path[4300];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    char *text = tu_read_all(path, NULL), *save = NULL;
+    if (!text) return 0;
+    int n = 0, ok = 1;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save), n++) {
+        cJSON *row = cJSON_Parse(line);
+        cJSON *r = cJSON_GetObjectItemCaseSensitive(row, "reward_mean");
+        ok &= cJSON_IsNumber(r) && isfinite(r->valuedouble);
+        cJSON_Delete(row);
+    }
+    free(text);
+    return ok && n == rows;
+}
+
+int main(void) {
+    if (!getenv("DRTUNE_BIN") || !*getenv("DRTUNE_BIN")) {
+        printf("DRTUNE_BIN is not set (ctest sets it): skipped\n");
+        return 77;
+    }
+    const char *tmp = tu_tmpdir("reward_train");
+    char hps[4200], config[4200], args[16384], dir[4200];
+    snprintf(hps, sizeof hps, "%s/hps", tmp);
+    write_hps_model(hps);
+    snprintf(config, sizeof config, "%s/run.ini", tmp);
+    char text[8192];
+    snprintf(text, sizeof text,
+             "[model]\npath = data/models/tiny\n[sampler]\nsteps = 4\n[method]\nk = 2\nm = 2\n"
+             "[reward]\nnames = hps, symmetry\nweights = 10.0, 1.0\nhps_path = %s\n"
+             "[train]\nbatch = 2\niterations = 2\nseed = 3\nthreads = 1\n"
+             "[data]\nprompts = data/prompts/default.txt\n[log]\nsample_seeds = 0\nprogress = off\n",
+             hps);
+    tu_write_text(config, text);
+    for (int ck = 0; ck < 2; ck++) {
+        TuChild c;
+        snprintf(dir, sizeof dir, "%s/run%d", tmp, ck);
+        snprintf(args, sizeof args, "train --config %s --output.dir=%s --reward.checkpoint=%s", config, dir,
+                 ck ? "true" : "false");
+        double t0 = dt_now();
+        int rc = run(args, &c);
+        tu_check(rc == 0, "train with reward.names = hps, symmetry (checkpoint %d): exit 0 in %.1f s", ck,
+                 dt_now() - t0);
+        tu_child_free(&c);
+        tu_check(metrics_ok(dir, 2), "train (checkpoint %d): 2 metrics rows with a finite reward_mean", ck);
+    }
+    {
+        TuChild c;
+        snprintf(args, sizeof args,
+                 "eval --model data/models/tiny --prompts data/prompts/default.txt --rewards hps,aesthetic "
+                 "--reward-path hps=%s --seeds 0,1 --steps 4 --threads 1 --out %s/eval.json",
+                 hps, tmp);
+        int rc = run(args, &c);
+        tu_check(rc == 2 && tu_is_user_error(&c, "reward.aesthetic_clip_path"),
+                 "eval --rewards hps,aesthetic without the aesthetic model: one-line user error");
+        tu_child_free(&c);
+        snprintf(args, sizeof args,
+                 "eval --model data/models/tiny --prompts data/prompts/default.txt --rewards hps "
+                 "--reward-path hps=%s --seeds 0,1 --steps 4 --threads 1 --out %s/eval.json",
+                 hps, tmp);
+        rc = run(args, &c);
+        char path[4300];
+        snprintf(path, sizeof path, "%s/eval.json", tmp);
+        char *json = tu_read_all(path, NULL);
+        cJSON *doc = json ? cJSON_Parse(json) : NULL;
+        cJSON *sum = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "summary"), "hps");
+        cJSON *mean = cJSON_GetObjectItemCaseSensitive(sum, "mean");
+        tu_check(rc == 0 && cJSON_IsNumber(mean) && fabs(mean->valuedouble) <= 1.0,
+                 "eval --rewards hps: exit 0, a mean cosine in [-1, 1] (%g)",
+                 cJSON_IsNumber(mean) ? mean->valuedouble : NAN);
+        cJSON_Delete(doc);
+        free(json);
+        tu_child_free(&c);
+    }
+    { // the reward's share of the peak memory, with and without checkpointing
+        TuChild c;
+        snprintf(args, sizeof args,
+                 "bench memory --model data/models/tiny --steps 1 --threads 1 --reward hps --reward-path hps=%s", hps);
+        int rc = run(args, &c);
+        const char *off = strstr(c.out, "reward.checkpoint = false): activations ");
+        const char *on = strstr(c.out, "reward.checkpoint = true): activations ");
+        tu_check(rc == 0 && off && on && strstr(off, "of the peak RSS") && strstr(on, "of the peak RSS"),
+                 "bench memory --reward hps reports the reward's activations with and without checkpointing");
+        tu_child_free(&c);
+    }
+    {
+        TuChild c;
+        snprintf(args, sizeof args, "train --config %s --output.dir=%s/bad --reward.hps_path=", config, tmp);
+        int rc = run(args, &c);
+        tu_check(rc == 2 && tu_is_user_error(&c, "reward.hps_path"), "hps without reward.hps_path: one-line error");
+        tu_child_free(&c);
+        snprintf(args, sizeof args, "train --config %s --output.dir=%s/bad --reward.hps_path=%s", config, tmp, tmp);
+        rc = run(args, &c);
+        tu_check(rc == 2 && tu_is_user_error(&c, "not a CLIP model folder"),
+                 "a folder without a model: one-line error");
+        tu_child_free(&c);
+    }
+    return tu_report();
+}
