@@ -364,7 +364,7 @@ int main(void) {
     part_lt();
     // the planner's part: the workspace reserved once for the largest problem
     size_t ws = linear_workspace_bytes(DEVICE_CUDA, 1031, 263), wc = conv1x1_cuda_workspace_bytes(3, 37);
-    ops_workspace_reserve(DEVICE_CUDA, ws > wc ? ws : wc);
+    ops_gemm_workspace_reserve(DEVICE_CUDA, ws > wc ? ws : wc);
     const DType dts[2] = {DTYPE_F32, DTYPE_BF16};
     for (int d = 0; d < 2; d++) {
         int64_t small[2] = {37, 19}, big[2] = {1031, 517}, lead[3] = {3, 7, 19};

@@ -23,6 +23,10 @@ extern "C" {
 // *_workspace_bytes query), and growing it after planning is an internal failure.
 void *ops_workspace(Device d, size_t bytes);
 void ops_workspace_reserve(Device d, size_t bytes);
+// The GEMM library's own workspace (cuBLASLt): separate from the ops' scratch because ops such as mha_backward hold
+// parts of that scratch while they call linear layers. Planned the same way (linear_workspace_bytes).
+void *ops_gemm_workspace(Device d, size_t bytes);
+void ops_gemm_workspace_reserve(Device d, size_t bytes);
 void ops_workspace_free(void);
 // number of OpenMP threads the CPU ops use (n <= 0: unchanged), and the number in use
 void ops_set_threads(int n);

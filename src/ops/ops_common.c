@@ -5,28 +5,33 @@
 #include "../core/device.h"
 #include "ops_internal.h"
 
-static void *g_ws[2];
-static size_t g_ws_size[2];
+// [device][kind]: kind 0 is the ops' scratch, kind 1 the GEMM library's (ops_gemm_workspace)
+static void *g_ws[2][2];
+static size_t g_ws_size[2][2];
 
-void *ops_workspace(Device d, size_t bytes) {
+static void *workspace(int kind, Device d, size_t bytes) {
     int i = d == DEVICE_CUDA;
-    if (bytes > g_ws_size[i]) {
-        device_free(d, g_ws[i]);
+    if (bytes > g_ws_size[i][kind]) {
+        device_free(d, g_ws[i][kind]);
         size_t grow = bytes + bytes / 4;
-        g_ws[i] = device_alloc(d, grow);
-        g_ws_size[i] = grow;
+        g_ws[i][kind] = device_alloc(d, grow);
+        g_ws_size[i][kind] = grow;
     }
-    return g_ws[i];
+    return g_ws[i][kind];
 }
 
-void ops_workspace_reserve(Device d, size_t bytes) { (void)ops_workspace(d, bytes); }
+void *ops_workspace(Device d, size_t bytes) { return workspace(0, d, bytes); }
+void ops_workspace_reserve(Device d, size_t bytes) { (void)workspace(0, d, bytes); }
+void *ops_gemm_workspace(Device d, size_t bytes) { return workspace(1, d, bytes); }
+void ops_gemm_workspace_reserve(Device d, size_t bytes) { (void)workspace(1, d, bytes); }
 
 void ops_workspace_free(void) {
-    for (int i = 0; i < 2; i++) {
-        device_free(i ? DEVICE_CUDA : DEVICE_CPU, g_ws[i]);
-        g_ws[i] = NULL;
-        g_ws_size[i] = 0;
-    }
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 2; k++) {
+            device_free(i ? DEVICE_CUDA : DEVICE_CPU, g_ws[i][k]);
+            g_ws[i][k] = NULL;
+            g_ws_size[i][k] = 0;
+        }
 }
 
 void ops_expect_same_numel(const Tensor *a, const Tensor *b, const char *op) {

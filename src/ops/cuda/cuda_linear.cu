@@ -1,8 +1,8 @@
 // cuda_linear.cu: linear layers and 1x1 convolutions on the GPU through cuBLASLt, matching ops/linear.c and the
 // pointwise case of ops/conv2d.c. Every GEMM goes through one wrapper, gemm_run: its matmul descriptor, layouts and
 // heuristic algorithm are created once per problem (shape, transposes, types, epilogue, pointer alignments) and
-// cached; the workspace is the ops workspace, sized by linear_cuda_workspace_bytes / conv1x1_cuda_workspace_bytes
-// so planners reserve it; the call is queued on the rank's compute stream. The emulator (src/cudaemu/cudaemu_blas.h)
+// cached; the workspace is the GEMM workspace (ops_gemm_workspace), sized by linear_cuda_workspace_bytes /
+// conv1x1_cuda_workspace_bytes so planners reserve it; the call is queued on the rank's compute stream. The emulator (src/cudaemu/cudaemu_blas.h)
 // serves the same calls in ctest -L cudaemu.
 //
 // Row-major tensors are column-major matrices transposed, so each product is written for cuBLASLt as D^T = ...:
@@ -283,7 +283,7 @@ extern "C" void linear_forward_cuda(void *out, const void *in, const void *w, co
                                     int OC, int dt) {
     if (!N) return;
     CHECK(IC > 0 && OC > 0, "", "linear_forward_cuda: %d inputs, %d outputs", IC, OC);
-    void *ws = ops_workspace(DEVICE_CUDA, linear_cuda_workspace_bytes(N, OC));
+    void *ws = ops_gemm_workspace(DEVICE_CUDA, linear_cuda_workspace_bytes(N, OC));
     // D [OC, N] = op_T(w [IC, OC]) in [IC, N] (+ b along OC)
     GemmKey k = gemm_key(dt, 0, CUBLAS_OP_T, CUBLAS_OP_N, b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, OC,
                          N, IC, IC, IC, OC);
@@ -303,7 +303,7 @@ extern "C" void linear_backward_cuda(void *din, float *dw, float *db, const void
                                      const void *w, int64_t N, int IC, int OC, int dt) {
     if (!N) return; // nothing to add; din has no elements
     CHECK(IC > 0 && OC > 0, "", "linear_backward_cuda: %d inputs, %d outputs", IC, OC);
-    char *ws = (char *)ops_workspace(DEVICE_CUDA, linear_cuda_workspace_bytes(N, OC));
+    char *ws = (char *)ops_gemm_workspace(DEVICE_CUDA, linear_cuda_workspace_bytes(N, OC));
     float *part = (float *)(ws + LT_WORKSPACE);
     if (din) { // D [IC, N] = w [IC, OC] dout [OC, N]
         GemmKey k = gemm_key(dt, 0, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, IC, N, OC, IC, OC, IC);
@@ -337,7 +337,7 @@ extern "C" void conv1x1_forward_cuda(void *out, const void *in, const void *w, c
                                      int64_t S, int dt) {
     if (!B || !S) return;
     CHECK(IC > 0 && OC > 0, "", "conv1x1_forward_cuda: %d inputs, %d outputs", IC, OC);
-    void *ws = ops_workspace(DEVICE_CUDA, conv1x1_cuda_workspace_bytes(B, OC));
+    void *ws = ops_gemm_workspace(DEVICE_CUDA, conv1x1_cuda_workspace_bytes(B, OC));
     // The bias runs along D's columns here (D_b = out[b]^T [S, OC]), where cuBLASLt's BIAS epilogue cannot add it:
     // it is broadcast into out first and the GEMM accumulates onto it (beta = 1).
     if (b) {
@@ -357,7 +357,7 @@ extern "C" void conv1x1_backward_cuda(void *din, float *dw, float *db, const voi
                                       const void *w, int B, int IC, int OC, int64_t S, int dt) {
     if (!B || !S) return;
     CHECK(IC > 0 && OC > 0, "", "conv1x1_backward_cuda: %d inputs, %d outputs", IC, OC);
-    char *ws = (char *)ops_workspace(DEVICE_CUDA, conv1x1_cuda_workspace_bytes(B, OC));
+    char *ws = (char *)ops_gemm_workspace(DEVICE_CUDA, conv1x1_cuda_workspace_bytes(B, OC));
     float *part = (float *)(ws + LT_WORKSPACE); // [B, OC] per-image bias-gradient sums
     size_t es = dt == DTYPE_BF16 ? 2 : 4;
     if (din) { // din_b^T [S, IC] = dout_b^T [S, OC] op_T(w^T as [IC, OC])
