@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "../core/common.h"
+#include "../core/device.h"
 #include "../io/utf8.h"
 #include "../rewards/reward.h"
 
@@ -64,6 +65,7 @@ static const char *const TRAINABLES[] = {"lora", "full", NULL};
 static const char *const SCHEDULES[] = {"constant", "cosine", NULL};
 static const char *const PROGRESS_MODES[] = {"auto", "on", "off", NULL};
 static const char *const EXPORTS[] = {"lora", "merged", "both", "none", NULL};
+static const char *const TRAIN_DEVICES[] = {"auto", "cpu", "cuda", NULL};
 static const char *const RESIZE_KERNELS[] = {"bilinear", "bicubic", NULL}; // ResizeKernel order
 
 static const struct {
@@ -159,6 +161,11 @@ static const ConfigKey KEYS[] = {
             "floor of the cosine schedule, as a fraction of lr"),
     K_FLOAT("train", "grad_clip", train.grad_clip, "1.0", 0, 1e6, 0, "global L2 gradient-norm limit; 0 = off"),
     K_INT("train", "threads", train.threads, "0", 0, 4096, "CPU threads per process; 0 = all cores"),
+    K_ENUM("train", "device", train.device, TRAIN_DEVICES, "auto",
+           "where an iteration runs: cuda (one GPU per rank, by local rank), cpu, or auto (the GPU when one is "
+           "visible; `drtune info --device` says which)"),
+    K_BOOL("train", "deterministic", train.deterministic, "true",
+           "GPU: only deterministic convolution algorithms, so a run repeats bit for bit on the same GPU"),
     K_FLOAT("train", "reduce_bucket_mb", train.reduce_bucket_mb, "1.0", 0, 1024, 0,
             "with several ranks, the gradient reduction starts during the last UNet backward whenever this many "
             "MiB of gradients are final (docs/DISTRIBUTED.md); 0 = one reduction after the backward"),
@@ -892,6 +899,16 @@ static const struct {
                    "path."},
     {rule_train, "`train.warmup` <= `train.iterations`; `output.export = lora` needs `train.trainable = lora`."},
 };
+
+Device config_device(const Config *c) {
+    switch (c->train.device) {
+    case TRAIN_DEVICE_CPU: return DEVICE_CPU;
+    case TRAIN_DEVICE_CUDA:
+        USER_CHECK(device_cuda_available(), "train.device = cuda, but no GPU is visible (drtune info --device)");
+        return DEVICE_CUDA;
+    default: return device_cuda_available() ? DEVICE_CUDA : DEVICE_CPU;
+    }
+}
 
 void config_validate(const Config *c) {
     for (size_t i = 0; i < sizeof RULES / sizeof RULES[0]; i++) RULES[i].check(c);

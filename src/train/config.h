@@ -15,6 +15,7 @@ extern "C" {
 typedef enum { TRAINABLE_LORA, TRAINABLE_FULL } Trainable;
 typedef enum { SCHEDULE_CONSTANT, SCHEDULE_COSINE } LrSchedule;
 typedef enum { EXPORT_LORA, EXPORT_MERGED, EXPORT_BOTH, EXPORT_NONE } ExportMode;
+typedef enum { TRAIN_DEVICE_AUTO, TRAIN_DEVICE_CPU, TRAIN_DEVICE_CUDA } TrainDevice;
 
 #define CONFIG_PATH_MAX 1024
 #define CONFIG_TEXT_MAX 1024
@@ -76,6 +77,8 @@ typedef struct {
         double min_lr_ratio;                   // cosine floor, as a fraction of lr
         double grad_clip;                      // global L2 norm limit; 0 = off
         int threads;                           // 0 = all cores
+        TrainDevice device;                    // auto: the GPU when one is visible
+        int deterministic;                     // deterministic GPU algorithms (cuDNN) only
         double reduce_bucket_mb;               // gradient reduction bucket during the backward; 0 = after it
     } train;
     struct {
@@ -119,6 +122,8 @@ void config_apply_overrides(Config *c, int n, char *const *args);
 // Cross-field checks (method.k <= sampler.steps, reward.weights matching reward.names, ...): user error naming
 // the keys involved.
 void config_validate(const Config *c);
+// train.device resolved: auto is the GPU when one is visible, else the CPU; cuda without a GPU is a user error.
+Device config_device(const Config *c);
 // Defaults, then the file (when path != NULL), then the overrides, then config_validate.
 void config_load(Config *c, const char *path, int n_overrides, char *const *overrides);
 

@@ -9,8 +9,10 @@ void grad_sync_init(GradSync *s, const Arena *layout, const UNetConfig *cfg, int
                     const DistShard *shard, float *out, double bucket_mb) {
     memset(s, 0, sizeof *s);
     s->g = layout->base, s->end = end, s->shard = shard, s->out = out;
+    s->device = layout->device;
     s->n_parts = unet_backward_parts(cfg);
     s->bucket = (int64_t)(bucket_mb * (1 << 20) / sizeof(float));
+    if (s->device == DEVICE_CUDA && shard) s->bucket = 0; // NCCL reduce-scatters the whole buffer after the backward
     CHECK(n <= end && end <= (int64_t)(layout->size / sizeof(float)) && s->n_parts <= GRAD_SYNC_MAX_PARTS, "",
           "gradient arena of %lld floats shorter than its layout of %lld", (long long)(layout->size / sizeof(float)),
           (long long)end);
@@ -42,13 +44,22 @@ void grad_sync_init(GradSync *s, const Arena *layout, const UNetConfig *cfg, int
 // Starts the reduction of [lo, s->sent).
 static void start(GradSync *s, int64_t lo) {
     if (lo >= s->sent) return;
+    if (s->device == DEVICE_CUDA) {
+        if (dist_size() > 1 && s->shard) s->out = dist_device_reduce_scatter_sum_f32(s->g, s->shard); // lo == 0
+        else if (dist_size() > 1) {
+            CHECK(s->n_req < GRAD_SYNC_MAX_PARTS + 1, "", "more device reductions than backward parts");
+            dist_device_allreduce_start(s->g + lo, s->sent - lo, &s->req[s->n_req++]);
+        }
+        s->sent = lo;
+        return;
+    }
     if (s->shard) dist_reduce_scatter_start_f32(s->g, lo, s->sent, s->shard, s->out, &s->q);
     else dist_allreduce_start_f32(s->g + lo, s->sent - lo, &s->q);
     s->sent = lo;
 }
 
 void grad_sync_begin(GradSync *s) {
-    CHECK(s->q.n == 0, "", "gradient reductions of the previous iteration still queued");
+    CHECK(s->q.n == 0 && s->n_req == 0, "", "gradient reductions of the previous iteration still queued");
     s->sent = s->end, s->early = 0, s->sec_wait = 0;
 }
 
@@ -60,13 +71,18 @@ void grad_sync_ready(void *ctx, int part) {
         s->early += s->sent - lo;
         start(s, lo);
     }
-    dist_queue_test(&s->q);
+    if (s->device == DEVICE_CPU) dist_queue_test(&s->q);
 }
 
 float *grad_sync_finish(GradSync *s) {
     double t0 = dt_now();
     start(s, 0);
-    dist_queue_wait(&s->q);
+    if (s->device == DEVICE_CUDA) {
+        for (int i = 0; i < s->n_req; i++) dist_device_wait(&s->req[i], 0);
+        s->n_req = 0;
+    } else {
+        dist_queue_wait(&s->q);
+    }
     s->sec_wait = dt_now() - t0;
     return s->shard ? s->out : s->g;
 }

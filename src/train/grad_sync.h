@@ -28,6 +28,9 @@ typedef struct {
     int64_t bucket;            // floats per bucket; 0: one reduction after the backward
     int64_t sent;              // [sent, end) is being reduced
     DistQueue q;
+    Device device;             // where g lives: on the GPU the reductions are NCCL calls on the communication stream
+    DistRequest req[GRAD_SYNC_MAX_PARTS + 1]; // GPU: the all-reduces started this iteration
+    int n_req;
     int64_t early;             // this iteration: floats whose reduction started during the backward
     double sec_wait;           // this iteration: seconds waiting for the reductions after the backward
 } GradSync;
@@ -43,7 +46,8 @@ void grad_sync_begin(GradSync *s);
 // Part p of the last backward is final (the UNet backward's ready callback; ctx is the GradSync).
 void grad_sync_ready(void *ctx, int part);
 // Starts what is left, waits for every reduction, and returns the summed gradient: g (all-reduce) or out (this
-// rank's shard).
+// rank's shard). On the GPU the compute stream waits for the reductions (the host does not), a sharded gradient
+// is reduce-scattered in place after the backward and the shard returned is g's own, and on one rank nothing moves.
 float *grad_sync_finish(GradSync *s);
 // The fraction of the gradient whose reduction started during the backward, this iteration.
 double grad_sync_overlap(const GradSync *s);

@@ -25,6 +25,11 @@ void model_load(Model *m, const char *dir, int steps) {
     ddim_set_timesteps(&m->sched, steps);
 }
 
+void model_to_device(Model *m, Device d) {
+    arena_to_device(&m->unet_params, d);
+    arena_to_device(&m->vae_params, d);
+}
+
 void model_free(Model *m) {
     pipeline_free(&m->text);
     unet_free(&m->unet);

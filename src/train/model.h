@@ -25,6 +25,9 @@ typedef struct {
 // sampling steps. Every problem with the folder is a user error naming the file.
 void model_load(Model *m, const char *dir, int steps);
 void model_free(Model *m);
+// Moves the UNet and VAE weights to device d (one copy each); the text encoders stay on the host, where prompts are
+// encoded once per batch and the engine copies the embeddings over.
+void model_to_device(Model *m, Device d);
 
 // Conditioning of B prompts for the UNet rows ([uncond; cond] when cfg), for images of H x W pixels (SDXL's
 // add_time_ids). The negative prompt applies to every row (NULL or "" for none). cond points into emb.

@@ -34,8 +34,12 @@ typedef struct {
     const Config *cfg;
     Model model;
     SetupRewards rw;
+    Device device;          // where the iteration runs (train.device): weights, gradients, moments and activations
     TrainSet ts;            // the trainable set: flat fp32 parameters p and gradients g (setup.h)
     float *m, *v;           // Adam moments: this rank's shard (full fine-tuning) or all of them (LoRA)
+    int64_t moments;        // floats in m and v
+    float *hp, *hm, *hv;    // GPU: host copies of p, m and v for checkpoints (on the CPU: p, m and v themselves)
+    double *dsumsq;         // GPU: the gradient's sum of squares (a device double)
     DistShard shard;        // this rank's range of the flat buffers (sharded state; checkpoint writes)
     float *gshard;          // sharded on several ranks: this rank's shard of the summed gradient [shard.shard]
     GradSync sync;          // the reduction, started during the last backward (grad_sync.h)
@@ -58,6 +62,9 @@ static void trainer_setup(Trainer *t, const Config *c) {
                "the global batch)",
                c->train.batch, R);
     setup_threads(c->train.threads);
+    Device d = t->device = config_device(c);
+    device_select(d, dist_local_rank());
+    if (d == DEVICE_CUDA) conv2d_set_deterministic(c->train.deterministic);
     model_load(&t->model, c->model.path, c->sampler.steps);
     RewardModels models = setup_reward_models(c);
     setup_rewards(&t->rw, c->reward.n_names, c->reward.names, c->reward.weights, c->reward.colour, &models);
@@ -67,16 +74,27 @@ static void trainer_setup(Trainer *t, const Config *c) {
     t->B = c->train.batch, t->Bl = t->B / R, t->b0 = r * t->Bl;
     setup_trainable(&t->ts, &t->model, c, R);
     dist_shard_init(&t->shard, t->ts.n, R, r);
-    int64_t moments = sharded(t) ? dist_shard_count(&t->shard) : t->ts.n;
-    t->m = xcalloc((size_t)(moments > 0 ? moments : 1), sizeof(float));
-    t->v = xcalloc((size_t)(moments > 0 ? moments : 1), sizeof(float));
+    int64_t moments = t->moments = sharded(t) ? dist_shard_count(&t->shard) : t->ts.n;
+    size_t mbytes = sizeof(float) * (size_t)(moments > 0 ? moments : 1);
+    if (d != DEVICE_CPU) { // loaded and initialised on the host, then moved in one copy per arena
+        model_to_device(&t->model, d);
+        arena_to_device((Arena *)t->ts.grads, d);
+        if (t->ts.params != &t->model.unet_params) arena_to_device((Arena *)t->ts.params, d);
+        t->ts.p = t->ts.params->base, t->ts.g = t->ts.grads->base;
+        t->hp = xmalloc(sizeof(float) * (size_t)(t->ts.n > 0 ? t->ts.n : 1));
+        t->hm = xcalloc(1, mbytes), t->hv = xcalloc(1, mbytes);
+        t->dsumsq = device_alloc(d, sizeof(double));
+        ops_workspace_reserve(d, grad_sumsq_device_workspace_bytes(moments));
+    }
+    t->m = device_alloc(d, mbytes), t->v = device_alloc(d, mbytes); // zero-filled
+    if (d == DEVICE_CPU) t->hp = t->ts.p, t->hm = t->m, t->hv = t->v;
     float guidance = c->method.cfg ? (float)c->sampler.guidance : 1.0f;
     engine_init(&t->eng, &t->model.unet, &t->ts.slots, &t->model.vae, &t->model.sched, &t->rw.set, guidance,
                 (float)c->sampler.eta, t->Bl, t->h, t->w, 77);
     t->eng.loss_scale = 1.0f / (float)t->B; // the reduced gradient is the one of the global batch
     // one rank: the shard is the whole buffer, so the gradient stays where the backward left it
     int scatter = sharded(t) && R > 1;
-    if (scatter) t->gshard = xaligned_alloc(sizeof(float) * (size_t)t->shard.shard);
+    if (scatter && d == DEVICE_CPU) t->gshard = xaligned_alloc(sizeof(float) * (size_t)t->shard.shard);
     grad_sync_init(&t->sync, t->ts.grads, &t->model.unet.cfg, t->ts.n, sharded(t) ? t->shard.padded : t->ts.n,
                    scatter ? &t->shard : NULL, t->gshard, c->train.reduce_bucket_mb);
     if (R > 1) t->eng.ready = grad_sync_ready, t->eng.ready_ctx = &t->sync;
@@ -87,8 +105,12 @@ static void trainer_free(Trainer *t) {
     grad_sync_free(&t->sync);
     free(t->gshard);
     setup_trainable_free(&t->ts);
-    free(t->m);
-    free(t->v);
+    device_free(t->device, t->m);
+    device_free(t->device, t->v);
+    if (t->device != DEVICE_CPU) {
+        free(t->hp), free(t->hm), free(t->hv);
+        device_free(t->device, t->dsumsq);
+    }
     prompts_free(t->prompts);
     model_free(&t->model);
 }
@@ -99,10 +121,31 @@ static CkptTensors trainer_tensors(Trainer *t, int loading) {
     int64_t lo = dist_shard_lo(&t->shard), hi = lo + dist_shard_count(&t->shard), n = t->ts.n;
     int whole = !sharded(t) && loading; // LoRA: every rank loads all of it
     CkptTensors k = {.layout = t->ts.params, .trainable = sharded(t) ? "full" : "lora", .n_buf = 3};
-    k.buf[0] = (CkptBuffer){"params", t->ts.p, 0, whole ? 0 : lo, whole ? n : hi};
-    k.buf[1] = (CkptBuffer){"adam_m", t->m, sharded(t) ? lo : 0, whole ? 0 : lo, whole ? n : hi};
-    k.buf[2] = (CkptBuffer){"adam_v", t->v, sharded(t) ? lo : 0, whole ? 0 : lo, whole ? n : hi};
+    k.buf[0] = (CkptBuffer){"params", t->hp, 0, whole ? 0 : lo, whole ? n : hi};
+    k.buf[1] = (CkptBuffer){"adam_m", t->hm, sharded(t) ? lo : 0, whole ? 0 : lo, whole ? n : hi};
+    k.buf[2] = (CkptBuffer){"adam_v", t->hv, sharded(t) ? lo : 0, whole ? 0 : lo, whole ? n : hi};
     return k;
+}
+
+// GPU: the checkpointed buffers between the device and their host copies (to_host: for a save; else after a load).
+static void trainer_sync_host(Trainer *t, int to_host) {
+    if (t->device == DEVICE_CPU) return;
+    size_t pb = sizeof(float) * (size_t)t->ts.n, mb = sizeof(float) * (size_t)t->moments;
+    if (to_host) {
+        device_copy(t->hp, DEVICE_CPU, t->ts.p, t->device, pb);
+        device_copy(t->hm, DEVICE_CPU, t->m, t->device, mb);
+        device_copy(t->hv, DEVICE_CPU, t->v, t->device, mb);
+    } else {
+        device_copy(t->ts.p, t->device, t->hp, DEVICE_CPU, pb);
+        device_copy(t->m, t->device, t->hm, DEVICE_CPU, mb);
+        device_copy(t->v, t->device, t->hv, DEVICE_CPU, mb);
+    }
+}
+
+// All-gathers the sharded parameters after the shards were updated (or loaded).
+static void trainer_allgather(Trainer *t) {
+    if (t->device == DEVICE_CPU) dist_allgather_f32(t->ts.p, &t->shard);
+    else if (dist_size() > 1) dist_device_allgather_f32(t->ts.p, &t->shard);
 }
 
 // Completes the sum of the ranks' gradients (started during the backward) and applies AdamW to this rank's part
@@ -115,6 +158,25 @@ static double trainer_update(Trainer *t, const AdamWConfig *oc, float lr, int *a
         p = t->ts.p + dist_shard_lo(&t->shard);
         count = dist_shard_count(&t->shard);
     }
+    if (t->device != DEVICE_CPU) { // the norm, the clip and the skip are decided on the GPU; one scalar comes back
+        double sumsq;
+        grad_sumsq_device(t->dsumsq, g, count, 0);
+        if (sharded(t) && dist_size() > 1) {
+            device_copy(&sumsq, DEVICE_CPU, t->dsumsq, t->device, sizeof sumsq);
+            dist_allreduce_sum_f64(&sumsq, 1);
+            device_copy(t->dsumsq, t->device, &sumsq, DEVICE_CPU, sizeof sumsq);
+        }
+        adamw_update_device(oc, lr, *applied + 1, t->dsumsq, p, g, t->m, t->v, count);
+        device_copy(&sumsq, DEVICE_CPU, t->dsumsq, t->device, sizeof sumsq);
+        double norm = sqrt(sumsq);
+        if (!isfinite(norm)) {
+            (*skipped)++;
+            return norm;
+        }
+        (*applied)++;
+        if (sharded(t)) trainer_allgather(t);
+        return norm;
+    }
     double sumsq = grad_sumsq(g, count);
     if (sharded(t)) dist_allreduce_sum_f64(&sumsq, 1);
     double norm = sqrt(sumsq);
@@ -124,7 +186,7 @@ static double trainer_update(Trainer *t, const AdamWConfig *oc, float lr, int *a
     }
     (*applied)++;
     adamw_update(oc, lr, *applied, grad_clip_coef(oc, norm), p, g, t->m, t->v, count);
-    if (sharded(t)) dist_allgather_f32(t->ts.p, &t->shard);
+    if (sharded(t)) trainer_allgather(t);
     return norm;
 }
 
@@ -146,7 +208,7 @@ static void write_samples(Trainer *t, const char *path, float *mean_reward) {
         model_sample_seeded(&t->model, &e, t->prompts[i % t->n_prompts], c->sampler.negative_prompt, t->H, t->W,
                             (uint64_t)c->log.sample_seeds[i]);
         sum += e.reward[0];
-        memcpy(grid + i * img, e.image.data, sizeof(float) * (size_t)img);
+        device_copy(grid + i * img, DEVICE_CPU, e.image.data, e.image.device, sizeof(float) * (size_t)img);
     }
     pngio_write_grid(path, grid, n, t->H, t->W, 0);
     if (mean_reward) *mean_reward = (float)(sum / n);
@@ -175,6 +237,10 @@ static void export_weights(Trainer *t, const char *dir) {
     const Config *c = t->cfg;
     char path[2048];
     dt_mkdirs(dir);
+    if (t->device != DEVICE_CPU) { // the end of the run: the weights go back to the host to be written
+        arena_to_device(&t->model.unet_params, DEVICE_CPU);
+        if (t->ts.params != &t->model.unet_params) arena_to_device((Arena *)t->ts.params, DEVICE_CPU);
+    }
     if (c->train.trainable == TRAINABLE_LORA && (c->output.export_mode == EXPORT_LORA || c->output.export_mode == EXPORT_BOTH)) {
         dt_path(path, sizeof path, "%s/pytorch_lora_weights.safetensors", dir);
         lora_save(&t->ts.lora, path);
@@ -272,7 +338,8 @@ int trainer_run(const Config *c, const char *resume) {
     CkptTensors load = trainer_tensors(&t, 1);
     char used[2048];
     int resumed = ckpt_resume(resume, ckdir, &st, &load, used, sizeof used);
-    if (resumed && sharded(&t)) dist_allgather_f32(t.ts.p, &t.shard);
+    if (resumed) trainer_sync_host(&t, 0);
+    if (resumed && sharded(&t)) trainer_allgather(&t);
     int start = resumed ? st.iteration : 0, applied = st.applied, skipped = st.skipped;
     int n_rows = st.n_rows, cap_rows = c->train.iterations > n_rows ? c->train.iterations : n_rows;
     MetricsRow *rows = xcalloc((size_t)(cap_rows > 0 ? cap_rows : 1), sizeof(MetricsRow));
@@ -297,8 +364,8 @@ int trainer_run(const Config *c, const char *resume) {
     arena_print(t.ts.grads);
     char nb[32];
     int64_t moments = sharded(&t) ? dist_shard_count(&t.shard) : t.ts.n;
-    printf("  %-12s %6d tensors %12lld elements %12s (cpu)%s\n", "optimizer", 2, (long long)(2 * moments),
-           dt_format_bytes(nb, sizeof nb, 8.0 * (double)moments),
+    printf("  %-12s %6d tensors %12lld elements %12s (%s)%s\n", "optimizer", 2, (long long)(2 * moments),
+           dt_format_bytes(nb, sizeof nb, 8.0 * (double)moments), device_name(t.device),
            sharded(&t) && dist_size() > 1 ? " this rank's shard" : "");
     if (t.gshard)
         printf("  %-12s %6d tensors %12lld elements %12s (cpu) the summed gradient's shard\n", "grad-shard", 1,
@@ -355,7 +422,7 @@ int trainer_run(const Config *c, const char *resume) {
         UNetCond cond;
         model_condition(&t.model, batch_prompts, c->sampler.negative_prompt, Bl, c->method.cfg, t.H, t.W, &emb,
                         &cond);
-        memset(t.ts.g, 0, sizeof(float) * (size_t)t.sync.end); // with the shard padding
+        device_zero(t.device, t.ts.g, sizeof(float) * (size_t)t.sync.end); // with the shard padding
         IterResult res;
         grad_sync_begin(&t.sync);
         engine_iteration(&t.eng, &plan, &cond, batch_prompts, &xT, c->sampler.eta > 0 ? &z : NULL,
@@ -409,6 +476,7 @@ int trainer_run(const Config *c, const char *resume) {
                            .batch = B, .prompt_cursor = (int64_t)done * B, .lr = lr, .config = ini,
                            .rows = rows, .n_rows = n_rows};
             CkptTensors save = trainer_tensors(&t, 0);
+            trainer_sync_host(&t, 1);
             double bytes = ckpt_save(ckdir, &s, &save, c->output.keep);
             if (root && prog.bar == 1) fputc('\n', stderr);
             printf("checkpoint %s/ckpt-%06d.h5: iteration %d, %s in %.2f s\n", ckdir, done, done,
