@@ -1,6 +1,7 @@
 // device.c: the CPU side of device.h, and dispatch to the CUDA runtime launchers when built with CUDA.
 #include "device.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,6 +86,31 @@ void device_synchronize(Device d) {
 #else
     (void)d;
 #endif
+}
+
+// The first number in a small text file (cgroup and /proc files); 0 when absent or not a number ("max").
+static unsigned long long file_number(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long v = 0;
+    size_t klen = key ? strlen(key) : 0;
+    while (fgets(line, sizeof line, f))
+        if (!key || !strncmp(line, key, klen)) {
+            if (sscanf(line + klen, "%llu", &v) != 1) v = 0;
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+size_t device_available_bytes(Device d) {
+    if (d != DEVICE_CPU) return 0;
+    unsigned long long avail = file_number("/proc/meminfo", "MemAvailable:") * 1024ull; // reported in kB
+    unsigned long long limit = file_number("/sys/fs/cgroup/memory.max", NULL);         // cgroup v2: a container
+    unsigned long long used = file_number("/sys/fs/cgroup/memory.current", NULL);
+    if (limit && used <= limit && (!avail || limit - used < avail)) avail = limit - used;
+    return (size_t)avail;
 }
 
 void tensor_copy(Tensor *dst, const Tensor *src) {

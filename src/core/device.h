@@ -17,6 +17,9 @@ void device_free(Device d, void *p);
 void device_zero(Device d, void *p, size_t bytes);
 void device_copy(void *dst, Device dd, const void *src, Device sd, size_t bytes);
 void device_synchronize(Device d);
+// Bytes that can still be allocated on d now, or 0 when unknown. CPU: the kernel's MemAvailable, lowered by this
+// process's cgroup memory limit when one is set. CUDA: 0 for now (the device's free memory plugs in here).
+size_t device_available_bytes(Device d);
 // Copies a tensor between devices (same dtype and element count).
 void tensor_copy(Tensor *dst, const Tensor *src);
 

@@ -326,10 +326,8 @@ static int in_range(const ConfigKey *k, double v) {
 }
 
 static int parse_int(const ConfigKey *k, const char *s, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < INT_MIN || v > INT_MAX || !in_range(k, (double)v)) return 0;
+    long v;
+    if (!dt_parse_int(s, INT_MIN, INT_MAX, &v) || !in_range(k, (double)v)) return 0;
     *out = (int)v;
     return 1;
 }
