@@ -87,7 +87,7 @@ static int check_forward(const char *name, int64_t B, int64_t H, int64_t D, int6
                 err_l = fmax(err_l, fabs(lse[(b * H + h) * Tq + i] - l));
                 max_l = fmax(max_l, fabs(l));
             }
-    free(p);
+    gc_free(p);
     double rel_o = err_o / max_o, rel_l = err_l / max_l;
     int ok = rel_o <= 1e-5 && rel_l <= 1e-5;
     printf("%s %-28s forward vs double: out rel err %.2e, lse rel err %.2e (tol 1e-5)\n", ok ? "ok  " : "FAIL", name,

@@ -121,7 +121,7 @@ static void check_backward(const char *dir, int lora) {
     unet_acts_free(&acts);
     arena_free(&am);
     if (lora) lora_free(&l);
-    else arena_free(&gradmem);
+    arena_free(&gradmem); // LoRA: planned only (the slots of the base gradients)
     unet_free(&grads);
     unet_free(&net);
     arena_free(&params);
