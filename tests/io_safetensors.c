@@ -171,6 +171,11 @@ static int make_cases(Case *c) {
                  "shape[0] is negative");
     c[n++] = bad("fractional dim", json_file("{'a':{'dtype':'F32','shape':[2.5],'data_offsets':[0,8]}}", 8),
                  "shape[0] is not an integer");
+    c[n++] = bad("dim 2.0", json_file("{'a':{'dtype':'F32','shape':[2.0],'data_offsets':[0,8]}}", 8),
+                 "'2.0' at byte 29 is an integer written as a float");
+    c[n++] = bad("dim 2e0", json_file("{'a':{'dtype':'F32','shape':[2e0],'data_offsets':[0,8]}}", 8),
+                 "'2e0' at byte 29 is an integer written as a float");
+    c[n++] = bad("offset 8.0", json_file("{'a':{" T2F32 ",'data_offsets':[0,8.0]}}", 8), "'8.0' at byte");
     c[n++] = bad("dim above 2^53",
                  json_file("{'a':{'dtype':'F32','shape':[9007199254740994],'data_offsets':[0,8]}}", 8),
                  "larger than 2^53");
