@@ -524,22 +524,31 @@ static void read_int(const SafeTensors *file, const StTensor *t, Tensor *dst, in
     free(stage);
 }
 
-// Float data must be finite: a NaN or infinity in weights, adapters or latents would spread through every result.
-// Checked on the file's bits (exponent all ones), whatever dtype the data is read into.
-static void check_finite(const SafeTensors *file, const StTensor *t, int64_t n) {
+int64_t safetensors_first_nonfinite(const StTensor *t, int *is_nan) {
+    if (!is_float_dtype(t->dtype)) return -1;
     const uint8_t *p = t->data;
     size_t es = safetensors_dtype_size(t->dtype);
+    int64_t n = (int64_t)(t->nbytes / es);
     uint32_t mask = t->dtype == ST_F32 ? 0x7F800000u : t->dtype == ST_F16 ? 0x7C00u : 0x7F80u;
     for (int64_t i = 0; i < n; i++) {
         uint32_t bits = 0;
         memcpy(&bits, p + (size_t)i * es, es); // little-endian host, like the file
         if ((bits & mask) != mask) continue;
-        char q[QUOTE_LEN];
-        uint32_t frac = bits & ~mask & (t->dtype == ST_F32 ? 0x7FFFFFu : t->dtype == ST_F16 ? 0x3FFu : 0x7Fu);
-        dt_user_error("'%s': tensor %s holds %s at element %lld (only finite values are accepted)",
-                      file->path ? file->path : "<memory>", quote(q, sizeof q, t->name), frac ? "NaN" : "infinity",
-                      (long long)i);
+        if (is_nan) *is_nan = (bits & ~mask & (t->dtype == ST_F32 ? 0x7FFFFFu : t->dtype == ST_F16 ? 0x3FFu : 0x7Fu)) != 0;
+        return i;
     }
+    return -1;
+}
+
+// Float data must be finite: a NaN or infinity in weights, adapters or latents would spread through every result.
+static void check_finite(const SafeTensors *file, const StTensor *t) {
+    int is_nan = 0;
+    int64_t i = safetensors_first_nonfinite(t, &is_nan);
+    if (i < 0) return;
+    char q[QUOTE_LEN];
+    dt_user_error("'%s': tensor %s holds %s at element %lld (only finite values are accepted)",
+                  file->path ? file->path : "<memory>", quote(q, sizeof q, t->name), is_nan ? "NaN" : "infinity",
+                  (long long)i);
 }
 
 void safetensors_read_tensor(const SafeTensors *st, const StTensor *t, Tensor *dst) {
@@ -556,7 +565,7 @@ void safetensors_read_tensor(const SafeTensors *st, const StTensor *t, Tensor *d
     }
     if (n == 0) return;
     if (dst_float) {
-        check_finite(st, t, n);
+        check_finite(st, t);
         read_float(t, dst, n);
     } else {
         read_int(st, t, dst, n);
