@@ -91,10 +91,14 @@ static int trial(Trials *tr, const char *dir, int ranks, int in_write, int *done
     dh_check(c >= 0 && lost >= 0 && lost <= EVERY,
              "%s: resumed at iteration %d after a kill at %d done (lost %d <= %d)", dir, c, *done_before, lost, EVERY);
     if (lost > tr->worst_loss) tr->worst_loss = lost;
+    int reaped = 0, status = 0; // the run ended (and was reaped here) while waiting for a write
     if (in_write) {
         double t0 = dh_now();
         for (find_tmp(dir, tmp, sizeof tmp); !tmp[0] && dh_now() - t0 < 20; find_tmp(dir, tmp, sizeof tmp)) {
-            if (waitpid(pid, NULL, WNOHANG) == pid) break;
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                reaped = 1;
+                break;
+            }
             dh_sleep(0.005);
         }
         dh_sleep(uniform(0, 0.3));
@@ -105,9 +109,9 @@ static int trial(Trials *tr, const char *dir, int ranks, int in_write, int *done
             dh_sleep(0.005);
         dh_sleep(uniform(0, 0.1));
     }
-    pid_t victim = ranks ? rank_of(pid) : pid;
+    pid_t victim = reaped ? 0 : ranks ? rank_of(pid) : pid;
     if (victim <= 0 || kill(victim, SIGKILL) != 0) { // finished already
-        int rc = dh_wait(pid, 120);
+        int rc = !reaped ? dh_wait(pid, 120) : WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
         dh_check(rc == 0, "%s: the run finished (exit %d)", dir, rc);
         tr->finished++;
         *done_before = 0;

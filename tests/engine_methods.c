@@ -294,7 +294,7 @@ int main(void) {
     arena_free(&plan_only);
     Lora lora;
     const char *targets[4] = {"to_q", "to_k", "to_v", "to_out.0"};
-    lora_attach(&lora, &s.unet, &s.params, &lgrads, 2, 2.0f, targets, 4, 0);
+    lora_attach(&lora, &s.unet, &s.params, &lgrads, 2, 2.0f, targets, 4, 0, "test");
     for (int i = 0; i < lora.params.n; i++) {
         char name[700];
         snprintf(name, sizeof name, "lora_init.%s", lora.params.entries[i].name);

@@ -10,9 +10,34 @@
 #include "../src/core/rng.h"
 #include "../src/ops/ops.h"
 
+// Every tensor gc_tensor made, freed at exit (the checks keep them for the whole program; a leak check at exit
+// would otherwise report each one).
+static void **g_made;
+static int g_n_made, g_cap_made;
+
+static void free_made(void) {
+    for (int i = 0; i < g_n_made; i++) free(g_made[i]);
+    free(g_made);
+}
+
+void gc_free(void *p) {
+    for (int i = g_n_made - 1; i >= 0; i--)
+        if (g_made[i] == p) {
+            g_made[i] = g_made[--g_n_made];
+            break;
+        }
+    free(p);
+}
+
 Tensor gc_tensor(int ndim, const int64_t *shape) {
     Tensor t = tensor_make(NULL, DTYPE_F32, DEVICE_CPU, ndim, shape);
     t.data = xcalloc((size_t)tensor_numel(&t) + 1, sizeof(float));
+    if (g_n_made == g_cap_made) {
+        if (!g_cap_made) atexit(free_made);
+        g_cap_made = g_cap_made ? 2 * g_cap_made : 256;
+        g_made = xrealloc(g_made, sizeof(void *) * (size_t)g_cap_made);
+    }
+    g_made[g_n_made++] = t.data;
     return t;
 }
 

@@ -36,7 +36,10 @@ typedef struct {
 int gradcheck_run(GradCheck *gc);
 
 // Test helpers: fp32 CPU tensors owned by the test (freed at exit by the OS).
+// A zero-filled fp32 CPU tensor, freed when the program exits unless gc_free releases its data earlier.
 Tensor gc_tensor(int ndim, const int64_t *shape);
+// free(p), and p is no longer freed at exit when gc_tensor made it (any pointer may be given).
+void gc_free(void *p);
 #define GC_TENSOR(...) gc_tensor((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
 // Fills with uniform values in [lo, hi) from a fixed stream.
 void gc_fill_uniform(Tensor *t, float lo, float hi, uint64_t stream);

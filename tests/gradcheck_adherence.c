@@ -47,7 +47,7 @@ static void fill_images(Ctx *c, const SceneColour *near, SceneColour other, int6
                 x[i] = 2.0f * rgb[ch] - 1.0f + j[i];
             }
         }
-    free(jitter.data);
+    gc_free(jitter.data);
 }
 
 static int check(const char *name, const char *const prompts[B], const SceneColour near[B], SceneColour other) {
@@ -119,8 +119,8 @@ static void check_values(void) {
     const char *green[1] = {"a green circle"};
     r.score(&r, &img, green, &s, NULL, NULL);
     tu_check(s > 0.9f && s < 1.0f, "an all-green image for \"a green circle\" scores %.4f", s);
-    free(x);
-    free(dx);
+    gc_free(x);
+    gc_free(dx);
 }
 
 int main(void) {

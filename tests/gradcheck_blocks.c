@@ -81,7 +81,7 @@ static void finish(Ctx *c, int64_t scratch_need, const int64_t *xshape, const in
 
 static void release(Ctx *c) {
     Tensor *owned[] = {&c->x, &c->dx, &c->out, &c->dout, &c->temb, &c->dtemb, &c->ctx};
-    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) free(owned[i]->data);
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) gc_free(owned[i]->data);
     if (c->kind == K_TRANSFORMER) {
         transformer_free(&c->tp);
         transformer_free(&c->tg);

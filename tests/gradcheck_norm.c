@@ -136,7 +136,7 @@ static int check_reference(Ctx *c, const char *name) {
                     rel_err(tensor_f32(&c->dbeta), db, c->C)};
     int f = report("forward vs double", name, 3, fl, fe, 1e-5);
     f += report("backward vs double", name, 3, bl, bk, 1e-5);
-    free(y), free(dx), free(mean), free(rstd), free(dg), free(db);
+    gc_free(y), gc_free(dx), gc_free(mean), gc_free(rstd), gc_free(dg), gc_free(db);
     return f;
 }
 
@@ -166,7 +166,7 @@ static int check_partial(Ctx *c, const char *name) {
     bwd_with(c, &none, &none, &c->dbeta);
     ok &= same(&c->dbeta, db);
     printf("%s %-28s skipped gradients leave the others unchanged\n", ok ? "ok  " : "FAIL", name);
-    free(dx), free(dg), free(db);
+    gc_free(dx), gc_free(dg), gc_free(db);
     return !ok;
 }
 

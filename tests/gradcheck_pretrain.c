@@ -96,7 +96,7 @@ static int check_text(Activation act, int *checks) {
     clip_text_train_free(&c.r);
     clip_text_free(&c.m);
     clip_text_free(&c.g);
-    free(c.dout.data);
+    gc_free(c.dout.data);
     return failures;
 }
 
@@ -161,7 +161,7 @@ static int check_vae(int *checks) {
     arena_free(&c.params);
     arena_free(&c.grads);
     arena_free(&c.acts);
-    free(c.image.data), free(c.mean.data), free(c.logvar.data), free(c.dmean.data), free(c.dlogvar.data);
+    gc_free(c.image.data), gc_free(c.mean.data), gc_free(c.logvar.data), gc_free(c.dmean.data), gc_free(c.dlogvar.data);
     return failures;
 }
 
@@ -280,7 +280,7 @@ static int check_unet(int *checks) {
     unet_free(&c.net), unet_free(&c.g), unet_free(&c.g_ref);
     arena_free(&c.params), arena_free(&c.grads), arena_free(&c.grads_ref), arena_free(&c.acts);
     Tensor owned[] = {c.in, c.eps, c.deps, c.ctx, c.dctx, c.t};
-    for (int i = 0; i < 6; i++) free(owned[i].data);
+    for (int i = 0; i < 6; i++) gc_free(owned[i].data);
     return failures;
 }
 

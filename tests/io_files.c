@@ -59,7 +59,7 @@ static void test_prompts(void) {
     n = (size_t)sprintf(too_long, "ok\n");
     memset(too_long + n, 'y', PROMPTS_LINE_MAX + 1);
     tu_write_bytes(tu_path("long.txt"), too_long, n + PROMPTS_LINE_MAX + 1);
-    TU_EXPECT_USER_ERROR(read_prompts, tu_path("long.txt"), "long.txt:2: line of 4097 bytes (at most 4096)");
+    TU_EXPECT_USER_ERROR(read_prompts, tu_path("long.txt"), "long.txt:2: prompt of 4097 bytes (at most 4096)");
 
     tu_write_bytes(tu_path("nul.txt"), "a\nb\nc\0d\n", 8);
     TU_EXPECT_USER_ERROR(read_prompts, tu_path("nul.txt"), "nul.txt:3: NUL byte");

@@ -171,6 +171,11 @@ static int make_cases(Case *c) {
                  "shape[0] is negative");
     c[n++] = bad("fractional dim", json_file("{'a':{'dtype':'F32','shape':[2.5],'data_offsets':[0,8]}}", 8),
                  "shape[0] is not an integer");
+    c[n++] = bad("dim 2.0", json_file("{'a':{'dtype':'F32','shape':[2.0],'data_offsets':[0,8]}}", 8),
+                 "'2.0' at byte 29 is an integer written as a float");
+    c[n++] = bad("dim 2e0", json_file("{'a':{'dtype':'F32','shape':[2e0],'data_offsets':[0,8]}}", 8),
+                 "'2e0' at byte 29 is an integer written as a float");
+    c[n++] = bad("offset 8.0", json_file("{'a':{" T2F32 ",'data_offsets':[0,8.0]}}", 8), "'8.0' at byte");
     c[n++] = bad("dim above 2^53",
                  json_file("{'a':{'dtype':'F32','shape':[9007199254740994],'data_offsets':[0,8]}}", 8),
                  "larger than 2^53");
@@ -353,9 +358,10 @@ static int files_with(const char *needle) {
 }
 
 static void test_round_trip(void) {
-    float a[6] = {1.0f, -0.0f, 3.14159265f, INFINITY, 1e-40f, NAN};
-    uint16_t b[5] = {0x3c00, 0x8001, 0x7bff, 0x7e01, 0xfc00};     // f16 bit patterns, NaN payload included
-    uint16_t c[8] = {0x3f80, 0xc049, 0x0001, 0x7f80, 0xff81, 0, 0x8000, 0x4120}; // bf16
+    // edge values, all finite (non-finite data is refused when read: test_non_finite)
+    float a[6] = {1.0f, -0.0f, 3.14159265f, 3.40282347e38f, 1e-40f, -1.17549435e-38f};
+    uint16_t b[5] = {0x3c00, 0x8001, 0x7bff, 0x0400, 0xfbff};     // f16 bit patterns: subnormal, max, min normal
+    uint16_t c[8] = {0x3f80, 0xc049, 0x0001, 0x7f7f, 0xff7f, 0, 0x8000, 0x4120}; // bf16
     float s = 42.0f;
     int32_t ids[4] = {-1, 0, 7, 2147483647};
     Tensor tensors[6] = {
@@ -437,6 +443,40 @@ static void test_round_trip(void) {
     TU_EXPECT(st.n == 1 && st.n_meta == 0 && safetensors_find(&st, "scalar"), "rewrite");
     safetensors_close(&st);
     unlink(path);
+}
+
+// A NaN or an infinity anywhere in float data (F32, F16, BF16) is a user error naming the file, the tensor and the
+// element, whatever dtype it is read into.
+static void read_first(const void *path) {
+    SafeTensors st;
+    safetensors_open(&st, path);
+    float out[4];
+    Tensor t = tensor_make(out, DTYPE_F32, DEVICE_CPU, 1, (int64_t[]){4});
+    safetensors_read_into(&st, "x", &t);
+    safetensors_close(&st);
+}
+
+static void test_non_finite(void) {
+    float f[4] = {1, 2, 3, 4};
+    uint16_t h[4] = {0x3c00, 0x3c00, 0x3c00, 0x3c00};
+    struct { DType dt; int at; uint32_t bits; const char *what; } cases[] = {
+        {DTYPE_F32, 2, 0x7fc00000u, "holds NaN at element 2"}, {DTYPE_F32, 0, 0xff800000u, "holds infinity at element 0"},
+        {DTYPE_F16, 3, 0x7c00u, "holds infinity at element 3"}, {DTYPE_F16, 1, 0x7e01u, "holds NaN at element 1"},
+        {DTYPE_BF16, 1, 0x7f80u, "holds infinity at element 1"}, {DTYPE_BF16, 2, 0xff81u, "holds NaN at element 2"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float fv[4];
+        uint16_t hv[4];
+        memcpy(fv, f, sizeof f);
+        memcpy(hv, h, sizeof h);
+        if (cases[i].dt == DTYPE_F32) memcpy(&fv[cases[i].at], &cases[i].bits, 4);
+        else hv[cases[i].at] = (uint16_t)cases[i].bits;
+        Tensor t = tensor_make(cases[i].dt == DTYPE_F32 ? (void *)fv : (void *)hv, cases[i].dt, DEVICE_CPU, 1,
+                               (int64_t[]){4});
+        const char *name = "x", *path = tu_path("nonfinite.safetensors");
+        safetensors_write(path, 1, &name, &t, NULL);
+        TU_EXPECT_USER_ERROR(read_first, path, "nonfinite.safetensors", "tensor 'x'", cases[i].what);
+    }
 }
 
 // Misaligned data (an odd-sized f16 tensor first) and more elements than one conversion chunk.
@@ -541,6 +581,7 @@ int main(void) {
     test_cases();
     test_edge_values();
     test_round_trip();
+    test_non_finite();
     test_misaligned_large();
     test_user_errors();
     return tu_report();

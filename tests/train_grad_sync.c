@@ -52,7 +52,7 @@ static void check_backward(const char *dir, int lora) {
     const Arena *layout = &gradmem;
     if (lora) {
         const char *targets[4] = {"to_q", "to_k", "to_v", "to_out.0"};
-        lora_attach(&l, &net, &params, &grads, 2, 2.0f, targets, 4, 5);
+        lora_attach(&l, &net, &params, &grads, 2, 2.0f, targets, 4, 5, "test");
         for (int i = 0; i < l.params.n; i++) fill(&l.params.entries[i].desc, 100 + (uint64_t)i); // B != 0
         layout = &l.grads;
     } else {
@@ -121,7 +121,7 @@ static void check_backward(const char *dir, int lora) {
     unet_acts_free(&acts);
     arena_free(&am);
     if (lora) lora_free(&l);
-    else arena_free(&gradmem);
+    arena_free(&gradmem); // LoRA: planned only (the slots of the base gradients)
     unet_free(&grads);
     unet_free(&net);
     arena_free(&params);

@@ -14,11 +14,8 @@ const char *args_value(int argc, char **argv, int *i) {
 }
 
 int args_int(const char *opt, const char *v, int lo, int hi) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    USER_CHECK(*v && !*end && !errno && x >= lo && x <= hi, "%s: '%.60s' is not an integer in [%d, %d]", opt, v, lo,
-               hi);
+    long x;
+    USER_CHECK(dt_parse_int(v, lo, hi, &x), "%s: '%.60s' is not an integer in [%d, %d]", opt, v, lo, hi);
     return (int)x;
 }
 

@@ -247,7 +247,10 @@ int cmd_eval(int argc, char **argv) {
     free(st);
     free(a.seeds);
     engine_free(&e);
-    if (a.lora) lora_free(&lora);
+    if (a.lora) {
+        lora_free(&lora);
+        unet_free(&no_grads);
+    }
     model_free(&m);
     prompts_free(prompts);
     return 0;

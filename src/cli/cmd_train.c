@@ -8,13 +8,16 @@
 #include "core/common.h"
 #include "core/device.h"
 #include "dist/dist.h"
+#include "dist/signals.h"
 #include "io/png.h"
+#include "io/prompts.h"
 #include "io/safetensors.h"
 #include "train/setup.h"
 #include "train/model.h"
 #include "train/trainer.h"
 
 int cmd_train(int argc, char **argv) {
+    signals_install(); // first: a stop request during start-up (MPI, loading the model) is honoured, not fatal
     const char *config = NULL, *resume = "none";
     int print_config = 0;
     char **overrides = xmalloc(sizeof(char *) * (size_t)(argc + 1));
@@ -74,6 +77,13 @@ int cmd_train(int argc, char **argv) {
     return rc;
 }
 
+// A prompt from the command line, under the same rule as a prompt file's lines (prompts.h).
+static const char *sample_prompt(const char *v, int index) {
+    char why[128];
+    if (prompt_problem(v, strlen(v), why, sizeof why)) dt_user_error("drtune sample: --prompt %d: %s", index, why);
+    return v;
+}
+
 int cmd_sample(int argc, char **argv) {
     const char *model = NULL, *out = "sample.png", *latents = NULL, *save = NULL, *negative = "", *lora = NULL;
     const char **prompts = xmalloc(sizeof(char *) * (size_t)argc);
@@ -83,6 +93,7 @@ int cmd_sample(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: drtune sample --model DIR --prompt TEXT [--prompt TEXT ...] [options]\n"
+                   "  --prompt TEXT     a prompt of at most %d bytes of UTF-8 (the same rule as prompt files)\n"
                    "  --seed S          sample i uses noise stream (S, i) (default 0)\n"
                    "  --steps N         DDIM steps (default 50)\n"
                    "  --guidance W      classifier-free guidance scale (default 7.5; <= 1: off)\n"
@@ -92,13 +103,14 @@ int cmd_sample(int argc, char **argv) {
                    "  --latents FILE    read the initial latents [B, C, h, w] from tensor 'latents' of a safetensors file\n"
                    "  --lora FILE       apply LoRA adapters written by drtune train\n"
                    "  --out FILE.png    the image grid (default sample.png)\n"
-                   "  --save FILE       also write the final latents and images as safetensors\n");
+                   "  --save FILE       also write the final latents and images as safetensors\n",
+                   PROMPTS_LINE_MAX);
             free(prompts);
             return 0;
         }
         const char *v = args_value(argc, argv, &i);
         if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--prompt")) prompts[np++] = v;
+        else if (!strcmp(a, "--prompt")) prompts[np] = sample_prompt(v, np + 1), np++;
         else if (!strcmp(a, "--seed")) seed = args_int(a, v, 0, 2000000000);
         else if (!strcmp(a, "--steps")) steps = args_int(a, v, 1, 1000);
         else if (!strcmp(a, "--guidance")) guidance = (float)args_double(a, v, 0.0, 100.0);
@@ -165,7 +177,10 @@ int cmd_sample(int argc, char **argv) {
     free(prompts);
     prompt_embeds_free(&emb);
     engine_free(&e);
-    if (lora) lora_free(&l);
+    if (lora) {
+        lora_free(&l);
+        unet_free(&no_grads);
+    }
     model_free(&m);
     return 0;
 }

@@ -68,9 +68,27 @@ int arena_add(Arena *a, Tensor *slot, const char *name, DType dtype, int ndim, c
     return a->n++;
 }
 
+void arena_set_reduce(Arena *a, const char *settings) { a->reduce = settings; }
+
+static size_t g_allocated[2]; // bytes of the arenas allocated and not yet freed, per device (the plan so far)
+
+static void arena_check_fits(const Arena *a) {
+    size_t avail = device_available_bytes(a->device);
+    if (!avail || a->size <= avail) return; // 0: unknown
+    char need[32], total[32], have[32];
+    dt_user_error("the memory plan does not fit: the '%s' group needs %s (%s with the groups already allocated), "
+                  "but only %s of %s memory is available; reduce %s",
+                  a->group, dt_format_bytes(need, sizeof need, (double)a->size),
+                  dt_format_bytes(total, sizeof total, (double)(a->size + g_allocated[a->device != DEVICE_CPU])),
+                  dt_format_bytes(have, sizeof have, (double)avail), a->device == DEVICE_CPU ? "host" : "GPU",
+                  a->reduce ? a->reduce : "the batch, the image size or the model size");
+}
+
 void arena_alloc(Arena *a) {
     CHECK(a->base == NULL, "", "arena '%s' allocated twice", a->group);
+    arena_check_fits(a);
     a->base = device_alloc(a->device, a->size ? a->size : ARENA_ALIGN);
+    g_allocated[a->device != DEVICE_CPU] += a->size;
     for (int i = 0; i < a->n; i++) {
         ArenaEntry *e = &a->entries[i];
         e->desc.data = (char *)a->base + e->offset;
@@ -117,6 +135,7 @@ void arena_print(const Arena *a) {
 }
 
 void arena_free(Arena *a) {
+    if (a->base) g_allocated[a->device != DEVICE_CPU] -= a->size;
     device_free(a->device, a->base);
     for (int i = 0; i < a->n; i++) free(a->entries[i].name);
     free(a->entries);

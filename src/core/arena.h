@@ -30,12 +30,18 @@ typedef struct {
     int table_cap;
     size_t size;       // planned bytes
     void *base;        // NULL until arena_alloc
+    const char *reduce; // the settings that shrink this group, for the memory-plan error (arena_set_reduce)
 } Arena;
 
 void arena_init(Arena *a, const char *group, Device device);
 // Registers a tensor; returns its entry index. The name must be unique in the arena (internal failure otherwise).
 int arena_add(Arena *a, Tensor *slot, const char *name, DType dtype, int ndim, const int64_t *shape);
-// Makes the single allocation (zero-filled) and binds every slot. Further arena_add calls are an error.
+// Names the settings that shrink this group (static text), for the error of arena_alloc when it does not fit.
+void arena_set_reduce(Arena *a, const char *settings);
+// Makes the single allocation (zero-filled) and binds every slot. Further arena_add calls are an error. The planned
+// size is first compared with what the device has available (device_available_bytes): a group that does not fit
+// is a user error giving its size, the plan's total with the groups already allocated, what is available and
+// the settings to reduce, instead of an allocation failure (or the kernel's out-of-memory kill) later.
 void arena_alloc(Arena *a);
 // The entry for name, or NULL.
 const ArenaEntry *arena_find(const Arena *a, const char *name);

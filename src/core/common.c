@@ -12,38 +12,50 @@
 #include <time.h>
 #include <unistd.h>
 
-static void (*g_exit_hook)(int) = NULL;
+static void (*g_exit_hook)(int, const char *) = NULL;
 static char g_prefix[64] = "";
 
-void dt_set_exit_hook(void (*hook)(int code)) { g_exit_hook = hook; }
+void dt_set_exit_hook(void (*hook)(int code, const char *line)) { g_exit_hook = hook; }
 void dt_set_error_prefix(const char *prefix) { snprintf(g_prefix, sizeof g_prefix, "%s", prefix ? prefix : ""); }
+const char *dt_error_prefix(void) { return g_prefix; }
 
-static DT_NORETURN void dt_exit(int code) {
+// Ends the process with one error line: through the hook when one is set, else printed with the prefix.
+static DT_NORETURN void dt_exit(int code, const char *line) {
     fflush(stdout);
     fflush(stderr);
-    if (g_exit_hook) g_exit_hook(code);
+    if (g_exit_hook) g_exit_hook(code, line);
+    fprintf(stderr, "%s%s\n", g_prefix, line);
+    fflush(stderr);
     exit(code);
 }
 
+// "drtune: <kind>" + the formatted message (+ " (hint: ...)"), one line.
+static void format_line(char *buf, size_t n, const char *head, const char *hint, const char *fmt, va_list ap) {
+    size_t len = (size_t)snprintf(buf, n, "%s", head);
+    if (len < n) vsnprintf(buf + len, n - len, fmt, ap);
+    len = strlen(buf);
+    if (hint && hint[0] && len < n) snprintf(buf + len, n - len, " (hint: %s)", hint);
+    for (char *p = buf; *p; p++)
+        if (*p == '\n') *p = ' '; // one line, whatever the message holds
+}
+
 void dt_fatal(const char *file, int line, const char *hint, const char *fmt, ...) {
+    char head[512], msg[4096];
+    snprintf(head, sizeof head, "drtune: fatal at %s:%d: ", file, line);
     va_list ap;
-    fprintf(stderr, "%sdrtune: fatal at %s:%d: ", g_prefix, file, line);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    format_line(msg, sizeof msg, head, hint, fmt, ap);
     va_end(ap);
-    if (hint && hint[0]) fprintf(stderr, " (hint: %s)", hint);
-    fputc('\n', stderr);
-    dt_exit(1);
+    dt_exit(1, msg);
 }
 
 void dt_user_error(const char *fmt, ...) {
+    char msg[4096];
     va_list ap;
-    fprintf(stderr, "%sdrtune: error: ", g_prefix);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    format_line(msg, sizeof msg, "drtune: error: ", NULL, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    dt_exit(2);
+    dt_exit(2, msg);
 }
 
 static DT_NORETURN void oom(size_t bytes, const char *file, int line) {
@@ -172,6 +184,17 @@ void dt_mkdirs(const char *path) {
             *p = '/';
         }
     if (mkdir(buf, 0755) != 0 && errno != EEXIST) dt_user_error("cannot create '%s' (%s)", buf, strerror(errno));
+}
+
+int dt_parse_int(const char *s, long lo, long hi, long *out) {
+    const char *d = s + (s[0] == '-');
+    if (*d < '0' || *d > '9') return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*end || errno || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
 }
 
 double dt_now(void) {

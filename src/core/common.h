@@ -26,8 +26,13 @@ extern "C" {
 DT_NORETURN void dt_fatal(const char *file, int line, const char *hint, const char *fmt, ...) DT_PRINTF(4, 5);
 // User error: prints "drtune: error: msg" and exits 2.
 DT_NORETURN void dt_user_error(const char *fmt, ...) DT_PRINTF(1, 2);
-// Optional hook run before exit (the distributed layer uses it to abort the other ranks promptly).
-void dt_set_exit_hook(void (*hook)(int code));
+// Optional hook that ends the process instead of the plain print-and-exit: it receives the exit code and the
+// error line without its prefix, and prints it (or lets rank 0 print it) before ending the job. The distributed
+// layer uses it to end every rank cleanly when all of them failed alike, or to abort the job naming the rank.
+// A hook that returns leaves the printing and the exit to the caller.
+void dt_set_exit_hook(void (*hook)(int code, const char *line));
+// The error-line prefix ("[rank 3] ", or "").
+const char *dt_error_prefix(void);
 // Prefix for error lines ("[rank 3] "), set by the distributed layer.
 void dt_set_error_prefix(const char *prefix);
 
@@ -62,6 +67,10 @@ void dt_copy_file(const char *src, const char *dst);
 const char *dt_path(char *buf, size_t n, const char *fmt, ...) DT_PRINTF(3, 4);
 // mkdir -p; user error naming the folder when it cannot be created.
 void dt_mkdirs(const char *path);
+
+// A decimal integer in [lo, hi] written plainly: an optional '-' and digits, nothing else (no '+', no spaces, no
+// other base). Returns 1 and sets *out, or 0. Every integer setting and option is read with it.
+int dt_parse_int(const char *s, long lo, long hi, long *out);
 
 // Monotonic wall clock in seconds.
 double dt_now(void);

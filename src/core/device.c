@@ -3,9 +3,9 @@
 // emulator, whose device is visible only in the emulated tests or with DRTUNE_CUDAEMU=1.
 #include "device.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "common.h"
 #include "device_cuda.h"
@@ -89,15 +89,34 @@ void device_synchronize(Device d) {
     if (d == DEVICE_CUDA && device_cuda_available()) cuda_synchronize();
 }
 
-size_t device_memory_available(Device d) {
-    if (d == DEVICE_CUDA) {
+// The first number in a small text file (cgroup and /proc files); 0 when absent or not a number ("max").
+static unsigned long long file_number(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long v = 0;
+    size_t klen = key ? strlen(key) : 0;
+    while (fgets(line, sizeof line, f))
+        if (!key || !strncmp(line, key, klen)) {
+            if (sscanf(line + klen, "%llu", &v) != 1) v = 0;
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+size_t device_available_bytes(Device d) {
+    if (d == DEVICE_CUDA) { // the GPU's free memory (the host's, on the emulated GPU)
         size_t fr = 0, tot = 0;
         if (!device_cuda_available()) return 0;
         cuda_mem_info(&fr, &tot);
         return fr;
     }
-    long avail = sysconf(_SC_AVPHYS_PAGES), ps = sysconf(_SC_PAGESIZE);
-    return avail > 0 && ps > 0 ? (size_t)avail * (size_t)ps : 0;
+    unsigned long long avail = file_number("/proc/meminfo", "MemAvailable:") * 1024ull; // reported in kB
+    unsigned long long limit = file_number("/sys/fs/cgroup/memory.max", NULL);         // cgroup v2: a container
+    unsigned long long used = file_number("/sys/fs/cgroup/memory.current", NULL);
+    if (limit && used <= limit && (!avail || limit - used < avail)) avail = limit - used;
+    return (size_t)avail;
 }
 
 void tensor_copy(Tensor *dst, const Tensor *src) {

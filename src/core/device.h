@@ -20,13 +20,14 @@ void device_select(Device d, int local_rank);
 void device_freeze_allocations(int on);
 // Device (GPU) allocations made so far: an iteration that allocates breaks the memory plan (tests check it).
 long long device_alloc_count(void);
-// Bytes that can still be allocated: the GPU's free memory, or the host's available RAM.
-size_t device_memory_available(Device d);
 void *device_alloc(Device d, size_t bytes);     // zero-filled, 256-byte aligned
 void device_free(Device d, void *p);
 void device_zero(Device d, void *p, size_t bytes);
 void device_copy(void *dst, Device dd, const void *src, Device sd, size_t bytes);
 void device_synchronize(Device d);
+// Bytes that can still be allocated on d now, or 0 when unknown. CPU: the kernel's MemAvailable, lowered by this
+// process's cgroup memory limit when one is set. CUDA: the GPU's free memory.
+size_t device_available_bytes(Device d);
 // Copies a tensor between devices (same dtype and element count).
 void tensor_copy(Tensor *dst, const Tensor *src);
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "../core/common.h"
@@ -47,15 +48,44 @@ static const char *h5_error(char *buf) {
     return buf;
 }
 
+// The checkpoint being written: its file while open, its temporary and final names ("" outside ckpt_save).
+static struct {
+    hid_t file;
+    char tmp[2048], final[2048];
+} g_write = {-1, "", ""};
+
+// A write of the checkpoint failed (a full disk, a quota, a lost mount): the file is closed as far as HDF5 can,
+// the temporary removed, and the run ends with one line. The previous checkpoint stays published: `latest` only
+// moves after a complete write.
+// With several ranks the others may be inside another collective HDF5 call, so nothing collective is tried: the
+// job is aborted (dist_set_abort_on_error, set while writing). One rank closes HDF5 first, so that MPI_Finalize
+// does not meet a half-written file.
+static DT_NORETURN void write_failed(const char *why) {
+    if (dist_size() == 1) {
+        if (g_write.file >= 0) H5Fclose(g_write.file); // best effort: the data cannot reach the disk anyway
+        H5close();
+    }
+    g_write.file = -1;
+    unlink(g_write.tmp);
+    dt_user_error("cannot write checkpoint '%s' (disk full?): %s; the temporary file was removed and the previous "
+                  "checkpoint (if any) is still the latest", g_write.final, why);
+}
+
 static hid_t h5w(hid_t id, const char *file, int line, const char *call) {
     if (id < 0) {
-        char m[WHY];
-        dt_fatal(file, line, "disk full, or no write permission in the checkpoint folder?",
-                 "writing a checkpoint: %s failed: %s", call, h5_error(m));
+        int err = errno;
+        char m[WHY], why[WHY + 128];
+        if (!g_write.tmp[0])
+            dt_fatal(file, line, "", "checkpoint: %s failed: %s", call, h5_error(m));
+        if (err == ENOSPC || err == EDQUOT || err == EFBIG || err == EIO || err == EROFS || err == EACCES)
+            snprintf(why, sizeof why, "%s (%s)", h5_error(m), strerror(err));
+        else snprintf(why, sizeof why, "%s", h5_error(m));
+        write_failed(why);
     }
     return id;
 }
-// Checks a call made while writing; a failure ends the job (all ranks, through the exit hook).
+// Checks a call made while writing; a failure ends the job with a user error (write_failed), on every rank it
+// reaches (dist.h describes how the ranks then end).
 #define H5W(call) h5w((call), __FILE__, __LINE__, #call)
 
 static hid_t file_access(void) {
@@ -284,7 +314,13 @@ static void write_group(hid_t f, const CkptTensors *t, const CkptBuffer *b, hid_
 
 static void fsync_path(const char *path, int dir) {
     int fd = open(path, O_RDONLY | (dir ? O_DIRECTORY : 0));
-    if (fd < 0 || fsync(fd) != 0) dt_user_error("cannot flush '%s' to disk (%s)", path, strerror(errno));
+    if (fd < 0 || fsync(fd) != 0) {
+        char why[2200];
+        snprintf(why, sizeof why, "cannot flush '%s' to disk (%s)", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        if (g_write.tmp[0]) write_failed(why);
+        dt_user_error("%s", why);
+    }
     close(fd);
 }
 
@@ -358,14 +394,55 @@ static void prune(const char *dir, int newest, int keep, const char *why) {
     free(its);
 }
 
+// Bytes a checkpoint of t with s's metrics takes, about: its tensors, the metrics and the configuration, or the
+// newest checkpoint already in dir when that is larger (the same tensors plus HDF5's own structures).
+static double size_estimate(const char *dir, const CkptState *s, const CkptTensors *t) {
+    double bytes = 4.0 * (double)arena_numel(t->layout) * t->n_buf + (double)s->n_rows * sizeof(MetricsRecord) +
+                   (s->config ? (double)strlen(s->config) : 0);
+    char path[2048];
+    struct stat st;
+    FILE *f = fopen(dt_path(path, sizeof path, "%s/latest", dir), "r");
+    char name[64] = "";
+    if (f) {
+        if (fscanf(f, "%63s", name) != 1) name[0] = 0;
+        fclose(f);
+    }
+    if (ckpt_iteration(name) >= 0 && stat(dt_path(path, sizeof path, "%s/%s", dir, name), &st) == 0 &&
+        (double)st.st_size > bytes)
+        bytes = (double)st.st_size;
+    return bytes;
+}
+
+// Before writing: a file system without room for the checkpoint is a clear error now, with nothing written. Rank 0
+// looks and every rank takes its answer, so all of them stop alike (one line, docs/DISTRIBUTED.md).
+static void check_space(const char *dir, const CkptState *s, const CkptTensors *t) {
+    double need[2] = {0, 0}; // bytes needed, bytes free (0 and 0 when unknown)
+    if (dist_rank() == 0) {
+        struct statvfs fs;
+        need[0] = size_estimate(dir, s, t);
+        if (statvfs(dir, &fs) == 0) need[1] = (double)fs.f_bavail * (double)fs.f_frsize;
+        else need[0] = 0;
+    }
+    dist_bcast(need, (int)sizeof need, 0);
+    if (need[0] > need[1]) {
+        char a[32], b[32], path[2048];
+        dt_user_error("not enough disk space for checkpoint '%s': it needs about %s, %s is free; free some space "
+                      "or move output.dir (the previous checkpoint, if any, is still the latest)",
+                      ckpt_path(path, sizeof path, dir, s->iteration, ""), dt_format_bytes(a, sizeof a, need[0]),
+                      dt_format_bytes(b, sizeof b, need[1]));
+    }
+}
+
 double ckpt_save(const char *dir, const CkptState *s, const CkptTensors *t, int keep) {
-    char tmp[2048], final[2048];
-    ckpt_path(tmp, sizeof tmp, dir, s->iteration, ".tmp");
-    ckpt_path(final, sizeof final, dir, s->iteration, "");
+    char *tmp = g_write.tmp, *final = g_write.final;
     if (dist_rank() == 0) dt_mkdirs(dir);
     dist_barrier();
+    check_space(dir, s, t);
+    ckpt_path(tmp, sizeof g_write.tmp, dir, s->iteration, ".tmp");
+    ckpt_path(final, sizeof g_write.final, dir, s->iteration, "");
+    dist_set_abort_on_error(1);
     hid_t fapl = file_access();
-    hid_t f = H5W(H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl));
+    hid_t f = g_write.file = H5W(H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl));
     H5W(H5Pclose(fapl));
     hid_t dxpl = H5W(H5Pcreate(H5P_DATASET_XFER));
     H5W(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
@@ -388,17 +465,24 @@ double ckpt_save(const char *dir, const CkptState *s, const CkptTensors *t, int 
     attr_int(f, "complete", 1); // last: a file without it was cut short
     H5W(H5Pclose(dxpl));
     H5W(H5Fflush(f, H5F_SCOPE_GLOBAL));
+    g_write.file = -1;
     H5W(H5Fclose(f));
     dist_barrier(); // every rank's data is in the file
     double bytes = 0;
     if (dist_rank() == 0) {
         fsync_path(tmp, 0);
-        if (rename(tmp, final) != 0)
-            dt_user_error("cannot rename '%s' to '%s' (%s)", tmp, final, strerror(errno));
+        if (rename(tmp, final) != 0) {
+            char why[2200];
+            snprintf(why, sizeof why, "cannot rename it from '%s' (%s)", tmp, strerror(errno));
+            write_failed(why);
+        }
+        g_write.tmp[0] = 0; // published: nothing to remove on a failure from here on
         fsync_path(dir, 1);
         struct stat st;
         if (stat(final, &st) == 0) bytes = (double)st.st_size;
     }
+    g_write.tmp[0] = g_write.final[0] = 0;
+    dist_set_abort_on_error(0);
     prune(dir, INT_MAX, keep, NULL);
     dist_barrier();
     return bytes;

@@ -14,8 +14,10 @@
 #endif
 
 static struct {
-    int init, rank, size, local_rank, local_size;
-} g = {0, 0, 1, 0, 1};
+    int init, rank, size, local_rank, local_size, abort_on_error;
+} g = {0, 0, 1, 0, 1, 0};
+
+void dist_set_abort_on_error(int on) { g.abort_on_error = on; }
 
 void dist_device_finalize(void); // device_comm.cu: the NCCL communicator
 
@@ -61,15 +63,52 @@ static void mpi_fail(const char *file, int line, const char *call, int rc) {
         if (rc_ != MPI_SUCCESS) mpi_fail(__FILE__, __LINE__, #call, rc_);             \
     } while (0)
 
-// Runs before exit on any fatal or user error: with several ranks the whole job stops now instead of the others
-// waiting forever in their next collective; a job of one rank ends MPI quietly.
-static void abort_job(int code) {
+// How long a rank that hit a user error waits for the others to report one too before it aborts the job.
+#define AGREE_SECONDS 10.0
+
+static MPI_Comm g_errcomm = MPI_COMM_NULL; // a duplicate of MPI_COMM_WORLD used only when ending on an error
+
+static uint64_t fnv1a(const char *s);
+
+// Whether every rank is ending with a user error: 1 with the same line everywhere, 2 with different lines, 0 when
+// some rank did not join within AGREE_SECONDS (it is busy elsewhere, most likely waiting for this one).
+static int all_ranks_failed(const char *line) {
+    MPI_Request req;
+    if (MPI_Ibarrier(g_errcomm, &req) != MPI_SUCCESS) return 0;
+    int done = 0;
+    for (double t0 = dt_now(); !done && dt_now() - t0 < AGREE_SECONDS;) {
+        if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return 0;
+        if (!done) usleep(2000);
+    }
+    if (!done) return 0;
+    unsigned long long h[2] = {fnv1a(line), ~fnv1a(line)}; // the smallest hash and the largest one, at once
+    if (MPI_Allreduce(MPI_IN_PLACE, h, 2, MPI_UNSIGNED_LONG_LONG, MPI_MIN, g_errcomm) != MPI_SUCCESS) return 0;
+    return h[0] == ~h[1] ? 1 : 2;
+}
+
+// Ends the process on a fatal or user error (common.h's exit hook). One rank: the line, then MPI ends quietly.
+// Several ranks: a user error that every rank hit alike (a bad setting, a missing file) ends every rank cleanly
+// with the same exit code and one line from rank 0; different lines end the same way with each rank's own line.
+// An internal failure, or an error only some ranks hit, prints the line with the rank and aborts the job at once,
+// so the other ranks do not wait forever in their next collective.
+static void end_job(int code, const char *line) {
     int ini = 0, fin = 0;
     MPI_Initialized(&ini);
     MPI_Finalized(&fin);
-    if (!ini || fin) return;
-    if (g.size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+    if (!ini || fin) return; // the caller prints and exits
+    if (g.size == 1) {
+        fprintf(stderr, "%s\n", line);
+        fflush(stderr);
+        MPI_Finalize();
+        exit(code);
+    }
+    int agreed = code == 2 && g_errcomm != MPI_COMM_NULL && !g.abort_on_error ? all_ranks_failed(line) : 0;
+    if (agreed == 0 || agreed == 2 || g.rank == 0)
+        fprintf(stderr, "%s%s\n", agreed == 1 ? "" : dt_error_prefix(), line);
+    fflush(stderr);
+    if (!agreed) MPI_Abort(MPI_COMM_WORLD, code);
     MPI_Finalize();
+    exit(code);
 }
 
 static uint64_t fnv1a(const char *s) {
@@ -118,8 +157,9 @@ void dist_init(int *argc, char ***argv) {
     int provided;
     MPI_OK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided)); // OpenMP threads never call MPI
     g.init = 1;
-    dt_set_exit_hook(abort_job);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_OK(MPI_Comm_dup(MPI_COMM_WORLD, &g_errcomm));
+    dt_set_exit_hook(end_job);
     MPI_OK(MPI_Comm_rank(MPI_COMM_WORLD, &g.rank));
     MPI_OK(MPI_Comm_size(MPI_COMM_WORLD, &g.size));
     if (g.size > 1) {
@@ -134,6 +174,7 @@ void dist_finalize(void) {
     if (!g.init) return;
     dist_device_finalize();
     dt_set_exit_hook(NULL);
+    MPI_OK(MPI_Comm_free(&g_errcomm));
     MPI_OK(MPI_Finalize());
     g.init = 0;
 }

@@ -10,12 +10,18 @@
 extern "C" {
 #endif
 
-// Starts MPI (when built with DRTUNE_DIST), finds the local rank, and makes every fatal error or user error abort
-// the whole job promptly (MPI_Abort) with lines prefixed "[rank r] " when there is more than one rank. Safe to
+// Starts MPI (when built with DRTUNE_DIST), finds the local rank, and sets how errors end a job of several ranks:
+// a user error that every rank reports alike within a few seconds (a bad setting or input file) ends every rank
+// cleanly with exit code 2 and one line printed by rank 0; an internal failure, or an error only some ranks hit,
+// prints the line prefixed "[rank r] " and aborts the whole job (MPI_Abort) so no rank waits forever. Safe to
 // call twice; later calls do nothing.
 void dist_init(int *argc, char ***argv);
 // Ends MPI (and the NCCL communicator). Called once at the end of a successful run.
 void dist_finalize(void);
+// While set (1), an error on any rank aborts the job at once instead of waiting for the other ranks to report it
+// too: for stretches where the ranks may be inside different collective calls that cannot be ended cleanly
+// (parallel file I/O). dist_init describes the usual ending.
+void dist_set_abort_on_error(int on);
 
 int dist_rank(void);
 int dist_size(void);

@@ -7,7 +7,7 @@
 extern "C" {
 #endif
 
-// Installs the handlers for SIGTERM and SIGUSR1.
+// Installs the handlers for SIGTERM and SIGUSR1 (again: nothing changes, a signal already recorded stays).
 void signals_install(void);
 // The signal received since signals_install (SIGTERM or SIGUSR1), or 0.
 int signals_pending(void);

@@ -8,6 +8,14 @@
 #include "../core/common.h"
 #include "utf8.h"
 
+const char *prompt_problem(const char *s, size_t len, char *why, size_t n) {
+    size_t valid;
+    if (memchr(s, 0, len)) snprintf(why, n, "NUL byte (not a UTF-8 text file?)");
+    else if (len > PROMPTS_LINE_MAX) snprintf(why, n, "prompt of %zu bytes (at most %d)", len, PROMPTS_LINE_MAX);
+    else if ((valid = utf8_valid_prefix(s, len)) < len) snprintf(why, n, "invalid UTF-8 at byte %zu", valid + 1);
+    else return NULL;
+    return why;
+}
 
 char **prompts_read(const char *path, int *count) {
     size_t len;
@@ -20,12 +28,9 @@ char **prompts_read(const char *path, int *count) {
         size_t l = nl ? (size_t)(nl - s) : len - pos;
         pos += l + (nl != NULL);
         line++;
-        if (memchr(s, 0, l)) dt_user_error("%s:%d: NUL byte (not a UTF-8 text file?)", path, line);
         if (l && s[l - 1] == '\r') l--;
-        if (l > PROMPTS_LINE_MAX)
-            dt_user_error("%s:%d: line of %zu bytes (at most %d)", path, line, l, PROMPTS_LINE_MAX);
-        size_t valid = utf8_valid_prefix(s, l);
-        if (valid < l) dt_user_error("%s:%d: invalid UTF-8 at byte %zu of the line", path, line, valid + 1);
+        char why[128];
+        if (prompt_problem(s, l, why, sizeof why)) dt_user_error("%s:%d: %s", path, line, why);
         size_t a = 0, b = l;
         while (a < b && isspace((unsigned char)s[a])) a++;
         while (b > a && isspace((unsigned char)s[b - 1])) b--;

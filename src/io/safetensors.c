@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -105,8 +106,9 @@ static const char *quote(char *out, size_t n, const char *s) {
 // header pre-scan: encoding and shape of the raw JSON text, before cJSON sees it
 
 // Bounds what the JSON parser will be given: nesting depth, string lengths, the number of values, no raw control
-// bytes (JSON forbids them), and no \u0000 escape (a NUL would silently truncate a key and could merge two
-// distinct names).
+// bytes (JSON forbids them), no \u0000 escape (a NUL would silently truncate a key and could merge two distinct
+// names), and no integer written as a float ("8.0" or "8e0": shapes and offsets are integers in the format, and the
+// parser would silently turn them into 8).
 static int header_prescan(const uint8_t *h, size_t n, ErrOut *e) {
     int depth = 0, in_string = 0;
     size_t string_start = 0, separators = 0;
@@ -136,6 +138,17 @@ static int header_prescan(const uint8_t *h, size_t n, ErrOut *e) {
                 return fail(e, "header nests deeper than %d levels (at byte %zu)", ST_MAX_NESTING, i);
         } else if (c == '}' || c == ']') {
             depth--;
+        } else if (c == '-' || (c >= '0' && c <= '9')) { // a number: written as an integer, or not integral
+            size_t j = i;
+            int plain = 1;
+            while (j < n && strchr("+-0123456789.eE", h[j])) plain &= h[j] != '.' && h[j] != 'e' && h[j] != 'E', j++;
+            char num[64];
+            snprintf(num, sizeof num, "%.*s", (int)(j - i < 63 ? j - i : 63), (const char *)h + i);
+            double v = strtod(num, NULL);
+            if (!plain && v == floor(v) && fabs(v) <= MAX_EXACT_INT) // other numbers: the schema says what is wrong
+                return fail(e, "header number '%s' at byte %zu is an integer written as a float (shapes and offsets "
+                               "are integers)", num, i);
+            i = j - 1;
         } else if (c == ',' || c == ':') {
             if (++separators > ST_MAX_JSON_ITEMS)
                 return fail(e, "header holds more than %d JSON values", ST_MAX_JSON_ITEMS);
@@ -511,6 +524,33 @@ static void read_int(const SafeTensors *file, const StTensor *t, Tensor *dst, in
     free(stage);
 }
 
+int64_t safetensors_first_nonfinite(const StTensor *t, int *is_nan) {
+    if (!is_float_dtype(t->dtype)) return -1;
+    const uint8_t *p = t->data;
+    size_t es = safetensors_dtype_size(t->dtype);
+    int64_t n = (int64_t)(t->nbytes / es);
+    uint32_t mask = t->dtype == ST_F32 ? 0x7F800000u : t->dtype == ST_F16 ? 0x7C00u : 0x7F80u;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t bits = 0;
+        memcpy(&bits, p + (size_t)i * es, es); // little-endian host, like the file
+        if ((bits & mask) != mask) continue;
+        if (is_nan) *is_nan = (bits & ~mask & (t->dtype == ST_F32 ? 0x7FFFFFu : t->dtype == ST_F16 ? 0x3FFu : 0x7Fu)) != 0;
+        return i;
+    }
+    return -1;
+}
+
+// Float data must be finite: a NaN or infinity in weights, adapters or latents would spread through every result.
+static void check_finite(const SafeTensors *file, const StTensor *t) {
+    int is_nan = 0;
+    int64_t i = safetensors_first_nonfinite(t, &is_nan);
+    if (i < 0) return;
+    char q[QUOTE_LEN];
+    dt_user_error("'%s': tensor %s holds %s at element %lld (only finite values are accepted)",
+                  file->path ? file->path : "<memory>", quote(q, sizeof q, t->name), is_nan ? "NaN" : "infinity",
+                  (long long)i);
+}
+
 void safetensors_read_tensor(const SafeTensors *st, const StTensor *t, Tensor *dst) {
     int64_t n = tensor_numel(dst);
     CHECK(n * (int64_t)safetensors_dtype_size(t->dtype) == (int64_t)t->nbytes, "give dst the file tensor's shape",
@@ -524,10 +564,12 @@ void safetensors_read_tensor(const SafeTensors *st, const StTensor *t, Tensor *d
                       dtype_name(dst->dtype));
     }
     if (n == 0) return;
-    if (dst_float)
+    if (dst_float) {
+        check_finite(st, t);
         read_float(t, dst, n);
-    else
+    } else {
         read_int(st, t, dst, n);
+    }
 }
 
 void safetensors_read_into(const SafeTensors *st, const char *name, Tensor *dst) {

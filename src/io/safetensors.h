@@ -61,8 +61,12 @@ const char *safetensors_metadata(const SafeTensors *st, const char *key);
 
 // Copies tensor name into dst (CPU or CUDA), which must already have the file's exact shape. Float data (F32, F16,
 // BF16) converts to dst's float dtype; integer data (I32, I64) goes to an I32 dst, range-checked. A missing
-// tensor, a shape mismatch or a float/integer mismatch is a user error naming the tensor and the file.
+// tensor, a shape mismatch, a float/integer mismatch or a NaN or infinity in float data is a user error naming
+// the tensor and the file.
 void safetensors_read_into(const SafeTensors *st, const char *name, Tensor *dst);
+// The first element of float tensor t that is NaN or infinite (checked on the file's bits; *is_nan says which
+// when is_nan is not NULL), or -1 when all are finite or t is not float data. Reading refuses such a tensor.
+int64_t safetensors_first_nonfinite(const StTensor *t, int *is_nan);
 // The copy alone, for a tensor t of st the caller has found and whose shape dst already has (internal failure when
 // the element counts differ); a float/integer mismatch is the same user error.
 void safetensors_read_tensor(const SafeTensors *st, const StTensor *t, Tensor *dst);

@@ -54,6 +54,7 @@ void pipeline_load_unet(UNet *net, Arena *params, const char *dir) {
     UNetConfig cfg;
     unet_load_config(&cfg, dir);
     arena_init(params, "unet", DEVICE_CPU);
+    arena_set_reduce(params, "the model's size (block_out_channels and layers_per_block in unet/config.json)");
     unet_plan_params(params, net, &cfg);
     arena_alloc(params);
     char *file = weights_folder_file(dir);
@@ -65,6 +66,7 @@ void pipeline_load_vae(VAE *vae, Arena *params, const char *dir, int parts) {
     VAEConfig cfg;
     vae_load_config(&cfg, dir);
     arena_init(params, "vae", DEVICE_CPU);
+    arena_set_reduce(params, "the model's size (block_out_channels and layers_per_block in vae/config.json)");
     vae_plan_params(params, vae, &cfg, parts);
     arena_alloc(params);
     char *file = weights_folder_file(dir);

@@ -56,7 +56,8 @@ static void attn_expect_cuda(const Tensor *const *acts, int n, const Tensor *lse
 }
 
 // exp(x) for softmax arguments (x <= 0 up to rounding): Cephes expf range reduction and polynomial, 2^n through the
-// exponent bits; about 1 ulp. Written branch-free so the row loops vectorise. Clamping keeps 2^n a normal number.
+// exponent bits; about 1 ulp. Written branch-free so the row loops vectorise. Clamping keeps 2^n a normal number;
+// the exponent is built in unsigned arithmetic, so a NaN argument gives NaN (never undefined behaviour).
 static inline float attn_exp(float x) {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
@@ -70,8 +71,8 @@ static inline float attn_exp(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    union { float f; int32_t i; } s = {.f = t};
-    s.i = (s.i - 0x4B400000 + 127) * (1 << 23);
+    union { float f; uint32_t u; } s = {.f = t};
+    s.u = (s.u - 0x4B400000u + 127u) << 23;
     return p * s.f;
 }
 

@@ -171,7 +171,8 @@ static const ConfigKey KEYS[] = {
             "MiB of gradients are final (docs/DISTRIBUTED.md); 0 = one reduction after the backward"),
 
     K_STRING("data", "prompts", data.prompts, "data/prompts/default.txt", NONEMPTY | IS_PATH,
-             "prompt file: UTF-8, one prompt per line, blank lines and # comments skipped"),
+             "prompt file: UTF-8, one prompt per line of at most 4096 bytes (as for drtune sample --prompt), "
+             "blank lines and # comments skipped"),
 
     K_INT("log", "every", log.every, "1", 1, NO_MAX,
           "a console line every N iterations when stderr is not a terminal"),
@@ -367,10 +368,8 @@ static int in_range(const ConfigKey *k, double v) {
 }
 
 static int parse_int(const ConfigKey *k, const char *s, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < INT_MIN || v > INT_MAX || !in_range(k, (double)v)) return 0;
+    long v;
+    if (!dt_parse_int(s, INT_MIN, INT_MAX, &v) || !in_range(k, (double)v)) return 0;
     *out = (int)v;
     return 1;
 }
@@ -1021,7 +1020,7 @@ void config_write_markdown(FILE *f) {
           "  or `;` are comments; there are no comments after a value, so a value may contain `#` and `;`.\n"
           "- Each key at most once. An unknown section or key is an error, with a suggestion for a near miss.\n"
           "- Booleans: `true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`. Lists: comma-separated; spaces around items\n"
-          "  are ignored.\n"
+          "  are ignored. Integers are written plainly: digits with an optional `-` (not `+3`, `3.0` or `0x3`).\n"
           "- Text loses surrounding whitespace; wrap it in double quotes to keep it (`\"\"` is the empty text).\n"
           "- An override is one argument `--section.key=value` with the same rules; each key at most once.\n\n"
           "Every error ends the program with one line `drtune: error: ...` naming the file and line (or the option)\n"

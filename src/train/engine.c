@@ -123,14 +123,19 @@ void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const
     int f = 1 << (vae->cfg.levels - 1);
     Device d = e->device = unet->conv_in.weight.device;
     CHECK(vae->dec_conv_in.weight.device == d, "", "the UNet and the VAE live on different devices");
+    static const char *reduce = "the batch per rank (train.batch, or the number of prompts) or the image size "
+                                "(sampler.height and sampler.width, or --height and --width)";
     arena_init(&e->unet_mem, "unet-acts", d);
+    arena_set_reduce(&e->unet_mem, reduce);
     unet_plan_acts(&e->unet_mem, &e->acts, unet, e->rows, h, w, T);
     arena_alloc(&e->unet_mem);
     arena_init(&e->vae_mem, "vae-acts", d);
+    arena_set_reduce(&e->vae_mem, reduce);
     vae_plan_decode_acts(&e->vae_mem, &e->vacts, vae, B, h, w);
     arena_alloc(&e->vae_mem);
     Arena *a = &e->mem;
     arena_init(a, "engine", d);
+    arena_set_reduce(a, reduce);
     const char *names[] = {"x", "xnext", "eps", "x0", "g", "G", "dx", "tmp"};
     Tensor *slots[] = {&e->x, &e->xnext, &e->eps, &e->x0, &e->g, &e->G, &e->dx, &e->tmp};
     for (int i = 0; i < 8; i++) plan_latent(a, slots[i], names[i], B, e->C, h, w);

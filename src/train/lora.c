@@ -43,7 +43,7 @@ static int ends_with_target(const char *module, const char *target) {
 }
 
 void lora_attach(Lora *l, UNet *net, const Arena *net_params, UNet *grads, int rank, float alpha,
-                 const char *const *targets, int n_targets, uint64_t seed) {
+                 const char *const *targets, int n_targets, uint64_t seed, const char *source) {
     memset(l, 0, sizeof *l);
     USER_CHECK(rank >= 1, "train.lora_rank must be at least 1");
     l->rank = rank, l->alpha = alpha, l->scale = alpha / (float)rank;
@@ -72,7 +72,7 @@ void lora_attach(Lora *l, UNet *net, const Arena *net_params, UNet *grads, int r
         l->n++;
     }
     for (int k = 0; k < n_targets; k++)
-        USER_CHECK(hits[k] > 0, "train.lora_targets: '%s' matches no attention projection of the UNet", targets[k]);
+        USER_CHECK(hits[k] > 0, "%s: '%s' matches no attention projection of the UNet", source, targets[k]);
     free(hits);
     free(all);
     free(gall);
@@ -141,6 +141,12 @@ void lora_load(Lora *l, const char *path) {
         USER_CHECK(safetensors_find(&st, name) != NULL, "'%s': no tensor '%s' (trained with other targets or rank?)",
                    path, name);
         safetensors_read_into(&st, name, &e->desc);
+    }
+    for (int i = 0; i < st.n; i++) { // nothing in the file may go unused
+        const char *name = st.tensors[i].name;
+        if (!strstr(name, ".lora_A.") && !strstr(name, ".lora_B.")) continue;
+        USER_CHECK(!strncmp(name, "unet.", 5) && arena_find(&l->params, name + 5),
+                   "'%s': tensor '%s' is an adapter of no attention projection of this UNet", path, name);
     }
     safetensors_close(&st);
     l->scale = 1.0f;

@@ -24,14 +24,15 @@ typedef struct {
 // Adds adapters to every attention projection of net whose module path ends with ".<target>" for one of targets
 // (e.g. to_q, to_k, to_v, to_out.0, or attn2.to_k); grads is the gradient struct the UNet backward accumulates
 // into (its base slots stay without data, so only the adapters get gradients). User error when no projection
-// matches a target.
+// matches a target, naming `source`, where the targets come from ("train.lora_targets", or a file).
 // net_params is the arena the UNet was planned into (it names the modules).
 void lora_attach(Lora *l, UNet *net, const Arena *net_params, UNet *grads, int rank, float alpha,
-                 const char *const *targets, int n_targets, uint64_t seed);
+                 const char *const *targets, int n_targets, uint64_t seed, const char *source);
 // Writes the adapters with the scale folded into lora_B (so any loader's default alpha = rank reproduces them).
 void lora_save(const Lora *l, const char *path);
 // Reads adapters written by lora_save into an attached Lora of the same rank and targets; the scale becomes 1, as
-// the file carries it folded into lora_B.
+// the file carries it folded into lora_B. User error (naming the file and tensor) when an attached adapter is
+// missing from the file, or the file holds an adapter of a module this UNet does not have.
 void lora_load(Lora *l, const char *path);
 // W += scale B A for every adapted projection, then detaches the adapters (the base model now carries them).
 void lora_merge(Lora *l);

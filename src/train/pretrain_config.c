@@ -80,8 +80,8 @@ static const char *key_set(PretrainConfig *c, const PKey *k, const char *v) {
     errno = 0;
     switch (k->type) {
     case P_INT: {
-        long x = strtol(v, &end, 10);
-        if (end == v || *end || errno || x < k->min || x > k->max) {
+        long x;
+        if (!dt_parse_int(v, (long)k->min, (long)k->max, &x)) {
             snprintf(msg, sizeof msg, "expected an integer in [%.0f, %.0f]", k->min, k->max);
             return msg;
         }

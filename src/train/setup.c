@@ -96,7 +96,7 @@ void setup_trainable(TrainSet *t, Model *m, const Config *c, int ranks) {
         const char *targets[CONFIG_MAX_TARGETS];
         for (int i = 0; i < c->train.n_lora_targets; i++) targets[i] = c->train.lora_targets[i];
         lora_attach(&t->lora, &m->unet, &m->unet_params, &t->slots, c->train.lora_rank, (float)c->train.lora_alpha,
-                    targets, c->train.n_lora_targets, (uint64_t)c->train.seed);
+                    targets, c->train.n_lora_targets, (uint64_t)c->train.seed, "train.lora_targets");
         t->params = &t->lora.params;
         t->grads = &t->lora.grads;
     }
@@ -108,6 +108,7 @@ void setup_trainable(TrainSet *t, Model *m, const Config *c, int ranks) {
 void setup_trainable_free(TrainSet *t) {
     if (t->kind == TRAINABLE_FULL) arena_free(&t->grad_mem);
     else lora_free(&t->lora);
+    unet_free(&t->slots); // the planned blocks of the gradient slots
     memset(t, 0, sizeof *t);
 }
 
@@ -182,6 +183,8 @@ void setup_lora_from_file(Lora *l, UNet *no_grads, Model *m, const char *path) {
     }
     safetensors_close(&st);
     USER_CHECK(rank > 0, "'%s': no LoRA adapters in the file (no '*.lora_A.weight' tensor)", path);
-    lora_attach(l, &m->unet, &m->unet_params, no_grads, rank, (float)rank, tp, nt, 0);
+    char source[2100];
+    snprintf(source, sizeof source, "'%s', an adapter's module", path);
+    lora_attach(l, &m->unet, &m->unet_params, no_grads, rank, (float)rank, tp, nt, 0, source);
     lora_load(l, path);
 }

@@ -307,22 +307,37 @@ static void note_config_changes(const char *old_text, const char *new_text) {
     free(copy);
 }
 
-// Tests only: DRTUNE_TEST_FAULT=RANK:ITERATION makes that rank fail at the start of that iteration, to check that
-// one rank's failure stops the whole job promptly.
+// Tests only: DRTUNE_TEST_FAULT=RANK:ITERATION makes that rank fail at the start of that iteration (an internal
+// failure; RANK:ITERATION:user, a user error), to check that one rank's failure stops the whole job promptly.
 static void test_fault(int it) {
     const char *v = getenv("DRTUNE_TEST_FAULT");
     int r, i;
-    if (v && sscanf(v, "%d:%d", &r, &i) == 2 && r == dist_rank() && i == it + 1)
+    if (v && sscanf(v, "%d:%d", &r, &i) == 2 && r == dist_rank() && i == it + 1) {
+        if (strstr(v, ":user")) dt_user_error("injected user error at iteration %d (DRTUNE_TEST_FAULT=%s)", i, v);
         FATAL("", "injected failure at iteration %d (DRTUNE_TEST_FAULT=%s)", i, v);
+    }
+}
+
+static const char *signal_name(int sig) {
+    return sig == SIGTERM ? "SIGTERM" : sig == SIGUSR1 ? "SIGUSR1" : "a stop signal";
 }
 
 int trainer_run(const Config *c, const char *resume) {
     int root = dist_rank() == 0;
     if (root) setvbuf(stdout, NULL, _IOLBF, 0); // job logs show each line as it happens
     else if (!freopen("/dev/null", "w", stdout)) FATAL("", "cannot silence stdout on rank %d", dist_rank());
-    signals_install();
+    signals_install(); // cmd_train installed them already; callers other than drtune train need them too
     Trainer t;
     trainer_setup(&t, c);
+    // a stop request during start-up: nothing was trained, so there is nothing to save
+    int early = dist_allreduce_max_int(signals_pending());
+    if (early) {
+        printf("drtune: %s received during start-up: stopped before the first iteration, nothing to save\n",
+               signal_name(early));
+        dist_barrier();
+        trainer_free(&t);
+        return 0;
+    }
     char path[2048], samples[2048], ckdir[2048];
     dt_path(samples, sizeof samples, "%s/samples", c->output.dir);
     dt_path(ckdir, sizeof ckdir, "%s/checkpoints", c->output.dir);
@@ -374,8 +389,9 @@ int trainer_run(const Config *c, const char *resume) {
     arena_print(&t.eng.vae_mem);
     arena_print(&t.eng.mem);
 
-    float before = NAN, after;
-    if (root && !resumed) {
+    float before = NAN, after = NAN;
+    int grids = c->log.n_sample_seeds > 0; // log.sample_seeds empty: no sample grids, no sample reward
+    if (root && !resumed && grids) {
         dt_path(path, sizeof path, "%s/before.png", samples);
         write_samples(&t, path, &before);
         printf("samples before training: %s (mean reward %.5f)\n", path, before);
@@ -485,7 +501,7 @@ int trainer_run(const Config *c, const char *resume) {
         if (stop)
             printf("drtune: %s received: stopped after iteration %d with checkpoint %s/ckpt-%06d.h5; continue with "
                    "the same command and --resume auto\n",
-                   stop == SIGTERM ? "SIGTERM" : stop == SIGUSR1 ? "SIGUSR1" : "a stop signal", done, ckdir, done);
+                   signal_name(stop), done, ckdir, done);
     }
     if (root) {
         progress_finish(&prog);
@@ -493,15 +509,17 @@ int trainer_run(const Config *c, const char *resume) {
     }
     if (root && !stop) {
         dt_path(path, sizeof path, "%s/after.png", samples);
-        write_samples(&t, path, &after);
+        if (grids) write_samples(&t, path, &after);
         char curve[2048];
         dt_path(curve, sizeof curve, "%s/reward_curve.png", c->output.dir);
         write_reward_curve(metrics_path, curve);
-        if (resumed) printf("done: %d updates, %d skipped; sample mean reward %.5f\n", applied, skipped, after);
-        else printf("done: %d updates, %d skipped; sample mean reward %.5f -> %.5f\n", applied, skipped, before, after);
-        printf("outputs in %s:\n  metrics:        %s\n  samples:        %s/before.png, %s/after.png\n"
-               "  reward curve:   %s\n  checkpoints:    %s\n",
-               c->output.dir, metrics_path, samples, samples, curve, ckdir);
+        printf("done: %d updates, %d skipped", applied, skipped);
+        if (!grids) printf(" (log.sample_seeds is empty: no sample grids)\n");
+        else if (resumed) printf("; sample mean reward %.5f\n", after);
+        else printf("; sample mean reward %.5f -> %.5f\n", before, after);
+        printf("outputs in %s:\n  metrics:        %s\n", c->output.dir, metrics_path);
+        if (grids) printf("  samples:        %s/before.png, %s/after.png\n", samples, samples);
+        printf("  reward curve:   %s\n  checkpoints:    %s\n", curve, ckdir);
         dt_path(path, sizeof path, "%s/export", c->output.dir);
         export_weights(&t, path);
     }

@@ -14,11 +14,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static volatile uint8_t g_sink;
 
 // Reads every tensor through read_into (float data into f32 and bf16, I32 as is); I64 is only touched, since an
-// out-of-range value is, correctly, a user error that exits.
+// out-of-range value is, correctly, a user error that exits, and float data holding a NaN or an infinity is only
+// scanned (safetensors_first_nonfinite), since reading it is a user error too.
 static void convert_all(const SafeTensors *st) {
     for (int i = 0; i < st->n; i++) {
         const StTensor *t = &st->tensors[i];
-        if (t->ndim > TENSOR_MAX_DIMS || t->dtype == ST_I64) continue;
+        if (t->ndim > TENSOR_MAX_DIMS || t->dtype == ST_I64 || safetensors_first_nonfinite(t, NULL) >= 0) continue;
         size_t elems = t->nbytes / safetensors_dtype_size(t->dtype);
         if (elems > MAX_CONVERT_ELEMS) continue;
         void *buf = malloc(elems * 4 + 1);
