@@ -103,7 +103,7 @@ static void parity(const Case *k) {
                same ? "ok  " : "FAIL", k->reward, tags[i], clip_reward_activation_bytes(&c) / 1024.0,
                clip_reward_activation_bytes(&cc) / 1024.0);
         count(same && clip_reward_activation_bytes(&cc) < clip_reward_activation_bytes(&c));
-        free(x.data), free(dx.data), free(dxc.data);
+        gc_free(x.data), gc_free(dx.data), gc_free(dxc.data);
     }
     clip_reward_free(&c);
     clip_reward_free(&cc);

@@ -46,7 +46,7 @@ static int check_adjoint(ResizeKernel k, int aa, int64_t H, int64_t W, int64_t O
     int ok = rel < 1e-5;
     printf("%s adjoint %s aa%d %lldx%lld -> %lldx%lld: <Ax,y> %.8e <x,A^T y> %.8e rel %.1e\n", ok ? "ok  " : "FAIL",
            resize_kernel_name(k), aa, (long long)H, (long long)W, (long long)OH, (long long)OW, a, b, rel);
-    free(x.data), free(dx.data), free(y.data), free(out.data);
+    gc_free(x.data), gc_free(dx.data), gc_free(y.data), gc_free(out.data);
     return ok;
 }
 

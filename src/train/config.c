@@ -163,7 +163,7 @@ static const ConfigKey KEYS[] = {
     K_INT("train", "threads", train.threads, "0", 0, 4096, "CPU threads per process; 0 = all cores"),
     K_ENUM("train", "device", train.device, TRAIN_DEVICES, "auto",
            "where an iteration runs: cuda (one GPU per rank, by local rank), cpu, or auto (the GPU when one is "
-           "visible; `drtune info --device` says which)"),
+           "visible; drtune info --device says which)"),
     K_BOOL("train", "deterministic", train.deterministic, "true",
            "GPU: only deterministic convolution algorithms, so a run repeats bit for bit on the same GPU"),
     K_FLOAT("train", "reduce_bucket_mb", train.reduce_bucket_mb, "1.0", 0, 1024, 0,

@@ -1,0 +1,128 @@
+// cmd_bench_plan.c: `drtune bench plan`, the memory plan of one training rank computed from a model folder's configs
+// alone (no weights are read, nothing is allocated), for sizing GPUs before a run: the UNet and VAE decoder weights,
+// the trainable set's gradients and Adam moments (sharded over the ranks for full fine-tuning), and the activations
+// of one guided UNet forward + backward and of the decoder, with the same planners a run uses. Storage is fp32
+// throughout, as the GPU path stores it today.
+#include <stdio.h>
+#include <string.h>
+
+#include "args.h"
+#include "core/common.h"
+#include "models/unet.h"
+#include "models/vae.h"
+
+static void plan_usage(FILE *f) {
+    fprintf(f,
+            "usage: drtune bench plan --model DIR [--height H --width W] [--batch B] [--guidance W]\n"
+            "                         [--trainable lora|full] [--lora-rank R] [--ranks N,N,...]\n"
+            "\n"
+            "The memory plan of one rank for one training iteration, from the configs of a diffusers folder (e.g.\n"
+            "configs/models/sdxl): per group and in total, for each rank count. Defaults: the UNet's default image\n"
+            "size, batch 1 per rank, guidance 5 (both CFG branches), LoRA of rank 4 on to_q, to_k, to_v, to_out.0,\n"
+            "ranks 1,8,64.\n");
+}
+
+static int ends_with(const char *s, const char *t) {
+    size_t a = strlen(s), b = strlen(t);
+    return a >= b && !strcmp(s + a - b, t);
+}
+
+int cmd_bench_plan(int argc, char **argv) {
+    const char *model = NULL;
+    int H = -1, W = -1, B = 1, rank = 4, full = 0, nranks = 3;
+    int ranks[16] = {1, 8, 64};
+    double guidance = 5.0;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            plan_usage(stdout);
+            return 0;
+        }
+        const char *v = args_value(argc, argv, &i);
+        if (!strcmp(o, "--model")) model = v;
+        else if (!strcmp(o, "--height")) H = args_int(o, v, 8, 16384);
+        else if (!strcmp(o, "--width")) W = args_int(o, v, 8, 16384);
+        else if (!strcmp(o, "--batch")) B = args_int(o, v, 1, 4096);
+        else if (!strcmp(o, "--guidance")) guidance = args_double(o, v, 0.0, 100.0);
+        else if (!strcmp(o, "--lora-rank")) rank = args_int(o, v, 1, 1024);
+        else if (!strcmp(o, "--trainable")) {
+            USER_CHECK(!strcmp(v, "lora") || !strcmp(v, "full"), "--trainable: '%s' is not lora or full", v);
+            full = !strcmp(v, "full");
+        } else if (!strcmp(o, "--ranks")) {
+            char *copy = xstrdup(v), *save = NULL;
+            nranks = 0;
+            for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                USER_CHECK(nranks < 16, "--ranks: at most 16 counts");
+                ranks[nranks++] = args_int(o, t, 1, 1 << 20);
+            }
+            free(copy);
+            USER_CHECK(nranks > 0, "--ranks: give at least one rank count");
+        } else dt_user_error("drtune bench plan: unknown option '%s' (see drtune bench plan --help)", o);
+    }
+    USER_CHECK(model, "drtune bench plan: --model DIR is required");
+    USER_CHECK((H < 0) == (W < 0), "drtune bench plan: give --height and --width together");
+    char path[4096];
+    UNetConfig uc;
+    VAEConfig vc;
+    snprintf(path, sizeof path, "%s/unet", model);
+    unet_load_config(&uc, path);
+    snprintf(path, sizeof path, "%s/vae", model);
+    vae_load_config(&vc, path);
+    int f = 1 << (vc.levels - 1);
+    if (H < 0) H = W = uc.sample_size * f;
+    USER_CHECK(H % f == 0 && W % f == 0, "--height and --width must be multiples of %d for this VAE", f);
+    int rows = guidance > 1.0 ? 2 * B : B, T = 77;
+
+    Arena up, vp, ua, va;
+    UNet *net = xcalloc(1, sizeof *net);
+    VAE *vae = xcalloc(1, sizeof *vae);
+    UNetActs *acts = xcalloc(1, sizeof *acts);
+    VAEDecodeActs *vacts = xcalloc(1, sizeof *vacts);
+    arena_init(&up, "unet", DEVICE_CPU);
+    arena_init(&vp, "vae", DEVICE_CPU);
+    arena_init(&ua, "unet-acts", DEVICE_CPU);
+    arena_init(&va, "vae-acts", DEVICE_CPU);
+    unet_plan_params(&up, net, &uc);
+    vae_plan_params(&vp, vae, &vc, VAE_DECODER);
+    unet_plan_acts(&ua, acts, net, rows, H / f, W / f, T);
+    vae_plan_decode_acts(&va, vacts, vae, B, H / f, W / f);
+    // LoRA: r (in + out) per adapted projection of the attention blocks
+    int64_t lora = 0;
+    const char *targets[] = {".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight"};
+    for (int i = 0; i < up.n; i++)
+        for (int k = 0; k < 4; k++)
+            if (strstr(up.entries[i].name, "transformer_blocks.") && ends_with(up.entries[i].name, targets[k]))
+                lora += (int64_t)rank * (up.entries[i].desc.shape[0] + up.entries[i].desc.shape[1]);
+    double weights = (double)up.size + (double)vp.size, trained = full ? (double)up.size : 4.0 * (double)lora;
+    double acts_b = (double)ua.size + (double)va.size;
+    double latents = 4.0 * (double)B * uc.in_channels * (H / f) * (W / f);
+    char a[32], b[32], c[32], d[32], e[32];
+    printf("drtune bench plan: %s, %dx%d images, batch %d per rank, %s, %s, fp32 storage\n", model, H, W, B,
+           rows > B ? "both CFG branches" : "one branch", full ? "full fine-tuning" : "LoRA");
+    printf("  %-28s %12s\n", "UNet weights", dt_format_bytes(a, sizeof a, (double)up.size));
+    printf("  %-28s %12s\n", "VAE decoder weights", dt_format_bytes(a, sizeof a, (double)vp.size));
+    if (!full)
+        printf("  %-28s %12s (rank %d, %lld parameters)\n", "LoRA adapters",
+               dt_format_bytes(a, sizeof a, 4.0 * (double)lora), rank, (long long)lora);
+    printf("  %-28s %12s (%d rows of %dx%d latents)\n", "UNet activations",
+           dt_format_bytes(a, sizeof a, (double)ua.size), rows, H / f, W / f);
+    printf("  %-28s %12s\n", "VAE decoder activations", dt_format_bytes(a, sizeof a, (double)va.size));
+    printf("\n%8s %14s %14s %14s %14s %14s\n", "ranks", "weights", "gradients", "Adam m, v", "activations", "total");
+    for (int i = 0; i < nranks; i++) {
+        int R = ranks[i];
+        // gradients: the whole trainable set on every rank (reduce-scattered after the backward); moments: this
+        // rank's shard for full fine-tuning, all of them for LoRA; latents: x_t of every step is small next to these
+        double grads = trained, moments = 2.0 * (full ? trained / R : trained), lora_w = full ? 0.0 : trained;
+        double total = weights + lora_w + grads + moments + acts_b + latents * 30;
+        printf("%8d %14s %14s %14s %14s %14s\n", R, dt_format_bytes(a, sizeof a, weights + lora_w),
+               dt_format_bytes(b, sizeof b, grads), dt_format_bytes(c, sizeof c, moments),
+               dt_format_bytes(d, sizeof d, acts_b), dt_format_bytes(e, sizeof e, total));
+    }
+    printf("\ntotal: weights + gradients + moments + activations + 30 stored latents (the engine's buffers); the\n"
+           "ops' scratch (cuDNN, cuBLASLt and attention workspaces, at most a few hundred MiB) comes on top.\n");
+    unet_acts_free(acts);
+    unet_free(net);
+    free(net), free(vae), free(acts), free(vacts);
+    arena_free(&up), arena_free(&vp), arena_free(&ua), arena_free(&va);
+    return 0;
+}
