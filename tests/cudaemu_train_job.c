@@ -51,7 +51,7 @@ int main(void) {
     tu_check(c.code == 0 && strstr(c.out, "GPU:"), "drtune info --device names the GPU (exit %d)", c.code);
     tu_child_free(&c);
 
-    char args[1024], gdir[512], cdir[512];
+    char args[4096], gdir[512], cdir[512];
     snprintf(gdir, sizeof gdir, "%s", tu_path("gpu"));
     snprintf(cdir, sizeof cdir, "%s", tu_path("cpu"));
     snprintf(args, sizeof args, JOB " --train.device=cuda --output.dir=%s", gdir);
@@ -84,5 +84,21 @@ int main(void) {
     snprintf(ca, sizeof ca, "%s/export/pytorch_lora_weights.safetensors", cdir);
     double rel = files_rel_l2(ga, ca);
     tu_check(rel <= 1e-4, "exported LoRA adapters, GPU vs CPU: relative L2 %.2e (tol 1e-4)", rel);
+
+    // drtune sample with the trained adapters on both devices: latents, x0 and images
+    const char *dev[2] = {"cuda", "cpu"};
+    char out[2][600];
+    for (int i = 0; i < 2; i++) {
+        snprintf(out[i], sizeof out[i], "%s/sample_%s.safetensors", tu_tmpdir(NULL), dev[i]);
+        snprintf(args, sizeof args,
+                 "sample --model data/models/tiny --prompt 'a red circle' --prompt 'a blue square on the left' "
+                 "--steps 8 --lora %s --device %s --out %s/sample_%s.png --save %s",
+                 ga, dev[i], tu_tmpdir(NULL), dev[i], out[i]);
+        rc = tu_run_drtune(args, &c);
+        tu_check(rc == 0, "drtune sample --device %s with the trained adapters (exit %d)", dev[i], rc);
+        tu_child_free(&c);
+    }
+    rel = files_rel_l2(out[0], out[1]);
+    tu_check(rel <= 1e-5, "sampled latents and images, GPU vs CPU: relative L2 %.2e (tol 1e-5)", rel);
     return tu_report();
 }

@@ -18,7 +18,7 @@
 #define EVAL_MAX_SEEDS 100000
 
 typedef struct {
-    const char *model, *prompts, *lora, *out, *negative;
+    const char *model, *prompts, *lora, *out, *negative, *device;
     char rewards[CONFIG_MAX_REWARDS][32];
     double weights[CONFIG_MAX_REWARDS], colour[3];
     int n_rewards, n_weights;
@@ -57,13 +57,14 @@ static void eval_usage(FILE *f) {
             "  --negative TEXT    negative prompt\n"
             "  --lora FILE        LoRA adapters written by drtune train\n"
             "  --threads N        CPU threads (default 0: all cores)\n"
+            "  --device D         auto (the GPU when one is visible; default), cpu or cuda\n"
             "  --out FILE         the JSON results (written atomically)\n",
             reward_known_names());
 }
 
 static void eval_parse(EvalArgs *a, int argc, char **argv) {
     memset(a, 0, sizeof *a);
-    a->negative = "";
+    a->negative = "", a->device = "auto";
     a->steps = 20, a->height = -1, a->width = -1;
     a->guidance = 5.0;
     a->colour[0] = 0.9, a->colour[1] = 0.1, a->colour[2] = 0.1;
@@ -106,6 +107,7 @@ static void eval_parse(EvalArgs *a, int argc, char **argv) {
         else if (!strcmp(o, "--negative")) a->negative = v;
         else if (!strcmp(o, "--lora")) a->lora = v;
         else if (!strcmp(o, "--threads")) a->threads = args_int(o, v, 0, 4096);
+        else if (!strcmp(o, "--device")) a->device = v;
         else if (!strcmp(o, "--out")) a->out = v;
         else dt_user_error("drtune eval: unknown option '%s' (see drtune eval --help)", o);
     }
@@ -205,6 +207,9 @@ int cmd_eval(int argc, char **argv) {
     setup_threads(a.threads);
     SetupRewards rewards;
     setup_rewards(&rewards, a.n_rewards, a.rewards, a.weights, a.colour, &a.models);
+    // auto: the GPU when one is visible and every reward has a GPU path (the learned ones run on the CPU for now)
+    Device d = setup_device(!strcmp(a.device, "auto") && !rewardset_on_gpu(&rewards.set) ? "cpu" : a.device,
+                            "--device");
     int n_prompts;
     char **prompts = prompts_read(a.prompts, &n_prompts);
     Model m;
@@ -216,6 +221,7 @@ int cmd_eval(int argc, char **argv) {
     Lora lora;
     UNet no_grads;
     if (a.lora) setup_lora_from_file(&lora, &no_grads, &m, a.lora);
+    setup_model_to_device(&m, a.lora ? &lora : NULL, d);
     int K = a.n_rewards;
     Engine e;
     engine_init(&e, &m.unet, NULL, &m.vae, &m.sched, &rewards.set, (float)a.guidance, (float)a.eta, 1, h, w, 77);

@@ -86,6 +86,7 @@ static const char *sample_prompt(const char *v, int index) {
 
 int cmd_sample(int argc, char **argv) {
     const char *model = NULL, *out = "sample.png", *latents = NULL, *save = NULL, *negative = "", *lora = NULL;
+    const char *device = "auto";
     const char **prompts = xmalloc(sizeof(char *) * (size_t)argc);
     int np = 0, seed = 0, steps = 50, height = -1, width = -1;
     float guidance = 7.5f, eta = 0.0f;
@@ -102,6 +103,7 @@ int cmd_sample(int argc, char **argv) {
                    "  --negative TEXT   negative prompt\n"
                    "  --latents FILE    read the initial latents [B, C, h, w] from tensor 'latents' of a safetensors file\n"
                    "  --lora FILE       apply LoRA adapters written by drtune train\n"
+                   "  --device D        auto (the GPU when one is visible; default), cpu or cuda\n"
                    "  --out FILE.png    the image grid (default sample.png)\n"
                    "  --save FILE       also write the final latents and images as safetensors\n",
                    PROMPTS_LINE_MAX);
@@ -120,12 +122,14 @@ int cmd_sample(int argc, char **argv) {
         else if (!strcmp(a, "--negative")) negative = v;
         else if (!strcmp(a, "--latents")) latents = v;
         else if (!strcmp(a, "--lora")) lora = v;
+        else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--save")) save = v;
         else dt_user_error("drtune sample: unknown option '%s' (see drtune sample --help)", a);
     }
     USER_CHECK(model != NULL, "drtune sample: --model is required");
     USER_CHECK(np > 0, "drtune sample: give at least one --prompt");
+    Device d = setup_device(device, "--device");
     Model m;
     model_load(&m, model, steps);
     int f = 1 << (m.vae.cfg.levels - 1);
@@ -136,6 +140,7 @@ int cmd_sample(int argc, char **argv) {
     Lora l;
     UNet no_grads;
     if (lora) setup_lora_from_file(&l, &no_grads, &m, lora); // rank and targets from the file
+    setup_model_to_device(&m, lora ? &l : NULL, d);
     Engine e;
     RewardSet none = {.items = NULL, .n = 0};
     engine_init(&e, &m.unet, NULL, &m.vae, &m.sched, &none, guidance, eta, B, h, w, 77);
@@ -161,15 +166,19 @@ int cmd_sample(int argc, char **argv) {
     double t0 = dt_now();
     engine_sample(&e, &cond, &xT, eta > 0 ? &z : NULL, &x0);
     engine_score(&e, &x0, prompts);
-    pngio_write_grid(out, e.image.data, B, height, width, 0);
+    Tensor image = e.image; // on the host for the files
+    image.device = DEVICE_CPU, image.data = xmalloc(tensor_bytes(&e.image));
+    tensor_copy(&image, &e.image);
+    pngio_write_grid(out, image.data, B, height, width, 0);
     printf("drtune sample: %d image%s of %dx%d, %d steps, guidance %.2f in %.1f s -> %s\n", B, B == 1 ? "" : "s",
            height, width, steps, guidance, dt_now() - t0, out);
     if (save) {
         const char *names[3] = {"latents", "x0", "image"};
-        Tensor ts[3] = {xT, x0, e.image};
+        Tensor ts[3] = {xT, x0, image};
         safetensors_write(save, 3, names, ts, NULL);
         printf("  latents and images: %s\n", save);
     }
+    free(image.data);
     free(xT.data);
     free(x0.data);
     free(z.data);

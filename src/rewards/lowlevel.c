@@ -355,6 +355,12 @@ static size_t rewardset_kernel_bytes(const RewardSet *set, const Tensor *images)
     return (most + 255) / 256 * 256;
 }
 
+int rewardset_on_gpu(const RewardSet *set) {
+    for (int k = 0; k < set->n; k++)
+        if (lowlevel_kind(&set->items[k]) < 0 && set->items[k].score != adherence_score) return 0;
+    return 1;
+}
+
 size_t rewardset_workspace_bytes(const RewardSet *set, const Tensor *images) {
     if (images->device != DEVICE_CUDA) return 0;
     size_t acc = images->dtype == DTYPE_F32 ? 0 : sizeof(float) * (size_t)tensor_numel(images);
@@ -389,7 +395,8 @@ static void rewardset_score_cuda(const RewardSet *set, const Tensor *images, con
         else if (kind >= 0)
             lowlevel_cuda(kind, r, r->weight, images, s, dimages ? &acc : NULL, dscore, kws);
         else
-            dt_user_error("reward '%s' has no GPU kernel yet: use it with train.device = cpu", r->name);
+            dt_user_error("reward '%s' has no GPU kernel yet: use it on the CPU (train.device = cpu, --device cpu)",
+                          r->name);
         reward_total_cuda(total, s, r->weight, B, k == 0);
     }
     if (dimages && acc.data != dimages->data) tensor_cast(dimages, &acc);

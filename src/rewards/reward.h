@@ -48,6 +48,8 @@ typedef struct {
 } RewardSet;
 void rewardset_score(const RewardSet *set, const Tensor *images, const char *const *prompts, float *total,
                      float *per_reward, Tensor *dimages, const float *dscore);
+// 1 when every reward of the set has a GPU path (the low-level rewards and adherence; the learned rewards not yet).
+int rewardset_on_gpu(const RewardSet *set);
 // GPU scratch bytes rewardset_score needs for these images (0 on the CPU), for the memory plan.
 size_t rewardset_workspace_bytes(const RewardSet *set, const Tensor *images);
 

@@ -122,6 +122,26 @@ int setup_threads(int requested) {
     return ops_get_threads();
 }
 
+Device setup_device(const char *name, const char *option) {
+    Config c;
+    config_defaults(&c);
+    if (!strcmp(name, "cpu")) c.train.device = TRAIN_DEVICE_CPU;
+    else if (!strcmp(name, "cuda")) c.train.device = TRAIN_DEVICE_CUDA;
+    else USER_CHECK(!strcmp(name, "auto"), "%s: '%s' is not auto, cpu or cuda", option, name);
+    Device d = config_device(&c);
+    device_select(d, dist_local_rank());
+    return d;
+}
+
+void setup_model_to_device(Model *m, Lora *l, Device d) {
+    if (d == DEVICE_CPU) return;
+    model_to_device(m, d);
+    if (l) {
+        arena_to_device(&l->params, d);
+        arena_to_device(&l->grads, d);
+    }
+}
+
 MethodConfig setup_method(const Config *c) {
     return (MethodConfig){.method = c->method.name, .K = c->method.k, .m = c->method.m,
                           .lv_copies = c->method.lv_copies, .phase = c->method.phase, .t_min = c->method.t_min,

@@ -60,6 +60,12 @@ void setup_trainable_free(TrainSet *t);
 // Returns the number in use.
 int setup_threads(int requested);
 
+// The device a command runs on, from "auto", "cpu" or "cuda" (train.device's values; auto: the GPU when one is
+// visible; a user error for another name, or cuda without a GPU), selected for this rank (GPU local rank mod count).
+Device setup_device(const char *name, const char *option);
+// Moves a loaded model (and the LoRA adapters attached to it, when l != NULL) to device d.
+void setup_model_to_device(Model *m, Lora *l, Device d);
+
 // The method section as the engine takes it.
 MethodConfig setup_method(const Config *c);
 
