@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# check.sh: the GPU check, run on a machine with an NVIDIA GPU from the repository root: unpacks the carried Debian
-# packages (tools/gpu/fetch_debs.sh) into .deps/root when the system lacks them, builds drtune with CUDA, runs the
-# CUDA parity tests and the CPU test suite's fast labels, and prints a summary table. Results go to $OUT if set.
+# check.sh: the GPU check, one prepared run on a machine with an NVIDIA GPU, from the repository root (under 9
+# minutes). It unpacks the carried Debian packages (tools/gpu/fetch_debs.sh) into .deps/root when the system lacks
+# them, builds drtune with CUDA for sm_90a (single process: no MPI or HDF5 there), and runs, each step under its own
+# timeout with its own log in $OUT (default /tmp/drtune-gpu):
+#   env          GPU, driver, nvcc, library versions (drtune info --device)
+#   cuda         ctest -L cuda: every kernel and library wrapper against the CPU ops, fp32 and bf16, the whole UNet
+#                (cuda_unet), and the default job trained on the GPU against the CPU (cuda_train_job)
+#   memcheck     compute-sanitizer memcheck on the op parity tests, racecheck on the shared-memory kernels
+#   bench        drtune bench cuda (linear and elementwise, GPU vs CPU)
+#   summary.md   one line per step: passed / failed / timed out, seconds
 set -uo pipefail
 out=${OUT:-/tmp/drtune-gpu}
 mkdir -p "$out"
@@ -14,16 +21,33 @@ arch=$(uname -m)-linux-gnu
 export PKG_CONFIG_PATH=$root/usr/lib/$arch/pkgconfig:$root/usr/lib/$arch/openblas-openmp/pkgconfig:$root/usr/share/pkgconfig
 export PKG_CONFIG_SYSROOT_DIR=$root
 export LD_LIBRARY_PATH=$root/usr/lib/$arch:$root/usr/lib/$arch/openblas-openmp:${LD_LIBRARY_PATH:-}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-nvcc --version | tail -1
-t0=$(date +%s)
-cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DDRTUNE_DIST=OFF -DDRTUNE_SYSROOT="$root" \
-  -DCMAKE_PREFIX_PATH="$root/usr" -DCMAKE_LIBRARY_PATH="$root/usr/lib/$arch" \
-  -DCMAKE_INCLUDE_PATH="$root/usr/include" -DCMAKE_CUDA_ARCHITECTURES=90 >"$out/cmake.log" 2>&1 \
-  || { tail -30 "$out/cmake.log"; exit 1; }
-cmake --build build-gpu -j16 >"$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -30; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s"
-cd build-gpu
-ctest -L cuda --output-on-failure 2>&1 | tee "$out/cuda.log"
-./drtune bench cuda 2>&1 | tee "$out/bench_cuda.log"
-ctest -L 'core|gradcheck' -j8 2>&1 | tail -4 | tee "$out/cpu.log"
+summary=$out/summary.md
+printf '| step | result | seconds |\n|---|---|---|\n' >"$summary"
+
+# step NAME LIMIT_S COMMAND...: runs COMMAND with its output in $out/NAME.log and a line in the summary
+step() {
+  local name=$1 limit=$2 t0 rc result
+  shift 2
+  t0=$(date +%s)
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  rc=$?
+  case $rc in 0) result=passed ;; 124) result="timed out ($limit s)" ;; *) result="failed ($rc)" ;; esac
+  printf '| %s | %s | %d |\n' "$name" "$result" $(( $(date +%s) - t0 )) >>"$summary"
+  tail -3 "$out/$name.log"
+  return $rc
+}
+
+step env 60 sh -c 'nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -1'
+step build 240 sh -c "cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DDRTUNE_DIST=OFF -DDRTUNE_SYSROOT='$root' \
+  -DCMAKE_PREFIX_PATH='$root/usr' -DCMAKE_LIBRARY_PATH='$root/usr/lib/$arch' -DCMAKE_INCLUDE_PATH='$root/usr/include' \
+  && cmake --build build-gpu -j16" || { cat "$summary"; exit 1; }
+step info 30 ./build-gpu/drtune info --device
+step cuda 240 sh -c 'cd build-gpu && ctest -L cuda --output-on-failure'
+if command -v compute-sanitizer >/dev/null; then
+  step memcheck 90 sh -c 'for t in cuda_parity cuda_layout cuda_norm cuda_attention; do
+    compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/$t >/dev/null || exit 1; done'
+  step racecheck 60 sh -c 'for t in cuda_norm cuda_emulator; do
+    compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/$t >/dev/null || exit 1; done'
+fi
+step bench 60 ./build-gpu/drtune bench cuda
+cat "$summary"
