@@ -100,5 +100,31 @@ int main(void) {
     }
     rel = files_rel_l2(out[0], out[1]);
     tu_check(rel <= 1e-5, "sampled latents and images, GPU vs CPU: relative L2 %.2e (tol 1e-5)", rel);
+
+    // full fine-tuning on 2 ranks, one (emulated) GPU each
+    const char *mpiexec = getenv("DRTUNE_MPIEXEC");
+    if (!mpiexec || !*mpiexec || !device_cuda_emulated()) return tu_report();
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1); // CI containers run as root
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    double g[2][4];
+    for (int i = 0; i < 2; i++) {
+        char dir[600], cmd[16384];
+        snprintf(dir, sizeof dir, "%s/full2_%s", tu_tmpdir(NULL), dev[i]);
+        snprintf(cmd, sizeof cmd,
+                 "OMP_NUM_THREADS=1 '%s' -q --oversubscribe -np 2 '%s' " JOB " "
+                 "--train.trainable=full --train.device=%s --output.dir=%s >%s.log 2>&1",
+                 mpiexec, getenv("DRTUNE_BIN"), dev[i], dir, dir);
+        rc = system(cmd);
+        tu_check(rc == 0, "2 ranks, full fine-tuning, --train.device=%s (exit %d)", dev[i], rc);
+        char m[700];
+        snprintf(m, sizeof m, "%s/metrics.jsonl", dir);
+        int n = metric(m, "grad_norm", g[i], 2);
+        n += metric(m, "reward_mean", g[i] + 2, 2);
+        if (n != 4) g[i][0] = NAN;
+    }
+    double worst = 0;
+    for (int k = 0; k < 4; k++) worst = fmax(worst, fabs(g[0][k] - g[1][k]) / fmax(fabs(g[1][k]), 1e-12));
+    tu_check(worst <= 1e-3, "2 ranks, full fine-tuning: gradient norms and rewards, GPU vs CPU: max rel diff %.2e "
+                            "(tol 1e-3)", worst);
     return tu_report();
 }

@@ -147,10 +147,17 @@ static void trainer_sync_host(Trainer *t, int to_host) {
     }
 }
 
-// All-gathers the sharded parameters after the shards were updated (or loaded).
+// All-gathers the sharded parameters after the shards were updated (or loaded). NCCL gathers equal shards, so on
+// the GPU it goes through the gradient buffer, which is padded to the shard layout and free at this point.
 static void trainer_allgather(Trainer *t) {
-    if (t->device == DEVICE_CPU) dist_allgather_f32(t->ts.p, &t->shard);
-    else if (dist_size() > 1) dist_device_allgather_f32(t->ts.p, &t->shard);
+    if (t->device == DEVICE_CPU) {
+        dist_allgather_f32(t->ts.p, &t->shard);
+    } else if (dist_size() > 1) {
+        int64_t lo = dist_shard_lo(&t->shard), count = dist_shard_count(&t->shard);
+        device_copy(t->ts.g + lo, t->device, t->ts.p + lo, t->device, sizeof(float) * (size_t)count);
+        dist_device_allgather_f32(t->ts.g, &t->shard);
+        device_copy(t->ts.p, t->device, t->ts.g, t->device, sizeof(float) * (size_t)t->ts.n);
+    }
 }
 
 // Completes the sum of the ranks' gradients (started during the backward) and applies AdamW to this rank's part
