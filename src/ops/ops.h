@@ -27,6 +27,8 @@ void ops_workspace_reserve(Device d, size_t bytes);
 // parts of that scratch while they call linear layers. Planned the same way (linear_workspace_bytes).
 void *ops_gemm_workspace(Device d, size_t bytes);
 void ops_gemm_workspace_reserve(Device d, size_t bytes);
+// Bytes held now by the ops' scratch (gemm = 0) or the GEMM workspace (gemm = 1) on device d.
+size_t ops_workspace_size(Device d, int gemm);
 void ops_workspace_free(void);
 // number of OpenMP threads the CPU ops use (n <= 0: unchanged), and the number in use
 void ops_set_threads(int n);

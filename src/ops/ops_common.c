@@ -25,6 +25,8 @@ void ops_workspace_reserve(Device d, size_t bytes) { (void)workspace(0, d, bytes
 void *ops_gemm_workspace(Device d, size_t bytes) { return workspace(1, d, bytes); }
 void ops_gemm_workspace_reserve(Device d, size_t bytes) { (void)workspace(1, d, bytes); }
 
+size_t ops_workspace_size(Device d, int gemm) { return g_ws_size[d == DEVICE_CUDA][gemm != 0]; }
+
 void ops_workspace_free(void) {
     for (int i = 0; i < 2; i++)
         for (int k = 0; k < 2; k++) {

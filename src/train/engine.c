@@ -108,6 +108,20 @@ static Tensor plan_latent(Arena *a, Tensor *slot, const char *name, int64_t B, i
     return *slot;
 }
 
+// GPU: one UNet evaluation with its backward and one decode with its backward on the planned buffers (zero-filled
+// inputs and upstream gradients), so that the ops' workspaces (cuDNN, cuBLASLt, attention, norms) reach their
+// largest need during planning and an iteration allocates nothing. The zero upstream gradients add exactly zero to
+// the parameter gradients.
+static void plan_workspaces(Engine *e) {
+    const UNetConfig *uc = &e->unet->cfg;
+    unet_forward(e->unet, &e->acts, &e->eps_rows, &e->xin, &e->tsteps, &e->ctx, uc->text_time ? &e->text_embeds : NULL,
+                 uc->text_time ? &e->time_ids : NULL);
+    vae_decode(e->vae, &e->vacts, &e->image, &e->x0);
+    if (!e->grads) return; // sampling only
+    unet_backward(e->unet, e->grads, &e->acts, &e->deps_rows, &e->dx_rows, NULL);
+    vae_decode_backward(e->vae, NULL, &e->vacts, &e->dimage, &e->g);
+}
+
 void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const Ddim *sched, const RewardSet *rewards,
                  float guidance, float eta, int B, int h, int w, int T) {
     memset(e, 0, sizeof *e);
@@ -171,6 +185,7 @@ void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const
     e->reward = xcalloc((size_t)B, sizeof(float));
     e->dscore = xcalloc((size_t)B, sizeof(float));
     e->per_reward = xcalloc((size_t)(B * (rewards->n > 0 ? rewards->n : 1)), sizeof(float));
+    if (d != DEVICE_CPU) plan_workspaces(e);
 }
 
 void engine_free(Engine *e) {

@@ -44,6 +44,7 @@ typedef struct {
     float *gshard;          // sharded on several ranks: this rank's shard of the summed gradient [shard.shard]
     GradSync sync;          // the reduction, started during the last backward (grad_sync.h)
     Engine eng;
+    Engine sample_eng;      // one image at a time for the fixed-seed sample grids (planned with the rest)
     int B, Bl, b0;          // global batch; this rank's slice [b0, b0 + Bl)
     int h, w, H, W;
     char **prompts;
@@ -103,10 +104,16 @@ static void trainer_setup(Trainer *t, const Config *c) {
     grad_sync_init(&t->sync, t->ts.grads, &t->model.unet.cfg, t->ts.n, sharded(t) ? t->shard.padded : t->ts.n,
                    scatter ? &t->shard : NULL, t->gshard, c->train.reduce_bucket_mb);
     if (R > 1) t->eng.ready = grad_sync_ready, t->eng.ready_ctx = &t->sync;
+    if (c->log.n_sample_seeds > 0)
+        engine_init(&t->sample_eng, &t->model.unet, NULL, &t->model.vae, &t->model.sched, &t->rw.set,
+                    (float)c->sampler.guidance, (float)c->sampler.eta, 1, t->h, t->w, 77);
+    // the memory plan is the whole GPU footprint: nothing may allocate device memory from here on
+    if (d != DEVICE_CPU) device_freeze_allocations(1);
 }
 
 static void trainer_free(Trainer *t) {
     engine_free(&t->eng);
+    if (t->cfg->log.n_sample_seeds > 0) engine_free(&t->sample_eng);
     grad_sync_free(&t->sync);
     free(t->gshard);
     setup_trainable_free(&t->ts);
@@ -210,22 +217,19 @@ static void write_samples(Trainer *t, const char *path, float *mean_reward) {
         if (mean_reward) *mean_reward = NAN;
         return;
     }
-    Engine e;
-    engine_init(&e, &t->model.unet, NULL, &t->model.vae, &t->model.sched, &t->rw.set, (float)c->sampler.guidance,
-                (float)c->sampler.eta, 1, t->h, t->w, 77);
+    Engine *e = &t->sample_eng;
     int64_t img = (int64_t)t->model.vae.cfg.out_channels * t->H * t->W;
     float *grid = xmalloc(sizeof(float) * (size_t)(img * n));
     double sum = 0;
     for (int i = 0; i < n; i++) {
-        model_sample_seeded(&t->model, &e, t->prompts[i % t->n_prompts], c->sampler.negative_prompt, t->H, t->W,
+        model_sample_seeded(&t->model, e, t->prompts[i % t->n_prompts], c->sampler.negative_prompt, t->H, t->W,
                             (uint64_t)c->log.sample_seeds[i]);
-        sum += e.reward[0];
-        device_copy(grid + i * img, DEVICE_CPU, e.image.data, e.image.device, sizeof(float) * (size_t)img);
+        sum += e->reward[0];
+        device_copy(grid + i * img, DEVICE_CPU, e->image.data, e->image.device, sizeof(float) * (size_t)img);
     }
     pngio_write_grid(path, grid, n, t->H, t->W, 0);
     if (mean_reward) *mean_reward = (float)(sum / n);
     free(grid);
-    engine_free(&e);
 }
 
 static void write_reward_curve(const char *metrics_path, const char *png_path) {
@@ -389,7 +393,7 @@ int trainer_run(const Config *c, const char *resume) {
     arena_print(&t.model.vae_params);
     if (t.ts.params != &t.model.unet_params) arena_print(t.ts.params); // LoRA adapters
     arena_print(t.ts.grads);
-    char nb[32];
+    char nb[32], nb2[32];
     int64_t moments = sharded(&t) ? dist_shard_count(&t.shard) : t.ts.n;
     printf("  %-12s %6d tensors %12lld elements %12s (%s)%s\n", "optimizer", 2, (long long)(2 * moments),
            dt_format_bytes(nb, sizeof nb, 8.0 * (double)moments), device_name(t.device),
@@ -400,6 +404,10 @@ int trainer_run(const Config *c, const char *resume) {
     arena_print(&t.eng.unet_mem);
     arena_print(&t.eng.vae_mem);
     arena_print(&t.eng.mem);
+    if (t.device != DEVICE_CPU)
+        printf("  %-12s %s ops scratch + %s GEMM (%s), sized by a planning evaluation\n", "workspaces",
+               dt_format_bytes(nb, sizeof nb, (double)ops_workspace_size(t.device, 0)),
+               dt_format_bytes(nb2, sizeof nb2, (double)ops_workspace_size(t.device, 1)), device_name(t.device));
 
     float before = NAN, after = NAN;
     int grids = c->log.n_sample_seeds > 0; // log.sample_seeds empty: no sample grids, no sample reward
