@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 ./launch/deps.sh
 ./launch/build.sh
 cd build
-ctest --output-on-failure --timeout 900 "$@"
+ctest --output-on-failure --timeout 900 -j"$(nproc)" "$@"
