@@ -26,9 +26,8 @@ int main(void) {
 
     int rc = ch_sh(&out, "'%s' train --config configs/fdxl.ini --output.dir='%s/none'", ch_bin, tmp);
     int one_line = out && strchr(out, '\n') == out + strlen(out) - 1;
-    tu_check(rc == 2 && one_line && strstr(out, "drtune: error: ") == out &&
-                 strstr(out, "models/stable-diffusion-xl-base-1.0"),
-             "drtune train --config configs/fdxl.ini parses and names the missing SDXL folder: exit %d, %s", rc,
+    tu_check(rc == 2 && one_line && strstr(out, "drtune: error: ") == out && strstr(out, "models/hps_v2.1"),
+             "drtune train --config configs/fdxl.ini parses and names the missing HPS model folder: exit %d, %s", rc,
              out ? out : "");
     free(out);
     tu_check(!ch_exists(tu_path("none")), "and starts nothing (no run folder)");

@@ -77,6 +77,14 @@ static void after_compute(void) {
     CUDA_OK(cudaStreamWaitEvent(nc.stream, ev, 0));
 }
 
+// The compute stream waits for everything queued so far on the communication stream (the host does not wait).
+static void after_comm(void) {
+    static cudaEvent_t ev;
+    if (!ev) CUDA_OK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    CUDA_OK(cudaEventRecord(ev, nc.stream));
+    CUDA_OK(cudaStreamWaitEvent(cuda_stream(), ev, 0));
+}
+
 void dist_device_allreduce_start(float *dev, int64_t n, DistRequest *req) {
     need_comm();
     after_compute();
@@ -106,7 +114,7 @@ float *dist_device_reduce_scatter_sum_f32(float *dev, const DistShard *s) {
     after_compute();
     float *mine = dev + (int64_t)s->rank * s->shard;
     NCCL_OK(ncclReduceScatter(dev, mine, (size_t)s->shard, ncclFloat32, ncclSum, nc.comm, nc.stream));
-    CUDA_OK(cudaStreamSynchronize(nc.stream));
+    after_comm();
     return mine;
 }
 
@@ -115,7 +123,7 @@ void dist_device_allgather_f32(float *dev, const DistShard *s) {
     after_compute();
     float *mine = dev + (int64_t)s->rank * s->shard;
     NCCL_OK(ncclAllGather(mine, dev, (size_t)s->shard, ncclFloat32, nc.comm, nc.stream));
-    CUDA_OK(cudaStreamSynchronize(nc.stream));
+    after_comm();
 }
 
 #else // no NCCL in this build
@@ -126,6 +134,14 @@ static DT_NORETURN void no_nccl(void) {
 }
 int dist_device_ready(void) { return 0; }
 extern "C" void dist_device_finalize(void) {}
+// The compute stream waits for everything queued so far on the communication stream (the host does not wait).
+static void after_comm(void) {
+    static cudaEvent_t ev;
+    if (!ev) CUDA_OK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    CUDA_OK(cudaEventRecord(ev, nc.stream));
+    CUDA_OK(cudaStreamWaitEvent(cuda_stream(), ev, 0));
+}
+
 void dist_device_allreduce_start(float *dev, int64_t n, DistRequest *req) { (void)dev, (void)n, (void)req, no_nccl(); }
 void dist_device_wait(DistRequest *req, int host) { (void)req, (void)host, no_nccl(); }
 void dist_device_allreduce_sum_f32(float *dev, int64_t n) { (void)dev, (void)n, no_nccl(); }

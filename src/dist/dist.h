@@ -82,7 +82,8 @@ int dist_device_ready(void);
 const char *dist_device_library(void);
 void dist_device_allreduce_sum_f32(float *dev, int64_t n);
 // Reduce-scatter in NCCL's in-place layout: this rank's shard of the sum lands at its own place in dev
-// (dev + rank * shard); returns that pointer.
+// (dev + rank * shard); returns that pointer. Both are stream-ordered: the compute stream waits for them, the host
+// does not.
 float *dist_device_reduce_scatter_sum_f32(float *dev, const DistShard *s);
 void dist_device_allgather_f32(float *dev, const DistShard *s); // dev holds s->padded floats
 // Overlap with computation: the reduction is queued on a communication stream after the work queued so far on the
