@@ -99,12 +99,6 @@ static Conv2dCudaShape conv_cuda_shape(const Tensor *in, const Tensor *w, const 
                              .stride = (int)g->stride, .pad = (int)g->pad};
 }
 
-static void conv_expect_dtype(const Tensor *t, const Tensor *in, const char *what, const char *op) {
-    if (ops_want(t))
-        CHECK(t->dtype == in->dtype, "", "%s: %s is %s, the input %s (one storage dtype per convolution on the GPU)",
-              op, what, dtype_name(t->dtype), dtype_name(in->dtype));
-}
-
 size_t conv2d_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad) {
     ConvGeom g = conv_geom(in, w, stride, pad, "conv2d_workspace_bytes");
     if (in->device == DEVICE_CUDA) { // cuDNN's plan, or the cuBLASLt route of the 1x1 convolutions
@@ -132,8 +126,8 @@ void conv2d_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor
         OPS_EXPECT_CUDA(in, "conv2d_forward");
         OPS_EXPECT_CUDA(w, "conv2d_forward");
         OPS_EXPECT_CUDA(b, "conv2d_forward");
-        conv_expect_dtype(w, in, "the weight", "conv2d_forward");
-        conv_expect_dtype(out, in, "the output", "conv2d_forward");
+        ops_expect_same_dtype(w, in, "conv2d_forward");
+        ops_expect_same_dtype(out, in, "conv2d_forward");
         if (conv_pointwise(&g) && (!ops_want(b) || b->dtype == out->dtype)) { // 1x1: cuBLASLt GEMMs (cuda_linear.cu)
             conv1x1_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, (int)B, (int)g.IC,
                                  (int)OC, HW, ops_dt(out));
@@ -193,9 +187,9 @@ void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
         OPS_EXPECT_CUDA(din, "conv2d_backward");
         OPS_EXPECT_CUDA_F32(dw, "conv2d_backward");
         OPS_EXPECT_CUDA_F32(db, "conv2d_backward");
-        conv_expect_dtype(dout, in, "the output gradient", "conv2d_backward");
-        conv_expect_dtype(w, in, "the weight", "conv2d_backward");
-        conv_expect_dtype(din, in, "the input gradient", "conv2d_backward");
+        ops_expect_same_dtype(dout, in, "conv2d_backward");
+        ops_expect_same_dtype(w, in, "conv2d_backward");
+        ops_expect_same_dtype(din, in, "conv2d_backward");
         if (!ops_want(din) && !ops_want(dw) && !ops_want(db)) return;
         if (conv_pointwise(&g)) { // 1x1: cuBLASLt GEMMs (cuda_linear.cu)
             conv1x1_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dw) ? tensor_f32(dw) : NULL,

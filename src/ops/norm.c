@@ -19,13 +19,6 @@ static void expect_numel(const Tensor *t, int64_t n, const char *op, const char 
           tensor_shape_str(t, a, sizeof a), (long long)n);
 }
 
-// The CUDA path takes activations of one storage dtype (f32 or bf16) and gamma, beta of one dtype.
-static void expect_same_dtype(const Tensor *t, const Tensor *ref, const char *op, const char *what) {
-    if (ops_want(t) && ops_want(ref))
-        CHECK(t->dtype == ref->dtype, "", "%s: %s stored as %s, not %s", op, what, dtype_name(t->dtype),
-              dtype_name(ref->dtype));
-}
-
 // mean and 1 / sqrt(biased variance + eps) of x[n], two passes in double
 static void moments(const float *x, int64_t n, float eps, float *mean, float *rstd) {
     double s = 0.0;
@@ -103,8 +96,8 @@ static void groupnorm_fwd(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor 
         OPS_EXPECT_CUDA(in, op);
         OPS_EXPECT_CUDA(gamma, op);
         OPS_EXPECT_CUDA(beta, op);
-        expect_same_dtype(out, in, op, "the output");
-        expect_same_dtype(beta, gamma, op, "beta");
+        ops_expect_same_dtype(out, in, op);
+        ops_expect_same_dtype(beta, gamma, op);
         void *ws = ops_workspace(DEVICE_CUDA, groupnorm_workspace_bytes_cuda(B, C, S, groups));
         groupnorm_forward_cuda(out->data, mean->data, rstd->data, in->data, gamma->data, beta->data, ws, B, C, S,
                                groups, eps, act, ops_dt(in), ops_dt(gamma));
@@ -164,9 +157,9 @@ static void groupnorm_bwd(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tens
         OPS_EXPECT_CUDA(din, op);
         OPS_EXPECT_CUDA_F32(dgamma, op);
         OPS_EXPECT_CUDA_F32(dbeta, op);
-        expect_same_dtype(dout, in, op, "dout");
-        expect_same_dtype(din, in, op, "din");
-        if (act >= 0) expect_same_dtype(beta, gamma, op, "beta");
+        ops_expect_same_dtype(dout, in, op);
+        ops_expect_same_dtype(din, in, op);
+        if (act >= 0) ops_expect_same_dtype(beta, gamma, op);
         void *ws = ops_workspace(DEVICE_CUDA, groupnorm_workspace_bytes_cuda(B, C, S, groups));
         groupnorm_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dgamma) ? dgamma->data : NULL,
                                 ops_want(dbeta) ? dbeta->data : NULL, dout->data, in->data, mean->data, rstd->data,
@@ -267,8 +260,8 @@ void layernorm_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in
         OPS_EXPECT_CUDA(in, op);
         OPS_EXPECT_CUDA(gamma, op);
         OPS_EXPECT_CUDA(beta, op);
-        expect_same_dtype(out, in, op, "the output");
-        expect_same_dtype(beta, gamma, op, "beta");
+        ops_expect_same_dtype(out, in, op);
+        ops_expect_same_dtype(beta, gamma, op);
         layernorm_forward_cuda(out->data, mean->data, rstd->data, in->data, gamma->data, beta->data, N, C, eps,
                                ops_dt(in), ops_dt(gamma));
         return;
@@ -317,8 +310,8 @@ void layernorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor
         OPS_EXPECT_CUDA(din, op);
         OPS_EXPECT_CUDA_F32(dgamma, op);
         OPS_EXPECT_CUDA_F32(dbeta, op);
-        expect_same_dtype(dout, in, op, "dout");
-        expect_same_dtype(din, in, op, "din");
+        ops_expect_same_dtype(dout, in, op);
+        ops_expect_same_dtype(din, in, op);
         void *ws = ops_want(dgamma) || ops_want(dbeta)
                        ? ops_workspace(DEVICE_CUDA, layernorm_workspace_bytes_cuda(N, C))
                        : NULL;

@@ -29,8 +29,11 @@ void ops_expect_cuda_(const Tensor *t, const char *op, int f32_only, const char 
 #define OPS_EXPECT_CUDA(t, op) do { if (ops_want(t)) ops_expect_cuda_((t), (op), 0, __FILE__, __LINE__); } while (0)
 #define OPS_EXPECT_CUDA_F32(t, op) do { if (ops_want(t)) ops_expect_cuda_((t), (op), 1, __FILE__, __LINE__); } while (0)
 // CHECKs that a and b have one storage dtype (the activation operands of one CUDA op share it).
+// Both tensors (when wanted) stored in one dtype: the CUDA kernels take one storage dtype per operand group.
 static inline void ops_expect_same_dtype(const Tensor *a, const Tensor *b, const char *op) {
-    CHECK(a->dtype == b->dtype, "", "%s: operands stored as %s and %s", op, dtype_name(a->dtype), dtype_name(b->dtype));
+    if (ops_want(a) && ops_want(b))
+        CHECK(a->dtype == b->dtype, "", "%s: operands stored as %s and %s", op, dtype_name(a->dtype),
+              dtype_name(b->dtype));
 }
 // The dtype code a CUDA launcher takes for a tensor's storage (the DType value: DTYPE_F32 or DTYPE_BF16).
 static inline int ops_dt(const Tensor *t) { return (int)t->dtype; }
