@@ -9,6 +9,7 @@
 
 #include "args.h"
 #include "core/common.h"
+#include "core/device.h"
 #include "io/prompts.h"
 #include "io/safetensors.h"
 #include "train/setup.h"
@@ -97,16 +98,25 @@ int cmd_grad(int argc, char **argv) {
     free(overrides);
     setup_threads(c.train.threads);
 
-    Model m;
-    model_load(&m, c.model.path, c.sampler.steps);
     SetupRewards rewards;
     RewardModels models = setup_reward_models(&c);
     setup_rewards(&rewards, c.reward.n_names, c.reward.names, c.reward.weights, c.reward.colour, &models);
+    // train.device as drtune train takes it (auto stays on the CPU while a learned reward has no GPU path)
+    Device d = setup_device(c.train.device == TRAIN_DEVICE_CUDA ? "cuda"
+                            : c.train.device == TRAIN_DEVICE_CPU || !rewardset_on_gpu(&rewards.set) ? "cpu" : "auto",
+                            "train.device");
+    Model m;
+    model_load(&m, c.model.path, c.sampler.steps);
     int n_prompts, h, w, H = c.sampler.height, W = c.sampler.width, B = c.train.batch, N = c.sampler.steps;
     char **prompts = prompts_read(c.data.prompts, &n_prompts);
     setup_latent_size(&m, H, W, "sampler.height and sampler.width", &h, &w);
     TrainSet ts;
     setup_trainable(&ts, &m, &c, 0);
+    if (d != DEVICE_CPU) { // the iteration on the GPU; the gradients come back to the host to be written
+        setup_model_to_device(&m, ts.kind == TRAINABLE_LORA ? &ts.lora : NULL, d);
+        if (ts.kind == TRAINABLE_FULL) arena_to_device(&ts.grad_mem, d);
+        ts.p = ts.params->base, ts.g = ts.grads->base;
+    }
     float guidance = c.method.cfg ? (float)c.sampler.guidance : 1.0f;
     Engine e;
     engine_init(&e, &m.unet, &ts.slots, &m.vae, &m.sched, &rewards.set, guidance, (float)c.sampler.eta, B, h, w, 77);
@@ -139,10 +149,15 @@ int cmd_grad(int argc, char **argv) {
     PromptEmbeds emb;
     UNetCond cond;
     model_condition(&m, batch, c.sampler.negative_prompt, B, c.method.cfg, H, W, &emb, &cond);
-    memset(ts.g, 0, sizeof(float) * (size_t)ts.n);
+    device_zero(d, ts.g, sizeof(float) * (size_t)ts.n);
     IterResult res;
     engine_iteration(&e, &plan, &cond, batch, &in[0].t, used[1] ? &in[1].t : NULL, used[2] ? &in[2].t : NULL, &res);
     prompt_embeds_free(&emb);
+    if (d != DEVICE_CPU) {
+        arena_to_device((Arena *)ts.grads, DEVICE_CPU);
+        if (ts.params != &m.unet_params) arena_to_device((Arena *)ts.params, DEVICE_CPU);
+        ts.p = ts.params->base, ts.g = ts.grads->base;
+    }
     double sumsq = 0;
     for (int64_t i = 0; i < ts.n; i++) sumsq += (double)ts.g[i] * ts.g[i];
 
