@@ -207,9 +207,7 @@ int cmd_eval(int argc, char **argv) {
     setup_threads(a.threads);
     SetupRewards rewards;
     setup_rewards(&rewards, a.n_rewards, a.rewards, a.weights, a.colour, &a.models);
-    // auto: the GPU when one is visible and every reward has a GPU path (the learned ones run on the CPU for now)
-    Device d = setup_device(!strcmp(a.device, "auto") && !rewardset_on_gpu(&rewards.set) ? "cpu" : a.device,
-                            "--device");
+    Device d = setup_device(setup_device_parse(a.device, "--device"), &rewards.set, "--device");
     int n_prompts;
     char **prompts = prompts_read(a.prompts, &n_prompts);
     Model m;

@@ -101,10 +101,7 @@ int cmd_grad(int argc, char **argv) {
     SetupRewards rewards;
     RewardModels models = setup_reward_models(&c);
     setup_rewards(&rewards, c.reward.n_names, c.reward.names, c.reward.weights, c.reward.colour, &models);
-    // train.device as drtune train takes it (auto stays on the CPU while a learned reward has no GPU path)
-    Device d = setup_device(c.train.device == TRAIN_DEVICE_CUDA ? "cuda"
-                            : c.train.device == TRAIN_DEVICE_CPU || !rewardset_on_gpu(&rewards.set) ? "cpu" : "auto",
-                            "train.device");
+    Device d = setup_device(c.train.device, &rewards.set, "train.device");
     Model m;
     model_load(&m, c.model.path, c.sampler.steps);
     int n_prompts, h, w, H = c.sampler.height, W = c.sampler.width, B = c.train.batch, N = c.sampler.steps;

@@ -129,7 +129,7 @@ int cmd_sample(int argc, char **argv) {
     }
     USER_CHECK(model != NULL, "drtune sample: --model is required");
     USER_CHECK(np > 0, "drtune sample: give at least one --prompt");
-    Device d = setup_device(device, "--device");
+    Device d = setup_device(setup_device_parse(device, "--device"), NULL, "--device");
     Model m;
     model_load(&m, model, steps);
     int f = 1 << (m.vae.cfg.levels - 1);

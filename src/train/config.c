@@ -12,7 +12,6 @@
 #include <strings.h>
 
 #include "../core/common.h"
-#include "../core/device.h"
 #include "../io/utf8.h"
 #include "../rewards/reward.h"
 
@@ -898,16 +897,6 @@ static const struct {
                    "path."},
     {rule_train, "`train.warmup` <= `train.iterations`; `output.export = lora` needs `train.trainable = lora`."},
 };
-
-Device config_device(const Config *c) {
-    switch (c->train.device) {
-    case TRAIN_DEVICE_CPU: return DEVICE_CPU;
-    case TRAIN_DEVICE_CUDA:
-        USER_CHECK(device_cuda_available(), "train.device = cuda, but no GPU is visible (drtune info --device)");
-        return DEVICE_CUDA;
-    default: return device_cuda_available() ? DEVICE_CUDA : DEVICE_CPU;
-    }
-}
 
 void config_validate(const Config *c) {
     for (size_t i = 0; i < sizeof RULES / sizeof RULES[0]; i++) RULES[i].check(c);

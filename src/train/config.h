@@ -122,8 +122,6 @@ void config_apply_overrides(Config *c, int n, char *const *args);
 // Cross-field checks (method.k <= sampler.steps, reward.weights matching reward.names, ...): user error naming
 // the keys involved.
 void config_validate(const Config *c);
-// train.device resolved: auto is the GPU when one is visible, else the CPU; cuda without a GPU is a user error.
-Device config_device(const Config *c);
 // Defaults, then the file (when path != NULL), then the overrides, then config_validate.
 void config_load(Config *c, const char *path, int n_overrides, char *const *overrides);
 

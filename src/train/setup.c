@@ -122,15 +122,25 @@ int setup_threads(int requested) {
     return ops_get_threads();
 }
 
-Device setup_device(const char *name, const char *option) {
-    Config c;
-    config_defaults(&c);
-    if (!strcmp(name, "cpu")) c.train.device = TRAIN_DEVICE_CPU;
-    else if (!strcmp(name, "cuda")) c.train.device = TRAIN_DEVICE_CUDA;
-    else USER_CHECK(!strcmp(name, "auto"), "%s: '%s' is not auto, cpu or cuda", option, name);
-    Device d = config_device(&c);
+Device setup_device(TrainDevice choice, const RewardSet *rewards, const char *key) {
+    int gpu_rewards = !rewards || rewardset_on_gpu(rewards);
+    Device d = DEVICE_CPU;
+    if (choice == TRAIN_DEVICE_CUDA) {
+        USER_CHECK(device_cuda_available(), "%s = cuda, but no GPU is visible (drtune info --device)", key);
+        USER_CHECK(gpu_rewards, "%s = cuda: a learned reward has no GPU path yet; use %s = cpu", key, key);
+        d = DEVICE_CUDA;
+    } else if (choice == TRAIN_DEVICE_AUTO && gpu_rewards && device_cuda_available()) {
+        d = DEVICE_CUDA;
+    }
     device_select(d, dist_local_rank());
     return d;
+}
+
+TrainDevice setup_device_parse(const char *name, const char *option) {
+    if (!strcmp(name, "cpu")) return TRAIN_DEVICE_CPU;
+    if (!strcmp(name, "cuda")) return TRAIN_DEVICE_CUDA;
+    USER_CHECK(!strcmp(name, "auto"), "%s: '%s' is not auto, cpu or cuda", option, name);
+    return TRAIN_DEVICE_AUTO;
 }
 
 void setup_model_to_device(Model *m, Lora *l, Device d) {

@@ -60,9 +60,13 @@ void setup_trainable_free(TrainSet *t);
 // Returns the number in use.
 int setup_threads(int requested);
 
-// The device a command runs on, from "auto", "cpu" or "cuda" (train.device's values; auto: the GPU when one is
-// visible; a user error for another name, or cuda without a GPU), selected for this rank (GPU local rank mod count).
-Device setup_device(const char *name, const char *option);
+// The device a command runs on, selected for this rank (GPU local rank mod the visible count): `choice` as
+// train.device takes it. auto is the GPU when one is visible and every reward of `rewards` (NULL: none) has a GPU
+// path (the learned rewards run on the CPU for now); cuda without a GPU, or with such a reward, is a user error
+// naming `key`.
+Device setup_device(TrainDevice choice, const RewardSet *rewards, const char *key);
+// A command-line option's "auto", "cpu" or "cuda" as a TrainDevice; a user error naming the option otherwise.
+TrainDevice setup_device_parse(const char *name, const char *option);
 // Moves a loaded model (and the LoRA adapters attached to it, when l != NULL) to device d.
 void setup_model_to_device(Model *m, Lora *l, Device d);
 

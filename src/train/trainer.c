@@ -65,13 +65,7 @@ static void trainer_setup(Trainer *t, const Config *c) {
     setup_threads(c->train.threads);
     RewardModels models = setup_reward_models(c);
     setup_rewards(&t->rw, c->reward.n_names, c->reward.names, c->reward.weights, c->reward.colour, &models);
-    // auto: the GPU when one is visible and every reward has a GPU path (the learned ones run on the CPU for now)
-    int gpu_rewards = rewardset_on_gpu(&t->rw.set);
-    USER_CHECK(c->train.device != TRAIN_DEVICE_CUDA || gpu_rewards,
-               "train.device = cuda: reward.names has a learned reward, which has no GPU path yet; use "
-               "train.device = cpu");
-    Device d = t->device = c->train.device == TRAIN_DEVICE_AUTO && !gpu_rewards ? DEVICE_CPU : config_device(c);
-    device_select(d, dist_local_rank());
+    Device d = t->device = setup_device(c->train.device, &t->rw.set, "train.device");
     if (d == DEVICE_CUDA) conv2d_set_deterministic(c->train.deterministic);
     model_load(&t->model, c->model.path, c->sampler.steps);
     t->prompts = prompts_read(c->data.prompts, &t->n_prompts);
