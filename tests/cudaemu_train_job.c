@@ -6,44 +6,11 @@
 // printed on the GPU.
 #include <string.h>
 
-#include "../src/io/safetensors.h"
 #include "cudaemu_util.h"
+#include "job_compare.h"
 
 #define JOB "train --config configs/default.ini --train.iterations=3 --train.warmup=0 --train.batch=2 " \
             "--sampler.steps=8 --log.sample_seeds= --output.checkpoint_every=0"
-
-// The values of `key` on each line of metrics.jsonl, in order; returns how many.
-static int metric(const char *path, const char *key, double *v, int max) {
-    char *text = tu_read_all(path, NULL), pat[64];
-    int n = 0;
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    for (char *p = text; p && n < max && (p = strstr(p, pat)); p += strlen(pat)) v[n++] = strtod(p + strlen(pat), NULL);
-    free(text);
-    return n;
-}
-
-// ||a - b|| / ||b|| over the tensors of two safetensors files whose names start with prefix ("" for all)
-static double files_rel_l2(const char *a, const char *b, const char *prefix) {
-    SafeTensors x, y;
-    safetensors_open(&x, a);
-    safetensors_open(&y, b);
-    double num = 0, den = 0;
-    for (int i = 0; i < y.n; i++) {
-        const StTensor *t = &y.tensors[i], *u = safetensors_find(&x, t->name);
-        if (strncmp(t->name, prefix, strlen(prefix)) != 0) continue;
-        if (!u) return INFINITY;
-        Tensor p = tensor_make(NULL, DTYPE_F32, DEVICE_CPU, t->ndim, t->shape), q = p;
-        p.data = xmalloc(tensor_bytes(&p) + 4), q.data = xmalloc(tensor_bytes(&q) + 4);
-        safetensors_read_tensor(&x, u, &p);
-        safetensors_read_tensor(&y, t, &q);
-        const float *pp = p.data, *qq = q.data;
-        for (int64_t k = 0; k < tensor_numel(&p); k++)
-            num += ((double)pp[k] - qq[k]) * ((double)pp[k] - qq[k]), den += (double)qq[k] * qq[k];
-        free(p.data), free(q.data);
-    }
-    safetensors_close(&x), safetensors_close(&y);
-    return sqrt(num / (den > 0 ? den : 1));
-}
 
 int main(void) {
     cu_require_gpu();
@@ -73,7 +40,7 @@ int main(void) {
     const char *keys[] = {"reward_mean", "loss", "grad_norm"};
     for (int k = 0; k < 3; k++) {
         double g[8], h[8];
-        int ng = metric(gm, keys[k], g, 8), nh = metric(cm, keys[k], h, 8);
+        int ng = job_metric(gm, keys[k], g, 8), nh = job_metric(cm, keys[k], h, 8);
         double worst = 0;
         for (int i = 0; i < ng && i < nh; i++) worst = fmax(worst, fabs(g[i] - h[i]) / fmax(fabs(h[i]), 1e-12));
         // the logged values pass through 3 iterations of training: fp32 sums in other orders leave ~1e-6
@@ -83,7 +50,7 @@ int main(void) {
     char ga[600], ca[600];
     snprintf(ga, sizeof ga, "%s/export/pytorch_lora_weights.safetensors", gdir);
     snprintf(ca, sizeof ca, "%s/export/pytorch_lora_weights.safetensors", cdir);
-    double rel = files_rel_l2(ga, ca, "");
+    double rel = job_files_rel_l2(ga, ca, "");
     tu_check(rel <= 1e-4, "exported LoRA adapters, GPU vs CPU: relative L2 %.2e (tol 1e-4)", rel);
 
     // drtune sample with the trained adapters on both devices: latents, x0 and images
@@ -99,7 +66,7 @@ int main(void) {
         tu_check(rc == 0, "drtune sample --device %s with the trained adapters (exit %d)", dev[i], rc);
         tu_child_free(&c);
     }
-    rel = files_rel_l2(out[0], out[1], "");
+    rel = job_files_rel_l2(out[0], out[1], "");
     tu_check(rel <= 1e-5, "sampled latents and images, GPU vs CPU: relative L2 %.2e (tol 1e-5)", rel);
 
     // drtune grad: one iteration's full parameter gradient (and the loss, rewards, noise it records) on both
@@ -112,7 +79,7 @@ int main(void) {
         tu_check(rc == 0, "drtune grad --train.device=%s, full fine-tuning (exit %d)", dev[i], rc);
         tu_child_free(&c);
     }
-    rel = files_rel_l2(out[0], out[1], "grad.");
+    rel = job_files_rel_l2(out[0], out[1], "grad.");
     // One UNet forward + backward agrees to 3e-6..5e-6 (cudaemu_unet); the iteration's gradient passes through the
     // 8-step rollout, the decoder and the rewards first, whose fp32 differences the backward amplifies: 1.9e-5
     // measured in emulation, where the GEMMs and convolutions are exact products rounded once
@@ -135,8 +102,8 @@ int main(void) {
         tu_check(rc == 0, "2 ranks, full fine-tuning, --train.device=%s (exit %d)", dev[i], rc);
         char m[700];
         snprintf(m, sizeof m, "%s/metrics.jsonl", dir);
-        int n = metric(m, "grad_norm", g[i], 2);
-        n += metric(m, "reward_mean", g[i] + 2, 2);
+        int n = job_metric(m, "grad_norm", g[i], 2);
+        n += job_metric(m, "reward_mean", g[i] + 2, 2);
         if (n != 4) g[i][0] = NAN;
     }
     double worst = 0;

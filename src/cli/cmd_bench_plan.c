@@ -1,8 +1,9 @@
 // cmd_bench_plan.c: `drtune bench plan`, the memory plan of one training rank computed from a model folder's configs
 // alone (no weights are read, nothing is allocated), for sizing GPUs before a run: the UNet and VAE decoder weights,
 // the trainable set's gradients and Adam moments (sharded over the ranks for full fine-tuning), and the activations
-// of one guided UNet forward + backward and of the decoder, with the same planners a run uses. Storage is fp32
-// throughout, as the GPU path stores it today.
+// of one guided UNet forward + backward and of the decoder, with the same planners a run uses, in fp32 or under
+// train.precision = bf16 (bf16 compute copies of the weights, bf16 activations; the frozen fp32 weights stay on the
+// host).
 #include <stdio.h>
 #include <string.h>
 
@@ -15,11 +16,12 @@ static void plan_usage(FILE *f) {
     fprintf(f,
             "usage: drtune bench plan --model DIR [--height H --width W] [--batch B] [--guidance W]\n"
             "                         [--trainable lora|full] [--lora-rank R] [--ranks N,N,...]\n"
+            "                         [--precision fp32|bf16]\n"
             "\n"
             "The memory plan of one rank for one training iteration, from the configs of a diffusers folder (e.g.\n"
             "configs/models/sdxl): per group and in total, for each rank count. Defaults: the UNet's default image\n"
             "size, batch 1 per rank, guidance 5 (both CFG branches), LoRA of rank 4 on to_q, to_k, to_v, to_out.0,\n"
-            "ranks 1,8,64.\n");
+            "ranks 1,8,64, fp32.\n");
 }
 
 static int ends_with(const char *s, const char *t) {
@@ -29,7 +31,7 @@ static int ends_with(const char *s, const char *t) {
 
 int cmd_bench_plan(int argc, char **argv) {
     const char *model = NULL;
-    int H = -1, W = -1, B = 1, rank = 4, full = 0, nranks = 3;
+    int H = -1, W = -1, B = 1, rank = 4, full = 0, nranks = 3, bf16 = 0;
     int ranks[16] = {1, 8, 64};
     double guidance = 5.0;
     for (int i = 1; i < argc; i++) {
@@ -45,7 +47,10 @@ int cmd_bench_plan(int argc, char **argv) {
         else if (!strcmp(o, "--batch")) B = args_int(o, v, 1, 4096);
         else if (!strcmp(o, "--guidance")) guidance = args_double(o, v, 0.0, 100.0);
         else if (!strcmp(o, "--lora-rank")) rank = args_int(o, v, 1, 1024);
-        else if (!strcmp(o, "--trainable")) {
+        else if (!strcmp(o, "--precision")) {
+            USER_CHECK(!strcmp(v, "fp32") || !strcmp(v, "bf16"), "--precision: '%s' is not fp32 or bf16", v);
+            bf16 = !strcmp(v, "bf16");
+        } else if (!strcmp(o, "--trainable")) {
             USER_CHECK(!strcmp(v, "lora") || !strcmp(v, "full"), "--trainable: '%s' is not lora or full", v);
             full = !strcmp(v, "full");
         } else if (!strcmp(o, "--ranks")) {
@@ -73,19 +78,25 @@ int cmd_bench_plan(int argc, char **argv) {
     USER_CHECK(H % f == 0 && W % f == 0, "--height and --width must be multiples of %d for this VAE", f);
     int rows = guidance > 1.0 ? 2 * B : B, T = 77;
 
-    Arena up, vp, ua, va;
-    UNet *net = xcalloc(1, sizeof *net);
-    VAE *vae = xcalloc(1, sizeof *vae);
+    Arena up, vp, ua, va, cp, cv;
+    UNet *net = xcalloc(1, sizeof *net), *cnet = xcalloc(1, sizeof *cnet);
+    VAE *vae = xcalloc(1, sizeof *vae), *cvae = xcalloc(1, sizeof *cvae);
     UNetActs *acts = xcalloc(1, sizeof *acts);
     VAEDecodeActs *vacts = xcalloc(1, sizeof *vacts);
     arena_init(&up, "unet", DEVICE_CPU);
     arena_init(&vp, "vae", DEVICE_CPU);
     arena_init(&ua, "unet-acts", DEVICE_CPU);
     arena_init(&va, "vae-acts", DEVICE_CPU);
+    arena_init(&cp, "unet-compute", DEVICE_CPU);
+    arena_init(&cv, "vae-compute", DEVICE_CPU);
+    arena_set_float_dtype(&cp, DTYPE_BF16);
+    arena_set_float_dtype(&cv, DTYPE_BF16);
     unet_plan_params(&up, net, &uc);
     vae_plan_params(&vp, vae, &vc, VAE_DECODER);
-    unet_plan_acts(&ua, acts, net, rows, H / f, W / f, T);
-    vae_plan_decode_acts(&va, vacts, vae, B, H / f, W / f);
+    if (bf16) unet_plan_params(&cp, cnet, &uc), vae_plan_params(&cv, cvae, &vc, VAE_DECODER);
+    // activations in the dtype of the weights that compute
+    unet_plan_acts(&ua, acts, bf16 ? cnet : net, rows, H / f, W / f, T);
+    vae_plan_decode_acts(&va, vacts, bf16 ? cvae : vae, B, H / f, W / f);
     // LoRA: r (in + out) per adapted projection of the attention blocks
     int64_t lora = 0;
     const char *targets[] = {".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight"};
@@ -93,14 +104,24 @@ int cmd_bench_plan(int argc, char **argv) {
         for (int k = 0; k < 4; k++)
             if (strstr(up.entries[i].name, "transformer_blocks.") && ends_with(up.entries[i].name, targets[k]))
                 lora += (int64_t)rank * (up.entries[i].desc.shape[0] + up.entries[i].desc.shape[1]);
-    double weights = (double)up.size + (double)vp.size, trained = full ? (double)up.size : 4.0 * (double)lora;
+    // on the GPU: fp32 weights, or the bf16 copies and, under full fine-tuning, the fp32 UNet they are refreshed from
+    double weights = bf16 ? (double)cp.size + (double)cv.size + (full ? (double)up.size : 0.0)
+                          : (double)up.size + (double)vp.size;
+    double trained = full ? (double)up.size : 4.0 * (double)lora;
     double acts_b = (double)ua.size + (double)va.size;
     double latents = 4.0 * (double)B * uc.in_channels * (H / f) * (W / f);
     char a[32], b[32], c[32], d[32], e[32];
-    printf("drtune bench plan: %s, %dx%d images, batch %d per rank, %s, %s, fp32 storage\n", model, H, W, B,
-           rows > B ? "both CFG branches" : "one branch", full ? "full fine-tuning" : "LoRA");
-    printf("  %-28s %12s\n", "UNet weights", dt_format_bytes(a, sizeof a, (double)up.size));
-    printf("  %-28s %12s\n", "VAE decoder weights", dt_format_bytes(a, sizeof a, (double)vp.size));
+    printf("drtune bench plan: %s, %dx%d images, batch %d per rank, %s, %s, %s\n", model, H, W, B,
+           rows > B ? "both CFG branches" : "one branch", full ? "full fine-tuning" : "LoRA",
+           bf16 ? "bf16 compute copies and activations" : "fp32 storage");
+    printf("  %-28s %12s%s\n", "UNet weights", dt_format_bytes(a, sizeof a, (double)up.size),
+           bf16 && !full ? " (host: frozen)" : "");
+    printf("  %-28s %12s%s\n", "VAE decoder weights", dt_format_bytes(a, sizeof a, (double)vp.size),
+           bf16 ? " (host: frozen)" : "");
+    if (bf16) {
+        printf("  %-28s %12s\n", "UNet bf16 copy", dt_format_bytes(a, sizeof a, (double)cp.size));
+        printf("  %-28s %12s\n", "VAE decoder bf16 copy", dt_format_bytes(a, sizeof a, (double)cv.size));
+    }
     if (!full)
         printf("  %-28s %12s (rank %d, %lld parameters)\n", "LoRA adapters",
                dt_format_bytes(a, sizeof a, 4.0 * (double)lora), rank, (long long)lora);
@@ -112,7 +133,8 @@ int cmd_bench_plan(int argc, char **argv) {
         int R = ranks[i];
         // gradients: the whole trainable set on every rank (reduce-scattered after the backward); moments: this
         // rank's shard for full fine-tuning, all of them for LoRA; latents: x_t of every step is small next to these
-        double grads = trained, moments = 2.0 * (full ? trained / R : trained), lora_w = full ? 0.0 : trained;
+        double grads = trained, moments = 2.0 * (full ? trained / R : trained);
+        double lora_w = full ? 0.0 : trained * (bf16 ? 1.5 : 1.0); // bf16: with the adapters' bf16 copies
         double total = weights + lora_w + grads + moments + acts_b + latents * 30;
         printf("%8d %14s %14s %14s %14s %14s\n", R, dt_format_bytes(a, sizeof a, weights + lora_w),
                dt_format_bytes(b, sizeof b, grads), dt_format_bytes(c, sizeof c, moments),
@@ -122,7 +144,8 @@ int cmd_bench_plan(int argc, char **argv) {
            "ops' scratch (cuDNN, cuBLASLt and attention workspaces, at most a few hundred MiB) comes on top.\n");
     unet_acts_free(acts);
     unet_free(net);
-    free(net), free(vae), free(acts), free(vacts);
-    arena_free(&up), arena_free(&vp), arena_free(&ua), arena_free(&va);
+    if (bf16) unet_free(cnet);
+    free(net), free(cnet), free(vae), free(cvae), free(acts), free(vacts);
+    arena_free(&up), arena_free(&vp), arena_free(&ua), arena_free(&va), arena_free(&cp), arena_free(&cv);
     return 0;
 }

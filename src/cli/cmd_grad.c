@@ -102,6 +102,7 @@ int cmd_grad(int argc, char **argv) {
     RewardModels models = setup_reward_models(&c);
     setup_rewards(&rewards, c.reward.n_names, c.reward.names, c.reward.weights, c.reward.colour, &models);
     Device d = setup_device(c.train.device, &rewards.set, "train.device");
+    DType precision = setup_precision(c.train.precision, d);
     Model m;
     model_load(&m, c.model.path, c.sampler.steps);
     int n_prompts, h, w, H = c.sampler.height, W = c.sampler.width, B = c.train.batch, N = c.sampler.steps;
@@ -113,10 +114,11 @@ int cmd_grad(int argc, char **argv) {
         setup_model_to_device(&m, ts.kind == TRAINABLE_LORA ? &ts.lora : NULL, d);
         if (ts.kind == TRAINABLE_FULL) arena_to_device(&ts.grad_mem, d);
         ts.p = ts.params->base, ts.g = ts.grads->base;
+        model_set_precision(&m, ts.kind == TRAINABLE_LORA ? &ts.lora : NULL, precision);
     }
     float guidance = c.method.cfg ? (float)c.sampler.guidance : 1.0f;
     Engine e;
-    engine_init(&e, &m.unet, &ts.slots, &m.vae, &m.sched, &rewards.set, guidance, (float)c.sampler.eta, B, h, w, 77);
+    engine_init(&e, model_compute_unet(&m), &ts.slots, model_compute_vae(&m), &m.sched, &rewards.set, guidance, (float)c.sampler.eta, B, h, w, 77);
 
     MethodConfig mc = setup_method(&c);
     IterPlan plan;

@@ -17,6 +17,7 @@ void arena_init(Arena *a, const char *group, Device device) {
     memset(a, 0, sizeof *a);
     snprintf(a->group, sizeof a->group, "%s", group);
     a->device = device;
+    a->float_dtype = DTYPE_F32;
 }
 
 static void table_insert(Arena *a, int idx) {
@@ -61,14 +62,21 @@ int arena_add(Arena *a, Tensor *slot, const char *name, DType dtype, int ndim, c
     e->name = xstrdup(name);
     e->desc = tensor_make(NULL, dtype, a->device, ndim, shape);
     e->slot = slot;
-    e->offset = a->size;
-    a->size += (tensor_bytes(&e->desc) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    size_t unit = ARENA_ALIGN_ELEMS * dtype_size(dtype);
+    e->offset = (a->size + unit - 1) / unit * unit;
+    a->size = e->offset + (tensor_bytes(&e->desc) + unit - 1) / unit * unit;
     if (slot) *slot = e->desc;
     table_insert(a, a->n);
     return a->n++;
 }
 
 void arena_set_reduce(Arena *a, const char *settings) { a->reduce = settings; }
+
+void arena_set_float_dtype(Arena *a, DType dt) {
+    CHECK(dt == DTYPE_F32 || dt == DTYPE_BF16, "", "arena '%s': models store f32 or bf16, not %s", a->group,
+          dtype_name(dt));
+    a->float_dtype = dt;
+}
 
 static size_t g_allocated[2]; // bytes of the arenas allocated and not yet freed, per device (the plan so far)
 

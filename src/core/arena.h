@@ -13,6 +13,10 @@ extern "C" {
 #endif
 
 #define ARENA_ALIGN 256 /* bytes: cache lines, AVX-512 and CUDA vector loads */
+// Entries start on multiples of 64 elements of their own dtype (256 bytes in fp32, 128 in bf16), so two arenas
+// planned with the same entries in different dtypes place every entry at the same element offset: a bf16 copy of
+// an fp32 arena is refreshed by one cast over the whole buffer.
+#define ARENA_ALIGN_ELEMS 64
 
 typedef struct {
     char *name;
@@ -31,6 +35,7 @@ typedef struct {
     size_t size;       // planned bytes
     void *base;        // NULL until arena_alloc
     const char *reduce; // the settings that shrink this group, for the memory-plan error (arena_set_reduce)
+    DType float_dtype;  // storage of the floating-point tensors models plan here (plan_tensor): f32 unless set
 } Arena;
 
 void arena_init(Arena *a, const char *group, Device device);
@@ -38,6 +43,8 @@ void arena_init(Arena *a, const char *group, Device device);
 int arena_add(Arena *a, Tensor *slot, const char *name, DType dtype, int ndim, const int64_t *shape);
 // Names the settings that shrink this group (static text), for the error of arena_alloc when it does not fit.
 void arena_set_reduce(Arena *a, const char *settings);
+// The storage dtype models plan their weights and activations in (f32 or bf16; statistics stay f32).
+void arena_set_float_dtype(Arena *a, DType dt);
 // Makes the single allocation (zero-filled) and binds every slot. Further arena_add calls are an error. The planned
 // size is first compared with what the device has available (device_available_bytes): a group that does not fit
 // is a user error giving its size, the plan's total with the groups already allocated, what is available and

@@ -33,6 +33,11 @@ const char *plan_prefix(char *buf, size_t n, const char *prefix, const char *fmt
 
 void plan_tensor(Arena *a, Tensor *slot, const char *prefix, const char *name, int ndim, const int64_t *shape) {
     char full[512];
+    arena_add(a, slot, plan_prefix(full, sizeof full, prefix, "%s", name), a->float_dtype, ndim, shape);
+}
+
+void plan_tensor_f32(Arena *a, Tensor *slot, const char *prefix, const char *name, int ndim, const int64_t *shape) {
+    char full[512];
     arena_add(a, slot, plan_prefix(full, sizeof full, prefix, "%s", name), DTYPE_F32, ndim, shape);
 }
 
@@ -62,14 +67,16 @@ void layer_plan_norm(Arena *a, Layer *l, const char *prefix, const char *name, i
 // ---------------------------------------------------------------------------------------------------------------
 // scratch and views
 
-Scratch scratch_make(const Tensor *region) {
+Scratch scratch_make(const Tensor *region, DType dt) {
     CHECK(region->dtype == DTYPE_F32, "", "scratch must be an f32 region, got %s", dtype_name(region->dtype));
-    return (Scratch){.base = region->data, .cap = tensor_numel(region), .used = 0, .device = region->device};
+    return (Scratch){.base = region->data, .cap = tensor_numel(region), .used = 0, .device = region->device,
+                     .dtype = dt};
 }
 
-Tensor scratch_take(Scratch *s, int ndim, const int64_t *shape) {
-    Tensor t = tensor_make(NULL, DTYPE_F32, s->device, ndim, shape);
-    int64_t n = scratch_floats(tensor_numel(&t));
+Tensor scratch_take_dtype(Scratch *s, DType dt, int ndim, const int64_t *shape) {
+    Tensor t = tensor_make(NULL, dt, s->device, ndim, shape);
+    // a piece of n elements takes at most scratch_floats(n) floats (narrower dtypes take fewer)
+    int64_t bytes = (int64_t)tensor_bytes(&t), n = scratch_floats((bytes + 3) / 4);
     char b[96];
     CHECK(s->used + n <= s->cap, "a block's *_plan_acts under-counts its scratch",
           "scratch: %s needs %lld floats, %lld of %lld are left", tensor_shape_str(&t, b, sizeof b), (long long)n,
@@ -78,6 +85,8 @@ Tensor scratch_take(Scratch *s, int ndim, const int64_t *shape) {
     s->used += n;
     return t;
 }
+
+Tensor scratch_take(Scratch *s, int ndim, const int64_t *shape) { return scratch_take_dtype(s, s->dtype, ndim, shape); }
 
 Tensor tensor_view(const Tensor *t, int ndim, const int64_t *shape) {
     Tensor v = tensor_make(t->data, t->dtype, t->device, ndim, shape);
@@ -206,7 +215,7 @@ static void attn_plan_acts(Arena *a, AttnActs *x, const char *prefix, const Attn
     PLAN(a, &x->k, prefix, "k", B, Tk, C);
     PLAN(a, &x->v, prefix, "v", B, Tk, C);
     PLAN(a, &x->o, prefix, "o", B, Tq, C);
-    PLAN(a, &x->lse, prefix, "lse", B, p->heads, Tq);
+    PLAN_F32(a, &x->lse, prefix, "lse", B, p->heads, Tq);
 }
 
 // Scratch of attn_forward (the projections') and of attn_backward, for Tq queries and Tk keys.
@@ -278,11 +287,11 @@ void resnet_plan_params(Arena *a, ResnetParams *p, const char *prefix, int cin, 
 
 int64_t resnet_plan_acts(Arena *a, ResnetActs *x, const char *prefix, const ResnetParams *p, int64_t B, int64_t H,
                          int64_t W) {
-    PLAN(a, &x->mean1, prefix, "norm1.mean", B, p->groups);
-    PLAN(a, &x->rstd1, prefix, "norm1.rstd", B, p->groups);
+    PLAN_F32(a, &x->mean1, prefix, "norm1.mean", B, p->groups);
+    PLAN_F32(a, &x->rstd1, prefix, "norm1.rstd", B, p->groups);
     PLAN(a, &x->h1, prefix, "h1", B, p->cout, H, W);
-    PLAN(a, &x->mean2, prefix, "norm2.mean", B, p->groups);
-    PLAN(a, &x->rstd2, prefix, "norm2.rstd", B, p->groups);
+    PLAN_F32(a, &x->mean2, prefix, "norm2.mean", B, p->groups);
+    PLAN_F32(a, &x->rstd2, prefix, "norm2.rstd", B, p->groups);
     int64_t img = scratch_floats(B * max64(p->cin, p->cout) * H * W);
     return 4 * img + scratch_floats(B * p->cout) + 2 * scratch_floats(B * p->groups); // the backward's
 }
@@ -320,7 +329,7 @@ void resnet_backward(const ResnetParams *p, ResnetParams *g, const ResnetActs *x
     int64_t B = in->shape[0], H = in->shape[2], W = in->shape[3], Ci = p->cin, Co = p->cout;
     int64_t img = B * max64(Ci, Co) * H * W;
     Tensor a = SCRATCH(&s, img), b = SCRATCH(&s, img), c = SCRATCH(&s, img), d = SCRATCH(&s, img);
-    Tensor mean = SCRATCH(&s, B, p->groups), rstd = SCRATCH(&s, B, p->groups);
+    Tensor mean = SCRATCH_F32(&s, B, p->groups), rstd = SCRATCH_F32(&s, B, p->groups);
 
     // out = conv2(SiLU(norm2(h1))) + shortcut
     Tensor n2 = VIEW(&a, B, Co, H, W), s2 = VIEW(&b, B, Co, H, W), ds2 = VIEW(&c, B, Co, H, W);
@@ -376,16 +385,16 @@ static int64_t basic_plan_acts(Arena *a, BasicBlockActs *x, const char *prefix, 
                                int64_t B, int64_t T, int64_t Tk) {
     char q[256];
     int64_t C = p->norm1.weight.shape[0];
-    PLAN(a, &x->ln1_mean, prefix, "norm1.mean", B, T);
-    PLAN(a, &x->ln1_rstd, prefix, "norm1.rstd", B, T);
+    PLAN_F32(a, &x->ln1_mean, prefix, "norm1.mean", B, T);
+    PLAN_F32(a, &x->ln1_rstd, prefix, "norm1.rstd", B, T);
     attn_plan_acts(a, &x->attn1, plan_prefix(q, sizeof q, prefix, "attn1"), &p->attn1, B, T, T);
     PLAN(a, &x->h1, prefix, "h1", B, T, C);
-    PLAN(a, &x->ln2_mean, prefix, "norm2.mean", B, T);
-    PLAN(a, &x->ln2_rstd, prefix, "norm2.rstd", B, T);
+    PLAN_F32(a, &x->ln2_mean, prefix, "norm2.mean", B, T);
+    PLAN_F32(a, &x->ln2_rstd, prefix, "norm2.rstd", B, T);
     attn_plan_acts(a, &x->attn2, plan_prefix(q, sizeof q, prefix, "attn2"), &p->attn2, B, T, Tk);
     PLAN(a, &x->h2, prefix, "h2", B, T, C);
-    PLAN(a, &x->ln3_mean, prefix, "norm3.mean", B, T);
-    PLAN(a, &x->ln3_rstd, prefix, "norm3.rstd", B, T);
+    PLAN_F32(a, &x->ln3_mean, prefix, "norm3.mean", B, T);
+    PLAN_F32(a, &x->ln3_rstd, prefix, "norm3.rstd", B, T);
     PLAN(a, &x->ff_h, prefix, "ff_h", B, T, 8 * C);
     PLAN(a, &x->out, prefix, "out", B, T, C);
     int64_t tc = scratch_floats(B * T * C);
@@ -420,7 +429,7 @@ static void basic_backward(const BasicBlockParams *p, BasicBlockParams *g, const
                            Tensor *dctx, const Tensor *dout, const Tensor *in, const Tensor *ctx, Scratch s) {
     int64_t B = in->shape[0], T = in->shape[1], C = in->shape[2];
     Tensor dh = SCRATCH(&s, B, T, C), l = SCRATCH(&s, B, T, C);
-    Tensor mean = SCRATCH(&s, B, T), rstd = SCRATCH(&s, B, T);
+    Tensor mean = SCRATCH_F32(&s, B, T), rstd = SCRATCH_F32(&s, B, T);
     {   // out = h2 + ff_out(GEGLU(ff_in(norm3(h2))))
         Scratch t = s;
         Tensor big = SCRATCH(&t, B, T, 8 * C), mid = SCRATCH(&t, B, T, 4 * C);
@@ -486,8 +495,8 @@ int64_t transformer_plan_acts(Arena *a, TransformerActs *x, const char *prefix, 
                               int64_t B, int64_t H, int64_t W, int64_t ctx_len) {
     int64_t T = H * W, C = p->channels, need = 0;
     x->blocks = xcalloc((size_t)p->depth, sizeof *x->blocks);
-    PLAN(a, &x->mean, prefix, "norm.mean", B, p->groups);
-    PLAN(a, &x->rstd, prefix, "norm.rstd", B, p->groups);
+    PLAN_F32(a, &x->mean, prefix, "norm.mean", B, p->groups);
+    PLAN_F32(a, &x->rstd, prefix, "norm.rstd", B, p->groups);
     PLAN(a, &x->tokens, prefix, "tokens", B, T, C);
     for (int k = 0; k < p->depth; k++) {
         char q[256];
@@ -557,7 +566,7 @@ void transformer_backward(const TransformerParams *p, TransformerParams *g, cons
         swap = cur, cur = other, other = swap;
     }
     // tokens = proj_in(GroupNorm(in)); cur holds d tokens
-    Tensor n = SCRATCH(&s, B, C, H, W), mean = SCRATCH(&s, B, p->groups), rstd = SCRATCH(&s, B, p->groups), dn;
+    Tensor n = SCRATCH(&s, B, C, H, W), mean = SCRATCH_F32(&s, B, p->groups), rstd = SCRATCH_F32(&s, B, p->groups), dn;
     groupnorm_forward(&n, &mean, &rstd, in, &p->norm.weight, &p->norm.bias, p->groups, TRANSFORMER_GN_EPS);
     if (p->linear) {
         Tensor dtk = VIEW(&n, B, T, C);
@@ -668,7 +677,7 @@ void head_backward(const Layer *norm, const Layer *conv, Layer *dnorm, Layer *dc
                    const Tensor *rstd, const Tensor *h, const Tensor *dout, int groups, float eps, GradFlow *f,
                    Scratch s) {
     Tensor n = scratch_take(&s, 4, h->shape), act = scratch_take(&s, 4, h->shape);
-    Tensor smean = SCRATCH(&s, h->shape[0], groups), srstd = SCRATCH(&s, h->shape[0], groups);
+    Tensor smean = SCRATCH_F32(&s, h->shape[0], groups), srstd = SCRATCH_F32(&s, h->shape[0], groups);
     Tensor dact = view_like(f->other, h), dh = view_like(f->cur, h);
     groupnorm_forward(&n, &smean, &srstd, h, &norm->weight, &norm->bias, groups, eps);
     activation_forward(&act, &n, ACT_SILU);
@@ -692,8 +701,8 @@ void vae_attn_plan_params(Arena *a, VaeAttnParams *p, const char *prefix, int ch
 int64_t vae_attn_plan_acts(Arena *a, VaeAttnActs *x, const char *prefix, const VaeAttnParams *p, int64_t B,
                            int64_t H, int64_t W) {
     int64_t T = H * W, tc = scratch_floats(B * T * p->channels);
-    PLAN(a, &x->mean, prefix, "group_norm.mean", B, p->groups);
-    PLAN(a, &x->rstd, prefix, "group_norm.rstd", B, p->groups);
+    PLAN_F32(a, &x->mean, prefix, "group_norm.mean", B, p->groups);
+    PLAN_F32(a, &x->rstd, prefix, "group_norm.rstd", B, p->groups);
     attn_plan_acts(a, &x->attn, prefix, &p->attn, B, T, T);
     return 4 * tc + 2 * scratch_floats(B * p->groups) + attn_backward_scratch(&p->attn, B, T, T); // the backward's
 }
@@ -713,7 +722,7 @@ void vae_attn_backward(const VaeAttnParams *p, VaeAttnParams *g, const VaeAttnAc
                        const Tensor *dout, const Tensor *in, Scratch s) {
     int64_t B = in->shape[0], C = p->channels, H = in->shape[2], W = in->shape[3], T = H * W;
     Tensor d_o = SCRATCH(&s, B, T, C), n = SCRATCH(&s, B, C, H, W), tk = SCRATCH(&s, B, T, C);
-    Tensor dtk = SCRATCH(&s, B, T, C), mean = SCRATCH(&s, B, p->groups), rstd = SCRATCH(&s, B, p->groups);
+    Tensor dtk = SCRATCH(&s, B, T, C), mean = SCRATCH_F32(&s, B, p->groups), rstd = SCRATCH_F32(&s, B, p->groups);
     tokens_to_nchw_backward(&d_o, dout);
     groupnorm_forward(&n, &mean, &rstd, in, &p->group_norm.weight, &p->group_norm.bias, p->groups, p->eps);
     nchw_to_tokens_forward(&tk, &n);

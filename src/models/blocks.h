@@ -20,10 +20,15 @@ extern "C" {
 
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-// Registers "prefix.name" (just "name" when prefix is empty) as an fp32 tensor of the given shape.
+// Registers "prefix.name" (just "name" when prefix is empty) as a tensor of the given shape stored in the arena's
+// float dtype (weights and activations: f32, or bf16 under train.precision = bf16); plan_tensor_f32 / PLAN_F32 for
+// what stays fp32 whatever the precision (normalisation statistics, attention log-sum-exp).
 void plan_tensor(Arena *a, Tensor *slot, const char *prefix, const char *name, int ndim, const int64_t *shape);
+void plan_tensor_f32(Arena *a, Tensor *slot, const char *prefix, const char *name, int ndim, const int64_t *shape);
 #define PLAN(a, slot, prefix, name, ...) \
     plan_tensor((a), (slot), (prefix), (name), PLAN_NDIM(__VA_ARGS__), (int64_t[]){__VA_ARGS__})
+#define PLAN_F32(a, slot, prefix, name, ...) \
+    plan_tensor_f32((a), (slot), (prefix), (name), PLAN_NDIM(__VA_ARGS__), (int64_t[]){__VA_ARGS__})
 // buf = "prefix." followed by the formatted part (just the part when prefix is empty); returns buf.
 const char *plan_prefix(char *buf, size_t n, const char *prefix, const char *fmt, ...) DT_PRINTF(4, 5);
 
@@ -41,7 +46,8 @@ void layer_plan_norm(Arena *a, Layer *l, const char *prefix, const char *name, i
 // ---------------------------------------------------------------------------------------------------------------
 // scratch: temporaries of one block call (forward or backward), carved front to back from one fp32 region of the
 // activation arena. Blocks take a Scratch by value, so what a callee takes is free again when it returns. Each
-// block's *_plan_acts returns the floats its calls need; the model sizes the region as the largest need.
+// block's *_plan_acts returns the floats its calls need; the model sizes the region as the largest need. Pieces
+// are stored in the activations' dtype (SCRATCH), or in fp32 for statistics (SCRATCH_F32).
 
 #define SCRATCH_ALIGN 64 // floats: each piece starts on a 256-byte boundary
 
@@ -49,11 +55,15 @@ typedef struct {
     float *base;
     int64_t cap, used; // floats
     Device device;
+    DType dtype;       // the pieces' storage (the activations')
 } Scratch;
 
-Scratch scratch_make(const Tensor *region);
+// region: the fp32 scratch tensor of an activation arena; dt: the activations' dtype
+Scratch scratch_make(const Tensor *region, DType dt);
 Tensor scratch_take(Scratch *s, int ndim, const int64_t *shape);
+Tensor scratch_take_dtype(Scratch *s, DType dt, int ndim, const int64_t *shape);
 #define SCRATCH(s, ...) scratch_take((s), PLAN_NDIM(__VA_ARGS__), (int64_t[]){__VA_ARGS__})
+#define SCRATCH_F32(s, ...) scratch_take_dtype((s), DTYPE_F32, PLAN_NDIM(__VA_ARGS__), (int64_t[]){__VA_ARGS__})
 // Floats a piece of n elements occupies.
 static inline int64_t scratch_floats(int64_t n) { return (n + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN; }
 

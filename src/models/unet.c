@@ -155,7 +155,10 @@ void unet_plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H
     memset(x, 0, sizeof *x);
     x->B = B, x->H = H, x->W = W, x->T = T;
     PlanSizes sz = {0, 0, 0};
+    DType saved = a->float_dtype;
+    arena_set_float_dtype(a, net->conv_in.weight.dtype); // activations in the weights' dtype
     PLAN(a, &x->x, "", "input.x", B, c->in_channels, H, W);
+    if (a->float_dtype != DTYPE_F32) PLAN(a, &x->out, "", "output", B, c->out_channels, H, W);
     PLAN(a, &x->ctx, "", "input.context", B, T, c->cross_dim);
     PLAN(a, &x->t_proj, "", "time_proj", B, c->block_out[0]);
     PLAN(a, &x->t_h, "", "time_embedding.linear_1.out", B, temb);
@@ -183,23 +186,24 @@ void unet_plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H
         hidden = level_out(&x->up[i], &net->up[i]);
     }
     CHECK(top == 0, "", "UNet skip stack: %d skips left after the up levels", top);
-    PLAN(a, &x->norm_mean, "", "conv_norm_out.mean", B, G);
-    PLAN(a, &x->norm_rstd, "", "conv_norm_out.rstd", B, G);
+    PLAN_F32(a, &x->norm_mean, "", "conv_norm_out.mean", B, G);
+    PLAN_F32(a, &x->norm_rstd, "", "conv_norm_out.rstd", B, G);
     // the output head and the time embedding run on scratch too
     sz.need = max64(sz.need, head_scratch(B, c->block_out[0], H, W, G));
     int64_t time_rows = scratch_floats(B * max64(temb, c->add_in_dim));
-    sz.need = max64(sz.need, 3 * time_rows + scratch_floats(6 * B * c->add_time_dim));
+    sz.need = max64(sz.need, 4 * time_rows + scratch_floats(6 * B * c->add_time_dim));
     for (int k = 0; k < x->n_skips; k++) {
         char p[64];
         snprintf(p, sizeof p, "grad.skip.%d", k);
-        arena_add(a, &x->dskip[k], p, DTYPE_F32, 4, x->skip[k]->shape);
+        arena_add(a, &x->dskip[k], p, a->float_dtype, 4, x->skip[k]->shape);
     }
     PLAN(a, &x->gflow[0], "", "grad.flow.0", sz.flow);
     PLAN(a, &x->gflow[1], "", "grad.flow.1", sz.flow);
     PLAN(a, &x->gcat, "", "grad.concat", sz.cat);
     PLAN(a, &x->demb_act, "", "grad.emb_act", B, temb);
     PLAN(a, &x->dtemb, "", "grad.resnet_temb", B, temb);
-    PLAN(a, &x->scratch, "", "scratch", sz.need);
+    PLAN_F32(a, &x->scratch, "", "scratch", sz.need);
+    a->float_dtype = saved;
 }
 
 void unet_acts_free(UNetActs *x) {
@@ -226,9 +230,11 @@ static void time_forward(const UNet *net, UNetActs *x, const Tensor *t, const Te
     linear_forward(&x->emb, &act, &net->time_linear_2.weight, &net->time_linear_2.bias);
     if (c->text_time) {
         Tensor tid = SCRATCH(&s, 6 * x->B, c->add_time_dim), aug = SCRATCH(&s, x->B, c->temb_dim);
+        Tensor te = SCRATCH(&s, x->B, c->text_embed_dim); // the pooled text embedding in the activations' dtype
+        tensor_cast(&te, text_embeds);
         timestep_embedding_forward(&tid, time_ids, c->flip_sin_to_cos, c->freq_shift);
         Tensor tid_rows = VIEW(&tid, x->B, 6 * c->add_time_dim);
-        concat_channels_forward(&x->add_in, text_embeds, &tid_rows);
+        concat_channels_forward(&x->add_in, &te, &tid_rows);
         linear_forward(&x->add_h, &x->add_in, &net->add_linear_1.weight, &net->add_linear_1.bias);
         activation_forward(&act, &x->add_h, ACT_SILU);
         linear_forward(&aug, &act, &net->add_linear_2.weight, &net->add_linear_2.bias);
@@ -259,9 +265,9 @@ void unet_forward(const UNet *net, UNetActs *x, Tensor *eps, const Tensor *in, c
     const UNetConfig *c = &net->cfg;
     int L = c->levels;
     check_inputs(net, x, eps, in, timesteps, context, text_embeds, time_ids);
-    Scratch s = scratch_make(&x->scratch);
-    tensor_copy(&x->x, in);
-    tensor_copy(&x->ctx, context);
+    Scratch s = scratch_make(&x->scratch, x->x.dtype);
+    tensor_cast(&x->x, in); // into the activations' dtype
+    tensor_cast(&x->ctx, context);
     time_forward(net, x, timesteps, text_embeds, time_ids, s);
     conv2d_forward(&x->conv_in_out, &x->x, &net->conv_in.weight, &net->conv_in.bias, 1, 1);
     const Tensor *h = &x->conv_in_out;
@@ -295,7 +301,9 @@ void unet_forward(const UNet *net, UNetActs *x, Tensor *eps, const Tensor *in, c
         if (lv->has_sampler) upsample_forward(&lv->sampler, &A->sampler_out, h, s);
         h = level_out(A, lv);
     }
-    head_forward(&net->conv_norm_out, &net->conv_out, eps, &x->norm_mean, &x->norm_rstd, h, c->groups, c->norm_eps, s);
+    Tensor *out = x->out.data ? &x->out : eps; // bf16 activations: the output is cast to the caller's eps
+    head_forward(&net->conv_norm_out, &net->conv_out, out, &x->norm_mean, &x->norm_rstd, h, c->groups, c->norm_eps, s);
+    if (out != eps) tensor_cast(eps, out);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -394,9 +402,13 @@ void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Te
         tensor_expect_shape(dcontext, "UNet context gradient", x->B, x->T, c->cross_dim);
         tensor_fill(dcontext, 0.0f); // every cross-attention adds its share
     }
-    Scratch s = scratch_make(&x->scratch);
+    Scratch s = scratch_make(&x->scratch, x->x.dtype);
     GradFlow f = {&x->gflow[0], &x->gflow[1]};
     if (g) tensor_fill(&x->demb_act, 0.0f);
+    if (x->out.data) { // bf16 activations: the upstream gradient in their dtype (the output buffer is free now)
+        tensor_cast(&x->out, deps);
+        deps = &x->out;
+    }
     // eps = conv_out(SiLU(conv_norm_out(h)))
     head_backward(&net->conv_norm_out, &net->conv_out, GRAD(g, conv_norm_out), GRAD(g, conv_out), &x->norm_mean,
                   &x->norm_rstd, level_out(&x->up[L - 1], &net->up[L - 1]), deps, c->groups, c->norm_eps, &f, s);
@@ -430,7 +442,10 @@ void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Te
     CHECK(k == 0, "", "UNet backward: skip %d reached conv_in", k);
     Tensor dout = view_like(f.cur, &x->conv_in_out);
     tensor_axpy(&dout, 1.0f, &x->dskip[0]);
-    conv2d_backward(dx, GRAD(g, conv_in.weight), GRAD(g, conv_in.bias), &dout, &x->x, &net->conv_in.weight, 1, 1);
+    Tensor dxa = dx && dx->data && dx->dtype != x->x.dtype ? view_like(f.other, &x->x) : (Tensor){0};
+    conv2d_backward(dxa.data ? &dxa : dx, GRAD(g, conv_in.weight), GRAD(g, conv_in.bias), &dout, &x->x,
+                    &net->conv_in.weight, 1, 1);
+    if (dxa.data) tensor_cast(dx, &dxa);
     if (g) time_backward(net, g, x, s);
     PART_DONE();
 #undef PART_DONE

@@ -56,6 +56,7 @@ typedef struct {
 typedef struct {
     int64_t B, H, W, T;
     Tensor x, ctx;                   // copies of the inputs [B, C, H, W], [B, T, cross_dim]
+    Tensor out;                      // bf16 activations: the output [B, out, H, W] before its cast (else no data)
     Tensor t_proj, t_h;              // [B, block_out[0]] sinusoidal embedding, [B, temb] time_embedding.linear_1
     Tensor add_in, add_h;            // [B, add_in_dim] = [text_embeds | time_ids embedding], [B, temb] linear_1
     Tensor emb, emb_act;             // [B, temb] time embedding, SiLU of it (every resnet's time input)

@@ -168,8 +168,12 @@ void vae_plan_decode_acts(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, i
     x->B = B, x->h = h, x->w = w;
     PlanSizes sz = {0, 0};
     int L = c->levels;
+    int64_t f = (int64_t)1 << (L - 1);
     char p[256];
+    DType saved = a->float_dtype;
+    arena_set_float_dtype(a, v->dec_conv_in.weight.dtype); // activations in the weights' dtype
     PLAN(a, &x->z, "", "decoder.input", B, c->latent_channels, h, w);
+    if (a->float_dtype != DTYPE_F32) PLAN(a, &x->out, "", "decoder.output", B, c->out_channels, f * h, f * w);
     if (c->post_quant_conv) plan_stage(a, &x->pq_out, "", "post_quant_conv.out", B, c->latent_channels, h, w, &sz);
     else sz.flow = max64(sz.flow, B * c->latent_channels * h * w); // the latents' gradient passes through the flow
     plan_stage(a, &x->conv_in_out, "", "decoder.conv_in.out", B, c->block_out[L - 1], h, w, &sz);
@@ -178,12 +182,13 @@ void vae_plan_decode_acts(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, i
     for (int i = 0; i < L; i++)
         plan_level_acts(a, &x->up[i], &v->dec_up[i], plan_prefix(p, sizeof p, "", "decoder.up_blocks.%d", i), 1, B,
                         &H, &W, &sz);
-    PLAN(a, &x->norm_mean, "", "decoder.conv_norm_out.mean", B, c->groups);
-    PLAN(a, &x->norm_rstd, "", "decoder.conv_norm_out.rstd", B, c->groups);
+    PLAN_F32(a, &x->norm_mean, "", "decoder.conv_norm_out.mean", B, c->groups);
+    PLAN_F32(a, &x->norm_rstd, "", "decoder.conv_norm_out.rstd", B, c->groups);
     sz.need = max64(sz.need, head_scratch(B, c->block_out[0], H, W, c->groups));
     PLAN(a, &x->gflow[0], "", "grad.flow.0", sz.flow);
     PLAN(a, &x->gflow[1], "", "grad.flow.1", sz.flow);
-    PLAN(a, &x->scratch, "", "scratch", sz.need);
+    PLAN_F32(a, &x->scratch, "", "scratch", sz.need);
+    a->float_dtype = saved;
 }
 
 void vae_plan_encode_acts(Arena *a, VAEEncodeActs *x, const VAE *v, int64_t B, int64_t H, int64_t W) {
@@ -204,12 +209,12 @@ void vae_plan_encode_acts(Arena *a, VAEEncodeActs *x, const VAE *v, int64_t B, i
         plan_level_acts(a, &x->down[i], &v->enc_down[i], plan_prefix(p, sizeof p, "", "encoder.down_blocks.%d", i), 0,
                         B, &h, &w, &sz);
     plan_mid_acts(a, &x->mid, &v->enc_mid, "encoder.mid_block", c->mid_attention, B, h, w, &sz);
-    PLAN(a, &x->norm_mean, "", "encoder.conv_norm_out.mean", B, c->groups);
-    PLAN(a, &x->norm_rstd, "", "encoder.conv_norm_out.rstd", B, c->groups);
+    PLAN_F32(a, &x->norm_mean, "", "encoder.conv_norm_out.mean", B, c->groups);
+    PLAN_F32(a, &x->norm_rstd, "", "encoder.conv_norm_out.rstd", B, c->groups);
     plan_stage(a, &x->conv_out_out, "", "encoder.conv_out.out", B, 2 * c->latent_channels, h, w, &sz);
     PLAN(a, &x->moments, "", "moments", B, 2 * c->latent_channels, h, w);
     sz.need = max64(sz.need, head_scratch(B, c->block_out[L - 1], h, w, c->groups));
-    PLAN(a, &x->scratch, "", "scratch", sz.need);
+    PLAN_F32(a, &x->scratch, "", "scratch", sz.need);
     x->flow = sz.flow;
 }
 
@@ -239,8 +244,8 @@ void vae_decode(const VAE *v, VAEDecodeActs *x, Tensor *image, const Tensor *lat
     int64_t f = (int64_t)1 << (L - 1);
     tensor_expect_shape(latents, "VAE latents", x->B, c->latent_channels, x->h, x->w);
     tensor_expect_shape(image, "VAE image", x->B, c->out_channels, f * x->h, f * x->w);
-    Scratch s = scratch_make(&x->scratch);
-    tensor_copy(&x->z, latents);
+    Scratch s = scratch_make(&x->scratch, x->z.dtype);
+    tensor_cast(&x->z, latents); // into the activations' dtype
     tensor_scale(&x->z, 1.0f / c->scaling_factor);
     const Tensor *h = &x->z;
     if (c->post_quant_conv) {
@@ -250,7 +255,9 @@ void vae_decode(const VAE *v, VAEDecodeActs *x, Tensor *image, const Tensor *lat
     conv2d_forward(&x->conv_in_out, h, &v->dec_conv_in.weight, &v->dec_conv_in.bias, 1, 1);
     h = mid_forward(&v->dec_mid, &x->mid, &x->conv_in_out, c->mid_attention, s);
     for (int i = 0; i < L; i++) h = level_forward(&v->dec_up[i], &x->up[i], h, 1, s);
-    head_forward(&v->dec_norm_out, &v->dec_conv_out, image, &x->norm_mean, &x->norm_rstd, h, c->groups, VAE_EPS, s);
+    Tensor *out = x->out.data ? &x->out : image; // bf16 activations: the output is cast to the caller's image
+    head_forward(&v->dec_norm_out, &v->dec_conv_out, out, &x->norm_mean, &x->norm_rstd, h, c->groups, VAE_EPS, s);
+    if (out != image) tensor_cast(image, out);
 }
 
 // logvar = clamp(logvar, -30, 20), NaN kept (torch.clamp)
@@ -265,7 +272,7 @@ void vae_encode(const VAE *v, VAEEncodeActs *x, Tensor *mean, Tensor *logvar, co
     const VAEConfig *c = &v->cfg;
     int L = c->levels;
     tensor_expect_shape(image, "VAE image", x->B, c->in_channels, x->H, x->W);
-    Scratch s = scratch_make(&x->scratch);
+    Scratch s = scratch_make(&x->scratch, x->conv_in_out.dtype);
     conv2d_forward(&x->conv_in_out, image, &v->enc_conv_in.weight, &v->enc_conv_in.bias, 1, 1);
     const Tensor *h = &x->conv_in_out;
     for (int i = 0; i < L; i++) h = level_forward(&v->enc_down[i], &x->down[i], h, 0, s);
@@ -319,8 +326,12 @@ void vae_level_backward(const VAELevel *lv, VAELevel *g, const VAELevelActs *x, 
 void vae_decode_backward(const VAE *v, VAE *g, VAEDecodeActs *x, const Tensor *dimage, Tensor *dlatents) {
     const VAEConfig *c = &v->cfg;
     int L = c->levels;
-    Scratch s = scratch_make(&x->scratch);
+    Scratch s = scratch_make(&x->scratch, x->z.dtype);
     GradFlow f = {&x->gflow[0], &x->gflow[1]};
+    if (x->out.data) { // bf16 activations: the upstream gradient in their dtype (the output buffer is free now)
+        tensor_cast(&x->out, dimage);
+        dimage = &x->out;
+    }
     // image = conv_out(SiLU(conv_norm_out(h)))
     head_backward(&v->dec_norm_out, &v->dec_conv_out, GRAD(g, dec_norm_out), GRAD(g, dec_conv_out), &x->norm_mean,
                   &x->norm_rstd, vae_level_out(&x->up[L - 1], &v->dec_up[L - 1]), dimage, c->groups, VAE_EPS, &f, s);
@@ -335,11 +346,14 @@ void vae_decode_backward(const VAE *v, VAE *g, VAEDecodeActs *x, const Tensor *d
     flow_swap(&f);
     if (c->post_quant_conv) {
         dout = view_like(f.cur, &x->pq_out);
-        conv2d_backward(dlatents, GRAD(g, post_quant_conv.weight), GRAD(g, post_quant_conv.bias), &dout, &x->z,
-                        &v->post_quant_conv.weight, 1, 0);
+        // bf16 activations: the latents' gradient in their dtype first (the other flow buffer is free now)
+        Tensor dza = dlatents && dlatents->data && dlatents->dtype != x->z.dtype ? view_like(f.other, &x->z) : (Tensor){0};
+        conv2d_backward(dza.data ? &dza : dlatents, GRAD(g, post_quant_conv.weight), GRAD(g, post_quant_conv.bias),
+                        &dout, &x->z, &v->post_quant_conv.weight, 1, 0);
+        if (dza.data) tensor_cast(dlatents, &dza);
     } else if (dlatents && dlatents->data) {
         dout = view_like(f.cur, &x->z);
-        tensor_copy(dlatents, &dout);
+        tensor_cast(dlatents, &dout);
     }
     if (dlatents && dlatents->data) tensor_scale(dlatents, 1.0f / c->scaling_factor);
 }

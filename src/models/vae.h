@@ -63,6 +63,7 @@ typedef struct {
 typedef struct {
     int64_t B, h, w;
     Tensor z;                  // [B, latent, h, w] latents / scaling_factor
+    Tensor out;                // bf16 activations: the image [B, out, f h, f w] before its cast (else no data)
     Tensor pq_out, conv_in_out;
     VAEMidActs mid;
     VAELevelActs up[VAE_MAX_LEVELS];

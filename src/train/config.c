@@ -65,6 +65,7 @@ static const char *const SCHEDULES[] = {"constant", "cosine", NULL};
 static const char *const PROGRESS_MODES[] = {"auto", "on", "off", NULL};
 static const char *const EXPORTS[] = {"lora", "merged", "both", "none", NULL};
 static const char *const TRAIN_DEVICES[] = {"auto", "cpu", "cuda", NULL};
+static const char *const PRECISIONS[] = {"fp32", "bf16", NULL};
 static const char *const RESIZE_KERNELS[] = {"bilinear", "bicubic", NULL}; // ResizeKernel order
 
 static const struct {
@@ -165,6 +166,9 @@ static const ConfigKey KEYS[] = {
            "visible; drtune info --device says which)"),
     K_BOOL("train", "deterministic", train.deterministic, "true",
            "GPU: only deterministic convolution algorithms, so a run repeats bit for bit on the same GPU"),
+    K_ENUM("train", "precision", train.precision, PRECISIONS, "fp32",
+           "GPU: bf16 stores activations and a compute copy of the weights in bf16 (fp32 accumulation, statistics, "
+           "gradients, master weights and Adam moments); fp32 computes as the CPU does (docs/ARCHITECTURE.md)"),
     K_FLOAT("train", "reduce_bucket_mb", train.reduce_bucket_mb, "1.0", 0, 1024, 0,
             "with several ranks, the gradient reduction starts during the last UNet backward whenever this many "
             "MiB of gradients are final (docs/DISTRIBUTED.md); 0 = one reduction after the backward"),

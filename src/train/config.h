@@ -16,6 +16,7 @@ typedef enum { TRAINABLE_LORA, TRAINABLE_FULL } Trainable;
 typedef enum { SCHEDULE_CONSTANT, SCHEDULE_COSINE } LrSchedule;
 typedef enum { EXPORT_LORA, EXPORT_MERGED, EXPORT_BOTH, EXPORT_NONE } ExportMode;
 typedef enum { TRAIN_DEVICE_AUTO, TRAIN_DEVICE_CPU, TRAIN_DEVICE_CUDA } TrainDevice;
+typedef enum { PRECISION_FP32, PRECISION_BF16 } TrainPrecision;
 
 #define CONFIG_PATH_MAX 1024
 #define CONFIG_TEXT_MAX 1024
@@ -79,6 +80,7 @@ typedef struct {
         int threads;                           // 0 = all cores
         TrainDevice device;                    // auto: the GPU when one is visible
         int deterministic;                     // deterministic GPU algorithms (cuDNN) only
+        TrainPrecision precision;              // GPU storage of weights and activations (fp32 masters either way)
         double reduce_bucket_mb;               // gradient reduction bucket during the backward; 0 = after it
     } train;
     struct {

@@ -101,6 +101,30 @@ void lora_attach(Lora *l, UNet *net, const Arena *net_params, UNet *grads, int r
     }
 }
 
+void lora_bind_compute(Lora *l, UNet *net, UNet *cnet, DType dt, Device d) {
+    int max = 8192;
+    AttnProj **all = xmalloc(sizeof(AttnProj *) * (size_t)max), **call = xmalloc(sizeof(AttnProj *) * (size_t)max);
+    int n_all = collect(net, all, max);
+    CHECK(collect(cnet, call, max) == n_all, "", "compute UNet differs from the model");
+    l->compute_proj = xmalloc(sizeof(AttnProj *) * (size_t)(l->n > 0 ? l->n : 1));
+    arena_init(&l->compute, "lora-compute", d);
+    for (int i = 0; i < l->n; i++) {
+        int k = 0;
+        while (k < n_all && all[k] != l->proj[i]) k++;
+        CHECK(k < n_all, "", "adapter %s is not in the model", l->modules[i]);
+        AttnProj *cp = l->compute_proj[i] = call[k];
+        char name[600];
+        snprintf(name, sizeof name, "%s.lora_A.weight", l->modules[i]);
+        arena_add(&l->compute, &cp->lora_a, name, dt, 2, l->proj[i]->lora_a.shape);
+        snprintf(name, sizeof name, "%s.lora_B.weight", l->modules[i]);
+        arena_add(&l->compute, &cp->lora_b, name, dt, 2, l->proj[i]->lora_b.shape);
+        cp->lora_scale = l->proj[i]->lora_scale;
+    }
+    arena_alloc(&l->compute);
+    free(all);
+    free(call);
+}
+
 void lora_save(const Lora *l, const char *path) {
     int n = l->params.n;
     const char **names = xmalloc(sizeof(char *) * (size_t)n);
@@ -150,7 +174,10 @@ void lora_load(Lora *l, const char *path) {
     }
     safetensors_close(&st);
     l->scale = 1.0f;
-    for (int i = 0; i < l->n; i++) l->proj[i]->lora_scale = 1.0f;
+    for (int i = 0; i < l->n; i++) {
+        l->proj[i]->lora_scale = 1.0f;
+        if (l->compute_proj) l->compute_proj[i]->lora_scale = 1.0f;
+    }
 }
 
 void lora_merge(Lora *l) {
@@ -175,8 +202,14 @@ void lora_free(Lora *l) {
     for (int i = 0; i < l->n; i++) {
         memset(&l->proj[i]->lora_a, 0, sizeof(Tensor));
         memset(&l->proj[i]->lora_b, 0, sizeof(Tensor));
+        if (l->compute_proj) {
+            memset(&l->compute_proj[i]->lora_a, 0, sizeof(Tensor));
+            memset(&l->compute_proj[i]->lora_b, 0, sizeof(Tensor));
+        }
         free(l->modules[i]);
     }
+    arena_free(&l->compute);
+    free(l->compute_proj);
     arena_free(&l->params);
     arena_free(&l->grads);
     free(l->proj);

@@ -11,8 +11,10 @@
 extern "C" {
 #endif
 
-typedef struct {
+typedef struct Lora {
     Arena params, grads;   // adapters and their gradients, planned alike ("<module>.lora_A.weight", ...)
+    Arena compute;         // train.precision = bf16: the adapters' bf16 copies in the compute UNet (lora_bind_compute)
+    AttnProj **compute_proj; // [n] in the compute UNet (NULL without compute copies)
     int rank;
     float alpha, scale;    // scale = alpha / rank
     int n;                 // adapted projections
@@ -28,6 +30,9 @@ typedef struct {
 // net_params is the arena the UNet was planned into (it names the modules).
 void lora_attach(Lora *l, UNet *net, const Arena *net_params, UNet *grads, int rank, float alpha,
                  const char *const *targets, int n_targets, uint64_t seed, const char *source);
+// Plans and allocates bf16 (dt) copies of the adapters on device d, bound into cnet, a second UNet planned like
+// the one the adapters were attached to (net); model_sync_compute fills them.
+void lora_bind_compute(Lora *l, UNet *net, UNet *cnet, DType dt, Device d);
 // Writes the adapters with the scale folded into lora_B (so any loader's default alpha = rank reproduces them).
 void lora_save(const Lora *l, const char *path);
 // Reads adapters written by lora_save into an attached Lora of the same rank and targets; the scale becomes 1, as

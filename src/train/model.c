@@ -7,6 +7,7 @@
 
 #include "../core/common.h"
 #include "../core/rng.h"
+#include "../ops/ops.h"
 
 void model_load(Model *m, const char *dir, int steps) {
     memset(m, 0, sizeof *m);
@@ -30,11 +31,71 @@ void model_to_device(Model *m, Device d) {
     arena_to_device(&m->vae_params, d);
 }
 
+// dst = src in dst's dtype, for two arenas planned with the same entries (the same element offsets, arena.h): one
+// cast over the whole buffer, padding included.
+static void arena_cast(Arena *dst, const Arena *src) {
+    CHECK(dst->n == src->n && dst->n > 0, "", "arena '%s' (%d tensors) is not a copy of '%s' (%d)", dst->group, dst->n,
+          src->group, src->n);
+    DType dt = dst->entries[0].desc.dtype, st = src->entries[0].desc.dtype;
+    for (int i = 0; i < dst->n; i++) {
+        const ArenaEntry *d = &dst->entries[i], *s = &src->entries[i];
+        CHECK(d->desc.dtype == dt && s->desc.dtype == st && tensor_numel(&d->desc) == tensor_numel(&s->desc) &&
+                  d->offset / dtype_size(dt) == s->offset / dtype_size(st),
+              "", "arena '%s': '%s' does not match '%s' of '%s'", dst->group, d->name, s->name, src->group);
+    }
+    int64_t n = (int64_t)(src->size / dtype_size(st));
+    CHECK((int64_t)(dst->size / dtype_size(dt)) == n, "", "arenas '%s' and '%s' differ in size", dst->group, src->group);
+    Tensor td = tensor_make(dst->base, dt, dst->device, 1, &n), ts = tensor_make(src->base, st, src->device, 1, &n);
+    tensor_cast(&td, &ts);
+}
+
+void model_set_precision(Model *m, Lora *l, DType dt) {
+    CHECK(!m->has_compute, "", "compute copies made twice");
+    if (dt == DTYPE_F32) return;
+    Device d = m->unet_params.device;
+    CHECK(d != DEVICE_CPU && m->vae_params.device == d, "move the model to the GPU first",
+          "%s compute copies of weights on the %s", dtype_name(dt), device_name(d));
+    arena_init(&m->unet_c_params, "unet-compute", d);
+    arena_set_float_dtype(&m->unet_c_params, dt);
+    unet_plan_params(&m->unet_c_params, &m->unet_c, &m->unet.cfg);
+    arena_alloc(&m->unet_c_params);
+    arena_cast(&m->unet_c_params, &m->unet_params);
+    arena_init(&m->vae_c_params, "vae-compute", d);
+    arena_set_float_dtype(&m->vae_c_params, dt);
+    vae_plan_params(&m->vae_c_params, &m->vae_c, &m->vae.cfg, m->vae.parts);
+    arena_alloc(&m->vae_c_params);
+    arena_cast(&m->vae_c_params, &m->vae_params);
+    arena_to_device(&m->vae_params, DEVICE_CPU); // frozen: only the copy computes
+    if (l) {
+        lora_bind_compute(l, &m->unet, &m->unet_c, dt, d);
+        arena_to_device(&m->unet_params, DEVICE_CPU); // the frozen base: read again only by the final merge
+    }
+    m->has_compute = 1;
+    model_sync_compute(m, l);
+}
+
+void model_sync_compute(Model *m, Lora *l) {
+    if (!m->has_compute) return;
+    if (l) {
+        if (l->n > 0) arena_cast(&l->compute, &l->params);
+    } else {
+        arena_cast(&m->unet_c_params, &m->unet_params);
+    }
+}
+
+UNet *model_compute_unet(Model *m) { return m->has_compute ? &m->unet_c : &m->unet; }
+const VAE *model_compute_vae(const Model *m) { return m->has_compute ? &m->vae_c : &m->vae; }
+
 void model_free(Model *m) {
     pipeline_free(&m->text);
     unet_free(&m->unet);
     arena_free(&m->unet_params);
     arena_free(&m->vae_params);
+    if (m->has_compute) {
+        unet_free(&m->unet_c);
+        arena_free(&m->unet_c_params);
+        arena_free(&m->vae_c_params);
+    }
     ddim_free(&m->sched);
 }
 

@@ -6,6 +6,7 @@
 
 #include "../models/pipeline.h"
 #include "engine.h"
+#include "lora.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -19,6 +20,13 @@ typedef struct {
     VAE vae;
     Arena vae_params;
     Ddim sched;
+    // train.precision = bf16: bf16 copies of the UNet and VAE weights that the engine computes with
+    // (model_set_precision); the fp32 weights above stay the masters the optimiser updates and the exports read
+    int has_compute;
+    UNet unet_c;
+    Arena unet_c_params;
+    VAE vae_c;
+    Arena vae_c_params;
 } Model;
 
 // Loads dir (model_index.json, tokenizer(s), text encoder(s), unet, vae decoder, scheduler) and sets `steps`
@@ -28,6 +36,18 @@ void model_free(Model *m);
 // Moves the UNet and VAE weights to device d (one copy each); the text encoders stay on the host, where prompts are
 // encoded once per batch and the engine copies the embeddings over.
 void model_to_device(Model *m, Device d);
+
+// Makes the bf16 compute copies of the UNet and VAE weights on the device of the fp32 ones (already moved there),
+// and, when l != NULL (LoRA: the UNet's base weights are frozen), the adapters' bf16 copies bound into the compute
+// UNet. Frozen fp32 weights go back to the host (the VAE; the UNet's base under LoRA), where only the end-of-run
+// merge reads them.
+void model_set_precision(Model *m, Lora *l, DType dt);
+// Refreshes the compute copies of what training changes (every UNet weight, or the adapters) from the fp32 masters
+// after an update or a load; nothing without compute copies.
+void model_sync_compute(Model *m, Lora *l);
+// The UNet and VAE the engine computes with: the compute copies when there are any, else the fp32 weights.
+UNet *model_compute_unet(Model *m);
+const VAE *model_compute_vae(const Model *m);
 
 // Conditioning of B prompts for the UNet rows ([uncond; cond] when cfg), for images of H x W pixels (SDXL's
 // add_time_ids). The negative prompt applies to every row (NULL or "" for none). cond points into emb.

@@ -136,6 +136,13 @@ Device setup_device(TrainDevice choice, const RewardSet *rewards, const char *ke
     return d;
 }
 
+DType setup_precision(TrainPrecision p, Device d) {
+    if (p == PRECISION_FP32) return DTYPE_F32;
+    USER_CHECK(d != DEVICE_CPU, "train.precision = bf16 runs on the GPU, but this run is on the CPU (train.device); "
+                                "the CPU path computes in fp32");
+    return DTYPE_BF16;
+}
+
 TrainDevice setup_device_parse(const char *name, const char *option) {
     if (!strcmp(name, "cpu")) return TRAIN_DEVICE_CPU;
     if (!strcmp(name, "cuda")) return TRAIN_DEVICE_CUDA;

@@ -53,6 +53,8 @@ typedef struct {
 
 // Full fine-tuning shards the fp32 weights' update and the moments; LoRA replicates them.
 static int sharded(const Trainer *t) { return t->ts.kind == TRAINABLE_FULL; }
+// The adapters under LoRA (their compute copies are what an update refreshes), NULL under full fine-tuning.
+static Lora *lora_of(Trainer *t) { return t->ts.kind == TRAINABLE_LORA ? &t->ts.lora : NULL; }
 
 static void trainer_setup(Trainer *t, const Config *c) {
     memset(t, 0, sizeof *t);
@@ -66,6 +68,7 @@ static void trainer_setup(Trainer *t, const Config *c) {
     RewardModels models = setup_reward_models(c);
     setup_rewards(&t->rw, c->reward.n_names, c->reward.names, c->reward.weights, c->reward.colour, &models);
     Device d = t->device = setup_device(c->train.device, &t->rw.set, "train.device");
+    DType precision = setup_precision(c->train.precision, d);
     if (d == DEVICE_CUDA) conv2d_set_deterministic(c->train.deterministic);
     model_load(&t->model, c->model.path, c->sampler.steps);
     t->prompts = prompts_read(c->data.prompts, &t->n_prompts);
@@ -85,11 +88,13 @@ static void trainer_setup(Trainer *t, const Config *c) {
         t->hm = xcalloc(1, mbytes), t->hv = xcalloc(1, mbytes);
         t->dsumsq = device_alloc(d, sizeof(double));
         ops_workspace_reserve(d, grad_sumsq_device_workspace_bytes(moments));
+        model_set_precision(&t->model, lora_of(t), precision); // bf16: the compute copies
     }
     t->m = device_alloc(d, mbytes), t->v = device_alloc(d, mbytes); // zero-filled
     if (d == DEVICE_CPU) t->hp = t->ts.p, t->hm = t->m, t->hv = t->v;
     float guidance = c->method.cfg ? (float)c->sampler.guidance : 1.0f;
-    engine_init(&t->eng, &t->model.unet, &t->ts.slots, &t->model.vae, &t->model.sched, &t->rw.set, guidance,
+    engine_init(&t->eng, model_compute_unet(&t->model), &t->ts.slots, model_compute_vae(&t->model), &t->model.sched,
+                &t->rw.set, guidance,
                 (float)c->sampler.eta, t->Bl, t->h, t->w, 77);
     t->eng.loss_scale = 1.0f / (float)t->B; // the reduced gradient is the one of the global batch
     // one rank: the shard is the whole buffer, so the gradient stays where the backward left it
@@ -99,7 +104,8 @@ static void trainer_setup(Trainer *t, const Config *c) {
                    scatter ? &t->shard : NULL, t->gshard, c->train.reduce_bucket_mb);
     if (R > 1) t->eng.ready = grad_sync_ready, t->eng.ready_ctx = &t->sync;
     if (c->log.n_sample_seeds > 0)
-        engine_init(&t->sample_eng, &t->model.unet, NULL, &t->model.vae, &t->model.sched, &t->rw.set,
+        engine_init(&t->sample_eng, model_compute_unet(&t->model), NULL, model_compute_vae(&t->model),
+                    &t->model.sched, &t->rw.set,
                     (float)c->sampler.guidance, (float)c->sampler.eta, 1, t->h, t->w, 77);
     // the memory plan is the whole GPU footprint: nothing may allocate device memory from here on
     if (d != DEVICE_CPU) device_freeze_allocations(1);
@@ -188,6 +194,7 @@ static double trainer_update(Trainer *t, const AdamWConfig *oc, float lr, int *a
         }
         (*applied)++;
         if (sharded(t)) trainer_allgather(t);
+        model_sync_compute(&t->model, lora_of(t)); // bf16: the copies the next iteration computes with
         return norm;
     }
     double sumsq = grad_sumsq(g, count);
@@ -365,6 +372,7 @@ int trainer_run(const Config *c, const char *resume) {
     int resumed = ckpt_resume(resume, ckdir, &st, &load, used, sizeof used);
     if (resumed) trainer_sync_host(&t, 0);
     if (resumed && sharded(&t)) trainer_allgather(&t);
+    if (resumed) model_sync_compute(&t.model, lora_of(&t));
     int start = resumed ? st.iteration : 0, applied = st.applied, skipped = st.skipped;
     int n_rows = st.n_rows, cap_rows = c->train.iterations > n_rows ? c->train.iterations : n_rows;
     MetricsRow *rows = xcalloc((size_t)(cap_rows > 0 ? cap_rows : 1), sizeof(MetricsRow));
@@ -385,6 +393,11 @@ int trainer_run(const Config *c, const char *resume) {
     printf("memory plan (per rank):\n");
     arena_print(&t.model.unet_params);
     arena_print(&t.model.vae_params);
+    if (t.model.has_compute) { // train.precision = bf16: what the iteration computes with
+        arena_print(&t.model.unet_c_params);
+        arena_print(&t.model.vae_c_params);
+        if (lora_of(&t)) arena_print(&t.ts.lora.compute);
+    }
     if (t.ts.params != &t.model.unet_params) arena_print(t.ts.params); // LoRA adapters
     arena_print(t.ts.grads);
     char nb[32], nb2[32];
