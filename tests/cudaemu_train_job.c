@@ -6,7 +6,6 @@
 // printed on the GPU.
 #include <string.h>
 
-#include "../src/io/safetensors.h"
 #include "cudaemu_util.h"
 
 #define JOB "train --config configs/default.ini --train.iterations=3 --train.warmup=0 --train.batch=2 " \
@@ -20,29 +19,6 @@ static int metric(const char *path, const char *key, double *v, int max) {
     for (char *p = text; p && n < max && (p = strstr(p, pat)); p += strlen(pat)) v[n++] = strtod(p + strlen(pat), NULL);
     free(text);
     return n;
-}
-
-// ||a - b|| / ||b|| over the tensors of two safetensors files whose names start with prefix ("" for all)
-static double files_rel_l2(const char *a, const char *b, const char *prefix) {
-    SafeTensors x, y;
-    safetensors_open(&x, a);
-    safetensors_open(&y, b);
-    double num = 0, den = 0;
-    for (int i = 0; i < y.n; i++) {
-        const StTensor *t = &y.tensors[i], *u = safetensors_find(&x, t->name);
-        if (strncmp(t->name, prefix, strlen(prefix)) != 0) continue;
-        if (!u) return INFINITY;
-        Tensor p = tensor_make(NULL, DTYPE_F32, DEVICE_CPU, t->ndim, t->shape), q = p;
-        p.data = xmalloc(tensor_bytes(&p) + 4), q.data = xmalloc(tensor_bytes(&q) + 4);
-        safetensors_read_tensor(&x, u, &p);
-        safetensors_read_tensor(&y, t, &q);
-        const float *pp = p.data, *qq = q.data;
-        for (int64_t k = 0; k < tensor_numel(&p); k++)
-            num += ((double)pp[k] - qq[k]) * ((double)pp[k] - qq[k]), den += (double)qq[k] * qq[k];
-        free(p.data), free(q.data);
-    }
-    safetensors_close(&x), safetensors_close(&y);
-    return sqrt(num / (den > 0 ? den : 1));
 }
 
 int main(void) {
@@ -83,7 +59,7 @@ int main(void) {
     char ga[600], ca[600];
     snprintf(ga, sizeof ga, "%s/export/pytorch_lora_weights.safetensors", gdir);
     snprintf(ca, sizeof ca, "%s/export/pytorch_lora_weights.safetensors", cdir);
-    double rel = files_rel_l2(ga, ca, "");
+    double rel = cu_files_rel_l2(ga, ca, "");
     tu_check(rel <= 1e-4, "exported LoRA adapters, GPU vs CPU: relative L2 %.2e (tol 1e-4)", rel);
 
     // drtune sample with the trained adapters on both devices: latents, x0 and images
@@ -99,7 +75,7 @@ int main(void) {
         tu_check(rc == 0, "drtune sample --device %s with the trained adapters (exit %d)", dev[i], rc);
         tu_child_free(&c);
     }
-    rel = files_rel_l2(out[0], out[1], "");
+    rel = cu_files_rel_l2(out[0], out[1], "");
     tu_check(rel <= 1e-5, "sampled latents and images, GPU vs CPU: relative L2 %.2e (tol 1e-5)", rel);
 
     // drtune grad: one iteration's full parameter gradient (and the loss, rewards, noise it records) on both
@@ -112,7 +88,7 @@ int main(void) {
         tu_check(rc == 0, "drtune grad --train.device=%s, full fine-tuning (exit %d)", dev[i], rc);
         tu_child_free(&c);
     }
-    rel = files_rel_l2(out[0], out[1], "grad.");
+    rel = cu_files_rel_l2(out[0], out[1], "grad.");
     // Not 1e-5: this gradient's own fp32 noise floor is about that. One UNet forward + backward agrees to 4e-6
     // (cudaemu_unet), but on the CPU alone the iteration's gradient moves by 5e-6..3.1e-5 (six draws) when x_T is
     // changed by one ulp, and by 5e-6..2.7e-5 with another of OpenBLAS's sgemm kernels (OPENBLAS_CORETYPE); the
