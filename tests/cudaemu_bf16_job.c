@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "cudaemu_util.h"
-#include "job_compare.h"
 
 #define BASE "train --config configs/default.ini --train.warmup=0 --train.batch=2 --sampler.steps=8 " \
              "--log.sample_seeds= --output.checkpoint_every=1"
@@ -51,7 +50,7 @@ int main(void) {
     double b[3][8], h[3][8];
     const char *keys[] = {"reward_mean", "grad_norm", "loss"};
     int nb = 0, nh = 0;
-    for (int k = 0; k < 3; k++) nb += job_metric(bm, keys[k], b[k], 8), nh += job_metric(cm, keys[k], h[k], 8);
+    for (int k = 0; k < 3; k++) nb += cu_metric(bm, keys[k], b[k], 8), nh += cu_metric(cm, keys[k], h[k], 8);
     tu_check(nb == 9 && nh == 9, "3 logged iterations on both (%d, %d values)", nb, nh);
     // Iteration 1 samples from the same weights: only the bf16 rollout and decode differ (measured 1.4e-5 in
     // emulation); tolerance: one bf16 rounding of the reward, 2^-8.
@@ -71,7 +70,7 @@ int main(void) {
     char ba[600], ca[600];
     snprintf(ba, sizeof ba, "%s/export/pytorch_lora_weights.safetensors", bdir);
     snprintf(ca, sizeof ca, "%s/export/pytorch_lora_weights.safetensors", cdir);
-    double rel = job_files_rel_l2(ba, ca, "");
+    double rel = cu_files_rel_l2(ba, ca, "");
     // measured 5.8e-3 after 3 updates
     tu_check(rel <= 2e-2, "exported LoRA adapters, bf16 vs fp32: relative L2 %.2e (tol 2e-2)", rel);
 
@@ -84,10 +83,10 @@ int main(void) {
     snprintf(rm, sizeof rm, "%s/metrics.jsonl", rdir);
     snprintf(ra, sizeof ra, "%s/export/pytorch_lora_weights.safetensors", rdir);
     double r[8];
-    int nr = job_metric(rm, "reward_mean", r, 8);
+    int nr = cu_metric(rm, "reward_mean", r, 8);
     tu_check(nr == 3 && r[2] == b[0][2], "resumed iteration 3 reward %.9g, uninterrupted %.9g", nr == 3 ? r[2] : NAN,
              b[0][2]);
-    rel = job_files_rel_l2(ra, ba, "");
+    rel = cu_files_rel_l2(ra, ba, "");
     tu_check(rel == 0, "resumed run's LoRA adapters equal the uninterrupted run's (relative L2 %.2e)", rel);
 
     // one iteration's full fine-tuning gradient: bf16 GPU vs fp32 CPU
@@ -98,7 +97,7 @@ int main(void) {
         snprintf(args, sizeof args, GRAD " --train.device=%s --out %s", dev[i], out[i]);
         run(i ? "drtune grad in fp32 on the CPU" : "drtune grad in bf16 on the GPU, full fine-tuning", args, NULL);
     }
-    rel = job_files_rel_l2(out[0], out[1], "grad.");
+    rel = cu_files_rel_l2(out[0], out[1], "grad.");
     // measured 5.2e-2: below PyTorch's own bf16 deviation of a single UNet backward on the fixtures (7-17%)
     tu_check(rel <= 0.10, "one iteration's full parameter gradient, bf16 vs fp32: relative L2 %.2e (tol 0.10)", rel);
     return tu_report();

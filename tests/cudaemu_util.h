@@ -1,16 +1,19 @@
 // cudaemu_util.h: what the CUDA parity tests share: tensors on either device filled from the CPU, a bf16 rounding of
 // host data (so the CPU reference sees exactly the values the GPU stores), and the comparison of a GPU result with
-// the CPU op's, relative to the largest reference magnitude. The tests run on the emulated GPU (label cudaemu) and,
+// the CPU op's, relative to the largest reference magnitude; and of two safetensors files (runs of drtune on each
+// device). The tests run on the emulated GPU (label cudaemu) and,
 // built as cuda_*, on a real one, where they skip (77) without a GPU.
 #pragma once
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../src/core/common.h"
 #include "../src/core/device.h"
 #include "../src/core/device_cuda.h"
 #include "../src/core/rng.h"
+#include "../src/io/safetensors.h"
 #include "testutil.h"
 
 // Skips the test (exit 77) when no GPU (real or emulated) is visible; prints the device otherwise.
@@ -84,4 +87,37 @@ static inline int cu_compare(const char *what, const Tensor *gpu, const Tensor *
     double rel = err / (mx > 0 ? mx : 1);
     free(h);
     return tu_check(rel <= tol, "%-40s max rel err %.3e (tol %.1e)", what, rel, tol);
+}
+
+// ||a - b|| / ||b|| over the tensors of two safetensors files whose names start with prefix ("" for all)
+static inline double cu_files_rel_l2(const char *a, const char *b, const char *prefix) {
+    SafeTensors x, y;
+    safetensors_open(&x, a);
+    safetensors_open(&y, b);
+    double num = 0, den = 0;
+    for (int i = 0; i < y.n; i++) {
+        const StTensor *t = &y.tensors[i], *u = safetensors_find(&x, t->name);
+        if (strncmp(t->name, prefix, strlen(prefix)) != 0) continue;
+        if (!u) return INFINITY;
+        Tensor p = tensor_make(NULL, DTYPE_F32, DEVICE_CPU, t->ndim, t->shape), q = p;
+        p.data = xmalloc(tensor_bytes(&p) + 4), q.data = xmalloc(tensor_bytes(&q) + 4);
+        safetensors_read_tensor(&x, u, &p);
+        safetensors_read_tensor(&y, t, &q);
+        const float *pp = p.data, *qq = q.data;
+        for (int64_t k = 0; k < tensor_numel(&p); k++)
+            num += ((double)pp[k] - qq[k]) * ((double)pp[k] - qq[k]), den += (double)qq[k] * qq[k];
+        free(p.data), free(q.data);
+    }
+    safetensors_close(&x), safetensors_close(&y);
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+// The values of `key` on each line of a run's metrics.jsonl, in order; returns how many.
+static inline int cu_metric(const char *path, const char *key, double *v, int max) {
+    char *text = tu_read_all(path, NULL), pat[64];
+    int n = 0;
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    for (char *p = text; p && n < max && (p = strstr(p, pat)); p += strlen(pat)) v[n++] = strtod(p + strlen(pat), NULL);
+    free(text);
+    return n;
 }

@@ -1,9 +1,13 @@
 // cudaemu.cc: the emulated CUDA runtime and kernel launcher behind cudaemu.h (see there for what is emulated).
-// Blocks of a launch run on OpenMP threads; the threads of a block run as ucontext fibers that switch only at
-// barriers and warp collectives, or as a plain loop for kernels that never synchronise.
+// Blocks of a launch run on OpenMP threads; the threads of a block run as fibers that switch only at barriers and
+// warp collectives, or as a plain loop for kernels that never synchronise. A fiber is made once (ucontext) and
+// then reused for every block its OS thread runs; switches between a fiber and its thread's scheduler are
+// _setjmp/_longjmp pairs, which, unlike swapcontext, make no system call to save the signal mask.
+#undef _FORTIFY_SOURCE // its longjmp check rejects the jumps between stacks that the fibers are made of
 #include "cudaemu.h"
 
 #include <omp.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -263,15 +267,16 @@ const char *cudaGetErrorString(cudaError_t e) {
 
 enum { F_RUN, F_BAR, F_WARP, F_DONE };
 struct Fiber {
-    ucontext_t ctx;
+    ucontext_t ctx; // the entry context, used once to start the fiber
+    jmp_buf jb;     // where the fiber resumes
     char *stack;
-    int state;
+    int state, started;
     uint3 tid;
 };
 #define FIBER_STACK (256 * 1024)
 struct Block {
     std::vector<Fiber *> f; // never moved: a ucontext_t points into itself
-    ucontext_t main;
+    jmp_buf main;           // where the scheduler (run_fibers) resumes
     int n = 0, cur = -1;
     int fibers = 0;       // this block runs as fibers
     int synced = 0;       // a barrier or warp collective happened
@@ -302,11 +307,16 @@ static void shuffle_order(std::vector<int> &o, uint64_t *s) {
     for (size_t i = o.size(); i > 1; i--) std::swap(o[i - 1], o[rng_next(s) % i]);
 }
 
+// A fiber runs the kernel body for one thread of a block, parks, and runs it again when the scheduler resumes it for
+// the next block; it never returns.
 static void fiber_entry(void) {
-    Block *b = t_block;
-    (*b->body)();
-    b->f[b->cur]->state = F_DONE;
-    // returns to b->main through uc_link
+    for (;;) {
+        Block *b = t_block;
+        (*b->body)();
+        Fiber *f = b->f[b->cur];
+        f->state = F_DONE;
+        if (!_setjmp(f->jb)) _longjmp(b->main, 1);
+    }
 }
 
 static void tid_of(int i, uint3 *t) {
@@ -325,7 +335,7 @@ static void suspend(int state) {
     }
     Fiber *f = b->f[b->cur];
     f->state = state;
-    swapcontext(&f->ctx, &b->main);
+    if (!_setjmp(f->jb)) _longjmp(b->main, 1);
     threadIdx = f->tid; // resumed
 }
 
@@ -380,7 +390,20 @@ __attribute__((noinline)) static Fiber *new_fiber(const char *kernel) {
     if (st == MAP_FAILED) emu_fail(kernel, "cannot map a fiber stack");
     f->stack = (char *)st;
     getcontext(&f->ctx);
+    f->ctx.uc_stack.ss_sp = f->stack;
+    f->ctx.uc_stack.ss_size = FIBER_STACK;
+    f->ctx.uc_link = nullptr; // fiber_entry never returns
+    makecontext(&f->ctx, fiber_entry, 0);
     return f;
+}
+
+// Runs fiber f until it suspends or finishes (starting it on its first run).
+__attribute__((noinline)) static void resume(Block *b, Fiber *f) {
+    if (!_setjmp(b->main)) {
+        if (f->started) _longjmp(f->jb, 1);
+        f->started = 1;
+        setcontext(&f->ctx);
+    }
 }
 
 // Runs one block as fibers; returns when all its threads have finished.
@@ -390,13 +413,8 @@ static void run_fibers(Block *b, const char *kernel) {
         while ((int)b->f.size() < n) b->f.push_back(new_fiber(kernel));
     }
     for (int i = 0; i < n; i++) {
-        Fiber *f = b->f[i];
-        f->ctx.uc_stack.ss_sp = f->stack;
-        f->ctx.uc_stack.ss_size = FIBER_STACK;
-        f->ctx.uc_link = &b->main;
-        makecontext(&f->ctx, fiber_entry, 0);
-        f->state = F_RUN;
-        tid_of(i, &f->tid);
+        b->f[i]->state = F_RUN;
+        tid_of(i, &b->f[i]->tid);
     }
     std::vector<int> order(n);
     for (int i = 0; i < n; i++) order[i] = i;
@@ -408,7 +426,7 @@ static void run_fibers(Block *b, const char *kernel) {
             if (b->f[i]->state != F_RUN) continue;
             b->cur = i;
             threadIdx = b->f[i]->tid;
-            swapcontext(&b->main, &b->f[i]->ctx);
+            resume(b, b->f[i]);
         }
         int done = 0, at_bar = 0;
         for (int i = 0; i < n; i++) done += b->f[i]->state == F_DONE, at_bar += b->f[i]->state == F_BAR;

@@ -1,13 +1,17 @@
 // cudaemu_blas.cc: the CPU implementation of the cuBLASLt subset declared in cudaemu_blas.h (what it supports and
 // checks is listed there). Descriptors are plain structs; the heuristic validates the problem and returns one
 // emulated algorithm stamped with a fingerprint of that problem; cublasLtMatmul validates again, checks pointers
-// and workspace, and computes each output element as a double-precision dot product rounded once.
+// and workspace, and runs the product as an OpenBLAS sgemm (fp32 accumulation, as the library's fp32 compute
+// types) followed by the epilogue in fp32.
 #include "cudaemu_blas.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include <algorithm>
 #include <vector>
+
+#include <cblas.h>
 
 struct CudaemuLt {
     uint64_t magic;
@@ -273,18 +277,34 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
 // ---------------------------------------------------------------------------------------------------------------
 // the product
 
-static double load(const void *base, cudaDataType_t t, int64_t i) {
+static float load(const void *base, cudaDataType_t t, int64_t i) {
     if (t == CUDA_R_32F) return ((const float *)base)[i];
     return __bfloat162float(((const __nv_bfloat16 *)base)[i]);
 }
-static void store(void *base, cudaDataType_t t, int64_t i, double v) {
-    if (t == CUDA_R_32F) ((float *)base)[i] = (float)v;
-    else ((__nv_bfloat16 *)base)[i] = __float2bfloat16((float)v);
+static void store(void *base, cudaDataType_t t, int64_t i, float v) {
+    if (t == CUDA_R_32F) ((float *)base)[i] = v;
+    else ((__nv_bfloat16 *)base)[i] = __float2bfloat16(v);
 }
 static bool on_device(const void *p, int64_t elems, size_t esize) {
     return elems <= 0 || cudaemu_is_device(p, (size_t)elems * esize);
 }
 static bool aligned(const void *p, uint32_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+
+// One batch's stored operand (rows x cols at leading dimension ld) as fp32 for sgemm: f32 data in place, bf16 data
+// widened (exactly) into buf with leading dimension rows. Returns the matrix and sets *ld_out.
+static const float *operand_f32(const void *base, cudaDataType_t t, const CudaemuLtLayout *l, std::vector<float> &buf,
+                                int64_t *ld_out) {
+    if (t == CUDA_R_32F) {
+        *ld_out = l->ld;
+        return (const float *)base;
+    }
+    int64_t r = (int64_t)l->rows, c = (int64_t)l->cols;
+    buf.resize((size_t)(r * c));
+    for (int64_t j = 0; j < c; j++)
+        for (int64_t i = 0; i < r; i++) buf[(size_t)(i + j * r)] = load(base, t, i + j * l->ld);
+    *ld_out = r;
+    return buf.data();
+}
 
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, const void *alpha,
                                          const void *A, cublasLtMatrixLayout_t Adesc, const void *B,
@@ -327,40 +347,44 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     if (ws) memset(workspace, 0xff, ws); // NaN bytes: nothing may be kept in the workspace across calls
     if (!p.m || !p.n) return CUBLAS_STATUS_SUCCESS;
 
+    // Each batch: P = op(A) op(B) by OpenBLAS sgemm (fp32 products and sums, as CUBLAS_COMPUTE_32F), then the
+    // epilogue per element in fp32: alpha P + beta C (+ bias), rounded once to D's type.
     int64_t m = p.m, n = p.n, k = p.k;
     bool ta = desc->transa == CUBLAS_OP_T, tb = desc->transb == CUBLAS_OP_T;
-    std::vector<double> pa((size_t)(m * k)), pb((size_t)(n * k)); // op(A) rows, op(B) columns, k contiguous
+    std::vector<float> P((size_t)(m * n)), wa, wb; // P [m, n] column-major; wa, wb: widened bf16 operands
     for (int bt = 0; bt < p.batch; bt++) {
         const char *a0 = (const char *)A + (size_t)(bt * Adesc->stride) * esa;
         const char *b0 = (const char *)B + (size_t)(bt * Bdesc->stride) * esa;
         const char *c0 = (const char *)C + (size_t)(bt * Cdesc->stride) * esd;
         char *d0 = (char *)D + (size_t)(bt * Ddesc->stride) * esd;
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t q = 0; q < k; q++)
-                pa[(size_t)(i * k + q)] = load(a0, p.ab, ta ? q + i * Adesc->ld : i + q * Adesc->ld);
-        for (int64_t j = 0; j < n; j++)
-            for (int64_t q = 0; q < k; q++)
-                pb[(size_t)(j * k + q)] = load(b0, p.ab, tb ? j + q * Bdesc->ld : q + j * Bdesc->ld);
+        int64_t lda = 1, ldb = 1;
+        const float *a = k ? operand_f32(a0, p.ab, Adesc, wa, &lda) : nullptr;
+        const float *b = k ? operand_f32(b0, p.ab, Bdesc, wb, &ldb) : nullptr;
+        if (k)
+            cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n,
+                        (int)k, 1.0f, a, (int)lda, b, (int)ldb, 0.0f, P.data(), (int)m);
+        else std::fill(P.begin(), P.end(), 0.0f);
         const char *bias = desc->epilogue == CUBLASLT_EPILOGUE_BIAS
                                ? (const char *)desc->bias + (size_t)(bt * desc->bias_stride) * esd
                                : nullptr;
-#pragma omp parallel for if (m * n * k > 100000)
+#pragma omp parallel for if (m * n > 65536)
         for (int64_t j = 0; j < n; j++)
             for (int64_t i = 0; i < m; i++) {
-                const double *x = &pa[(size_t)(i * k)], *y = &pb[(size_t)(j * k)];
-                double acc = 0.0;
-                for (int64_t q = 0; q < k; q++) acc += x[q] * y[q];
-                double v = al * acc;
-                if (be != 0.0f) v += be * load(c0, p.cd, i + j * Cdesc->ld); // beta = 0: C is not read
+                float v = al * P[(size_t)(i + j * m)];
+                if (be != 0.0f) v = fmaf(be, load(c0, p.cd, i + j * Cdesc->ld), v); // beta = 0: C is not read
                 if (bias) v += load(bias, p.cd, i);
                 store(d0, p.cd, i + j * Ddesc->ld, v);
             }
         if (desc->epilogue == CUBLASLT_EPILOGUE_BGRADA || desc->epilogue == CUBLASLT_EPILOGUE_BGRADB) {
+            // bias[r] = sum over q < k of op(A)[r, q] (BGRADA) or op(B)[q, r] (BGRADB), summed in fp32
             bool ga = desc->epilogue == CUBLASLT_EPILOGUE_BGRADA;
-            const std::vector<double> &src = ga ? pa : pb;
+            const float *src = ga ? a : b;
+            int64_t ld = ga ? lda : ldb;
+            bool rows_contiguous = ga ? ta : !tb; // op(A)[r, q] = A[q + r lda] when transposed
+#pragma omp parallel for if ((ga ? m : n) * k > 65536)
             for (int64_t r = 0; r < (ga ? m : n); r++) {
-                double sum = 0.0;
-                for (int64_t q = 0; q < k; q++) sum += src[(size_t)(r * k + q)];
+                float sum = 0.0f;
+                for (int64_t q = 0; q < k; q++) sum += src[rows_contiguous ? q + r * ld : r + q * ld];
                 store((void *)desc->bias, p.cd, r, sum);
             }
         }

@@ -20,7 +20,11 @@
 // chosen for. The emulated algorithm asks for min(max workspace, 4 MiB) of workspace and overwrites it with NaN
 // bytes, so a caller that passes too little (CUBLAS_STATUS_INVALID_VALUE) or keeps data there is caught. With
 // CUDAEMU_LT_NO_BGRAD=1 the heuristic has no algorithm for the bias-gradient epilogues (to test callers' fallbacks).
-// Products are summed in double and rounded once: a reference at least as exact as the GPU.
+// Arithmetic: as the library's fp32 compute types, products and sums in fp32 in an order of the implementation's
+// choosing: op(A) op(B) is one OpenBLAS sgemm per batch (bf16 operands widened exactly to fp32 first), then
+// alpha, beta C and the bias are applied in fp32 and D is rounded once to its type; bias gradients are fp32 sums.
+// (The CPU ops use the same sgemm, so where the GPU path hands cuBLASLt the same operands as the CPU path gives
+// OpenBLAS, emulation and CPU may agree exactly; a real GPU sums in its own order.)
 #pragma once
 #include <stddef.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
 // cudaemu_dnn.cc: CPU stand-ins for the cuDNN convolution calls of cudaemu_dnn.h (see there for what is emulated).
-// Convolutions are direct sums in double over the descriptors' geometry, one rounding to the output type: a
-// reference at least as exact as the GPU. The algorithm lists mimic cuDNN's shape (unsupported entries, non-
+// Convolutions run as im2col + OpenBLAS sgemm (fp32 products and sums, as cuDNN's fp32 compute type), then
+// alpha and beta in fp32 and one rounding to the output type. The algorithm lists mimic cuDNN's shape (unsupported entries, non-
 // deterministic ones ranked first for the backward, workspace needs that differ by algorithm) so the wrapper's
 // choice is exercised; the numbers are this file's, not cuDNN's.
 #include "cudaemu_dnn.h"
@@ -9,7 +9,13 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <vector>
+
+#include <cblas.h>
+
+// im2col chunks of output rows keep the columns under this many floats (64 MiB)
+static const int64_t COLS_MAX = (int64_t)1 << 24;
 
 struct CudaemuDnn {
     cudaStream_t stream;
@@ -329,9 +335,9 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t h, co
 // ---------------------------------------------------------------------------------------------------------------
 // execution
 
-// An operand as doubles; fp32 data under a tensor-core math type is first rounded to TF32 (10 mantissa bits).
-static std::vector<double> load(const void *p, size_t n, cudnnDataType_t dt, cudnnMathType_t math) {
-    std::vector<double> v(n);
+// An operand as fp32; fp32 data under a tensor-core math type is first rounded to TF32 (10 mantissa bits).
+static std::vector<float> load(const void *p, size_t n, cudnnDataType_t dt, cudnnMathType_t math) {
+    std::vector<float> v(n);
     int tf32 = dt == CUDNN_DATA_FLOAT && math != CUDNN_FMA_MATH;
     for (size_t i = 0; i < n; i++) {
         if (dt == CUDNN_DATA_FLOAT) {
@@ -350,15 +356,15 @@ static std::vector<double> load(const void *p, size_t n, cudnnDataType_t dt, cud
     return v;
 }
 
-// out = alpha acc + beta out, rounded once to the output type; beta = 0 never reads out (it may hold NaN).
-static void store(void *out, const std::vector<double> &acc, cudnnDataType_t dt, float alpha, float beta) {
+// out = alpha acc + beta out in fp32, rounded once to the output type; beta = 0 never reads out (it may hold NaN).
+static void store(void *out, const std::vector<float> &acc, cudnnDataType_t dt, float alpha, float beta) {
+#pragma omp parallel for if (acc.size() > 65536)
     for (size_t i = 0; i < acc.size(); i++) {
-        double prev = 0.0;
+        float r = alpha * acc[i];
         if (beta != 0.0f)
-            prev = dt == CUDNN_DATA_FLOAT ? ((float *)out)[i] : __bfloat162float(((__nv_bfloat16 *)out)[i]);
-        double r = (double)alpha * acc[i] + (double)beta * prev;
-        if (dt == CUDNN_DATA_FLOAT) ((float *)out)[i] = (float)r;
-        else ((__nv_bfloat16 *)out)[i] = __float2bfloat16((float)r);
+            r = fmaf(beta, dt == CUDNN_DATA_FLOAT ? ((float *)out)[i] : __bfloat162float(((__nv_bfloat16 *)out)[i]), r);
+        if (dt == CUDNN_DATA_FLOAT) ((float *)out)[i] = r;
+        else ((__nv_bfloat16 *)out)[i] = __float2bfloat16(r);
     }
 }
 
@@ -393,16 +399,57 @@ static cudnnStatus_t call_check(Dir d, int algo, const Problem *p, const void *x
     return CUDNN_STATUS_SUCCESS;
 }
 
-// Geometry of a problem for the loops: filter tap (r, q) of output (oy, ox) reads input (iy, ix) =
-// (oy u - pad_h + r, ox v - pad_w + q) (cross-correlation, no dilation).
+// Geometry of a problem: filter tap (r, q) of output (oy, ox) reads input (iy, ix) = (oy u - pad_h + r,
+// ox v - pad_w + q) (cross-correlation, no dilation). The convolutions run as GEMMs over im2col columns
+// cols [C R S, rows of output pixels], in chunks of output rows that keep the columns under COLS_MAX floats.
 struct Geom {
     int N, C, H, W, K, R, S, OH, OW, ph, pw, u, v;
-    size_t widx(int k, int c, int r, int q) const { return (((size_t)k * C + c) * R + r) * S + q; }
+    int64_t taps() const { return (int64_t)C * R * S; }
+    int chunk_rows() const {
+        int64_t rows = COLS_MAX / (taps() * OW);
+        return rows < 1 ? 1 : rows > OH ? OH : (int)rows;
+    }
 };
 static Geom geom_of(const Problem *p) {
     const CudaemuDnnConv *c = p->conv;
     return Geom{p->x->n, p->x->c, p->x->h, p->x->w, p->w->k, p->w->h, p->w->w, p->y->h, p->y->w, c->pad_h,
                 c->pad_w, c->u, c->v};
+}
+
+// cols [C R S, (oy1 - oy0) OW] from one image x [C, H, W], output rows [oy0, oy1); padding reads zero.
+static void im2col(float *cols, const float *x, const Geom &g, int oy0, int oy1) {
+    int64_t n = (int64_t)(oy1 - oy0) * g.OW;
+#pragma omp parallel for if (g.taps() * n > 65536)
+    for (int64_t t = 0; t < g.taps(); t++) {
+        int c = (int)(t / (g.R * g.S)), r = (int)(t / g.S % g.R), q = (int)(t % g.S);
+        float *dst = cols + t * n;
+        for (int oy = oy0; oy < oy1; oy++) {
+            int iy = oy * g.u - g.ph + r;
+            for (int ox = 0; ox < g.OW; ox++) {
+                int ix = ox * g.v - g.pw + q;
+                *dst++ = iy < 0 || iy >= g.H || ix < 0 || ix >= g.W ? 0.0f : x[((int64_t)c * g.H + iy) * g.W + ix];
+            }
+        }
+    }
+}
+
+// dx [C, H, W] += the column gradient cols [C R S, (oy1 - oy0) OW] scattered back to the pixels each column read
+// (one thread per channel: the taps of a channel write only its own plane).
+static void col2im_add(float *dx, const float *cols, const Geom &g, int oy0, int oy1) {
+    int64_t n = (int64_t)(oy1 - oy0) * g.OW;
+#pragma omp parallel for if (g.taps() * n > 65536)
+    for (int c = 0; c < g.C; c++)
+        for (int r = 0; r < g.R; r++)
+            for (int q = 0; q < g.S; q++) {
+                const float *src = cols + (((int64_t)c * g.R + r) * g.S + q) * n;
+                for (int oy = oy0; oy < oy1; oy++) {
+                    int iy = oy * g.u - g.ph + r;
+                    for (int ox = 0; ox < g.OW; ox++, src++) {
+                        int ix = ox * g.v - g.pw + q;
+                        if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) dx[((int64_t)c * g.H + iy) * g.W + ix] += *src;
+                    }
+                }
+            }
 }
 
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
@@ -414,27 +461,19 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const 
     cudnnStatus_t s = call_check(FWD, algo, &p, x, w, y, ws, ws_bytes, alpha, beta);
     if (s != CUDNN_STATUS_SUCCESS) return s;
     Geom g = geom_of(&p);
-    std::vector<double> X = load(x, p.x_bytes / dt_size(xd->dt), xd->dt, conv->math);
-    std::vector<double> Wt = load(w, p.w_bytes / dt_size(wd->dt), wd->dt, conv->math);
-    std::vector<double> acc((size_t)g.N * g.K * g.OH * g.OW);
-#pragma omp parallel for collapse(2)
+    std::vector<float> X = load(x, p.x_bytes / dt_size(xd->dt), xd->dt, conv->math);
+    std::vector<float> Wt = load(w, p.w_bytes / dt_size(wd->dt), wd->dt, conv->math);
+    int64_t T = g.taps(), P = (int64_t)g.OH * g.OW;
+    int rows = g.chunk_rows();
+    std::vector<float> acc((size_t)g.N * g.K * P), cols((size_t)(T * rows * g.OW));
+    // y_n [K, P] = w [K, T] cols_n [T, P], by chunks of output rows
     for (int n = 0; n < g.N; n++)
-        for (int k = 0; k < g.K; k++)
-            for (int oy = 0; oy < g.OH; oy++)
-                for (int ox = 0; ox < g.OW; ox++) {
-                    double sum = 0.0;
-                    for (int c = 0; c < g.C; c++)
-                        for (int r = 0; r < g.R; r++) {
-                            int iy = oy * g.u - g.ph + r;
-                            if (iy < 0 || iy >= g.H) continue;
-                            for (int q = 0; q < g.S; q++) {
-                                int ix = ox * g.v - g.pw + q;
-                                if (ix < 0 || ix >= g.W) continue;
-                                sum += X[(((size_t)n * g.C + c) * g.H + iy) * g.W + ix] * Wt[g.widx(k, c, r, q)];
-                            }
-                        }
-                    acc[(((size_t)n * g.K + k) * g.OH + oy) * g.OW + ox] = sum;
-                }
+        for (int oy0 = 0; oy0 < g.OH; oy0 += rows) {
+            int oy1 = std::min(oy0 + rows, g.OH), cs = (oy1 - oy0) * g.OW;
+            im2col(cols.data(), &X[(size_t)n * g.C * g.H * g.W], g, oy0, oy1);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.K, cs, (int)T, 1.0f, Wt.data(), (int)T,
+                        cols.data(), cs, 0.0f, &acc[(size_t)n * g.K * P + (size_t)oy0 * g.OW], (int)P);
+        }
     store(y, acc, yd->dt, *(const float *)alpha, *(const float *)beta);
     return CUDNN_STATUS_SUCCESS;
 }
@@ -448,29 +487,19 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, c
     cudnnStatus_t s = call_check(BWD_DATA, algo, &p, dx, w, dy, ws, ws_bytes, alpha, beta);
     if (s != CUDNN_STATUS_SUCCESS) return s;
     Geom g = geom_of(&p);
-    std::vector<double> DY = load(dy, p.y_bytes / dt_size(dyd->dt), dyd->dt, conv->math);
-    std::vector<double> Wt = load(w, p.w_bytes / dt_size(wd->dt), wd->dt, conv->math);
-    std::vector<double> acc((size_t)g.N * g.C * g.H * g.W);
-    // dx[n, c, iy, ix] gathers every output (oy, ox) and tap (r, q) that read it
-#pragma omp parallel for collapse(2)
+    std::vector<float> DY = load(dy, p.y_bytes / dt_size(dyd->dt), dyd->dt, conv->math);
+    std::vector<float> Wt = load(w, p.w_bytes / dt_size(wd->dt), wd->dt, conv->math);
+    int64_t T = g.taps(), P = (int64_t)g.OH * g.OW;
+    int rows = g.chunk_rows();
+    std::vector<float> acc((size_t)g.N * g.C * g.H * g.W), cols((size_t)(T * rows * g.OW));
+    // dx_n = col2im(w^T [T, K] dy_n [K, P]), by chunks of output rows
     for (int n = 0; n < g.N; n++)
-        for (int c = 0; c < g.C; c++)
-            for (int iy = 0; iy < g.H; iy++)
-                for (int ix = 0; ix < g.W; ix++) {
-                    double sum = 0.0;
-                    for (int r = 0; r < g.R; r++) {
-                        int ty = iy + g.ph - r;
-                        if (ty < 0 || ty % g.u || ty / g.u >= g.OH) continue;
-                        for (int q = 0; q < g.S; q++) {
-                            int tx = ix + g.pw - q;
-                            if (tx < 0 || tx % g.v || tx / g.v >= g.OW) continue;
-                            for (int k = 0; k < g.K; k++)
-                                sum += DY[(((size_t)n * g.K + k) * g.OH + ty / g.u) * g.OW + tx / g.v] *
-                                       Wt[g.widx(k, c, r, q)];
-                        }
-                    }
-                    acc[(((size_t)n * g.C + c) * g.H + iy) * g.W + ix] = sum;
-                }
+        for (int oy0 = 0; oy0 < g.OH; oy0 += rows) {
+            int oy1 = std::min(oy0 + rows, g.OH), cs = (oy1 - oy0) * g.OW;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, cs, g.K, 1.0f, Wt.data(), (int)T,
+                        &DY[(size_t)n * g.K * P + (size_t)oy0 * g.OW], (int)P, 0.0f, cols.data(), cs);
+            col2im_add(&acc[(size_t)n * g.C * g.H * g.W], cols.data(), g, oy0, oy1);
+        }
     store(dx, acc, dxd->dt, *(const float *)alpha, *(const float *)beta);
     return CUDNN_STATUS_SUCCESS;
 }
@@ -484,29 +513,20 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
     cudnnStatus_t s = call_check(BWD_FILTER, algo, &p, x, dw, dy, ws, ws_bytes, alpha, beta);
     if (s != CUDNN_STATUS_SUCCESS) return s;
     Geom g = geom_of(&p);
-    std::vector<double> X = load(x, p.x_bytes / dt_size(xd->dt), xd->dt, conv->math);
-    std::vector<double> DY = load(dy, p.y_bytes / dt_size(dyd->dt), dyd->dt, conv->math);
-    std::vector<double> acc((size_t)g.K * g.C * g.R * g.S);
-    // dw[k, c, r, q] sums dy * x over the batch and every output pixel
-#pragma omp parallel for collapse(2)
-    for (int k = 0; k < g.K; k++)
-        for (int c = 0; c < g.C; c++)
-            for (int r = 0; r < g.R; r++)
-                for (int q = 0; q < g.S; q++) {
-                    double sum = 0.0;
-                    for (int n = 0; n < g.N; n++)
-                        for (int oy = 0; oy < g.OH; oy++) {
-                            int iy = oy * g.u - g.ph + r;
-                            if (iy < 0 || iy >= g.H) continue;
-                            for (int ox = 0; ox < g.OW; ox++) {
-                                int ix = ox * g.v - g.pw + q;
-                                if (ix < 0 || ix >= g.W) continue;
-                                sum += DY[(((size_t)n * g.K + k) * g.OH + oy) * g.OW + ox] *
-                                       X[(((size_t)n * g.C + c) * g.H + iy) * g.W + ix];
-                            }
-                        }
-                    acc[g.widx(k, c, r, q)] = sum;
-                }
+    std::vector<float> X = load(x, p.x_bytes / dt_size(xd->dt), xd->dt, conv->math);
+    std::vector<float> DY = load(dy, p.y_bytes / dt_size(dyd->dt), dyd->dt, conv->math);
+    int64_t T = g.taps(), P = (int64_t)g.OH * g.OW;
+    int rows = g.chunk_rows();
+    std::vector<float> acc((size_t)(g.K * T)), cols((size_t)(T * rows * g.OW));
+    // dw [K, T] = sum over images and chunks of dy_n [K, P] cols_n^T [P, T], accumulated in fp32
+    for (int n = 0; n < g.N; n++)
+        for (int oy0 = 0; oy0 < g.OH; oy0 += rows) {
+            int oy1 = std::min(oy0 + rows, g.OH), cs = (oy1 - oy0) * g.OW;
+            im2col(cols.data(), &X[(size_t)n * g.C * g.H * g.W], g, oy0, oy1);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.K, (int)T, cs, 1.0f,
+                        &DY[(size_t)n * g.K * P + (size_t)oy0 * g.OW], (int)P, cols.data(), cs,
+                        n == 0 && oy0 == 0 ? 0.0f : 1.0f, acc.data(), (int)T);
+        }
     store(dw, acc, dwd->dt, *(const float *)alpha, *(const float *)beta);
     return CUDNN_STATUS_SUCCESS;
 }

@@ -7,7 +7,9 @@
 // fp32 compute, math type; dilation other than 1 and true convolution are refused as not supported); algorithm
 // heuristics that list a few algorithms with their workspace size, determinism and math type (the sizes are the
 // emulation's, not cuDNN's); workspace size queries; the three convolution calls with alpha/beta (beta = 0 never
-// reads the output). Results are summed in double and rounded once to the output type. fp32 data with a math type
+// reads the output). Arithmetic as cuDNN's fp32 compute type: products and sums in fp32 (im2col columns times the
+// filters by OpenBLAS sgemm; the order is the emulation's, as cuDNN's is its algorithm's), then alpha and beta in
+// fp32 and one rounding to the output type; bf16 operands are widened exactly first. fp32 data with a math type
 // other than CUDNN_FMA_MATH has its operands rounded to TF32 first, as tensor cores would. Every call checks its
 // descriptors, that every operand and the workspace are device memory of the described size, that the output
 // overlaps neither an input nor the workspace, and that the workspace is at least what the algorithm needs; the
