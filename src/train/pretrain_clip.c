@@ -327,12 +327,12 @@ void clip_retrieval_eval(const char *model_dir, int seed, int first, int n, Clip
     // rank of the first correct candidate: candidates scoring above the best correct one, in both directions
     int hit[2][2] = {{0, 0}, {0, 0}};
     double chance = 0.0;
+    float *sims = xmalloc(sizeof(float) * (size_t)n);
     for (int dir = 0; dir < 2; dir++)
         for (int q = 0; q < n; q++) {
             const float *a = dir == 0 ? fi + (size_t)q * E : ft + (size_t)q * E, *cand = dir == 0 ? ft : fi;
             float best_ok = -INFINITY;
             int n_ok = 0;
-            float *sims = xmalloc(sizeof(float) * (size_t)n);
             for (int j = 0; j < n; j++) {
                 float d = 0.0f;
                 for (int e = 0; e < E; e++) d += a[e] * cand[(size_t)j * E + e];
@@ -347,8 +347,8 @@ void clip_retrieval_eval(const char *model_dir, int seed, int first, int n, Clip
                 if (strcmp(sc[j].caption, sc[q].caption) && sims[j] >= best_ok) above++;
             hit[dir][0] += above < 1, hit[dir][1] += above < 5;
             if (dir == 0) chance += (double)n_ok / n;
-            free(sims);
         }
+    free(sims);
     out->n = n;
     out->i2t_top1 = (double)hit[0][0] / n, out->i2t_top5 = (double)hit[0][1] / n;
     out->t2i_top1 = (double)hit[1][0] / n, out->t2i_top5 = (double)hit[1][1] / n;
