@@ -129,6 +129,9 @@ static void test_errors(void) {
     ERR("sampler.width = 100", "multiples of 8", .args = {"--sampler.width=100"}, .validate = 1);
     ERR("reward.weights has 1 value(s) but reward.names has 2", NULL, .args = {"--reward.names=symmetry,colour"},
         .validate = 1);
+    ERR("reward.scales has 1 value(s) but reward.names has 2", NULL,
+        .args = {"--reward.names=symmetry,colour", "--reward.weights=1,1", "--reward.scales=2"}, .validate = 1);
+    ERR("reward.scales = '0'", "item 1 is '0'", .args = {"--reward.scales=0"}, .validate = 1);
     ERR("reward.names: unknown reward 'symetry'", "did you mean 'symmetry'?", .args = {"--reward.names=symetry"},
         .validate = 1);
     ERR("method.phase = 9 is outside 1..8", NULL, .args = {"--method.phase=9"}, .validate = 1);
@@ -177,6 +180,14 @@ static void test_defaults(void) {
     TU_EXPECT(!c.method.draw_in_executed && c.method.lv_copies == 2 && c.method.cfg, "method flags");
     TU_EXPECT(c.reward.n_names == 1 && !strcmp(c.reward.names[0], "symmetry"), "reward.names");
     TU_EXPECT(c.reward.n_weights == 1 && c.reward.weights[0] == 1.0, "reward.weights");
+    double w[CONFIG_MAX_REWARDS];
+    config_reward_weights(&c, w);
+    TU_EXPECT(c.reward.n_scales == 0 && w[0] == 1.0, "reward.scales: none, the weight as given");
+    c.reward.names[1][0] = 'x', c.reward.n_names = c.reward.n_weights = c.reward.n_scales = 2;
+    c.reward.weights[1] = -3.0, c.reward.scales[0] = 4.0, c.reward.scales[1] = 0.5;
+    config_reward_weights(&c, w);
+    TU_EXPECT(w[0] == 0.25 && w[1] == -6.0, "reward.scales: weights / scales (%g, %g)", w[0], w[1]);
+    config_defaults(&c);
     TU_EXPECT(c.reward.n_colour == 3 && c.reward.colour[0] == 0.9 && c.reward.colour[1] == 0.1 &&
                   c.reward.colour[2] == 0.1, "reward.colour");
     TU_EXPECT(c.train.trainable == TRAINABLE_LORA && c.train.lora_rank == 4 && c.train.lora_alpha == 4.0, "lora");

@@ -64,7 +64,9 @@ static void mem_child(const Config *cfg, const MemCase *mc, int print_plan, int 
     model_load(&m, c->model.path, c->sampler.steps);
     SetupRewards rewards;
     RewardModels models = setup_reward_models(c);
-    setup_rewards(&rewards, c->reward.n_names, c->reward.names, c->reward.weights, c->reward.colour, &models);
+    double rw_weights[CONFIG_MAX_REWARDS];
+    config_reward_weights(c, rw_weights);
+    setup_rewards(&rewards, c->reward.n_names, c->reward.names, rw_weights, c->reward.colour, &models);
     int H = c->sampler.height, W = c->sampler.width, h, w, B = c->train.batch, N = c->sampler.steps;
     if (H <= 0) H = W = m.unet.cfg.sample_size * (1 << (m.vae.cfg.levels - 1));
     setup_latent_size(&m, H, W, "--height and --width", &h, &w);
@@ -151,7 +153,7 @@ int cmd_bench_memory(int argc, char **argv) {
     if (reward) { // the learned reward alone, its paths as config keys
         USER_CHECK(clip_reward_known(reward), "--reward: '%s' is not hps, pickscore, clipscore or aesthetic", reward);
         snprintf(c.reward.names[0], sizeof c.reward.names[0], "%s", reward);
-        c.reward.n_names = c.reward.n_weights = 1, c.reward.weights[0] = 1.0;
+        c.reward.n_names = c.reward.n_weights = 1, c.reward.weights[0] = 1.0, c.reward.n_scales = 0;
         const char *from[] = {paths.hps, paths.pickscore, paths.clipscore, paths.aesthetic, paths.aesthetic_clip};
         char *to[] = {c.reward.hps_path, c.reward.pickscore_path, c.reward.clipscore_path, c.reward.aesthetic_path,
                       c.reward.aesthetic_clip_path};

@@ -100,7 +100,9 @@ int cmd_grad(int argc, char **argv) {
 
     SetupRewards rewards;
     RewardModels models = setup_reward_models(&c);
-    setup_rewards(&rewards, c.reward.n_names, c.reward.names, c.reward.weights, c.reward.colour, &models);
+    double rw_weights[CONFIG_MAX_REWARDS];
+    config_reward_weights(&c, rw_weights);
+    setup_rewards(&rewards, c.reward.n_names, c.reward.names, rw_weights, c.reward.colour, &models);
     Device d = setup_device(c.train.device, &rewards.set, "train.device");
     DType precision = setup_precision(c.train.precision, d);
     Model m;

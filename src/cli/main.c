@@ -14,6 +14,7 @@ static void usage(FILE *f) {
             "  train          reward fine-tuning: drtune train --config configs/default.ini [--section.key=value ...]\n"
             "  sample         images from a model at fixed seeds (a PNG grid)\n"
             "  pretrain       train the small model of data/models/tiny from scratch (drtune pretrain --help)\n"
+            "  pretrain-clip  train the small CLIP of data/models/clip, the clipscore reward's weights\n"
             "  eval           fixed-seed evaluation of a model (and LoRA) under several rewards, as JSON\n"
             "  grad           one iteration's parameter gradient, without an update (comparison with other code)\n"
             "  report         a markdown table comparing runs (reward before/after, time, memory)\n"
@@ -34,6 +35,7 @@ static void usage(FILE *f) {
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
+int cmd_pretrain_clip(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_bench_memory(int argc, char **argv);
@@ -60,6 +62,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "sample")) return cmd_sample(argc - 1, argv + 1);
     if (!strcmp(argv[1], "pretrain")) return cmd_pretrain(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "pretrain-clip")) return cmd_pretrain_clip(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "grad")) return cmd_grad(argc - 1, argv + 1);
     if (!strcmp(argv[1], "plot")) return cmd_plot(argc - 1, argv + 1);

@@ -108,6 +108,34 @@ void weights_save(const Arena *params, const char *path) {
     free(tensors);
 }
 
+void weights_save_f16(const Arena *const *arenas, int n_arenas, const char *path) {
+    int n = 0;
+    int64_t numel = 0;
+    for (int k = 0; k < n_arenas; k++) {
+        CHECK(arenas[k]->base != NULL, "call arena_alloc before weights_save_f16", "arena '%s' is not allocated",
+              arenas[k]->group);
+        n += arenas[k]->n, numel += arena_numel(arenas[k]);
+    }
+    const char **names = xmalloc(sizeof(char *) * (size_t)(n + 1));
+    Tensor *ts = xmalloc(sizeof(Tensor) * (size_t)(n + 1));
+    uint16_t *buf = xmalloc(sizeof(uint16_t) * (size_t)(numel + 1));
+    int64_t off = 0;
+    int i = 0;
+    for (int k = 0; k < n_arenas; k++)
+        for (int e = 0; e < arenas[k]->n; e++, i++) {
+            const Tensor *d = &arenas[k]->entries[e].desc;
+            int64_t m = tensor_numel(d);
+            dtype_convert(buf + off, DTYPE_F16, d->data, DTYPE_F32, m);
+            names[i] = arenas[k]->entries[e].name;
+            ts[i] = tensor_make(buf + off, DTYPE_F16, DEVICE_CPU, d->ndim, d->shape);
+            off += m;
+        }
+    safetensors_write(path, n, names, ts, "{\"format\": \"pt\"}");
+    free(names);
+    free(ts);
+    free(buf);
+}
+
 char *weights_folder_file(const char *dir) {
     static const char *const files[] = {"diffusion_pytorch_model.safetensors", "model.safetensors"};
     size_t n = strlen(dir) + 64;

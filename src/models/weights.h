@@ -22,6 +22,9 @@ void weights_load_part(Arena *params, const char *path, const char *const (*rena
 
 // Writes every entry of params (allocated) under its name, in planning order.
 void weights_save(const Arena *params, const char *path);
+// The entries of n_arenas arenas (allocated, fp32) in one file as F16, arena after arena in planning order: the
+// exported small models (a few MB instead of twice that).
+void weights_save_f16(const Arena *const *arenas, int n_arenas, const char *path);
 
 // The weights file of a diffusers/transformers model folder: dir/diffusion_pytorch_model.safetensors or
 // dir/model.safetensors, whichever exists (user error when neither does). Free the result.

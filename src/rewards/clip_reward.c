@@ -13,8 +13,8 @@
 #include "../io/safetensors.h"
 #include "../models/weights.h"
 
-static const float CLIP_MEAN[3] = {0.48145466f, 0.4578275f, 0.40821073f};
-static const float CLIP_STD[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+const float CLIP_PIXEL_MEAN[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+const float CLIP_PIXEL_STD[3] = {0.26862954f, 0.26130258f, 0.27577711f};
 
 static const struct {
     const char *name;
@@ -79,6 +79,11 @@ void clip_reward_load(ClipReward *c, const char *name, const ClipRewardOptions *
     c->checkpoint = o->checkpoint;
     int want_text = c->kind != CLIP_REWARD_AESTHETIC;
     clip_model_load(&c->model, o->path, want_text);
+    char v[4096], mrg[4096];
+    struct stat sb;
+    snprintf(v, sizeof v, "%s/vocab.json", o->path);
+    snprintf(mrg, sizeof mrg, "%s/merges.txt", o->path);
+    if (want_text && stat(v, &sb) == 0 && stat(mrg, &sb) == 0) c->tok_dir = xstrdup(o->path);
     c->scale = c->kind == CLIP_REWARD_PICKSCORE ? expf(c->model.logit_scale)
                : c->kind == CLIP_REWARD_CLIPSCORE ? 100.0f
                                                   : 1.0f;
@@ -93,6 +98,7 @@ void clip_reward_free(ClipReward *c) {
     clip_model_free(&c->model);
     if (c->n_head) arena_free(&c->head);
     if (c->has_tok) tokenizer_free(&c->tok);
+    free(c->tok_dir);
     for (int i = 0; i < c->n_cache; i++) free(c->cache_prompt[i]);
     free(c->cache_prompt);
     free(c->cache_feat);
@@ -140,16 +146,15 @@ void clip_reward_cache_ids(ClipReward *c, const char *prompt, const int32_t *ids
     clip_text_run_free(&run);
 }
 
-// The normalised text feature of prompt (computed on first use).
-static const float *text_feature(ClipReward *c, const char *prompt) {
+const float *clip_reward_text_feature(ClipReward *c, const char *prompt) {
     int E = c->model.vision.cfg.proj_dim;
     for (int i = 0; i < c->n_cache; i++)
         if (!strcmp(c->cache_prompt[i], prompt)) return c->cache_feat + (size_t)i * (size_t)E;
-    if (!c->has_tok) { // all four models use OpenAI's CLIP BPE vocabulary, kept in $DRTUNE_DATA/tokenizer/clip
+    if (!c->has_tok) { // the released models use OpenAI's CLIP BPE vocabulary, kept in $DRTUNE_DATA/tokenizer/clip
         const char *data = getenv("DRTUNE_DATA");
         char dir[4096];
         snprintf(dir, sizeof dir, "%s/tokenizer/clip", data && *data ? data : "data");
-        tokenizer_load(&c->tok, dir);
+        tokenizer_load(&c->tok, c->tok_dir ? c->tok_dir : dir);
         c->has_tok = 1;
     }
     int T = c->model.text.cfg.max_pos < TOKENIZER_MAX_LENGTH ? c->model.text.cfg.max_pos : TOKENIZER_MAX_LENGTH;
@@ -221,24 +226,30 @@ size_t clip_reward_activation_bytes(const ClipReward *c) {
 // ---------------------------------------------------------------------------------------------------------------
 // score and gradient
 
-void clip_reward_score(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
-                       Tensor *dimages, const float *dscore) {
-    ClipReward *c = r->ctx;
+void clip_reward_image_features(ClipReward *c, const Tensor *images) {
     char a[96];
-    CHECK(images->ndim == 4 && images->shape[1] == 3, "", "reward '%s': want [B, 3, H, W] images, got %s", r->name,
+    CHECK(images->ndim == 4 && images->shape[1] == 3, "", "CLIP reward: want [B, 3, H, W] images, got %s",
           tensor_shape_str(images, a, sizeof a));
     int B = (int)images->shape[0], H = (int)images->shape[2], W = (int)images->shape[3];
     plan(c, B, H, W);
-    const ClipVisionConfig *vc = &c->model.vision.cfg;
-    int S = vc->image_size, E = vc->proj_dim, pad = c->fit == CLIP_FIT_PAD;
+    int S = c->model.vision.cfg.image_size, pad = c->fit == CLIP_FIT_PAD;
     // preprocessing: [-1, 1] -> [0, 1], resize, pad or crop, mean/std
     clamp_affine_forward(&c->x01, images, 0.5f, 0.5f, 0.0f, 1.0f);
     resize_forward(&c->resized, &c->x01, c->kernel, c->antialias);
     if (pad) pad2d_forward(&c->fitted, &c->resized, c->top, S - c->RH - c->top, c->left, S - c->RW - c->left);
     else crop2d_forward(&c->fitted, &c->resized, c->top, c->left);
-    normalize_forward(&c->run.pixels, &c->fitted, CLIP_MEAN, CLIP_STD);
+    normalize_forward(&c->run.pixels, &c->fitted, CLIP_PIXEL_MEAN, CLIP_PIXEL_STD);
     clip_vision_forward(&c->model.vision, &c->run);
     l2normalize_forward(&c->fn, &c->norm, &c->run.features);
+}
+
+void clip_reward_score(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
+                       Tensor *dimages, const float *dscore) {
+    ClipReward *c = r->ctx;
+    clip_reward_image_features(c, images);
+    int B = (int)images->shape[0];
+    const ClipVisionConfig *vc = &c->model.vision.cfg;
+    int S = vc->image_size, E = vc->proj_dim, pad = c->fit == CLIP_FIT_PAD;
     Tensor out = c->cosv;
     if (c->kind == CLIP_REWARD_AESTHETIC) {
         for (int k = 0; k < c->n_head; k++) linear_forward(&c->hs[k + 1], &c->hs[k], &c->head_w[k], &c->head_b[k]);
@@ -246,7 +257,7 @@ void clip_reward_score(const Reward *r, const Tensor *images, const char *const 
     } else {
         for (int b = 0; b < B; b++) {
             CHECK(prompts && prompts[b], "", "reward '%s' needs a prompt for every image", r->name);
-            Tensor row = tensor_make((float *)text_feature(c, prompts[b]), DTYPE_F32, DEVICE_CPU, 1,
+            Tensor row = tensor_make((float *)clip_reward_text_feature(c, prompts[b]), DTYPE_F32, DEVICE_CPU, 1,
                                      (int64_t[]){E});
             Tensor dst = tensor_make((float *)c->text.data + (size_t)b * (size_t)E, DTYPE_F32, c->text.device, 1,
                                      (int64_t[]){E});
@@ -273,7 +284,7 @@ void clip_reward_score(const Reward *r, const Tensor *images, const char *const 
     }
     l2normalize_backward(&c->dfeat, &c->dfn, &c->fn, &c->norm);
     clip_vision_backward(&c->model.vision, &c->run, &c->dfeat, &c->dpix, NULL);
-    normalize_backward(&c->dfitted, &c->dpix, CLIP_STD);
+    normalize_backward(&c->dfitted, &c->dpix, CLIP_PIXEL_STD);
     if (pad) pad2d_backward(&c->dresized, &c->dfitted, c->top, S - c->RH - c->top, c->left, S - c->RW - c->left);
     else crop2d_backward(&c->dresized, &c->dfitted, c->top, c->left);
     resize_backward(&c->dx01, &c->dresized, c->kernel, c->antialias);

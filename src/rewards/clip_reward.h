@@ -6,7 +6,8 @@
 // Each image goes through the differentiable preprocessing of its model's own pipeline: [-1, 1] -> [0, 1] clamp,
 // resize to the tower's S (bicubic or bilinear, antialias on or off), fit (hps: longest side to S and zero padding;
 // the others: shortest side to S and a centre crop), OpenAI mean/std. Text features are computed once per prompt
-// (fp32, normalised) and cached. docs/REWARDS.md has the formulas, defaults and where the weights come from.
+// (fp32, normalised) and cached. The prompts are tokenized with OpenAI's CLIP vocabulary (data/tokenizer/clip), or
+// with the model folder's own vocab.json and merges.txt when it has them (the small CLIP of data/models/clip). docs/REWARDS.md has the formulas, defaults and where the weights come from.
 #pragma once
 #include "../models/clip_model.h"
 #include "../models/tokenizer.h"
@@ -15,6 +16,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+// OpenAI CLIP's pixel mean and std (every model here, the small CLIP's training included).
+extern const float CLIP_PIXEL_MEAN[3], CLIP_PIXEL_STD[3];
 
 typedef enum { CLIP_REWARD_HPS, CLIP_REWARD_PICKSCORE, CLIP_REWARD_CLIPSCORE, CLIP_REWARD_AESTHETIC } ClipRewardKind;
 typedef enum { CLIP_FIT_PAD, CLIP_FIT_CROP_FLOOR, CLIP_FIT_CROP_ROUND } ClipFit;
@@ -41,6 +45,7 @@ typedef struct ClipReward {
     // text feature cache: normalised features of each prompt seen
     Tokenizer tok;
     int has_tok;
+    char *tok_dir;                  // the model folder when it holds vocab.json and merges.txt, else NULL
     char **cache_prompt;
     float *cache_feat;              // [n_cache, E]
     int n_cache, cap_cache;
@@ -64,6 +69,11 @@ void clip_reward_bind(Reward *r, ClipReward *c, float weight);
 // Caches the text feature of prompt from given token ids (T ids, pooled at the EOS rule of the text config), without
 // the tokenizer: what the tests use for models with a private vocabulary.
 void clip_reward_cache_ids(ClipReward *c, const char *prompt, const int32_t *ids, int T);
+// The normalised text feature [E] of prompt (computed on first use, cached; valid until the next new prompt).
+const float *clip_reward_text_feature(ClipReward *c, const char *prompt);
+// The normalised image features c->fn [B, E] of images [B, 3, H, W] in [-1, 1], through the model's preprocessing
+// (what the score compares with the text features).
+void clip_reward_image_features(ClipReward *c, const Tensor *images);
 // The Reward.score callback: scores [B] and, when dimages != NULL, d(sum_b dscore[b] score[b]) / d images.
 void clip_reward_score(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
                        Tensor *dimages, const float *dscore);

@@ -120,6 +120,9 @@ static const ConfigKey KEYS[] = {
             "hps, pickscore, clipscore, aesthetic; docs/REWARDS.md)"),
     K_LIST("reward", "weights", T_FLOAT_LIST, double, reward.weights, reward.n_weights, 1, "1.0", -1e6, 1e6,
            "weight of each reward, in the order of reward.names (negative: minimise)"),
+    K_LIST("reward", "scales", T_FLOAT_LIST, double, reward.scales, reward.n_scales, 0, "", 1e-9, 1e9,
+           "normalisation: each reward's score is divided by its scale before weighting (one per reward.names, "
+           "empty = all 1; typical raw magnitudes in docs/REWARDS.md)"),
     K_LIST("reward", "colour", T_FLOAT_LIST, double, reward.colour, reward.n_colour, 3, "0.9, 0.1, 0.1", 0, 1,
            "target RGB of the colour reward"),
     K_STRING("reward", "hps_path", reward.hps_path, "\"\"", IS_PATH,
@@ -856,6 +859,9 @@ static void rule_rewards(const Config *c) {
     if (c->reward.n_weights != c->reward.n_names)
         dt_user_error("reward.weights has %d value(s) but reward.names has %d name(s); give one weight per reward",
                       c->reward.n_weights, c->reward.n_names);
+    if (c->reward.n_scales && c->reward.n_scales != c->reward.n_names)
+        dt_user_error("reward.scales has %d value(s) but reward.names has %d name(s); give one scale per reward or "
+                      "none", c->reward.n_scales, c->reward.n_names);
     const char *known = reward_known_names();
     for (int i = 0; i < c->reward.n_names; i++) {
         const char *name = c->reward.names[i];
@@ -874,6 +880,11 @@ static void rule_rewards(const Config *c) {
     }
     if (c->retrain.target[0]) check_reward_name("retrain.target", c->retrain.target, known);
     for (int i = 0; i < c->retrain.n_guards; i++) check_reward_name("retrain.guards", c->retrain.guards[i], known);
+}
+
+void config_reward_weights(const Config *c, double *w) {
+    for (int i = 0; i < c->reward.n_names; i++)
+        w[i] = c->reward.weights[i] / (c->reward.n_scales ? c->reward.scales[i] : 1.0);
 }
 
 static void rule_train(const Config *c) {
@@ -896,7 +907,8 @@ static const struct {
                   "the n steps the trained steps are spaced in."},
     {rule_k_fixed, "`method.k_fixed` is -1 or in 1..`method.k` (alignprop only)."},
     {rule_image, "`sampler.height` and `sampler.width` are multiples of 8."},
-    {rule_rewards, "`reward.weights` has one weight per name of `reward.names`, every name there, in "
+    {rule_rewards, "`reward.weights` has one weight per name of `reward.names` (`reward.scales` one scale per name, or none), "
+                   "every name there, in "
                    "`retrain.target` and in `retrain.guards` is a known reward, and every learned reward has its model "
                    "path."},
     {rule_train, "`train.warmup` <= `train.iterations`; `output.export = lora` needs `train.trainable = lora`."},

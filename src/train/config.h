@@ -52,6 +52,8 @@ typedef struct {
         int n_names;
         double weights[CONFIG_MAX_REWARDS];
         int n_weights;                         // == n_names after validation
+        double scales[CONFIG_MAX_REWARDS];     // normalisation: score / scale is weighted; none given = all 1
+        int n_scales;                          // 0 or n_names
         double colour[3];                      // target RGB of the colour reward, in [0, 1]
         int n_colour;                          // always 3
         char hps_path[CONFIG_PATH_MAX];        // learned rewards' models (src/rewards/clip_reward.h); "" = unset
@@ -125,6 +127,9 @@ void config_apply_overrides(Config *c, int n, char *const *args);
 // the keys involved.
 void config_validate(const Config *c);
 // Defaults, then the file (when path != NULL), then the overrides, then config_validate.
+// The weights the rewards are combined with: reward.weights[i] / reward.scales[i] (the weight of the normalised
+// score score / scale, as a weight of the raw score), n_names values.
+void config_reward_weights(const Config *c, double *w);
 void config_load(Config *c, const char *path, int n_overrides, char *const *overrides);
 
 // The resolved configuration as INI text (malloc'd into *text; returns its length). Parsing it again gives the

@@ -32,22 +32,24 @@ static AdamWConfig adam_config(const PretrainConfig *c, int stage) {
     return a;
 }
 
-// Clips and applies one AdamW step to the trained groups, then zeroes their gradients. Returns the gradient norm
-// (the step is skipped when it is not finite).
-static double optimizer_step(Pretrainer *t, const AdamWConfig *a) {
+double param_groups_step(ParamGroup *groups, int n, const AdamWConfig *a, int iteration, int *adam_step) {
     double ss = 0.0;
-    for (int i = 0; i < t->n_groups; i++) ss += grad_sumsq(t->groups[i].g->base, t->groups[i].n);
+    for (int i = 0; i < n; i++) ss += grad_sumsq(groups[i].g->base, groups[i].n);
     double norm = sqrt(ss);
     if (isfinite(norm)) {
-        float coef = grad_clip_coef(a, norm), lr = adamw_lr(a, t->iteration);
-        t->adam_step++;
-        for (int i = 0; i < t->n_groups; i++) {
-            ParamGroup *g = &t->groups[i];
-            adamw_update(a, lr, t->adam_step, coef, g->p->base, g->g->base, g->m, g->v, g->n);
+        float coef = grad_clip_coef(a, norm), lr = adamw_lr(a, iteration);
+        ++*adam_step;
+        for (int i = 0; i < n; i++) {
+            ParamGroup *g = &groups[i];
+            adamw_update(a, lr, *adam_step, coef, g->p->base, g->g->base, g->m, g->v, g->n);
         }
     }
-    for (int i = 0; i < t->n_groups; i++) arena_zero(t->groups[i].g);
+    for (int i = 0; i < n; i++) arena_zero(groups[i].g);
     return norm;
+}
+
+static double optimizer_step(Pretrainer *t, const AdamWConfig *a) {
+    return param_groups_step(t->groups, t->n_groups, a, t->iteration, &t->adam_step);
 }
 
 static int due(int every, int it) { return every > 0 && it % every == 0; }

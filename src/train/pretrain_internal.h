@@ -6,6 +6,7 @@
 #include "../models/tokenizer.h"
 #include "../models/unet.h"
 #include "../models/vae.h"
+#include "optim.h"
 #include "pretrain.h"
 
 // A trained parameter group: its arena, gradient arena and AdamW moments (flat over the arena, padding included).
@@ -14,6 +15,15 @@ typedef struct {
     float *m, *v;
     int64_t n;
 } ParamGroup;
+
+// g over the arena p and its gradient arena grads, with zeroed moments (free m and v).
+void param_group_init(ParamGroup *g, Arena *p, Arena *grads);
+// Clips (global norm over all n groups) and applies one AdamW step at `iteration` of a's schedule, counting it in
+// *adam_step, then zeroes the gradients. Returns the gradient norm; a step whose norm is not finite is skipped.
+double param_groups_step(ParamGroup *groups, int n, const AdamWConfig *a, int iteration, int *adam_step);
+// Deterministic initial values (PyTorch's defaults where they matter: matrices U(-b, b), b = 1 / sqrt(fan_in), norm
+// weights 1, biases 0, CLIP token / position embeddings N(0, 0.02) / N(0, 0.01)), keyed by (seed, component, entry).
+void pretrain_init_params(Arena *a, uint64_t seed, int component);
 
 typedef struct {
     const PretrainConfig *c;

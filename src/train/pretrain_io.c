@@ -21,7 +21,7 @@
 
 // PyTorch's default initialisation where it matters for training from scratch: matrices and kernels U(-b, b) with
 // b = 1 / sqrt(fan_in), norm weights 1, biases 0; CLIP's token / position embeddings N(0, 0.02) / N(0, 0.01).
-static void init_arena(Arena *a, uint64_t seed, int component) {
+void pretrain_init_params(Arena *a, uint64_t seed, int component) {
     for (int i = 0; i < a->n; i++) {
         const ArenaEntry *e = &a->entries[i];
         float *v = tensor_f32(&e->desc);
@@ -76,9 +76,9 @@ void pretrain_models_init(Pretrainer *t) {
     DdimConfig dc = ddim_load_config(dt_path(path, sizeof path, "%s/scheduler/scheduler_config.json", c->model.config));
     ddim_init(&t->sched, &dc);
     t->scaling_factor = 1.0f;
-    init_arena(&t->unet_p, (uint64_t)c->train.seed, 0);
-    init_arena(&t->vae_p, (uint64_t)c->train.seed, 1);
-    init_arena(&t->te.params, (uint64_t)c->train.seed, 2);
+    pretrain_init_params(&t->unet_p, (uint64_t)c->train.seed, 0);
+    pretrain_init_params(&t->vae_p, (uint64_t)c->train.seed, 1);
+    pretrain_init_params(&t->te.params, (uint64_t)c->train.seed, 2);
 }
 
 void pretrain_models_free(Pretrainer *t) {
@@ -94,7 +94,7 @@ void pretrain_models_free(Pretrainer *t) {
     ddim_free(&t->sched);
 }
 
-static void group_set(ParamGroup *g, Arena *p, Arena *grads) {
+void param_group_init(ParamGroup *g, Arena *p, Arena *grads) {
     g->p = p, g->g = grads;
     g->n = (int64_t)(p->size / sizeof(float));
     g->m = xcalloc((size_t)g->n, sizeof(float));
@@ -105,11 +105,11 @@ void pretrain_groups_set(Pretrainer *t, int stage) {
     for (int i = 0; i < t->n_groups; i++) free(t->groups[i].m), free(t->groups[i].v);
     memset(t->groups, 0, sizeof t->groups);
     if (stage == 1) {
-        group_set(&t->groups[0], &t->vae_p, &t->vae_ga);
+        param_group_init(&t->groups[0], &t->vae_p, &t->vae_ga);
         t->n_groups = 1;
     } else {
-        group_set(&t->groups[0], &t->unet_p, &t->unet_ga);
-        group_set(&t->groups[1], &t->te.params, &t->te_g.params);
+        param_group_init(&t->groups[0], &t->unet_p, &t->unet_ga);
+        param_group_init(&t->groups[1], &t->te.params, &t->te_g.params);
         t->n_groups = 2;
     }
 }
@@ -232,24 +232,7 @@ int pretrain_checkpoint_load(Pretrainer *t) {
 // ---------------------------------------------------------------------------------------------------------------
 // export
 
-static void save_f16(const Arena *a, const char *path) {
-    const char **names = xmalloc(sizeof(char *) * (size_t)a->n);
-    Tensor *ts = xmalloc(sizeof(Tensor) * (size_t)a->n);
-    uint16_t *buf = xmalloc(sizeof(uint16_t) * (size_t)arena_numel(a));
-    int64_t off = 0;
-    for (int i = 0; i < a->n; i++) {
-        const Tensor *d = &a->entries[i].desc;
-        int64_t n = tensor_numel(d);
-        dtype_convert(buf + off, DTYPE_F16, d->data, DTYPE_F32, n);
-        names[i] = a->entries[i].name;
-        ts[i] = tensor_make(buf + off, DTYPE_F16, DEVICE_CPU, d->ndim, d->shape);
-        off += n;
-    }
-    safetensors_write(path, a->n, names, ts, "{\"format\": \"pt\"}");
-    free(names);
-    free(ts);
-    free(buf);
-}
+static void save_f16(const Arena *a, const char *path) { weights_save_f16(&a, 1, path); }
 
 // src JSON with the number after "key": replaced by value (in place, so the rest of the file keeps its spelling:
 // transformers rejects 1 where its config says float), written to dst.

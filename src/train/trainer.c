@@ -66,7 +66,9 @@ static void trainer_setup(Trainer *t, const Config *c) {
                c->train.batch, R);
     setup_threads(c->train.threads);
     RewardModels models = setup_reward_models(c);
-    setup_rewards(&t->rw, c->reward.n_names, c->reward.names, c->reward.weights, c->reward.colour, &models);
+    double rw_weights[CONFIG_MAX_REWARDS];
+    config_reward_weights(c, rw_weights);
+    setup_rewards(&t->rw, c->reward.n_names, c->reward.names, rw_weights, c->reward.colour, &models);
     Device d = t->device = setup_device(c->train.device, &t->rw.set, "train.device");
     DType precision = setup_precision(c->train.precision, d);
     if (d == DEVICE_CUDA) conv2d_set_deterministic(c->train.deterministic);
