@@ -91,6 +91,10 @@ int main(void) {
     rel = cu_files_rel_l2(ra, ba, "");
     tu_check(rel == 0, "resumed run's LoRA adapters equal the uninterrupted run's (relative L2 %.2e)", rel);
 
+    // the UNet timing of tools/gpu/check.sh, from a config alone with random weights
+    run("drtune bench unet in bf16 on the GPU", "bench unet --model configs/models/tiny --latent 8 --device cuda "
+        "--precision bf16 --reps 1", "forward + backward");
+
     // one iteration's full fine-tuning gradient: bf16 GPU vs fp32 CPU
     char out[2][600];
     const char *dev[2] = {"cuda --train.precision=bf16", "cpu"};

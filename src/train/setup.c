@@ -136,10 +136,10 @@ Device setup_device(TrainDevice choice, const RewardSet *rewards, const char *ke
     return d;
 }
 
-DType setup_precision(TrainPrecision p, Device d) {
+DType setup_precision(TrainPrecision p, Device d, const char *key, const char *device_key) {
     if (p == PRECISION_FP32) return DTYPE_F32;
-    USER_CHECK(d != DEVICE_CPU, "train.precision = bf16 runs on the GPU, but this run is on the CPU (train.device); "
-                                "the CPU path computes in fp32");
+    USER_CHECK(d != DEVICE_CPU, "%s = bf16 runs on the GPU, but this run is on the CPU (%s); the CPU path computes in "
+               "fp32", key, device_key);
     return DTYPE_BF16;
 }
 

@@ -65,9 +65,10 @@ int setup_threads(int requested);
 // path (the learned rewards run on the CPU for now); cuda without a GPU, or with such a reward, is a user error
 // naming `key`.
 Device setup_device(TrainDevice choice, const RewardSet *rewards, const char *key);
-// The storage dtype of train.precision on device d (bf16 on the CPU is a user error: the CPU computes in fp32). The
-// model's compute copies are made by model_set_precision once it is on the device.
-DType setup_precision(TrainPrecision p, Device d);
+// The storage dtype of precision p (the setting `key`) on device d (bf16 on the CPU is a user error naming key and
+// device_key, the device setting: the CPU computes in fp32). The model's compute copies are made by
+// model_set_precision once it is on the device.
+DType setup_precision(TrainPrecision p, Device d, const char *key, const char *device_key);
 // A command-line option's "auto", "cpu" or "cuda" as a TrainDevice; a user error naming the option otherwise.
 TrainDevice setup_device_parse(const char *name, const char *option);
 // Moves a loaded model (and the LoRA adapters attached to it, when l != NULL) to device d.

@@ -70,7 +70,7 @@ static void trainer_setup(Trainer *t, const Config *c) {
     config_reward_weights(c, rw_weights);
     setup_rewards(&t->rw, c->reward.n_names, c->reward.names, rw_weights, c->reward.colour, &models);
     Device d = t->device = setup_device(c->train.device, &t->rw.set, "train.device");
-    DType precision = setup_precision(c->train.precision, d);
+    DType precision = setup_precision(c->train.precision, d, "train.precision", "train.device");
     if (d == DEVICE_CUDA) conv2d_set_deterministic(c->train.deterministic);
     model_load(&t->model, c->model.path, c->sampler.steps);
     t->prompts = prompts_read(c->data.prompts, &t->n_prompts);

@@ -7,6 +7,8 @@
 #   cuda         ctest -L cuda: every kernel and library wrapper against the CPU ops, fp32 and bf16, the whole UNet
 #                (cuda_unet), and the default job trained on the GPU against the CPU (cuda_train_job)
 #   memcheck     compute-sanitizer memcheck on the op parity tests, racecheck on the shared-memory kernels
+#   sdxl         drtune bench unet: the SDXL UNet (configs/models/sdxl, random weights) forward and forward +
+#                backward at a 128 x 128 latent, batch 1, in fp32 and in bf16
 #   bench        drtune bench cuda (linear and elementwise, GPU vs CPU)
 #   summary.md   one line per step: passed / failed / timed out, seconds
 set -uo pipefail
@@ -49,5 +51,7 @@ if command -v compute-sanitizer >/dev/null; then
   step racecheck 60 sh -c 'for t in cuda_norm cuda_emulator; do
     compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/$t >/dev/null || exit 1; done'
 fi
+step sdxl 150 sh -c 'for p in fp32 bf16; do
+  ./build-gpu/drtune bench unet --model configs/models/sdxl --latent 128 --device cuda --precision $p --reps 3 || exit 1; done'
 step bench 60 ./build-gpu/drtune bench cuda
 cat "$summary"
