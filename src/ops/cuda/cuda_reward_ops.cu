@@ -202,8 +202,11 @@ __global__ static void normalize_kernel(T *out, const T *in, NormStats st, int64
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     int c = (int)((i / S) % C);
+    // constant indices keep the argument in the constant bank (a dynamic index would copy it to the stack)
+    float m = c == 0 ? st.mean[0] : c == 1 ? st.mean[1] : c == 2 ? st.mean[2] : st.mean[3];
+    float sd = c == 0 ? st.std[0] : c == 1 ? st.std[1] : c == 2 ? st.std[2] : st.std[3];
     float v = ld_f32(in, i);
-    st_f32(out, i, backward ? v / st.std[c] : (v - st.mean[c]) / st.std[c]);
+    st_f32(out, i, backward ? v / sd : (v - m) / sd);
 }
 
 static void normalize_launch(void *out, const void *in, const float *mean, const float *std, int64_t P, int64_t C,
