@@ -83,7 +83,7 @@ void clip_vision_run_init(ClipVisionRun *r, const ClipVision *m, int B, int chec
     int64_t D = c->width, g = c->image_size / c->patch, T = g * g + 1, S = c->image_size, BT = (int64_t)B * T;
     r->B = B, r->T = (int)T, r->checkpoint = checkpoint;
     Arena *a = &r->mem;
-    arena_init(a, "reward_acts", DEVICE_CPU);
+    arena_init(a, "reward_acts", m->params.device); // where the weights are
     ADD(&r->pixels, "pixels", B, 3, S, S);
     ADD(&r->patches, "patches", B, D, g, g);
     ADD(&r->x0, "tokens", B, T, D);

@@ -70,8 +70,8 @@ typedef struct {
     int32_t *cls_idx;               // [B] zeros (token 0 pooling)
 } ClipVisionRun;
 
-// Plans and allocates the activations of B images; checkpoint: keep only each layer's input and recompute the
-// layer before its backward (less memory, one more forward of every layer).
+// Plans and allocates the activations of B images on the device of m's weights; checkpoint: keep only each layer's
+// input and recompute the layer before its backward (less memory, one more forward of every layer).
 void clip_vision_run_init(ClipVisionRun *r, const ClipVision *m, int B, int checkpoint);
 void clip_vision_run_free(ClipVisionRun *r);
 // Bytes of the run's activation arena.

@@ -190,6 +190,8 @@ typedef enum { RESIZE_BILINEAR, RESIZE_BICUBIC } ResizeKernel;
 const char *resize_kernel_name(ResizeKernel k);
 void resize_forward(Tensor *out, const Tensor *in, ResizeKernel k, int antialias);
 void resize_backward(Tensor *din, const Tensor *dout, ResizeKernel k, int antialias);
+// GPU scratch (ops_workspace) of resize_forward/backward between in (din) and out (dout); 0 on the CPU
+size_t resize_workspace_bytes(const Tensor *in, const Tensor *out, ResizeKernel k, int antialias);
 // crop: out [B, C, OH, OW] = in[:, :, top : top + OH, left : left + OW] (padding is pad2d_forward)
 void crop2d_forward(Tensor *out, const Tensor *in, int top, int left);
 void crop2d_backward(Tensor *din, const Tensor *dout, int top, int left);

@@ -39,12 +39,21 @@ static void taps_add(ResizeTaps *t, int64_t i, int64_t j, int64_t n_in, float v)
     t->w[i * t->max_taps + (j - t->start[i])] += v;
 }
 
+static float taps_support(int64_t n_in, int64_t n_out, ResizeKernel k, int antialias) {
+    float scale = (float)n_in / (float)n_out;
+    return (k == RESIZE_BICUBIC ? 2.0f : 1.0f) * (antialias && scale >= 1.0f ? scale : 1.0f);
+}
+
+static int64_t taps_max(int64_t n_in, int64_t n_out, ResizeKernel k, int antialias) {
+    int64_t m = antialias ? (int64_t)ceilf(taps_support(n_in, n_out, k, antialias)) * 2 + 1 : 4;
+    return m > n_in ? n_in : m;
+}
+
 static ResizeTaps taps_make(int64_t n_in, int64_t n_out, ResizeKernel k, int antialias) {
     ResizeTaps t = {.n_out = n_out};
     float scale = (float)n_in / (float)n_out; // area_pixel_compute_scale, align_corners = False
-    float support = (k == RESIZE_BICUBIC ? 2.0f : 1.0f) * (antialias && scale >= 1.0f ? scale : 1.0f);
-    t.max_taps = antialias ? (int64_t)ceilf(support) * 2 + 1 : 4;
-    if (t.max_taps > n_in) t.max_taps = n_in;
+    float support = taps_support(n_in, n_out, k, antialias);
+    t.max_taps = taps_max(n_in, n_out, k, antialias);
     t.start = xcalloc((size_t)n_out, sizeof *t.start);
     t.count = xcalloc((size_t)n_out, sizeof *t.count);
     t.w = xcalloc((size_t)(n_out * t.max_taps), sizeof *t.w);
@@ -97,6 +106,61 @@ static void taps_free(ResizeTaps *t) {
     free(t->w);
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// The GPU reads the same tables, packed in one host blob of 4-byte words per axis: start[n_out], count[n_out],
+// lo[n_in], hi[n_in] (the outputs lo[c] <= i < hi[c] read input c: the backward gathers them) and w[n_out max_taps].
+static int64_t taps_words(int64_t n_in, int64_t n_out, ResizeKernel k, int antialias) {
+    return 2 * n_out + 2 * n_in + n_out * taps_max(n_in, n_out, k, antialias);
+}
+
+static void taps_pack(int32_t *blob, int64_t off, int64_t n_in, int64_t n_out, ResizeKernel k, int antialias,
+                      ResizeAxisCuda *a) {
+    ResizeTaps t = taps_make(n_in, n_out, k, antialias);
+    *a = (ResizeAxisCuda){.max_taps = t.max_taps, .start = off, .count = off + n_out, .lo = off + 2 * n_out,
+                          .hi = off + 2 * n_out + n_in, .w = off + 2 * n_out + 2 * n_in};
+    int32_t *lo = blob + a->lo, *hi = blob + a->hi;
+    for (int64_t c = 0; c < n_in; c++) lo[c] = (int32_t)n_out, hi[c] = 0;
+    for (int64_t i = 0; i < n_out; i++) {
+        blob[a->start + i] = (int32_t)t.start[i], blob[a->count + i] = (int32_t)t.count[i];
+        for (int64_t j = 0; j < t.count[i]; j++) {
+            int64_t c = t.start[i] + j;
+            if (i < lo[c]) lo[c] = (int32_t)i;
+            if (i + 1 > hi[c]) hi[c] = (int32_t)(i + 1);
+        }
+    }
+    for (int64_t c = 0; c < n_in; c++)
+        if (lo[c] > hi[c]) lo[c] = hi[c] = 0; // read by no output
+    memcpy(blob + a->w, t.w, sizeof(float) * (size_t)(n_out * t.max_taps));
+    taps_free(&t);
+}
+
+// GPU scratch of resize_forward/backward between in (din) and out (dout): 0 on the CPU
+size_t resize_workspace_bytes(const Tensor *in, const Tensor *out, ResizeKernel k, int antialias) {
+    if (in->device != DEVICE_CUDA) return 0;
+    int64_t H = in->shape[2], W = in->shape[3], OH = out->shape[2], OW = out->shape[3];
+    size_t words = (size_t)(taps_words(W, OW, k, antialias) + taps_words(H, OH, k, antialias));
+    return resize_workspace_bytes_cuda(in->shape[0] * in->shape[1], H, OW, words * 4);
+}
+
+// The CUDA branch of either direction: small = in (din), big = out (dout) of the forward's shapes.
+static void resize_cuda(Tensor *dst, const Tensor *src, const Tensor *in, const Tensor *out, ResizeKernel k,
+                        int antialias, int backward, const char *op) {
+    OPS_EXPECT_CUDA(dst, op);
+    OPS_EXPECT_CUDA(src, op);
+    ops_expect_same_dtype(dst, src, op);
+    int64_t P = in->shape[0] * in->shape[1], H = in->shape[2], W = in->shape[3], OH = out->shape[2],
+            OW = out->shape[3], wx = taps_words(W, OW, k, antialias), wy = taps_words(H, OH, k, antialias);
+    int32_t *blob = xcalloc((size_t)(wx + wy), sizeof *blob);
+    ResizeAxisCuda ax, ay;
+    taps_pack(blob, 0, W, OW, k, antialias, &ax);
+    taps_pack(blob, wx, H, OH, k, antialias, &ay);
+    void *ws = ops_workspace(DEVICE_CUDA, resize_workspace_bytes(in, out, k, antialias));
+    size_t tb = sizeof *blob * (size_t)(wx + wy);
+    if (backward) resize_backward_cuda(dst->data, src->data, P, H, W, OH, OW, blob, tb, ax, ay, ws, ops_dt(dst));
+    else resize_forward_cuda(dst->data, src->data, P, H, W, OH, OW, blob, tb, ax, ay, ws, ops_dt(dst));
+    free(blob); // the copy on the stream was staged before it returned
+}
+
 static void resize_check(const Tensor *small_or_in, const Tensor *out, const char *op) {
     char a[96], b[96];
     CHECK(small_or_in->ndim == 4 && out->ndim == 4 && small_or_in->shape[0] == out->shape[0] &&
@@ -109,6 +173,10 @@ static void resize_check(const Tensor *small_or_in, const Tensor *out, const cha
 // out [B, C, OH, OW] = resize of in [B, C, H, W]
 void resize_forward(Tensor *out, const Tensor *in, ResizeKernel k, int antialias) {
     resize_check(in, out, "resize_forward");
+    if (OPS_ON_CUDA(out)) {
+        resize_cuda(out, in, in, out, k, antialias, 0, "resize_forward");
+        return;
+    }
     OPS_EXPECT_CPU(out, "resize_forward");
     OPS_EXPECT_CPU(in, "resize_forward");
     int64_t P = in->shape[0] * in->shape[1], H = in->shape[2], W = in->shape[3], OH = out->shape[2],
@@ -146,6 +214,10 @@ void resize_forward(Tensor *out, const Tensor *in, ResizeKernel k, int antialias
 void resize_backward(Tensor *din, const Tensor *dout, ResizeKernel k, int antialias) {
     if (!ops_want(din)) return;
     resize_check(din, dout, "resize_backward");
+    if (OPS_ON_CUDA(din)) {
+        resize_cuda(din, dout, din, dout, k, antialias, 1, "resize_backward");
+        return;
+    }
     OPS_EXPECT_CPU(din, "resize_backward");
     OPS_EXPECT_CPU(dout, "resize_backward");
     int64_t P = din->shape[0] * din->shape[1], H = din->shape[2], W = din->shape[3], OH = dout->shape[2],
@@ -191,6 +263,14 @@ static void crop_check(const Tensor *in, const Tensor *out, int top, int left, c
 
 void crop2d_forward(Tensor *out, const Tensor *in, int top, int left) {
     crop_check(in, out, top, left, "crop2d_forward");
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "crop2d_forward");
+        OPS_EXPECT_CUDA(in, "crop2d_forward");
+        ops_expect_same_dtype(out, in, "crop2d_forward");
+        crop2d_forward_cuda(out->data, in->data, in->shape[0] * in->shape[1], in->shape[2], in->shape[3],
+                            out->shape[2], out->shape[3], top, left, ops_dt(out));
+        return;
+    }
     OPS_EXPECT_CPU(out, "crop2d_forward");
     OPS_EXPECT_CPU(in, "crop2d_forward");
     int64_t P = in->shape[0] * in->shape[1], H = in->shape[2], W = in->shape[3], OH = out->shape[2],
@@ -206,6 +286,14 @@ void crop2d_forward(Tensor *out, const Tensor *in, int top, int left) {
 void crop2d_backward(Tensor *din, const Tensor *dout, int top, int left) {
     if (!ops_want(din)) return;
     crop_check(din, dout, top, left, "crop2d_backward");
+    if (OPS_ON_CUDA(din)) {
+        OPS_EXPECT_CUDA(din, "crop2d_backward");
+        OPS_EXPECT_CUDA(dout, "crop2d_backward");
+        ops_expect_same_dtype(din, dout, "crop2d_backward");
+        crop2d_backward_cuda(din->data, dout->data, din->shape[0] * din->shape[1], din->shape[2], din->shape[3],
+                             dout->shape[2], dout->shape[3], top, left, ops_dt(din));
+        return;
+    }
     OPS_EXPECT_CPU(din, "crop2d_backward");
     OPS_EXPECT_CPU(dout, "crop2d_backward");
     int64_t P = din->shape[0] * din->shape[1], H = din->shape[2], W = din->shape[3], OH = dout->shape[2],
@@ -222,6 +310,13 @@ void crop2d_backward(Tensor *din, const Tensor *dout, int top, int left) {
 // out = min(max(a x + b, lo), hi), elementwise (out may alias in)
 void clamp_affine_forward(Tensor *out, const Tensor *in, float a, float b, float lo, float hi) {
     ops_expect_same_numel(out, in, "clamp_affine_forward");
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "clamp_affine_forward");
+        OPS_EXPECT_CUDA(in, "clamp_affine_forward");
+        ops_expect_same_dtype(out, in, "clamp_affine_forward");
+        clamp_affine_forward_cuda(out->data, in->data, tensor_numel(in), a, b, lo, hi, ops_dt(out));
+        return;
+    }
     OPS_EXPECT_CPU(out, "clamp_affine_forward");
     OPS_EXPECT_CPU(in, "clamp_affine_forward");
     int64_t n = tensor_numel(in);
@@ -239,6 +334,15 @@ void clamp_affine_backward(Tensor *din, const Tensor *dout, const Tensor *in, fl
     if (!ops_want(din)) return;
     ops_expect_same_numel(din, in, "clamp_affine_backward");
     ops_expect_same_numel(dout, in, "clamp_affine_backward");
+    if (OPS_ON_CUDA(din)) {
+        OPS_EXPECT_CUDA(din, "clamp_affine_backward");
+        OPS_EXPECT_CUDA(dout, "clamp_affine_backward");
+        OPS_EXPECT_CUDA(in, "clamp_affine_backward");
+        ops_expect_same_dtype(din, dout, "clamp_affine_backward");
+        ops_expect_same_dtype(din, in, "clamp_affine_backward");
+        clamp_affine_backward_cuda(din->data, dout->data, in->data, tensor_numel(in), a, b, lo, hi, ops_dt(din));
+        return;
+    }
     OPS_EXPECT_CPU(din, "clamp_affine_backward");
     OPS_EXPECT_CPU(dout, "clamp_affine_backward");
     OPS_EXPECT_CPU(in, "clamp_affine_backward");
@@ -264,6 +368,13 @@ static int64_t normalize_plane(const Tensor *t, const Tensor *other, const char 
 
 void normalize_forward(Tensor *out, const Tensor *in, const float *mean, const float *std) {
     int64_t S = normalize_plane(in, out, "normalize_forward"), C = in->shape[1], P = in->shape[0] * C;
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "normalize_forward");
+        OPS_EXPECT_CUDA(in, "normalize_forward");
+        ops_expect_same_dtype(out, in, "normalize_forward");
+        normalize_forward_cuda(out->data, in->data, mean, std, P, C, S, ops_dt(out));
+        return;
+    }
     OPS_EXPECT_CPU(out, "normalize_forward");
     OPS_EXPECT_CPU(in, "normalize_forward");
     const float *x = tensor_f32(in);
@@ -279,6 +390,13 @@ void normalize_forward(Tensor *out, const Tensor *in, const float *mean, const f
 void normalize_backward(Tensor *din, const Tensor *dout, const float *std) {
     if (!ops_want(din)) return;
     int64_t S = normalize_plane(din, dout, "normalize_backward"), C = din->shape[1], P = din->shape[0] * C;
+    if (OPS_ON_CUDA(din)) {
+        OPS_EXPECT_CUDA(din, "normalize_backward");
+        OPS_EXPECT_CUDA(dout, "normalize_backward");
+        ops_expect_same_dtype(din, dout, "normalize_backward");
+        normalize_backward_cuda(din->data, dout->data, std, P, C, S, ops_dt(din));
+        return;
+    }
     OPS_EXPECT_CPU(din, "normalize_backward");
     OPS_EXPECT_CPU(dout, "normalize_backward");
     const float *g = tensor_f32(dout);

@@ -21,6 +21,17 @@ static void patch_tokens_check(const Tensor *tok, const Tensor *patches, const T
 
 void patch_tokens_forward(Tensor *out, const Tensor *patches, const Tensor *cls, const Tensor *pos) {
     patch_tokens_check(out, patches, cls, pos, "patch_tokens_forward");
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "patch_tokens_forward");
+        OPS_EXPECT_CUDA(patches, "patch_tokens_forward");
+        OPS_EXPECT_CUDA(cls, "patch_tokens_forward");
+        OPS_EXPECT_CUDA(pos, "patch_tokens_forward");
+        ops_expect_same_dtype(out, patches, "patch_tokens_forward");
+        ops_expect_same_dtype(cls, pos, "patch_tokens_forward");
+        patch_tokens_forward_cuda(out->data, patches->data, cls->data, pos->data, out->shape[0], out->shape[1],
+                                  out->shape[2], ops_dt(out), ops_dt(pos));
+        return;
+    }
     OPS_EXPECT_CPU(out, "patch_tokens_forward");
     OPS_EXPECT_CPU(patches, "patch_tokens_forward");
     OPS_EXPECT_CPU(cls, "patch_tokens_forward");
@@ -44,6 +55,17 @@ void patch_tokens_forward(Tensor *out, const Tensor *patches, const Tensor *cls,
 void patch_tokens_backward(Tensor *dpatches, Tensor *dcls, Tensor *dpos, const Tensor *dout) {
     const Tensor *shape_of = ops_want(dpatches) ? dpatches : NULL;
     if (shape_of) patch_tokens_check(dout, dpatches, dcls, dpos, "patch_tokens_backward");
+    if (OPS_ON_CUDA(dout)) {
+        OPS_EXPECT_CUDA(dout, "patch_tokens_backward");
+        OPS_EXPECT_CUDA(dpatches, "patch_tokens_backward");
+        OPS_EXPECT_CUDA_F32(dcls, "patch_tokens_backward");
+        OPS_EXPECT_CUDA_F32(dpos, "patch_tokens_backward");
+        ops_expect_same_dtype(dpatches, dout, "patch_tokens_backward");
+        patch_tokens_backward_cuda(ops_want(dpatches) ? dpatches->data : NULL, ops_want(dcls) ? dcls->data : NULL,
+                                   ops_want(dpos) ? dpos->data : NULL, dout->data, dout->shape[0], dout->shape[1],
+                                   dout->shape[2], ops_dt(dout));
+        return;
+    }
     OPS_EXPECT_CPU(dout, "patch_tokens_backward");
     OPS_EXPECT_CPU(dpatches, "patch_tokens_backward");
     OPS_EXPECT_CPU(dcls, "patch_tokens_backward");
@@ -91,6 +113,13 @@ static void token_select_check(const Tensor *rows, const Tensor *tok, const int3
 
 void token_select_forward(Tensor *out, const Tensor *in, const int32_t *idx) {
     token_select_check(out, in, idx, "token_select_forward");
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "token_select_forward");
+        OPS_EXPECT_CUDA(in, "token_select_forward");
+        ops_expect_same_dtype(out, in, "token_select_forward");
+        token_select_forward_cuda(out->data, in->data, idx, in->shape[0], in->shape[1], in->shape[2], ops_dt(out));
+        return;
+    }
     OPS_EXPECT_CPU(out, "token_select_forward");
     OPS_EXPECT_CPU(in, "token_select_forward");
     int64_t B = in->shape[0], T = in->shape[1], C = in->shape[2];
@@ -102,6 +131,14 @@ void token_select_forward(Tensor *out, const Tensor *in, const int32_t *idx) {
 void token_select_backward(Tensor *din, const Tensor *dout, const int32_t *idx) {
     if (!ops_want(din)) return;
     token_select_check(dout, din, idx, "token_select_backward");
+    if (OPS_ON_CUDA(din)) {
+        OPS_EXPECT_CUDA(din, "token_select_backward");
+        OPS_EXPECT_CUDA(dout, "token_select_backward");
+        ops_expect_same_dtype(din, dout, "token_select_backward");
+        token_select_backward_cuda(din->data, dout->data, idx, din->shape[0], din->shape[1], din->shape[2],
+                                   ops_dt(din));
+        return;
+    }
     OPS_EXPECT_CPU(din, "token_select_backward");
     OPS_EXPECT_CPU(dout, "token_select_backward");
     int64_t B = din->shape[0], T = din->shape[1], C = din->shape[2];
@@ -116,6 +153,14 @@ void l2normalize_forward(Tensor *out, Tensor *norm, const Tensor *in) {
     ops_expect_same_numel(out, in, "l2normalize_forward");
     int64_t N = tensor_rows(in), C = in->shape[in->ndim - 1];
     tensor_expect_shape(norm, "l2normalize norms", N);
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA(out, "l2normalize_forward");
+        OPS_EXPECT_CUDA_F32(norm, "l2normalize_forward");
+        OPS_EXPECT_CUDA(in, "l2normalize_forward");
+        ops_expect_same_dtype(out, in, "l2normalize_forward");
+        l2normalize_forward_cuda(out->data, norm->data, in->data, N, C, ops_dt(out));
+        return;
+    }
     OPS_EXPECT_CPU(out, "l2normalize_forward");
     OPS_EXPECT_CPU(norm, "l2normalize_forward");
     OPS_EXPECT_CPU(in, "l2normalize_forward");
@@ -135,6 +180,17 @@ void l2normalize_backward(Tensor *din, const Tensor *dout, const Tensor *out, co
     if (!ops_want(din)) return;
     ops_expect_same_numel(din, out, "l2normalize_backward");
     ops_expect_same_numel(dout, out, "l2normalize_backward");
+    if (OPS_ON_CUDA(din)) {
+        OPS_EXPECT_CUDA(din, "l2normalize_backward");
+        OPS_EXPECT_CUDA(dout, "l2normalize_backward");
+        OPS_EXPECT_CUDA(out, "l2normalize_backward");
+        OPS_EXPECT_CUDA_F32(norm, "l2normalize_backward");
+        ops_expect_same_dtype(din, dout, "l2normalize_backward");
+        ops_expect_same_dtype(din, out, "l2normalize_backward");
+        l2normalize_backward_cuda(din->data, dout->data, out->data, norm->data, tensor_rows(out),
+                                  out->shape[out->ndim - 1], ops_dt(din));
+        return;
+    }
     OPS_EXPECT_CPU(din, "l2normalize_backward");
     OPS_EXPECT_CPU(dout, "l2normalize_backward");
     OPS_EXPECT_CPU(out, "l2normalize_backward");
@@ -155,6 +211,14 @@ void rowdot_forward(Tensor *out, const Tensor *a, const Tensor *b) {
     ops_expect_same_numel(a, b, "rowdot_forward");
     int64_t N = tensor_rows(a), C = a->shape[a->ndim - 1];
     tensor_expect_shape(out, "rowdot output", N);
+    if (OPS_ON_CUDA(out)) {
+        OPS_EXPECT_CUDA_F32(out, "rowdot_forward");
+        OPS_EXPECT_CUDA(a, "rowdot_forward");
+        OPS_EXPECT_CUDA(b, "rowdot_forward");
+        ops_expect_same_dtype(a, b, "rowdot_forward");
+        rowdot_forward_cuda(out->data, a->data, b->data, N, C, ops_dt(a));
+        return;
+    }
     OPS_EXPECT_CPU(out, "rowdot_forward");
     OPS_EXPECT_CPU(a, "rowdot_forward");
     OPS_EXPECT_CPU(b, "rowdot_forward");
@@ -169,6 +233,21 @@ void rowdot_forward(Tensor *out, const Tensor *a, const Tensor *b) {
 
 // da = dout[n] b, db = dout[n] a (written; either may be NULL)
 void rowdot_backward(Tensor *da, Tensor *db, const Tensor *dout, const Tensor *a, const Tensor *b) {
+    if (OPS_ON_CUDA(dout)) {
+        OPS_EXPECT_CUDA(da, "rowdot_backward");
+        OPS_EXPECT_CUDA(db, "rowdot_backward");
+        OPS_EXPECT_CUDA_F32(dout, "rowdot_backward");
+        OPS_EXPECT_CUDA(a, "rowdot_backward");
+        OPS_EXPECT_CUDA(b, "rowdot_backward");
+        ops_expect_same_dtype(a, b, "rowdot_backward");
+        ops_expect_same_dtype(da, a, "rowdot_backward");
+        ops_expect_same_dtype(db, a, "rowdot_backward");
+        if (ops_want(da)) ops_expect_same_numel(da, a, "rowdot_backward");
+        if (ops_want(db)) ops_expect_same_numel(db, b, "rowdot_backward");
+        rowdot_backward_cuda(ops_want(da) ? da->data : NULL, ops_want(db) ? db->data : NULL, dout->data, a->data,
+                             b->data, tensor_rows(a), a->shape[a->ndim - 1], ops_dt(a));
+        return;
+    }
     OPS_EXPECT_CPU(da, "rowdot_backward");
     OPS_EXPECT_CPU(db, "rowdot_backward");
     OPS_EXPECT_CPU(dout, "rowdot_backward");

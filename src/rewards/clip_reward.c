@@ -1,6 +1,8 @@
 // clip_reward.c: the CLIP-based rewards of clip_reward.h: loading, the text feature cache, the memory plan of one
 // batch geometry, and the score with its image gradient through the head, the image tower and the preprocessing.
-// Everything between the images and the scores runs through the op API (src/ops/ops.h).
+// Everything between the images and the scores runs through the op API (src/ops/ops.h), on the device of the
+// images: on the GPU the weights move there and the batch is planned (with one dry run that sizes the ops' scratch)
+// when the reward set's workspace is asked for, i.e. while the caller plans its memory.
 #include "clip_reward.h"
 
 #include <math.h>
@@ -167,8 +169,10 @@ const float *clip_reward_text_feature(ClipReward *c, const char *prompt) {
 // ---------------------------------------------------------------------------------------------------------------
 // memory plan of one batch geometry
 
+// Activations go where the tower's weights are; on the GPU also an fp32 copy of the images and their gradient.
 static void plan(ClipReward *c, int B, int H, int W) {
-    if (c->B == B && c->H == H && c->W == W) return;
+    Device d = c->model.vision.params.device;
+    if (c->B == B && c->H == H && c->W == W && c->mem.device == d) return;
     if (c->B) {
         clip_vision_run_free(&c->run);
         arena_free(&c->mem);
@@ -189,7 +193,7 @@ static void plan(ClipReward *c, int B, int H, int W) {
     c->B = B, c->H = H, c->W = W;
     clip_vision_run_init(&c->run, &c->model.vision, B, c->checkpoint);
     Arena *a = &c->mem;
-    arena_init(a, "reward_pre", DEVICE_CPU);
+    arena_init(a, "reward_pre", d);
 #define ADD(slot, name, ...)                                                                                    \
     arena_add(a, slot, name, DTYPE_F32, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),               \
               (int64_t[]){__VA_ARGS__})
@@ -207,6 +211,10 @@ static void plan(ClipReward *c, int B, int H, int W) {
     ADD(&c->dfitted, "d.fitted", B, 3, S, S);
     ADD(&c->dresized, "d.resized", B, 3, c->RH, c->RW);
     ADD(&c->dx01, "d.x01", B, 3, H, W);
+    if (d != DEVICE_CPU) {
+        ADD(&c->img32, "images_f32", B, 3, H, W);
+        ADD(&c->dimg, "d.images", B, 3, H, W);
+    }
     char n[32];
     for (int k = 0; k < c->n_head; k++) {
         snprintf(n, sizeof n, "head%d", k);
@@ -226,12 +234,10 @@ size_t clip_reward_activation_bytes(const ClipReward *c) {
 // ---------------------------------------------------------------------------------------------------------------
 // score and gradient
 
-void clip_reward_image_features(ClipReward *c, const Tensor *images) {
-    char a[96];
-    CHECK(images->ndim == 4 && images->shape[1] == 3, "", "CLIP reward: want [B, 3, H, W] images, got %s",
-          tensor_shape_str(images, a, sizeof a));
-    int B = (int)images->shape[0], H = (int)images->shape[2], W = (int)images->shape[3];
-    plan(c, B, H, W);
+// The preprocessing, the tower and the head: returns the scores [B] (on c's device). dry: text features left as
+// they are (the GPU planning run).
+// The normalised image features c->fn [B, E] of the planned batch: preprocessing, the tower, L2 normalisation.
+static void image_features(ClipReward *c, const Tensor *images) {
     int S = c->model.vision.cfg.image_size, pad = c->fit == CLIP_FIT_PAD;
     // preprocessing: [-1, 1] -> [0, 1], resize, pad or crop, mean/std
     clamp_affine_forward(&c->x01, images, 0.5f, 0.5f, 0.0f, 1.0f);
@@ -243,36 +249,30 @@ void clip_reward_image_features(ClipReward *c, const Tensor *images) {
     l2normalize_forward(&c->fn, &c->norm, &c->run.features);
 }
 
-void clip_reward_score(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
-                       Tensor *dimages, const float *dscore) {
-    ClipReward *c = r->ctx;
-    clip_reward_image_features(c, images);
-    int B = (int)images->shape[0];
-    const ClipVisionConfig *vc = &c->model.vision.cfg;
-    int S = vc->image_size, E = vc->proj_dim, pad = c->fit == CLIP_FIT_PAD;
-    Tensor out = c->cosv;
+static Tensor clip_forward(ClipReward *c, const char *name, const Tensor *images, const char *const *prompts,
+                           int dry) {
+    int B = c->B, E = c->model.vision.cfg.proj_dim;
+    image_features(c, images);
     if (c->kind == CLIP_REWARD_AESTHETIC) {
         for (int k = 0; k < c->n_head; k++) linear_forward(&c->hs[k + 1], &c->hs[k], &c->head_w[k], &c->head_b[k]);
-        out = tensor_reshape(&c->hs[c->n_head], 1, (int64_t[]){B});
-    } else {
-        for (int b = 0; b < B; b++) {
-            CHECK(prompts && prompts[b], "", "reward '%s' needs a prompt for every image", r->name);
-            Tensor row = tensor_make((float *)clip_reward_text_feature(c, prompts[b]), DTYPE_F32, DEVICE_CPU, 1,
-                                     (int64_t[]){E});
-            Tensor dst = tensor_make((float *)c->text.data + (size_t)b * (size_t)E, DTYPE_F32, c->text.device, 1,
-                                     (int64_t[]){E});
-            tensor_copy(&dst, &row);
-        }
-        rowdot_forward(&c->cosv, &c->fn, &c->text);
-        tensor_scale(&c->cosv, c->scale);
+        return tensor_reshape(&c->hs[c->n_head], 1, (int64_t[]){B});
     }
-    Tensor host = tensor_f32_1d(scores, B);
-    tensor_copy(&host, &out);
-    if (!dimages) return;
+    for (int b = 0; b < B && !dry; b++) {
+        CHECK(prompts && prompts[b], "", "reward '%s' needs a prompt for every image", name);
+        Tensor row = tensor_make((float *)clip_reward_text_feature(c, prompts[b]), DTYPE_F32, DEVICE_CPU, 1,
+                                 (int64_t[]){E});
+        Tensor dst = tensor_make((float *)c->text.data + (size_t)b * (size_t)E, DTYPE_F32, c->text.device, 1,
+                                 (int64_t[]){E});
+        tensor_copy(&dst, &row);
+    }
+    rowdot_forward(&c->cosv, &c->fn, &c->text);
+    tensor_scale(&c->cosv, c->scale);
+    return c->cosv;
+}
 
-    // backward: d(sum_b dscore[b] score[b]) / d images
-    Tensor ds = tensor_f32_1d((float *)dscore, B);
-    tensor_copy(&c->dscore, &ds);
+// dx [B, 3, H, W] (written) = d(sum_b c->dscore[b] score[b]) / d images, from the last forward
+static void clip_backward(ClipReward *c, const Tensor *images, Tensor *dx) {
+    int B = c->B, S = c->model.vision.cfg.image_size, pad = c->fit == CLIP_FIT_PAD;
     if (c->kind == CLIP_REWARD_AESTHETIC) {
         Tensor top = tensor_reshape(&c->dscore, 2, (int64_t[]){B, 1});
         for (int k = c->n_head - 1; k >= 0; k--)
@@ -288,5 +288,86 @@ void clip_reward_score(const Reward *r, const Tensor *images, const char *const 
     if (pad) pad2d_backward(&c->dresized, &c->dfitted, c->top, S - c->RH - c->top, c->left, S - c->RW - c->left);
     else crop2d_backward(&c->dresized, &c->dfitted, c->top, c->left);
     resize_backward(&c->dx01, &c->dresized, c->kernel, c->antialias);
-    clamp_affine_backward(dimages, &c->dx01, images, 0.5f, 0.5f, 0.0f, 1.0f);
+    clamp_affine_backward(dx, &c->dx01, images, 0.5f, 0.5f, 0.0f, 1.0f);
+}
+
+static void images_check(const char *name, const Tensor *images) {
+    char a[96];
+    CHECK(images->ndim == 4 && images->shape[1] == 3, "", "reward '%s': want [B, 3, H, W] images, got %s", name,
+          tensor_shape_str(images, a, sizeof a));
+}
+
+size_t clip_reward_plan_device(ClipReward *c, const Tensor *images) {
+    images_check("clip", images);
+    Device d = images->device;
+    CHECK(d != DEVICE_CPU, "", "clip_reward_plan_device: the images are on the CPU");
+    arena_to_device(&c->model.vision.params, d); // nothing when they are there already
+    if (c->n_head) arena_to_device(&c->head, d);
+    int B = (int)images->shape[0], H = (int)images->shape[2], W = (int)images->shape[3];
+    if (c->B == B && c->H == H && c->W == W && c->mem.device == d) return c->ws_lead;
+    plan(c, B, H, W);
+    // one forward and backward on zeros, so that the ops' scratch (cuDNN, cuBLASLt, attention, norms, resize)
+    // reaches its need now; the reward set's own arrays go above it (rewardset_workspace_bytes)
+    tensor_fill(&c->img32, 0.0f);
+    tensor_fill(&c->text, 0.0f);
+    tensor_fill(&c->dscore, 0.0f);
+    clip_forward(c, "clip", &c->img32, NULL, 1);
+    clip_backward(c, &c->img32, &c->dimg);
+    c->ws_lead = ops_workspace_size(d, 0);
+    return c->ws_lead;
+}
+
+void clip_reward_score_cuda_add(const Reward *r, float weight, const Tensor *images, const char *const *prompts,
+                                float *scores, Tensor *dimages, const float *dscore) {
+    ClipReward *c = r->ctx;
+    clip_reward_plan_device(c, images);
+    const Tensor *x = images;
+    if (images->dtype != DTYPE_F32) { // the reward computes in fp32
+        tensor_cast(&c->img32, images);
+        x = &c->img32;
+    }
+    Tensor out = clip_forward(c, r->name, x, prompts, 0), s = tensor_make(scores, DTYPE_F32, images->device, 1,
+                                                                           (int64_t[]){c->B});
+    tensor_copy(&s, &out);
+    if (!dimages) return;
+    CHECK(dimages->device == images->device && tensor_numel(dimages) == tensor_numel(images), "",
+          "reward '%s': the image gradient does not match the images", r->name);
+    if (dscore) { // weight dscore[b], as the CPU reward set forms it
+        Tensor ds = tensor_make((float *)dscore, DTYPE_F32, images->device, 1, (int64_t[]){c->B});
+        tensor_copy(&c->dscore, &ds);
+        tensor_scale(&c->dscore, weight);
+    } else {
+        tensor_fill(&c->dscore, 0.0f);
+    }
+    clip_backward(c, x, &c->dimg);
+    tensor_axpy(dimages, 1.0f, &c->dimg);
+}
+
+void clip_reward_image_features(ClipReward *c, const Tensor *images) {
+    images_check("clip", images);
+    CHECK(images->device == DEVICE_CPU, "", "clip_reward_image_features: the images are on the %s",
+          device_name(images->device));
+    plan(c, (int)images->shape[0], (int)images->shape[2], (int)images->shape[3]);
+    image_features(c, images);
+}
+
+void clip_reward_score(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
+                       Tensor *dimages, const float *dscore) {
+    ClipReward *c = r->ctx;
+    images_check(r->name, images);
+    if (images->device != DEVICE_CPU) { // device arrays; dimages written
+        if (dimages) tensor_fill(dimages, 0.0f);
+        clip_reward_score_cuda_add(r, 1.0f, images, prompts, scores, dimages, dscore);
+        return;
+    }
+    int B = (int)images->shape[0], H = (int)images->shape[2], W = (int)images->shape[3];
+    plan(c, B, H, W);
+    Tensor out = clip_forward(c, r->name, images, prompts, 0);
+    Tensor host = tensor_f32_1d(scores, B);
+    tensor_copy(&host, &out);
+    if (!dimages) return;
+    // backward: d(sum_b dscore[b] score[b]) / d images
+    Tensor ds = tensor_f32_1d((float *)dscore, B);
+    tensor_copy(&c->dscore, &ds);
+    clip_backward(c, images, dimages);
 }

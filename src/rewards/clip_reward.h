@@ -58,6 +58,8 @@ typedef struct ClipReward {
     Tensor hs[8];                   // aesthetic activations: hs[0] = fn, hs[k + 1] = layer k output
     Tensor dscore, dfn, dfeat, dpix, dfitted, dresized, dx01; // backward buffers
     Tensor dhs[8];
+    Tensor img32, dimg;             // GPU: the images in fp32 and their gradient [B, 3, H, W]
+    size_t ws_lead;                 // GPU: the ops' scratch the reward's ops need (ops_workspace bytes)
 } ClipReward;
 
 // 1 if name is one of the CLIP rewards.
@@ -75,8 +77,17 @@ const float *clip_reward_text_feature(ClipReward *c, const char *prompt);
 // (what the score compares with the text features).
 void clip_reward_image_features(ClipReward *c, const Tensor *images);
 // The Reward.score callback: scores [B] and, when dimages != NULL, d(sum_b dscore[b] score[b]) / d images.
+// Images on the GPU: scores, dscore and dimages are device arrays (as clip_reward_score_cuda_add, dimages written).
 void clip_reward_score(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
                        Tensor *dimages, const float *dscore);
+// Images on the GPU: moves the weights to their device and plans the batch there (allocating; a dry run sizes the
+// ops' scratch). Returns the ops_workspace bytes the reward's ops use from the bottom of that scratch. Call while
+// planning (rewardset_workspace_bytes does); again for the same geometry it only returns the figure.
+size_t clip_reward_plan_device(ClipReward *c, const Tensor *images);
+// Images on the GPU, device arrays: scores [B] written; dimages (fp32) += d(sum_b weight dscore[b] score[b]) / d
+// images (dimages NULL: no gradient; dscore NULL: zero).
+void clip_reward_score_cuda_add(const Reward *r, float weight, const Tensor *images, const char *const *prompts,
+                                float *scores, Tensor *dimages, const float *dscore);
 // Bytes of the activation memory planned for the last batch (tower and preprocessing).
 size_t clip_reward_activation_bytes(const ClipReward *c);
 

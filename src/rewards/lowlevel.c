@@ -9,6 +9,7 @@
 #include "../core/common.h"
 #include "../ops/ops_internal.h"
 #include "adherence_cuda.h"
+#include "clip_reward.h"
 #include "reward.h"
 
 #define LUMA_R 0.299f
@@ -356,15 +357,30 @@ static size_t rewardset_kernel_bytes(const RewardSet *set, const Tensor *images)
 }
 
 int rewardset_on_gpu(const RewardSet *set) {
-    for (int k = 0; k < set->n; k++)
-        if (lowlevel_kind(&set->items[k]) < 0 && set->items[k].score != adherence_score) return 0;
+    for (int k = 0; k < set->n; k++) {
+        const Reward *r = &set->items[k];
+        if (lowlevel_kind(r) < 0 && r->score != adherence_score && r->score != clip_reward_score) return 0;
+    }
     return 1;
+}
+
+// The learned rewards' ops use the bottom of the ops' scratch (planned here: clip_reward_plan_device), so the set's
+// own arrays start above the largest such need.
+static size_t rewardset_learned_bytes(const RewardSet *set, const Tensor *images) {
+    size_t most = 0;
+    for (int k = 0; k < set->n; k++)
+        if (set->items[k].score == clip_reward_score) {
+            size_t b = clip_reward_plan_device(set->items[k].ctx, images);
+            if (b > most) most = b;
+        }
+    return (most + 255) / 256 * 256;
 }
 
 size_t rewardset_workspace_bytes(const RewardSet *set, const Tensor *images) {
     if (images->device != DEVICE_CUDA) return 0;
     size_t acc = images->dtype == DTYPE_F32 ? 0 : sizeof(float) * (size_t)tensor_numel(images);
-    return rewardset_scores_bytes(images->shape[0]) + rewardset_kernel_bytes(set, images) + acc;
+    return rewardset_learned_bytes(set, images) + rewardset_scores_bytes(images->shape[0]) +
+           rewardset_kernel_bytes(set, images) + acc;
 }
 
 // The GPU combination: every reward adds its weighted gradient into one fp32 image gradient (cleared once), in the
@@ -373,7 +389,8 @@ size_t rewardset_workspace_bytes(const RewardSet *set, const Tensor *images) {
 static void rewardset_score_cuda(const RewardSet *set, const Tensor *images, const char *const *prompts,
                                  float *total, float *per_reward, Tensor *dimages, const float *dscore) {
     int64_t B = images->shape[0];
-    char *ws = ops_workspace(DEVICE_CUDA, rewardset_workspace_bytes(set, images));
+    char *ws = (char *)ops_workspace(DEVICE_CUDA, rewardset_workspace_bytes(set, images)) +
+               rewardset_learned_bytes(set, images);
     Tensor acc = dimages ? *dimages : (Tensor){0};
     if (dimages) {
         lowlevel_cuda_check(LL_SYMMETRY, images, dimages);
@@ -394,6 +411,8 @@ static void rewardset_score_cuda(const RewardSet *set, const Tensor *images, con
             adherence_score_cuda_add(r, r->weight, images, prompts, s, dimages ? &acc : NULL, dscore, kws);
         else if (kind >= 0)
             lowlevel_cuda(kind, r, r->weight, images, s, dimages ? &acc : NULL, dscore, kws);
+        else if (r->score == clip_reward_score)
+            clip_reward_score_cuda_add(r, r->weight, images, prompts, s, dimages ? &acc : NULL, dscore);
         else
             dt_user_error("reward '%s' has no GPU kernel yet: use it on the CPU (train.device = cpu, --device cpu)",
                           r->name);

@@ -40,7 +40,7 @@ void adherence_score(const Reward *r, const Tensor *images, const char *const *p
                      Tensor *dimages, const float *dscore);
 
 // A weighted sum of rewards: total[b] = sum_k w_k score_k[b]; per-reward scores (k-major [K, B]) optional.
-// Images on the GPU are scored there (the low-level rewards and adherence): total, per_reward and
+// Images on the GPU are scored there (every reward; the learned ones through the ops): total, per_reward and
 // dscore are then fp32 device arrays and nothing is read back; a single reward's score() behaves the same way.
 typedef struct {
     Reward *items;
@@ -48,9 +48,11 @@ typedef struct {
 } RewardSet;
 void rewardset_score(const RewardSet *set, const Tensor *images, const char *const *prompts, float *total,
                      float *per_reward, Tensor *dimages, const float *dscore);
-// 1 when every reward of the set has a GPU path (the low-level rewards and adherence; the learned rewards not yet).
+// 1 when every reward of the set has a GPU path (all of them: the low-level rewards, adherence, the learned rewards).
 int rewardset_on_gpu(const RewardSet *set);
-// GPU scratch bytes rewardset_score needs for these images (0 on the CPU), for the memory plan.
+// GPU scratch bytes rewardset_score needs for these images (0 on the CPU), for the memory plan. With a learned
+// reward this is also where it plans on the GPU (its weights move there, its activations are allocated): call it
+// while planning, before allocations are frozen.
 size_t rewardset_workspace_bytes(const RewardSet *set, const Tensor *images);
 
 #ifdef __cplusplus

@@ -123,13 +123,12 @@ int setup_threads(int requested) {
 }
 
 Device setup_device(TrainDevice choice, const RewardSet *rewards, const char *key) {
-    int gpu_rewards = !rewards || rewardset_on_gpu(rewards);
+    CHECK(!rewards || rewardset_on_gpu(rewards), "", "a reward without a GPU path"); // every reward has one
     Device d = DEVICE_CPU;
     if (choice == TRAIN_DEVICE_CUDA) {
         USER_CHECK(device_cuda_available(), "%s = cuda, but no GPU is visible (drtune info --device)", key);
-        USER_CHECK(gpu_rewards, "%s = cuda: a learned reward has no GPU path yet; use %s = cpu", key, key);
         d = DEVICE_CUDA;
-    } else if (choice == TRAIN_DEVICE_AUTO && gpu_rewards && device_cuda_available()) {
+    } else if (choice == TRAIN_DEVICE_AUTO && device_cuda_available()) {
         d = DEVICE_CUDA;
     }
     device_select(d, dist_local_rank());

@@ -61,9 +61,8 @@ void setup_trainable_free(TrainSet *t);
 int setup_threads(int requested);
 
 // The device a command runs on, selected for this rank (GPU local rank mod the visible count): `choice` as
-// train.device takes it. auto is the GPU when one is visible and every reward of `rewards` (NULL: none) has a GPU
-// path (the learned rewards run on the CPU for now); cuda without a GPU, or with such a reward, is a user error
-// naming `key`.
+// train.device takes it. auto is the GPU when one is visible (every reward, learned ones included, has a GPU path;
+// `rewards` may be NULL); cuda without a GPU is a user error naming `key`.
 Device setup_device(TrainDevice choice, const RewardSet *rewards, const char *key);
 // The storage dtype of precision p (the setting `key`) on device d (bf16 on the CPU is a user error naming key and
 // device_key, the device setting: the CPU computes in fp32). The model's compute copies are made by

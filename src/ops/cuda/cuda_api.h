@@ -144,6 +144,54 @@ void reward_lowlevel_cuda(int kind, const void *x, int dt, void *dx, int dt_dx, 
 void reward_total_cuda(float *total, const float *scores, float weight, int64_t B, int first);
 
 
+// ---- CLIP reward preprocessing and token ops (cuda_reward_ops.cu), as ops/resize.c and ops/tokens.c. Activation
+// operands of one op share the storage dtype dt; norms, rowdot scores and parameter gradients are fp32.
+// resize over P = B C image planes [P, H, W] -> [P, OH, OW]: each axis's tap table (ops/resize.c) packed in one host
+// blob of 4-byte words; an axis gives the word offsets of its start[n_out], count[n_out] (int32: output i reads
+// in[start[i] + j] with w[i max_taps + j], j < count[i]), lo[n_in], hi[n_in] (int32: input c is read by the outputs
+// lo[c] <= i < hi[c]) and w[n_out max_taps] (f32). ws: resize_workspace_bytes_cuda bytes (an fp32 [P, H, OW]
+// intermediate, then the tables, copied there on the stream). The backward is the gather-form adjoint (din written).
+typedef struct {
+    int64_t max_taps, start, count, lo, hi, w;
+} ResizeAxisCuda;
+size_t resize_workspace_bytes_cuda(int64_t P, int64_t H, int64_t OW, size_t table_bytes);
+void resize_forward_cuda(void *out, const void *in, int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                         const void *tables, size_t table_bytes, ResizeAxisCuda ax, ResizeAxisCuda ay, void *ws,
+                         int dt);
+void resize_backward_cuda(void *din, const void *dout, int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                          const void *tables, size_t table_bytes, ResizeAxisCuda ax, ResizeAxisCuda ay, void *ws,
+                          int dt);
+// small [P, OH, OW] at (top, left) of big [P, H, W]; the backward writes all of din (zero outside the window)
+void crop2d_forward_cuda(void *out, const void *in, int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, int top,
+                         int left, int dt);
+void crop2d_backward_cuda(void *din, const void *dout, int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                          int top, int left, int dt);
+void clamp_affine_forward_cuda(void *out, const void *in, int64_t n, float a, float b, float lo, float hi, int dt);
+void clamp_affine_backward_cuda(void *din, const void *dout, const void *in, int64_t n, float a, float b, float lo,
+                                float hi, int dt);
+// [P = B C, S] planes; mean, std: C <= 4 host floats
+void normalize_forward_cuda(void *out, const void *in, const float *mean, const float *std, int64_t P, int64_t C,
+                            int64_t S, int dt);
+void normalize_backward_cuda(void *din, const void *dout, const float *std, int64_t P, int64_t C, int64_t S, int dt);
+// out [B, T, D], patches [B, D, T - 1] (dt), cls [D] and pos [T, D] (pdt); dpatches written, dcls/dpos (f32)
+// accumulated; any of the three may be NULL
+void patch_tokens_forward_cuda(void *out, const void *patches, const void *cls, const void *pos, int64_t B, int64_t T,
+                               int64_t D, int dt, int pdt);
+void patch_tokens_backward_cuda(void *dpatches, float *dcls, float *dpos, const void *dout, int64_t B, int64_t T,
+                                int64_t D, int dt);
+// rows [B, C] = tok [B, T, C] at idx[b] (B host int32 in [0, T)); the backward writes all of dtok
+void token_select_forward_cuda(void *out, const void *in, const int32_t *idx, int64_t B, int64_t T, int64_t C, int dt);
+void token_select_backward_cuda(void *din, const void *dout, const int32_t *idx, int64_t B, int64_t T, int64_t C,
+                                int dt);
+// rows of [N, C]: norm [N] f32; rowdot's out and dout [N] f32; da, db written (either may be NULL)
+void l2normalize_forward_cuda(void *out, float *norm, const void *in, int64_t N, int64_t C, int dt);
+void l2normalize_backward_cuda(void *din, const void *dout, const void *out, const float *norm, int64_t N, int64_t C,
+                               int dt);
+void rowdot_forward_cuda(float *out, const void *a, const void *b, int64_t N, int64_t C, int dt);
+void rowdot_backward_cuda(void *da, void *db, const float *dout, const void *a, const void *b, int64_t N, int64_t C,
+                          int dt);
+
+
 // ---- convolution through cuDNN (cuda_conv.cu)
 // One convolution problem as conv2d in ops.h: in [B, IC, H, W], w [OC, IC, KH, KW], out [B, OC, OH, OW], square
 // stride, symmetric pad; dt is the storage dtype of in, w, out and their gradients (f32 or bf16).
