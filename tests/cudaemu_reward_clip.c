@@ -1,7 +1,7 @@
 // cudaemu_reward_clip.c: the learned rewards (hps, pickscore, clipscore, aesthetic) on the GPU against the CPU, on
 // the small random-weight fixture models of reward_clip.c: a reward set of one learned reward (weight 0.7) scores a
 // batch and takes the image gradient of sum_b dscore[b] total[b] on both devices, as the engine calls it (device
-// score arrays; the GPU planned by rewardset_workspace_bytes, then device allocations frozen while scoring), at a
+// score arrays; the GPU planned by rewardset_plan, then device allocations frozen while scoring), at a
 // square batch of two and a non-square image, fp32 images and (once) bf16 images.
 //
 // Tolerance (max |gpu - cpu| / max |cpu|, scores and gradient): both devices compute in fp32 with the same weights;
@@ -69,7 +69,8 @@ static void check(const Case *k, int64_t B, int64_t H, int64_t W, DType dt) {
     rewardset_score(&sc, &x, prompts, total, per, &dx, dscore);
 
     Tensor gtotal = dev_f32(B, NULL), gper = dev_f32(B, NULL), gds = dev_f32(B, dscore);
-    ops_workspace_reserve(DEVICE_CUDA, rewardset_workspace_bytes(&sg, &gx)); // planning, as the engine does
+    rewardset_plan(&sg, &gx); // planning, as the engine does
+    ops_workspace_reserve(DEVICE_CUDA, rewardset_workspace_bytes(&sg, &gx));
     long long before = device_alloc_count();
     device_freeze_allocations(1);
     rewardset_score(&sg, &gx, prompts, gtotal.data, gper.data, &gdx, gds.data);

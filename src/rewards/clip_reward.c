@@ -297,15 +297,20 @@ static void images_check(const char *name, const Tensor *images) {
           tensor_shape_str(images, a, sizeof a));
 }
 
-size_t clip_reward_plan_device(ClipReward *c, const Tensor *images) {
+// whether c is planned on the device of images for their geometry
+static int planned_for(const ClipReward *c, const Tensor *images) {
+    return c->B == images->shape[0] && c->H == images->shape[2] && c->W == images->shape[3] &&
+           c->mem.device == images->device;
+}
+
+void clip_reward_plan_device(ClipReward *c, const Tensor *images) {
     images_check("clip", images);
     Device d = images->device;
     CHECK(d != DEVICE_CPU, "", "clip_reward_plan_device: the images are on the CPU");
     arena_to_device(&c->model.vision.params, d); // nothing when they are there already
     if (c->n_head) arena_to_device(&c->head, d);
-    int B = (int)images->shape[0], H = (int)images->shape[2], W = (int)images->shape[3];
-    if (c->B == B && c->H == H && c->W == W && c->mem.device == d) return c->ws_lead;
-    plan(c, B, H, W);
+    if (planned_for(c, images)) return;
+    plan(c, (int)images->shape[0], (int)images->shape[2], (int)images->shape[3]);
     // one forward and backward on zeros, so that the ops' scratch (cuDNN, cuBLASLt, attention, norms, resize)
     // reaches its need now; the reward set's own arrays go above it (rewardset_workspace_bytes)
     tensor_fill(&c->img32, 0.0f);
@@ -314,6 +319,12 @@ size_t clip_reward_plan_device(ClipReward *c, const Tensor *images) {
     clip_forward(c, "clip", &c->img32, NULL, 1);
     clip_backward(c, &c->img32, &c->dimg);
     c->ws_lead = ops_workspace_size(d, 0);
+}
+
+size_t clip_reward_device_bytes(const ClipReward *c, const Tensor *images) {
+    CHECK(planned_for(c, images), "plan the reward set first (rewardset_plan)",
+          "CLIP reward not planned for %lld images of %lld x %lld on the %s", (long long)images->shape[0],
+          (long long)images->shape[2], (long long)images->shape[3], device_name(images->device));
     return c->ws_lead;
 }
 

@@ -81,9 +81,11 @@ void clip_reward_image_features(ClipReward *c, const Tensor *images);
 void clip_reward_score(const Reward *r, const Tensor *images, const char *const *prompts, float *scores,
                        Tensor *dimages, const float *dscore);
 // Images on the GPU: moves the weights to their device and plans the batch there (allocating; a dry run sizes the
-// ops' scratch). Returns the ops_workspace bytes the reward's ops use from the bottom of that scratch. Call while
-// planning (rewardset_workspace_bytes does); again for the same geometry it only returns the figure.
-size_t clip_reward_plan_device(ClipReward *c, const Tensor *images);
+// ops' scratch). Call while planning (rewardset_plan does); nothing again for the same geometry.
+void clip_reward_plan_device(ClipReward *c, const Tensor *images);
+// The ops_workspace bytes the planned reward's ops use from the bottom of that scratch (internal failure when it is
+// not planned for these images).
+size_t clip_reward_device_bytes(const ClipReward *c, const Tensor *images);
 // Images on the GPU, device arrays: scores [B] written; dimages (fp32) += d(sum_b weight dscore[b] score[b]) / d
 // images (dimages NULL: no gradient; dscore NULL: zero).
 void clip_reward_score_cuda_add(const Reward *r, float weight, const Tensor *images, const char *const *prompts,

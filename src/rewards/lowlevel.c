@@ -364,13 +364,19 @@ int rewardset_on_gpu(const RewardSet *set) {
     return 1;
 }
 
-// The learned rewards' ops use the bottom of the ops' scratch (planned here: clip_reward_plan_device), so the set's
-// own arrays start above the largest such need.
+void rewardset_plan(const RewardSet *set, const Tensor *images) {
+    if (images->device == DEVICE_CPU) return;
+    for (int k = 0; k < set->n; k++)
+        if (set->items[k].score == clip_reward_score) clip_reward_plan_device(set->items[k].ctx, images);
+}
+
+// The learned rewards' ops use the bottom of the ops' scratch (rewardset_plan), so the set's own arrays start above
+// the largest such need.
 static size_t rewardset_learned_bytes(const RewardSet *set, const Tensor *images) {
     size_t most = 0;
     for (int k = 0; k < set->n; k++)
         if (set->items[k].score == clip_reward_score) {
-            size_t b = clip_reward_plan_device(set->items[k].ctx, images);
+            size_t b = clip_reward_device_bytes(set->items[k].ctx, images);
             if (b > most) most = b;
         }
     return (most + 255) / 256 * 256;

@@ -50,9 +50,11 @@ void rewardset_score(const RewardSet *set, const Tensor *images, const char *con
                      float *per_reward, Tensor *dimages, const float *dscore);
 // 1 when every reward of the set has a GPU path (all of them: the low-level rewards, adherence, the learned rewards).
 int rewardset_on_gpu(const RewardSet *set);
-// GPU scratch bytes rewardset_score needs for these images (0 on the CPU), for the memory plan. With a learned
-// reward this is also where it plans on the GPU (its weights move there, its activations are allocated): call it
-// while planning, before allocations are frozen.
+// Images on the GPU: plans the learned rewards there for images of this shape (their weights move to the GPU, their
+// activations are allocated, a dry run sizes the ops' scratch); nothing for the other rewards or on the CPU. Call it
+// while planning, before allocations are frozen, and before rewardset_workspace_bytes.
+void rewardset_plan(const RewardSet *set, const Tensor *images);
+// GPU scratch bytes rewardset_score needs for these images (0 on the CPU), for the memory plan.
 size_t rewardset_workspace_bytes(const RewardSet *set, const Tensor *images);
 
 #ifdef __cplusplus

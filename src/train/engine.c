@@ -181,6 +181,7 @@ void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const
         arena_add(a, &e->dev_dscore, "dscore", DTYPE_F32, 1, (int64_t[]){B});
     }
     arena_alloc(a);
+    rewardset_plan(rewards, &e->image); // the learned rewards' towers on the device
     ops_workspace_reserve(d, rewardset_workspace_bytes(rewards, &e->image));
     e->reward = xcalloc((size_t)B, sizeof(float));
     e->dscore = xcalloc((size_t)B, sizeof(float));
