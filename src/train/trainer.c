@@ -24,6 +24,7 @@
 #include "../io/prompts.h"
 #include "../models/weights.h"
 #include "../ops/ops.h"
+#include "../rewards/clip_reward.h"
 #include "grad_sync.h"
 #include "lora.h"
 #include "model.h"
@@ -413,6 +414,14 @@ int trainer_run(const Config *c, const char *resume) {
     arena_print(&t.eng.unet_mem);
     arena_print(&t.eng.vae_mem);
     arena_print(&t.eng.mem);
+    for (int k = 0; k < c->reward.n_names; k++) { // a learned reward's tower: weights and one batch's activations
+        const ClipReward *cr = t.rw.learned[k];
+        if (!cr) continue;
+        double w = (double)cr->model.vision.params.size + (cr->n_head ? (double)cr->head.size : 0.0);
+        printf("  %-12s %s weights + %s activations (%s)\n", c->reward.names[k], dt_format_bytes(nb, sizeof nb, w),
+               dt_format_bytes(nb2, sizeof nb2, (double)clip_reward_activation_bytes(cr)),
+               device_name(cr->model.vision.params.device));
+    }
     if (t.device != DEVICE_CPU)
         printf("  %-12s %s ops scratch + %s GEMM (%s), sized by a planning evaluation\n", "workspaces",
                dt_format_bytes(nb, sizeof nb, (double)ops_workspace_size(t.device, 0)),
