@@ -93,10 +93,8 @@ int cmd_bench_unet(int argc, char **argv) {
         else if (!strcmp(o, "--batch")) B = args_int(o, v, 1, 1024);
         else if (!strcmp(o, "--reps")) reps = args_int(o, v, 1, 64);
         else if (!strcmp(o, "--device")) choice = setup_device_parse(v, "--device");
-        else if (!strcmp(o, "--precision")) {
-            USER_CHECK(!strcmp(v, "fp32") || !strcmp(v, "bf16"), "--precision: '%s' is not fp32 or bf16", v);
-            prec = !strcmp(v, "bf16") ? PRECISION_BF16 : PRECISION_FP32;
-        } else dt_user_error("drtune bench unet: unknown option '%s' (see drtune bench unet --help)", o);
+        else if (!strcmp(o, "--precision")) prec = setup_precision_parse(v, "--precision");
+        else dt_user_error("drtune bench unet: unknown option '%s' (see drtune bench unet --help)", o);
     }
     USER_CHECK(model, "drtune bench unet: --model DIR is required");
     char path[4096];

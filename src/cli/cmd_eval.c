@@ -18,7 +18,7 @@
 #define EVAL_MAX_SEEDS 100000
 
 typedef struct {
-    const char *model, *prompts, *lora, *out, *negative, *device;
+    const char *model, *prompts, *lora, *out, *negative, *device, *precision;
     char rewards[CONFIG_MAX_REWARDS][32];
     double weights[CONFIG_MAX_REWARDS], colour[3];
     int n_rewards, n_weights;
@@ -58,13 +58,14 @@ static void eval_usage(FILE *f) {
             "  --lora FILE        LoRA adapters written by drtune train\n"
             "  --threads N        CPU threads (default 0: all cores)\n"
             "  --device D         auto (the GPU when one is visible; default), cpu or cuda\n"
+            "  --precision P      fp32 (default) or bf16 (GPU: bf16 weights and activations)\n"
             "  --out FILE         the JSON results (written atomically)\n",
             reward_known_names());
 }
 
 static void eval_parse(EvalArgs *a, int argc, char **argv) {
     memset(a, 0, sizeof *a);
-    a->negative = "", a->device = "auto";
+    a->negative = "", a->device = "auto", a->precision = "fp32";
     a->steps = 20, a->height = -1, a->width = -1;
     a->guidance = 5.0;
     a->colour[0] = 0.9, a->colour[1] = 0.1, a->colour[2] = 0.1;
@@ -108,6 +109,7 @@ static void eval_parse(EvalArgs *a, int argc, char **argv) {
         else if (!strcmp(o, "--lora")) a->lora = v;
         else if (!strcmp(o, "--threads")) a->threads = args_int(o, v, 0, 4096);
         else if (!strcmp(o, "--device")) a->device = v;
+        else if (!strcmp(o, "--precision")) a->precision = v;
         else if (!strcmp(o, "--out")) a->out = v;
         else dt_user_error("drtune eval: unknown option '%s' (see drtune eval --help)", o);
     }
@@ -208,6 +210,7 @@ int cmd_eval(int argc, char **argv) {
     SetupRewards rewards;
     setup_rewards(&rewards, a.n_rewards, a.rewards, a.weights, a.colour, &a.models);
     Device d = setup_device(setup_device_parse(a.device, "--device"), &rewards.set, "--device");
+    DType dt = setup_precision(setup_precision_parse(a.precision, "--precision"), d, "--precision", "--device");
     int n_prompts;
     char **prompts = prompts_read(a.prompts, &n_prompts);
     Model m;
@@ -220,9 +223,11 @@ int cmd_eval(int argc, char **argv) {
     UNet no_grads;
     if (a.lora) setup_lora_from_file(&lora, &no_grads, &m, a.lora);
     setup_model_to_device(&m, a.lora ? &lora : NULL, d);
+    model_set_precision(&m, a.lora ? &lora : NULL, 0, dt); // bf16: the compute copies
     int K = a.n_rewards;
     Engine e;
-    engine_init(&e, &m.unet, NULL, &m.vae, &m.sched, &rewards.set, (float)a.guidance, (float)a.eta, 1, h, w, 77);
+    engine_init(&e, model_compute_unet(&m), NULL, model_compute_vae(&m), &m.sched, &rewards.set, (float)a.guidance,
+                (float)a.eta, 1, h, w, 77);
     double **scores = xmalloc(sizeof(double *) * (size_t)(K + 1));
     for (int k = 0; k <= K; k++) scores[k] = xmalloc(sizeof(double) * (size_t)a.n);
     printf("drtune eval: %d image%s of %dx%d from %s%s%s, %d steps, guidance %.2f, eta %.2f\n", a.n,

@@ -116,7 +116,7 @@ int cmd_grad(int argc, char **argv) {
         setup_model_to_device(&m, ts.kind == TRAINABLE_LORA ? &ts.lora : NULL, d);
         if (ts.kind == TRAINABLE_FULL) arena_to_device(&ts.grad_mem, d);
         ts.p = ts.params->base, ts.g = ts.grads->base;
-        model_set_precision(&m, ts.kind == TRAINABLE_LORA ? &ts.lora : NULL, precision);
+        model_set_precision(&m, ts.kind == TRAINABLE_LORA ? &ts.lora : NULL, ts.kind == TRAINABLE_FULL, precision);
     }
     float guidance = c.method.cfg ? (float)c.sampler.guidance : 1.0f;
     Engine e;

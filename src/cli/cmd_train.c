@@ -86,7 +86,7 @@ static const char *sample_prompt(const char *v, int index) {
 
 int cmd_sample(int argc, char **argv) {
     const char *model = NULL, *out = "sample.png", *latents = NULL, *save = NULL, *negative = "", *lora = NULL;
-    const char *device = "auto";
+    const char *device = "auto", *precision = "fp32";
     const char **prompts = xmalloc(sizeof(char *) * (size_t)argc);
     int np = 0, seed = 0, steps = 50, height = -1, width = -1;
     float guidance = 7.5f, eta = 0.0f;
@@ -104,6 +104,7 @@ int cmd_sample(int argc, char **argv) {
                    "  --latents FILE    read the initial latents [B, C, h, w] from tensor 'latents' of a safetensors file\n"
                    "  --lora FILE       apply LoRA adapters written by drtune train\n"
                    "  --device D        auto (the GPU when one is visible; default), cpu or cuda\n"
+                   "  --precision P     fp32 (default) or bf16 (GPU: bf16 weights and activations)\n"
                    "  --out FILE.png    the image grid (default sample.png)\n"
                    "  --save FILE       also write the final latents and images as safetensors\n",
                    PROMPTS_LINE_MAX);
@@ -123,6 +124,7 @@ int cmd_sample(int argc, char **argv) {
         else if (!strcmp(a, "--latents")) latents = v;
         else if (!strcmp(a, "--lora")) lora = v;
         else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--precision")) precision = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--save")) save = v;
         else dt_user_error("drtune sample: unknown option '%s' (see drtune sample --help)", a);
@@ -130,6 +132,7 @@ int cmd_sample(int argc, char **argv) {
     USER_CHECK(model != NULL, "drtune sample: --model is required");
     USER_CHECK(np > 0, "drtune sample: give at least one --prompt");
     Device d = setup_device(setup_device_parse(device, "--device"), NULL, "--device");
+    DType dt = setup_precision(setup_precision_parse(precision, "--precision"), d, "--precision", "--device");
     Model m;
     model_load(&m, model, steps);
     int f = 1 << (m.vae.cfg.levels - 1);
@@ -141,9 +144,10 @@ int cmd_sample(int argc, char **argv) {
     UNet no_grads;
     if (lora) setup_lora_from_file(&l, &no_grads, &m, lora); // rank and targets from the file
     setup_model_to_device(&m, lora ? &l : NULL, d);
+    model_set_precision(&m, lora ? &l : NULL, 0, dt); // bf16: the compute copies
     Engine e;
     RewardSet none = {.items = NULL, .n = 0};
-    engine_init(&e, &m.unet, NULL, &m.vae, &m.sched, &none, guidance, eta, B, h, w, 77);
+    engine_init(&e, model_compute_unet(&m), NULL, model_compute_vae(&m), &m.sched, &none, guidance, eta, B, h, w, 77);
     PromptEmbeds emb;
     UNetCond cond;
     model_condition(&m, prompts, negative, B, cfg, height, width, &emb, &cond);

@@ -49,7 +49,7 @@ static void arena_cast(Arena *dst, const Arena *src) {
     tensor_cast(&td, &ts);
 }
 
-void model_set_precision(Model *m, Lora *l, DType dt) {
+void model_set_precision(Model *m, Lora *l, int unet_trained, DType dt) {
     CHECK(!m->has_compute, "", "compute copies made twice");
     if (dt == DTYPE_F32) return;
     Device d = m->unet_params.device;
@@ -66,21 +66,17 @@ void model_set_precision(Model *m, Lora *l, DType dt) {
     arena_alloc(&m->vae_c_params);
     arena_cast(&m->vae_c_params, &m->vae_params);
     arena_to_device(&m->vae_params, DEVICE_CPU); // frozen: only the copy computes
-    if (l) {
-        lora_bind_compute(l, &m->unet, &m->unet_c, dt, d);
-        arena_to_device(&m->unet_params, DEVICE_CPU); // the frozen base: read again only by the final merge
-    }
+    if (l) lora_bind_compute(l, &m->unet, &m->unet_c, dt, d);
+    if (!unet_trained) arena_to_device(&m->unet_params, DEVICE_CPU); // frozen: read again only by a final merge
+    m->unet_trained = unet_trained;
     m->has_compute = 1;
     model_sync_compute(m, l);
 }
 
 void model_sync_compute(Model *m, Lora *l) {
     if (!m->has_compute) return;
-    if (l) {
-        if (l->n > 0) arena_cast(&l->compute, &l->params);
-    } else {
-        arena_cast(&m->unet_c_params, &m->unet_params);
-    }
+    if (l && l->n > 0) arena_cast(&l->compute, &l->params);
+    if (m->unet_trained) arena_cast(&m->unet_c_params, &m->unet_params);
 }
 
 UNet *model_compute_unet(Model *m) { return m->has_compute ? &m->unet_c : &m->unet; }

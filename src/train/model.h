@@ -22,7 +22,7 @@ typedef struct {
     Ddim sched;
     // train.precision = bf16: bf16 copies of the UNet and VAE weights that the engine computes with
     // (model_set_precision); the fp32 weights above stay the masters the optimiser updates and the exports read
-    int has_compute;
+    int has_compute, unet_trained; // unet_trained: the fp32 UNet is updated (full fine-tuning), so it stays on the GPU
     UNet unet_c;
     Arena unet_c_params;
     VAE vae_c;
@@ -37,13 +37,13 @@ void model_free(Model *m);
 // encoded once per batch and the engine copies the embeddings over.
 void model_to_device(Model *m, Device d);
 
-// Makes the bf16 compute copies of the UNet and VAE weights on the device of the fp32 ones (already moved there),
-// and, when l != NULL (LoRA: the UNet's base weights are frozen), the adapters' bf16 copies bound into the compute
-// UNet. Frozen fp32 weights go back to the host (the VAE; the UNet's base under LoRA), where only the end-of-run
-// merge reads them.
-void model_set_precision(Model *m, Lora *l, DType dt);
-// Refreshes the compute copies of what training changes (every UNet weight, or the adapters) from the fp32 masters
-// after an update or a load; nothing without compute copies.
+// Makes the dt (bf16) compute copies of the UNet and VAE weights on the device of the fp32 ones (already moved
+// there), and, when l != NULL, the adapters' bf16 copies bound into the compute UNet. Frozen fp32 weights go back
+// to the host (the VAE, and the UNet unless unet_trained: full fine-tuning), where only a final merge reads them.
+// Nothing for dt = f32.
+void model_set_precision(Model *m, Lora *l, int unet_trained, DType dt);
+// Refreshes the compute copies of what changes (the adapters of l, and every UNet weight when the UNet is trained)
+// from the fp32 masters after an update or a load; nothing without compute copies.
 void model_sync_compute(Model *m, Lora *l);
 // The UNet and VAE the engine computes with: the compute copies when there are any, else the fp32 weights.
 UNet *model_compute_unet(Model *m);

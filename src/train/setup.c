@@ -142,6 +142,12 @@ DType setup_precision(TrainPrecision p, Device d, const char *key, const char *d
     return DTYPE_BF16;
 }
 
+TrainPrecision setup_precision_parse(const char *name, const char *option) {
+    if (!strcmp(name, "bf16")) return PRECISION_BF16;
+    USER_CHECK(!strcmp(name, "fp32"), "%s: '%s' is not fp32 or bf16", option, name);
+    return PRECISION_FP32;
+}
+
 TrainDevice setup_device_parse(const char *name, const char *option) {
     if (!strcmp(name, "cpu")) return TRAIN_DEVICE_CPU;
     if (!strcmp(name, "cuda")) return TRAIN_DEVICE_CUDA;

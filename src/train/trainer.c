@@ -91,7 +91,7 @@ static void trainer_setup(Trainer *t, const Config *c) {
         t->hm = xcalloc(1, mbytes), t->hv = xcalloc(1, mbytes);
         t->dsumsq = device_alloc(d, sizeof(double));
         ops_workspace_reserve(d, grad_sumsq_device_workspace_bytes(moments));
-        model_set_precision(&t->model, lora_of(t), precision); // bf16: the compute copies
+        model_set_precision(&t->model, lora_of(t), sharded(t), precision); // bf16: the compute copies
     }
     t->m = device_alloc(d, mbytes), t->v = device_alloc(d, mbytes); // zero-filled
     if (d == DEVICE_CPU) t->hp = t->ts.p, t->hm = t->m, t->hv = t->v;
