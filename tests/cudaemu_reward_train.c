@@ -35,22 +35,6 @@ int main(void) {
                  dt_now() - t0, rc ? ": " : "", rc ? c.err : "");
         tu_child_free(&c);
     }
-    char gm[700], cm[700];
-    snprintf(gm, sizeof gm, "%s/metrics.jsonl", dir[0]);
-    snprintf(cm, sizeof cm, "%s/metrics.jsonl", dir[1]);
-    const char *keys[] = {"reward_mean", "loss", "grad_norm"};
-    for (int k = 0; k < 3; k++) {
-        double g[8], h[8];
-        int ng = cu_metric(gm, keys[k], g, 8), nh = cu_metric(cm, keys[k], h, 8);
-        double worst = 0;
-        for (int i = 0; i < ng && i < nh; i++) worst = fmax(worst, fabs(g[i] - h[i]) / fmax(fabs(h[i]), 1e-12));
-        tu_check(ng == 2 && nh == 2 && worst <= 1e-4, "%-12s per iteration, GPU vs CPU: max rel diff %.2e (tol 1e-4)",
-                 keys[k], worst);
-    }
-    char ga[700], ca[700];
-    snprintf(ga, sizeof ga, "%s/export/pytorch_lora_weights.safetensors", dir[0]);
-    snprintf(ca, sizeof ca, "%s/export/pytorch_lora_weights.safetensors", dir[1]);
-    double rel = cu_files_rel_l2(ga, ca, "");
-    tu_check(rel <= 1e-4, "exported LoRA adapters, GPU vs CPU: relative L2 %.2e (tol 1e-4)", rel);
+    cu_compare_train_runs(dir[0], dir[1], 2);
     return tu_report();
 }

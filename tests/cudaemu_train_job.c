@@ -11,6 +11,24 @@
 #define JOB "train --config configs/default.ini --train.iterations=3 --train.warmup=0 --train.batch=2 " \
             "--sampler.steps=8 --log.sample_seeds= --output.checkpoint_every=0"
 
+// `drtune grad` of the shortened job with full fine-tuning (plus extra settings) on the GPU and the CPU: the
+// relative L2 distance of the two parameter gradients. name labels the files and the checks.
+static double grad_rel_l2(const char *name, const char *extra) {
+    const char *dev[2] = {"cuda", "cpu"};
+    char out[2][600], args[4096];
+    for (int i = 0; i < 2; i++) {
+        snprintf(out[i], sizeof out[i], "%s/grad_%s_%s.safetensors", tu_tmpdir(NULL), name, dev[i]);
+        snprintf(args, sizeof args,
+                 "grad --config configs/default.ini --train.batch=2 --sampler.steps=8 --train.trainable=full %s "
+                 "--train.device=%s --out %s", extra, dev[i], out[i]);
+        TuChild c;
+        int rc = tu_run_drtune(args, &c);
+        tu_check(rc == 0, "drtune grad --train.device=%s, full fine-tuning, %s reward (exit %d)", dev[i], name, rc);
+        tu_child_free(&c);
+    }
+    return cu_files_rel_l2(out[0], out[1], "grad.");
+}
+
 int main(void) {
     cu_require_gpu();
     TuChild c;
@@ -33,24 +51,9 @@ int main(void) {
     tu_check(rc == 0, "the same job on the CPU (exit %d)", rc);
     tu_child_free(&c);
 
-    char gm[600], cm[600];
-    snprintf(gm, sizeof gm, "%s/metrics.jsonl", gdir);
-    snprintf(cm, sizeof cm, "%s/metrics.jsonl", cdir);
-    const char *keys[] = {"reward_mean", "loss", "grad_norm"};
-    for (int k = 0; k < 3; k++) {
-        double g[8], h[8];
-        int ng = cu_metric(gm, keys[k], g, 8), nh = cu_metric(cm, keys[k], h, 8);
-        double worst = 0;
-        for (int i = 0; i < ng && i < nh; i++) worst = fmax(worst, fabs(g[i] - h[i]) / fmax(fabs(h[i]), 1e-12));
-        // the logged values pass through 3 iterations of training: fp32 sums in other orders leave ~1e-6
-        tu_check(ng == 3 && nh == 3 && worst <= 1e-4, "%-12s per iteration, GPU vs CPU: max rel diff %.2e (tol 1e-4)",
-                 keys[k], worst);
-    }
-    char ga[600], ca[600];
+    cu_compare_train_runs(gdir, cdir, 3);
+    char ga[600];
     snprintf(ga, sizeof ga, "%s/export/pytorch_lora_weights.safetensors", gdir);
-    snprintf(ca, sizeof ca, "%s/export/pytorch_lora_weights.safetensors", cdir);
-    double rel = cu_files_rel_l2(ga, ca, "");
-    tu_check(rel <= 1e-4, "exported LoRA adapters, GPU vs CPU: relative L2 %.2e (tol 1e-4)", rel);
 
     // drtune sample with the trained adapters on both devices: latents, x0 and images
     const char *dev[2] = {"cuda", "cpu"};
@@ -65,20 +68,11 @@ int main(void) {
         tu_check(rc == 0, "drtune sample --device %s with the trained adapters (exit %d)", dev[i], rc);
         tu_child_free(&c);
     }
-    rel = cu_files_rel_l2(out[0], out[1], "");
+    double rel = cu_files_rel_l2(out[0], out[1], "");
     tu_check(rel <= 1e-5, "sampled latents and images, GPU vs CPU: relative L2 %.2e (tol 1e-5)", rel);
 
     // drtune grad: one iteration's full parameter gradient (and the loss, rewards, noise it records) on both
-    for (int i = 0; i < 2; i++) {
-        snprintf(out[i], sizeof out[i], "%s/grad_%s.safetensors", tu_tmpdir(NULL), dev[i]);
-        snprintf(args, sizeof args,
-                 "grad --config configs/default.ini --train.batch=2 --sampler.steps=8 --train.trainable=full "
-                 "--train.device=%s --out %s", dev[i], out[i]);
-        rc = tu_run_drtune(args, &c);
-        tu_check(rc == 0, "drtune grad --train.device=%s, full fine-tuning (exit %d)", dev[i], rc);
-        tu_child_free(&c);
-    }
-    rel = cu_files_rel_l2(out[0], out[1], "grad.");
+    rel = grad_rel_l2("default", "");
     // Not 1e-5: this gradient's own fp32 noise floor is about that. One UNet forward + backward agrees to 4e-6
     // (cudaemu_unet), but on the CPU alone the iteration's gradient moves by 5e-6..3.1e-5 (six draws) when x_T is
     // changed by one ulp, and by 5e-6..2.7e-5 with another of OpenBLAS's sgemm kernels (OPENBLAS_CORETYPE); the
@@ -89,16 +83,7 @@ int main(void) {
     tu_check(rel <= 5e-5, "one iteration's full parameter gradient, GPU vs CPU: relative L2 %.2e (tol 5e-5)", rel);
     // The same iteration with the symmetry reward alone, whose fp32 noise floor is lower (3.3e-6 under a one-ulp
     // change of x_T, 4.2e-6 between 1 and 2 CPU threads): within 1e-5
-    for (int i = 0; i < 2; i++) {
-        snprintf(out[i], sizeof out[i], "%s/grad_sym_%s.safetensors", tu_tmpdir(NULL), dev[i]);
-        snprintf(args, sizeof args,
-                 "grad --config configs/default.ini --train.batch=2 --sampler.steps=8 --train.trainable=full "
-                 "--reward.names=symmetry --reward.weights=1 --train.device=%s --out %s", dev[i], out[i]);
-        rc = tu_run_drtune(args, &c);
-        tu_check(rc == 0, "drtune grad --train.device=%s, symmetry reward (exit %d)", dev[i], rc);
-        tu_child_free(&c);
-    }
-    rel = cu_files_rel_l2(out[0], out[1], "grad.");
+    rel = grad_rel_l2("symmetry", "--reward.names=symmetry --reward.weights=1");
     tu_check(rel <= 1e-5, "one iteration's full parameter gradient, symmetry reward, GPU vs CPU: relative L2 %.2e "
                           "(tol 1e-5)", rel);
 

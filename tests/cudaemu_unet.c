@@ -7,17 +7,6 @@
 #include "cudaemu_unet.h"
 #include "parity.h"
 
-// ||gpu - cpu|| / ||cpu|| of one tensor
-static double tensor_rel_l2(const Tensor *gpu, const Tensor *cpu) {
-    float *h = cu_download(gpu);
-    const float *r = cpu->data;
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < tensor_numel(cpu); i++)
-        num += ((double)h[i] - r[i]) * ((double)h[i] - r[i]), den += (double)r[i] * r[i];
-    free(h);
-    return sqrt(num / (den > 0 ? den : 1));
-}
-
 // PyTorch + diffusers' own bf16 deviation from fp32 on these fixtures, the larger of autocast and a bf16 model
 // (tools/reference/bf16_deviation.py): relative L2 of out, d sample, d context, all parameter gradients
 static const double TORCH_BF16[2][4] = {{2.25e-2, 8.77e-2, 9.30e-2, 8.29e-2},   // unet_sd15
@@ -60,7 +49,7 @@ static void check_model(const char *name, int k) {
     tu_check(b.acts->x.dtype == DTYPE_BF16 && b.acts->norm_mean.dtype == DTYPE_F32,
              "bf16 run: activations planned in bf16, statistics in fp32");
     const double *tb = TORCH_BF16[k];
-    double e[4] = {tensor_rel_l2(&b.out, &c.out), tensor_rel_l2(&b.dx, &c.dx), tensor_rel_l2(&b.dctx, &c.dctx),
+    double e[4] = {cu_rel_l2(&b.out, &c.out), cu_rel_l2(&b.dx, &c.dx), cu_rel_l2(&b.dctx, &c.dctx),
                    cu_unet_grads_rel_l2(&b.ga, &c.ga)};
     const char *what[4] = {"out", "d sample", "d context", "parameter gradients"};
     for (int i = 0; i < 4; i++)

@@ -43,15 +43,13 @@ static inline void cu_unet_setup(CuUNetRun *r, Device d, DType dt, const char *d
     weights_load(&r->pa, w, NULL);
     free(w);
     arena_to_device(&r->pa, d);
-    if (dt != DTYPE_F32) { // same entries, same element offsets (arena.h): one cast of the whole arena
+    if (dt != DTYPE_F32) { // the compute copy, as model_set_precision makes it
         r->cnet = (UNet *)xcalloc(1, sizeof *r->cnet);
         arena_init(&r->ca, "compute", d);
         arena_set_float_dtype(&r->ca, dt);
         unet_plan_params(&r->ca, r->cnet, cfg);
         arena_alloc(&r->ca);
-        int64_t n = (int64_t)(r->pa.size / sizeof(float));
-        Tensor src = tensor_make(r->pa.base, DTYPE_F32, d, 1, &n), dst = tensor_make(r->ca.base, dt, d, 1, &n);
-        tensor_cast(&dst, &src);
+        arena_cast(&r->ca, &r->pa);
     }
     unet_plan_acts(&r->aa, r->acts, r->cnet ? r->cnet : r->net, in[0].shape[0], in[0].shape[2], in[0].shape[3],
                    in[2].shape[1]);
@@ -89,32 +87,29 @@ static inline double cu_unet_grads_rel_l2(const Arena *g, const Arena *c) {
     int64_t n = (int64_t)(c->size / sizeof(float));
     float *h = (float *)xmalloc(c->size);
     device_copy(h, DEVICE_CPU, g->base, DEVICE_CUDA, c->size);
-    const float *r = (const float *)c->base;
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) num += ((double)h[i] - r[i]) * ((double)h[i] - r[i]), den += (double)r[i] * r[i];
+    double e[2] = {0, 0};
+    cu_l2_add(e, h, (const float *)c->base, n);
     free(h);
-    return sqrt(num / (den > 0 ? den : 1));
+    return cu_l2_rel(e);
 }
 
 // Checks the GPU's parameter gradients g against the CPU's c: ||g - c|| / ||c|| over the whole arena within tol_l2,
 // and each tensor's max |g - c| relative to its own largest value within tol_tensor.
 static inline void cu_unet_check_grads(const Arena *g, const Arena *c, double tol_l2, double tol_tensor) {
-    double num = 0, den = 0, wr = 0;
+    double l2[2] = {0, 0}, wr = 0;
     int worst = -1;
     for (int i = 0; i < c->n; i++) {
         const Tensor *ct = &c->entries[i].desc;
         float *h = cu_download(&g->entries[i].desc);
-        const float *r = ct->data;
+        const float *r = (const float *)ct->data;
         double e = 0, m = 0;
-        for (int64_t k = 0; k < tensor_numel(ct); k++) {
-            double d = (double)h[k] - r[k];
-            num += d * d, den += (double)r[k] * r[k];
-            e = fmax(e, fabs(d)), m = fmax(m, fabs((double)r[k]));
-        }
+        for (int64_t k = 0; k < tensor_numel(ct); k++)
+            e = fmax(e, fabs((double)h[k] - r[k])), m = fmax(m, fabs((double)r[k]));
+        cu_l2_add(l2, h, r, tensor_numel(ct));
         if (m > 0 && e / m > wr) wr = e / m, worst = i; // (NaN fails the L2 check)
         free(h);
     }
-    double rel = sqrt(num / (den > 0 ? den : 1));
+    double rel = cu_l2_rel(l2);
     tu_check(rel <= tol_l2, "parameter gradients (%d tensors): relative L2 error %.3e (tol %.0e)", c->n, rel, tol_l2);
     tu_check(wr <= tol_tensor, "worst parameter gradient tensor %s: max rel err %.3e (tol %.0e)",
              worst >= 0 ? c->entries[worst].name : "-", wr, tol_tensor);

@@ -2,7 +2,6 @@
 // own loading path (transformers CLIPModel folder, its own tokenizer files, fp16 weights): retrieval accuracy on
 // held-out scenes well above chance; `drtune pretrain-clip`'s training loop on a few iterations (the exported folder
 // loads and has learnt something); and `drtune train` with reward.names = clipscore on the shipped weights.
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,23 +25,6 @@
 static void print_retrieval(const char *what, const ClipRetrieval *r) {
     printf("%s: %d held-out scenes: image->text top-1 %.3f top-5 %.3f, text->image top-1 %.3f top-5 %.3f "
            "(chance top-1 %.3f)\n", what, r->n, r->i2t_top1, r->i2t_top5, r->t2i_top1, r->t2i_top5, r->chance_top1);
-}
-
-// metrics.jsonl of a run: `rows` rows with a finite reward_mean
-static int metrics_ok(const char *dir, int rows) {
-    char path[4300];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
-    char *text = tu_read_all(path, NULL), *save = NULL;
-    if (!text) return 0;
-    int n = 0, ok = 1;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save), n++) {
-        cJSON *row = cJSON_Parse(line);
-        cJSON *r = cJSON_GetObjectItemCaseSensitive(row, "reward_mean");
-        ok &= cJSON_IsNumber(r) && isfinite(r->valuedouble);
-        cJSON_Delete(row);
-    }
-    free(text);
-    return ok && n == rows;
 }
 
 int main(void) {
@@ -84,7 +66,7 @@ int main(void) {
     TuChild ch;
     int rc = tu_run_drtune(args, &ch);
     if (rc) printf("%s%s", ch.out, ch.err);
-    tu_check(rc == 0 && metrics_ok(dir, 2), "drtune train with reward.names = clipscore: exit 0, 2 metrics rows");
+    tu_check(rc == 0 && tu_metrics_ok(dir, 2), "drtune train with reward.names = clipscore: exit 0, 2 metrics rows");
     tu_child_free(&ch);
     return tu_report();
 }

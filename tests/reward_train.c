@@ -21,23 +21,6 @@ static int run(const char *args, TuChild *c) {
     return rc;
 }
 
-// metrics.jsonl: `rows` rows with a finite reward_mean
-static int metrics_ok(const char *dir, int rows) {
-    char path[4300];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
-    char *text = tu_read_all(path, NULL), *save = NULL;
-    if (!text) return 0;
-    int n = 0, ok = 1;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save), n++) {
-        cJSON *row = cJSON_Parse(line);
-        cJSON *r = cJSON_GetObjectItemCaseSensitive(row, "reward_mean");
-        ok &= cJSON_IsNumber(r) && isfinite(r->valuedouble);
-        cJSON_Delete(row);
-    }
-    free(text);
-    return ok && n == rows;
-}
-
 int main(void) {
     if (!getenv("DRTUNE_BIN") || !*getenv("DRTUNE_BIN")) {
         printf("DRTUNE_BIN is not set (ctest sets it): skipped\n");
@@ -66,7 +49,7 @@ int main(void) {
         tu_check(rc == 0, "train with reward.names = hps, symmetry (checkpoint %d): exit 0 in %.1f s", ck,
                  dt_now() - t0);
         tu_child_free(&c);
-        tu_check(metrics_ok(dir, 2), "train (checkpoint %d): 2 metrics rows with a finite reward_mean", ck);
+        tu_check(tu_metrics_ok(dir, 2), "train (checkpoint %d): 2 metrics rows with a finite reward_mean", ck);
     }
     {
         TuChild c;

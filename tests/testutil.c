@@ -2,7 +2,9 @@
 // library cannot take the checking machinery down with it.
 #include "testutil.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <ftw.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -252,3 +254,19 @@ static void exec_drtune(const void *args) {
 }
 
 int tu_run_drtune(const char *args, TuChild *c) { return tu_run_child(exec_drtune, args, c); }
+
+int tu_metrics_ok(const char *dir, int rows) {
+    char path[4300];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    char *text = tu_read_all(path, NULL), *save = NULL;
+    if (!text) return 0;
+    int n = 0, ok = 1;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save), n++) {
+        cJSON *row = cJSON_Parse(line);
+        cJSON *r = cJSON_GetObjectItemCaseSensitive(row, "reward_mean");
+        ok &= cJSON_IsNumber(r) && isfinite(r->valuedouble);
+        cJSON_Delete(row);
+    }
+    free(text);
+    return ok && n == rows;
+}

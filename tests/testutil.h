@@ -59,6 +59,8 @@ int tu_run_child(TuChildFn fn, const void *arg, TuChild *c);
 // `$DRTUNE_BIN <args>` through /bin/sh in a child (args may carry shell redirections); as tu_run_child.
 int tu_run_drtune(const char *args, TuChild *c);
 void tu_child_free(TuChild *c);
+// Whether DIR/metrics.jsonl of a drtune train run has exactly `rows` rows, each with a finite reward_mean.
+int tu_metrics_ok(const char *dir, int rows);
 // Whether the child ended as a user error: exit code 2 and exactly one stderr line, starting "drtune: error: " and
 // containing needle (NULL: any).
 int tu_is_user_error(const TuChild *c, const char *needle);

@@ -121,8 +121,7 @@ int cmd_bench_unet(int argc, char **argv) {
         arena_set_float_dtype(&ca, dt);
         unet_plan_params(&ca, cnet, &uc);
         arena_alloc(&ca);
-        Tensor src = tensor_make(pa.base, DTYPE_F32, d, 1, &n), dst = tensor_make(ca.base, dt, d, 1, &n);
-        tensor_cast(&dst, &src);
+        arena_cast(&ca, &pa);
     }
     const UNet *run = dt != DTYPE_F32 ? cnet : net;
     arena_init(&ga, "unet-grads", d);

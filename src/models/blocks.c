@@ -64,6 +64,22 @@ void layer_plan_norm(Arena *a, Layer *l, const char *prefix, const char *name, i
     plan_weight_bias(a, &l->weight, &l->bias, prefix, name, 1, (int64_t[]){channels});
 }
 
+void arena_cast(Arena *dst, const Arena *src) {
+    CHECK(dst->n == src->n && dst->n > 0, "", "arena '%s' (%d tensors) is not a copy of '%s' (%d)", dst->group, dst->n,
+          src->group, src->n);
+    DType dt = dst->entries[0].desc.dtype, st = src->entries[0].desc.dtype;
+    for (int i = 0; i < dst->n; i++) {
+        const ArenaEntry *d = &dst->entries[i], *s = &src->entries[i];
+        CHECK(d->desc.dtype == dt && s->desc.dtype == st && tensor_numel(&d->desc) == tensor_numel(&s->desc) &&
+                  d->offset / dtype_size(dt) == s->offset / dtype_size(st),
+              "", "arena '%s': '%s' does not match '%s' of '%s'", dst->group, d->name, s->name, src->group);
+    }
+    int64_t n = (int64_t)(src->size / dtype_size(st));
+    CHECK((int64_t)(dst->size / dtype_size(dt)) == n, "", "arenas '%s' and '%s' differ in size", dst->group, src->group);
+    Tensor td = tensor_make(dst->base, dt, dst->device, 1, &n), ts = tensor_make(src->base, st, src->device, 1, &n);
+    tensor_cast(&td, &ts);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // scratch and views
 

@@ -32,6 +32,11 @@ void plan_tensor_f32(Arena *a, Tensor *slot, const char *prefix, const char *nam
 // buf = "prefix." followed by the formatted part (just the part when prefix is empty); returns buf.
 const char *plan_prefix(char *buf, size_t n, const char *prefix, const char *fmt, ...) DT_PRINTF(4, 5);
 
+// dst = src in dst's dtype (the bf16 compute copy of fp32 weights), for two allocated arenas on one device planned
+// with the same entries: the same element offsets (arena.h), so one cast over the whole buffer, padding included.
+// Internal failure when the layouts differ.
+void arena_cast(Arena *dst, const Arena *src);
+
 // A layer's weight and bias (conv, linear or norm affine); bias.data is NULL when the layer has none.
 typedef struct {
     Tensor weight, bias;
