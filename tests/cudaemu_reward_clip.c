@@ -15,26 +15,13 @@
 
 #include "cudaemu_util.h"
 #include "../src/ops/ops.h"
-#include "../src/rewards/clip_reward.h"
 #include "fixture.h"
+#include "reward_cases.h"
 
 #define TOL 2e-5
 
-typedef struct {
-    const char *reward, *dir, *head;
-} Case;
-
-static const Case CASES[] = {
-    {"hps", "tests/fixtures/models/reward_oc_gelu", NULL},
-    {"pickscore", "tests/fixtures/models/reward_hf_gelu", NULL},
-    {"clipscore", "tests/fixtures/models/reward_hf_quick", NULL},
-    {"aesthetic", "tests/fixtures/models/reward_hf_quick", "tests/fixtures/models/reward_aesthetic/model.safetensors"},
-};
-
 static void load(ClipReward *c, Reward *r, const Case *k) {
-    ClipRewardOptions o = {.path = k->dir, .head_path = k->head, .kernel = -1, .antialias = -1};
-    clip_reward_load(c, k->reward, &o);
-    clip_reward_bind(r, c, 0.7f);
+    case_load(c, r, k, 0, 0.7f);
     if (c->model.has_text) { // the fixture's token ids for both prompts (the models use a private vocabulary)
         char path[256];
         snprintf(path, sizeof path, "tests/fixtures/reward_%s_ref.safetensors", k->reward);

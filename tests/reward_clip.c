@@ -10,8 +10,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "../src/rewards/clip_reward.h"
 #include "fixture.h"
+#include "reward_cases.h"
 #include "gradcheck.h"
 
 // Parity tolerance, per tensor: max|got - ref| <= PARITY_TOL max|ref|. Both sides compute in float32 from the
@@ -23,17 +23,6 @@
 // Directional finite differences (fd() below), relative to |grad| |v|: measured worst 6.5e-6 (aesthetic). A
 // gradient off by 1% in scale gives about 1e-2 |<grad, v>| / (|grad| |v|), about 2e-4 here.
 #define FD_TOL 5e-5
-
-typedef struct {
-    const char *reward, *dir, *head;
-} Case;
-
-static const Case CASES[] = {
-    {"hps", "tests/fixtures/models/reward_oc_gelu", NULL},
-    {"pickscore", "tests/fixtures/models/reward_hf_gelu", NULL},
-    {"clipscore", "tests/fixtures/models/reward_hf_quick", NULL},
-    {"aesthetic", "tests/fixtures/models/reward_hf_quick", "tests/fixtures/models/reward_aesthetic/model.safetensors"},
-};
 
 // The fixture's test image (make_reward_fixtures.py image_values): exact in float32 on both sides.
 static Tensor image_values(int64_t H, int64_t W, uint64_t salt) {
@@ -49,13 +38,6 @@ static Tensor image_values(int64_t H, int64_t W, uint64_t salt) {
 static int g_pass, g_n;
 static void count(int ok) { g_pass += ok, g_n++; }
 
-static void load(ClipReward *c, Reward *r, const Case *k, int checkpoint) {
-    ClipRewardOptions o = {.path = k->dir, .head_path = k->head, .kernel = -1, .antialias = -1,
-                           .checkpoint = checkpoint};
-    clip_reward_load(c, k->reward, &o);
-    clip_reward_bind(r, c, 1.0f);
-}
-
 static void parity(const Case *k) {
     char path[256], n[128];
     snprintf(path, sizeof path, "tests/fixtures/reward_%s_ref.safetensors", k->reward);
@@ -63,8 +45,8 @@ static void parity(const Case *k) {
     safetensors_open(&st, path);
     ClipReward c, cc;
     Reward r, rc;
-    load(&c, &r, k, 0);
-    load(&cc, &rc, k, 1);
+    case_load(&c, &r, k, 0, 1.0f);
+    case_load(&cc, &rc, k, 1, 1.0f);
     Tensor ids = fixture_get(&st, "ids");
     int T = (int)ids.shape[1];
     if (c.model.has_text) { // text features of both prompts, and the cache the score reads
@@ -135,7 +117,7 @@ static void fd(const Case *k) {
     safetensors_open(&st, path);
     ClipReward c;
     Reward r;
-    load(&c, &r, k, 1);
+    case_load(&c, &r, k, 1, 1.0f);
     if (c.model.has_text) {
         Tensor ids = fixture_get(&st, "ids");
         clip_reward_cache_ids(&c, "p0", ids.data, (int)ids.shape[1]);
