@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bench_time.h"
 #include "core/common.h"
 #include "core/device.h"
 #include "core/rng.h"
@@ -20,26 +21,6 @@ static Tensor alloc_on(Device d, int64_t r, int64_t c) {
     Tensor t = tensor_make(NULL, DTYPE_F32, d, 2, (int64_t[]){r, c});
     t.data = device_alloc(d, tensor_bytes(&t));
     return t;
-}
-
-// median seconds per call of fn over `reps` timed calls after one warm-up (the device is synchronised around each)
-typedef void (*BenchFn)(void *);
-static double time_median(BenchFn fn, void *arg, Device d, int reps) {
-    double t[16];
-    fn(arg);
-    device_synchronize(d);
-    for (int i = 0; i < reps; i++) {
-        double t0 = dt_now();
-        fn(arg);
-        device_synchronize(d);
-        t[i] = dt_now() - t0;
-    }
-    for (int i = 1; i < reps; i++) // insertion sort
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
-            double x = t[j];
-            t[j] = t[j - 1], t[j - 1] = x;
-        }
-    return t[reps / 2];
 }
 
 typedef struct {
@@ -104,7 +85,7 @@ int cmd_bench_cuda(int argc, char **argv) {
         for (int p = 0; p < 2; p++) {
             g.pass = c.pass = p;
             double flops = 2.0 * cases[i].N * cases[i].IC * cases[i].OC * (p ? 2 : 1);
-            double tg = time_median(linear_run, &g, DEVICE_CUDA, 9), tc = time_median(linear_run, &c, DEVICE_CPU, 3);
+            double tg = bench_median(linear_run, &g, DEVICE_CUDA, 9), tc = bench_median(linear_run, &c, DEVICE_CPU, 3);
             printf("%-28s %-4s %10.3f %10.2f %10.2f %10.1f %8.1f\n", p ? "" : cases[i].name, p ? "bwd" : "fwd",
                    tg * 1e3, flops / tg * 1e-12, tc * 1e3, flops / tc * 1e-9, tc / tg);
         }
@@ -115,7 +96,7 @@ int cmd_bench_cuda(int argc, char **argv) {
     int64_t n = 64ll << 20;
     ActRun ga = {alloc_on(DEVICE_CUDA, n, 1), alloc_on(DEVICE_CUDA, n, 1)};
     ActRun ca = {alloc_on(DEVICE_CPU, n, 1), alloc_on(DEVICE_CPU, n, 1)};
-    double tg = time_median(act_run, &ga, DEVICE_CUDA, 9), tc = time_median(act_run, &ca, DEVICE_CPU, 3);
+    double tg = bench_median(act_run, &ga, DEVICE_CUDA, 9), tc = bench_median(act_run, &ca, DEVICE_CPU, 3);
     printf("%-28s %-4s %10.3f %9.0f* %10.2f %9.1f* %8.1f   (* GB/s)\n", "SiLU, 64M elements", "fwd", tg * 1e3,
            8.0 * n / tg * 1e-9, tc * 1e3, 8.0 * n / tc * 1e-9, tc / tg);
     rng_normal_fill_cuda(ga.x.data, n, 1, 2, 0); // warm-up

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "bench_time.h"
 #include "core/common.h"
 #include "core/device.h"
 #include "core/rng.h"
@@ -20,7 +21,7 @@ static void unet_usage(FILE *f) {
             "\n"
             "Times one UNet forward and one forward + backward (all parameter gradients) of DIR/unet/config.json with\n"
             "random weights, on N x N latents (default: the config's sample_size), batch B (default 1), context 77,\n"
-            "on the device (default auto), median of R timed calls (default 5) after one warm-up.\n");
+            "on the device (default auto), median of R timed calls (default 5, at most 16) after one warm-up.\n");
 }
 
 typedef struct {
@@ -31,29 +32,11 @@ typedef struct {
     int text_time, backward;
 } UNetBench;
 
-static void bench_call(UNetBench *b) {
+static void bench_call(void *arg) {
+    UNetBench *b = arg;
     unet_forward(b->net, b->acts, &b->eps, &b->x, &b->t, &b->ctx, b->text_time ? &b->te : NULL,
                  b->text_time ? &b->tid : NULL);
     if (b->backward) unet_backward(b->net, b->grads, b->acts, &b->deps, &b->dx, NULL);
-}
-
-// median seconds of reps calls after a warm-up, the device synchronised around each
-static double bench_median(UNetBench *b, Device d, int reps) {
-    double t[64];
-    bench_call(b);
-    device_synchronize(d);
-    for (int i = 0; i < reps; i++) {
-        double t0 = dt_now();
-        bench_call(b);
-        device_synchronize(d);
-        t[i] = dt_now() - t0;
-    }
-    for (int i = 1; i < reps; i++)
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
-            double x = t[j];
-            t[j] = t[j - 1], t[j - 1] = x;
-        }
-    return reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
 }
 
 // a tensor of the given shape on d, filled with standard normal values (scaled) or a constant
@@ -91,7 +74,7 @@ int cmd_bench_unet(int argc, char **argv) {
         if (!strcmp(o, "--model")) model = v;
         else if (!strcmp(o, "--latent")) N = args_int(o, v, 1, 4096);
         else if (!strcmp(o, "--batch")) B = args_int(o, v, 1, 1024);
-        else if (!strcmp(o, "--reps")) reps = args_int(o, v, 1, 64);
+        else if (!strcmp(o, "--reps")) reps = args_int(o, v, 1, BENCH_MAX_REPS);
         else if (!strcmp(o, "--device")) choice = setup_device_parse(v, "--device");
         else if (!strcmp(o, "--precision")) prec = setup_precision_parse(v, "--precision");
         else dt_user_error("drtune bench unet: unknown option '%s' (see drtune bench unet --help)", o);
@@ -151,9 +134,9 @@ int cmd_bench_unet(int argc, char **argv) {
            dt != DTYPE_F32 ? " + bf16 copy " : "", dt != DTYPE_F32 ? dt_format_bytes(mb[1], 32, (double)ca.size) : "",
            dt_format_bytes(mb[2], 32, (double)ga.size), dt_format_bytes(mb[3], 32, (double)aa.size));
     b.backward = 0;
-    double tf = bench_median(&b, d, reps);
+    double tf = bench_median(bench_call, &b, d, reps);
     b.backward = 1;
-    double tb = bench_median(&b, d, reps);
+    double tb = bench_median(bench_call, &b, d, reps);
     printf("forward:            %10.2f ms\nforward + backward: %10.2f ms   (median of %d after a warm-up)\n",
            1e3 * tf, 1e3 * tb, reps);
 
