@@ -25,6 +25,7 @@ static void usage(FILE *f) {
             "  bench overlap  (under mpirun) backward + gradient reduction, reduced after vs during the backward\n"
             "  bench plan     the memory plan of one rank (weights, gradients, moments, activations) from configs\n"
             "  bench unet     one UNet forward and forward + backward timed on a device, random weights, fp32 or bf16\n"
+            "  bench gpu      GPU throughput: UNet ops and whole SD 1.5 / SDXL UNets, TFLOP/s and MFU vs a GEMM\n"
             "  info           describe a diffusers folder: architecture, tensor and parameter counts (--load: memory)\n"
             "  init-weights   write a diffusers folder with random weights for a folder's configs\n"
             "  probe          run one component (UNet, VAE, text encoder, tokenizer) on tensors from a file\n"
@@ -43,6 +44,7 @@ int cmd_bench_memory(int argc, char **argv);
 int cmd_bench_overlap(int argc, char **argv);
 int cmd_bench_plan(int argc, char **argv);
 int cmd_bench_unet(int argc, char **argv);
+int cmd_bench_gpu(int argc, char **argv);
 int cmd_smoke(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_report(int argc, char **argv);
@@ -78,6 +80,7 @@ int main(int argc, char **argv) {
         return cmd_bench_plan(argc - 2, argv + 2);
     if (!strcmp(argv[1], "bench") && argc > 2 && !strcmp(argv[2], "unet"))
         return cmd_bench_unet(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "bench") && argc > 2 && !strcmp(argv[2], "gpu")) return cmd_bench_gpu(argc - 2, argv + 2);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "init-weights")) return cmd_init_weights(argc - 1, argv + 1);

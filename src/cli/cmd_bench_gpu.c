@@ -1,0 +1,253 @@
+// cmd_bench_gpu.c: `drtune bench gpu`, the GPU numbers of the GPU check (tools/gpu/check.sh) in one run: a large
+// GEMM in the compute dtype through the same linear op (cuBLASLt on the GPU) as the yardstick, then per model
+// (default: SD 1.5 at a 64 x 64 latent and SDXL at 128 x 128, random weights) the heaviest ops at the model's first
+// attention level and the whole UNet forward and forward + backward: milliseconds, TFLOP/s from the matrix-product
+// FLOPs of the configuration (bench_unet.h), the fraction of the measured GEMM rate (MFU), and memory. One `result`
+// line per model carries the figures for scripts. It also runs on the CPU (--device cpu) and on the emulated GPU at
+// small shapes (--model, --latent), where the figures check the program, not the speed.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "bench_time.h"
+#include "bench_unet.h"
+#include "core/common.h"
+#include "core/device.h"
+#include "core/device_cuda.h"
+#include "ops/ops.h"
+#include "train/setup.h"
+
+#define MAX_MODELS 4
+
+static void gpu_usage(FILE *f) {
+    fprintf(f,
+            "usage: drtune bench gpu [--model DIR [--latent N]]... [--batch B] [--device auto|cpu|cuda]\n"
+            "                        [--precision fp32|bf16] [--reps R] [--gemm N] [--no-ops]\n"
+            "\n"
+            "GPU throughput of the UNet with random weights: a bf16 (or fp32) N x N x N GEMM as the reference rate\n"
+            "(default N 8192 on a GPU, 512 on the CPU or the emulated GPU), then for each model the heaviest ops of\n"
+            "its first attention level (--no-ops: skipped) and the whole UNet forward and forward + backward at batch B\n"
+            "(default 1), context 77: median of R timed calls (default 5) after a warm-up, TFLOP/s of the\n"
+            "matrix products counted from the configuration, MFU = that rate / the GEMM rate, and memory.\n"
+            "Models: default configs/models/sd15 at 64 and configs/models/sdxl at 128; each --model DIR replaces\n"
+            "them, its --latent (default: the config's sample_size) following it. Precision: default bf16 on the GPU,\n"
+            "fp32 on the CPU.\n");
+}
+
+typedef struct {
+    Tensor in, w, out, din, dw, dout; // conv and linear (no bias: the bias is not a matrix product)
+    Tensor q, k, v, lse, dq, dk, dv;  // attention (out, dout shared)
+    int kind;                         // 0 conv 3x3, 1 linear, 2 attention
+    int heads, backward;
+} OpRun;
+
+static void op_call(void *arg) {
+    OpRun *r = arg;
+    if (r->kind == 0) {
+        if (!r->backward) conv2d_forward(&r->out, &r->in, &r->w, NULL, 1, 1);
+        else conv2d_backward(&r->din, &r->dw, NULL, &r->dout, &r->in, &r->w, 1, 1);
+    } else if (r->kind == 1) {
+        if (!r->backward) linear_forward(&r->out, &r->in, &r->w, NULL);
+        else linear_backward(&r->din, &r->dw, NULL, &r->dout, &r->in, &r->w);
+    } else {
+        if (!r->backward) attention_forward(&r->out, &r->lse, &r->q, &r->k, &r->v, r->heads, 0);
+        else attention_backward(&r->dq, &r->dk, &r->dv, &r->dout, &r->out, &r->lse, &r->q, &r->k, &r->v, r->heads, 0);
+    }
+}
+
+static void op_free(OpRun *r, Device d) {
+    Tensor *all[] = {&r->in, &r->w, &r->out, &r->din, &r->dw, &r->dout, &r->q, &r->k, &r->v, &r->lse,
+                     &r->dq, &r->dk, &r->dv};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]->data) device_free(d, all[i]->data);
+    memset(r, 0, sizeof *r);
+}
+
+#define DT(dt, ...) \
+    bench_device_tensor(d, (dt), (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}, \
+                        1.0f, 0.0f, stream++)
+
+typedef struct {
+    Device d;
+    DType dt;
+    int reps;
+    double gemm_rate; // FLOP/s
+} Ctx;
+
+// Times one op forward and backward and prints its two rows; flops: the forward's.
+static void op_time(const Ctx *x, OpRun *r, const char *name, const char *shape, double flops, double bwd_factor) {
+    for (int p = 0; p < 2; p++) {
+        r->backward = p;
+        if (p) op_call(r); // the backward reads the forward's outputs (attention: out, lse); warm it once
+        double t = bench_median(op_call, r, x->d, x->reps), f = flops * (p ? bwd_factor : 1.0);
+        printf("  %-18s %-30s %-4s %10.3f %9.2f %6.1f%%\n", p ? "" : name, p ? "" : shape, p ? "bwd" : "fwd", t * 1e3,
+               f / t * 1e-12, 100.0 * f / t / x->gemm_rate);
+    }
+}
+
+// The heaviest ops of the UNet at its first attention level l: the resnets' 3x3 conv (C -> C at S x S), the
+// feed-forward's GEGLU projection (C -> 8C over B S^2 tokens), self-attention and cross-attention (77 tokens).
+static void bench_ops(const Ctx *x, const UNetConfig *c, int B, int N) {
+    Device d = x->d;
+    DType dt = x->dt;
+    uint64_t stream = 100;
+    int l = 0;
+    while (l < c->levels - 1 && !c->down_attn[l]) l++;
+    int64_t C = c->block_out[l], S = N >> l, T = S * S, h = c->heads[l], Tc = 77;
+    char shape[128];
+    printf("  %-18s %-30s %-4s %10s %9s %7s\n", "op (level)", "shape", "pass", "ms", "TFLOP/s", "MFU");
+    OpRun r;
+    memset(&r, 0, sizeof r);
+    r.kind = 0;
+    r.in = DT(dt, B, C, S, S), r.din = DT(dt, B, C, S, S), r.out = DT(dt, B, C, S, S), r.dout = DT(dt, B, C, S, S);
+    r.w = DT(dt, C, C, 3, 3), r.dw = DT(DTYPE_F32, C, C, 3, 3);
+    ops_workspace_reserve(d, conv2d_workspace_bytes(&r.in, &r.w, 1, 1));
+    snprintf(shape, sizeof shape, "[%d,%lld,%lld,%lld]->%lld", B, (long long)C, (long long)S, (long long)S,
+             (long long)C);
+    op_time(x, &r, "conv2d 3x3", shape, 2.0 * B * C * C * 9 * T, 2.0);
+    op_free(&r, d);
+
+    r.kind = 1;
+    r.in = DT(dt, B * T, C), r.din = DT(dt, B * T, C), r.out = DT(dt, B * T, 8 * C), r.dout = DT(dt, B * T, 8 * C);
+    r.w = DT(dt, 8 * C, C), r.dw = DT(DTYPE_F32, 8 * C, C);
+    ops_workspace_reserve(d, linear_workspace_bytes(d, B * T, 8 * C));
+    snprintf(shape, sizeof shape, "[%lld,%lld]->%lld", (long long)(B * T), (long long)C, (long long)(8 * C));
+    op_time(x, &r, "linear GEGLU", shape, 2.0 * B * T * C * 8 * C, 2.0);
+    op_free(&r, d);
+
+    for (int cross = 0; cross < 2; cross++) {
+        int64_t Tk = cross ? Tc : T;
+        r.kind = 2, r.heads = (int)h;
+        r.q = DT(dt, B, T, C), r.dq = DT(dt, B, T, C), r.out = DT(dt, B, T, C), r.dout = DT(dt, B, T, C);
+        r.k = DT(dt, B, Tk, C), r.dk = DT(dt, B, Tk, C), r.v = DT(dt, B, Tk, C), r.dv = DT(dt, B, Tk, C);
+        r.lse = DT(DTYPE_F32, B, h, T);
+        ops_workspace_reserve(d, attention_workspace_bytes(d, B, T, Tk, (int)h, C / h));
+        snprintf(shape, sizeof shape, "B%d H%lld Tq%lld Tk%lld D%lld", B, (long long)h, (long long)T, (long long)Tk,
+                 (long long)(C / h));
+        op_time(x, &r, cross ? "attention cross" : "attention self", shape, 4.0 * B * T * Tk * C, 2.5);
+        op_free(&r, d);
+    }
+}
+
+// The reference rate: out [n, n] = in [n, n] w [n, n]^T in the compute dtype through linear_forward.
+static double bench_gemm(const Ctx *x, int n) {
+    Device d = x->d;
+    uint64_t stream = 90;
+    OpRun r;
+    memset(&r, 0, sizeof r);
+    r.kind = 1;
+    r.in = DT(x->dt, n, n), r.w = DT(x->dt, n, n), r.out = DT(x->dt, n, n);
+    ops_workspace_reserve(d, linear_workspace_bytes(d, n, n));
+    double t = bench_median(op_call, &r, d, x->reps), rate = 2.0 * n * n * n / t;
+    printf("gemm %s %dx%dx%d (linear_forward): %.3f ms, %.2f TFLOP/s: the MFU reference\n", dtype_name(x->dt), n, n,
+           n, t * 1e3, rate * 1e-12);
+    op_free(&r, d);
+    return rate;
+}
+
+// Bytes in use on d: the GPU's total minus free memory (the CUDA context and the libraries' memory included), or
+// the process's peak resident memory on the CPU.
+static double memory_in_use(Device d) {
+    if (d == DEVICE_CPU) return (double)dt_peak_rss();
+    size_t free_b = 0, total = 0;
+    cuda_mem_info(&free_b, &total);
+    return (double)(total - free_b);
+}
+
+// The configuration of model and its latent size (N < 0: the config's), checked before anything runs.
+static UNetConfig model_config(const char *model, int *N) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/unet", model);
+    UNetConfig uc;
+    unet_load_config(&uc, path);
+    if (*N < 0) *N = uc.sample_size;
+    int f = 1 << (uc.levels - 1);
+    USER_CHECK(*N % f == 0, "drtune bench gpu: --latent %d: %s needs a multiple of %d", *N, model, f);
+    return uc;
+}
+
+static void bench_model(const Ctx *x, const char *model, int N, int B, int ops) {
+    UNetConfig uc = model_config(model, &N);
+    UNetFlops fl = unet_flops(&uc, B, N, N, 77);
+    double ff = unet_flops_forward(&fl), fb = unet_flops_forward_backward(&fl);
+    printf("\nmodel %s: latent %dx%d, batch %d, context 77, %lld parameters, %s on %s\n", model, N, N, B,
+           (long long)unet_param_count(&uc), dtype_name(x->dt), device_name(x->d));
+    printf("flops forward: %.0f = conv %.0f + linear %.0f + attention %.0f\n", ff, fl.conv, fl.linear, fl.attention);
+    printf("flops forward+backward: %.0f\n", fb);
+    if (ops) bench_ops(x, &uc, B, N);
+    ops_workspace_free();
+    UNetBench b;
+    unet_bench_init(&b, &uc, x->d, x->dt, B, N);
+    b.backward = 0;
+    double tf = bench_median(unet_bench_call, &b, x->d, x->reps);
+    b.backward = 1;
+    double tb = bench_median(unet_bench_call, &b, x->d, x->reps);
+    double planned = (double)(b.pa.size + b.ca.size + b.ga.size + b.aa.size + ops_workspace_size(x->d, 0) +
+                              ops_workspace_size(x->d, 1));
+    double used = memory_in_use(x->d);
+    printf("  %-53s %10.2f %9.2f %6.1f%%\n", "unet forward", tf * 1e3, ff / tf * 1e-12, 100.0 * ff / tf / x->gemm_rate);
+    printf("  %-53s %10.2f %9.2f %6.1f%%\n", "unet forward+backward", tb * 1e3, fb / tb * 1e-12,
+           100.0 * fb / tb / x->gemm_rate);
+    char m[2][32];
+    printf("  memory: planned %s (weights, %sgradients, activations, op scratch); %s %s\n",
+           dt_format_bytes(m[0], 32, planned), x->dt != DTYPE_F32 ? "their bf16 copy, " : "",
+           x->d == DEVICE_CPU ? "peak resident" : "GPU memory in use (context and libraries included)",
+           dt_format_bytes(m[1], 32, used));
+    const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
+    printf("result model=%s latent=%d batch=%d dtype=%s device=%s fwd_ms=%.4g fwdbwd_ms=%.4g fwd_tflops=%.4g "
+           "fwdbwd_tflops=%.4g mfu_fwd=%.4g mfu_fwdbwd=%.4g planned_mib=%.1f used_mib=%.1f\n",
+           name, N, B, dtype_name(x->dt), device_name(x->d), tf * 1e3, tb * 1e3, ff / tf * 1e-12, fb / tb * 1e-12,
+           ff / tf / x->gemm_rate, fb / tb / x->gemm_rate, planned / (1 << 20), used / (1 << 20));
+    fflush(stdout);
+    unet_bench_free(&b);
+    ops_workspace_free();
+}
+
+int cmd_bench_gpu(int argc, char **argv) {
+    const char *models[MAX_MODELS] = {"configs/models/sd15", "configs/models/sdxl"};
+    int latents[MAX_MODELS] = {64, 128}, n_models = 0, B = 1, reps = 5, gemm = -1, ops = 1, prec_set = 0;
+    TrainDevice choice = TRAIN_DEVICE_AUTO;
+    TrainPrecision prec = PRECISION_BF16;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            gpu_usage(stdout);
+            return 0;
+        }
+        if (!strcmp(o, "--no-ops")) {
+            ops = 0;
+            continue;
+        }
+        const char *v = args_value(argc, argv, &i);
+        if (!strcmp(o, "--model")) {
+            USER_CHECK(n_models < MAX_MODELS, "drtune bench gpu: at most %d --model options", MAX_MODELS);
+            models[n_models] = v, latents[n_models++] = -1;
+        } else if (!strcmp(o, "--latent")) {
+            USER_CHECK(n_models > 0, "drtune bench gpu: --latent follows the --model it applies to");
+            latents[n_models - 1] = args_int(o, v, 1, 4096);
+        } else if (!strcmp(o, "--batch")) B = args_int(o, v, 1, 1024);
+        else if (!strcmp(o, "--reps")) reps = args_int(o, v, 1, BENCH_MAX_REPS);
+        else if (!strcmp(o, "--gemm")) gemm = args_int(o, v, 16, 32768);
+        else if (!strcmp(o, "--device")) choice = setup_device_parse(v, "--device");
+        else if (!strcmp(o, "--precision")) prec = setup_precision_parse(v, "--precision"), prec_set = 1;
+        else dt_user_error("drtune bench gpu: unknown option '%s' (see drtune bench gpu --help)", o);
+    }
+    if (n_models == 0) n_models = 2;
+    for (int i = 0; i < n_models; i++) (void)model_config(models[i], &latents[i]);
+    Device d = setup_device(choice, NULL, "--device");
+    if (d == DEVICE_CPU && !prec_set) prec = PRECISION_FP32;
+    Ctx x = {.d = d, .dt = setup_precision(prec, d, "--precision", "--device"), .reps = reps};
+    int real_gpu = d == DEVICE_CUDA && !device_cuda_emulated();
+    if (gemm < 0) gemm = real_gpu ? 8192 : 512;
+    printf("drtune bench gpu: %s%s, %s storage with fp32 accumulation, median of %d calls after a warm-up\n",
+           d == DEVICE_CUDA ? cuda_device_name() : "CPU", d == DEVICE_CUDA && !real_gpu ? " (emulated)" : "",
+           dtype_name(x.dt), reps);
+    printf("FLOPs: 2 M N K per matrix product (conv, linear, attention q k^T and P v; bench_unet.h); forward +\n"
+           "backward: the weight and input gradients (not those of inputs that need none) and the attention backward\n"
+           "with its recomputed scores, as torch.utils.flop_counter counts them\n");
+    x.gemm_rate = bench_gemm(&x, gemm);
+    for (int i = 0; i < n_models; i++) bench_model(&x, models[i], latents[i], B, ops);
+    ops_workspace_free();
+    return 0;
+}

@@ -1,0 +1,22 @@
+// cli_bench_gpu.c: `drtune bench gpu` on the CPU (--device cpu): the FLOP count of tiny-random against the hand count
+// of bench_gpu_check.h, sane times and rates, and its user errors (exit 2, one "drtune: error:" line).
+#include "bench_gpu_check.h"
+
+static void expect_user_error(const char *args, const char *needle) {
+    TuChild c;
+    tu_run_drtune(args, &c);
+    if (!tu_check(tu_is_user_error(&c, needle), "drtune %s: user error naming '%s'", args, needle))
+        fprintf(stderr, "exit %d, stderr: %s\n", c.code, c.err);
+    tu_child_free(&c);
+}
+
+int main(void) {
+    bg_check("CPU", "--device cpu");
+    expect_user_error("bench gpu --device cpu --model configs/models/tiny-random --latent 6", "multiple of 4");
+    expect_user_error("bench gpu --device cpu --latent 8", "--latent follows the --model");
+    expect_user_error("bench gpu --device cpu --precision bf16 --model configs/models/tiny-random",
+                      "bf16 runs on the GPU");
+    expect_user_error("bench gpu --frobnicate 1", "unknown option '--frobnicate'");
+    expect_user_error("bench gpu --device cpu --model configs/models/no-such-model", "no-such-model");
+    return tu_report();
+}

@@ -1,0 +1,11 @@
+// cudaemu_bench_gpu.c: `drtune bench gpu` on the GPU (emulated here, real as cuda_bench_gpu) at tiny-random's small
+// shapes, in bf16 and fp32: the same FLOP count as on the CPU (bench_gpu_check.h) and sane times and rates.
+#include "bench_gpu_check.h"
+#include "cudaemu_util.h"
+
+int main(void) {
+    cu_require_gpu();
+    bg_check("GPU bf16", "--device cuda --precision bf16");
+    bg_check("GPU fp32", "--device cuda --precision fp32");
+    return tu_report();
+}
