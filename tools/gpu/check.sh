@@ -163,8 +163,11 @@ run_tests() {
   return $fail
 }
 
-ops_tests="parity layout linear conv norm attention activation transpose reward_ops emulator"
+# the model tests; every other cuda_* program is an op test (parity, layout, linear, conv, norm, attention, ...)
 model_tests="unet sd15_iter train train_job bf16_job reward_clip reward_train adherence nccl"
+ops_tests=$(cd "$tests" && for f in cuda_*; do
+  case " $model_tests " in *" ${f#cuda_} "*) ;; *) printf '%s ' "${f#cuda_}" ;; esac
+done)
 
 step env 20 sh -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
   nvcc --version | tail -2; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
