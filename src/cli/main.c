@@ -20,6 +20,7 @@ static void usage(FILE *f) {
             "  report         a markdown table comparing runs (reward before/after, time, memory)\n"
             "  plot           reward curves of one or more runs (metrics.jsonl) in one PNG\n"
             "  smoke          run a short end-to-end check of the numerical core (ops, rng, memory plan)\n"
+            "  bench cpu      CPU time of the default job's iteration, sampling and the SD 1.5 UNet (vs PyTorch)\n"
             "  bench ops      CPU throughput of conv2d, linear and attention next to the sgemm rate\n"
             "  bench memory   peak memory of one training iteration per method and K, each in a fresh process\n"
             "  bench overlap  (under mpirun) backward + gradient reduction, reduced after vs during the backward\n"
@@ -45,6 +46,7 @@ int cmd_bench_overlap(int argc, char **argv);
 int cmd_bench_plan(int argc, char **argv);
 int cmd_bench_unet(int argc, char **argv);
 int cmd_bench_gpu(int argc, char **argv);
+int cmd_bench_cpu(int argc, char **argv);
 int cmd_smoke(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_report(int argc, char **argv);
@@ -78,6 +80,8 @@ int main(int argc, char **argv) {
         return cmd_bench_overlap(argc - 2, argv + 2);
     if (!strcmp(argv[1], "bench") && argc > 2 && !strcmp(argv[2], "plan"))
         return cmd_bench_plan(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "bench") && argc > 2 && !strcmp(argv[2], "cpu"))
+        return cmd_bench_cpu(argc - 2, argv + 2);
     if (!strcmp(argv[1], "bench") && argc > 2 && !strcmp(argv[2], "unet"))
         return cmd_bench_unet(argc - 2, argv + 2);
     if (!strcmp(argv[1], "bench") && argc > 2 && !strcmp(argv[2], "gpu")) return cmd_bench_gpu(argc - 2, argv + 2);
