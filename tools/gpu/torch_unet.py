@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""torch_unet.py: the PyTorch + diffusers reference timing of the UNet that `drtune bench gpu` times, on the same
-card in the same GPU check (tools/gpu/check.sh): UNet2DConditionModel built from a model folder's unet/config.json
-with random weights (nothing else is read), scaled dot-product attention (F.scaled_dot_product_attention), one
-forward and one forward + backward (every parameter gradient and the latents' gradient, as drtune's), batch B,
-context 77, SDXL's added conditions (text_embeds, time_ids) when the config has them. Prints the median
-milliseconds after warm-up calls (CUDA synchronised around each timed call), the peak memory
-(torch.cuda.max_memory_allocated on the GPU) and one `result` line in the same key=value form as drtune's. --count-flops prints the FLOPs of one forward and
+"""torch_unet.py: the PyTorch + diffusers reference timing of the UNet that `drtune bench gpu` times, on the same card
+in the same GPU check (tools/gpu/check.sh): UNet2DConditionModel built from a model folder's unet/config.json with
+random weights (nothing else is read), scaled dot-product attention (F.scaled_dot_product_attention), one forward
+and one forward + backward (every parameter gradient and the latents' gradient, as drtune's), batch B, context 77,
+SDXL's added conditions (text_embeds, time_ids) when the config has them. Prints the median milliseconds after
+warm-up calls (CUDA synchronised around each timed call), the peak memory (torch.cuda.max_memory_allocated on the
+GPU) and one `result` line in the same key=value form as drtune's. --count-flops prints the FLOPs of one forward and
 of one forward + backward as torch.utils.flop_counter counts them (matrix products, convolutions, attention), the
 check of drtune's own count.
 
