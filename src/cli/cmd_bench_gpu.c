@@ -250,9 +250,8 @@ int cmd_bench_gpu(int argc, char **argv) {
     Ctx x = {.d = d, .dt = setup_precision(prec, d, "--precision", "--device"), .reps = reps};
     int real_gpu = d == DEVICE_CUDA && !device_cuda_emulated();
     if (gemm < 0) gemm = real_gpu ? 8192 : 512;
-    printf("drtune bench gpu: %s%s, %s storage with fp32 accumulation, median of %d calls after a warm-up\n",
-           d == DEVICE_CUDA ? cuda_device_name() : "CPU", d == DEVICE_CUDA && !real_gpu ? " (emulated)" : "",
-           dtype_name(x.dt), reps);
+    printf("drtune bench gpu: %s, %s storage with fp32 accumulation, median of %d calls after a warm-up\n",
+           d == DEVICE_CUDA ? cuda_device_name() : "CPU", dtype_name(x.dt), reps);
     printf("FLOPs: 2 M N K per matrix product (conv, linear, attention q k^T and P v; bench_unet.h); forward +\n"
            "backward: the weight and input gradients (not those of inputs that need none) and the attention backward\n"
            "with its recomputed scores, as torch.utils.flop_counter counts them\n");
