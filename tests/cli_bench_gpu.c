@@ -12,6 +12,12 @@ static void expect_user_error(const char *args, const char *needle) {
 
 int main(void) {
     bg_check("CPU", "--device cpu");
+    TuChild c;
+    tu_run_drtune("bench gpu --flops --model configs/models/tiny-random --latent 8", &c);
+    tu_check(c.code == 0 && strstr(c.out, "forward 6.32e+06 FLOP (conv 2.213e+06, linear 2.291e+06, attention "
+                                          "1.817e+06), forward+backward 1.876e+07 FLOP"),
+             "--flops prints the counts alone");
+    tu_child_free(&c);
     expect_user_error("bench gpu --device cpu --model configs/models/tiny-random --latent 6", "multiple of 4");
     expect_user_error("bench gpu --device cpu --latent 8", "--latent follows the --model");
     expect_user_error("bench gpu --device cpu --precision bf16 --model configs/models/tiny-random",

@@ -23,16 +23,16 @@
 static void gpu_usage(FILE *f) {
     fprintf(f,
             "usage: drtune bench gpu [--model DIR [--latent N]]... [--batch B] [--device auto|cpu|cuda]\n"
-            "                        [--precision fp32|bf16] [--reps R] [--gemm N] [--no-ops]\n"
+            "                        [--precision fp32|bf16] [--reps R] [--gemm N] [--no-ops] [--flops]\n"
             "\n"
             "GPU throughput of the UNet with random weights: a bf16 (or fp32) N x N x N GEMM as the reference rate\n"
             "(default N 8192 on a GPU, 512 on the CPU or the emulated GPU), then for each model the heaviest ops of\n"
-            "its first attention level (--no-ops: skipped) and the whole UNet forward and forward + backward at batch B\n"
-            "(default 1), context 77: median of R timed calls (default 5) after a warm-up, TFLOP/s of the\n"
+            "its first attention level (--no-ops: skipped) and the whole UNet forward and forward + backward at\n"
+            "batch B (default 1), context 77: median of R timed calls (default 5) after a warm-up, TFLOP/s of the\n"
             "matrix products counted from the configuration, MFU = that rate / the GEMM rate, and memory.\n"
             "Models: default configs/models/sd15 at 64 and configs/models/sdxl at 128; each --model DIR replaces\n"
             "them, its --latent (default: the config's sample_size) following it. Precision: default bf16 on the GPU,\n"
-            "fp32 on the CPU.\n");
+            "fp32 on the CPU. --flops: print each model's FLOP counts and stop (nothing runs).\n");
 }
 
 typedef struct {
@@ -207,6 +207,7 @@ static void bench_model(const Ctx *x, const char *model, int N, int B, int ops) 
 int cmd_bench_gpu(int argc, char **argv) {
     const char *models[MAX_MODELS] = {"configs/models/sd15", "configs/models/sdxl"};
     int latents[MAX_MODELS] = {64, 128}, n_models = 0, B = 1, reps = 5, gemm = -1, ops = 1, prec_set = 0;
+    int flops_only = 0;
     TrainDevice choice = TRAIN_DEVICE_AUTO;
     TrainPrecision prec = PRECISION_BF16;
     for (int i = 1; i < argc; i++) {
@@ -215,8 +216,9 @@ int cmd_bench_gpu(int argc, char **argv) {
             gpu_usage(stdout);
             return 0;
         }
-        if (!strcmp(o, "--no-ops")) {
-            ops = 0;
+        if (!strcmp(o, "--no-ops") || !strcmp(o, "--flops")) {
+            if (!strcmp(o, "--no-ops")) ops = 0;
+            else flops_only = 1;
             continue;
         }
         const char *v = args_value(argc, argv, &i);
@@ -234,15 +236,22 @@ int cmd_bench_gpu(int argc, char **argv) {
         else dt_user_error("drtune bench gpu: unknown option '%s' (see drtune bench gpu --help)", o);
     }
     if (n_models == 0) n_models = 2;
-    for (int i = 0; i < n_models; i++) (void)model_config(models[i], &latents[i]);
+    for (int i = 0; i < n_models; i++) {
+        UNetConfig uc = model_config(models[i], &latents[i]);
+        if (!flops_only) continue;
+        UNetFlops f = unet_flops(&uc, B, latents[i], latents[i], 77);
+        printf("%s at %dx%d, batch %d: forward %.4g FLOP (conv %.4g, linear %.4g, attention %.4g), "
+               "forward+backward %.4g FLOP\n", models[i], latents[i], latents[i], B, unet_flops_forward(&f), f.conv,
+               f.linear, f.attention, unet_flops_forward_backward(&f));
+    }
+    if (flops_only) return 0;
     Device d = setup_device(choice, NULL, "--device");
     if (d == DEVICE_CPU && !prec_set) prec = PRECISION_FP32;
     Ctx x = {.d = d, .dt = setup_precision(prec, d, "--precision", "--device"), .reps = reps};
     int real_gpu = d == DEVICE_CUDA && !device_cuda_emulated();
     if (gemm < 0) gemm = real_gpu ? 8192 : 512;
-    printf("drtune bench gpu: %s%s, %s storage with fp32 accumulation, median of %d calls after a warm-up\n",
-           d == DEVICE_CUDA ? cuda_device_name() : "CPU", d == DEVICE_CUDA && !real_gpu ? " (emulated)" : "",
-           dtype_name(x.dt), reps);
+    printf("drtune bench gpu: %s, %s storage with fp32 accumulation, median of %d calls after a warm-up\n",
+           d == DEVICE_CUDA ? cuda_device_name() : "CPU", dtype_name(x.dt), reps);
     printf("FLOPs: 2 M N K per matrix product (conv, linear, attention q k^T and P v; bench_unet.h); forward +\n"
            "backward: the weight and input gradients (not those of inputs that need none) and the attention backward\n"
            "with its recomputed scores, as torch.utils.flop_counter counts them\n");

@@ -21,7 +21,8 @@
 set -euo pipefail
 
 # Libraries the GPU machine provides (soname patterns).
-provided_re='^(linux-vdso|ld-linux-x86-64|ld-linux-aarch64|libc|libm|libdl|libpthread|librt|libresolv|libutil|libstdc\+\+|libgcc_s|libcuda|libnvidia-[a-z0-9_-]+|libcublas|libcublasLt|libcudnn[a-z_]*|libnccl)\.so'
+provided_re='^(linux-vdso|ld-linux-x86-64|ld-linux-aarch64|libc|libm|libdl|libpthread|librt|libresolv|libutil|'
+provided_re+='libstdc\+\+|libgcc_s|libcuda|libnvidia-[a-z0-9_-]+|libcublas|libcublasLt|libcudnn[a-z_]*|libnccl)\.so'
 
 # check OUT: ldd of every program in OUT/bin with OUT/lib first on the library path (then LD_LIBRARY_PATH: on the
 # GPU machine, the folders of its CUDA libraries); writes OUT/ldd-check.txt
@@ -55,7 +56,8 @@ check() {
     echo "bundle.sh: $(grep -c '^MISSING' "$out/ldd-check.txt") libraries missing" >&2
     return 1
   fi
-  echo "bundle.sh: ldd check passed: $(find "$out/bin" -type f | wc -l) programs, $(grep -c '^carried' "$out/ldd-check.txt") carried libraries"
+  echo "bundle.sh: ldd check passed: $(find "$out/bin" -type f | wc -l) programs," \
+    "$(grep -c '^carried' "$out/ldd-check.txt") carried libraries"
 }
 
 # collect BUILD OUT: programs into OUT/bin, the libraries not provided there into OUT/lib

@@ -138,13 +138,13 @@ export DRTUNE_BIN=$bin/drtune  # the tests that run the program take it from her
 
 # ---- Python: diffusers from the carried wheels when this machine lacks it
 if ! python3 -c 'import diffusers' 2>/dev/null && compgen -G '.whl/*.whl' >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl &&
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    >>"$out/setup.log" 2>&1 && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 
 # run_tests NAME...: the programs cuda_NAME one after the other from the repository root (their fixtures are under
-# tests/), each under its own timeout; fails when one fails or is missing (exit 77, skipped, does not fail: cuda_nccl
-# needs mpirun, which this machine lacks)
+# tests/), each under its own timeout; fails when one fails, is missing or skips (exit 77: no GPU seen), except
+# cuda_nccl, which needs mpirun, which this machine lacks
 run_tests() {
   local t rc fail=0 t0
   for t in "$@"; do
@@ -157,8 +157,11 @@ run_tests() {
     timeout -k 5 "${TEST_LIMIT_S:-150}" "$tests/cuda_$t" >"/tmp/cuda_$t.out" 2>&1
     rc=$?
     tail -5 "/tmp/cuda_$t.out"
-    case $rc in 0) echo "cuda_$t: passed, $(($(date +%s) - t0)) s" ;; 77) echo "cuda_$t: SKIPPED" ;;
-      *) echo "cuda_$t: FAILED (exit $rc), $(($(date +%s) - t0)) s"; fail=1 ;; esac
+    case $rc:$t in
+      0:*) echo "cuda_$t: passed, $(($(date +%s) - t0)) s" ;;
+      77:nccl) echo "cuda_$t: skipped (needs mpirun)" ;;
+      *) echo "cuda_$t: FAILED (exit $rc$([ "$rc" = 77 ] && echo ': skipped')), $(($(date +%s) - t0)) s"; fail=1 ;;
+    esac
   done
   return $fail
 }

@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
-"""torch_unet.py: the PyTorch + diffusers reference timing of the UNet that `drtune bench gpu` times, on the same
-card in the same GPU check (tools/gpu/check.sh): UNet2DConditionModel built from a model folder's unet/config.json
-with random weights (nothing else is read), scaled dot-product attention (F.scaled_dot_product_attention), one
-forward and one forward + backward (every parameter gradient and the latents' gradient, as drtune's), batch B,
-context 77, SDXL's added conditions (text_embeds, time_ids) when the config has them. Prints the median
-milliseconds after warm-up calls (CUDA synchronised around each timed call), the peak memory
-(torch.cuda.max_memory_allocated on the GPU) and one `result` line in the same key=value form as drtune's. --count-flops prints the FLOPs of one forward and
-of one forward + backward as torch.utils.flop_counter counts them (matrix products, convolutions, attention), the
-check of drtune's own count.
+"""torch_unet.py: the PyTorch + diffusers reference timing of the UNet that `drtune bench gpu` times, on the same card
+in the same GPU check (tools/gpu/check.sh): UNet2DConditionModel built from a model folder's unet/config.json with
+random weights (nothing else is read), scaled dot-product attention (F.scaled_dot_product_attention), one forward
+(autograd on: it keeps what a backward needs, as drtune's forward keeps its activations) and one forward + backward
+(every parameter gradient and the latents' gradient, as drtune's), batch B, context 77, SDXL's added conditions
+(text_embeds, time_ids) when the config has them. Prints the median milliseconds after warm-up calls (CUDA
+synchronised around each timed call), the peak memory (torch.cuda.max_memory_allocated on the GPU) and one `result`
+line in the same key=value form as drtune's. --count-flops prints the FLOPs of one forward and of one forward +
+backward as torch.utils.flop_counter counts them (matrix products, convolutions, attention), the check of drtune's
+own count.
 
 Precision: `--dtype bf16` keeps the weights and gradients in bf16 (the pure-bf16 setting); with --autocast the
 weights and gradients stay fp32 and the compute runs in bf16 under torch.autocast (drtune's train.precision = bf16
 setting: fp32 weights and gradients, a bf16 compute copy).
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -80,25 +82,19 @@ def build(a):
 
 
 def make_call(unet, inputs, dout, backward, a):
-    ctx = (lambda: torch.autocast(device_type=a.device, dtype=torch.bfloat16)) if a.autocast else None
+    """One forward, or forward + backward. The forward runs with autograd on, keeping what a backward needs, as
+    drtune's forward keeps its activations (an inference forward under torch.no_grad would do less)."""
+    amp = contextlib.nullcontext
+    if a.autocast:
+        amp = lambda: torch.autocast(device_type=a.device, dtype=torch.bfloat16)  # noqa: E731
 
     def call():
+        unet.zero_grad(set_to_none=True)  # PyTorch's default: the backward writes the gradients afresh
+        inputs["sample"].grad = None
+        with amp():
+            out = unet(**inputs).sample
         if backward:
-            unet.zero_grad(set_to_none=True)  # PyTorch default: gradients written afresh
-            inputs["sample"].grad = None
-            if ctx:
-                with ctx():
-                    out = unet(**inputs).sample
-            else:
-                out = unet(**inputs).sample
             out.backward(dout.to(out.dtype))
-        else:
-            with torch.no_grad():
-                if ctx:
-                    with ctx():
-                        unet(**inputs)
-                else:
-                    unet(**inputs)
     return call
 
 
