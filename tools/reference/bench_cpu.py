@@ -181,8 +181,13 @@ class UNetRow:
         a = types.SimpleNamespace(model=os.path.join(ROOT, "configs", "models", model), latent=latent, batch=batch,
                                   dtype="fp32", autocast=False, device="cpu")
         unet, _, _, inputs, dout = torch_unet.build(a)
-        self.forward = torch_unet.make_call(unet, inputs, dout, False, a)
+        self._forward = torch_unet.make_call(unet, inputs, dout, False, a)
         self.forward_backward = torch_unet.make_call(unet, inputs, dout, True, a)
+
+
+    def forward(self):
+        with torch.no_grad():  # the inference forward, PyTorch's fastest (torch_unet.py keeps autograd on)
+            self._forward()
 
 
 class Rows:
