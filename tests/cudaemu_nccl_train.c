@@ -88,5 +88,21 @@ int main(void) {
     tu_check(worst <= 1e-5, "GPU vs CPU: loss, grad_norm, reward_mean within %.1e relative (tol 1e-5)", worst);
     rel = cu_files_rel_l2(unet_of("overlapped"), unet_of("cpu"), "");
     tu_check(rel <= 1e-6, "GPU vs CPU: exported UNet relative L2 %.2e (tol 1e-6)", rel);
+
+    // drtune bench overlap on the GPU: the three timings and the fractions hidden are reported
+    char log[700];
+    snprintf(log, sizeof log, "%s/bench.log", tu_tmpdir(NULL));
+    snprintf(cmd, sizeof cmd, "env OMP_NUM_THREADS=1 '%s' -q --oversubscribe -np 2 '%s' bench overlap --model %s/model "
+             "--device cuda --reps 1 --size 8 --bucket-mb 0.01 >%s 2>&1", mpiexec, getenv("DRTUNE_BIN"),
+             tu_tmpdir(NULL), log);
+    int rc = system(cmd);
+    FILE *f = fopen(log, "r");
+    char text[8192] = "";
+    size_t got = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    text[got] = 0;
+    if (f) fclose(f);
+    tu_check(rc == 0 && strstr(text, "none (backward alone)") && strstr(text, "communication hidden: ") &&
+             strstr(text, "all-gather hidden: "), "drtune bench overlap --device cuda, full: the reduction's and the "
+             "all-gather's fractions hidden reported (exit %d)", rc);
     return tu_report();
 }

@@ -232,10 +232,14 @@ int cmd_bench_overlap(int argc, char **argv) {
         printf("%-34s %14.4f %18.4f\n", "during the backward (buckets)", tb, wb);
         printf("during / after: %.3f of the time (backward + reduction); %.1f%% of the gradient started during the "
                "backward\n", tb / ta, 100.0 * overlap);
-        printf("communication hidden: %.1f%% of the reduction's %.4f s ((after - during) / (after - alone))%s\n",
-               comm > 0 ? 100.0 * (ta - tb) / comm : 0.0, comm,
-               d != DEVICE_CPU && device_cuda_emulated() ? "; emulated GPU: its streams run one after another at "
-                                                           "the call, so nothing can overlap here" : "");
+        if (comm > 0)
+            printf("communication hidden: %.1f%% of the reduction's %.4f s ((after - during) / (after - alone))%s\n",
+                   100.0 * (ta - tb) / comm, comm,
+                   d != DEVICE_CPU && device_cuda_emulated() ? "; emulated GPU: its streams run one after another "
+                                                               "at the call, so nothing can overlap here" : "");
+        else
+            printf("communication hidden: not resolved (the reduction adds %.4f s to the backward: within the "
+                   "noise; more repetitions or a larger gradient)\n", comm);
     }
     if (d != DEVICE_CPU && full) bench_gather(&m, ts.p, &shard, B, &host[0], reps, root);
     for (int k = 0; k < 3; k++) free(tot[k]), free(wait[k]);
