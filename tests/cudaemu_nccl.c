@@ -1,6 +1,7 @@
 // cudaemu_nccl.c: the NCCL device collectives of src/dist/dist.h on GPU buffers: all-reduce (blocking, and started
 // while a kernel is queued on the compute stream, then waited for), reduce-scatter into the padded shard layout and
-// all-gather back. Sums are exact (integer-valued floats), so the check is equality with size x the input. On the
+// all-gather back; the started forms the overlapped training uses (a range of the padded layout reduced onto its
+// shards' owners, the all-gather in place on an unpadded buffer). Sums are exact (integer-valued floats), so the check is equality with size x the input. On the
 // emulated GPU (label cudaemu) it starts itself under mpirun with 2 ranks (NCCL over MPI); as cuda_nccl on a real
 // GPU it runs on one rank, or under mpirun with one GPU per rank. Skipped (exit 77) without NCCL or a GPU.
 #include <stdio.h>
@@ -63,6 +64,30 @@ static void run(void) {
                 sizeof(float) * (size_t)dist_shard_count(&s));
     dist_device_allgather_f32(dev, &s);
     expect(equals(dev, n, 0, 1.0f), "all-gather of the shards");
+
+    // started forms: the reduction of [lo, hi) crossing the shard boundary, each rank's part summed at its place
+    // (the rest of the range is not read afterwards); the all-gather in place on a buffer of exactly n floats
+    // (no padding: the last rank's shard is short), overlapped with a kernel
+    int64_t lo = s.shard - 1000, hi = s.shard + 777, mlo = lo > dist_shard_lo(&s) ? lo : dist_shard_lo(&s);
+    int64_t mhi = hi < dist_shard_lo(&s) + dist_shard_count(&s) ? hi : dist_shard_lo(&s) + dist_shard_count(&s);
+    device_copy(dev, DEVICE_CUDA, host, DEVICE_CPU, sizeof(float) * (size_t)s.padded);
+    dist_device_reduce_scatter_start(dev, lo, hi, &s, &req);
+    fill_cuda(busy, 1.0f, n, DTYPE_F32);
+    dist_device_wait(&req, 1);
+    dist_device_release(&req);
+    expect(mhi > mlo && equals(dev + mlo, mhi - mlo, mlo, (float)R) && equals(dev, lo, 0, 1.0f),
+           "reduce-scatter of a range across the shard boundary: this rank's part summed, nothing else touched");
+    float *exact = device_alloc(DEVICE_CUDA, sizeof(float) * (size_t)(n + 64));
+    device_copy(exact + n, DEVICE_CUDA, host, DEVICE_CPU, sizeof(float) * 64); // a guard past the end
+    device_copy(exact + dist_shard_lo(&s), DEVICE_CUDA, host + dist_shard_lo(&s), DEVICE_CPU,
+                sizeof(float) * (size_t)dist_shard_count(&s));
+    dist_device_allgather_start(exact, &s, &req);
+    fill_cuda(busy, 2.0f, n, DTYPE_F32);
+    dist_device_wait(&req, 0);
+    expect(equals(exact, n, 0, 1.0f) && equals(exact + n, 64, 0, 1.0f) && dist_device_seconds(&req) >= 0,
+           "all-gather started on n floats without padding, overlapped with a kernel: every shard, nothing past n");
+    dist_device_release(&req);
+    device_free(DEVICE_CUDA, exact);
     device_free(DEVICE_CUDA, dev);
     device_free(DEVICE_CUDA, busy);
     free(host);

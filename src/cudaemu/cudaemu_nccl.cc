@@ -72,6 +72,28 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
     return rc == MPI_SUCCESS ? ncclSuccess : ncclSystemError;
 }
 
+ncclResult_t ncclReduce(const void *send, void *recv, size_t count, ncclDataType_t dt, ncclRedOp_t op, int root,
+                        ncclComm_t comm, cudaStream_t) {
+    size_t bytes = count * sizeof(float);
+    if (op != ncclSum || !comm || root < 0 || root >= comm->size) return ncclInvalidArgument;
+    int mine = comm->rank == root;
+    if (!check_args(comm, dt, send, bytes, mine ? recv : send, bytes)) return ncclInvalidArgument;
+    int rc = MPI_Reduce(mine && send == recv ? MPI_IN_PLACE : send, mine ? recv : NULL, (int)count, MPI_FLOAT, MPI_SUM,
+                        root, comm->comm);
+    return rc == MPI_SUCCESS ? ncclSuccess : ncclSystemError;
+}
+
+ncclResult_t ncclBroadcast(const void *send, void *recv, size_t count, ncclDataType_t dt, int root, ncclComm_t comm,
+                           cudaStream_t) {
+    size_t bytes = count * sizeof(float);
+    if (!comm || root < 0 || root >= comm->size) return ncclInvalidArgument;
+    int mine = comm->rank == root;
+    if (!check_args(comm, dt, mine ? send : recv, bytes, recv, bytes)) return ncclInvalidArgument;
+    if (mine && send != recv) memcpy(recv, send, bytes);
+    int rc = MPI_Bcast(recv, (int)count, MPI_FLOAT, root, comm->comm);
+    return rc == MPI_SUCCESS ? ncclSuccess : ncclSystemError;
+}
+
 ncclResult_t ncclReduceScatter(const void *send, void *recv, size_t recvcount, ncclDataType_t dt, ncclRedOp_t op,
                                ncclComm_t comm, cudaStream_t) {
     size_t part = recvcount * sizeof(float), all = part * (size_t)(comm ? comm->size : 0);

@@ -77,53 +77,113 @@ static void after_compute(void) {
     CUDA_OK(cudaStreamWaitEvent(nc.stream, ev, 0));
 }
 
-// The compute stream waits for everything queued so far on the communication stream (the host does not wait).
-static void after_comm(void) {
-    static cudaEvent_t ev;
-    if (!ev) CUDA_OK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
-    CUDA_OK(cudaEventRecord(ev, nc.stream));
-    CUDA_OK(cudaStreamWaitEvent(cuda_stream(), ev, 0));
+// The communication stream waits for the compute stream, then the request's start event: what follows on the
+// communication stream is the request's own collectives, timed from start to done.
+static void after_compute_timed(DistRequest *req) {
+    after_compute();
+    cudaEvent_t start;
+    CUDA_OK(cudaEventCreateWithFlags(&start, cudaEventDefault));
+    CUDA_OK(cudaEventRecord(start, nc.stream));
+    req->start = start;
 }
 
-void dist_device_allreduce_start(float *dev, int64_t n, DistRequest *req) {
-    need_comm();
-    after_compute();
-    NCCL_OK(ncclAllReduce(dev, dev, (size_t)n, ncclFloat32, ncclSum, nc.comm, nc.stream));
+static void record_done(DistRequest *req) {
     cudaEvent_t done;
-    CUDA_OK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    CUDA_OK(cudaEventCreateWithFlags(&done, cudaEventDefault));
     CUDA_OK(cudaEventRecord(done, nc.stream));
     req->done = done;
 }
 
+void dist_device_allreduce_start(float *dev, int64_t n, DistRequest *req) {
+    need_comm();
+    after_compute_timed(req);
+    NCCL_OK(ncclAllReduce(dev, dev, (size_t)n, ncclFloat32, ncclSum, nc.comm, nc.stream));
+    record_done(req);
+}
+
 void dist_device_wait(DistRequest *req, int host) {
-    cudaEvent_t done = (cudaEvent_t)req->done;
-    CUDA_OK(cudaStreamWaitEvent(cuda_stream(), done, 0));
-    if (host) CUDA_OK(cudaEventSynchronize(done));
-    CUDA_OK(cudaEventDestroy(done));
-    req->done = NULL;
+    CUDA_OK(cudaStreamWaitEvent(cuda_stream(), (cudaEvent_t)req->done, 0));
+    if (host) CUDA_OK(cudaEventSynchronize((cudaEvent_t)req->done));
+}
+
+void dist_device_release(DistRequest *req) {
+    if (req->start) CUDA_OK(cudaEventDestroy((cudaEvent_t)req->start));
+    if (req->done) CUDA_OK(cudaEventDestroy((cudaEvent_t)req->done));
+    req->start = req->done = NULL;
 }
 
 void dist_device_allreduce_sum_f32(float *dev, int64_t n) {
     DistRequest r;
     dist_device_allreduce_start(dev, n, &r);
     dist_device_wait(&r, 1);
+    dist_device_release(&r);
+}
+
+// The pieces of [lo, hi) by owner rank (shard boundaries), each summed in place onto its owner with ncclReduce:
+// NCCL's reduce-scatter needs equal counts from a rank-ordered buffer, and a bucket of the flat layout is neither.
+// A ring reduce moves the same bytes per rank as the reduce-scatter it replaces; grouped, the pieces go together.
+// The whole padded buffer is one ncclReduceScatter in NCCL's in-place layout.
+void dist_device_reduce_scatter_start(float *dev, int64_t lo, int64_t hi, const DistShard *s, DistRequest *req) {
+    CHECK(0 <= lo && lo <= hi && hi <= s->padded && s->size == dist_size() && s->rank == dist_rank(), "",
+          "device reduce-scatter of [%lld, %lld) in a layout of %lld floats over %d ranks", (long long)lo,
+          (long long)hi, (long long)s->padded, s->size);
+    need_comm();
+    after_compute_timed(req);
+    if (lo == 0 && hi == s->padded) {
+        NCCL_OK(ncclReduceScatter(dev, dev + (int64_t)s->rank * s->shard, (size_t)s->shard, ncclFloat32, ncclSum,
+                                  nc.comm, nc.stream));
+        record_done(req);
+        return;
+    }
+    NCCL_OK(ncclGroupStart());
+    for (int64_t a = lo; a < hi;) {
+        int root = (int)(a / s->shard);
+        int64_t b = (int64_t)(root + 1) * s->shard < hi ? (int64_t)(root + 1) * s->shard : hi;
+        NCCL_OK(ncclReduce(dev + a, dev + a, (size_t)(b - a), ncclFloat32, ncclSum, root, nc.comm, nc.stream));
+        a = b;
+    }
+    NCCL_OK(ncclGroupEnd());
+    record_done(req);
+}
+
+// Every rank's logical shard [lo, lo + count) broadcast from its owner, grouped: an all-gather in place on a buffer
+// of s->n floats (no padding needed; the ranks' counts may differ at the end of the buffer).
+void dist_device_allgather_start(float *dev, const DistShard *s, DistRequest *req) {
+    CHECK(s->size == dist_size() && s->rank == dist_rank(), "", "device all-gather over %d ranks in a job of %d",
+          s->size, dist_size());
+    need_comm();
+    after_compute_timed(req);
+    NCCL_OK(ncclGroupStart());
+    for (int r = 0; r < s->size; r++) {
+        DistShard o = *s;
+        o.rank = r;
+        int64_t lo = dist_shard_lo(&o), count = dist_shard_count(&o);
+        if (count > 0)
+            NCCL_OK(ncclBroadcast(dev + lo, dev + lo, (size_t)count, ncclFloat32, r, nc.comm, nc.stream));
+    }
+    NCCL_OK(ncclGroupEnd());
+    record_done(req);
 }
 
 float *dist_device_reduce_scatter_sum_f32(float *dev, const DistShard *s) {
-    need_comm();
-    after_compute();
-    float *mine = dev + (int64_t)s->rank * s->shard;
-    NCCL_OK(ncclReduceScatter(dev, mine, (size_t)s->shard, ncclFloat32, ncclSum, nc.comm, nc.stream));
-    after_comm();
-    return mine;
+    DistRequest r;
+    dist_device_reduce_scatter_start(dev, 0, s->padded, s, &r);
+    dist_device_wait(&r, 0);
+    dist_device_release(&r);
+    return dev + (int64_t)s->rank * s->shard;
 }
 
 void dist_device_allgather_f32(float *dev, const DistShard *s) {
-    need_comm();
-    after_compute();
-    float *mine = dev + (int64_t)s->rank * s->shard;
-    NCCL_OK(ncclAllGather(mine, dev, (size_t)s->shard, ncclFloat32, nc.comm, nc.stream));
-    after_comm();
+    DistRequest r;
+    dist_device_allgather_start(dev, s, &r);
+    dist_device_wait(&r, 0);
+    dist_device_release(&r);
+}
+
+double dist_device_seconds(const DistRequest *req) {
+    float ms = 0;
+    CUDA_OK(cudaEventElapsedTime(&ms, (cudaEvent_t)req->start, (cudaEvent_t)req->done));
+    return 1e-3 * ms;
 }
 
 #else // no NCCL in this build
@@ -134,18 +194,18 @@ static DT_NORETURN void no_nccl(void) {
 }
 int dist_device_ready(void) { return 0; }
 extern "C" void dist_device_finalize(void) {}
-// The compute stream waits for everything queued so far on the communication stream (the host does not wait).
-static void after_comm(void) {
-    static cudaEvent_t ev;
-    if (!ev) CUDA_OK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
-    CUDA_OK(cudaEventRecord(ev, nc.stream));
-    CUDA_OK(cudaStreamWaitEvent(cuda_stream(), ev, 0));
-}
-
 void dist_device_allreduce_start(float *dev, int64_t n, DistRequest *req) { (void)dev, (void)n, (void)req, no_nccl(); }
 void dist_device_wait(DistRequest *req, int host) { (void)req, (void)host, no_nccl(); }
 void dist_device_allreduce_sum_f32(float *dev, int64_t n) { (void)dev, (void)n, no_nccl(); }
 float *dist_device_reduce_scatter_sum_f32(float *dev, const DistShard *s) { (void)dev, (void)s, no_nccl(); }
 void dist_device_allgather_f32(float *dev, const DistShard *s) { (void)dev, (void)s, no_nccl(); }
+void dist_device_reduce_scatter_start(float *dev, int64_t lo, int64_t hi, const DistShard *s, DistRequest *req) {
+    (void)dev, (void)lo, (void)hi, (void)s, (void)req, no_nccl();
+}
+void dist_device_allgather_start(float *dev, const DistShard *s, DistRequest *req) {
+    (void)dev, (void)s, (void)req, no_nccl();
+}
+void dist_device_release(DistRequest *req) { (void)req; }
+double dist_device_seconds(const DistRequest *req) { (void)req, no_nccl(); }
 
 #endif

@@ -85,16 +85,26 @@ void dist_device_allreduce_sum_f32(float *dev, int64_t n);
 // (dev + rank * shard); returns that pointer. Both are stream-ordered: the compute stream waits for them, the host
 // does not.
 float *dist_device_reduce_scatter_sum_f32(float *dev, const DistShard *s);
-void dist_device_allgather_f32(float *dev, const DistShard *s); // dev holds s->padded floats
-// Overlap with computation: the reduction is queued on a communication stream after the work queued so far on the
-// compute stream, and returns at once; dist_device_wait makes the compute stream wait for it (host returns at once;
-// host = 1 also waits on the host). A backward that finishes gradients bucket by bucket starts each bucket's
-// reduction while it computes the next.
+// dev holds s->n floats (padding allowed, not needed): every rank's shard, at its place, ends on every rank
+void dist_device_allgather_f32(float *dev, const DistShard *s);
+// Overlap with computation: each *_start queues its collective on a communication stream after the work queued so
+// far on the compute stream, and returns at once; dist_device_wait makes the compute stream wait for it (the host
+// returns at once; host = 1 also waits on the host), and dist_device_release frees the request once waited for.
+// A backward that finishes gradients bucket by bucket starts each bucket's reduction while it computes the next;
+// the all-gather of the updated shards runs while the next iteration prepares, until its first use of the weights.
 typedef struct {
-    void *done;   // cudaEvent_t
+    void *start, *done; // cudaEvent_t on the communication stream around the request's collectives
 } DistRequest;
 void dist_device_allreduce_start(float *dev, int64_t n, DistRequest *req);
+// Elements [lo, hi) of the padded layout s summed over ranks, in place in NCCL's layout: the sums of the elements
+// inside this rank's shard land at their own places in dev (the rest of [lo, hi) is left as it was, or summed).
+void dist_device_reduce_scatter_start(float *dev, int64_t lo, int64_t hi, const DistShard *s, DistRequest *req);
+void dist_device_allgather_start(float *dev, const DistShard *s, DistRequest *req);
 void dist_device_wait(DistRequest *req, int host);
+// Seconds the request's collectives took on the communication stream; the request must have completed (waited for
+// on the host, or after a synchronisation of the compute stream that waited for it).
+double dist_device_seconds(const DistRequest *req);
+void dist_device_release(DistRequest *req);
 
 #ifdef __cplusplus
 }

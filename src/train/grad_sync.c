@@ -12,7 +12,7 @@ void grad_sync_init(GradSync *s, const Arena *layout, const UNetConfig *cfg, int
     s->device = layout->device;
     s->n_parts = unet_backward_parts(cfg);
     s->bucket = (int64_t)(bucket_mb * (1 << 20) / sizeof(float));
-    if (s->device == DEVICE_CUDA && shard) s->bucket = 0; // NCCL reduce-scatters the whole buffer after the backward
+    if (s->device == DEVICE_CUDA && shard) s->out = s->g + (int64_t)shard->rank * shard->shard; // NCCL's layout
     CHECK(n <= end && end <= (int64_t)(layout->size / sizeof(float)) && s->n_parts <= GRAD_SYNC_MAX_PARTS, "",
           "gradient arena of %lld floats shorter than its layout of %lld", (long long)(layout->size / sizeof(float)),
           (long long)end);
@@ -44,11 +44,13 @@ void grad_sync_init(GradSync *s, const Arena *layout, const UNetConfig *cfg, int
 // Starts the reduction of [lo, s->sent).
 static void start(GradSync *s, int64_t lo) {
     if (lo >= s->sent) return;
+    CHECK(s->n_started < GRAD_SYNC_MAX_PARTS + 1, "", "more reductions than backward parts");
+    s->started[s->n_started++] = lo;
     if (s->device == DEVICE_CUDA) {
-        if (dist_size() > 1 && s->shard) s->out = dist_device_reduce_scatter_sum_f32(s->g, s->shard); // lo == 0
-        else if (dist_size() > 1) {
-            CHECK(s->n_req < GRAD_SYNC_MAX_PARTS + 1, "", "more device reductions than backward parts");
-            dist_device_allreduce_start(s->g + lo, s->sent - lo, &s->req[s->n_req++]);
+        if (dist_size() > 1) {
+            DistRequest *r = &s->req[s->n_started - 1];
+            if (s->shard) dist_device_reduce_scatter_start(s->g, lo, s->sent, s->shard, r);
+            else dist_device_allreduce_start(s->g + lo, s->sent - lo, r);
         }
         s->sent = lo;
         return;
@@ -58,9 +60,15 @@ static void start(GradSync *s, int64_t lo) {
     s->sent = lo;
 }
 
+static void release(GradSync *s) {
+    for (int i = 0; i < s->n_started; i++)
+        if (s->req[i].done) dist_device_release(&s->req[i]);
+}
+
 void grad_sync_begin(GradSync *s) {
-    CHECK(s->q.n == 0 && s->n_req == 0, "", "gradient reductions of the previous iteration still queued");
-    s->sent = s->end, s->early = 0, s->sec_wait = 0;
+    CHECK(s->q.n == 0, "", "gradient reductions of the previous iteration still queued");
+    release(s); // the previous iteration's, complete: the update read its result back
+    s->sent = s->end, s->early = 0, s->sec_wait = 0, s->n_started = 0;
 }
 
 void grad_sync_ready(void *ctx, int part) {
@@ -78,8 +86,8 @@ float *grad_sync_finish(GradSync *s) {
     double t0 = dt_now();
     start(s, 0);
     if (s->device == DEVICE_CUDA) {
-        for (int i = 0; i < s->n_req; i++) dist_device_wait(&s->req[i], 0);
-        s->n_req = 0;
+        for (int i = 0; i < s->n_started; i++)
+            if (s->req[i].done) dist_device_wait(&s->req[i], 0);
     } else {
         dist_queue_wait(&s->q);
     }
@@ -89,4 +97,7 @@ float *grad_sync_finish(GradSync *s) {
 
 double grad_sync_overlap(const GradSync *s) { return s->end > 0 ? (double)s->early / (double)s->end : 0.0; }
 
-void grad_sync_free(GradSync *s) { dist_queue_free(&s->q); }
+void grad_sync_free(GradSync *s) {
+    release(s);
+    dist_queue_free(&s->q);
+}

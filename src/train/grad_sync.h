@@ -3,7 +3,9 @@
 // module order, so the finished gradients always form a suffix [lo, end) of the buffer that grows downwards. Each
 // time at least a bucket of finished, not yet reduced gradients has gathered, its reduction starts (an MPI
 // all-reduce for a replicated trainable set, a reduce-scatter into this rank's shard for a sharded one) while the
-// backward goes on; the rest starts when the backward is done. Buckets depend only on the layout, so every rank
+// backward goes on; the rest starts when the backward is done. On the GPU the same buckets are NCCL calls on the
+// communication stream, each queued behind the compute stream's work so far (the backward's kernels that wrote it),
+// and the compute stream waits for them after the backward; the host never waits. Buckets depend only on the layout, so every rank
 // starts the same reductions in the same order, and the sums do not depend on the bucket size with two ranks.
 #pragma once
 #include <stdint.h>
@@ -29,8 +31,9 @@ typedef struct {
     int64_t sent;              // [sent, end) is being reduced
     DistQueue q;
     Device device;             // where g lives: on the GPU the reductions are NCCL calls on the communication stream
-    DistRequest req[GRAD_SYNC_MAX_PARTS + 1]; // GPU: the all-reduces started this iteration
-    int n_req;
+    int64_t started[GRAD_SYNC_MAX_PARTS + 1]; // this iteration's reductions in order: the i-th is [started[i],
+    int n_started;                            // started[i - 1]) (started[-1] = end), the same on every device
+    DistRequest req[GRAD_SYNC_MAX_PARTS + 1]; // GPU: the NCCL requests of started[i]
     int64_t early;             // this iteration: floats whose reduction started during the backward
     double sec_wait;           // this iteration: seconds waiting for the reductions after the backward
 } GradSync;
@@ -47,7 +50,7 @@ void grad_sync_begin(GradSync *s);
 void grad_sync_ready(void *ctx, int part);
 // Starts what is left, waits for every reduction, and returns the summed gradient: g (all-reduce) or out (this
 // rank's shard). On the GPU the compute stream waits for the reductions (the host does not), a sharded gradient
-// is reduce-scattered in place after the backward and the shard returned is g's own, and on one rank nothing moves.
+// is reduced in place in NCCL's layout and the shard returned is g's own, and on one rank nothing moves.
 float *grad_sync_finish(GradSync *s);
 // The fraction of the gradient whose reduction started during the backward, this iteration.
 double grad_sync_overlap(const GradSync *s);

@@ -44,6 +44,8 @@ typedef struct {
     DistShard shard;        // this rank's range of the flat buffers (sharded state; checkpoint writes)
     float *gshard;          // sharded on several ranks: this rank's shard of the summed gradient [shard.shard]
     GradSync sync;          // the reduction, started during the last backward (grad_sync.h)
+    DistRequest gather;     // GPU, sharded on several ranks: the all-gather of the updated shards, in flight until
+    int gathering;          // the next use of the weights (trainer_weights_ready)
     Engine eng;
     Engine sample_eng;      // one image at a time for the fixed-seed sample grids (planned with the rest)
     int B, Bl, b0;          // global batch; this rank's slice [b0, b0 + Bl)
@@ -56,6 +58,16 @@ typedef struct {
 static int sharded(const Trainer *t) { return t->ts.kind == TRAINABLE_FULL; }
 // The adapters under LoRA (their compute copies are what an update refreshes), NULL under full fine-tuning.
 static Lora *lora_of(Trainer *t) { return t->ts.kind == TRAINABLE_LORA ? &t->ts.lora : NULL; }
+
+// Before anything reads the weights on the GPU: the compute stream waits for the all-gather in flight (the host
+// does not), then refreshes the compute copies (bf16) from the gathered weights.
+static void trainer_weights_ready(Trainer *t) {
+    if (!t->gathering) return;
+    t->gathering = 0;
+    dist_device_wait(&t->gather, 0);
+    dist_device_release(&t->gather);
+    model_sync_compute(&t->model, lora_of(t));
+}
 
 static void trainer_setup(Trainer *t, const Config *c) {
     memset(t, 0, sizeof *t);
@@ -115,6 +127,7 @@ static void trainer_setup(Trainer *t, const Config *c) {
 }
 
 static void trainer_free(Trainer *t) {
+    trainer_weights_ready(t);
     engine_free(&t->eng);
     if (t->cfg->log.n_sample_seeds > 0) engine_free(&t->sample_eng);
     grad_sync_free(&t->sync);
@@ -145,6 +158,7 @@ static CkptTensors trainer_tensors(Trainer *t, int loading) {
 // GPU: the checkpointed buffers between the device and their host copies (to_host: for a save; else after a load).
 static void trainer_sync_host(Trainer *t, int to_host) {
     if (t->device == DEVICE_CPU) return;
+    trainer_weights_ready(t);
     size_t pb = sizeof(float) * (size_t)t->ts.n, mb = sizeof(float) * (size_t)t->moments;
     if (to_host) {
         device_copy(t->hp, DEVICE_CPU, t->ts.p, t->device, pb);
@@ -157,17 +171,20 @@ static void trainer_sync_host(Trainer *t, int to_host) {
     }
 }
 
-// All-gathers the sharded parameters after the shards were updated (or loaded). NCCL gathers equal shards, so on
-// the GPU it goes through the gradient buffer, which is padded to the shard layout and free at this point.
-static void trainer_allgather(Trainer *t) {
-    if (t->device == DEVICE_CPU) {
-        dist_allgather_f32(t->ts.p, &t->shard);
-    } else if (dist_size() > 1) {
-        int64_t lo = dist_shard_lo(&t->shard), count = dist_shard_count(&t->shard);
-        device_copy(t->ts.g + lo, t->device, t->ts.p + lo, t->device, sizeof(float) * (size_t)count);
-        dist_device_allgather_f32(t->ts.g, &t->shard);
-        device_copy(t->ts.p, t->device, t->ts.g, t->device, sizeof(float) * (size_t)t->ts.n);
+// Shares the weights after this rank's part was updated (or loaded): the sharded weights are all-gathered, and the
+// compute copies (bf16 on the GPU) refreshed. On the GPU with several ranks the all-gather is only started, in place
+// on the communication stream: this iteration's metrics and the next one's host work (the prompts' text encoding on
+// the CPU, noise, the plan) run meanwhile, and the compute stream waits for it at the first use of the weights.
+static void trainer_share(Trainer *t) {
+    if (sharded(t) && t->device == DEVICE_CPU) dist_allgather_f32(t->ts.p, &t->shard);
+    if (sharded(t) && t->device != DEVICE_CPU && dist_size() > 1) {
+        dist_device_allgather_start(t->ts.p, &t->shard, &t->gather);
+        t->gathering = 1;
+        // tests only: the blocking form (waited for at once), which the overlapped one must match bit for bit
+        if (getenv("DRTUNE_TEST_BLOCKING_GATHER")) trainer_weights_ready(t);
+        return;
     }
+    model_sync_compute(&t->model, lora_of(t));
 }
 
 // Completes the sum of the ranks' gradients (started during the backward) and applies AdamW to this rank's part
@@ -196,8 +213,7 @@ static double trainer_update(Trainer *t, const AdamWConfig *oc, float lr, int *a
             return norm;
         }
         (*applied)++;
-        if (sharded(t)) trainer_allgather(t);
-        model_sync_compute(&t->model, lora_of(t)); // bf16: the copies the next iteration computes with
+        trainer_share(t);
         return norm;
     }
     double sumsq = grad_sumsq(g, count);
@@ -209,13 +225,14 @@ static double trainer_update(Trainer *t, const AdamWConfig *oc, float lr, int *a
     }
     (*applied)++;
     adamw_update(oc, lr, *applied, grad_clip_coef(oc, norm), p, g, t->m, t->v, count);
-    if (sharded(t)) trainer_allgather(t);
+    trainer_share(t);
     return norm;
 }
 
 // Samples the fixed-seed grid with the sampler's guidance: seeds[i] with prompt i (cycling through the file).
 static void write_samples(Trainer *t, const char *path, float *mean_reward) {
     const Config *c = t->cfg;
+    trainer_weights_ready(t);
     int n = c->log.n_sample_seeds;
     if (n == 0) { // log.sample_seeds empty: no sample grids
         if (mean_reward) *mean_reward = NAN;
@@ -257,6 +274,7 @@ static void export_weights(Trainer *t, const char *dir) {
     const Config *c = t->cfg;
     char path[2048];
     dt_mkdirs(dir);
+    trainer_weights_ready(t);
     if (t->device != DEVICE_CPU) { // the end of the run: the weights go back to the host to be written
         arena_to_device(&t->model.unet_params, DEVICE_CPU);
         if (t->ts.params != &t->model.unet_params) arena_to_device((Arena *)t->ts.params, DEVICE_CPU);
@@ -374,8 +392,7 @@ int trainer_run(const Config *c, const char *resume) {
     char used[2048];
     int resumed = ckpt_resume(resume, ckdir, &st, &load, used, sizeof used);
     if (resumed) trainer_sync_host(&t, 0);
-    if (resumed && sharded(&t)) trainer_allgather(&t);
-    if (resumed) model_sync_compute(&t.model, lora_of(&t));
+    if (resumed) trainer_share(&t);
     int start = resumed ? st.iteration : 0, applied = st.applied, skipped = st.skipped;
     int n_rows = st.n_rows, cap_rows = c->train.iterations > n_rows ? c->train.iterations : n_rows;
     MetricsRow *rows = xcalloc((size_t)(cap_rows > 0 ? cap_rows : 1), sizeof(MetricsRow));
@@ -479,6 +496,7 @@ int trainer_run(const Config *c, const char *resume) {
         device_zero(t.device, t.ts.g, sizeof(float) * (size_t)t.sync.end); // with the shard padding
         IterResult res;
         grad_sync_begin(&t.sync);
+        trainer_weights_ready(&t); // the rollout's first UNet evaluation reads them
         engine_iteration(&t.eng, &plan, &cond, batch_prompts, &xT, c->sampler.eta > 0 ? &z : NULL,
                          mc.method == METHOD_DRAFT_LV ? &lv : NULL, &res);
         prompt_embeds_free(&emb);
