@@ -48,19 +48,33 @@ static AttnDims attn_dims(const Tensor *q, const Tensor *k, const Tensor *v, int
 
 static int64_t attn_pad(int64_t n) { return (n + ATTN_W - 1) / ATTN_W * ATTN_W; }
 
-// Floats of per-thread scratch: `mats` score blocks [ATTN_BQ, Tkp], `heads` transposed head copies [D, Tkp] and one
-// row vector, rounded to cache lines (Tkp: Tk padded to whole chunks).
-static size_t attn_scratch_per_thread(int64_t Tk, int64_t D, int mats, int heads) {
+// Floats of per-thread scratch: `mats` score blocks [ATTN_BQ, Tkp], two transposed head copies [D, Tkp] and one row
+// vector, rounded to cache lines (Tkp: Tk padded to whole chunks).
+static size_t attn_scratch_per_thread(int64_t Tk, int64_t D, int mats) {
     size_t Tkp = (size_t)attn_pad(Tk);
-    return ((size_t)mats * ATTN_BQ * Tkp + (size_t)heads * (size_t)D * Tkp + ATTN_BQ + 15) & ~(size_t)15;
+    return ((size_t)mats * ATTN_BQ * Tkp + 2 * (size_t)D * Tkp + ATTN_BQ + 15) & ~(size_t)15;
 }
-static size_t attn_scratch_bytes(int64_t Tk, int64_t D, int mats, int heads) {
-    return sizeof(float) * (size_t)omp_get_max_threads() * attn_scratch_per_thread(Tk, D, mats, heads);
+static size_t attn_scratch_bytes(int64_t Tk, int64_t D, int mats) {
+    return sizeof(float) * (size_t)omp_get_max_threads() * attn_scratch_per_thread(Tk, D, mats);
+}
+
+// Runs of query blocks each (batch, head) is cut into, so that the threads get about `per_thread` tasks each.
+static int64_t attn_runs(int64_t B, int64_t H, int64_t Tq, int per_thread) {
+    int64_t nblk = (Tq + ATTN_BQ - 1) / ATTN_BQ, runs = (per_thread * omp_get_max_threads() + B * H - 1) / (B * H);
+    runs = runs < nblk ? runs : nblk;
+    return runs > 0 ? runs : 1;
+}
+// The backward: per-thread scratch, then each task's dk and dv accumulators [2, D, Tkp] (tasks: B H runs).
+#define ATTN_BWD_RUNS 2
+static size_t attn_backward_bytes(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D) {
+    size_t tasks = (size_t)(B * H * attn_runs(B, H, Tq, ATTN_BWD_RUNS));
+    return attn_scratch_bytes(Tk, D, 2) + sizeof(float) * tasks * 2 * (size_t)D * (size_t)attn_pad(Tk);
 }
 
 size_t attention_workspace_bytes(Device dev, int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim) {
     if (dev == DEVICE_CUDA) return attention_workspace_bytes_cuda((int)B, (int)Tq, (int)Tk, heads, (int)head_dim);
-    return attn_scratch_bytes(Tk, head_dim, 2, 4); // the backward's; the forward needs less
+    size_t f = attn_scratch_bytes(Tk, head_dim, 1), b = attn_backward_bytes(B, heads, Tq, Tk, head_dim);
+    return f > b ? f : b;
 }
 
 // The CUDA path: every activation operand (the wanted ones) on the GPU in one storage dtype (f32 or bf16), lse f32,
@@ -114,11 +128,6 @@ static void attn_transpose_in(float *xt, int64_t ldt, const float *x, int64_t ld
         for (int64_t c = 0; c < D; c++) xt[c * ldt + j] = x[j * ld + c];
     for (int64_t c = 0; c < D; c++)
         for (int64_t j = n; j < np; j++) xt[c * ldt + j] = 0.0f;
-}
-// head columns of x [n, ld] = xt [D, ldt] transposed
-static void attn_transpose_out(float *x, int64_t ld, const float *xt, int64_t ldt, int64_t n, int64_t D) {
-    for (int64_t j = 0; j < n; j++)
-        for (int64_t c = 0; c < D; c++) x[j * ld + c] = xt[c * ldt + j];
 }
 
 // R rows: s [R, lds] = alpha x [R, D] kt [D, np] (kt's rows ldt apart). Inlined with R a constant, the accumulators
@@ -245,12 +254,10 @@ void attention_forward(Tensor *out, Tensor *lse, const Tensor *q, const Tensor *
     const int small = d.D <= ATTN_SMALL_D;
     // A task is a run of query blocks of one (batch, head), sharing one transposed copy of its keys and values (small
     // D); runs are cut short enough to give each thread about four tasks.
-    const int64_t nblk = (d.Tq + ATTN_BQ - 1) / ATTN_BQ, Tkp = attn_pad(d.Tk);
-    int64_t runs = (4 * omp_get_max_threads() + d.B * d.H - 1) / (d.B * d.H);
-    runs = runs < nblk ? runs : nblk;
+    const int64_t nblk = (d.Tq + ATTN_BQ - 1) / ATTN_BQ, Tkp = attn_pad(d.Tk), runs = attn_runs(d.B, d.H, d.Tq, 4);
     const int64_t run_blk = (nblk + runs - 1) / runs, tasks = d.B * d.H * runs;
-    const size_t per = attn_scratch_per_thread(d.Tk, d.D, 1, 2);
-    float *ws = ops_workspace(DEVICE_CPU, attn_scratch_bytes(d.Tk, d.D, 1, 2));
+    const size_t per = attn_scratch_per_thread(d.Tk, d.D, 1);
+    float *ws = ops_workspace(DEVICE_CPU, attn_scratch_bytes(d.Tk, d.D, 1));
 #pragma omp parallel for schedule(dynamic)
     for (int64_t t = 0; t < tasks; t++) {
         int64_t bh = t / runs, b = bh / d.H, h = bh % d.H, blk0 = (t % runs) * run_blk;
@@ -303,7 +310,8 @@ void attention_forward(Tensor *out, Tensor *lse, const Tensor *q, const Tensor *
 
 // Per (batch, head), per query block, with P = exp(S - lse) rebuilt from the saved lse:
 //   dv += P^T dout;  dP = dout v^T;  dS = P * (dP - rowsum(dout * out));  dq = dS k * scale;  dk += dS^T q * scale.
-// dq is written per block; dk, dv accumulate transposed in the task's scratch over its query blocks, then are written.
+// A task is a run of query blocks of one (batch, head); dq is written per block, dk and dv accumulate transposed in the
+// task's own accumulators, summed over the runs of each (batch, head) at the end.
 void attention_backward(Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, const Tensor *out,
                         const Tensor *lse, const Tensor *q, const Tensor *k, const Tensor *v, int heads, int causal) {
     AttnDims d = attn_dims(q, k, v, heads, "attention_backward");
@@ -338,22 +346,29 @@ void attention_backward(Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, 
     float *dqp = want_q ? tensor_f32(dq) : NULL, *dkp = want_k ? tensor_f32(dk) : NULL;
     float *dvp = want_v ? tensor_f32(dv) : NULL;
     const float scale = 1.0f / sqrtf((float)d.D);
-    const int64_t tasks = d.B * d.H, Tkp = attn_pad(d.Tk);
-    const size_t per = attn_scratch_per_thread(d.Tk, d.D, 2, 4);
-    float *ws = ops_workspace(DEVICE_CPU, attn_scratch_bytes(d.Tk, d.D, 2, 4));
+    const int64_t nblk = (d.Tq + ATTN_BQ - 1) / ATTN_BQ, Tkp = attn_pad(d.Tk);
+    const int64_t runs = attn_runs(d.B, d.H, d.Tq, ATTN_BWD_RUNS), run_blk = (nblk + runs - 1) / runs;
+    const int64_t tasks = d.B * d.H * runs;
+    const size_t per = attn_scratch_per_thread(d.Tk, d.D, 2);
+    float *ws = ops_workspace(DEVICE_CPU, attn_backward_bytes(d.B, d.H, d.Tq, d.Tk, d.D));
+    float *acc = ws + (size_t)omp_get_max_threads() * per; // the tasks' dkt, dvt [D, Tkp] each
 #pragma omp parallel for schedule(dynamic)
-    for (int64_t bh = 0; bh < tasks; bh++) {
-        int64_t b = bh / d.H, h = bh % d.H;
-        // P, dS [ATTN_BQ, Tkp]; kt, vt, dkt, dvt [D, Tkp]; Drow [ATTN_BQ]
+    for (int64_t t = 0; t < tasks; t++) {
+        int64_t bh = t / runs, b = bh / d.H, h = bh % d.H, blk0 = (t % runs) * run_blk;
+        int64_t blk1 = blk0 + run_blk < nblk ? blk0 + run_blk : nblk;
+        float *dkt = acc + (size_t)t * 2 * (size_t)(d.D * Tkp), *dvt = dkt + d.D * Tkp;
+        memset(dkt, 0, sizeof(float) * (size_t)(2 * d.D * Tkp));
+        if (blk0 >= blk1) continue;
+        // P, dS [ATTN_BQ, Tkp]; kt, vt [D, Tkp]; Drow [ATTN_BQ]
         float *P = ws + (size_t)omp_get_thread_num() * per, *dS = P + ATTN_BQ * Tkp;
-        float *kt = dS + ATTN_BQ * Tkp, *vt = kt + d.D * Tkp, *dkt = vt + d.D * Tkp, *dvt = dkt + d.D * Tkp;
-        float *Drow = dvt + d.D * Tkp;
+        float *kt = dS + ATTN_BQ * Tkp, *vt = kt + d.D * Tkp, *Drow = vt + d.D * Tkp;
         int64_t kvo = b * d.Tk * d.HD + h * d.D; // offset of this head's keys and values
         const float *lb = lp + bh * d.Tq;
-        attn_transpose_in(kt, Tkp, kp + kvo, d.HD, d.Tk, Tkp, d.D);
-        attn_transpose_in(vt, Tkp, vp + kvo, d.HD, d.Tk, Tkp, d.D);
-        memset(dkt, 0, sizeof(float) * (size_t)(2 * d.D * Tkp));
-        for (int64_t q0 = 0; q0 < d.Tq; q0 += ATTN_BQ) {
+        int64_t last = blk1 * ATTN_BQ < d.Tq ? blk1 * ATTN_BQ - 1 : d.Tq - 1;
+        int64_t kmax = causal ? attn_keys(last, d.Tk, 1) : d.Tk; // keys the run's last row sees
+        attn_transpose_in(kt, Tkp, kp + kvo, d.HD, kmax, attn_pad(kmax), d.D);
+        attn_transpose_in(vt, Tkp, vp + kvo, d.HD, kmax, attn_pad(kmax), d.D);
+        for (int64_t q0 = blk0 * ATTN_BQ; q0 < blk1 * ATTN_BQ && q0 < d.Tq; q0 += ATTN_BQ) {
             int64_t bq = d.Tq - q0 < ATTN_BQ ? d.Tq - q0 : ATTN_BQ;
             int64_t kn = causal ? attn_keys(q0 + bq - 1, d.Tk, 1) : d.Tk, knp = attn_pad(kn);
             int64_t qo = (b * d.Tq + q0) * d.HD + h * d.D; // offset of this block's query rows
@@ -383,8 +398,24 @@ void attention_backward(Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, 
             if (want_q) attn_rows_cols(dqp + qo, d.HD, dS, Tkp, bq, kt, Tkp, knp, d.D, scale);
             if (want_k) attn_keys_cols(dkt, Tkp, qb, d.HD, dS, Tkp, bq, knp, d.D, scale);
         }
-        if (want_k) attn_transpose_out(dkp + kvo, d.HD, dkt, Tkp, d.Tk, d.D);
-        if (want_v) attn_transpose_out(dvp + kvo, d.HD, dvt, Tkp, d.Tk, d.D);
+    }
+    // dk, dv [B, Tk, H*D]: the sums of their runs' accumulators, in run order (the same result every call)
+    if (!want_k && !want_v) return;
+#pragma omp parallel for schedule(static)
+    for (int64_t bt = 0; bt < d.B * d.Tk; bt++) {
+        int64_t b = bt / d.Tk, j = bt % d.Tk;
+        for (int64_t h = 0; h < d.H; h++) {
+            const float *a = acc + (size_t)((b * d.H + h) * runs) * 2 * (size_t)(d.D * Tkp) + j;
+            for (int64_t c = 0; c < d.D; c++) {
+                float sk = 0.0f, sv = 0.0f;
+                for (int64_t r = 0; r < runs; r++) {
+                    sk += a[(r * 2 * d.D + c) * Tkp];
+                    sv += a[(r * 2 * d.D + d.D + c) * Tkp];
+                }
+                if (want_k) dkp[bt * d.HD + h * d.D + c] = sk;
+                if (want_v) dvp[bt * d.HD + h * d.D + c] = sv;
+            }
+        }
     }
 }
 
