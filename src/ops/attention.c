@@ -1,8 +1,9 @@
 // attention.c: scaled dot-product attention (memory-efficient: the score matrix is rebuilt per query block, never
 // kept) and the multi-head attention layer around it (q/k/v/out projections), forward and backward. Tensors on the
 // GPU go to the kernels of cuda/cuda_attention.cu. On the CPU the products run in small register-blocked kernels
-// vectorised over keys, on transposed copies of the head's keys and values: with head dimensions of 8 to 64 a GEMM
-// library spends most of its time packing operands, and these kernels keep every vector lane busy at any D.
+// vectorised over keys, on transposed copies of the head's keys and values: at head dimensions like 8 or 16 a GEMM
+// library spends much of its time packing operands and filling short vectors, and these kernels keep every lane busy
+// at any D (the forward at larger D keeps the GEMM library, as fast there).
 #include <math.h>
 #include <omp.h>
 
@@ -60,6 +61,7 @@ static size_t attn_scratch_bytes(int64_t Tk, int64_t D, int mats) {
 
 // Runs of query blocks each (batch, head) is cut into, so that the threads get about `per_thread` tasks each.
 static int64_t attn_runs(int64_t B, int64_t H, int64_t Tq, int per_thread) {
+    if (B * H == 0) return 1;
     int64_t nblk = (Tq + ATTN_BQ - 1) / ATTN_BQ, runs = (per_thread * omp_get_max_threads() + B * H - 1) / (B * H);
     runs = runs < nblk ? runs : nblk;
     return runs > 0 ? runs : 1;
