@@ -1,6 +1,7 @@
-// gradcheck_attention.c: finite-difference checks of attention_backward (self, cross, causal, several query blocks)
-// and mha_backward (diffusers self and cross attention, CLIP causal attention), and a check of attention_forward
-// against a naive double-precision softmax(q k^T / sqrt(D)) v.
+// gradcheck_attention.c: finite-difference checks of attention_backward (self, cross, causal, several query blocks,
+// head dimensions and key counts off the CPU kernels' vector and register blocks) and mha_backward (diffusers self
+// and cross attention, CLIP causal attention), and a check of attention_forward against a naive double-precision
+// softmax(q k^T / sqrt(D)) v.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,6 +195,12 @@ int main(void) {
     f += check_forward("attention(cross, 3 blocks)", 2, 1, 64, 130, 77, 0, 1.5f, &n);
     f += check_forward("attention(causal, Tq < Tk)", 1, 2, 8, 70, 100, 1, 1.5f, &n);
     f += check_forward("attention(peaked scores)", 1, 2, 16, 65, 33, 0, 60.0f, &n);
+    // the CPU kernels' edges: 16-key chunks with a partial last one, row groups of 8 and 4 with leftover rows, column
+    // groups with leftover columns (D 8, 5, 13), and the GEMM path just above D 16
+    f += check_forward("attention(D 8, Tk 77)", 2, 2, 8, 131, 77, 0, 1.5f, &n);
+    f += check_forward("attention(D 5, causal, Tk 37)", 1, 3, 5, 70, 37, 1, 1.5f, &n);
+    f += check_forward("attention(D 13, Tk 16)", 1, 2, 13, 67, 16, 0, 1.5f, &n);
+    f += check_forward("attention(D 17, Tk 50)", 1, 2, 17, 67, 50, 0, 1.5f, &n);
     // gradients of the core wrt q, k, v
     f += check_attention("attention(self)", 2, 3, 5, 7, 7, 0, &n);
     f += check_attention("attention(cross)", 2, 3, 5, 7, 9, 0, &n);
@@ -201,6 +208,10 @@ int main(void) {
     f += check_attention("attention(causal, 2 blocks)", 1, 2, 3, 67, 67, 1, &n);
     f += check_attention("attention(causal, Tq > Tk)", 1, 2, 3, 67, 9, 1, &n);
     f += check_attention("attention(cross, 2 blocks)", 1, 2, 3, 70, 5, 0, &n);
+    f += check_attention("attention(D 8, 2 blocks)", 1, 2, 8, 70, 21, 0, &n);
+    f += check_attention("attention(D 5, causal, 2 blocks)", 1, 2, 5, 69, 35, 1, &n);
+    f += check_attention("attention(D 13, cross)", 2, 1, 13, 14, 19, 0, &n);
+    f += check_attention("attention(D 17, cross)", 1, 2, 17, 13, 17, 0, &n);
     // the layer wrt inputs, weights and biases: diffusers self (all biases here) and cross (out bias only),
     // CLIP causal self-attention with biases
     f += check_mha("mha(self, biases)", 2, 7, 0, 3, 5, 0, 13, 0, 1, 0, &n);
