@@ -292,14 +292,15 @@ static void unet_eval(Engine *e, const UNetCond *c, int t, const Tensor *x) {
         eval_forward(e, c);
 }
 
-// backward of the last unet_eval with upstream deps [B, ...] scaled by `scale`: parameter gradients accumulate;
-// dx (optional) receives the gradient at x summed over both guidance branches. `last`: the iteration's last
-// backward, which reports finished gradient parts to e->ready.
+// the UNet backward on the fixed buffers: deps_rows in, dx_rows out when wanted (c: unused, graph_run's shape)
 static void eval_backward_run(Engine *e, const UNetCond *c, int want_dx) {
     (void)c;
     unet_backward(e->unet, e->grads, &e->acts, &e->deps_rows, want_dx ? &e->dx_rows : NULL, NULL);
 }
 
+// backward of the last unet_eval with upstream deps [B, ...] scaled by `scale`: parameter gradients accumulate;
+// dx (optional) receives the gradient at x summed over both guidance branches. `last`: the iteration's last
+// backward, which reports finished gradient parts to e->ready.
 static void unet_eval_backward(Engine *e, const Tensor *deps, double scale, Tensor *dx, int last) {
     cfg_combine_backward(&e->deps_rows, deps, e->guidance, scale); // the step's scale: outside any graph
     e->acts.ready = last ? e->ready : NULL;
