@@ -121,6 +121,7 @@ int cmd_grad(int argc, char **argv) {
     float guidance = c.method.cfg ? (float)c.sampler.guidance : 1.0f;
     Engine e;
     engine_init(&e, model_compute_unet(&m), &ts.slots, model_compute_vae(&m), &m.sched, &rewards.set, guidance, (float)c.sampler.eta, B, h, w, 77);
+    engine_set_graphs(&e, c.train.cuda_graphs);
 
     MethodConfig mc = setup_method(&c);
     IterPlan plan;

@@ -111,3 +111,46 @@ extern "C" int cuda_is_emulated(void) {
     return 0;
 #endif
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// graphs: global capture mode, so any call of this thread that could break the capture (cudaMalloc, cudaFree, a
+// synchronous copy) fails at once instead of corrupting it
+
+struct CudaGraph {
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    size_t nodes;
+};
+
+extern "C" void cuda_graph_begin(void) {
+    need_init();
+    CUDA_CHECK(cudaStreamBeginCapture(g.compute, cudaStreamCaptureModeGlobal));
+}
+
+extern "C" CudaGraph *cuda_graph_end(void) {
+    CudaGraph *cg = (CudaGraph *)xcalloc(1, sizeof *cg);
+    cudaError_t e = cudaStreamEndCapture(g.compute, &cg->graph);
+    CHECK(e == cudaSuccess, "a call inside the captured region synchronised or allocated (set cuda_graphs = off to run "
+          "without graphs)", "cudaStreamEndCapture: %s", cudaGetErrorString(e));
+    CUDA_CHECK(cudaGraphGetNodes(cg->graph, NULL, &cg->nodes));
+    CUDA_CHECK(cudaGraphInstantiate(&cg->exec, cg->graph, 0));
+    return cg;
+}
+
+extern "C" void cuda_graph_launch(const CudaGraph *cg) { CUDA_CHECK(cudaGraphLaunch(cg->exec, g.compute)); }
+
+extern "C" void cuda_graph_free(CudaGraph *cg) {
+    if (!cg) return;
+    CUDA_CHECK(cudaGraphExecDestroy(cg->exec));
+    CUDA_CHECK(cudaGraphDestroy(cg->graph));
+    free(cg);
+}
+
+extern "C" size_t cuda_graph_nodes(const CudaGraph *cg) { return cg->nodes; }
+
+extern "C" int cuda_graph_capturing(void) {
+    if (!g.ready) return 0;
+    cudaStreamCaptureStatus st;
+    CUDA_CHECK(cudaStreamIsCapturing(g.compute, &st));
+    return st != cudaStreamCaptureStatusNone;
+}

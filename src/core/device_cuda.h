@@ -21,6 +21,19 @@ const char *cuda_device_name(void);
 void cuda_versions(int *driver, int *runtime);
 int cuda_is_emulated(void);    // 1 in the emulated backend (ctest -L cudaemu, DRTUNE_CUDAEMU=1)
 
+// CUDA graphs on the compute stream. Between cuda_graph_begin and cuda_graph_end the work queued on the stream is
+// recorded, not run: kernel arguments (pointers and scalars) and the libraries' descriptors are taken by value at
+// that moment, device memory is read and written when the graph runs. cuda_graph_launch replays the recorded work
+// on the compute stream, in order, allocating nothing. Inside a capture nothing may synchronise, allocate or copy
+// to or from pageable host memory: such a call fails (an internal failure naming it).
+typedef struct CudaGraph CudaGraph;
+void cuda_graph_begin(void);
+CudaGraph *cuda_graph_end(void);
+void cuda_graph_launch(const CudaGraph *g);
+void cuda_graph_free(CudaGraph *g); // NULL is fine
+size_t cuda_graph_nodes(const CudaGraph *g);
+int cuda_graph_capturing(void); // 1 while the compute stream is capturing
+
 #ifdef __cplusplus
 }
 #endif

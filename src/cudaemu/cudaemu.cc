@@ -17,6 +17,7 @@
 
 #include <map>
 #include <mutex>
+#include <set>
 #include <vector>
 
 thread_local uint3 threadIdx;
@@ -29,15 +30,17 @@ thread_local dim3 gridDim;
     fflush(stderr);
     abort();
 }
+void cudaemu_fail(const char *what, const char *msg) { emu_fail(what, msg); }
 
 // ---------------------------------------------------------------------------------------------------------------
 // state and counters
 
 static int g_enabled = -1;
-static std::atomic<long long> g_allocs{0}, g_launches{0}, g_syncs{0};
+static std::atomic<long long> g_allocs{0}, g_launches{0}, g_syncs{0}, g_graph_launches{0};
 static std::mutex g_mem_mu;
 static std::map<uintptr_t, size_t> g_mem; // device allocations: base -> size
 static size_t g_mem_bytes;
+static std::map<uintptr_t, size_t> g_pinned; // cudaMallocHost blocks: base -> size (their copies may be captured)
 static thread_local cudaError_t t_last_error = cudaSuccess;
 static thread_local int t_device = 0;
 
@@ -56,6 +59,7 @@ extern "C" size_t cudaemu_bytes_in_use(void) {
 }
 extern "C" long long cudaemu_launch_count(void) { return g_launches.load(); }
 extern "C" long long cudaemu_sync_count(void) { return g_syncs.load(); }
+extern "C" long long cudaemu_graph_launch_count(void) { return g_graph_launches.load(); }
 
 extern "C" int cudaemu_is_device(const void *p, size_t bytes) {
     uintptr_t a = (uintptr_t)p;
@@ -69,6 +73,52 @@ extern "C" int cudaemu_is_device(const void *p, size_t bytes) {
 static cudaError_t set_error(cudaError_t e) {
     if (e != cudaSuccess) t_last_error = e;
     return e;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// stream capture state (the API is further down, with the streams)
+
+struct CudaemuGraph {
+    std::vector<std::function<void()>> ops; // the recorded work, in stream order
+};
+struct CudaemuGraphExec {
+    std::vector<std::function<void()>> ops;
+};
+struct CudaemuStream {
+    unsigned flags;
+    cudaStreamCaptureStatus capture;
+    cudaStreamCaptureMode mode;
+    CudaemuGraph *graph; // while capturing
+};
+static std::mutex g_cap_mu;
+static std::set<CudaemuStream *> g_capturing; // streams with a capture under way (active or invalidated)
+static thread_local int t_replaying;          // a graph is running: its calls execute
+
+cudaStreamCaptureStatus cudaemu_capture_status(cudaStream_t s) {
+    if (!s || t_replaying) return cudaStreamCaptureStatusNone;
+    std::lock_guard<std::mutex> l(g_cap_mu);
+    return s->capture;
+}
+void cudaemu_capture_add(cudaStream_t s, std::function<void()> op) {
+    std::lock_guard<std::mutex> l(g_cap_mu);
+    if (s->capture == cudaStreamCaptureStatusActive) s->graph->ops.push_back(std::move(op));
+}
+// Marks s's capture invalidated (its EndCapture then fails) and returns the error the refused call reports.
+static cudaError_t capture_violation(cudaStream_t s) {
+    std::lock_guard<std::mutex> l(g_cap_mu);
+    if (s->capture == cudaStreamCaptureStatusActive) s->capture = cudaStreamCaptureStatusInvalidated;
+    return cudaErrorStreamCaptureUnsupported;
+}
+int cudaemu_capture_forbids_unsafe(void) {
+    if (t_replaying) return 0;
+    std::lock_guard<std::mutex> l(g_cap_mu);
+    int forbid = 0;
+    for (CudaemuStream *s : g_capturing)
+        if (s->mode != cudaStreamCaptureModeRelaxed) {
+            forbid = 1;
+            if (s->capture == cudaStreamCaptureStatusActive) s->capture = cudaStreamCaptureStatusInvalidated;
+        }
+    return forbid;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -120,6 +170,7 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
 cudaError_t cudaMalloc(void **p, size_t bytes) {
     *p = NULL;
     if (!cudaemu_enabled()) return set_error(cudaErrorNoDevice);
+    if (cudaemu_capture_forbids_unsafe()) return set_error(cudaErrorStreamCaptureUnsupported);
     size_t rounded = ((bytes ? bytes : 1) + 255) & ~(size_t)255;
     void *m = aligned_alloc(256, rounded);
     if (!m) return set_error(cudaErrorMemoryAllocation);
@@ -133,6 +184,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
 }
 cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
+    if (cudaemu_capture_forbids_unsafe()) return set_error(cudaErrorStreamCaptureUnsupported);
     std::lock_guard<std::mutex> l(g_mem_mu);
     auto it = g_mem.find((uintptr_t)p);
     if (it == g_mem.end()) return set_error(cudaErrorInvalidDevicePointer);
@@ -142,12 +194,28 @@ cudaError_t cudaFree(void *p) {
     return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void **p, size_t bytes) {
+    if (cudaemu_capture_forbids_unsafe()) return set_error(cudaErrorStreamCaptureUnsupported);
     *p = aligned_alloc(256, ((bytes ? bytes : 1) + 255) & ~(size_t)255);
-    return *p ? cudaSuccess : set_error(cudaErrorMemoryAllocation);
+    if (!*p) return set_error(cudaErrorMemoryAllocation);
+    std::lock_guard<std::mutex> l(g_mem_mu);
+    g_pinned[(uintptr_t)*p] = bytes;
+    return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void *p) {
+    if (cudaemu_capture_forbids_unsafe()) return set_error(cudaErrorStreamCaptureUnsupported);
+    std::lock_guard<std::mutex> l(g_mem_mu);
+    g_pinned.erase((uintptr_t)p);
     free(p);
     return cudaSuccess;
+}
+// 1 if [p, p + bytes) lies inside one cudaMallocHost block
+static int is_pinned(const void *p, size_t bytes) {
+    uintptr_t a = (uintptr_t)p;
+    std::lock_guard<std::mutex> l(g_mem_mu);
+    auto it = g_pinned.upper_bound(a);
+    if (it == g_pinned.begin()) return 0;
+    --it;
+    return a + bytes <= it->first + it->second;
 }
 
 // A copy's device side must lie in one device allocation and its host side outside all of them: the emulation
@@ -159,26 +227,48 @@ static cudaError_t check_side(const void *p, size_t bytes, int device) {
     if (!device && dev) return cudaErrorInvalidMemcpyDirection;
     return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
     if (kind != cudaMemcpyDefault) {
         cudaError_t e = check_side(dst, bytes, kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice);
         if (e == cudaSuccess)
             e = check_side(src, bytes, kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice);
         if (e != cudaSuccess) return set_error(e);
     }
+    cudaStreamCaptureStatus cap = cudaemu_capture_status(s);
+    if (cap == cudaStreamCaptureStatusInvalidated) return set_error(cudaErrorStreamCaptureInvalidated);
+    if (cap == cudaStreamCaptureStatusActive) {
+        // a host side must be pinned: a capture refuses pageable memory (it is read or written at each replay)
+        if (bytes && ((!cudaemu_is_device(dst, bytes) && !is_pinned(dst, bytes)) ||
+                      (!cudaemu_is_device(src, bytes) && !is_pinned(src, bytes))))
+            return set_error(capture_violation(s));
+        cudaemu_capture_add(s, [=] {
+            if (bytes) memmove(dst, src, bytes);
+        });
+        return cudaSuccess;
+    }
     if (bytes) memmove(dst, src, bytes);
     return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    if (cudaemu_capture_forbids_unsafe()) return set_error(cudaErrorStreamCaptureUnsupported);
     g_syncs++;
     return cudaMemcpyAsync(dst, src, bytes, kind, NULL);
 }
-cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t) {
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s) {
     if (check_side(p, bytes, 1) != cudaSuccess) return set_error(cudaErrorInvalidDevicePointer);
+    cudaStreamCaptureStatus cap = cudaemu_capture_status(s);
+    if (cap == cudaStreamCaptureStatusInvalidated) return set_error(cudaErrorStreamCaptureInvalidated);
+    if (cap == cudaStreamCaptureStatusActive) {
+        cudaemu_capture_add(s, [=] {
+            if (bytes) memset(p, value, bytes);
+        });
+        return cudaSuccess;
+    }
     if (bytes) memset(p, value, bytes);
     return cudaSuccess;
 }
 cudaError_t cudaMemset(void *p, int value, size_t bytes) {
+    if (cudaemu_capture_forbids_unsafe()) return set_error(cudaErrorStreamCaptureUnsupported);
     g_syncs++;
     return cudaMemsetAsync(p, value, bytes, NULL);
 }
@@ -186,12 +276,10 @@ cudaError_t cudaMemset(void *p, int value, size_t bytes) {
 // ---------------------------------------------------------------------------------------------------------------
 // streams and events: work runs in order at the call, so they only keep time
 
-struct CudaemuStream {
-    unsigned flags;
-};
 struct CudaemuEvent {
     double t;
     int recorded;
+    int captured; // last recorded on a capturing stream: it stands for work that has not run
 };
 static double now_ms(void) {
     struct timespec ts;
@@ -199,45 +287,121 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
-    *s = new CudaemuStream{flags};
+    *s = new CudaemuStream{flags, cudaStreamCaptureStatusNone, cudaStreamCaptureModeGlobal, nullptr};
     return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    if (cudaemu_capture_status(s) != cudaStreamCaptureStatusNone) return set_error(cudaErrorIllegalState);
     delete s;
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) {
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    if (cudaemu_capture_status(s) != cudaStreamCaptureStatusNone) return set_error(capture_violation(s));
     g_syncs++;
     return cudaSuccess;
 }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned) {
-    return e ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle);
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
+    if (!e) return set_error(cudaErrorInvalidResourceHandle);
+    // joining a capture from another stream (fork/join through events) is not emulated: refused, loudly
+    if (e->captured && cudaemu_capture_status(s) == cudaStreamCaptureStatusNone)
+        return set_error(cudaErrorStreamCaptureUnsupported);
+    return cudaSuccess;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) {
-    *e = new CudaemuEvent{0.0, 0};
+    *e = new CudaemuEvent{0.0, 0, 0};
     return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
     delete e;
     return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     if (!e) return set_error(cudaErrorInvalidResourceHandle);
-    e->t = now_ms(), e->recorded = 1;
+    cudaStreamCaptureStatus cap = cudaemu_capture_status(s);
+    if (cap == cudaStreamCaptureStatusInvalidated) return set_error(cudaErrorStreamCaptureInvalidated);
+    e->captured = cap == cudaStreamCaptureStatusActive; // a dependency inside the capture, not a time
+    if (!e->captured) e->t = now_ms(), e->recorded = 1;
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (!e) return set_error(cudaErrorInvalidResourceHandle);
+    if (e->captured) return set_error(cudaErrorCapturedEvent);
     g_syncs++;
-    return e ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle);
+    return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t e) { return e ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    if (!e) return set_error(cudaErrorInvalidResourceHandle);
+    return e->captured ? set_error(cudaErrorCapturedEvent) : cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     if (!a || !b || !a->recorded || !b->recorded) return set_error(cudaErrorInvalidResourceHandle);
+    if (a->captured || b->captured) return set_error(cudaErrorCapturedEvent);
     *ms = (float)(b->t - a->t);
     return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) {
+    if (cudaemu_capture_forbids_unsafe()) return set_error(cudaErrorStreamCaptureUnsupported);
     g_syncs++;
+    return cudaSuccess;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// capture and graphs: a graph is the recorded list; instantiating copies it, launching replays it in order
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+    if (!s) return set_error(cudaErrorStreamCaptureUnsupported); // the legacy stream cannot be captured
+    std::lock_guard<std::mutex> l(g_cap_mu);
+    if (s->capture != cudaStreamCaptureStatusNone) return set_error(cudaErrorIllegalState);
+    s->capture = cudaStreamCaptureStatusActive, s->mode = mode, s->graph = new CudaemuGraph();
+    g_capturing.insert(s);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
+    if (!s || !graph) return set_error(cudaErrorInvalidValue);
+    std::lock_guard<std::mutex> l(g_cap_mu);
+    if (s->capture == cudaStreamCaptureStatusNone) return set_error(cudaErrorIllegalState);
+    int ok = s->capture == cudaStreamCaptureStatusActive;
+    *graph = ok ? s->graph : nullptr;
+    if (!ok) delete s->graph;
+    s->graph = nullptr, s->capture = cudaStreamCaptureStatusNone;
+    g_capturing.erase(s);
+    return ok ? cudaSuccess : set_error(cudaErrorStreamCaptureInvalidated);
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus *status) {
+    if (!status) return set_error(cudaErrorInvalidValue);
+    *status = s ? cudaemu_capture_status(s) : cudaStreamCaptureStatusNone;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t *nodes, size_t *count) {
+    if (!g || !count || nodes) return set_error(cudaErrorInvalidValue); // the count only
+    *count = g->ops.size();
+    return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned long long) {
+    if (!exec || !g) return set_error(cudaErrorInvalidValue);
+    *exec = new CudaemuGraphExec{g->ops};
+    return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+    if (!exec) return set_error(cudaErrorInvalidResourceHandle);
+    cudaStreamCaptureStatus cap = cudaemu_capture_status(s);
+    if (cap == cudaStreamCaptureStatusInvalidated) return set_error(cudaErrorStreamCaptureInvalidated);
+    auto run = [exec] {
+        g_graph_launches++;
+        t_replaying++;
+        for (const auto &op : exec->ops) op();
+        t_replaying--;
+    };
+    if (cap == cudaStreamCaptureStatusActive) cudaemu_capture_add(s, run); // a graph inside a graph
+    else run();
+    return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+    delete exec;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+    delete g;
     return cudaSuccess;
 }
 cudaError_t cudaGetLastError(void) {
@@ -257,7 +421,10 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorCapturedEvent: return "operation not permitted on an event last recorded in a capturing stream";
     }
     return "unknown error";
 }
@@ -501,19 +668,35 @@ static void run_block(const std::function<void()> &body, CudaemuSite *site, dim3
     else run_plain(b, &b->rng);
 }
 
-void cudaemu_launch(CudaemuSite *site, dim3 grid, dim3 block, size_t dyn_smem, cudaStream_t,
+static void launch_run(CudaemuSite *site, dim3 grid, dim3 block, size_t dyn_smem, const std::function<void()> &body);
+
+void cudaemu_launch(CudaemuSite *site, dim3 grid, dim3 block, size_t dyn_smem, cudaStream_t s,
                     const std::function<void()> &body) {
     if (!cudaemu_enabled()) {
         set_error(cudaErrorNoDevice);
         return;
     }
     long long nthreads = (long long)block.x * block.y * block.z;
-    long long nblocks = (long long)grid.x * grid.y * grid.z;
     if (nthreads < 1 || nthreads > 1024 || block.z > 64 || grid.x < 1 || grid.y < 1 || grid.z < 1 ||
         grid.y > 65535 || grid.z > 65535 || dyn_smem > 227 * 1024) {
         set_error(cudaErrorInvalidConfiguration);
         return;
     }
+    cudaStreamCaptureStatus cap = cudaemu_capture_status(s);
+    if (cap == cudaStreamCaptureStatusInvalidated) {
+        set_error(cudaErrorStreamCaptureInvalidated);
+        return;
+    }
+    if (cap == cudaStreamCaptureStatusActive) { // the body holds the kernel's arguments by value: copied here
+        std::function<void()> saved = body;
+        cudaemu_capture_add(s, [=] { launch_run(site, grid, block, dyn_smem, saved); });
+        return;
+    }
+    launch_run(site, grid, block, dyn_smem, body);
+}
+
+static void launch_run(CudaemuSite *site, dim3 grid, dim3 block, size_t dyn_smem, const std::function<void()> &body) {
+    long long nblocks = (long long)grid.x * grid.y * grid.z;
     static std::once_flag once;
     std::call_once(once, [] {
         const char *s = getenv("CUDAEMU_SHUFFLE");

@@ -11,6 +11,12 @@
 //     CUDAEMU_SHUFFLE=<seed> runs threads and blocks in a random order to shake out races;
 //   - the runtime: device memory is host memory from a registry (copies check that their "device" side really is
 //     device memory), streams and events run in order at the call, errors are sticky as in CUDA;
+//   - graphs: a capturing stream records its work (kernel launches with their arguments copied by value, clears,
+//     device-to-device and pinned-host copies, the library calls with their descriptors and scalars copied) instead
+//     of running it; launching the instantiated graph replays the list in order. What real CUDA refuses during a
+//     capture is refused here with the same errors and invalidates the capture: synchronising the capturing stream,
+//     pageable host copies on it, and (global and thread-local modes) cudaMalloc, cudaFree, cudaMemcpy, cudaMemset,
+//     cudaDeviceSynchronize and the creation of library handles;
 //   - libraries: the cuBLASLt, cuDNN and NCCL calls drtune makes, as CPU implementations of their documented semantics
 //     (cudaemu_blas.h, cudaemu_dnn.h, cudaemu_nccl.h).
 // What cannot be seen here: tensor-core rounding, FMA contraction by nvcc (the emulation is compiled without
@@ -24,6 +30,7 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <tuple>
 #include <type_traits>
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -62,8 +69,11 @@ typedef enum {
     cudaErrorInvalidMemcpyDirection = 21,
     cudaErrorNoDevice = 100,
     cudaErrorInvalidResourceHandle = 400,
+    cudaErrorIllegalState = 401,
     cudaErrorNotReady = 600,
     cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorCapturedEvent = 907,
 } cudaError_t;
 typedef enum {
     cudaMemcpyHostToHost = 0,
@@ -74,6 +84,19 @@ typedef enum {
 } cudaMemcpyKind;
 typedef struct CudaemuStream *cudaStream_t;
 typedef struct CudaemuEvent *cudaEvent_t;
+typedef struct CudaemuGraph *cudaGraph_t;
+typedef struct CudaemuGraphExec *cudaGraphExec_t;
+typedef struct CudaemuGraphNode *cudaGraphNode_t;
+typedef enum {
+    cudaStreamCaptureModeGlobal = 0,
+    cudaStreamCaptureModeThreadLocal = 1,
+    cudaStreamCaptureModeRelaxed = 2
+} cudaStreamCaptureMode;
+typedef enum {
+    cudaStreamCaptureStatusNone = 0,
+    cudaStreamCaptureStatusActive = 1,
+    cudaStreamCaptureStatusInvalidated = 2
+} cudaStreamCaptureStatus;
 #define cudaStreamNonBlocking 0x1
 #define cudaEventDefault 0x0
 #define cudaEventDisableTiming 0x2
@@ -118,6 +141,15 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b);
 cudaError_t cudaDeviceSynchronize(void);
+// stream capture and graphs (CUDA 12 signatures)
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus *status);
+cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t *nodes, size_t *count);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t g);
 cudaError_t cudaGetLastError(void);
 cudaError_t cudaPeekAtLastError(void);
 const char *cudaGetErrorString(cudaError_t e);
@@ -136,7 +168,22 @@ long long cudaemu_launch_count(void);
 long long cudaemu_sync_count(void);
 // 1 if [p, p + bytes) lies inside one device allocation
 int cudaemu_is_device(const void *p, size_t bytes);
+// graphs launched since start (each replay of a recorded list counts once)
+long long cudaemu_graph_launch_count(void);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// stream capture, for the library stand-ins (cudaemu_blas.cc, cudaemu_dnn.cc): a call on a capturing stream checks
+// its arguments as it would to run, then hands the emulator a closure holding copies of everything it reads on the
+// host (descriptors, scalars) and returns; the closure runs when the graph is launched. Device memory is read then.
+// cudaemu_capture_status: cudaStreamCaptureStatusNone while the graph replays (its calls run).
+cudaStreamCaptureStatus cudaemu_capture_status(cudaStream_t s);
+void cudaemu_capture_add(cudaStream_t s, std::function<void()> op);
+// 1 when an API call that may allocate or synchronise (cudaMalloc, cudaFree, synchronous copies, creating a library
+// handle) is illegal now: some stream is capturing in global or thread-local mode. The call then invalidates that
+// capture, as real CUDA does, and the caller returns its error.
+int cudaemu_capture_forbids_unsafe(void);
+[[noreturn]] void cudaemu_fail(const char *what, const char *msg);
 
 // ---------------------------------------------------------------------------------------------------------------
 // kernel launch: the body is called once per thread with the built-in indices set
@@ -146,10 +193,14 @@ struct CudaemuSite {
 };
 void cudaemu_launch(CudaemuSite *site, dim3 grid, dim3 block, size_t dyn_smem, cudaStream_t s,
                     const std::function<void()> &body);
+// The arguments are evaluated once, at the launch, and kept by value (as <<<...>>> does): an argument expression such
+// as s->OC must not be read again when a captured launch is replayed, after s is gone.
 #define CUDAEMU_LAUNCH(kernel, grid, block, smem, stream, ...)                                                       \
     do {                                                                                                             \
         static CudaemuSite _site{#kernel, {0}};                                                                      \
-        cudaemu_launch(&_site, dim3(grid), dim3(block), (smem), (stream), [=]() { kernel(__VA_ARGS__); });          \
+        auto _args = std::make_tuple(__VA_ARGS__);                                                                   \
+        cudaemu_launch(&_site, dim3(grid), dim3(block), (smem), (stream),                                            \
+                       [=]() { std::apply([=](auto... a_) { kernel(a_...); }, _args); });                          \
     } while (0)
 
 // dynamic shared memory of the running block (at least the launch's dyn_smem bytes, 16-byte aligned)

@@ -5,10 +5,13 @@
 // types) followed by the epilogue in fp32.
 #include "cudaemu_blas.h"
 
+#include "cudaemu.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include <cblas.h>
@@ -312,7 +315,6 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
                                          cublasLtMatrixLayout_t Cdesc, void *D, cublasLtMatrixLayout_t Ddesc,
                                          const cublasLtMatmulAlgo_t *algo, void *workspace,
                                          size_t workspaceSizeInBytes, cudaStream_t stream) {
-    (void)stream; // the emulated streams run every call in order, at the call
     Problem p;
     cublasStatus_t s = check_problem(handle, desc, Adesc, Bdesc, Cdesc, Ddesc, &p);
     if (s != CUBLAS_STATUS_SUCCESS) return s;
@@ -343,6 +345,24 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     if (p.bias_len) {
         int64_t blen = p.bias_len + (int64_t)(p.batch - 1) * desc->bias_stride;
         if (!desc->bias || !on_device(desc->bias, blen, esd)) return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    cudaStreamCaptureStatus cap = cudaemu_capture_status(stream);
+    if (cap == cudaStreamCaptureStatusInvalidated) return CUBLAS_STATUS_EXECUTION_FAILED;
+    if (cap == cudaStreamCaptureStatusActive) {
+        // recorded: the descriptors (the bias pointer among their attributes), the algorithm and the host scalars
+        // are read now, as the library reads them at the call; the operands are read when the graph runs
+        auto dd = std::make_shared<CudaemuLtMatmulDesc>(*desc);
+        auto la = std::make_shared<CudaemuLtLayout>(*Adesc), lb = std::make_shared<CudaemuLtLayout>(*Bdesc);
+        auto lc = std::make_shared<CudaemuLtLayout>(*Cdesc), ld = std::make_shared<CudaemuLtLayout>(*Ddesc);
+        cublasLtMatmulAlgo_t al_copy = algo ? *algo : cublasLtMatmulAlgo_t{};
+        bool has_algo = algo != nullptr;
+        cudaemu_capture_add(stream, [=] {
+            cublasStatus_t r = cublasLtMatmul(handle, dd.get(), &al, A, la.get(), B, lb.get(), &be, C, lc.get(), D,
+                                              ld.get(), has_algo ? &al_copy : nullptr, workspace, workspaceSizeInBytes,
+                                              stream);
+            if (r != CUBLAS_STATUS_SUCCESS) cudaemu_fail("cublasLtMatmul", "a captured call failed when its graph ran");
+        });
+        return CUBLAS_STATUS_SUCCESS;
     }
     if (ws) memset(workspace, 0xff, ws); // NaN bytes: nothing may be kept in the workspace across calls
     if (!p.m || !p.n) return CUBLAS_STATUS_SUCCESS;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include <cblas.h>
@@ -60,6 +61,7 @@ const char *cudnnGetErrorString(cudnnStatus_t s) {
 cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
     if (!h) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
     if (!cudaemu_enabled()) return CUDNN_STATUS_NOT_INITIALIZED; // no (emulated) GPU visible
+    if (cudaemu_capture_forbids_unsafe()) return CUDNN_STATUS_NOT_INITIALIZED; // it allocates and synchronises
     *h = new CudaemuDnn{nullptr};
     return CUDNN_STATUS_SUCCESS;
 }
@@ -375,7 +377,7 @@ static int overlaps(const void *a, size_t na, const void *b, size_t nb) {
 
 // Checks the call's pointers and workspace: operands are device memory of their described size, the output (x, w
 // or y by direction) overlaps no input (cuDNN convolutions are not in place), the workspace holds what the
-// algorithm needs and overlaps no operand. The workspace is then filled with garbage.
+// algorithm needs and overlaps no operand.
 static cudnnStatus_t call_check(Dir d, int algo, const Problem *p, const void *x, const void *w, const void *y,
                                 void *ws, size_t ws_bytes, const void *alpha, const void *beta) {
     if (!alpha || !beta || !x || !w || !y) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
@@ -394,10 +396,41 @@ static cudnnStatus_t call_check(Dir d, int algo, const Problem *p, const void *x
         if (!ws || !cudaemu_is_device(ws, need)) return CUDNN_STATUS_BAD_PARAM;
         if (overlaps(ws, need, x, p->x_bytes) || overlaps(ws, need, w, p->w_bytes) || overlaps(ws, need, y, p->y_bytes))
             return CUDNN_STATUS_BAD_PARAM;
-        memset(ws, 0xff, need);
     }
     return CUDNN_STATUS_SUCCESS;
 }
+
+// Before a call runs: its workspace is filled with NaN bytes (nothing may be kept there across calls).
+static void ws_garbage(Dir d, int algo, const Problem *p, void *ws) {
+    size_t need = algo_workspace(d, algo, p);
+    if (need) memset(ws, 0xff, need);
+}
+
+// A call on a capturing stream is recorded with copies of its descriptors and scalars, read now as cuDNN reads them
+// at the call; the closure runs the call again when the graph runs (operands are read then).
+struct Saved {
+    CudaemuDnnTensor x, y;
+    CudaemuDnnFilter w;
+    CudaemuDnnConv conv;
+    float alpha, beta;
+};
+static std::shared_ptr<Saved> saved_of(const Problem *p, const void *alpha, const void *beta) {
+    return std::make_shared<Saved>(
+        Saved{*p->x, *p->y, *p->w, *p->conv, *(const float *)alpha, *(const float *)beta});
+}
+static void replayed(cudnnStatus_t s, const char *call) {
+    if (s != CUDNN_STATUS_SUCCESS) cudaemu_fail(call, "a captured call failed when its graph ran");
+}
+#define CAPTURE_OR_RUN(h, p, alpha, beta, replay)                                                            \
+    do {                                                                                                     \
+        cudaStreamCaptureStatus cap_ = cudaemu_capture_status((h)->stream);                                  \
+        if (cap_ == cudaStreamCaptureStatusInvalidated) return CUDNN_STATUS_EXECUTION_FAILED;                \
+        if (cap_ == cudaStreamCaptureStatusActive) {                                                         \
+            std::shared_ptr<Saved> c = saved_of(&(p), alpha, beta);                                          \
+            cudaemu_capture_add((h)->stream, [=] { replay; });                                               \
+            return CUDNN_STATUS_SUCCESS;                                                                     \
+        }                                                                                                    \
+    } while (0)
 
 // Geometry of a problem: filter tap (r, q) of output (oy, ox) reads input (iy, ix) = (oy u - pad_h + r,
 // ox v - pad_w + q) (cross-correlation, no dilation). The convolutions run as GEMMs over im2col columns
@@ -460,6 +493,11 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const 
     PROBLEM_OR_RETURN(p, xd, wd, conv, yd);
     cudnnStatus_t s = call_check(FWD, algo, &p, x, w, y, ws, ws_bytes, alpha, beta);
     if (s != CUDNN_STATUS_SUCCESS) return s;
+    CAPTURE_OR_RUN(h, p, alpha, beta,
+                   replayed(cudnnConvolutionForward(h, &c->alpha, &c->x, x, &c->w, w, &c->conv, algo, ws, ws_bytes,
+                                                    &c->beta, &c->y, y),
+                            "cudnnConvolutionForward"));
+    ws_garbage(FWD, algo, &p, ws);
     Geom g = geom_of(&p);
     std::vector<float> X = load(x, p.x_bytes / dt_size(xd->dt), xd->dt, conv->math);
     std::vector<float> Wt = load(w, p.w_bytes / dt_size(wd->dt), wd->dt, conv->math);
@@ -486,6 +524,11 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, c
     PROBLEM_OR_RETURN(p, dxd, wd, conv, dyd);
     cudnnStatus_t s = call_check(BWD_DATA, algo, &p, dx, w, dy, ws, ws_bytes, alpha, beta);
     if (s != CUDNN_STATUS_SUCCESS) return s;
+    CAPTURE_OR_RUN(h, p, alpha, beta,
+                   replayed(cudnnConvolutionBackwardData(h, &c->alpha, &c->w, w, &c->y, dy, &c->conv, algo, ws,
+                                                         ws_bytes, &c->beta, &c->x, dx),
+                            "cudnnConvolutionBackwardData"));
+    ws_garbage(BWD_DATA, algo, &p, ws);
     Geom g = geom_of(&p);
     std::vector<float> DY = load(dy, p.y_bytes / dt_size(dyd->dt), dyd->dt, conv->math);
     std::vector<float> Wt = load(w, p.w_bytes / dt_size(wd->dt), wd->dt, conv->math);
@@ -512,6 +555,11 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
     PROBLEM_OR_RETURN(p, xd, dwd, conv, dyd);
     cudnnStatus_t s = call_check(BWD_FILTER, algo, &p, x, dw, dy, ws, ws_bytes, alpha, beta);
     if (s != CUDNN_STATUS_SUCCESS) return s;
+    CAPTURE_OR_RUN(h, p, alpha, beta,
+                   replayed(cudnnConvolutionBackwardFilter(h, &c->alpha, &c->x, x, &c->y, dy, &c->conv, algo, ws,
+                                                           ws_bytes, &c->beta, &c->w, dw),
+                            "cudnnConvolutionBackwardFilter"));
+    ws_garbage(BWD_FILTER, algo, &p, ws);
     Geom g = geom_of(&p);
     std::vector<float> X = load(x, p.x_bytes / dt_size(xd->dt), xd->dt, conv->math);
     std::vector<float> DY = load(dy, p.y_bytes / dt_size(dyd->dt), dyd->dt, conv->math);

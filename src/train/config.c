@@ -169,6 +169,10 @@ static const ConfigKey KEYS[] = {
            "visible; drtune info --device says which)"),
     K_BOOL("train", "deterministic", train.deterministic, "true",
            "GPU: only deterministic convolution algorithms, so a run repeats bit for bit on the same GPU"),
+    K_BOOL("train", "cuda_graphs", train.cuda_graphs, "true",
+           "GPU: each guided UNet evaluation (both guidance branches) is captured once as a CUDA graph and replayed "
+           "at every sampling step and phase-2 recompute (bit-identical results, fewer launches); false launches "
+           "every kernel. drtune sample and eval: DRTUNE_CUDA_GRAPHS=0 turns them off"),
     K_ENUM("train", "precision", train.precision, PRECISIONS, "fp32",
            "GPU: bf16 stores activations and a compute copy of the weights in bf16 (fp32 accumulation, statistics, "
            "gradients, master weights and Adam moments); fp32 computes as the CPU does (docs/ARCHITECTURE.md)"),

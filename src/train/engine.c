@@ -6,10 +6,12 @@
 #include "engine.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../core/common.h"
 #include "../core/device.h"
+#include "../core/device_cuda.h"
 #include "../core/rng.h"
 #include "../ops/ops.h"
 
@@ -187,9 +189,25 @@ void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const
     e->dscore = xcalloc((size_t)B, sizeof(float));
     e->per_reward = xcalloc((size_t)(B * (rewards->n > 0 ? rewards->n : 1)), sizeof(float));
     if (d != DEVICE_CPU) plan_workspaces(e);
+    const char *g = getenv("DRTUNE_CUDA_GRAPHS"); // the default of the commands without a configuration
+    engine_set_graphs(e, !(g && (!strcmp(g, "0") || !strcmp(g, "off"))));
+}
+
+static void graphs_free(Engine *e) {
+    EngineGraph *gs[3] = {&e->graph_fwd, &e->graph_bwd[0], &e->graph_bwd[1]};
+    for (int i = 0; i < 3; i++) {
+        cuda_graph_free(gs[i]->g);
+        memset(gs[i], 0, sizeof *gs[i]);
+    }
+}
+
+void engine_set_graphs(Engine *e, int on) {
+    if (!on) graphs_free(e);
+    e->graphs = on && e->device == DEVICE_CUDA;
 }
 
 void engine_free(Engine *e) {
+    graphs_free(e);
     unet_acts_free(&e->acts);
     arena_free(&e->unet_mem);
     arena_free(&e->vae_mem);
@@ -222,7 +240,45 @@ static Tensor branch(const Engine *e, const Tensor *rows, int i) {
     return v;
 }
 
-// e->eps = CFG(UNet(x)) at step t, keeping the UNet activations for unet_eval_backward
+// e->eps = CFG(UNet(e->xin, e->tsteps)): everything on the engine's fixed buffers, nothing step-dependent on the host
+static void eval_forward(Engine *e, const UNetCond *c) {
+    unet_forward(e->unet, &e->acts, &e->eps_rows, &e->xin, &e->tsteps, c->context, c->text_embeds, c->time_ids);
+    cfg_combine_forward(&e->eps, &e->eps_rows, e->guidance);
+}
+
+// GPU graphs: the work of run (on the engine's fixed buffers, nothing step-dependent on the host) captured into
+// eg at its first use, and replayed. A graph holds the pointers it was captured with, so it is captured again when
+// one of key moved: the ops' shared workspaces (they grow by reallocation), the weights, the conditioning.
+static void graph_run(Engine *e, EngineGraph *eg, const void *const key[6], const UNetCond *c,
+                      void (*run)(Engine *, const UNetCond *, int), int arg) {
+    const void *k[8] = {ops_workspace(DEVICE_CUDA, 0), ops_gemm_workspace(DEVICE_CUDA, 0)};
+    memcpy(k + 2, key, sizeof(void *) * 6);
+    if (eg->g && memcmp(k, eg->key, sizeof k)) {
+        cuda_graph_free(eg->g);
+        eg->g = NULL;
+    }
+    if (!eg->g) {
+        cuda_graph_begin();
+        run(e, c, arg);
+        eg->g = cuda_graph_end();
+        memcpy(eg->key, k, sizeof k);
+    }
+    cuda_graph_launch(eg->g);
+}
+
+static void eval_forward_run(Engine *e, const UNetCond *c, int arg) {
+    (void)arg;
+    eval_forward(e, c);
+}
+
+static void eval_forward_graph(Engine *e, const UNetCond *c) {
+    const void *key[6] = {e->unet->conv_in.weight.data, c->context->data, c->text_embeds ? c->text_embeds->data : NULL,
+                          c->time_ids ? c->time_ids->data : NULL};
+    graph_run(e, &e->graph_fwd, key, c, eval_forward_run, 0);
+}
+
+// e->eps = CFG(UNet(x)) at step t, keeping the UNet activations for unet_eval_backward. The step's inputs go to
+// the fixed buffers xin (both guidance branches) and tsteps first, on the stream, outside any graph.
 static void unet_eval(Engine *e, const UNetCond *c, int t, const Tensor *x) {
     for (int r = 0; r < e->rows / e->B; r++) {
         Tensor xr = branch(e, &e->xin, r);
@@ -230,18 +286,31 @@ static void unet_eval(Engine *e, const UNetCond *c, int t, const Tensor *x) {
     }
     float tau = (float)e->sched->timesteps[e->sched->num_inference_steps - t];
     tensor_fill(&e->tsteps, tau);
-    unet_forward(e->unet, &e->acts, &e->eps_rows, &e->xin, &e->tsteps, c->context, c->text_embeds, c->time_ids);
-    cfg_combine_forward(&e->eps, &e->eps_rows, e->guidance);
+    if (e->graphs)
+        eval_forward_graph(e, c);
+    else
+        eval_forward(e, c);
+}
+
+// the UNet backward on the fixed buffers: deps_rows in, dx_rows out when wanted (c: unused, graph_run's shape)
+static void eval_backward_run(Engine *e, const UNetCond *c, int want_dx) {
+    (void)c;
+    unet_backward(e->unet, e->grads, &e->acts, &e->deps_rows, want_dx ? &e->dx_rows : NULL, NULL);
 }
 
 // backward of the last unet_eval with upstream deps [B, ...] scaled by `scale`: parameter gradients accumulate;
 // dx (optional) receives the gradient at x summed over both guidance branches. `last`: the iteration's last
 // backward, which reports finished gradient parts to e->ready.
 static void unet_eval_backward(Engine *e, const Tensor *deps, double scale, Tensor *dx, int last) {
-    cfg_combine_backward(&e->deps_rows, deps, e->guidance, scale);
+    cfg_combine_backward(&e->deps_rows, deps, e->guidance, scale); // the step's scale: outside any graph
     e->acts.ready = last ? e->ready : NULL;
     e->acts.ready_ctx = e->ready_ctx;
-    unet_backward(e->unet, e->grads, &e->acts, &e->deps_rows, dx ? &e->dx_rows : NULL, NULL);
+    if (e->graphs && !e->acts.ready) { // the hooks start reductions on another stream: those backwards launch
+        const void *key[6] = {e->unet->conv_in.weight.data, e->grads->conv_in.weight.data};
+        graph_run(e, &e->graph_bwd[dx != NULL], key, NULL, eval_backward_run, dx != NULL);
+    } else {
+        eval_backward_run(e, NULL, dx != NULL);
+    }
     e->acts.ready = NULL;
     if (!dx) return;
     if (e->rows == e->B) {

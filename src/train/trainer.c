@@ -112,6 +112,7 @@ static void trainer_setup(Trainer *t, const Config *c) {
                 &t->rw.set, guidance,
                 (float)c->sampler.eta, t->Bl, t->h, t->w, 77);
     t->eng.loss_scale = 1.0f / (float)t->B; // the reduced gradient is the one of the global batch
+    engine_set_graphs(&t->eng, c->train.cuda_graphs);
     // one rank: the shard is the whole buffer, so the gradient stays where the backward left it
     int scatter = sharded(t) && R > 1;
     if (scatter && d == DEVICE_CPU) t->gshard = xaligned_alloc(sizeof(float) * (size_t)t->shard.shard);
@@ -122,6 +123,7 @@ static void trainer_setup(Trainer *t, const Config *c) {
         engine_init(&t->sample_eng, model_compute_unet(&t->model), NULL, model_compute_vae(&t->model),
                     &t->model.sched, &t->rw.set,
                     (float)c->sampler.guidance, (float)c->sampler.eta, 1, t->h, t->w, 77);
+    if (c->log.n_sample_seeds > 0) engine_set_graphs(&t->sample_eng, c->train.cuda_graphs);
     // the memory plan is the whole GPU footprint: nothing may allocate device memory from here on
     if (d != DEVICE_CPU) device_freeze_allocations(1);
 }
