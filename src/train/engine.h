@@ -92,6 +92,10 @@ typedef struct {
 void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const Ddim *sched, const RewardSet *rewards,
                  float guidance, float eta, int B, int h, int w, int T);
 void engine_free(Engine *e);
+// Activation recompute of the UNet for the engines initialised after this call (train.recompute; default off).
+// Auto with budget 0: 3/4 of the memory the device has available when the engine plans its UNet activations, the
+// rest left for the decoder's activations, the latents and the ops' workspaces.
+void engine_set_recompute(const UNetRecompute *rc);
 
 typedef struct {
     double loss;               // this call's share of the loss
