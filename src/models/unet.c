@@ -115,7 +115,7 @@ typedef struct {
 static int down_unit(int i, int j) { return i * UNET_MAX_LAYERS + j; }
 static int up_unit(int i, int j) { return UNET_MID_UNIT + 1 + i * UNET_MAX_LAYERS + j; }
 
-// Where unit u's tensors are planned: a arena of its own, placed in the shared region, when it is flagged.
+// Where unit u's tensors are planned: an arena of its own, placed in the shared region, when it is flagged.
 static Arena *unit_arena(Arena *a, UNetActs *x, int u) {
     if (!x->recompute[u]) return a;
     CHECK(!x->unit_plan[u], "", "UNet recompute unit %d planned twice", u);
@@ -256,10 +256,10 @@ static size_t plan_bytes(const UNet *net, Device d, int64_t B, int64_t H, int64_
 void unet_plan_acts_recompute(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H, int64_t W, int64_t T,
                               const UNetRecompute *rc) {
     UNetRecomputeMode mode = rc ? rc->mode : UNET_RECOMPUTE_OFF;
-    unsigned char all[UNET_MAX_UNITS] = {0}, flags[UNET_MAX_UNITS] = {0};
-    size_t unit_bytes[UNET_MAX_UNITS];
-    // every unit the UNet has: what the plan with all of them flagged puts in unit arenas
-    for (int u = 0; u < UNET_MAX_UNITS; u++) all[u] = 1;
+    unsigned char all[UNET_MAX_UNITS], flags[UNET_MAX_UNITS] = {0};
+    size_t unit_bytes[UNET_MAX_UNITS], start = a->size;
+    memset(all, 1, sizeof all); // every unit (those beyond this UNet's are never planned)
+    // the plan without recompute, and what each unit puts in the region when flagged
     size_t off = mode == UNET_RECOMPUTE_OFF ? 0 : plan_bytes(net, a->device, B, H, W, T, NULL, NULL);
     if (mode != UNET_RECOMPUTE_OFF) plan_bytes(net, a->device, B, H, W, T, all, unit_bytes);
     if (mode == UNET_RECOMPUTE_ALL) memcpy(flags, all, sizeof flags);
@@ -272,14 +272,13 @@ void unet_plan_acts_recompute(Arena *a, UNetActs *x, const UNet *net, int64_t B,
                 for (; k > 0 && unit_bytes[order[k - 1]] < unit_bytes[u]; k--) order[k] = order[k - 1];
                 order[k] = u;
             }
-        int k = 0;
-        for (; k < n; k++) {
+        for (int k = 0; k < n; k++) {
             flags[order[k]] = 1;
             if (k > 0 && (double)plan_bytes(net, a->device, B, H, W, T, flags, NULL) <= rc->budget) break;
         }
     }
     plan_acts(a, x, net, B, H, W, T, flags);
-    x->bytes_off = mode == UNET_RECOMPUTE_OFF ? a->size : off;
+    x->bytes_off = mode == UNET_RECOMPUTE_OFF ? a->size - start : off;
 }
 
 static const char *const RECOMPUTE_NAMES[] = {"off", "auto", "all"};
