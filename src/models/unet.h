@@ -82,7 +82,7 @@ typedef struct {
     unsigned char recompute[UNET_MAX_UNITS]; // 1: the unit is recomputed
     int n_recompute;
     Arena *unit_plan[UNET_MAX_UNITS];        // a flagged unit's tensors, planned from offset 0 of the region
-    Tensor region;                           // bytes: the largest flagged unit (no data when none is flagged)
+    Tensor region;                           // flat, as many bytes as the largest flagged unit (none: no data)
     size_t bytes_off;                        // the activation plan without recompute (for the saving)
     // backward: called as the parameter gradients of each part become final (NULL: not called); see
     // unet_param_part. Set it for the last backward before an optimiser step to start reducing gradients early.
