@@ -251,6 +251,9 @@ static void check_grad(const char *config, const char *lora, double loss0, doubl
     check_grad_file(g1, lora, loss0, norm0);
     snprintf(args, sizeof args, "grad --config %s --out %s --iteration 0 --train.threads=2", config, g2);
     tu_check(run(args, NULL) == 0 && same_file(g1, g2), "grad: a second run writes the same file, byte for byte");
+    snprintf(args, sizeof args, "grad --config %s --out %s --train.threads=2 --train.recompute=all", config, g2);
+    tu_check(run(args, NULL) == 0 && same_file(g1, g2),
+             "grad with train.recompute = all: the same file, byte for byte (docs/PERFORMANCE.md)");
 
     SafeTensors g;
     safetensors_open(&g, g1);

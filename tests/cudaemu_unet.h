@@ -28,8 +28,9 @@ static inline Tensor cu_unet_input(const Tensor *h, Device d) {
 // The UNet of pipeline folder dir (config cfg) on d with inputs in[] = sample [B, C, H, W], timestep [B], context
 // [B, T, D], text_embeds, time_ids (SDXL only, else empty) and dout [B, C, H, W] (empty: set r->dout before the
 // backward) given as CPU f32 tensors; dt: the storage of weights and activations (gradients stay fp32).
-static inline void cu_unet_setup(CuUNetRun *r, Device d, DType dt, const char *dir, const UNetConfig *cfg,
-                                 const Tensor *in) {
+// rc: the activations' recompute (NULL: off).
+static inline void cu_unet_setup_rc(CuUNetRun *r, Device d, DType dt, const char *dir, const UNetConfig *cfg,
+                                    const Tensor *in, const UNetRecompute *rc) {
     memset(r, 0, sizeof *r);
     arena_init(&r->pa, "params", DEVICE_CPU);
     arena_init(&r->ga, "grads", d);
@@ -51,8 +52,8 @@ static inline void cu_unet_setup(CuUNetRun *r, Device d, DType dt, const char *d
         arena_alloc(&r->ca);
         arena_cast(&r->ca, &r->pa);
     }
-    unet_plan_acts(&r->aa, r->acts, r->cnet ? r->cnet : r->net, in[0].shape[0], in[0].shape[2], in[0].shape[3],
-                   in[2].shape[1]);
+    unet_plan_acts_recompute(&r->aa, r->acts, r->cnet ? r->cnet : r->net, in[0].shape[0], in[0].shape[2],
+                             in[0].shape[3], in[2].shape[1], rc);
     arena_alloc(&r->aa);
     Tensor *dst[] = {&r->x, &r->t, &r->ctx, &r->te, &r->tid, &r->dout};
     for (int i = 0; i < 6; i++)
@@ -60,6 +61,11 @@ static inline void cu_unet_setup(CuUNetRun *r, Device d, DType dt, const char *d
     r->out = cu_alloc(d, DTYPE_F32, 4, in[0].shape);
     r->dx = cu_alloc(d, DTYPE_F32, 4, in[0].shape);
     r->dctx = cu_alloc(d, DTYPE_F32, 3, in[2].shape);
+}
+
+static inline void cu_unet_setup(CuUNetRun *r, Device d, DType dt, const char *dir, const UNetConfig *cfg,
+                                 const Tensor *in) {
+    cu_unet_setup_rc(r, d, dt, dir, cfg, in, NULL);
 }
 
 static inline const UNet *cu_unet_net(const CuUNetRun *r) { return r->cnet ? r->cnet : r->net; }
@@ -113,4 +119,35 @@ static inline void cu_unet_check_grads(const Arena *g, const Arena *c, double to
     tu_check(rel <= tol_l2, "parameter gradients (%d tensors): relative L2 error %.3e (tol %.0e)", c->n, rel, tol_l2);
     tu_check(wr <= tol_tensor, "worst parameter gradient tensor %s: max rel err %.3e (tol %.0e)",
              worst >= 0 ? c->entries[worst].name : "-", wr, tol_tensor);
+}
+
+// Bytes of t (on either device) on the host (free them).
+static inline void *cu_unet_host_bytes(const void *p, Device d, size_t n) {
+    void *h = xmalloc(n ? n : 1);
+    device_copy(h, DEVICE_CPU, p, d, n);
+    return h;
+}
+
+// Whether two runs of one model (same device, dtype and inputs) gave the same output, input and context gradients
+// and parameter gradients bit for bit; the first differing gradient tensor is named.
+static inline void cu_unet_check_identical(const CuUNetRun *a, const CuUNetRun *b, const char *what) {
+    const Tensor *ta[3] = {&a->out, &a->dx, &a->dctx}, *tb[3] = {&b->out, &b->dx, &b->dctx};
+    const char *names[3] = {"out", "d sample", "d context"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = tensor_bytes(ta[i]);
+        void *x = cu_unet_host_bytes(ta[i]->data, ta[i]->device, n);
+        void *y = cu_unet_host_bytes(tb[i]->data, tb[i]->device, n);
+        tu_check(n == tensor_bytes(tb[i]) && !memcmp(x, y, n), "%s: %s bit-identical", what, names[i]);
+        free(x), free(y);
+    }
+    const Arena *ga = &a->ga, *gb = &b->ga;
+    char *x = (char *)cu_unet_host_bytes(ga->base, ga->device, ga->size);
+    char *y = (char *)cu_unet_host_bytes(gb->base, gb->device, gb->size);
+    int first = -1;
+    for (int i = 0; i < ga->n && first < 0; i++)
+        if (memcmp(x + ga->entries[i].offset, y + gb->entries[i].offset, tensor_bytes(&ga->entries[i].desc)))
+            first = i;
+    tu_check(ga->size == gb->size && first < 0, "%s: %d parameter gradients bit-identical%s%s", what, ga->n,
+             first >= 0 ? "; first differing: " : "", first >= 0 ? ga->entries[first].name : "");
+    free(x), free(y);
 }

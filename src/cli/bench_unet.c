@@ -124,6 +124,11 @@ Tensor bench_device_tensor(Device d, DType dt, int ndim, const int64_t *shape, f
 }
 
 void unet_bench_init(UNetBench *b, const UNetConfig *cfg, Device d, DType dt, int B, int N) {
+    unet_bench_init_recompute(b, cfg, d, dt, B, N, NULL);
+}
+
+void unet_bench_init_recompute(UNetBench *b, const UNetConfig *cfg, Device d, DType dt, int B, int N,
+                               const UNetRecompute *rc) {
     memset(b, 0, sizeof *b);
     b->cfg = *cfg, b->d = d, b->dt = dt, b->B = B, b->N = N;
     const UNetConfig *uc = &b->cfg;
@@ -149,7 +154,7 @@ void unet_bench_init(UNetBench *b, const UNetConfig *cfg, Device d, DType dt, in
     unet_plan_params(&b->ga, b->grads, uc);
     arena_alloc(&b->ga);
     arena_init(&b->aa, "unet-acts", d);
-    unet_plan_acts(&b->aa, b->acts, b->run, B, N, N, 77);
+    unet_plan_acts_recompute(&b->aa, b->acts, b->run, B, N, N, 77, rc);
     arena_alloc(&b->aa);
 
     // the inputs stay fp32: the UNet casts them to the compute dtype itself

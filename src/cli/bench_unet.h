@@ -40,6 +40,9 @@ typedef struct {
 
 // Plans and fills everything on d: weights N(0, 0.02^2) from a fixed stream, inputs standard normal, timesteps 500.
 void unet_bench_init(UNetBench *b, const UNetConfig *cfg, Device d, DType dt, int B, int N);
+// The same with the activations planned for recompute rc (NULL: off).
+void unet_bench_init_recompute(UNetBench *b, const UNetConfig *cfg, Device d, DType dt, int B, int N,
+                               const UNetRecompute *rc);
 // One forward (+ backward): a BenchFn for bench_median.
 void unet_bench_call(void *arg);
 void unet_bench_free(UNetBench *b);

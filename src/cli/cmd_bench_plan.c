@@ -3,7 +3,7 @@
 // the trainable set's gradients and Adam moments (sharded over the ranks for full fine-tuning), and the activations
 // of one guided UNet forward + backward and of the decoder, with the same planners a run uses, in fp32 or under
 // train.precision = bf16 (bf16 compute copies of the weights, bf16 activations; the frozen fp32 weights stay on the
-// host).
+// host). --recompute plans the UNet activations with activation recompute (train.recompute) and prints the saving.
 #include <stdio.h>
 #include <string.h>
 
@@ -16,12 +16,14 @@ static void plan_usage(FILE *f) {
     fprintf(f,
             "usage: drtune bench plan --model DIR [--height H --width W] [--batch B] [--guidance W]\n"
             "                         [--trainable lora|full] [--lora-rank R] [--ranks N,N,...]\n"
-            "                         [--precision fp32|bf16]\n"
+            "                         [--precision fp32|bf16] [--recompute off|auto|all]\n"
+            "                         [--activation-budget GB]\n"
             "\n"
             "The memory plan of one rank for one training iteration, from the configs of a diffusers folder (e.g.\n"
             "configs/models/sdxl): per group and in total, for each rank count. Defaults: the UNet's default image\n"
             "size, batch 1 per rank, guidance 5 (both CFG branches), LoRA of rank 4 on to_q, to_k, to_v, to_out.0,\n"
-            "ranks 1,8,64, fp32.\n");
+            "ranks 1,8,64, fp32, no recompute (train.recompute; --recompute auto needs --activation-budget, the\n"
+            "GiB the UNet activations should fit in).\n");
 }
 
 static int ends_with(const char *s, const char *t) {
@@ -33,7 +35,8 @@ int cmd_bench_plan(int argc, char **argv) {
     const char *model = NULL;
     int H = -1, W = -1, B = 1, rank = 4, full = 0, nranks = 3, bf16 = 0;
     int ranks[16] = {1, 8, 64};
-    double guidance = 5.0;
+    double guidance = 5.0, budget = 0;
+    UNetRecompute rc = {UNET_RECOMPUTE_OFF, 0};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
@@ -50,7 +53,12 @@ int cmd_bench_plan(int argc, char **argv) {
         else if (!strcmp(o, "--precision")) {
             USER_CHECK(!strcmp(v, "fp32") || !strcmp(v, "bf16"), "--precision: '%s' is not fp32 or bf16", v);
             bf16 = !strcmp(v, "bf16");
-        } else if (!strcmp(o, "--trainable")) {
+        } else if (!strcmp(o, "--recompute")) {
+            int m = unet_recompute_parse(v);
+            USER_CHECK(m >= 0, "--recompute: '%s' is not off, auto or all", v);
+            rc.mode = (UNetRecomputeMode)m;
+        } else if (!strcmp(o, "--activation-budget")) budget = args_double(o, v, 0.001, 1e6);
+        else if (!strcmp(o, "--trainable")) {
             USER_CHECK(!strcmp(v, "lora") || !strcmp(v, "full"), "--trainable: '%s' is not lora or full", v);
             full = !strcmp(v, "full");
         } else if (!strcmp(o, "--ranks")) {
@@ -66,6 +74,9 @@ int cmd_bench_plan(int argc, char **argv) {
     }
     USER_CHECK(model, "drtune bench plan: --model DIR is required");
     USER_CHECK((H < 0) == (W < 0), "drtune bench plan: give --height and --width together");
+    USER_CHECK(rc.mode != UNET_RECOMPUTE_AUTO || budget > 0, "drtune bench plan: --recompute auto needs "
+               "--activation-budget GB");
+    rc.budget = budget * (1 << 30);
     char path[4096];
     UNetConfig uc;
     VAEConfig vc;
@@ -95,7 +106,7 @@ int cmd_bench_plan(int argc, char **argv) {
     vae_plan_params(&vp, vae, &vc, VAE_DECODER);
     if (bf16) unet_plan_params(&cp, cnet, &uc), vae_plan_params(&cv, cvae, &vc, VAE_DECODER);
     // activations in the dtype of the weights that compute
-    unet_plan_acts(&ua, acts, bf16 ? cnet : net, rows, H / f, W / f, T);
+    unet_plan_acts_recompute(&ua, acts, bf16 ? cnet : net, rows, H / f, W / f, T, &rc);
     vae_plan_decode_acts(&va, vacts, bf16 ? cvae : vae, B, H / f, W / f);
     // LoRA: r (in + out) per adapted projection of the attention blocks
     int64_t lora = 0;
@@ -127,6 +138,11 @@ int cmd_bench_plan(int argc, char **argv) {
                dt_format_bytes(a, sizeof a, 4.0 * (double)lora), rank, (long long)lora);
     printf("  %-28s %12s (%d rows of %dx%d latents)\n", "UNet activations",
            dt_format_bytes(a, sizeof a, (double)ua.size), rows, H / f, W / f);
+    if (rc.mode != UNET_RECOMPUTE_OFF)
+        printf("    recompute %s: %d of %d blocks re-run in the backward, %s less than the %s kept without\n",
+               unet_recompute_name(rc.mode), acts->n_recompute, unet_units(&uc),
+               dt_format_bytes(b, sizeof b, (double)acts->bytes_off - (double)ua.size),
+               dt_format_bytes(c, sizeof c, (double)acts->bytes_off));
     printf("  %-28s %12s\n", "VAE decoder activations", dt_format_bytes(a, sizeof a, (double)va.size));
     printf("\n%8s %14s %14s %14s %14s %14s\n", "ranks", "weights", "gradients", "Adam m, v", "activations", "total");
     for (int i = 0; i < nranks; i++) {

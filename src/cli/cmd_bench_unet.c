@@ -16,11 +16,12 @@
 static void unet_usage(FILE *f) {
     fprintf(f,
             "usage: drtune bench unet --model DIR [--latent N] [--batch B] [--device auto|cpu|cuda]\n"
-            "                         [--precision fp32|bf16] [--reps R]\n"
+            "                         [--precision fp32|bf16] [--recompute off|all] [--reps R]\n"
             "\n"
             "Times one UNet forward and one forward + backward (all parameter gradients) of DIR/unet/config.json with\n"
             "random weights, on N x N latents (default: the config's sample_size), batch B (default 1), context 77,\n"
-            "on the device (default auto), median of R timed calls (default 5, at most 16) after one warm-up.\n");
+            "on the device (default auto), median of R timed calls (default 5, at most 16) after one warm-up;\n"
+            "--recompute all re-runs every block's forward in the backward (train.recompute).\n");
 }
 
 int cmd_bench_unet(int argc, char **argv) {
@@ -28,6 +29,7 @@ int cmd_bench_unet(int argc, char **argv) {
     int N = -1, B = 1, reps = 5;
     TrainDevice choice = TRAIN_DEVICE_AUTO;
     TrainPrecision prec = PRECISION_FP32;
+    UNetRecompute rc = {UNET_RECOMPUTE_OFF, 0};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
@@ -41,7 +43,10 @@ int cmd_bench_unet(int argc, char **argv) {
         else if (!strcmp(o, "--reps")) reps = args_int(o, v, 1, BENCH_MAX_REPS);
         else if (!strcmp(o, "--device")) choice = setup_device_parse(v, "--device");
         else if (!strcmp(o, "--precision")) prec = setup_precision_parse(v, "--precision");
-        else dt_user_error("drtune bench unet: unknown option '%s' (see drtune bench unet --help)", o);
+        else if (!strcmp(o, "--recompute")) {
+            USER_CHECK(!strcmp(v, "off") || !strcmp(v, "all"), "--recompute: '%s' is not off or all", v);
+            rc.mode = (UNetRecomputeMode)unet_recompute_parse(v);
+        } else dt_user_error("drtune bench unet: unknown option '%s' (see drtune bench unet --help)", o);
     }
     USER_CHECK(model, "drtune bench unet: --model DIR is required");
     char path[4096];
@@ -52,7 +57,7 @@ int cmd_bench_unet(int argc, char **argv) {
     Device d = setup_device(choice, NULL, "--device");
     DType dt = setup_precision(prec, d, "--precision", "--device");
     UNetBench b;
-    unet_bench_init(&b, &uc, d, dt, B, N);
+    unet_bench_init_recompute(&b, &uc, d, dt, B, N, &rc);
 
     char mb[4][32];
     printf("drtune bench unet: %s, batch %d, %dx%d latents, context 77, %s on %s, %lld parameters\n", model, B, N, N,
@@ -60,6 +65,10 @@ int cmd_bench_unet(int argc, char **argv) {
     printf("memory: weights %s%s%s, gradients %s, activations %s\n", dt_format_bytes(mb[0], 32, (double)b.pa.size),
            dt != DTYPE_F32 ? " + bf16 copy " : "", dt != DTYPE_F32 ? dt_format_bytes(mb[1], 32, (double)b.ca.size) : "",
            dt_format_bytes(mb[2], 32, (double)b.ga.size), dt_format_bytes(mb[3], 32, (double)b.aa.size));
+    if (rc.mode != UNET_RECOMPUTE_OFF)
+        printf("recompute %s: %d of %d blocks re-run in the backward; activations without: %s\n",
+               unet_recompute_name(rc.mode), b.acts->n_recompute, unet_units(&uc),
+               dt_format_bytes(mb[0], 32, (double)b.acts->bytes_off));
     b.backward = 0;
     double tf = bench_median(unet_bench_call, &b, d, reps);
     b.backward = 1;

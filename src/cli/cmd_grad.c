@@ -120,6 +120,7 @@ int cmd_grad(int argc, char **argv) {
     }
     float guidance = c.method.cfg ? (float)c.sampler.guidance : 1.0f;
     Engine e;
+    engine_set_recompute(&(UNetRecompute){c.train.recompute, c.train.activation_budget_gb * (1 << 30)});
     engine_init(&e, model_compute_unet(&m), &ts.slots, model_compute_vae(&m), &m.sched, &rewards.set, guidance, (float)c.sampler.eta, B, h, w, 77);
     engine_set_graphs(&e, c.train.cuda_graphs);
 

@@ -112,25 +112,40 @@ typedef struct {
     int64_t need, flow, cat; // largest scratch need, stage and concat (floats)
 } PlanSizes;
 
+static int down_unit(int i, int j) { return i * UNET_MAX_LAYERS + j; }
+static int up_unit(int i, int j) { return UNET_MID_UNIT + 1 + i * UNET_MAX_LAYERS + j; }
+
+// Where unit u's tensors are planned: an arena of its own, placed in the shared region, when it is flagged.
+static Arena *unit_arena(Arena *a, UNetActs *x, int u) {
+    if (!x->recompute[u]) return a;
+    CHECK(!x->unit_plan[u], "", "UNet recompute unit %d planned twice", u);
+    Arena *r = x->unit_plan[u] = xcalloc(1, sizeof *r);
+    arena_init(r, "unet-recompute", a->device);
+    r->float_dtype = a->float_dtype;
+    return r;
+}
+
 // Plans level i of the down (up = 0) or up path at *h x *w and moves them past its sampler. The down path pushes
-// every layer output on the skip stack; the up path pops one skip per resnet into its [hidden | skip] input.
+// every layer output on the skip stack; the up path pops one skip per resnet into its [hidden | skip] input. A
+// layer's output is kept in a (the next layer's input, a skip); the rest may go to its unit's arena.
 static void plan_level_acts(Arena *a, UNetActs *x, const UNetLevel *lv, UNetLevelActs *A, int i, int up, int64_t *h,
                             int64_t *w, int *top, const Tensor *hidden, PlanSizes *sz) {
     int64_t B = x->B, C = lv->res[0].cout;
     const char *path = up ? "up_blocks" : "down_blocks";
     char rp[128], ap[128];
     for (int j = 0; j < lv->n_layers; j++) {
+        Arena *u = unit_arena(a, x, up ? up_unit(i, j) : down_unit(i, j));
         plan_prefix(rp, sizeof rp, "", "%s.%d.resnets.%d", path, i, j);
         if (up) {
             int64_t cc = hidden->shape[1] + x->skip[--*top]->shape[1];
-            PLAN(a, &A->cat[j], rp, "in", B, cc, *h, *w);
+            PLAN(u, &A->cat[j], rp, "in", B, cc, *h, *w);
             sz->cat = max64(sz->cat, B * cc * *h * *w);
         }
-        sz->need = max64(sz->need, resnet_plan_acts(a, &A->res[j], rp, &lv->res[j], B, *h, *w));
-        plan_stage(a, &A->res_out[j], rp, "out", B, C, *h, *w, &sz->flow);
+        sz->need = max64(sz->need, resnet_plan_acts(u, &A->res[j], rp, &lv->res[j], B, *h, *w));
+        plan_stage(lv->has_attn ? u : a, &A->res_out[j], rp, "out", B, C, *h, *w, &sz->flow);
         if (lv->has_attn) {
             plan_prefix(ap, sizeof ap, "", "%s.%d.attentions.%d", path, i, j);
-            sz->need = max64(sz->need, transformer_plan_acts(a, &A->attn[j], ap, &lv->attn[j], B, *h, *w, x->T));
+            sz->need = max64(sz->need, transformer_plan_acts(u, &A->attn[j], ap, &lv->attn[j], B, *h, *w, x->T));
             plan_stage(a, &A->attn_out[j], ap, "out", B, C, *h, *w, &sz->flow);
         }
         hidden = layer_out(A, lv, j);
@@ -145,7 +160,9 @@ static void plan_level_acts(Arena *a, UNetActs *x, const UNetLevel *lv, UNetLeve
     if (!up) x->skip[x->n_skips++] = &A->sampler_out;
 }
 
-void unet_plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H, int64_t W, int64_t T) {
+// The plan for the units flagged in flags[] (NULL: none).
+static void plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H, int64_t W, int64_t T,
+                      const unsigned char *flags) {
     const UNetConfig *c = &net->cfg;
     int L = c->levels;
     int64_t f = (int64_t)1 << (L - 1), temb = c->temb_dim, G = c->groups;
@@ -154,6 +171,7 @@ void unet_plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H
                (long long)H, (long long)W, (long long)f, (long long)B, (long long)T);
     memset(x, 0, sizeof *x);
     x->B = B, x->H = H, x->W = W, x->T = T;
+    for (int u = 0; flags && u < UNET_MAX_UNITS; u++) x->recompute[u] = flags[u];
     PlanSizes sz = {0, 0, 0};
     DType saved = a->float_dtype;
     arena_set_float_dtype(a, net->conv_in.weight.dtype); // activations in the weights' dtype
@@ -172,12 +190,13 @@ void unet_plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H
     x->skip[x->n_skips++] = &x->conv_in_out;
     int64_t h = H, w = W, top_c = c->block_out[L - 1];
     for (int i = 0; i < L; i++) plan_level_acts(a, x, &net->down[i], &x->down[i], i, 0, &h, &w, NULL, NULL, &sz);
-    sz.need = max64(sz.need, resnet_plan_acts(a, &x->mid_res[0], "mid_block.resnets.0", &net->mid_res[0], B, h, w));
-    plan_stage(a, &x->mid_out[0], "mid_block.resnets.0", "out", B, top_c, h, w, &sz.flow);
-    sz.need = max64(sz.need, transformer_plan_acts(a, &x->mid_attn, "mid_block.attentions.0", &net->mid_attn, B, h, w,
+    Arena *m = unit_arena(a, x, UNET_MID_UNIT); // the mid block keeps only its output
+    sz.need = max64(sz.need, resnet_plan_acts(m, &x->mid_res[0], "mid_block.resnets.0", &net->mid_res[0], B, h, w));
+    plan_stage(m, &x->mid_out[0], "mid_block.resnets.0", "out", B, top_c, h, w, &sz.flow);
+    sz.need = max64(sz.need, transformer_plan_acts(m, &x->mid_attn, "mid_block.attentions.0", &net->mid_attn, B, h, w,
                                                    T));
-    plan_stage(a, &x->mid_out[1], "mid_block.attentions.0", "out", B, top_c, h, w, &sz.flow);
-    sz.need = max64(sz.need, resnet_plan_acts(a, &x->mid_res[1], "mid_block.resnets.1", &net->mid_res[1], B, h, w));
+    plan_stage(m, &x->mid_out[1], "mid_block.attentions.0", "out", B, top_c, h, w, &sz.flow);
+    sz.need = max64(sz.need, resnet_plan_acts(m, &x->mid_res[1], "mid_block.resnets.1", &net->mid_res[1], B, h, w));
     plan_stage(a, &x->mid_out[2], "mid_block.resnets.1", "out", B, top_c, h, w, &sz.flow);
     int top = x->n_skips;
     const Tensor *hidden = &x->mid_out[2];
@@ -203,7 +222,77 @@ void unet_plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H
     PLAN(a, &x->demb_act, "", "grad.emb_act", B, temb);
     PLAN(a, &x->dtemb, "", "grad.resnet_temb", B, temb);
     PLAN_F32(a, &x->scratch, "", "scratch", sz.need);
+    size_t region = 0; // bytes: the flagged units take turns in one region
+    for (int u = 0; u < UNET_MAX_UNITS; u++) {
+        x->recompute[u] = x->unit_plan[u] != NULL; // flags beyond this UNet's units dropped
+        x->n_recompute += x->recompute[u];
+        if (x->unit_plan[u]) region = region > x->unit_plan[u]->size ? region : x->unit_plan[u]->size;
+    }
+    if (region) arena_add(a, &x->region, "recompute", DTYPE_F32, 1, (int64_t[]){(int64_t)(region / sizeof(float))});
     a->float_dtype = saved;
+}
+
+int unet_units(const UNetConfig *c) {
+    int n = 1;
+    for (int i = 0; i < c->levels; i++) n += 2 * c->layers[i] + 1;
+    return n;
+}
+
+// Bytes of the activation plan for the units flagged in flags[].
+static size_t plan_bytes(const UNet *net, Device d, int64_t B, int64_t H, int64_t W, int64_t T,
+                         const unsigned char *flags, size_t *unit_bytes) {
+    Arena a;
+    arena_init(&a, "unet-acts", d);
+    UNetActs *x = xcalloc(1, sizeof *x);
+    plan_acts(&a, x, net, B, H, W, T, flags);
+    size_t n = a.size;
+    for (int u = 0; unit_bytes && u < UNET_MAX_UNITS; u++) unit_bytes[u] = x->unit_plan[u] ? x->unit_plan[u]->size : 0;
+    unet_acts_free(x);
+    free(x);
+    arena_free(&a);
+    return n;
+}
+
+void unet_plan_acts_recompute(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H, int64_t W, int64_t T,
+                              const UNetRecompute *rc) {
+    UNetRecomputeMode mode = rc ? rc->mode : UNET_RECOMPUTE_OFF;
+    unsigned char all[UNET_MAX_UNITS], flags[UNET_MAX_UNITS] = {0};
+    size_t unit_bytes[UNET_MAX_UNITS], start = a->size;
+    memset(all, 1, sizeof all); // every unit (those beyond this UNet's are never planned)
+    // the plan without recompute, and what each unit puts in the region when flagged
+    size_t off = mode == UNET_RECOMPUTE_OFF ? 0 : plan_bytes(net, a->device, B, H, W, T, NULL, NULL);
+    if (mode != UNET_RECOMPUTE_OFF) plan_bytes(net, a->device, B, H, W, T, all, unit_bytes);
+    if (mode == UNET_RECOMPUTE_ALL) memcpy(flags, all, sizeof flags);
+    if (mode == UNET_RECOMPUTE_AUTO && (double)off > rc->budget) {
+        // the largest units first; flagging k of them saves their sum less the largest (the region)
+        int order[UNET_MAX_UNITS], n = 0;
+        for (int u = 0; u < UNET_MAX_UNITS; u++)
+            if (unit_bytes[u]) {
+                int k = n++;
+                for (; k > 0 && unit_bytes[order[k - 1]] < unit_bytes[u]; k--) order[k] = order[k - 1];
+                order[k] = u;
+            }
+        for (int k = 0; k < n; k++) {
+            flags[order[k]] = 1;
+            if (k > 0 && (double)plan_bytes(net, a->device, B, H, W, T, flags, NULL) <= rc->budget) break;
+        }
+    }
+    plan_acts(a, x, net, B, H, W, T, flags);
+    x->bytes_off = mode == UNET_RECOMPUTE_OFF ? a->size - start : off;
+}
+
+static const char *const RECOMPUTE_NAMES[] = {"off", "auto", "all"};
+
+int unet_recompute_parse(const char *name) {
+    for (int m = 0; m < 3; m++)
+        if (!strcmp(name, RECOMPUTE_NAMES[m])) return m;
+    return -1;
+}
+
+const char *unet_recompute_name(UNetRecomputeMode mode) { return RECOMPUTE_NAMES[mode]; }
+
+void unet_plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H, int64_t W, int64_t T) {
+    unet_plan_acts_recompute(a, x, net, B, H, W, T, NULL);
 }
 
 void unet_acts_free(UNetActs *x) {
@@ -213,6 +302,23 @@ void unet_acts_free(UNetActs *x) {
             transformer_acts_free(&x->up[i].attn[j]);
         }
     transformer_acts_free(&x->mid_attn);
+    for (int u = 0; u < UNET_MAX_UNITS; u++)
+        if (x->unit_plan[u]) {
+            arena_free(x->unit_plan[u]);
+            free(x->unit_plan[u]);
+            x->unit_plan[u] = NULL;
+        }
+}
+
+// Points every tensor of the flagged units into the region (where the arena holding it is now).
+static void recompute_bind(UNetActs *x) {
+    for (int u = 0; u < UNET_MAX_UNITS; u++) {
+        const Arena *r = x->unit_plan[u];
+        for (int k = 0; r && k < r->n; k++) {
+            Tensor *t = r->entries[k].slot;
+            t->data = (char *)x->region.data + r->entries[k].offset, t->device = x->region.device;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -260,11 +366,27 @@ static void check_inputs(const UNet *net, const UNetActs *x, const Tensor *eps, 
     }
 }
 
+// Layer j of a level (a recompute unit): [hidden | skip] concat (up levels: skip given), resnet, transformer.
+static void layer_forward(const UNetLevel *lv, UNetLevelActs *A, int j, const Tensor *hidden, const Tensor *skip,
+                          UNetActs *x, Scratch s) {
+    if (skip) concat_channels_forward(&A->cat[j], hidden, skip);
+    resnet_forward(&lv->res[j], &A->res[j], &A->res_out[j], skip ? &A->cat[j] : hidden, &x->emb_act, s);
+    if (lv->has_attn) transformer_forward(&lv->attn[j], &A->attn[j], &A->attn_out[j], &A->res_out[j], &x->ctx, s);
+}
+
+// The mid block (a recompute unit): resnet 0, attention, resnet 1 on the last down level's output.
+static void mid_forward(const UNet *net, UNetActs *x, const Tensor *in, Scratch s) {
+    resnet_forward(&net->mid_res[0], &x->mid_res[0], &x->mid_out[0], in, &x->emb_act, s);
+    transformer_forward(&net->mid_attn, &x->mid_attn, &x->mid_out[1], &x->mid_out[0], &x->ctx, s);
+    resnet_forward(&net->mid_res[1], &x->mid_res[1], &x->mid_out[2], &x->mid_out[1], &x->emb_act, s);
+}
+
 void unet_forward(const UNet *net, UNetActs *x, Tensor *eps, const Tensor *in, const Tensor *timesteps,
                   const Tensor *context, const Tensor *text_embeds, const Tensor *time_ids) {
     const UNetConfig *c = &net->cfg;
     int L = c->levels;
     check_inputs(net, x, eps, in, timesteps, context, text_embeds, time_ids);
+    recompute_bind(x);
     Scratch s = scratch_make(&x->scratch, x->x.dtype);
     tensor_cast(&x->x, in); // into the activations' dtype
     tensor_cast(&x->ctx, context);
@@ -275,27 +397,20 @@ void unet_forward(const UNet *net, UNetActs *x, Tensor *eps, const Tensor *in, c
         const UNetLevel *lv = &net->down[i];
         UNetLevelActs *A = &x->down[i];
         for (int j = 0; j < lv->n_layers; j++) {
-            resnet_forward(&lv->res[j], &A->res[j], &A->res_out[j], h, &x->emb_act, s);
-            if (lv->has_attn)
-                transformer_forward(&lv->attn[j], &A->attn[j], &A->attn_out[j], &A->res_out[j], &x->ctx, s);
+            layer_forward(lv, A, j, h, NULL, x, s);
             h = layer_out(A, lv, j);
         }
         if (lv->has_sampler) downsample_forward(&lv->sampler, &A->sampler_out, h, s);
         h = level_out(A, lv);
     }
-    resnet_forward(&net->mid_res[0], &x->mid_res[0], &x->mid_out[0], h, &x->emb_act, s);
-    transformer_forward(&net->mid_attn, &x->mid_attn, &x->mid_out[1], &x->mid_out[0], &x->ctx, s);
-    resnet_forward(&net->mid_res[1], &x->mid_res[1], &x->mid_out[2], &x->mid_out[1], &x->emb_act, s);
+    mid_forward(net, x, h, s);
     h = &x->mid_out[2];
     int top = x->n_skips;
     for (int i = 0; i < L; i++) {
         const UNetLevel *lv = &net->up[i];
         UNetLevelActs *A = &x->up[i];
         for (int j = 0; j < lv->n_layers; j++) {
-            concat_channels_forward(&A->cat[j], h, x->skip[--top]);
-            resnet_forward(&lv->res[j], &A->res[j], &A->res_out[j], &A->cat[j], &x->emb_act, s);
-            if (lv->has_attn)
-                transformer_forward(&lv->attn[j], &A->attn[j], &A->attn_out[j], &A->res_out[j], &x->ctx, s);
+            layer_forward(lv, A, j, h, x->skip[--top], x, s);
             h = layer_out(A, lv, j);
         }
         if (lv->has_sampler) upsample_forward(&lv->sampler, &A->sampler_out, h, s);
@@ -348,6 +463,11 @@ static void up_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, Grad
         flow_swap(f);
     }
     for (int j = lv->n_layers - 1; j >= 0; j--) {
+        const Tensor *hidden = j   ? layer_out(A, lv, j - 1)
+                               : i ? level_out(&x->up[i - 1], &net->up[i - 1])
+                                   : &x->mid_out[2];
+        // a recomputed unit re-runs its forward (rewriting its kept output with the same values) into the region
+        if (x->recompute[up_unit(i, j)]) layer_forward(lv, A, j, hidden, x->skip[*k], x, s);
         if (lv->has_attn) {
             Tensor din = view_like(f->other, &A->res_out[j]), dout = view_like(f->cur, &A->attn_out[j]);
             transformer_backward(&lv->attn[j], GRAD(lg, attn[j]), &A->attn[j], &din, dctx, &dout, &A->res_out[j],
@@ -356,9 +476,6 @@ static void up_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, Grad
         }
         Tensor dcat = view_like(&x->gcat, &A->cat[j]), dout = view_like(f->cur, &A->res_out[j]);
         resnet_step(&lv->res[j], GRAD(lg, res[j]), &A->res[j], &dcat, &dout, &A->cat[j], x, s);
-        const Tensor *hidden = j   ? layer_out(A, lv, j - 1)
-                               : i ? level_out(&x->up[i - 1], &net->up[i - 1])
-                                   : &x->mid_out[2];
         Tensor dh = view_like(f->cur, hidden);
         concat_channels_backward(&dh, &x->dskip[(*k)++], &dcat);
     }
@@ -377,6 +494,10 @@ static void down_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, Gr
         flow_swap(f);
     }
     for (int j = lv->n_layers - 1; j >= 0; j--) {
+        const Tensor *in = j   ? layer_out(A, lv, j - 1)
+                           : i ? level_out(&x->down[i - 1], &net->down[i - 1])
+                               : &x->conv_in_out;
+        if (x->recompute[down_unit(i, j)]) layer_forward(lv, A, j, in, NULL, x, s);
         Tensor dout = view_like(f->cur, layer_out(A, lv, j));
         tensor_axpy(&dout, 1.0f, &x->dskip[(*k)--]);
         if (lv->has_attn) {
@@ -385,9 +506,6 @@ static void down_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, Gr
                                  &x->ctx, s);
             flow_swap(f);
         }
-        const Tensor *in = j   ? layer_out(A, lv, j - 1)
-                           : i ? level_out(&x->down[i - 1], &net->down[i - 1])
-                               : &x->conv_in_out;
         Tensor din = view_like(f->other, in), dres = view_like(f->cur, &A->res_out[j]);
         resnet_step(&lv->res[j], GRAD(lg, res[j]), &A->res[j], &din, &dres, in, x, s);
         flow_swap(f);
@@ -422,6 +540,7 @@ void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Te
     }
     {   // mid block: resnet 1, attention, resnet 0
         const Tensor *in = level_out(&x->down[L - 1], &net->down[L - 1]);
+        if (x->recompute[UNET_MID_UNIT]) mid_forward(net, x, in, s);
         Tensor din = view_like(f.other, &x->mid_out[1]), dout = view_like(f.cur, &x->mid_out[2]);
         resnet_step(&net->mid_res[1], GRAD(g, mid_res[1]), &x->mid_res[1], &din, &dout, &x->mid_out[1], x, s);
         flow_swap(&f);

@@ -11,6 +11,11 @@ extern "C" {
 #define UNET_MAX_LEVELS 4
 #define UNET_MAX_LAYERS 4 // resnets per up block (layers_per_block + 1)
 #define UNET_MAX_SKIPS (1 + UNET_MAX_LEVELS * UNET_MAX_LAYERS)
+// Recompute units: layer j of down level i (its resnet and transformer) is unit i * UNET_MAX_LAYERS + j, the mid
+// block is UNET_MID_UNIT, layer j of up level i (its [hidden | skip] concat, resnet and transformer) is
+// UNET_MID_UNIT + 1 + i * UNET_MAX_LAYERS + j.
+#define UNET_MID_UNIT (UNET_MAX_LEVELS * UNET_MAX_LAYERS)
+#define UNET_MAX_UNITS (UNET_MID_UNIT + 1 + UNET_MAX_LEVELS * UNET_MAX_LAYERS)
 
 typedef struct {
     int in_channels, out_channels, levels;
@@ -72,6 +77,13 @@ typedef struct {
     Tensor gflow[2], gcat;           // backward: flat gradient buffers (largest stage, largest concat)
     Tensor demb_act, dtemb;          // backward: [B, temb] summed and per-resnet time-input gradients
     Tensor scratch;                  // flat, the largest need of any block call
+    // activation recompute: a flagged unit keeps only its output (and reads its kept input); everything else it
+    // saves for its backward lives in the shared region, where the backward re-runs the unit's forward first
+    unsigned char recompute[UNET_MAX_UNITS]; // 1: the unit is recomputed
+    int n_recompute;
+    Arena *unit_plan[UNET_MAX_UNITS];        // a flagged unit's tensors, planned from offset 0 of the region
+    Tensor region;                           // flat, as many bytes as the largest flagged unit (none: no data)
+    size_t bytes_off;                        // the activation plan without recompute (for the saving)
     // backward: called as the parameter gradients of each part become final (NULL: not called); see
     // unet_param_part. Set it for the last backward before an optimiser step to start reducing gradients early.
     void (*ready)(void *ctx, int part);
@@ -88,6 +100,24 @@ int64_t unet_param_count(const UNetConfig *cfg);
 // Registers the activations of one forward + backward for batch B, latent H x W (multiples of 2^(levels-1)) and
 // context length T.
 void unet_plan_acts(Arena *a, UNetActs *acts, const UNet *net, int64_t B, int64_t H, int64_t W, int64_t T);
+
+// Activation recompute (train.recompute): off keeps every activation for the backward; all flags every unit; auto
+// flags units from the largest down until the activation plan is at most budget bytes (every unit when it cannot
+// get there; none when it fits already). The backward then re-runs each flagged unit's forward just before its
+// backward, so the gradients are the same bit for bit, for about one extra forward of the flagged units.
+typedef enum { UNET_RECOMPUTE_OFF, UNET_RECOMPUTE_AUTO, UNET_RECOMPUTE_ALL } UNetRecomputeMode;
+typedef struct {
+    UNetRecomputeMode mode;
+    double budget;       // auto: bytes the activation plan should fit in
+} UNetRecompute;
+// "off", "auto", "all" and back (-1: not a mode).
+int unet_recompute_parse(const char *name);
+const char *unet_recompute_name(UNetRecomputeMode mode);
+// unet_plan_acts with recompute (rc NULL: off).
+void unet_plan_acts_recompute(Arena *a, UNetActs *acts, const UNet *net, int64_t B, int64_t H, int64_t W, int64_t T,
+                              const UNetRecompute *rc);
+// Units of this UNet (flags beyond them are never set).
+int unet_units(const UNetConfig *cfg);
 
 // eps [B, out, H, W] = UNet(x [B, in, H, W], timesteps [B] (float), context [B, T, cross_dim],
 //                          text_embeds [B, text_embed_dim] and time_ids [B, 6] (text_time models only, else NULL))

@@ -66,6 +66,7 @@ static const char *const PROGRESS_MODES[] = {"auto", "on", "off", NULL};
 static const char *const EXPORTS[] = {"lora", "merged", "both", "none", NULL};
 static const char *const TRAIN_DEVICES[] = {"auto", "cpu", "cuda", NULL};
 static const char *const PRECISIONS[] = {"fp32", "bf16", NULL};
+static const char *const RECOMPUTES[] = {"off", "auto", "all", NULL}; // UNetRecomputeMode order
 static const char *const RESIZE_KERNELS[] = {"bilinear", "bicubic", NULL}; // ResizeKernel order
 
 static const struct {
@@ -176,6 +177,14 @@ static const ConfigKey KEYS[] = {
     K_ENUM("train", "precision", train.precision, PRECISIONS, "fp32",
            "GPU: bf16 stores activations and a compute copy of the weights in bf16 (fp32 accumulation, statistics, "
            "gradients, master weights and Adam moments); fp32 computes as the CPU does (docs/ARCHITECTURE.md)"),
+    K_ENUM("train", "recompute", train.recompute, RECOMPUTES, "off",
+           "UNet activation recompute: off keeps every block's activations for the backward; all keeps only each "
+           "block's output and re-runs its forward just before its backward (the same gradients bit for bit, about "
+           "one more UNet forward of time); auto recomputes the largest blocks until the UNet activations fit "
+           "train.activation_budget_gb (docs/PERFORMANCE.md)"),
+    K_FLOAT("train", "activation_budget_gb", train.activation_budget_gb, "0", 0, 1e6, 0,
+            "train.recompute = auto: GiB the UNet activations of one rank should fit in; 0 = three quarters of "
+            "the memory the device has available when they are planned"),
     K_FLOAT("train", "reduce_bucket_mb", train.reduce_bucket_mb, "1.0", 0, 1024, 0,
             "with several ranks, the gradient reduction starts during the last UNet backward whenever this many "
             "MiB of gradients are final (docs/DISTRIBUTED.md); 0 = one reduction after the backward"),

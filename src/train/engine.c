@@ -124,6 +124,10 @@ static void plan_workspaces(Engine *e) {
     vae_decode_backward(e->vae, NULL, &e->vacts, &e->dimage, &e->g);
 }
 
+static UNetRecompute g_recompute; // engine_set_recompute: off until set
+
+void engine_set_recompute(const UNetRecompute *rc) { g_recompute = *rc; }
+
 void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const Ddim *sched, const RewardSet *rewards,
                  float guidance, float eta, int B, int h, int w, int T) {
     memset(e, 0, sizeof *e);
@@ -143,7 +147,9 @@ void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const
                                 "(sampler.height and sampler.width, or --height and --width)";
     arena_init(&e->unet_mem, "unet-acts", d);
     arena_set_reduce(&e->unet_mem, reduce);
-    unet_plan_acts(&e->unet_mem, &e->acts, unet, e->rows, h, w, T);
+    UNetRecompute rc = g_recompute;
+    if (rc.mode == UNET_RECOMPUTE_AUTO && rc.budget <= 0) rc.budget = 0.75 * (double)device_available_bytes(d);
+    unet_plan_acts_recompute(&e->unet_mem, &e->acts, unet, e->rows, h, w, T, &rc);
     arena_alloc(&e->unet_mem);
     arena_init(&e->vae_mem, "vae-acts", d);
     arena_set_reduce(&e->vae_mem, reduce);

@@ -107,6 +107,10 @@ void engine_free(Engine *e);
 // as the replay of a CUDA graph: the same results, bit for bit, with one launch instead of hundreds; off launches
 // every kernel. Nothing on the CPU.
 void engine_set_graphs(Engine *e, int on);
+// Activation recompute of the UNet for the engines initialised after this call (train.recompute; default off).
+// Auto with budget 0: 3/4 of the memory the device has available when the engine plans its UNet activations, the
+// rest left for the decoder's activations, the latents and the ops' workspaces.
+void engine_set_recompute(const UNetRecompute *rc);
 
 typedef struct {
     double loss;               // this call's share of the loss

@@ -108,6 +108,7 @@ static void trainer_setup(Trainer *t, const Config *c) {
     t->m = device_alloc(d, mbytes), t->v = device_alloc(d, mbytes); // zero-filled
     if (d == DEVICE_CPU) t->hp = t->ts.p, t->hm = t->m, t->hv = t->v;
     float guidance = c->method.cfg ? (float)c->sampler.guidance : 1.0f;
+    engine_set_recompute(&(UNetRecompute){c->train.recompute, c->train.activation_budget_gb * (1 << 30)});
     engine_init(&t->eng, model_compute_unet(&t->model), &t->ts.slots, model_compute_vae(&t->model), &t->model.sched,
                 &t->rw.set, guidance,
                 (float)c->sampler.eta, t->Bl, t->h, t->w, 77);
