@@ -1,5 +1,8 @@
 // gradcheck_conv2d.c: conv2d forward against a direct double-precision convolution, and finite-difference checks
-// of conv2d (input, weight, bias) and pad2d for the kernel / stride / pad combinations the models use.
+// of conv2d (input, weight, bias) and pad2d for the kernel / stride / pad combinations the models use. The CPU
+// conv picks its path by shape (1x1 in place; small images grouped several per GEMM; "same" stride-1 convs copy
+// shifted runs; row chunks for very large images): each path has cases here, and grouped batches are compared with
+// the same images run one at a time.
 #include <math.h>
 #include <stdio.h>
 
@@ -156,6 +159,51 @@ static int conv_chunked_case(const char *name, int64_t IC, int64_t OC, int64_t H
            rel_check(name, "dw vs direct", e[2], r[2], 1e-5) + rel_check(name, "db vs direct", e[3], r[3], 1e-5);
 }
 
+// A batch of B images (grouped several per GEMM when small) against each image alone (one image per GEMM): output,
+// input grad, weight grad (summed over the single-image calls) and bias grad. Adds 4 to *checks.
+static int conv_group_case(const char *name, int64_t B, int64_t IC, int64_t OC, int64_t H, int64_t W, int64_t K,
+                           int stride, int pad, int *checks) {
+    int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
+    int64_t xn = IC * H * W, yn = OC * OH * OW, wn = OC * IC * K * K;
+    ConvCtx c = {.stride = stride, .pad = pad, .bias = 1};
+    c.x = GC_TENSOR(B, IC, H, W), c.dx = GC_TENSOR(B, IC, H, W);
+    c.w = GC_TENSOR(OC, IC, K, K), c.dw = GC_TENSOR(OC, IC, K, K);
+    c.b = GC_TENSOR(OC), c.db = GC_TENSOR(OC);
+    c.y = GC_TENSOR(B, OC, OH, OW), c.dy = GC_TENSOR(B, OC, OH, OW);
+    gc_fill_uniform(&c.x, -1, 1, 21);
+    gc_fill_uniform(&c.w, -0.5f, 0.5f, 22);
+    gc_fill_uniform(&c.b, -0.5f, 0.5f, 23);
+    gc_fill_uniform(&c.dy, -1, 1, 24);
+    conv_fwd(&c);
+    conv_bwd(&c);
+    Tensor y1 = GC_TENSOR(1, OC, OH, OW), dx1 = GC_TENSOR(1, IC, H, W), dw1 = GC_TENSOR(OC, IC, K, K);
+    Tensor db1 = GC_TENSOR(OC), dwsum = GC_TENSOR(OC, IC, K, K), dbsum = GC_TENSOR(OC);
+    const float *y = c.y.data, *dx = c.dx.data, *dw = c.dw.data, *db = c.db.data;
+    float *ys = y1.data, *dxs = dx1.data, *dws = dw1.data, *dbs = db1.data, *wsum = dwsum.data, *bsum = dbsum.data;
+    double e[4] = {0}, r[4] = {0}; // out, din, dw, db
+    for (int64_t n = 0; n < B; n++) {
+        Tensor x1 = tensor_f32_4d((float *)c.x.data + n * xn, 1, IC, H, W);
+        Tensor dy1 = tensor_f32_4d((float *)c.dy.data + n * yn, 1, OC, OH, OW);
+        for (int64_t i = 0; i < wn; i++) dws[i] = 0.0f;
+        for (int64_t i = 0; i < OC; i++) dbs[i] = 0.0f;
+        conv2d_forward(&y1, &x1, &c.w, &c.b, stride, pad);
+        conv2d_backward(&dx1, &dw1, &db1, &dy1, &x1, &c.w, stride, pad);
+        for (int64_t i = 0; i < yn; i++)
+            e[0] = fmax(e[0], fabs(y[n * yn + i] - ys[i])), r[0] = fmax(r[0], fabs(ys[i]));
+        for (int64_t i = 0; i < xn; i++)
+            e[1] = fmax(e[1], fabs(dx[n * xn + i] - dxs[i])), r[1] = fmax(r[1], fabs(dxs[i]));
+        for (int64_t i = 0; i < wn; i++) wsum[i] += dws[i];
+        for (int64_t i = 0; i < OC; i++) bsum[i] += dbs[i];
+    }
+    for (int64_t i = 0; i < wn; i++) e[2] = fmax(e[2], fabs(dw[i] - wsum[i])), r[2] = fmax(r[2], fabs(wsum[i]));
+    for (int64_t i = 0; i < OC; i++) e[3] = fmax(e[3], fabs(db[i] - bsum[i])), r[3] = fmax(r[3], fabs(bsum[i]));
+    *checks += 4;
+    // the same products summed in another grouping: float rounding only (rel ~1e-7 per sum of a few hundred terms)
+    return rel_check(name, "forward vs one by one", e[0], r[0], 1e-6) +
+           rel_check(name, "din vs one by one", e[1], r[1], 1e-6) +
+           rel_check(name, "dw vs one by one", e[2], r[2], 1e-5) + rel_check(name, "db vs one by one", e[3], r[3], 1e-5);
+}
+
 typedef struct {
     Tensor x, y, dx, dy;
     int top, bottom, left, right;
@@ -208,6 +256,22 @@ int main(void) {
     f += conv_case("conv2d k3 s1 p1 (threaded)", 2, 16, 8, 20, 19, 3, 1, 1, 1, 512, &checks);
     f += conv_case("conv2d k3 s2 p1 (threaded)", 2, 16, 8, 21, 20, 3, 2, 1, 1, 512, &checks);
     f += conv_case("conv2d k1 s1 p0 (threaded)", 2, 16, 8, 64, 33, 1, 1, 0, 1, 512, &checks);
+    // "same" stride-1 convs (shifted runs) at their edges: wide wrap (5x5), a one-pixel image, a 1-wide image whose
+    // outer taps read only padding; stride-1 convs that are not "same" (grown output, padded 1x1)
+    f += conv_case("conv2d k5 s1 p2 (same)", 2, 3, 4, 7, 6, 5, 1, 2, 1, 0, &checks);
+    f += conv_case("conv2d k3 s1 p1 (1x1 image)", 3, 4, 5, 1, 1, 3, 1, 1, 1, 0, &checks);
+    f += conv_case("conv2d k5 s1 p2 (1-wide image)", 2, 2, 3, 3, 1, 5, 1, 2, 1, 0, &checks);
+    f += conv_case("conv2d k3 s1 p2 (grown)", 2, 3, 4, 5, 6, 3, 1, 2, 1, 0, &checks);
+    f += conv_case("conv2d k1 s1 p1 (padded 1x1)", 2, 3, 4, 5, 4, 1, 1, 1, 1, 0, &checks);
+    // small images grouped several per GEMM: 16x16 outputs are 4 images per GEMM, so 5 images leave a group of one;
+    // the tiny model's 2x2 and 8x8 layers and a stride-2 layer of 8x9 outputs
+    f += conv_case("conv2d k3 s1 p1 (grouped)", 5, 3, 4, 16, 16, 3, 1, 1, 1, 512, &checks);
+    f += conv_case("conv2d k3 s2 p1 (grouped)", 5, 3, 4, 17, 15, 3, 2, 1, 1, 512, &checks);
+    f += conv_group_case("conv2d k3 s1 p1 (groups of 4)", 5, 3, 4, 16, 16, 3, 1, 1, &checks);
+    f += conv_group_case("conv2d k3 s1 p1 (2x2, 48 ch)", 2, 48, 48, 2, 2, 3, 1, 1, &checks);
+    f += conv_group_case("conv2d k3 s1 p1 (8x8, 32 ch)", 8, 32, 32, 8, 8, 3, 1, 1, &checks);
+    f += conv_group_case("conv2d k3 s2 p1 (grouped)", 5, 3, 4, 17, 15, 3, 2, 1, &checks);
+    f += conv_group_case("conv2d k1 s1 p0 (in place)", 3, 8, 6, 5, 7, 1, 1, 0, &checks);
     // 1400 x 1400: the columns (2 x 9 x 1400^2 and 8 x 9 x 700^2 floats) need two row chunks
     f += conv_chunked_case("conv2d k3 s1 p1 (chunked)", 2, 2, 1400, 1400, 1, 1, &checks);
     f += conv_chunked_case("conv2d k3 s2 p1 (chunked)", 8, 2, 1400, 1399, 2, 1, &checks);
