@@ -54,7 +54,7 @@ typedef struct {
     void *p;
     size_t len; // bytes mapped
 } BigAlloc;
-static BigAlloc *g_big; // the live mappings (a few dozen at most: arenas and workspaces)
+static BigAlloc *g_big; // the live mappings (a few dozen at most: arenas and workspaces), under critical(device_big)
 static int g_nbig, g_capbig;
 
 // Writes one zero byte per 4 KiB page of [p, p + bytes), all threads: the memory is already zero, so the write only
@@ -72,24 +72,30 @@ static void touch_pages(char *p, size_t bytes) {
 static void *big_alloc(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0); // page-aligned
     if (p == MAP_FAILED) return NULL;
-    if (g_nbig == g_capbig) {
-        g_capbig = g_capbig ? 2 * g_capbig : 16;
-        g_big = xrealloc(g_big, sizeof *g_big * (size_t)g_capbig);
+#pragma omp critical(device_big)
+    {
+        if (g_nbig == g_capbig) {
+            g_capbig = g_capbig ? 2 * g_capbig : 16;
+            g_big = xrealloc(g_big, sizeof *g_big * (size_t)g_capbig);
+        }
+        g_big[g_nbig++] = (BigAlloc){p, bytes};
     }
-    g_big[g_nbig++] = (BigAlloc){p, bytes};
     touch_pages(p, bytes);
     return p;
 }
 
 // 1 when p came from big_alloc (and is unmapped now), 0 otherwise
 static int big_free(void *p) {
+    size_t len = 0;
+#pragma omp critical(device_big)
     for (int i = 0; i < g_nbig; i++)
         if (g_big[i].p == p) {
-            munmap(p, g_big[i].len);
+            len = g_big[i].len;
             g_big[i] = g_big[--g_nbig];
-            return 1;
+            break;
         }
-    return 0;
+    if (len) munmap(p, len);
+    return len != 0;
 }
 
 void *device_alloc(Device d, size_t bytes) {
