@@ -3,9 +3,11 @@
 // emulator, whose device is visible only in the emulated tests or with DRTUNE_CUDAEMU=1.
 #include "device.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "common.h"
 #include "device_cuda.h"
@@ -40,16 +42,74 @@ void device_freeze_allocations(int on) { g_frozen = on; }
 
 long long device_alloc_count(void) { return g_allocs; }
 
+// Host buffers from DEVICE_BIG_BYTES on (the arenas, the ops' workspace) are mapped straight from the kernel: its
+// pages come zero-filled, so nothing clears them a second time. Each is then touched once, by all threads in
+// parallel, so that the page faults (where the kernel clears the pages) happen here, spread over the cores, and not
+// one at a time inside the first forward and backward. (Asking for 2 MiB pages, MADV_HUGEPAGE, was measured slower
+// on a shared host: the kernel's compaction to find them cost more system time than the faults it saved.)
+#define DEVICE_BIG_BYTES ((size_t)4 << 20)
+#define DEVICE_CHUNK_BYTES ((size_t)1 << 20) // the unit of the parallel touch and clear
+
+typedef struct {
+    void *p;
+    size_t len; // bytes mapped
+} BigAlloc;
+static BigAlloc *g_big; // the live mappings (a few dozen at most: arenas and workspaces), under critical(device_big)
+static int g_nbig, g_capbig;
+
+// Writes one zero byte per 4 KiB page of [p, p + bytes), all threads: the memory is already zero, so the write only
+// faults the page in.
+static void touch_pages(char *p, size_t bytes) {
+    int64_t chunks = (int64_t)((bytes + DEVICE_CHUNK_BYTES - 1) / DEVICE_CHUNK_BYTES);
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < chunks; k++) {
+        size_t lo = (size_t)k * DEVICE_CHUNK_BYTES;
+        size_t hi = bytes - lo < DEVICE_CHUNK_BYTES ? bytes : lo + DEVICE_CHUNK_BYTES;
+        for (size_t i = lo; i < hi; i += 4096) ((volatile char *)p)[i] = 0;
+    }
+}
+
+static void *big_alloc(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0); // page-aligned
+    if (p == MAP_FAILED) return NULL;
+#pragma omp critical(device_big)
+    {
+        if (g_nbig == g_capbig) {
+            g_capbig = g_capbig ? 2 * g_capbig : 16;
+            g_big = xrealloc(g_big, sizeof *g_big * (size_t)g_capbig);
+        }
+        g_big[g_nbig++] = (BigAlloc){p, bytes};
+    }
+    touch_pages(p, bytes);
+    return p;
+}
+
+// 1 when p came from big_alloc (and is unmapped now), 0 otherwise
+static int big_free(void *p) {
+    size_t len = 0;
+#pragma omp critical(device_big)
+    for (int i = 0; i < g_nbig; i++)
+        if (g_big[i].p == p) {
+            len = g_big[i].len;
+            g_big[i] = g_big[--g_nbig];
+            break;
+        }
+    if (len) munmap(p, len);
+    return len != 0;
+}
+
 void *device_alloc(Device d, size_t bytes) {
     if (d == DEVICE_CPU) {
         size_t rounded = (bytes + 255) & ~(size_t)255;
         void *p = NULL;
-        if (posix_memalign(&p, 256, rounded ? rounded : 256) != 0) {
+        if (rounded >= DEVICE_BIG_BYTES) p = big_alloc(rounded);
+        else if (posix_memalign(&p, 256, rounded ? rounded : 256) == 0) memset(p, 0, rounded ? rounded : 256);
+        else p = NULL;
+        if (!p) {
             char b[32];
             FATAL("reduce the batch or the model size", "out of host memory allocating %s",
                   dt_format_bytes(b, sizeof b, (double)bytes));
         }
-        memset(p, 0, rounded);
         return p;
     }
     need_cuda();
@@ -62,15 +122,20 @@ void *device_alloc(Device d, size_t bytes) {
 void device_free(Device d, void *p) {
     if (!p) return;
     if (d == DEVICE_CPU) {
-        free(p);
+        if (!big_free(p)) free(p);
         return;
     }
     cuda_free(p);
 }
 
 void device_zero(Device d, void *p, size_t bytes) {
-    if (d == DEVICE_CPU) {
-        memset(p, 0, bytes);
+    if (d == DEVICE_CPU) { // large buffers by all threads, in chunks
+        int64_t chunks = (int64_t)((bytes + DEVICE_CHUNK_BYTES - 1) / DEVICE_CHUNK_BYTES);
+#pragma omp parallel for schedule(static) if (bytes >= DEVICE_BIG_BYTES)
+        for (int64_t k = 0; k < chunks; k++) {
+            size_t lo = (size_t)k * DEVICE_CHUNK_BYTES;
+            memset((char *)p + lo, 0, bytes - lo < DEVICE_CHUNK_BYTES ? bytes - lo : DEVICE_CHUNK_BYTES);
+        }
         return;
     }
     cuda_zero(p, bytes);

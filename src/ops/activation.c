@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "ops_internal.h"
+#include "vecmath.h"
 
 #define SQRT1_2 0.70710678118654752f     // 1 / sqrt(2)
 #define INV_SQRT_2PI 0.39894228040143268f // 1 / sqrt(2 pi)
@@ -20,20 +21,20 @@ const char *activation_name(Activation a) {
     return "unknown";
 }
 
-static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 
-static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * SQRT1_2)); }
+static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erf_f32(x * SQRT1_2)); }
 // d/dx gelu_erf = Phi(x) + x phi(x)
 static inline float gelu_erf_grad(float x) {
-    return 0.5f * (1.0f + erff(x * SQRT1_2)) + x * INV_SQRT_2PI * expf(-0.5f * x * x);
+    return 0.5f * (1.0f + erf_f32(x * SQRT1_2)) + x * INV_SQRT_2PI * exp_f32(-0.5f * x * x);
 }
 
 static inline float act_f(float x, Activation act) {
     switch (act) {
-    case ACT_SILU: return x / (1.0f + expf(-x));
+    case ACT_SILU: return x / (1.0f + exp_f32(-x));
     case ACT_GELU: return gelu_erf(x);
     case ACT_GELU_TANH: return 0.5f * x * (1.0f + tanhf(SQRT_2_PI * (x + GELU_TANH_C * x * x * x)));
-    case ACT_QUICK_GELU: return x / (1.0f + expf(-QUICK_GELU_C * x));
+    case ACT_QUICK_GELU: return x / (1.0f + exp_f32(-QUICK_GELU_C * x));
     }
     return 0.0f;
 }
@@ -56,6 +57,23 @@ static inline float act_df(float x, Activation act) {
     }
     }
     return 0.0f;
+}
+
+// One vector loop per activation: the switch stays out of the loop (y may alias x; dx may alias dy or x).
+#define ACT_LOOP(act, body)                                                                                           \
+    switch (act) {                                                                                                    \
+    case ACT_SILU: _Pragma("omp simd") for (int64_t i = 0; i < n; i++) body(ACT_SILU); break;                        \
+    case ACT_GELU: _Pragma("omp simd") for (int64_t i = 0; i < n; i++) body(ACT_GELU); break;                        \
+    case ACT_GELU_TANH: for (int64_t i = 0; i < n; i++) body(ACT_GELU_TANH); break;                                 \
+    case ACT_QUICK_GELU: _Pragma("omp simd") for (int64_t i = 0; i < n; i++) body(ACT_QUICK_GELU); break;            \
+    }
+#define ACT_FWD(a) y[i] = act_f(x[i], a)
+#define ACT_BWD(a) dx[i] = dy[i] * act_df(x[i], a)
+
+void activation_forward_f32(float *y, const float *x, int64_t n, Activation act) { ACT_LOOP(act, ACT_FWD) }
+
+void activation_backward_f32(float *dx, const float *dy, const float *x, int64_t n, Activation act) {
+    ACT_LOOP(act, ACT_BWD)
 }
 
 static void expect_valid_activation(Activation act, const char *op) {
@@ -85,8 +103,9 @@ void activation_forward(Tensor *out, const Tensor *in, Activation act) {
     OPS_EXPECT_CPU(in, "activation_forward");
     float *y = tensor_f32(out);
     const float *x = tensor_f32(in);
+    int64_t chunk = 16384; // elements per task: whole vectors, cache-sized
 #pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; i++) y[i] = act_f(x[i], act);
+    for (int64_t i = 0; i < n; i += chunk) activation_forward_f32(y + i, x + i, n - i < chunk ? n - i : chunk, act);
 }
 
 // din = dout * act'(in) (written; din may alias dout)
@@ -108,8 +127,10 @@ void activation_backward(Tensor *din, const Tensor *dout, const Tensor *in, Acti
     OPS_EXPECT_CPU(in, "activation_backward");
     float *dx = tensor_f32(din);
     const float *dy = tensor_f32(dout), *x = tensor_f32(in);
+    int64_t chunk = 16384;
 #pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * act_df(x[i], act);
+    for (int64_t i = 0; i < n; i += chunk)
+        activation_backward_f32(dx + i, dy + i, x + i, n - i < chunk ? n - i : chunk, act);
 }
 
 // in [N, 2D] = [h | g], out [N, D]: rows and D of a geglu pair
@@ -140,6 +161,7 @@ void geglu_forward(Tensor *out, const Tensor *in) {
     for (int64_t n = 0; n < N; n++) {
         const float *h = x + n * 2 * D, *g = h + D;
         float *yn = y + n * D;
+#pragma omp simd
         for (int64_t j = 0; j < D; j++) yn[j] = h[j] * gelu_erf(g[j]);
     }
 }
@@ -168,6 +190,7 @@ void geglu_backward(Tensor *din, const Tensor *dout, const Tensor *in) {
     for (int64_t n = 0; n < N; n++) {
         const float *h = x + n * 2 * D, *g = h + D, *dyn = dy + n * D;
         float *dh = dx + n * 2 * D, *dg = dh + D;
+#pragma omp simd
         for (int64_t j = 0; j < D; j++) {
             float d = dyn[j], hj = h[j], gj = g[j];
             dh[j] = d * gelu_erf(gj);
@@ -205,8 +228,9 @@ void softmax_forward(Tensor *out, const Tensor *in) {
         float mx = -INFINITY;
         for (int64_t c = 0; c < C; c++) mx = xn[c] > mx ? xn[c] : mx;
         double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
         for (int64_t c = 0; c < C; c++) {
-            yn[c] = expf(xn[c] - mx);
+            yn[c] = exp_f32(xn[c] - mx);
             sum += yn[c];
         }
         double inv = 1.0 / sum;

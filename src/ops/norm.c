@@ -62,19 +62,10 @@ static void groupnorm_dims(const Tensor *in, int groups, const char *op, int64_t
           groups);
 }
 
-// y [B, C, S] = (x - mean[b, g]) * rstd[b, g] * gamma[c] + beta[c], the statistics given
-static void groupnorm_apply(float *y, const float *x, const float *mu, const float *rs, const float *ga,
-                            const float *be, int64_t B, int64_t C, int64_t S, int64_t Cg) {
-    // (b * C + c) / Cg == b * G + c / Cg because C == G * Cg
-#pragma omp parallel for if (B * C * S > 65536)
-    for (int64_t bc = 0; bc < B * C; bc++) {
-        int64_t c = bc % C, bg = bc / Cg;
-        float m = mu[bg], a = rs[bg] * ga[c], b0 = be[c];
-        const float *xi = x + bc * S;
-        float *yi = y + bc * S;
+// y [S] = (x - m) * a + b0 for one channel of one sample
+static inline void groupnorm_row(float *y, const float *x, int64_t S, float m, float a, float b0) {
 #pragma omp simd
-        for (int64_t s = 0; s < S; s++) yi[s] = (xi[s] - m) * a + b0;
-    }
+    for (int64_t s = 0; s < S; s++) y[s] = (x[s] - m) * a + b0;
 }
 
 // out [B, C, *] = act((in - mean[b, g]) * rstd[b, g] * gamma[c] + beta[c]) (act < 0: none); mean, rstd [B, G]
@@ -109,13 +100,21 @@ static void groupnorm_fwd(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor 
     OPS_EXPECT_CPU(in, op);
     OPS_EXPECT_CPU(gamma, op);
     OPS_EXPECT_CPU(beta, op);
-    float *mu = tensor_f32(mean), *rs = tensor_f32(rstd);
-    const float *x = tensor_f32(in);
-    // a group is one contiguous block of Cg * S values
-#pragma omp parallel for if (B * C * S > 65536)
-    for (int64_t bg = 0; bg < B * G; bg++) moments(x + bg * Cg * S, Cg * S, eps, &mu[bg], &rs[bg]);
-    groupnorm_apply(tensor_f32(out), x, mu, rs, tensor_f32(gamma), tensor_f32(beta), B, C, S, Cg);
-    if (act >= 0) activation_forward(out, out, (Activation)act);
+    float *mu = tensor_f32(mean), *rs = tensor_f32(rstd), *y = tensor_f32(out);
+    const float *x = tensor_f32(in), *ga = tensor_f32(gamma), *be = tensor_f32(beta);
+    // one parallel region: the statistics of each group (one contiguous block of Cg * S values), then each channel
+    // normalised and its activation applied while the row is in cache
+#pragma omp parallel if (B * C * S > 65536)
+    {
+#pragma omp for
+        for (int64_t bg = 0; bg < B * G; bg++) moments(x + bg * Cg * S, Cg * S, eps, &mu[bg], &rs[bg]);
+#pragma omp for
+        for (int64_t bc = 0; bc < B * C; bc++) { // (b * C + c) / Cg == b * G + c / Cg because C == G * Cg
+            int64_t c = bc % C, bg = bc / Cg;
+            groupnorm_row(y + bc * S, x + bc * S, S, mu[bg], rs[bg] * ga[c], be[c]);
+            if (act >= 0) activation_forward_f32(y + bc * S, y + bc * S, S, (Activation)act);
+        }
+    }
 }
 
 void groupnorm_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
@@ -178,51 +177,65 @@ static void groupnorm_bwd(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tens
     OPS_EXPECT_CPU(dbeta, op);
     const float *dy = tensor_f32(dout), *x = tensor_f32(in), *mu = tensor_f32(mean), *rs = tensor_f32(rstd),
                 *ga = tensor_f32(gamma);
-    // scratch: sdy [B, C] = sum_s dz, sdyx [B, C] = sum_s dz xhat; with an activation, z and dz [B, C, S]
+    // scratch: sdy [B, C] = sum_s dz, sdyx [B, C] = sum_s dz xhat; with an activation, dz [B, C, S]
     int64_t n = B * C * S;
-    size_t bytes = sizeof(double) * 2 * (size_t)(B * C) + (act >= 0 ? sizeof(float) * 2 * (size_t)n : 0);
+    size_t bytes = sizeof(double) * 2 * (size_t)(B * C) + (act >= 0 ? sizeof(float) * (size_t)n : 0);
     double *sdy = ops_workspace(DEVICE_CPU, bytes), *sdyx = sdy + B * C;
-    if (act >= 0) { // dz = dout act'(z), through the activation op on the recomputed z
-        float *z = (float *)(sdyx + B * C), *dz = z + n;
-        groupnorm_apply(z, x, mu, rs, ga, tensor_f32(beta), B, C, S, Cg);
-        Tensor tz = tensor_make(z, DTYPE_F32, DEVICE_CPU, in->ndim, in->shape);
-        Tensor tdz = tensor_make(dz, DTYPE_F32, DEVICE_CPU, in->ndim, in->shape);
-        activation_backward(&tdz, dout, &tz, (Activation)act);
-        dy = dz;
-    }
-#pragma omp parallel for if (B * C * S > 65536)
-    for (int64_t bc = 0; bc < B * C; bc++) {
-        int64_t bg = bc / Cg;
-        double m = mu[bg], r = rs[bg], s1 = 0.0, s2 = 0.0;
-        const float *dyi = dy + bc * S, *xi = x + bc * S;
-#pragma omp simd reduction(+ : s1, s2)
-        for (int64_t s = 0; s < S; s++) {
-            s1 += dyi[s];
-            s2 += (double)dyi[s] * (((double)xi[s] - m) * r);
-        }
-        sdy[bc] = s1;
-        sdyx[bc] = s2;
-    }
-    if (ops_want(din)) {
-        float *dx = tensor_f32(din);
-        double inv_n = 1.0 / (double)(Cg * S);
-#pragma omp parallel for if (B * C * S > 65536)
+    float *dz = act >= 0 ? (float *)(sdyx + B * C) : NULL, *dx = ops_want(din) ? tensor_f32(din) : NULL;
+    float *dg = ops_want(dgamma) ? tensor_f32(dgamma) : NULL, *db = ops_want(dbeta) ? tensor_f32(dbeta) : NULL;
+    const float *be = act >= 0 ? tensor_f32(beta) : NULL;
+    double inv_n = 1.0 / (double)(Cg * S);
+    const float *dzy = dz ? dz : dy; // the gradient entering the normalisation
+    // one parallel region: per channel row, dz = dout act'(z) on the recomputed z (z = xhat gamma + beta) and the
+    // row sums; then din from the sums of the row's group, and the parameter gradients from the sums
+#pragma omp parallel if (n > 65536)
+    {
+#pragma omp for
         for (int64_t bc = 0; bc < B * C; bc++) {
-            int64_t b = bc / C, c = bc % C, c0 = c - c % Cg, bg = bc / Cg;
-            double mdy = 0.0, mdyx = 0.0; // mean(dzhat), mean(dzhat xhat) over the group
-            for (int64_t k = c0; k < c0 + Cg; k++) {
-                mdy += ga[k] * sdy[b * C + k];
-                mdyx += ga[k] * sdyx[b * C + k];
-            }
-            float m = mu[bg], r = rs[bg], gr = ga[c] * r;
-            float a = (float)(mdy * inv_n * r), e = (float)(mdyx * inv_n * r);
+            int64_t c = bc % C, bg = bc / Cg;
             const float *dyi = dy + bc * S, *xi = x + bc * S;
-            float *dxi = dx + bc * S;
+            if (dz) {
+                float *dzi = dz + bc * S;
+                groupnorm_row(dzi, xi, S, mu[bg], rs[bg] * ga[c], be[c]);
+                activation_backward_f32(dzi, dyi, dzi, S, (Activation)act);
+                dyi = dzi;
+            }
+            double m = mu[bg], r = rs[bg], s1 = 0.0, s2 = 0.0;
+#pragma omp simd reduction(+ : s1, s2)
+            for (int64_t s = 0; s < S; s++) {
+                s1 += dyi[s];
+                s2 += (double)dyi[s] * (((double)xi[s] - m) * r);
+            }
+            sdy[bc] = s1;
+            sdyx[bc] = s2;
+        }
+        if (dx) {
+#pragma omp for nowait
+            for (int64_t bc = 0; bc < B * C; bc++) {
+                int64_t b = bc / C, c = bc % C, c0 = c - c % Cg, bg = bc / Cg;
+                double mdy = 0.0, mdyx = 0.0; // mean(dzhat), mean(dzhat xhat) over the group
+                for (int64_t k = c0; k < c0 + Cg; k++) {
+                    mdy += ga[k] * sdy[b * C + k];
+                    mdyx += ga[k] * sdyx[b * C + k];
+                }
+                float m = mu[bg], r = rs[bg], gr = ga[c] * r;
+                float a = (float)(mdy * inv_n * r), e = (float)(mdyx * inv_n * r);
+                const float *dyi = dzy + bc * S, *xi = x + bc * S;
+                float *dxi = dx + bc * S;
 #pragma omp simd
-            for (int64_t s = 0; s < S; s++) dxi[s] = (dyi[s] * gr - a) - ((xi[s] - m) * r) * e;
+                for (int64_t s = 0; s < S; s++) dxi[s] = (dyi[s] * gr - a) - ((xi[s] - m) * r) * e;
+            }
+        }
+        if (dg || db) {
+#pragma omp for
+            for (int64_t c = 0; c < C; c++) { // dgamma[c] += sum_b sdyx[b, c], dbeta[c] += sum_b sdy[b, c]
+                double sg = 0.0, sb = 0.0;
+                for (int64_t k = 0; k < B; k++) sg += sdyx[k * C + c], sb += sdy[k * C + c];
+                if (dg) dg[c] += (float)sg;
+                if (db) db[c] += (float)sb;
+            }
         }
     }
-    add_param_grads(dgamma, dbeta, sdyx, sdy, B, C, C);
 }
 
 void groupnorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,

@@ -8,6 +8,11 @@
 #include "ops.h"
 #include "cuda/cuda_api.h"
 
+// The CPU activations over n contiguous fp32 values, one thread (activation.c): y = act(x) (y may alias x) and
+// dx = dy * act'(x) (dx may alias dy or x); for ops that apply an activation inside their own loops.
+void activation_forward_f32(float *y, const float *x, int64_t n, Activation act);
+void activation_backward_f32(float *dx, const float *dy, const float *x, int64_t n, Activation act);
+
 // A NULL gradient pointer or a descriptor without data both mean "not wanted".
 static inline int ops_want(const Tensor *t) { return t != NULL && t->data != NULL; }
 // A tensor reaching a CPU kernel must be an fp32 CPU tensor; anything else is a caller error with a clear message.
