@@ -59,16 +59,22 @@ int main(void) {
     // fp32 run. Tolerance 5%.
     double r1 = fabs(b[0][0] - h[0][0]) / fmax(fabs(h[0][0]), 1e-12);
     tu_check(r1 <= 0.05, "iteration 1 reward, bf16 GPU vs fp32 CPU: rel diff %.2e (tol 0.05)", r1);
-    // Later iterations follow updates from the bf16 gradients (see the full gradient below), so the trajectory
-    // drifts: measured within 2.3-4.6% of the rewards' scale, and 5.5-6.5% in the gradient norm; tolerance 10%.
+    // Iteration 1's gradient comes from the same weights: only bf16 storage separates it from the fp32 one
+    // (measured 6.5%); tolerance 10%. Later iterations follow updates from the bf16 gradients, and the bf16 compute
+    // copies of the updated adapters amplify any rounding-level difference: two builds whose iteration-1 gradient
+    // norms differ in the 9th digit (a reordered fp32 sum) reach iteration 3 with gradient norms 7% apart (0.676 and
+    // 0.629, against 0.715 in fp32), so the trajectory is checked with room for that spread on top of bf16's own
+    // deviation: rewards within 10% of their scale (measured 2.3-5.7%), gradient norms within 25% (5.5-12%).
     double scale = 0, dr = 0, dg = 0;
     for (int i = 0; i < 3; i++) scale = fmax(scale, fabs(h[0][i]));
     for (int i = 0; i < 3; i++) {
         dr = fmax(dr, fabs(b[0][i] - h[0][i]) / scale);
         dg = fmax(dg, fabs(b[1][i] - h[1][i]) / h[1][i]);
     }
+    double g1 = fabs(b[1][0] - h[1][0]) / h[1][0];
+    tu_check(g1 <= 0.10, "iteration 1 gradient norm, bf16 vs fp32: rel diff %.2e (tol 0.10)", g1);
     tu_check(dr <= 0.10, "reward trajectory, bf16 vs fp32: max diff %.2e of the rewards' scale (tol 0.10)", dr);
-    tu_check(dg <= 0.10, "gradient norms, bf16 vs fp32: max rel diff %.2e (tol 0.10)", dg);
+    tu_check(dg <= 0.25, "gradient norms, bf16 vs fp32: max rel diff %.2e (tol 0.25)", dg);
     char ba[600], ca[600];
     snprintf(ba, sizeof ba, "%s/export/pytorch_lora_weights.safetensors", bdir);
     snprintf(ca, sizeof ca, "%s/export/pytorch_lora_weights.safetensors", cdir);
