@@ -43,10 +43,24 @@ void ops_expect_same_numel(const Tensor *a, const Tensor *b, const char *op) {
 }
 
 void ops_bias_grad_add(float *d, const float *g, int64_t B, int64_t OC, int64_t S) {
+    if (S == 1) { // linear layers: g [B, OC] row by row, each column's sum in double in row order, 256 columns a task
+        int64_t blocks = (OC + 255) / 256;
+#pragma omp parallel for if (B * OC > 65536)
+        for (int64_t k = 0; k < blocks; k++) {
+            int64_t o0 = k * 256, n_o = OC - o0 < 256 ? OC - o0 : 256;
+            double acc[256] = {0};
+            for (int64_t n = 0; n < B; n++) {
+                const float *r = g + n * OC + o0;
+                for (int64_t o = 0; o < n_o; o++) acc[o] += r[o];
+            }
+            for (int64_t o = 0; o < n_o; o++) d[o0 + o] += (float)acc[o];
+        }
+        return;
+    }
 #pragma omp parallel for if (B * OC * S > 65536)
     for (int64_t o = 0; o < OC; o++) {
         // eight partial sums in double (independent, so they vectorise), combined in a fixed order: the result does
-        // not depend on the thread count; with S = 1 (linear layers) all of it is acc[0], the plain sum
+        // not depend on the thread count
         double acc[8] = {0};
         for (int64_t n = 0; n < B; n++) {
             const float *r = g + (n * OC + o) * S;

@@ -121,6 +121,8 @@ class TinyPipe:
 
     def __init__(self, train):
         from diffusers import DDIMScheduler, StableDiffusionPipeline
+        from diffusers.utils import logging as dlogging
+        dlogging.disable_progress_bar()
         pipe = StableDiffusionPipeline.from_pretrained(TINY, safety_checker=None, requires_safety_checker=False,
                                                        dtype=torch.float32)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
