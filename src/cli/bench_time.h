@@ -1,4 +1,4 @@
-// bench_time.h: the timing rule of the device benchmarks (drtune bench cuda, bench unet): one warm-up call, then the
+// bench_time.h: the timing rule of the benchmarks (drtune bench cuda, unet, gpu, cpu): one warm-up call, then the
 // median of `reps` timed calls, the device synchronised around each so that queued GPU work is counted.
 #pragma once
 #include "core/common.h"
@@ -7,6 +7,16 @@
 #define BENCH_MAX_REPS 16
 
 typedef void (*BenchFn)(void *);
+
+// the median of n times (sorted in place; the upper middle one for even n)
+static inline double bench_median_of(double *t, int n) {
+    for (int i = 1; i < n; i++) // insertion sort
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1], t[j - 1] = x;
+        }
+    return t[n / 2];
+}
 
 // median seconds per call of fn(arg) over reps (1..BENCH_MAX_REPS) timed calls after one warm-up
 static inline double bench_median(BenchFn fn, void *arg, Device d, int reps) {
@@ -20,10 +30,5 @@ static inline double bench_median(BenchFn fn, void *arg, Device d, int reps) {
         device_synchronize(d);
         t[i] = dt_now() - t0;
     }
-    for (int i = 1; i < reps; i++) // insertion sort
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
-            double x = t[j];
-            t[j] = t[j - 1], t[j - 1] = x;
-        }
-    return t[reps / 2];
+    return bench_median_of(t, reps);
 }

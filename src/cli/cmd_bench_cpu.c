@@ -271,16 +271,6 @@ static double time_call(BenchFn fn, void *arg) {
     return dt_now() - t0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static void print_machine(void) {
     char model[256] = "unknown CPU", line[512];
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -348,7 +338,7 @@ int cmd_bench_cpu(int argc, char **argv) {
         torch_start(&torch, python, script);
         printf("PyTorch side: %s %s: %s\n", python, script, torch_ask(&torch, "info"));
     }
-    printf("drtune: OpenBLAS %s; median of %d calls after a warm-up%s\n\n", openblas_get_config(), reps,
+    printf("drtune: %s; median of %d calls after a warm-up%s\n\n", openblas_get_config(), reps,
            python ? ", drtune and PyTorch called alternately" : "");
     printf("| work | threads | drtune s |%s\n|---|---|---|%s\n", python ? " PyTorch s | PyTorch / drtune |" : "",
            python ? "---|---|" : "");
@@ -368,10 +358,10 @@ int cmd_bench_cpu(int argc, char **argv) {
                 ours[k] = time_call(s.fn, s.arg);
                 if (python) theirs[k] = atof(torch_ask(&torch, "time %s %d", ROWS[r].name, T));
             }
-            double a = median(ours, reps);
+            double a = bench_median_of(ours, reps);
             printf("| %s | %d | %.3f |", ROWS[r].label, T, a);
             if (python) {
-                double b = median(theirs, reps);
+                double b = bench_median_of(theirs, reps);
                 printf(" %.3f | %.2f |", b, b / a);
             }
             printf("\n");
