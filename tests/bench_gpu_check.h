@@ -1,6 +1,8 @@
 // bench_gpu_check.h: what the tests of `drtune bench gpu` check on the CPU (cli_bench_gpu) and on the emulated or
 // real GPU (cudaemu_bench_gpu / cuda_bench_gpu): configs/models/tiny-random at an 8 x 8 latent, its FLOP counts
-// against the hand count below, and every time, rate and memory figure positive and finite.
+// against the hand count below, and every time, rate and memory figure positive and finite; with the iteration
+// part (BG_STEPS steps, K = 1 and K = BG_STEPS), its times and peaks positive and the K = BG_STEPS peak within 2% of
+// the K = 1 peak: the engine recomputes the trained steps, so its memory must not grow with K.
 //
 // Hand count, tiny-random (block_out 8, 12, 12; 2 layers per block; attention in down levels 0, 1, up levels 1, 2
 // and the mid block; 1 transformer layer; cross_attention_dim 32; temb 32; conv projections), batch 1, latent 8 x 8
@@ -31,6 +33,7 @@
 #define BG_FLOPS_ATTENTION 1816512.0
 #define BG_FLOPS_FORWARD 6320064.0
 #define BG_FLOPS_FORWARD_BACKWARD 18764064.0
+#define BG_STEPS 3
 
 // The value of `key=` in the line, or NAN.
 static inline double bg_field(const char *line, const char *key) {
@@ -40,11 +43,49 @@ static inline double bg_field(const char *line, const char *key) {
     return p ? strtod(p + strlen(k), NULL) : NAN;
 }
 
-// Runs `drtune bench gpu <device args>` on tiny-random at latent 8 and checks its output.
+// The iteration part's figures in result line `line` of output `out` after a run with `steps` steps (0: a run with
+// --no-iteration, which must leave them out).
+static inline void bg_iteration_fields(const char *what, const char *line, const char *out, int steps) {
+    if (!steps) {
+        tu_check(strstr(line, "iter_") == NULL, "%s: --no-iteration leaves the iteration out", what);
+        return;
+    }
+    const char *keys[] = {"iter_k1_s", "iter_kn_s", "iter_k1_peak_mib", "iter_kn_peak_mib"};
+    for (int i = 0; i < 4; i++) {
+        double v = bg_field(line, keys[i]);
+        tu_check(isfinite(v) && v > 0, "%s: %s = %g is positive", what, keys[i], v);
+    }
+    double k1 = bg_field(line, "iter_k1_peak_mib"), kn = bg_field(line, "iter_kn_peak_mib");
+    double ratio = bg_field(line, "iter_peak_ratio");
+    tu_check(bg_field(line, "iter_steps") == steps, "%s: iter_steps = %d", what, steps);
+    // flat in K: the engine plans the same buffers for any K and recomputes each trained step in its backward, so
+    // the K = N iteration may not allocate more than the K = 1 one; 2% is room for an op workspace grown on first use
+    tu_check(kn <= 1.02 * k1 && kn >= 0.98 * k1, "%s: peak K = %d %.3f MiB within 2%% of K = 1 %.3f MiB", what,
+             steps, kn, k1);
+    tu_check(fabs(ratio - kn / k1) < 1e-3, "%s: iter_peak_ratio %g = %g / %g", what, ratio, kn, k1);
+    char row[32];
+    snprintf(row, sizeof row, "K = %d ", steps);
+    tu_check(strstr(out, "K = 1 ") && strstr(out, row), "%s: the K = 1 and K = %d rows", what, steps);
+}
+
+// The result line of output out (copied into line), or 0.
+static inline int bg_result_line(const char *out, char *line, size_t n) {
+    const char *res = strstr(out, "\nresult ");
+    if (!res) return 0;
+    snprintf(line, n, "%s", res + 1);
+    char *nl = strchr(line, '\n');
+    if (nl) *nl = 0;
+    return 1;
+}
+
+// Runs `drtune bench gpu <device args>` on tiny-random at latent 8 and checks its output (the iteration part's
+// figures unless device_args has --no-iteration).
 static inline void bg_check(const char *what, const char *device_args) {
     char args[512];
-    snprintf(args, sizeof args, "bench gpu %s --model configs/models/tiny-random --latent 8 --reps 2 --gemm 64",
-             device_args);
+    snprintf(args, sizeof args,
+             "bench gpu %s --model configs/models/tiny-random --latent 8 --reps 2 --gemm 64 --steps %d", device_args,
+             BG_STEPS);
+    int iteration = strstr(device_args, "--no-iteration") == NULL;
     TuChild c;
     int rc = tu_run_drtune(args, &c);
     if (!tu_check(rc == 0, "%s: drtune %s exits 0", what, args)) {
@@ -70,12 +111,8 @@ static inline void bg_check(const char *what, const char *device_args) {
     tu_check(rows == 4, "%s: %d of the 4 op rows printed", what, rows);
     const char *gemm = strstr(c.out, "TFLOP/s: the MFU reference");
     tu_check(gemm != NULL, "%s: the GEMM reference line", what);
-    const char *res = strstr(c.out, "\nresult ");
-    if (tu_check(res != NULL, "%s: a result line", what)) {
-        char line[1024];
-        snprintf(line, sizeof line, "%s", res + 1);
-        char *nl = strchr(line, '\n');
-        if (nl) *nl = 0;
+    char line[1024];
+    if (tu_check(bg_result_line(c.out, line, sizeof line), "%s: a result line", what)) {
         tu_check(strstr(line, "model=tiny-random latent=8 batch=1 ") != NULL, "%s: result names the model", what);
         const char *keys[] = {"fwd_ms", "fwdbwd_ms", "fwd_tflops", "fwdbwd_tflops", "mfu_fwd", "mfu_fwdbwd",
                               "planned_mib", "used_mib"};
@@ -83,6 +120,25 @@ static inline void bg_check(const char *what, const char *device_args) {
             double v = bg_field(line, keys[i]);
             tu_check(isfinite(v) && v > 0, "%s: %s = %g is positive", what, keys[i], v);
         }
+        bg_iteration_fields(what, line, c.out, iteration ? BG_STEPS : 0);
     }
+    tu_child_free(&c);
+}
+
+// The iteration part alone at the smallest shapes (tiny-random at latent 4, 2 steps, one timed call; the UNet part
+// runs too but its figures are checked by bg_check), for the emulated GPU, where an iteration is slow: `extra`
+// picks the device, precision and trainable set.
+static inline void bg_iteration_check(const char *what, const char *extra) {
+    char args[512];
+    snprintf(args, sizeof args, "bench gpu %s --model configs/models/tiny-random --latent 4 --reps 1 --gemm 16 "
+             "--no-ops --steps 2", extra);
+    TuChild c;
+    int rc = tu_run_drtune(args, &c);
+    char line[1024];
+    if (tu_check(rc == 0, "%s: drtune %s exits 0", what, args) &&
+        tu_check(bg_result_line(c.out, line, sizeof line), "%s: a result line", what))
+        bg_iteration_fields(what, line, c.out, 2);
+    else
+        fprintf(stderr, "%s%s", c.out, c.err);
     tu_child_free(&c);
 }

@@ -1,5 +1,6 @@
 // cli_bench_gpu.c: `drtune bench gpu` on the CPU (--device cpu): the FLOP count of tiny-random against the hand count
-// of bench_gpu_check.h, sane times and rates, and its user errors (exit 2, one "drtune: error:" line).
+// of bench_gpu_check.h, sane times and rates, the DRTune iteration part (LoRA and full fine-tuning: positive times
+// and peaks, the K = N peak within 2% of the K = 1 peak), and its user errors (exit 2, one "drtune: error:" line).
 #include "bench_gpu_check.h"
 
 static void expect_user_error(const char *args, const char *needle) {
@@ -12,6 +13,7 @@ static void expect_user_error(const char *args, const char *needle) {
 
 int main(void) {
     bg_check("CPU", "--device cpu");
+    bg_iteration_check("CPU full fine-tuning", "--device cpu --trainable full");
     TuChild c;
     tu_run_drtune("bench gpu --flops --model configs/models/tiny-random --latent 8", &c);
     tu_check(c.code == 0 && strstr(c.out, "forward 6.32e+06 FLOP (conv 2.213e+06, linear 2.291e+06, attention "
@@ -23,6 +25,8 @@ int main(void) {
     expect_user_error("bench gpu --device cpu --precision bf16 --model configs/models/tiny-random",
                       "bf16 runs on the GPU");
     expect_user_error("bench gpu --frobnicate 1", "unknown option '--frobnicate'");
+    expect_user_error("bench gpu --device cpu --trainable half", "'half' is not lora or full");
+    expect_user_error("bench gpu --device cpu --steps 0", "--steps");
     expect_user_error("bench gpu --device cpu --model configs/models/no-such-model", "no-such-model");
     return tu_report();
 }

@@ -2,12 +2,14 @@
 // forward from the configuration, walking the blocks in the order of unet_plan_params (models/unet.c).
 #include "bench_unet.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/common.h"
 #include "core/rng.h"
 #include "models/blocks.h"
+#include "models/vae.h"
 #include "ops/ops.h"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -187,4 +189,57 @@ void unet_bench_free(UNetBench *b) {
     if (b->dt != DTYPE_F32) unet_free(b->cnet);
     free(b->net), free(b->cnet), free(b->grads), free(b->acts);
     arena_free(&b->pa), arena_free(&b->ca), arena_free(&b->ga), arena_free(&b->aa);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// a whole random-weight model for the iteration benchmark
+
+// Plans params for the host, allocates it and fills it with N(0, 0.02^2) from stream (RNG_PURPOSE_INIT, part).
+static void random_fill(Arena *params, uint64_t part) {
+    arena_alloc(params);
+    int64_t n = (int64_t)(params->size / sizeof(float));
+    rng_normal_fill(params->base, n, 0, RNG_STREAM(RNG_PURPOSE_INIT, part, 0), 0);
+    for (int64_t i = 0; i < n; i++) ((float *)params->base)[i] *= 0.02f;
+}
+
+void bench_model_random(Model *m, const char *dir, int steps) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/unet", dir);
+    UNetConfig uc;
+    unet_load_config(&uc, path);
+    arena_init(&m->unet_params, "unet", DEVICE_CPU);
+    unet_plan_params(&m->unet_params, &m->unet, &uc);
+    random_fill(&m->unet_params, 0);
+    snprintf(path, sizeof path, "%s/vae", dir);
+    VAEConfig vc;
+    vae_load_config(&vc, path);
+    arena_init(&m->vae_params, "vae", DEVICE_CPU);
+    vae_plan_params(&m->vae_params, &m->vae, &vc, VAE_DECODER);
+    random_fill(&m->vae_params, 1);
+    snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir);
+    DdimConfig dc = ddim_load_config(path);
+    ddim_init(&m->sched, &dc);
+    ddim_set_timesteps(&m->sched, steps);
+}
+
+void bench_random_cond(UNetCond *c, Tensor t[3], const UNetConfig *cfg, int rows, int H, int W) {
+    memset(t, 0, 3 * sizeof *t);
+    t[0] = bench_device_tensor(DEVICE_CPU, DTYPE_F32, 3, (int64_t[]){rows, 77, cfg->cross_dim}, 1.0f, 0, 20);
+    *c = (UNetCond){.context = &t[0]};
+    if (!cfg->text_time) return;
+    t[1] = bench_device_tensor(DEVICE_CPU, DTYPE_F32, 2, (int64_t[]){rows, cfg->text_embed_dim}, 1.0f, 0, 21);
+    t[2] = bench_device_tensor(DEVICE_CPU, DTYPE_F32, 2, (int64_t[]){rows, 6}, 0.0f, 0.0f, 22);
+    float *ids = t[2].data;
+    for (int r = 0; r < rows; r++) {
+        float v[6] = {(float)H, (float)W, 0, 0, (float)H, (float)W};
+        memcpy(ids + 6 * r, v, sizeof v);
+    }
+    c->text_embeds = &t[1], c->time_ids = &t[2];
+}
+
+void bench_random_cond_free(Tensor t[3]) {
+    for (int i = 0; i < 3; i++)
+        if (t[i].data) device_free(DEVICE_CPU, t[i].data);
 }

@@ -6,6 +6,7 @@
 #include "core/arena.h"
 #include "core/device.h"
 #include "models/unet.h"
+#include "train/model.h"
 
 // Forward FLOPs of the UNet's matrix products (2 M N K each), by kind; elementwise work, norms and softmax are not
 // counted. conv: every convolution (1x1 projections of non-linear-projection transformers included); linear: the
@@ -50,3 +51,14 @@ void unet_bench_free(UNetBench *b);
 // A tensor [shape] of dtype dt on d, standard normal times scale (scale 0: every element = value), from stream.
 Tensor bench_device_tensor(Device d, DType dt, int ndim, const int64_t *shape, float scale, float value,
                            uint64_t stream);
+
+// A Model from a folder's configs alone (unet/config.json, vae/config.json, scheduler/scheduler_config.json; no
+// weights file read, no text encoders): UNet and VAE-decoder weights N(0, 0.02^2) on the host from fixed streams,
+// the DDIM scheduler at `steps` steps. Conditioning comes from bench_random_cond, not from prompts. Free with
+// model_free.
+void bench_model_random(Model *m, const char *dir, int steps);
+// Random conditioning of the UNet for `rows` rows on the host (the engine copies it to its device): context [rows,
+// 77, cross_dim] standard normal, and for SDXL pooled text embeddings [rows, text_embed_dim] standard normal and
+// time ids (H, W, 0, 0, H, W) for H x W pixel images. Free with bench_random_cond_free.
+void bench_random_cond(UNetCond *c, Tensor t[3], const UNetConfig *cfg, int rows, int H, int W);
+void bench_random_cond_free(Tensor t[3]);

@@ -3,7 +3,10 @@
 // (default: SD 1.5 at a 64 x 64 latent and SDXL at 128 x 128, random weights) the heaviest ops at the model's first
 // attention level and the whole UNet forward and forward + backward: milliseconds, TFLOP/s from the matrix-product
 // FLOPs of the configuration (bench_unet.h), the fraction of the measured GEMM rate (MFU), and memory. One `result`
-// line per model carries the figures for scripts. It also runs on the CPU (--device cpu) and on the emulated GPU at
+// line per model carries the figures for scripts. Then (unless --no-iteration) a whole DRTune iteration of the same
+// random-weight model (UNet, VAE decoder, DDIM, the symmetry reward, random conditioning) with K = 1 and K = N
+// trained steps: seconds per iteration and the peak of the device memory in buffers (device_bytes_peak), which
+// must not grow with K. It also runs on the CPU (--device cpu) and on the emulated GPU at
 // small shapes (--model, --latent), where the figures check the program, not the speed.
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +19,7 @@
 #include "core/device.h"
 #include "core/device_cuda.h"
 #include "ops/ops.h"
+#include "train/engine.h"
 #include "train/setup.h"
 
 #define MAX_MODELS 4
@@ -24,6 +28,7 @@ static void gpu_usage(FILE *f) {
     fprintf(f,
             "usage: drtune bench gpu [--model DIR [--latent N]]... [--batch B] [--device auto|cpu|cuda]\n"
             "                        [--precision fp32|bf16] [--reps R] [--gemm N] [--no-ops] [--flops]\n"
+            "                        [--no-iteration] [--steps N] [--guidance W] [--trainable lora|full]\n"
             "\n"
             "GPU throughput of the UNet with random weights: a bf16 (or fp32) N x N x N GEMM as the reference rate\n"
             "(default N 8192 on a GPU, 512 on the CPU or the emulated GPU), then for each model the heaviest ops of\n"
@@ -32,7 +37,13 @@ static void gpu_usage(FILE *f) {
             "matrix products counted from the configuration, MFU = that rate / the GEMM rate, and memory.\n"
             "Models: default configs/models/sd15 at 64 and configs/models/sdxl at 128; each --model DIR replaces\n"
             "them, its --latent (default: the config's sample_size) following it. Precision: default bf16 on the GPU,\n"
-            "fp32 on the CPU. --flops: print each model's FLOP counts and stop (nothing runs).\n");
+            "fp32 on the CPU. --flops: print each model's FLOP counts and stop (nothing runs).\n"
+            "Iteration (--no-iteration: skipped): one whole DRTune iteration of each model with random weights (UNet,\n"
+            "VAE decoder, DDIM at N steps (default 10), the symmetry reward, random conditioning in place of text\n"
+            "encoders) at batch B, guidance W (default 5: both CFG branches), LoRA (default) or full fine-tuning,\n"
+            "with K = 1 and K = N trained steps and no early stop: seconds per iteration (median of R after a\n"
+            "warm-up) and the peak device memory in buffers (weights, gradients, activations, workspaces), whose\n"
+            "ratio K = N / K = 1 must be about 1: DRTune's memory does not grow with K.\n");
 }
 
 typedef struct {
@@ -167,7 +178,119 @@ static UNetConfig model_config(const char *model, int *N) {
     return uc;
 }
 
-static void bench_model(const Ctx *x, const char *model, int N, int B, int ops) {
+
+// ---------------------------------------------------------------------------------------------------------------
+// a whole DRTune iteration
+
+typedef struct {
+    int steps, trainable; // N; Trainable
+    double guidance;
+} IterOpts;
+
+typedef struct {
+    Engine *e;
+    TrainSet *ts;
+    IterPlan plan;
+    const UNetCond *cond;
+    const char *const *prompts;
+    const Tensor *xT;
+    Device d;
+    double loss;
+} IterRun;
+
+// One iteration as the trainer runs it: zeroed gradients, then the engine's iteration of the plan.
+static void iter_call(void *arg) {
+    IterRun *r = arg;
+    device_zero(r->d, r->ts->g, sizeof(float) * (size_t)r->ts->n);
+    IterResult res;
+    engine_iteration(r->e, &r->plan, r->cond, r->prompts, r->xT, NULL, NULL, &res);
+    r->loss = res.loss;
+}
+
+typedef struct {
+    double sec[2], peak[2], added[2]; // K = 1, K = N: seconds per iteration, peak bytes, bytes the iteration added
+    double loss[2];
+    int K[2];
+} IterFigures;
+
+// Builds the random-weight model, its trainable set and an engine on the device as drtune grad does, then times
+// one iteration with K = 1 and with K = N. The peak of each case counts from the state before its warm-up (the
+// model, trainable set and engine planned and allocated), so it is the whole planned footprint plus anything the
+// iterations allocate (op workspaces grown on first use).
+static IterFigures bench_iteration(const Ctx *x, const char *model, int N, int B, const IterOpts *o) {
+    Device d = x->d;
+    Config c;
+    config_defaults(&c);
+    c.train.trainable = o->trainable;
+    Model m;
+    bench_model_random(&m, model, o->steps);
+    int f = 1 << (m.vae.cfg.levels - 1), H = N * f, W = N * f, h, w;
+    setup_latent_size(&m, H, W, "--latent", &h, &w);
+    SetupRewards rewards;
+    const char names[1][32] = {"symmetry"};
+    setup_rewards(&rewards, 1, names, (double[]){1.0}, c.reward.colour, NULL);
+    TrainSet ts;
+    setup_trainable(&ts, &m, &c, 0);
+    Lora *l = ts.kind == TRAINABLE_LORA ? &ts.lora : NULL;
+    if (d != DEVICE_CPU) {
+        setup_model_to_device(&m, l, d);
+        if (ts.kind == TRAINABLE_FULL) arena_to_device(&ts.grad_mem, d);
+        ts.p = ts.params->base, ts.g = ts.grads->base;
+        model_set_precision(&m, l, ts.kind == TRAINABLE_FULL, x->dt);
+    }
+    Engine e;
+    engine_init(&e, model_compute_unet(&m), &ts.slots, model_compute_vae(&m), &m.sched, &rewards.set,
+                (float)o->guidance, 0.0f, B, h, w, 77);
+    int rows = o->guidance > 1.0 ? 2 * B : B;
+    UNetCond cond;
+    Tensor ct[3];
+    bench_random_cond(&cond, ct, &m.unet.cfg, rows, H, W);
+    const char **prompts = xmalloc(sizeof(char *) * (size_t)B);
+    int64_t *ids = xmalloc(sizeof(int64_t) * (size_t)B);
+    for (int b = 0; b < B; b++) prompts[b] = "", ids[b] = b;
+    Tensor xT = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)B * (size_t)(e.C * h * w)), B, e.C, h, w);
+    noise_latents(&xT, 0, ids);
+    IterRun r = {.e = &e, .ts = &ts, .cond = &cond, .prompts = prompts, .xT = &xT, .d = d};
+    IterFigures fig;
+    memset(&fig, 0, sizeof fig);
+    for (int k = 0; k < 2; k++) {
+        MethodConfig mc = setup_method(&c);
+        mc.method = METHOD_DRTUNE, mc.K = k ? o->steps : 1, mc.m = 0, mc.k = -1;
+        iter_plan_draw(&r.plan, &mc, o->steps, 0, 0);
+        fig.K[k] = mc.K;
+        device_synchronize(d);
+        device_bytes_peak_reset(d);
+        double before = (double)device_bytes_in_use(d);
+        fig.sec[k] = bench_median(iter_call, &r, d, x->reps);
+        fig.peak[k] = (double)device_bytes_peak(d);
+        fig.added[k] = fig.peak[k] - before;
+        fig.loss[k] = r.loss;
+    }
+    free(xT.data), free(ids), free(prompts);
+    bench_random_cond_free(ct);
+    engine_free(&e);
+    setup_trainable_free(&ts);
+    setup_rewards_free(&rewards);
+    model_free(&m);
+    ops_workspace_free();
+    return fig;
+}
+
+static void print_iteration(const IterFigures *fig, const IterOpts *o, int B) {
+    char m[2][32];
+    printf("  DRTune iteration: %d steps, batch %d, guidance %g (%s), %s, symmetry reward, no early stop\n",
+           o->steps, B, o->guidance, o->guidance > 1.0 ? "both CFG branches" : "no CFG",
+           o->trainable == TRAINABLE_LORA ? "LoRA" : "full fine-tuning");
+    printf("  %-20s %12s %14s %16s %12s\n", "trained steps", "s / iter.", "peak memory", "iteration adds", "loss");
+    for (int k = 0; k < 2; k++)
+        printf("  K = %-16d %12.4f %14s %16s %12.5g\n", fig->K[k], fig->sec[k],
+               dt_format_bytes(m[0], 32, fig->peak[k]), dt_format_bytes(m[1], 32, fig->added[k]), fig->loss[k]);
+    printf("  peak K = %d / K = 1: %.4f (memory flat in K: %s); peak memory: device_alloc buffers (weights, "
+           "gradients, activations, workspaces; not the CUDA context)\n",
+           fig->K[1], fig->peak[1] / fig->peak[0], fig->peak[1] <= 1.02 * fig->peak[0] ? "yes" : "NO");
+}
+
+static void bench_model(const Ctx *x, const char *model, int N, int B, int ops, const IterOpts *it) {
     UNetConfig uc = model_config(model, &N);
     UNetFlops fl = unet_flops(&uc, B, N, N, 77);
     double ff = unet_flops_forward(&fl), fb = unet_flops_forward_backward(&fl);
@@ -194,20 +317,32 @@ static void bench_model(const Ctx *x, const char *model, int N, int B, int ops) 
            dt_format_bytes(m[0], 32, planned), x->dt != DTYPE_F32 ? "their bf16 copy, " : "",
            x->d == DEVICE_CPU ? "peak resident" : "GPU memory in use (context and libraries included)",
            dt_format_bytes(m[1], 32, used));
-    const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
-    printf("result model=%s latent=%d batch=%d dtype=%s device=%s fwd_ms=%.4g fwdbwd_ms=%.4g fwd_tflops=%.4g "
-           "fwdbwd_tflops=%.4g mfu_fwd=%.4g mfu_fwdbwd=%.4g planned_mib=%.1f used_mib=%.1f\n",
-           name, N, B, dtype_name(x->dt), device_name(x->d), tf * 1e3, tb * 1e3, ff / tf * 1e-12, fb / tb * 1e-12,
-           ff / tf / x->gemm_rate, fb / tb / x->gemm_rate, planned / (1 << 20), used / (1 << 20));
-    fflush(stdout);
     unet_bench_free(&b);
     ops_workspace_free();
+    IterFigures fig;
+    if (it) {
+        fig = bench_iteration(x, model, N, B, it);
+        print_iteration(&fig, it, B);
+    }
+    const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
+    printf("result model=%s latent=%d batch=%d dtype=%s device=%s fwd_ms=%.4g fwdbwd_ms=%.4g fwd_tflops=%.4g "
+           "fwdbwd_tflops=%.4g mfu_fwd=%.4g mfu_fwdbwd=%.4g planned_mib=%.1f used_mib=%.1f",
+           name, N, B, dtype_name(x->dt), device_name(x->d), tf * 1e3, tb * 1e3, ff / tf * 1e-12, fb / tb * 1e-12,
+           ff / tf / x->gemm_rate, fb / tb / x->gemm_rate, planned / (1 << 20), used / (1 << 20));
+    if (it)
+        printf(" iter_steps=%d iter_trainable=%s iter_k1_s=%.4g iter_kn_s=%.4g iter_k1_peak_mib=%.3f "
+               "iter_kn_peak_mib=%.3f iter_peak_ratio=%.4f",
+               it->steps, it->trainable == TRAINABLE_LORA ? "lora" : "full", fig.sec[0], fig.sec[1],
+               fig.peak[0] / (1 << 20), fig.peak[1] / (1 << 20), fig.peak[1] / fig.peak[0]);
+    printf("\n");
+    fflush(stdout);
 }
 
 int cmd_bench_gpu(int argc, char **argv) {
     const char *models[MAX_MODELS] = {"configs/models/sd15", "configs/models/sdxl"};
     int latents[MAX_MODELS] = {64, 128}, n_models = 0, B = 1, reps = 5, gemm = -1, ops = 1, prec_set = 0;
-    int flops_only = 0;
+    int flops_only = 0, iteration = 1;
+    IterOpts it = {.steps = 10, .trainable = TRAINABLE_LORA, .guidance = 5.0};
     TrainDevice choice = TRAIN_DEVICE_AUTO;
     TrainPrecision prec = PRECISION_BF16;
     for (int i = 1; i < argc; i++) {
@@ -216,8 +351,9 @@ int cmd_bench_gpu(int argc, char **argv) {
             gpu_usage(stdout);
             return 0;
         }
-        if (!strcmp(o, "--no-ops") || !strcmp(o, "--flops")) {
+        if (!strcmp(o, "--no-ops") || !strcmp(o, "--flops") || !strcmp(o, "--no-iteration")) {
             if (!strcmp(o, "--no-ops")) ops = 0;
+            else if (!strcmp(o, "--no-iteration")) iteration = 0;
             else flops_only = 1;
             continue;
         }
@@ -233,6 +369,12 @@ int cmd_bench_gpu(int argc, char **argv) {
         else if (!strcmp(o, "--gemm")) gemm = args_int(o, v, 16, 32768);
         else if (!strcmp(o, "--device")) choice = setup_device_parse(v, "--device");
         else if (!strcmp(o, "--precision")) prec = setup_precision_parse(v, "--precision"), prec_set = 1;
+        else if (!strcmp(o, "--steps")) it.steps = args_int(o, v, 1, ENGINE_MAX_STEPS);
+        else if (!strcmp(o, "--guidance")) it.guidance = args_double(o, v, 0.0, 100.0);
+        else if (!strcmp(o, "--trainable")) {
+            USER_CHECK(!strcmp(v, "lora") || !strcmp(v, "full"), "--trainable: '%s' is not lora or full", v);
+            it.trainable = !strcmp(v, "lora") ? TRAINABLE_LORA : TRAINABLE_FULL;
+        }
         else dt_user_error("drtune bench gpu: unknown option '%s' (see drtune bench gpu --help)", o);
     }
     if (n_models == 0) n_models = 2;
@@ -256,7 +398,7 @@ int cmd_bench_gpu(int argc, char **argv) {
            "backward: the weight and input gradients (not those of inputs that need none) and the attention backward\n"
            "with its recomputed scores, as torch.utils.flop_counter counts them\n");
     x.gemm_rate = bench_gemm(&x, gemm);
-    for (int i = 0; i < n_models; i++) bench_model(&x, models[i], latents[i], B, ops);
+    for (int i = 0; i < n_models; i++) bench_model(&x, models[i], latents[i], B, ops, iteration ? &it : NULL);
     ops_workspace_free();
     return 0;
 }

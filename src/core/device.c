@@ -42,6 +42,45 @@ void device_freeze_allocations(int on) { g_frozen = on; }
 
 long long device_alloc_count(void) { return g_allocs; }
 
+// The live device_alloc buffers and their sizes, by device, for the byte counts (a few hundred at most: arenas,
+// workspaces and benchmark tensors), under critical(device_bytes).
+typedef struct {
+    void *p;
+    size_t bytes;
+} LiveAlloc;
+static LiveAlloc *g_live[2];
+static int g_nlive[2], g_caplive[2];
+static size_t g_inuse[2], g_peak[2];
+
+static void bytes_add(Device d, void *p, size_t bytes) {
+    int k = d == DEVICE_CUDA;
+#pragma omp critical(device_bytes)
+    {
+        if (g_nlive[k] == g_caplive[k]) {
+            g_caplive[k] = g_caplive[k] ? 2 * g_caplive[k] : 64;
+            g_live[k] = xrealloc(g_live[k], sizeof *g_live[k] * (size_t)g_caplive[k]);
+        }
+        g_live[k][g_nlive[k]++] = (LiveAlloc){p, bytes};
+        g_inuse[k] += bytes;
+        if (g_inuse[k] > g_peak[k]) g_peak[k] = g_inuse[k];
+    }
+}
+
+static void bytes_remove(Device d, void *p) {
+    int k = d == DEVICE_CUDA;
+#pragma omp critical(device_bytes)
+    for (int i = g_nlive[k] - 1; i >= 0; i--)
+        if (g_live[k][i].p == p) {
+            g_inuse[k] -= g_live[k][i].bytes;
+            g_live[k][i] = g_live[k][--g_nlive[k]];
+            break;
+        }
+}
+
+size_t device_bytes_in_use(Device d) { return g_inuse[d == DEVICE_CUDA]; }
+size_t device_bytes_peak(Device d) { return g_peak[d == DEVICE_CUDA]; }
+void device_bytes_peak_reset(Device d) { g_peak[d == DEVICE_CUDA] = g_inuse[d == DEVICE_CUDA]; }
+
 // Host buffers from DEVICE_BIG_BYTES on (the arenas, the ops' workspace) are mapped straight from the kernel: its
 // pages come zero-filled, so nothing clears them a second time. Each is then touched once, by all threads in
 // parallel, so that the page faults (where the kernel clears the pages) happen here, spread over the cores, and not
@@ -110,17 +149,21 @@ void *device_alloc(Device d, size_t bytes) {
             FATAL("reduce the batch or the model size", "out of host memory allocating %s",
                   dt_format_bytes(b, sizeof b, (double)bytes));
         }
+        bytes_add(d, p, rounded);
         return p;
     }
     need_cuda();
     CHECK(!g_frozen, "every device buffer belongs in the memory plan",
           "device allocation of %zu bytes after planning", bytes);
     g_allocs++;
-    return cuda_alloc(bytes);
+    void *p = cuda_alloc(bytes);
+    bytes_add(d, p, bytes ? bytes : 256);
+    return p;
 }
 
 void device_free(Device d, void *p) {
     if (!p) return;
+    bytes_remove(d, p);
     if (d == DEVICE_CPU) {
         if (!big_free(p)) free(p);
         return;

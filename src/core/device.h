@@ -21,6 +21,12 @@ void device_freeze_allocations(int on);
 // Device (GPU) allocations made so far: an iteration that allocates breaks the memory plan (tests check it).
 long long device_alloc_count(void);
 void *device_alloc(Device d, size_t bytes);     // zero-filled, 256-byte aligned
+// Bytes of d's memory in device_alloc buffers now (the memory plan: arenas, op workspaces; not the CUDA context's
+// or libraries' own memory, nor host memory from malloc), and the most at any moment since the last
+// device_bytes_peak_reset (which starts the peak at the current figure). Counted the same on the emulated GPU.
+size_t device_bytes_in_use(Device d);
+size_t device_bytes_peak(Device d);
+void device_bytes_peak_reset(Device d);
 void device_free(Device d, void *p);
 void device_zero(Device d, void *p, size_t bytes);
 void device_copy(void *dst, Device dd, const void *src, Device sd, size_t bytes);
