@@ -54,6 +54,18 @@ write_summary() {
     echo "compute copy, fp32 gradients). MFU: against the bf16 GEMM rate measured in the same run (bench.log)."
     echo "drtune used MiB: GPU memory in use after forward+backward (CUDA context and libraries included);"
     echo "PyTorch peak: torch.cuda.max_memory_allocated (tensors only)."
+    # the DRTune iteration figures of bench gpu's result lines, when it ran them
+    awk '
+    function kv(line, arr,   n, i, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "=")
+      if (p) arr[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) } }
+    /^result / && / iter_k1_s=/ { delete r; kv($0, r)
+      if (!n++) { print ""; print "| model | latent | steps N | trainable | K = 1 s | K = N s | K = 1 peak MiB |" \
+        " K = N peak MiB | peak K = N / K = 1 |"; print "|---|---|---|---|---|---|---|---|---|" }
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r["model"], r["latent"], r["iter_steps"],
+        r["iter_trainable"], r["iter_k1_s"], r["iter_kn_s"], r["iter_k1_peak_mib"], r["iter_kn_peak_mib"],
+        r["iter_peak_ratio"] }
+    END { if (n) print "DRTune iteration (drtune bench gpu): seconds per iteration; peak: device_alloc buffers." }
+    ' "$dir/bench.log" 2>/dev/null
   } >"$dir/summary.md"
 }
 
