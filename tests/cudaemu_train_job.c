@@ -79,13 +79,14 @@ int main(void) {
     // emulated GPU, whose GEMMs and convolutions are OpenBLAS sgemm too, measures 1.0e-5, with the same tensors
     // (conv_out, down_blocks.0, up_blocks.1/2) carrying the difference. The rewards amplify the images' rounding:
     // symmetry's gradient is u - mirrored u (small where the image is nearly symmetric), adherence's smooth maximum
-    // has temperature 0.02. A real GPU sums in its own order: 5e-5
-    tu_check(rel <= 5e-5, "one iteration's full parameter gradient, GPU vs CPU: relative L2 %.2e (tol 5e-5)", rel);
+    // has temperature 0.02. Builds of the CPU kernels that differ only in summation orders (and exp/erf within
+    // 0.5 or 2.5 ulp) measure 1.9e-5..5.9e-5 against the same GPU run; a real GPU sums in its own order: 1e-4
+    tu_check(rel <= 1e-4, "one iteration's full parameter gradient, GPU vs CPU: relative L2 %.2e (tol 1e-4)", rel);
     // The same iteration with the symmetry reward alone, whose fp32 noise floor is lower (3.3e-6 under a one-ulp
-    // change of x_T, 4.2e-6 between 1 and 2 CPU threads): within 1e-5
+    // change of x_T, 4.2e-6 between 1 and 2 CPU threads; 4.1e-6..1.26e-5 over the CPU kernel builds above): 2e-5
     rel = grad_rel_l2("symmetry", "--reward.names=symmetry --reward.weights=1");
-    tu_check(rel <= 1e-5, "one iteration's full parameter gradient, symmetry reward, GPU vs CPU: relative L2 %.2e "
-                          "(tol 1e-5)", rel);
+    tu_check(rel <= 2e-5, "one iteration's full parameter gradient, symmetry reward, GPU vs CPU: relative L2 %.2e "
+                          "(tol 2e-5)", rel);
 
     // full fine-tuning on 2 ranks, one (emulated) GPU each
     const char *mpiexec = getenv("DRTUNE_MPIEXEC");

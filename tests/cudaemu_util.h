@@ -149,8 +149,12 @@ static inline void cu_compare_train_runs(const char *gdir, const char *cdir, int
         int ng = cu_metric(gm, keys[k], g, 8), nh = cu_metric(cm, keys[k], h, 8);
         double worst = 0;
         for (int i = 0; i < ng && i < nh; i++) worst = fmax(worst, fabs(g[i] - h[i]) / fmax(fabs(h[i]), 1e-12));
-        tu_check(ng == rows && nh == rows && worst <= 1e-4,
-                 "%-12s per iteration, GPU vs CPU: max rel diff %.2e (tol 1e-4)", keys[k], worst);
+        // gradient norms: 1e-3. A run's first gradient moves by up to 4.2e-4 between CPU builds that differ only
+        // in summation orders (the hps job of cudaemu_reward_train: 0.91646-0.91685 over six builds of its op
+        // kernels), while its rewards, losses and updated adapters agree within 1e-6
+        double tol = k == 2 ? 1e-3 : 1e-4;
+        tu_check(ng == rows && nh == rows && worst <= tol, "%-12s per iteration, GPU vs CPU: max rel diff %.2e (tol %g)",
+                 keys[k], worst, tol);
     }
     char ga[700], ca[700];
     snprintf(ga, sizeof ga, "%s/export/pytorch_lora_weights.safetensors", gdir);

@@ -17,7 +17,7 @@
 #define ROUND_MAGIC 12582912.0f        // 1.5 * 2^23: adding it rounds to an integer, kept in the low mantissa bits
 #define ERF_ONE 3.92f                  // from here on erf(x) rounds to 1 in fp32
 
-static inline float f32_from_bits(int32_t i) {
+static inline float f32_from_bits(uint32_t i) {
     float f;
     memcpy(&f, &i, sizeof f);
     return f;
@@ -43,8 +43,9 @@ static inline float exp_f32(float x) {
     p = p * r + 5.000000047e-01f;
     p = p * r + 1.000000038e+00f;
     p = p * r + 1.0f;
-    int32_t ni = f32_bits(k) - f32_bits(ROUND_MAGIC), h = ni >> 1; // n in [-150, 129]
-    return p * f32_from_bits((h + 127) << 23) * f32_from_bits((ni - h + 127) << 23);
+    // n in [-150, 129] (any value for a NaN argument: unsigned arithmetic, and p is NaN then)
+    uint32_t ni = (uint32_t)f32_bits(k) - (uint32_t)f32_bits(ROUND_MAGIC), h = (uint32_t)((int32_t)ni >> 1);
+    return p * f32_from_bits((h + 127u) << 23) * f32_from_bits((ni - h + 127u) << 23);
 }
 
 // erf(x) = x P(x^2) for |x| < 1; sign(x) (1 - e^Q(|x|)) with Q(a) = R(a - 2.46) - a^2 ~ log erfc(a) up to ERF_ONE;

@@ -9,7 +9,8 @@
 #   setup      the bundle's ldd check and a first run (or the build)
 #   env        GPU, driver, nvcc, cuBLAS/cuDNN/NCCL found, PyTorch, diffusers, drtune info --device
 #   cuda       the op parity tests (cuda_*: every kernel and library wrapper against the CPU ops, fp32 and bf16)
-#   bench      drtune bench gpu: per-op and whole-UNet times, TFLOP/s and MFU, SD 1.5 at 64x64 and SDXL at 128x128
+#   bench      drtune bench gpu: per-op and whole-UNet times, TFLOP/s and MFU, SD 1.5 at 64x64 and SDXL at 128x128,
+#              and a DRTune iteration of each (4 steps) with K = 1 and K = N: seconds and peak memory
 #   torch      the same UNets in PyTorch + diffusers (bf16, SDPA) on the same card (tools/gpu/torch_unet.py)
 #   model      the model parity tests: the whole UNet, training iterations and jobs on the GPU against the CPU
 #   sanitizer  compute-sanitizer memcheck on op parity tests, racecheck on the shared-memory kernels
@@ -193,7 +194,7 @@ step env 20 sh -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,clock
 export -f run_tests
 export tests
 step cuda 120 bash -c "TEST_LIMIT_S=60 run_tests $ops_tests"
-step bench 110 "$bin/drtune" bench gpu --device cuda --reps 3
+step bench 170 "$bin/drtune" bench gpu --device cuda --reps 3 --steps 4
 step torch 100 sh -c 'for m in sd15:64 sdxl:128; do
   python3 tools/gpu/torch_unet.py --model configs/models/${m%%:*} --latent ${m##*:} --dtype bf16 --reps 3 || exit 1
   done
