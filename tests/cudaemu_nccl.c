@@ -14,6 +14,7 @@
 #include "../src/core/device.h"
 #include "../src/dist/dist.h"
 #include "../src/ops/cuda/cuda_api.h"
+#include "cudaemu_util.h"
 
 static int checks, failures;
 
@@ -93,23 +94,8 @@ static void run(void) {
     free(host);
 }
 
-// The emulator has one GPU per process, so two ranks are two processes: the test reruns itself under mpirun.
-static int rerun_under_mpirun(void) {
-    const char *mpiexec = getenv("DRTUNE_MPIEXEC");
-    if (!device_cuda_emulated() || !mpiexec || !*mpiexec || getenv("OMPI_COMM_WORLD_SIZE")) return -1;
-    char self[4096], cmd[8400];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return -1;
-    self[n] = 0;
-    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1); // CI containers run as root
-    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-    snprintf(cmd, sizeof cmd, "'%s' --oversubscribe -np 2 '%s'", mpiexec, self);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
-}
-
 int main(int argc, char **argv) {
-    int rc = rerun_under_mpirun();
+    int rc = cu_rerun_under_mpirun("");
     if (rc >= 0) return rc;
     dist_init(&argc, &argv);
     if (!dist_device_ready()) {

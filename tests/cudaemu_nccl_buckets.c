@@ -109,23 +109,8 @@ static void check_mode(CuUNetRun *r, const UNetConfig *cfg, int sharded, double 
     arena_free(&gpu), arena_free(&cpu), unet_free(&gg), unet_free(&cg);
 }
 
-// The emulator has one GPU per process, so two ranks are two processes: the test reruns itself under mpirun.
-static int rerun_under_mpirun(void) {
-    const char *mpiexec = getenv("DRTUNE_MPIEXEC");
-    if (!device_cuda_emulated() || !mpiexec || !*mpiexec || getenv("OMPI_COMM_WORLD_SIZE")) return -1;
-    char self[4096], cmd[8400];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return -1;
-    self[n] = 0;
-    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1); // CI containers run as root
-    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 '%s' --oversubscribe -np 2 '%s'", mpiexec, self);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
-}
-
 int main(int argc, char **argv) {
-    int rc = rerun_under_mpirun();
+    int rc = cu_rerun_under_mpirun("OMP_NUM_THREADS=1");
     if (rc >= 0) return rc;
     dist_init(&argc, &argv);
     if (dist_size() != 2 || !dist_device_ready()) {

@@ -13,16 +13,11 @@ static const double TORCH_BF16[2][4] = {{2.25e-2, 8.77e-2, 9.30e-2, 8.29e-2},   
                                         {1.76e-2, 1.74e-1, 1.51e-1, 1.74e-1}};  // unet_sdxl
 
 static void check_model(const char *name, int k) {
-    char dir[256], ref_path[256];
-    snprintf(dir, sizeof dir, "tests/fixtures/models/%s", name);
-    snprintf(ref_path, sizeof ref_path, "tests/fixtures/%s_ref.safetensors", name);
-    SafeTensors ref;
-    safetensors_open(&ref, ref_path);
-    UNetConfig cfg;
-    unet_load_config(&cfg, dir);
-    Tensor in[6] = {parity_load(&ref, "sample"), parity_load(&ref, "timestep"),
-                    parity_load(&ref, "encoder_hidden_states"), {0}, {0}, parity_load(&ref, "dout")};
-    if (cfg.text_time) in[3] = parity_load(&ref, "text_embeds"), in[4] = parity_load(&ref, "time_ids");
+    CuUNetFixture f;
+    cu_unet_fixture_load(&f, name);
+    const char *dir = f.dir;
+    const UNetConfig cfg = f.cfg;
+    const Tensor *in = f.in;
     printf("== %s\n", name);
     CuUNetRun c, g, b;
     cu_unet_setup(&c, DEVICE_CPU, DTYPE_F32, dir, &cfg, in);
@@ -59,8 +54,7 @@ static void check_model(const char *name, int k) {
     cu_unet_forward(&b, cfg.text_time), cu_unet_backward(&b);
     tu_check(device_alloc_count() == before, "bf16: a second iteration allocates no device memory");
     cu_unet_free(&b), cu_unet_free(&c);
-    for (int i = 0; i < 6; i++) free(in[i].data);
-    safetensors_close(&ref);
+    cu_unet_fixture_free(&f);
 }
 
 int main(void) {

@@ -7,6 +7,7 @@
 #include "../src/models/unet.h"
 #include "../src/models/weights.h"
 #include "cudaemu_util.h"
+#include "parity.h"
 
 typedef struct {
     Arena pa, ga, aa, ca;
@@ -23,6 +24,31 @@ static inline Tensor cu_unet_input(const Tensor *h, Device d) {
         return c;
     }
     return cu_upload(h, DTYPE_F32);
+}
+
+// A UNet fixture of tests/fixtures (unet_sd15, unet_sdxl): its folder, config and the reference file's inputs in[]
+// as cu_unet_setup takes them (text_embeds and time_ids only for SDXL). Free with cu_unet_fixture_free.
+typedef struct {
+    char dir[256];
+    UNetConfig cfg;
+    Tensor in[6];
+} CuUNetFixture;
+
+static inline void cu_unet_fixture_load(CuUNetFixture *f, const char *name) {
+    char ref_path[256];
+    snprintf(f->dir, sizeof f->dir, "tests/fixtures/models/%s", name);
+    snprintf(ref_path, sizeof ref_path, "tests/fixtures/%s_ref.safetensors", name);
+    SafeTensors ref;
+    safetensors_open(&ref, ref_path);
+    unet_load_config(&f->cfg, f->dir);
+    const char *names[6] = {"sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids", "dout"};
+    for (int i = 0; i < 6; i++)
+        f->in[i] = (i == 3 || i == 4) && !f->cfg.text_time ? (Tensor){0} : parity_load(&ref, names[i]);
+    safetensors_close(&ref);
+}
+
+static inline void cu_unet_fixture_free(CuUNetFixture *f) {
+    for (int i = 0; i < 6; i++) free(f->in[i].data);
 }
 
 // The UNet of pipeline folder dir (config cfg) on d with inputs in[] = sample [B, C, H, W], timestep [B], context

@@ -8,16 +8,12 @@
 #include "parity.h"
 
 static void check_model(const char *name, DType dt) {
-    char dir[256], ref_path[256], what[96];
-    snprintf(dir, sizeof dir, "tests/fixtures/models/%s", name);
-    snprintf(ref_path, sizeof ref_path, "tests/fixtures/%s_ref.safetensors", name);
-    SafeTensors ref;
-    safetensors_open(&ref, ref_path);
-    UNetConfig cfg;
-    unet_load_config(&cfg, dir);
-    Tensor in[6] = {parity_load(&ref, "sample"), parity_load(&ref, "timestep"),
-                    parity_load(&ref, "encoder_hidden_states"), {0}, {0}, parity_load(&ref, "dout")};
-    if (cfg.text_time) in[3] = parity_load(&ref, "text_embeds"), in[4] = parity_load(&ref, "time_ids");
+    char what[96];
+    CuUNetFixture f;
+    cu_unet_fixture_load(&f, name);
+    const char *dir = f.dir;
+    const UNetConfig cfg = f.cfg;
+    const Tensor *in = f.in;
     printf("== %s, %s\n", name, dtype_name(dt));
     CuUNetRun off, all;
     cu_unet_setup_rc(&off, DEVICE_CUDA, dt, dir, &cfg, in, &(UNetRecompute){UNET_RECOMPUTE_OFF, 0});
@@ -37,8 +33,7 @@ static void check_model(const char *name, DType dt) {
     snprintf(what, sizeof what, "%s %s second iteration", name, dtype_name(dt));
     cu_unet_check_identical(&all, &off, what);
     cu_unet_free(&all), cu_unet_free(&off);
-    for (int i = 0; i < 6; i++) free(in[i].data);
-    safetensors_close(&ref);
+    cu_unet_fixture_free(&f);
 }
 
 int main(void) {

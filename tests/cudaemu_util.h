@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../src/core/common.h"
 #include "../src/core/device.h"
@@ -161,4 +163,21 @@ static inline void cu_compare_train_runs(const char *gdir, const char *cdir, int
     snprintf(ca, sizeof ca, "%s/export/pytorch_lora_weights.safetensors", cdir);
     double rel = cu_files_rel_l2(ga, ca, "");
     tu_check(rel <= 1e-4, "exported LoRA adapters, GPU vs CPU: relative L2 %.2e (tol 1e-4)", rel);
+}
+
+// The emulator has one GPU per process, so a test of two ranks is two processes: with DRTUNE_MPIEXEC set, a test
+// not yet under mpirun reruns itself as 2 ranks (env: assignments put before the command, e.g. "OMP_NUM_THREADS=1")
+// and returns their exit status; -1 when it is to run here (already a rank, not emulated, or no mpiexec).
+static inline int cu_rerun_under_mpirun(const char *env) {
+    const char *mpiexec = getenv("DRTUNE_MPIEXEC");
+    if (!device_cuda_emulated() || !mpiexec || !*mpiexec || getenv("OMPI_COMM_WORLD_SIZE")) return -1;
+    char self[4096], cmd[8400];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return -1;
+    self[n] = 0;
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1); // CI containers run as root
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    snprintf(cmd, sizeof cmd, "%s '%s' --oversubscribe -np 2 '%s'", env, mpiexec, self);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
 }

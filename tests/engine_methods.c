@@ -13,34 +13,14 @@
 #include "../src/models/pipeline.h"
 #include "../src/train/engine.h"
 #include "../src/train/lora.h"
+#include "engine_setup.h"
 #include "fixture.h"
 #include "testutil.h"
 
-typedef struct {
-    UNet unet, grads;
-    Arena params, gradmem, vae_params;
-    VAE vae;
-    Ddim sched;
-    RewardSet rewards;
-    Reward items[2];
-    Tensor ctx;
-    UNetCond cond;
-    Engine e;
-} Setup;
+typedef EngineSetup Setup;
 
 static void setup(Setup *s, const SafeTensors *ref) {
-    pipeline_load_unet(&s->unet, &s->params, "tests/fixtures/models/unet_sd15");
-    arena_init(&s->gradmem, "grads", DEVICE_CPU);
-    unet_plan_params(&s->gradmem, &s->grads, &s->unet.cfg);
-    arena_alloc(&s->gradmem);
-    pipeline_load_vae(&s->vae, &s->vae_params, "tests/fixtures/models/vae", VAE_DECODER);
-    DdimConfig dc = ddim_default_config();
-    ddim_init(&s->sched, &dc);
-    ddim_set_timesteps(&s->sched, 6);
-    reward_init(&s->items[0], "symmetry", 1.0f, NULL, 0);
-    const float target[3] = {0.9f, 0.1f, 0.1f};
-    reward_init(&s->items[1], "colour", 0.5f, target, 3);
-    s->rewards = (RewardSet){.items = s->items, .n = 2};
+    engine_setup_models(s);
     Tensor cond = fixture_get(ref, "cond"), uncond = fixture_get(ref, "uncond");
     int64_t B = cond.shape[0], T = cond.shape[1], D = cond.shape[2];
     s->ctx = tensor_make(NULL, DTYPE_F32, DEVICE_CPU, 3, (int64_t[]){2 * B, T, D});

@@ -9,6 +9,7 @@
 #include "../src/models/pipeline.h"
 #include "../src/train/engine.h"
 #include "cudaemu_unet.h"
+#include "engine_setup.h"
 #include "fixture.h"
 #include "parity.h"
 
@@ -19,16 +20,11 @@ static void run(CuUNetRun *r, const char *dir, const UNetConfig *cfg, const Tens
 }
 
 static void check_model(const char *name) {
-    char dir[256], ref_path[256];
-    snprintf(dir, sizeof dir, "tests/fixtures/models/%s", name);
-    snprintf(ref_path, sizeof ref_path, "tests/fixtures/%s_ref.safetensors", name);
-    SafeTensors ref;
-    safetensors_open(&ref, ref_path);
-    UNetConfig cfg;
-    unet_load_config(&cfg, dir);
-    Tensor in[6] = {parity_load(&ref, "sample"), parity_load(&ref, "timestep"),
-                    parity_load(&ref, "encoder_hidden_states"), {0}, {0}, parity_load(&ref, "dout")};
-    if (cfg.text_time) in[3] = parity_load(&ref, "text_embeds"), in[4] = parity_load(&ref, "time_ids");
+    CuUNetFixture f;
+    cu_unet_fixture_load(&f, name);
+    const char *dir = f.dir;
+    const UNetConfig cfg = f.cfg;
+    const Tensor *in = f.in;
     printf("== %s\n", name);
     CuUNetRun off, all, au;
     run(&off, dir, &cfg, in, (UNetRecompute){UNET_RECOMPUTE_OFF, 0});
@@ -64,37 +60,15 @@ static void check_model(const char *name) {
     run(&au, dir, &cfg, in, (UNetRecompute){UNET_RECOMPUTE_AUTO, (double)off.aa.size});
     tu_check(au.acts->n_recompute == 0 && au.aa.size == off.aa.size, "auto within budget already: nothing flagged");
     cu_unet_free(&au), cu_unet_free(&all), cu_unet_free(&off);
-    for (int i = 0; i < 6; i++) free(in[i].data);
-    safetensors_close(&ref);
+    cu_unet_fixture_free(&f);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // engine: one iteration with and without recompute
 
-typedef struct {
-    UNet unet, grads;
-    Arena params, gradmem, vae_params;
-    VAE vae;
-    Ddim sched;
-    RewardSet rewards;
-    Reward items[2];
-    Tensor ctx;
-} EngineSetup;
 
 static void engine_setup(EngineSetup *s) {
-    memset(s, 0, sizeof *s);
-    pipeline_load_unet(&s->unet, &s->params, "tests/fixtures/models/unet_sd15");
-    arena_init(&s->gradmem, "grads", DEVICE_CPU);
-    unet_plan_params(&s->gradmem, &s->grads, &s->unet.cfg);
-    arena_alloc(&s->gradmem);
-    pipeline_load_vae(&s->vae, &s->vae_params, "tests/fixtures/models/vae", VAE_DECODER);
-    DdimConfig dc = ddim_default_config();
-    ddim_init(&s->sched, &dc);
-    ddim_set_timesteps(&s->sched, 6);
-    reward_init(&s->items[0], "symmetry", 1.0f, NULL, 0);
-    const float target[3] = {0.9f, 0.1f, 0.1f};
-    reward_init(&s->items[1], "colour", 0.5f, target, 3);
-    s->rewards = (RewardSet){.items = s->items, .n = 2};
+    engine_setup_models(s);
     int64_t n = 2 * 5 * s->unet.cfg.cross_dim; // [uncond | cond] rows, context length 5
     s->ctx = tensor_make(xmalloc(sizeof(float) * (size_t)n), DTYPE_F32, DEVICE_CPU, 3,
                          (int64_t[]){2, 5, s->unet.cfg.cross_dim});
