@@ -3,10 +3,12 @@
 // every tile capacity (32, 64, 96, 128, 160, 256) and beyond it (264, 300: the generic kernels); self and cross
 // attention (77 text tokens), causal and not, query/key counts that are not multiples of the 16/32/64-row tiles, f32
 // and bf16 storage; NaN containment and very large finite scores; and the multi-head layer (mha_forward/backward).
+// cuDNN's fused attention is switched off here, so bf16 runs the own kernels too; cudaemu_sdpa tests the fused path.
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "../src/ops/cuda/cuda_api.h"
 #include "../src/ops/ops.h"
 #include "cudaemu_util.h"
 
@@ -210,6 +212,7 @@ static void check_mha(int cross) {
 
 int main(void) {
     cu_require_gpu();
+    attention_set_cudnn_cuda(0); // drtune's own kernels; cuDNN's fused attention is tested by cudaemu_sdpa
     static const Case cases[] = {
         {"sd15 D40 self 37", 2, 2, 40, 37, 37, 0, 1.5f, 0},
         {"sd15 D80 cross 20x77", 1, 2, 80, 20, 77, 0, 1.5f, 0},
@@ -231,11 +234,11 @@ int main(void) {
     };
     // the two "split" cases split the queries of the dk/dv kernel: their workspace holds fp32 partials beyond
     // delta [B, H, Tq] (2400 and 1080 bytes, 256-aligned)
-    tu_check(attention_workspace_bytes(DEVICE_CUDA, 1, 300, 13, 2, 40) > 2560 &&
-                 attention_workspace_bytes(DEVICE_CUDA, 1, 270, 270, 1, 80) > 1280,
+    tu_check(attention_workspace_bytes(DEVICE_CUDA, DTYPE_F32, 1, 300, 13, 2, 40) > 2560 &&
+                 attention_workspace_bytes(DEVICE_CUDA, DTYPE_F32, 1, 270, 270, 1, 80) > 1280,
              "query splits of the dk/dv kernel at 300x13 (D 40) and 270x270 (D 80): %zu and %zu workspace bytes",
-             attention_workspace_bytes(DEVICE_CUDA, 1, 300, 13, 2, 40),
-             attention_workspace_bytes(DEVICE_CUDA, 1, 270, 270, 1, 80));
+             attention_workspace_bytes(DEVICE_CUDA, DTYPE_F32, 1, 300, 13, 2, 40),
+             attention_workspace_bytes(DEVICE_CUDA, DTYPE_F32, 1, 270, 270, 1, 80));
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         run_case(&cases[i], DTYPE_F32, 10 * i + 1);
         run_case(&cases[i], DTYPE_BF16, 10 * i + 1);

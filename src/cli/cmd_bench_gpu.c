@@ -18,6 +18,7 @@
 #include "core/common.h"
 #include "core/device.h"
 #include "core/device_cuda.h"
+#include "ops/cuda/cuda_api.h"
 #include "ops/ops.h"
 #include "train/engine.h"
 #include "train/setup.h"
@@ -127,17 +128,33 @@ static void bench_ops(const Ctx *x, const UNetConfig *c, int B, int N) {
     op_time(x, &r, "linear GEGLU", shape, 2.0 * B * T * C * 8 * C, 2.0);
     op_free(&r, d);
 
+    // attention: in bf16 on the GPU, cuDNN's fused attention and drtune's own kernels side by side
     for (int cross = 0; cross < 2; cross++) {
         int64_t Tk = cross ? Tc : T;
-        r.kind = 2, r.heads = (int)h;
-        r.q = DT(dt, B, T, C), r.dq = DT(dt, B, T, C), r.out = DT(dt, B, T, C), r.dout = DT(dt, B, T, C);
-        r.k = DT(dt, B, Tk, C), r.dk = DT(dt, B, Tk, C), r.v = DT(dt, B, Tk, C), r.dv = DT(dt, B, Tk, C);
-        r.lse = DT(DTYPE_F32, B, h, T);
-        ops_workspace_reserve(d, attention_workspace_bytes(d, B, T, Tk, (int)h, C / h));
-        snprintf(shape, sizeof shape, "B%d H%lld Tq%lld Tk%lld D%lld", B, (long long)h, (long long)T, (long long)Tk,
-                 (long long)(C / h));
-        op_time(x, &r, cross ? "attention cross" : "attention self", shape, 4.0 * B * T * Tk * C, 2.5);
-        op_free(&r, d);
+        int fused = d == DEVICE_CUDA ? attention_cudnn_cuda(B, (int)T, (int)Tk, (int)h, (int)(C / h), 0, dt) : 0;
+        if (d == DEVICE_CUDA && dt == DTYPE_BF16 && !fused) {
+            int64_t D = C / h;
+            if (D % 8 || D > 256)
+                printf("  (cuDNN's fused attention: head dim %lld is not a multiple of 8 up to 256)\n", (long long)D);
+            else
+                printf("  (cuDNN's fused attention is not used: %s)\n",
+                       attention_cudnn_reason_cuda()[0] ? attention_cudnn_reason_cuda() : "switched off");
+        }
+        for (int own = 0; own < (fused ? 2 : 1); own++) {
+            if (fused) attention_set_cudnn(!own);
+            r.kind = 2, r.heads = (int)h;
+            r.q = DT(dt, B, T, C), r.dq = DT(dt, B, T, C), r.out = DT(dt, B, T, C), r.dout = DT(dt, B, T, C);
+            r.k = DT(dt, B, Tk, C), r.dk = DT(dt, B, Tk, C), r.v = DT(dt, B, Tk, C), r.dv = DT(dt, B, Tk, C);
+            r.lse = DT(DTYPE_F32, B, h, T);
+            ops_workspace_reserve(d, attention_workspace_bytes(d, dt, B, T, Tk, (int)h, C / h));
+            snprintf(shape, sizeof shape, "B%d H%lld Tq%lld Tk%lld D%lld", B, (long long)h, (long long)T,
+                     (long long)Tk, (long long)(C / h));
+            const char *name = cross ? (!fused ? "attention cross" : own ? "attn cross own" : "attn cross cuDNN")
+                                     : (!fused ? "attention self" : own ? "attn self own" : "attn self cuDNN");
+            op_time(x, &r, name, shape, 4.0 * B * T * Tk * C, 2.5);
+            op_free(&r, d);
+        }
+        if (fused) attention_set_cudnn(1);
     }
 }
 

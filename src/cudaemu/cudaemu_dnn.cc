@@ -65,6 +65,7 @@ cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
     *h = new CudaemuDnn{nullptr};
     return CUDNN_STATUS_SUCCESS;
 }
+cudaStream_t cudaemu_dnn_stream(cudnnHandle_t h) { return h->stream; }
 cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
     delete h;
     return CUDNN_STATUS_SUCCESS;

@@ -196,3 +196,5 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
 #ifdef __cplusplus
 }
 #endif
+
+#include "cudaemu_dnn_graph.h" // the backend (graph) API, as cudnn.h includes cudnn_graph.h

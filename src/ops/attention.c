@@ -73,8 +73,13 @@ static size_t attn_backward_bytes(int64_t B, int64_t H, int64_t Tq, int64_t Tk, 
     return attn_scratch_bytes(Tk, D, 2) + sizeof(float) * tasks * 2 * (size_t)D * (size_t)attn_pad(Tk);
 }
 
-size_t attention_workspace_bytes(Device dev, int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim) {
-    if (dev == DEVICE_CUDA) return attention_workspace_bytes_cuda((int)B, (int)Tq, (int)Tk, heads, (int)head_dim);
+void attention_set_deterministic(int on) { attention_set_deterministic_cuda(on); }
+void attention_set_cudnn(int on) { attention_set_cudnn_cuda(on ? 2 : 0); }
+
+size_t attention_workspace_bytes(Device dev, DType dt, int64_t B, int64_t Tq, int64_t Tk, int heads,
+                                 int64_t head_dim) {
+    if (dev == DEVICE_CUDA)
+        return attention_workspace_bytes_cuda((int)B, (int)Tq, (int)Tk, heads, (int)head_dim, (int)dt);
     size_t f = attn_scratch_bytes(Tk, head_dim, 1), b = attn_backward_bytes(B, heads, Tq, Tk, head_dim);
     return f > b ? f : b;
 }
@@ -241,7 +246,9 @@ void attention_forward(Tensor *out, Tensor *lse, const Tensor *q, const Tensor *
     if (OPS_ON_CUDA(out)) {
         const Tensor *acts[] = {out, q, k, v};
         attn_expect_cuda(acts, 4, lse, d, "attention_forward");
-        attention_forward_cuda(out->data, lse->data, q->data, k->data, v->data, (int)d.B, (int)d.Tq, (int)d.Tk,
+        void *ws =
+            ops_workspace(DEVICE_CUDA, attention_workspace_bytes(DEVICE_CUDA, q->dtype, d.B, d.Tq, d.Tk, heads, d.D));
+        attention_forward_cuda(out->data, lse->data, q->data, k->data, v->data, ws, (int)d.B, (int)d.Tq, (int)d.Tk,
                                (int)d.H, (int)d.D, causal, ops_dt(q));
         return;
     }
@@ -327,7 +334,7 @@ void attention_backward(Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, 
     if (OPS_ON_CUDA(dout)) {
         const Tensor *acts[] = {dout, out, q, k, v, dq, dk, dv};
         attn_expect_cuda(acts, 8, lse, d, "attention_backward");
-        void *ws = ops_workspace(DEVICE_CUDA, attention_workspace_bytes(DEVICE_CUDA, d.B, d.Tq, d.Tk, heads, d.D));
+        void *ws = ops_workspace(DEVICE_CUDA, attention_workspace_bytes(DEVICE_CUDA, q->dtype, d.B, d.Tq, d.Tk, heads, d.D));
         attention_backward_cuda(want_q ? dq->data : NULL, want_k ? dk->data : NULL, want_v ? dv->data : NULL,
                                 dout->data, out->data, lse->data, q->data, k->data, v->data, ws, (int)d.B, (int)d.Tq,
                                 (int)d.Tk, (int)d.H, (int)d.D, causal, ops_dt(q));
@@ -459,7 +466,7 @@ static size_t mha_workspace_layout(Device dev, DType dt, int64_t B, int64_t Tq, 
     const size_t es = dtype_size(dt);
     const size_t parts[5] = {es * (size_t)(B * Tq * C), es * (size_t)(B * Tq * C), es * (size_t)(B * Tk * C),
                              es * (size_t)(B * Tk * C), es * (size_t)(B * Tk * Ckv)};
-    size_t at = (attention_workspace_bytes(dev, B, Tq, Tk, heads, C / heads) + 255) & ~(size_t)255;
+    size_t at = (attention_workspace_bytes(dev, dt, B, Tq, Tk, heads, C / heads) + 255) & ~(size_t)255;
     for (int i = 0; i < 5; i++) {
         off[i] = at;
         at += (parts[i] + 255) & ~(size_t)255;

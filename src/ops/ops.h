@@ -112,8 +112,13 @@ void attention_forward(Tensor *out, Tensor *lse, const Tensor *q, const Tensor *
                        int causal);
 void attention_backward(Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, const Tensor *out,
                         const Tensor *lse, const Tensor *q, const Tensor *k, const Tensor *v, int heads, int causal);
-// bytes of ops_workspace that attention_forward/backward use on device d (planners reserve the largest need)
-size_t attention_workspace_bytes(Device d, int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim);
+// GPU: a deterministic attention backward from now on (drtune's own kernels instead of cuDNN's fused one)
+void attention_set_deterministic(int on);
+// GPU: bf16 attention through cuDNN's fused attention where cuDNN plans the shape (on by default)
+void attention_set_cudnn(int on);
+// bytes of ops_workspace that attention_forward/backward use on device d for activations of dtype dt (planners
+// reserve the largest need)
+size_t attention_workspace_bytes(Device d, DType dt, int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim);
 
 // multi-head attention with separate projections (diffusers Attention, CLIP attention):
 // q = x Wq^T (+bq), k = ctx Wk^T (+bk), v = ctx Wv^T (+bv), out = attn(q, k, v) Wo^T (+bo); ctx = x when NULL.

@@ -169,7 +169,12 @@ static const ConfigKey KEYS[] = {
            "where an iteration runs: cuda (one GPU per rank, by local rank), cpu, or auto (the GPU when one is "
            "visible; drtune info --device says which)"),
     K_BOOL("train", "deterministic", train.deterministic, "true",
-           "GPU: only deterministic convolution algorithms, so a run repeats bit for bit on the same GPU"),
+           "GPU: only deterministic convolution algorithms and attention backward (drtune's own kernels instead of "
+           "cuDNN's fused attention backward), so a run repeats bit for bit on the same GPU"),
+    K_BOOL("train", "cudnn_attention", train.cudnn_attention, "true",
+           "GPU, bf16: attention through cuDNN's fused attention (FlashAttention-2 on tensor cores; cuDNN 9.13 or "
+           "newer): the forward, and the backward unless train.deterministic. Shapes cuDNN cannot plan (fp32, causal, "
+           "head dims not a multiple of 8 or over 256) run drtune's own kernels. Elsewhere: DRTUNE_CUDNN_ATTENTION=0"),
     K_BOOL("train", "cuda_graphs", train.cuda_graphs, "true",
            "GPU: each guided UNet evaluation (both guidance branches) is captured once as a CUDA graph and replayed "
            "at every sampling step and phase-2 recompute (bit-identical results, fewer launches); false launches "

@@ -84,7 +84,11 @@ static void trainer_setup(Trainer *t, const Config *c) {
     setup_rewards(&t->rw, c->reward.n_names, c->reward.names, rw_weights, c->reward.colour, &models);
     Device d = t->device = setup_device(c->train.device, &t->rw.set, "train.device");
     DType precision = setup_precision(c->train.precision, d, "train.precision", "train.device");
-    if (d == DEVICE_CUDA) conv2d_set_deterministic(c->train.deterministic);
+    if (d == DEVICE_CUDA) {
+        conv2d_set_deterministic(c->train.deterministic);
+        attention_set_deterministic(c->train.deterministic);
+        attention_set_cudnn(c->train.cudnn_attention);
+    }
     model_load(&t->model, c->model.path, c->sampler.steps);
     t->prompts = prompts_read(c->data.prompts, &t->n_prompts);
     t->H = c->sampler.height, t->W = c->sampler.width;

@@ -62,16 +62,35 @@ void softmax_forward_cuda(void *out, const void *in, int64_t N, int64_t C, int d
 void softmax_backward_cuda(void *din, const void *dout, const void *out, int64_t N, int64_t C, int dt);
 
 
-// ---- attention (cuda_attention.cu)
-// q, out [B, Tq, H*D], k, v [B, Tk, H*D] of storage dtype dt; lse [B, H, Tq] f32; dq, dk, dv written (any may be
-// NULL: not computed). ws: attention_workspace_bytes_cuda(...) bytes of device scratch for the backward
-// (rowsum(dout * out) per head row; fp32 dk/dv partials when few keys make the queries split over blocks).
-size_t attention_workspace_bytes_cuda(int B, int Tq, int Tk, int H, int D);
-void attention_forward_cuda(void *out, float *lse, const void *q, const void *k, const void *v, int B, int Tq, int Tk,
-                            int H, int D, int causal, int dt);
+// ---- attention (cuda_attention.cu, cuda_sdpa.cu)
+// q, out [B, Tq, H*D], k, v [B, Tk, H*D] of storage dtype dt; lse [B, H, Tq] f32 (natural-log log-sum-exp of the
+// scaled scores); dq, dk, dv written (any may be NULL: not computed). ws: attention_workspace_bytes_cuda(...) bytes
+// of device scratch (the own backward's rowsum(dout * out) per head row and fp32 dk/dv partials when few keys make
+// the queries split over blocks; cuDNN's workspace when its fused attention runs).
+// bf16, non-causal attention with a head dim that is a multiple of 8 (at most 256) runs on cuDNN's fused attention
+// (cuda_sdpa.cu) when cuDNN plans it; everything else, and every direction cuDNN refuses, on the own kernels.
+size_t attention_workspace_bytes_cuda(int B, int Tq, int Tk, int H, int D, int dt);
+void attention_forward_cuda(void *out, float *lse, const void *q, const void *k, const void *v, void *ws, int B,
+                            int Tq, int Tk, int H, int D, int causal, int dt);
 void attention_backward_cuda(void *dq, void *dk, void *dv, const void *dout, const void *out, const float *lse,
                              const void *q, const void *k, const void *v, void *ws, int B, int Tq, int Tk, int H,
                              int D, int causal, int dt);
+// cuDNN's part (cuda_sdpa.cu). Mode: 0 own kernels only, 1 cuDNN for the forward, 2 for both directions (the
+// default; the environment's DRTUNE_CUDNN_ATTENTION=0|1|2 sets it before the first call). Deterministic: the fused
+// backward (not deterministic) is not used. attention_cudnn_cuda: which directions of this attention run on cuDNN
+// (bit 0 forward, bit 1 backward), planning them on first use; reason: why the first refused plan was refused ("" if
+// none was). The *_cudnn calls run a planned direction; the backward writes all of dq, dk and dv.
+void attention_set_cudnn_cuda(int mode);
+void attention_set_deterministic_cuda(int on);
+int attention_cudnn_cuda(int B, int Tq, int Tk, int H, int D, int causal, int dt);
+const char *attention_cudnn_reason_cuda(void);
+void attention_cudnn_calls_cuda(long long *fwd, long long *bwd); // *_cudnn calls so far (queued or captured)
+size_t attention_cudnn_workspace_bytes_cuda(int B, int Tq, int Tk, int H, int D, int dt);
+void attention_forward_cudnn(void *out, float *lse, const void *q, const void *k, const void *v, void *ws, int B,
+                             int Tq, int Tk, int H, int D);
+void attention_backward_cudnn(void *dq, void *dk, void *dv, const void *dout, const void *out, const float *lse,
+                              const void *q, const void *k, const void *v, void *ws, int B, int Tq, int Tk, int H,
+                              int D);
 
 
 // ---- layout, arithmetic, embeddings, reductions, casts (cuda_layout.cu, cuda_arith.cu)

@@ -1,7 +1,9 @@
 // cuda_attention.cu: the memory-efficient attention core of ops/attention.c on the GPU, forward and backward, for
 // every head dim, any query/key counts, causal or not, f32 or bf16 storage with fp32 compute. Nothing of size
 // [Tq, Tk] is ever stored: the forward keeps the log-sum-exp of each score row (fp32 [B, H, Tq]) and the backward
-// rebuilds the probabilities from it (FlashAttention-2 style, SIMT fp32).
+// rebuilds the probabilities from it (FlashAttention-2 style, SIMT fp32). The launchers first offer the problem to
+// cuDNN's fused attention (cuda_sdpa.cu: bf16, non-causal, head dims in multiples of 8 up to 256, where cuDNN plans
+// it); these kernels run everything else.
 //
 // Tiled kernels (head dim D <= 256): a block of 128 threads owns BR rows of one (batch, head) and walks tiles of
 // BC = 32 rows of the other side through shared memory. The threads form 16 groups of 8 lanes; group g owns R rows
@@ -525,10 +527,12 @@ static int att_kv_splits(int B, int Tq, int Tk, int H, int D) {
 // Workspace: delta [B, H, Tq] f32, then (when split) the dk/dv partials [splits][2][B, Tk, H*D] f32.
 static size_t att_align(size_t n) { return (n + 255) & ~(size_t)255; }
 static size_t att_delta_bytes(int B, int Tq, int H) { return att_align(sizeof(float) * (size_t)B * H * Tq); }
-extern "C" size_t attention_workspace_bytes_cuda(int B, int Tq, int Tk, int H, int D) {
+extern "C" size_t attention_workspace_bytes_cuda(int B, int Tq, int Tk, int H, int D, int dt) {
     const int splits = att_kv_splits(B, Tq, Tk, H, D);
     const size_t part = splits > 1 ? sizeof(float) * 2 * (size_t)splits * B * Tk * H * D : 0;
-    return att_delta_bytes(B, Tq, H) + att_align(part);
+    const size_t own = att_delta_bytes(B, Tq, H) + att_align(part);
+    const size_t dnn = attention_cudnn_workspace_bytes_cuda(B, Tq, Tk, H, D, dt);
+    return own > dnn ? own : dnn;
 }
 
 template <typename T, int DP>
@@ -626,9 +630,13 @@ static void att_bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, const floa
     }
 }
 
-extern "C" void attention_forward_cuda(void *out, float *lse, const void *q, const void *k, const void *v, int B,
-                                       int Tq, int Tk, int H, int D, int causal, int dt) {
+extern "C" void attention_forward_cuda(void *out, float *lse, const void *q, const void *k, const void *v, void *ws,
+                                       int B, int Tq, int Tk, int H, int D, int causal, int dt) {
     CHECK(B * H <= 65535, "", "attention on the GPU: %d batch x heads exceed the grid limit", B * H);
+    if (attention_cudnn_cuda(B, Tq, Tk, H, D, causal, dt) & 1) {
+        attention_forward_cudnn(out, lse, q, k, v, ws, B, Tq, Tk, H, D);
+        return;
+    }
     if (dt == DTYPE_BF16)
         att_fwd((__nv_bfloat16 *)out, lse, (const __nv_bfloat16 *)q, (const __nv_bfloat16 *)k,
                 (const __nv_bfloat16 *)v, B, Tq, Tk, H, D, causal);
@@ -641,6 +649,10 @@ extern "C" void attention_backward_cuda(void *dq, void *dk, void *dv, const void
                                         int B, int Tq, int Tk, int H, int D, int causal, int dt) {
     CHECK(B * H <= 65535, "", "attention on the GPU: %d batch x heads exceed the grid limit", B * H);
     if (!dq && !dk && !dv) return;
+    if (dq && dk && dv && (attention_cudnn_cuda(B, Tq, Tk, H, D, causal, dt) & 2)) {
+        attention_backward_cudnn(dq, dk, dv, dout, out, lse, q, k, v, ws, B, Tq, Tk, H, D);
+        return;
+    }
     typedef __nv_bfloat16 bf;
     if (dt == DTYPE_BF16)
         att_bwd((bf *)dq, (bf *)dk, (bf *)dv, (const bf *)dout, (const bf *)out, lse, ws, (const bf *)q,

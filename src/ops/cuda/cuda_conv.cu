@@ -15,23 +15,12 @@
 // (or a transpose around every conv), tensor and filter descriptors in CUDNN_TENSOR_NHWC (filters converted once at
 // load), and the bias kernels indexing channels last.
 #include "cuda_common.cuh"
-#ifdef DRTUNE_CUDAEMU
-#include "../../cudaemu/cudaemu_dnn.h"
-#else
-#include <cudnn.h>
-#endif
+#include "cuda_dnn.cuh"
 #include <string.h>
 
 #include "../../core/device_cuda.h"
 #include "../../core/tensor.h"
 #include "cuda_api.h"
-
-#define DNN_CHECK(call)                                                                                      \
-    do {                                                                                                     \
-        cudnnStatus_t _s = (call);                                                                           \
-        if (_s != CUDNN_STATUS_SUCCESS)                                                                      \
-            dt_fatal(__FILE__, __LINE__, "", "%s: %s", #call, cudnnGetErrorString(_s));                      \
-    } while (0)
 
 // Algorithms needing more workspace than this are passed over (cuDNN's FFT algorithms can ask for gigabytes).
 #define CONV_WORKSPACE_MAX ((size_t)256 << 20)
@@ -128,7 +117,7 @@ static ConvPlan *g_plans;
 static int g_nplans, g_cap_plans;
 static int g_deterministic;
 
-static cudnnHandle_t cuda_cudnn(void) {
+cudnnHandle_t cuda_cudnn(void) {
     static cudnnHandle_t h = nullptr;
     if (!h) {
         DNN_CHECK(cudnnCreate(&h));
