@@ -3,8 +3,9 @@
 // emulator: its semantics and error statuses; on a real GPU, as cuda_linear, the library's semantics): transposes,
 // leading dimensions, alpha/beta with beta = 0 over NaN, bias and bias-gradient epilogues, bf16 operands, strided
 // batches. Part 2 compares linear_forward/backward on the GPU with the CPU op at shapes that are multiples of
-// nothing, with and without bias, fp32 and bf16, with weight and bias gradients accumulated over two calls and the
-// bias gradient alone. Part 3 does the same for conv2d with a 1x1 kernel.
+// nothing, with and without bias, fp32 and bf16, with a residual added in the epilogue (and the CPU's residual form
+// equal to linear then add bit for bit), with weight and bias gradients accumulated over two calls and the bias
+// gradient alone. Part 3 does the same for conv2d with a 1x1 kernel.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -299,6 +300,19 @@ static void linear_case(int ndim, const int64_t *xs, int64_t OC, int bias, DType
              bias ? " bias" : "");
     snprintf(what, sizeof what, "%s forward", tag);
     cu_compare(what, &gy, &y, ta);
+    { // with a residual: the GPU adds it in the GEMM's epilogue; the CPU after the product, as add_forward
+        Tensor r = cpu_t(ndim, ys, 17, bf), yr = cu_alloc(DEVICE_CPU, DTYPE_F32, ndim, ys);
+        Tensor gr = cu_upload(&r, dt), gyr = cu_alloc(DEVICE_CUDA, dt, ndim, ys);
+        linear_forward_residual(&yr, &x, &w, pb, &r);
+        linear_forward_residual(&gyr, &gx, &gw, pgb, &gr);
+        snprintf(what, sizeof what, "%s forward + residual", tag);
+        cu_compare(what, &gyr, &yr, ta);
+        Tensor ya = cu_alloc(DEVICE_CPU, DTYPE_F32, ndim, ys);
+        add_forward(&ya, &y, &r);
+        tu_check(!memcmp(ya.data, yr.data, tensor_bytes(&ya)), "%s: CPU residual = linear then add, bit for bit", tag);
+        Tensor *rt[] = {&r, &yr, &gr, &gyr, &ya};
+        for (int i = 0; i < 5; i++) cu_free(rt[i]);
+    }
     for (int call = 0; call < 2; call++) {
         linear_backward(&dx, &dw, bias ? &db : &none, &dy, &x, &w);
         linear_backward(&gdx, &gdw, bias ? &gdb : &none, &gdy, &gx, &gw);

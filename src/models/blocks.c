@@ -182,9 +182,10 @@ static int64_t proj_scratch(int64_t N, int64_t in, int64_t out) {
     return max64(r + scratch_floats(N * out), 2 * r + scratch_floats(N * in));
 }
 
-// The one place every attention projection runs: out [.., out] = in [.., in] W^T (+ b) (+ lora_scale (in A^T) B^T).
-static void attn_proj_forward(Tensor *out, const Tensor *in, const AttnProj *p, Scratch s) {
-    linear_forward(out, in, &p->weight, &p->bias);
+// The one place every attention projection runs: out [.., out] = in [.., in] W^T (+ b) (+ res) (+ lora_scale (in A^T)
+// B^T); res (may be NULL) is the residual stream, added in the GEMM's epilogue on the GPU.
+static void attn_proj_forward(Tensor *out, const Tensor *in, const AttnProj *p, const Tensor *res, Scratch s) {
+    linear_forward_residual(out, in, &p->weight, &p->bias, res);
     int64_t r = lora_rank(p), N = tensor_rows(in);
     if (!r) return;
     Tensor t = SCRATCH(&s, N, r), y = scratch_take(&s, out->ndim, out->shape);
@@ -249,13 +250,13 @@ static int64_t attn_backward_scratch(const AttnParams *p, int64_t B, int64_t Tq,
 
 // out [B, Tq, C] from in [B, Tq, C] and ctx [B, Tk, Cctx] (NULL: self-attention)
 static void attn_forward(const AttnParams *p, AttnActs *x, Tensor *out, const Tensor *in, const Tensor *ctx,
-                         Scratch s) {
+                         const Tensor *res, Scratch s) {
     const Tensor *kv = ctx ? ctx : in;
-    attn_proj_forward(&x->q, in, &p->to_q, s);
-    attn_proj_forward(&x->k, kv, &p->to_k, s);
-    attn_proj_forward(&x->v, kv, &p->to_v, s);
+    attn_proj_forward(&x->q, in, &p->to_q, NULL, s);
+    attn_proj_forward(&x->k, kv, &p->to_k, NULL, s);
+    attn_proj_forward(&x->v, kv, &p->to_v, NULL, s);
     attention_forward(&x->o, &x->lse, &x->q, &x->k, &x->v, p->heads, 0);
-    attn_proj_forward(out, &x->o, &p->to_out, s);
+    attn_proj_forward(out, &x->o, &p->to_out, res, s);
 }
 
 // din written (self-attention: the sum of the q, k and v paths); dctx (cross-attention, may be NULL) accumulates
@@ -414,7 +415,7 @@ static int64_t basic_plan_acts(Arena *a, BasicBlockActs *x, const char *prefix, 
     PLAN(a, &x->ff_h, prefix, "ff_h", B, T, 8 * C);
     PLAN(a, &x->out, prefix, "out", B, T, C);
     int64_t tc = scratch_floats(B * T * C);
-    int64_t fwd = 2 * tc + scratch_floats(4 * B * T * C) +
+    int64_t fwd = tc + scratch_floats(4 * B * T * C) + // l, gg (the residual sums go straight to h1, h2, out)
                   max64(attn_forward_scratch(&p->attn1, B, T, T), attn_forward_scratch(&p->attn2, B, T, Tk));
     int64_t phases = max64(scratch_floats(8 * B * T * C) + scratch_floats(4 * B * T * C),
                            tc + max64(attn_backward_scratch(&p->attn1, B, T, T),
@@ -426,18 +427,16 @@ static int64_t basic_plan_acts(Arena *a, BasicBlockActs *x, const char *prefix, 
 static void basic_forward(const BasicBlockParams *p, BasicBlockActs *x, const Tensor *in, const Tensor *ctx,
                           Scratch s) {
     int64_t B = in->shape[0], T = in->shape[1], C = in->shape[2];
-    Tensor l = SCRATCH(&s, B, T, C), o = SCRATCH(&s, B, T, C), gg = SCRATCH(&s, B, T, 4 * C);
+    Tensor l = SCRATCH(&s, B, T, C), gg = SCRATCH(&s, B, T, 4 * C);
+    // each sub-layer's output projection adds the residual stream in its GEMM's epilogue (h1 = attn1 + in, ...)
     layernorm_forward(&l, &x->ln1_mean, &x->ln1_rstd, in, &p->norm1.weight, &p->norm1.bias, TRANSFORMER_LN_EPS);
-    attn_forward(&p->attn1, &x->attn1, &o, &l, NULL, s);
-    add_forward(&x->h1, &o, in);
+    attn_forward(&p->attn1, &x->attn1, &x->h1, &l, NULL, in, s);
     layernorm_forward(&l, &x->ln2_mean, &x->ln2_rstd, &x->h1, &p->norm2.weight, &p->norm2.bias, TRANSFORMER_LN_EPS);
-    attn_forward(&p->attn2, &x->attn2, &o, &l, ctx, s);
-    add_forward(&x->h2, &o, &x->h1);
+    attn_forward(&p->attn2, &x->attn2, &x->h2, &l, ctx, &x->h1, s);
     layernorm_forward(&l, &x->ln3_mean, &x->ln3_rstd, &x->h2, &p->norm3.weight, &p->norm3.bias, TRANSFORMER_LN_EPS);
     linear_forward(&x->ff_h, &l, &p->ff_in.weight, &p->ff_in.bias);
     geglu_forward(&gg, &x->ff_h);
-    linear_forward(&o, &gg, &p->ff_out.weight, &p->ff_out.bias);
-    add_forward(&x->out, &o, &x->h2);
+    linear_forward_residual(&x->out, &gg, &p->ff_out.weight, &p->ff_out.bias, &x->h2);
 }
 
 // din [B, T, C] written (may be NULL). dh carries the residual-stream gradient from the output back to the input.
@@ -729,7 +728,7 @@ void vae_attn_forward(const VaeAttnParams *p, VaeAttnActs *x, Tensor *out, const
     Tensor n = SCRATCH(&s, B, C, H, W), tk = SCRATCH(&s, B, T, C), o = SCRATCH(&s, B, T, C);
     groupnorm_forward(&n, &x->mean, &x->rstd, in, &p->group_norm.weight, &p->group_norm.bias, p->groups, p->eps);
     nchw_to_tokens_forward(&tk, &n);
-    attn_forward(&p->attn, &x->attn, &o, &tk, NULL, s);
+    attn_forward(&p->attn, &x->attn, &o, &tk, NULL, NULL, s);
     tokens_to_nchw_forward(out, &o);
     add_forward(out, out, in);
 }

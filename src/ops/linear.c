@@ -18,18 +18,23 @@ size_t linear_workspace_bytes(Device d, int64_t N, int64_t OC) {
     return d == DEVICE_CUDA ? linear_cuda_workspace_bytes(N, (int)OC) : 0;
 }
 
-// out [N, OC] = in [N, IC] @ w[OC, IC]^T + b[OC]
-void linear_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b) {
+// out [N, OC] = in [N, IC] @ w[OC, IC]^T + b[OC] (+ res [N, OC]). The GPU adds the residual in the GEMM's epilogue
+// (cuBLASLt: beta = 1 with C = res, one rounding of the sum); the CPU adds it after the product, as add_forward would.
+void linear_forward_residual(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, const Tensor *res) {
     int64_t N = tensor_rows(in), IC = in->shape[in->ndim - 1], OC = w->shape[0];
     tensor_expect_shape(w, "linear weight", OC, IC);
     CHECK(tensor_rows(out) == N && out->shape[out->ndim - 1] == OC, "", "linear: output has %lld x %lld, want %lld x %lld",
           (long long)tensor_rows(out), (long long)out->shape[out->ndim - 1], (long long)N, (long long)OC);
     if (ops_want(b)) tensor_expect_shape(b, "linear bias", OC);
+    if (ops_want(res)) {
+        ops_expect_same_numel(out, res, "linear residual");
+        CHECK(res->data != out->data, "", "linear_forward_residual: the residual must not be the output");
+    }
     if (OPS_ON_CUDA(out)) {
-        const Tensor *ops[4] = {out, in, w, b};
-        for (int i = 0; i < 4; i++) linear_expect_cuda(ops[i], out->dtype, 0, "linear_forward");
-        linear_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, N, (int)IC, (int)OC,
-                            ops_dt(out));
+        const Tensor *ops[5] = {out, in, w, b, res};
+        for (int i = 0; i < 5; i++) linear_expect_cuda(ops[i], out->dtype, 0, "linear_forward");
+        linear_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL,
+                            ops_want(res) ? res->data : NULL, N, (int)IC, (int)OC, ops_dt(out));
         return;
     }
     OPS_EXPECT_CPU(out, "linear_forward");
@@ -45,6 +50,11 @@ void linear_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)OC, (int)IC, 1.0f, tensor_f32(in), (int)IC,
                 tensor_f32(w), (int)IC, beta, o, (int)OC);
+    if (ops_want(res)) add_forward(out, out, res);
+}
+
+void linear_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b) {
+    linear_forward_residual(out, in, w, b, NULL);
 }
 
 // din [N, IC] = dout @ w (written); dw [OC, IC] += dout^T @ in; db [OC] += sum_n dout

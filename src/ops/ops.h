@@ -37,6 +37,9 @@ int ops_get_threads(void);
 // ---------------------------------------------------------------------------------------------------------------
 // linear: out[N, OC] = in[N, IC] @ w[OC, IC]^T + b[OC]   (b may be NULL; in/out may carry leading dims)
 void linear_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b);
+// the same plus a residual: out = in @ w^T + b + res (res [N, OC], not out itself; the backward is linear_backward's,
+// the residual's gradient being dout). On the GPU the sum is the GEMM's epilogue: no separate add pass.
+void linear_forward_residual(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, const Tensor *res);
 void linear_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w);
 // GPU scratch (ops_workspace) linear_forward/backward need on device d for N rows and OC outputs (0 on the CPU).
 size_t linear_workspace_bytes(Device d, int64_t N, int64_t OC);

@@ -14,9 +14,11 @@ extern "C" {
 // ---- linear and 1x1 convolution through cuBLASLt (cuda_linear.cu)
 // in, w, b, out, din and dout share the storage dtype dt (f32: exact fp32 GEMMs, no TF32; bf16: fp32 accumulation);
 // dw and db are fp32 and accumulated (+=), din written. Scratch: the ops workspace, at least the *_workspace_bytes.
-// linear: out [N, OC] = in [N, IC] w [OC, IC]^T + b [OC] (b may be NULL), as linear_forward / linear_backward
+// linear: out [N, OC] = in [N, IC] w [OC, IC]^T + b [OC] (+ res [N, OC]) (b, res may be NULL; res is added in the
+// GEMM's epilogue, beta = 1, and must not be out), as linear_forward_residual / linear_backward
 size_t linear_cuda_workspace_bytes(int64_t N, int OC);
-void linear_forward_cuda(void *out, const void *in, const void *w, const void *b, int64_t N, int IC, int OC, int dt);
+void linear_forward_cuda(void *out, const void *in, const void *w, const void *b, const void *res, int64_t N, int IC,
+                         int OC, int dt);
 void linear_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in, const void *w,
                           int64_t N, int IC, int OC, int dt);
 // conv2d with a 1x1 kernel, stride 1, no padding (NCHW): out [B, OC, S] = w [OC, IC] in [B, IC, S] + b, S = H W

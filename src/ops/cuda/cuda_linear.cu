@@ -6,7 +6,8 @@
 // serves the same calls in ctest -L cudaemu.
 //
 // Row-major tensors are column-major matrices transposed, so each product is written for cuBLASLt as D^T = ...:
-//   linear forward  out[N, OC] = in w^T + b:  D [OC, N] = w^T(op T of [IC, OC]) . in [IC, N], BIAS epilogue (b[OC])
+//   linear forward  out[N, OC] = in w^T + b:  D [OC, N] = w^T(op T of [IC, OC]) . in [IC, N], BIAS epilogue (b[OC]);
+//                  with a residual, C = res [OC, N] and beta = 1: the sum in the epilogue, one rounding
 //   linear din      din[N, IC] = dout w:      D [IC, N] = w [IC, OC] . dout [OC, N]
 //   linear dw      dw[OC, IC] += dout^T in:   D [IC, OC] = in [IC, N] . dout^T (op T of [OC, N]), beta = 1, fp32 D;
 //                  BGRADB sums op(B) = dout over k = N: the bias gradient in the same pass
@@ -179,10 +180,13 @@ static GemmPlan *plan_get(const GemmKey *k, const void *bias) {
 // bias: the bias (BIAS) or where the bias gradient goes (BGRADB). Returns 0, running nothing, when the heuristic
 // has no algorithm for a bias-gradient epilogue (the caller sums the bias gradient itself); any other problem
 // without an algorithm is an internal failure.
-static int gemm_run(GemmKey *k, const void *A, const void *B, void *D, float beta, void *bias, void *ws) {
+static int gemm_run(GemmKey *k, const void *A, const void *B, const void *C, void *D, float beta, void *bias,
+                    void *ws) {
+    if (!C) C = D;
     k->align[0] = ptr_alignment(A);
     k->align[1] = ptr_alignment(B);
-    k->align[2] = ptr_alignment(D);
+    uint32_t ac = ptr_alignment(C), ad = ptr_alignment(D);
+    k->align[2] = ac < ad ? ac : ad; // C and D share a layout and one alignment preference
     k->align[3] = bias ? ptr_alignment(bias) : 0;
     GemmPlan *p = plan_get(k, bias);
     if (!p->ok) {
@@ -193,7 +197,7 @@ static int gemm_run(GemmKey *k, const void *A, const void *B, void *D, float bet
     }
     if (bias) LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     const float alpha = 1.0f;
-    LT_CHECK(cublasLtMatmul(g_lt.lt, p->op, &alpha, A, p->a, B, p->b, &beta, D, p->d, D, p->d, &p->algo, ws,
+    LT_CHECK(cublasLtMatmul(g_lt.lt, p->op, &alpha, A, p->a, B, p->b, &beta, C, p->d, D, p->d, &p->algo, ws,
                             LT_WORKSPACE, cuda_stream()));
     return 1;
 }
@@ -279,15 +283,15 @@ static size_t ws_bytes(int64_t partial_floats) { return LT_WORKSPACE + sizeof(fl
 
 extern "C" size_t linear_cuda_workspace_bytes(int64_t N, int OC) { return ws_bytes(colsum_chunks(N) * OC); }
 
-extern "C" void linear_forward_cuda(void *out, const void *in, const void *w, const void *b, int64_t N, int IC,
-                                    int OC, int dt) {
+extern "C" void linear_forward_cuda(void *out, const void *in, const void *w, const void *b, const void *res,
+                                    int64_t N, int IC, int OC, int dt) {
     if (!N) return;
     CHECK(IC > 0 && OC > 0, "", "linear_forward_cuda: %d inputs, %d outputs", IC, OC);
     void *ws = ops_gemm_workspace(DEVICE_CUDA, linear_cuda_workspace_bytes(N, OC));
-    // D [OC, N] = op_T(w [IC, OC]) in [IC, N] (+ b along OC)
+    // D [OC, N] = op_T(w [IC, OC]) in [IC, N] (+ b along OC) (+ C = res [OC, N], beta = 1)
     GemmKey k = gemm_key(dt, 0, CUBLAS_OP_T, CUBLAS_OP_N, b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, OC,
                          N, IC, IC, IC, OC);
-    gemm_run(&k, w, in, out, 0.0f, (void *)b, ws);
+    gemm_run(&k, w, in, res, out, res ? 1.0f : 0.0f, (void *)b, ws);
 }
 
 // db[OC] += column sums of dout [N, OC] without a GEMM: chunked partial sums, then the ordered finish
@@ -307,19 +311,19 @@ extern "C" void linear_backward_cuda(void *din, float *dw, float *db, const void
     float *part = (float *)(ws + LT_WORKSPACE);
     if (din) { // D [IC, N] = w [IC, OC] dout [OC, N]
         GemmKey k = gemm_key(dt, 0, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, IC, N, OC, IC, OC, IC);
-        gemm_run(&k, w, dout, din, 0.0f, NULL, ws);
+        gemm_run(&k, w, dout, NULL, din, 0.0f, NULL, ws);
     }
     int db_done = 0;
     if (dw) { // D [IC, OC] += in [IC, N] op_T(dout [OC, N]); BGRADB: part[OC] = sum over N of dout
         GemmKey k = gemm_key(dt, 1, CUBLAS_OP_N, CUBLAS_OP_T, db ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT,
                              IC, OC, N, IC, OC, IC);
-        if (gemm_run(&k, in, dout, dw, 1.0f, db ? part : NULL, ws)) {
+        if (gemm_run(&k, in, dout, NULL, dw, 1.0f, db ? part : NULL, ws)) {
             if (db) CUDA_LAUNCH(bias_grad_finish_kernel, cuda_blocks(OC, 256), 256, 0, cuda_stream(), db,
                                 (const float *)part, 1, OC);
             db_done = 1;
         } else { // no BGRADB algorithm: the plain GEMM, then the sums below
             k = gemm_key(dt, 1, CUBLAS_OP_N, CUBLAS_OP_T, CUBLASLT_EPILOGUE_DEFAULT, IC, OC, N, IC, OC, IC);
-            gemm_run(&k, in, dout, dw, 1.0f, NULL, ws);
+            gemm_run(&k, in, dout, NULL, dw, 1.0f, NULL, ws);
         }
     }
     if (db && !db_done) {
@@ -350,7 +354,7 @@ extern "C" void conv1x1_forward_cuda(void *out, const void *in, const void *w, c
     // D_b [S, OC] = in_b [S, IC] op_N(w^T as [IC, OC]), images strided, w shared (stride 0)
     GemmKey k = gemm_key(dt, 0, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, S, OC, IC, S, IC, S);
     k.batch = B, k.stride_a = IC * S, k.stride_b = 0, k.stride_d = OC * S;
-    gemm_run(&k, in, w, out, b ? 1.0f : 0.0f, NULL, ws);
+    gemm_run(&k, in, w, NULL, out, b ? 1.0f : 0.0f, NULL, ws);
 }
 
 extern "C" void conv1x1_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in,
@@ -363,7 +367,7 @@ extern "C" void conv1x1_backward_cuda(void *din, float *dw, float *db, const voi
     if (din) { // din_b^T [S, IC] = dout_b^T [S, OC] op_T(w^T as [IC, OC])
         GemmKey k = gemm_key(dt, 0, CUBLAS_OP_N, CUBLAS_OP_T, CUBLASLT_EPILOGUE_DEFAULT, S, IC, OC, S, IC, S);
         k.batch = B, k.stride_a = OC * S, k.stride_b = 0, k.stride_d = IC * S;
-        gemm_run(&k, dout, w, din, 0.0f, NULL, ws);
+        gemm_run(&k, dout, w, NULL, din, 0.0f, NULL, ws);
     }
     // dw^T [IC, OC] += op_T(in_b as [S, IC]) dout_b [S, OC], one GEMM per image (the sum over images is not a
     // batch); BGRADB gives image b's bias-gradient sum over its pixels in part[b]
@@ -374,9 +378,9 @@ extern "C" void conv1x1_backward_cuda(void *din, float *dw, float *db, const voi
             const char *inb = (const char *)in + (size_t)i * IC * S * es, *gb = (const char *)dout + (size_t)i * OC * S * es;
             GemmKey k = gemm_key(dt, 1, CUBLAS_OP_T, CUBLAS_OP_N,
                                  db_done ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT, IC, OC, S, S, S, IC);
-            if (!gemm_run(&k, inb, gb, dw, 1.0f, db_done ? part + (size_t)i * OC : NULL, ws)) {
+            if (!gemm_run(&k, inb, gb, NULL, dw, 1.0f, db_done ? part + (size_t)i * OC : NULL, ws)) {
                 k.epilogue = CUBLASLT_EPILOGUE_DEFAULT; // no BGRADB algorithm: the sums below
-                gemm_run(&k, inb, gb, dw, 1.0f, NULL, ws);
+                gemm_run(&k, inb, gb, NULL, dw, 1.0f, NULL, ws);
                 db_done = 0;
             }
         }
