@@ -3,7 +3,9 @@
 // gradients and every parameter gradient are bit-identical with recompute off, all and auto (the CPU ops are
 // deterministic for a fixed thread count); the activation plan shrinks by exactly what the flagged blocks keep less
 // the shared region they take turns in; auto stays within its budget; and one DRTune and one DRaFT iteration of the
-// engine give the same loss and gradients bit for bit.
+// engine give the same loss and gradients bit for bit. The VAE decoder's recompute (the same setting) likewise: its
+// latents' gradient bit-identical with recompute off, all and auto, and the plan within auto's budget.
+#include <math.h>
 #include <string.h>
 
 #include "../src/models/pipeline.h"
@@ -81,7 +83,7 @@ static double engine_run(EngineSetup *s, Method m, UNetRecomputeMode mode, float
     Engine e;
     engine_init(&e, &s->unet, &s->grads, &s->vae, &s->sched, &s->rewards, 5.0f, 0.0f, 1, 8, 8, 5);
     engine_set_recompute(&(UNetRecompute){UNET_RECOMPUTE_OFF, 0});
-    *flagged = e.acts.n_recompute;
+    *flagged = e.acts.n_recompute + e.vacts.n_recompute; // the UNet's blocks and the decoder's units
     MethodConfig mc = {.method = m, .K = 2, .m = 2, .phase = 1, .t_min = m == METHOD_DRAFT ? -1 : 2, .k = -1};
     IterPlan plan;
     iter_plan_draw(&plan, &mc, 6, 0, 0);
@@ -98,6 +100,56 @@ static double engine_run(EngineSetup *s, Method m, UNetRecomputeMode mode, float
     return res.loss;
 }
 
+// The VAE decoder (the fixture's): one decode + backward with recompute off, all, and auto under a budget between the
+// two plans; dlatents bit-identical, the plan smaller by what the flagged units keep less the region.
+static void vae_run(const VAE *v, UNetRecompute rc, const Tensor *z, const Tensor *dimg, float *dz, size_t *bytes,
+                    int *flagged) {
+    Arena a;
+    arena_init(&a, "vae-acts", DEVICE_CPU);
+    VAEDecodeActs x;
+    vae_plan_decode_acts_recompute(&a, &x, v, z->shape[0], z->shape[2], z->shape[3], &rc);
+    arena_alloc(&a);
+    *bytes = a.size, *flagged = x.n_recompute;
+    Tensor img = tensor_make(xmalloc(tensor_bytes(dimg)), DTYPE_F32, DEVICE_CPU, 4, dimg->shape);
+    Tensor g = tensor_make(dz, DTYPE_F32, DEVICE_CPU, 4, z->shape);
+    vae_decode(v, &x, &img, z);
+    vae_decode_backward(v, NULL, &x, dimg, &g);
+    free(img.data);
+    vae_decode_acts_free(&x);
+    arena_free(&a);
+}
+
+static void check_vae(void) {
+    EngineSetup s;
+    engine_setup_models(&s);
+    const VAE *v = &s.vae;
+    int f = 1 << (v->cfg.levels - 1), units = 1 + v->cfg.levels * (v->cfg.layers + 1);
+    Tensor z = tensor_f32_4d(xmalloc(sizeof(float) * 4 * 64), 1, 4, 8, 8);
+    int64_t ni = 3 * 64 * f * f;
+    Tensor dimg = tensor_f32_4d(xmalloc(sizeof(float) * (size_t)ni), 1, 3, 8 * f, 8 * f);
+    rng_normal_fill(z.data, 256, 11, RNG_STREAM(RNG_PURPOSE_LATENT, 0, 0), 0);
+    rng_normal_fill(dimg.data, ni, 12, RNG_STREAM(RNG_PURPOSE_LATENT, 0, 0), 0);
+    float *d0 = xmalloc(sizeof(float) * 256), *d1 = xmalloc(sizeof(float) * 256), *d2 = xmalloc(sizeof(float) * 256);
+    size_t b0, b1, b2;
+    int n0, n1, n2;
+    vae_run(v, (UNetRecompute){UNET_RECOMPUTE_OFF, 0}, &z, &dimg, d0, &b0, &n0);
+    vae_run(v, (UNetRecompute){UNET_RECOMPUTE_ALL, 0}, &z, &dimg, d1, &b1, &n1);
+    double budget = 0.5 * (double)(b0 + b1);
+    vae_run(v, (UNetRecompute){UNET_RECOMPUTE_AUTO, budget}, &z, &dimg, d2, &b2, &n2);
+    double norm = 0;
+    for (int i = 0; i < 256; i++) norm += (double)d0[i] * d0[i];
+    tu_check(n0 == 0 && n1 == units && b1 < b0 && norm > 0,
+             "VAE decoder recompute all: %d of %d units, plan %zu -> %zu bytes, |dlatents| %.3e", n1, units, b0, b1,
+             sqrt(norm));
+    tu_check(!memcmp(d0, d1, sizeof(float) * 256), "VAE decoder: dlatents bit-identical with recompute all");
+    tu_check(n2 > 0 && n2 < units && (double)b2 <= budget, "VAE decoder auto (budget %.0f): %d units, plan %zu bytes",
+             budget, n2, b2);
+    tu_check(!memcmp(d0, d2, sizeof(float) * 256), "VAE decoder: dlatents bit-identical with recompute auto");
+    free(d0), free(d1), free(d2), free(z.data), free(dimg.data);
+    unet_free(&s.unet), unet_free(&s.grads);
+    arena_free(&s.params), arena_free(&s.gradmem), arena_free(&s.vae_params);
+}
+
 static void check_engine(void) {
     EngineSetup s;
     engine_setup(&s);
@@ -110,7 +162,7 @@ static void check_engine(void) {
         double lb = engine_run(&s, methods[k], UNET_RECOMPUTE_ALL, b, &fb);
         double norm = 0;
         for (size_t i = 0; i < s.gradmem.size / sizeof(float); i++) norm += (double)a[i] * a[i];
-        tu_check(fa == 0 && fb == unet_units(&s.unet.cfg) && norm > 0,
+        tu_check(fa == 0 && fb == unet_units(&s.unet.cfg) + 1 + s.vae.cfg.levels * (s.vae.cfg.layers + 1) && norm > 0,
                  "engine %s: recompute flags %d blocks (off: %d), gradient norm %.3e", names[k], fb, fa, norm);
         tu_check(la == lb && !memcmp(a, b, s.gradmem.size),
                  "engine %s iteration: loss %.9g vs %.9g, parameter gradients bit-identical with recompute all",
@@ -129,6 +181,7 @@ int main(void) {
     }
     check_model("unet_sd15");
     check_model("unet_sdxl");
+    check_vae();
     check_engine();
     return tu_report();
 }

@@ -177,11 +177,11 @@ static int check_sampler(Kind kind, int asym, int *checks) {
     if (kind == K_UP) {
         upsample_plan_params(&c.params, &c.sp, "up", C);
         upsample_plan_params(&c.grads, &c.sg, "up", C);
-        need = upsample_scratch(&c.sp, B, H, W);
+        need = upsample_scratch(&c.sp, DTYPE_F32, B, H, W);
     } else {
         downsample_plan_params(&c.params, &c.sp, "down", C, asym);
         downsample_plan_params(&c.grads, &c.sg, "down", C, asym);
-        need = downsample_scratch(&c.sp, B, H, W);
+        need = downsample_scratch(&c.sp, DTYPE_F32, B, H, W);
     }
     finish(&c, need, (int64_t[]){B, C, H, W}, (int64_t[]){B, C, oh, ow});
     return run(&c, kind == K_UP ? "upsample" : asym ? "downsample(pad 0,1,0,1)" : "downsample(pad 1)", checks);

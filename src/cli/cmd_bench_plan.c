@@ -107,7 +107,8 @@ int cmd_bench_plan(int argc, char **argv) {
     if (bf16) unet_plan_params(&cp, cnet, &uc), vae_plan_params(&cv, cvae, &vc, VAE_DECODER);
     // activations in the dtype of the weights that compute
     unet_plan_acts_recompute(&ua, acts, bf16 ? cnet : net, rows, H / f, W / f, T, &rc);
-    vae_plan_decode_acts(&va, vacts, bf16 ? cvae : vae, B, H / f, W / f);
+    UNetRecompute vrc = vae_recompute_share(&rc, ua.size);
+    vae_plan_decode_acts_recompute(&va, vacts, bf16 ? cvae : vae, B, H / f, W / f, &vrc);
     // LoRA: r (in + out) per adapted projection of the attention blocks
     int64_t lora = 0;
     const char *targets[] = {".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight"};
@@ -144,6 +145,12 @@ int cmd_bench_plan(int argc, char **argv) {
                dt_format_bytes(b, sizeof b, (double)acts->bytes_off - (double)ua.size),
                dt_format_bytes(c, sizeof c, (double)acts->bytes_off));
     printf("  %-28s %12s\n", "VAE decoder activations", dt_format_bytes(a, sizeof a, (double)va.size));
+    if (rc.mode != UNET_RECOMPUTE_OFF)
+        printf("    recompute %s: %d of %d units (the mid block, each up-level resnet) re-run in the backward, %s less "
+               "than the %s kept without\n",
+               unet_recompute_name(rc.mode), vacts->n_recompute, 1 + vc.levels * (vc.layers + 1),
+               dt_format_bytes(b, sizeof b, (double)vacts->bytes_off - (double)va.size),
+               dt_format_bytes(c, sizeof c, (double)vacts->bytes_off));
     printf("\n%8s %14s %14s %14s %14s %14s\n", "ranks", "weights", "gradients", "Adam m, v", "activations", "total");
     for (int i = 0; i < nranks; i++) {
         int R = ranks[i];
@@ -159,6 +166,7 @@ int cmd_bench_plan(int argc, char **argv) {
     printf("\ntotal: weights + gradients + moments + activations + 30 stored latents (the engine's buffers); the\n"
            "ops' scratch (cuDNN, cuBLASLt and attention workspaces, at most a few hundred MiB) comes on top.\n");
     unet_acts_free(acts);
+    vae_decode_acts_free(vacts);
     unet_free(net);
     if (bf16) unet_free(cnet);
     free(net), free(cnet), free(vae), free(cvae), free(acts), free(vacts);

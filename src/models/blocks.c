@@ -83,6 +83,40 @@ void arena_cast(Arena *dst, const Arena *src) {
 // ---------------------------------------------------------------------------------------------------------------
 // scratch and views
 
+void recompute_bind(Arena *const *units, int n, const Tensor *region) {
+    for (int u = 0; u < n; u++) {
+        const Arena *r = units[u];
+        for (int k = 0; r && k < r->n; k++) {
+            Tensor *t = r->entries[k].slot;
+            t->data = (char *)region->data + r->entries[k].offset, t->device = region->device;
+        }
+    }
+}
+
+size_t recompute_region_bytes(Arena *const *units, int n) {
+    size_t region = 0;
+    for (int u = 0; u < n; u++)
+        if (units[u] && units[u]->size > region) region = units[u]->size;
+    return region;
+}
+
+void recompute_pick(const size_t *unit_bytes, int n, double budget, size_t (*plan)(void *ctx, const unsigned char *flags),
+                    void *ctx, unsigned char *flags) {
+    // the largest units first; flagging k of them saves their sum less the largest (the region)
+    int *order = xcalloc((size_t)n, sizeof *order), m = 0;
+    for (int u = 0; u < n; u++)
+        if (unit_bytes[u]) {
+            int k = m++;
+            for (; k > 0 && unit_bytes[order[k - 1]] < unit_bytes[u]; k--) order[k] = order[k - 1];
+            order[k] = u;
+        }
+    for (int k = 0; k < m; k++) {
+        flags[order[k]] = 1;
+        if (k > 0 && (double)plan(ctx, flags) <= budget) break;
+    }
+    free(order);
+}
+
 Scratch scratch_make(const Tensor *region, DType dt) {
     CHECK(region->dtype == DTYPE_F32, "", "scratch must be an f32 region, got %s", dtype_name(region->dtype));
     return (Scratch){.base = region->data, .cap = tensor_numel(region), .used = 0, .device = region->device,
@@ -177,9 +211,9 @@ static int64_t lora_rank(const AttnProj *p) {
 }
 
 // Scratch of one projection call over N rows with an adapter of the largest allowed rank.
-static int64_t proj_scratch(int64_t N, int64_t in, int64_t out) {
-    int64_t r = scratch_floats(N * (in < out ? in : out));
-    return max64(r + scratch_floats(N * out), 2 * r + scratch_floats(N * in));
+static int64_t proj_scratch(DType dt, int64_t N, int64_t in, int64_t out) {
+    int64_t r = scratch_floats_dt(dt, N * (in < out ? in : out));
+    return max64(r + scratch_floats_dt(dt, N * out), 2 * r + scratch_floats_dt(dt, N * in));
 }
 
 // The one place every attention projection runs: out [.., out] = in [.., in] W^T (+ b) (+ res) (+ lora_scale (in A^T)
@@ -236,16 +270,16 @@ static void attn_plan_acts(Arena *a, AttnActs *x, const char *prefix, const Attn
 }
 
 // Scratch of attn_forward (the projections') and of attn_backward, for Tq queries and Tk keys.
-static int64_t attn_forward_scratch(const AttnParams *p, int64_t B, int64_t Tq, int64_t Tk) {
-    int64_t C = p->to_q.weight.shape[0], q = proj_scratch(B * Tq, p->to_q.weight.shape[1], C);
-    int64_t kv = proj_scratch(B * Tk, p->to_k.weight.shape[1], C);
-    int64_t o = proj_scratch(B * Tq, C, p->to_out.weight.shape[0]);
+static int64_t attn_forward_scratch(const AttnParams *p, DType dt, int64_t B, int64_t Tq, int64_t Tk) {
+    int64_t C = p->to_q.weight.shape[0], q = proj_scratch(dt, B * Tq, p->to_q.weight.shape[1], C);
+    int64_t kv = proj_scratch(dt, B * Tk, p->to_k.weight.shape[1], C);
+    int64_t o = proj_scratch(dt, B * Tq, C, p->to_out.weight.shape[0]);
     return max64(max64(q, kv), o);
 }
-static int64_t attn_backward_scratch(const AttnParams *p, int64_t B, int64_t Tq, int64_t Tk) {
+static int64_t attn_backward_scratch(const AttnParams *p, DType dt, int64_t B, int64_t Tq, int64_t Tk) {
     int64_t C = p->to_q.weight.shape[0];
-    return 2 * scratch_floats(B * Tq * C) + 2 * scratch_floats(B * Tk * C) +
-           scratch_floats(B * Tk * p->to_k.weight.shape[1]) + attn_forward_scratch(p, B, Tq, Tk);
+    return 2 * scratch_floats_dt(dt, B * Tq * C) + 2 * scratch_floats_dt(dt, B * Tk * C) +
+           scratch_floats_dt(dt, B * Tk * p->to_k.weight.shape[1]) + attn_forward_scratch(p, dt, B, Tq, Tk);
 }
 
 // out [B, Tq, C] from in [B, Tq, C] and ctx [B, Tk, Cctx] (NULL: self-attention)
@@ -309,8 +343,8 @@ int64_t resnet_plan_acts(Arena *a, ResnetActs *x, const char *prefix, const Resn
     PLAN(a, &x->h1, prefix, "h1", B, p->cout, H, W);
     PLAN_F32(a, &x->mean2, prefix, "norm2.mean", B, p->groups);
     PLAN_F32(a, &x->rstd2, prefix, "norm2.rstd", B, p->groups);
-    int64_t img = scratch_floats(B * max64(p->cin, p->cout) * H * W);
-    return 4 * img + scratch_floats(B * p->cout) + 2 * scratch_floats(B * p->groups); // the backward's
+    int64_t img = scratch_floats_dt(a->float_dtype, B * max64(p->cin, p->cout) * H * W);
+    return 4 * img + scratch_floats_dt(a->float_dtype, B * p->cout) + 2 * scratch_floats(B * p->groups); // backward
 }
 
 void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Tensor *in, const Tensor *temb_act,
@@ -414,12 +448,13 @@ static int64_t basic_plan_acts(Arena *a, BasicBlockActs *x, const char *prefix, 
     PLAN_F32(a, &x->ln3_rstd, prefix, "norm3.rstd", B, T);
     PLAN(a, &x->ff_h, prefix, "ff_h", B, T, 8 * C);
     PLAN(a, &x->out, prefix, "out", B, T, C);
-    int64_t tc = scratch_floats(B * T * C);
-    int64_t fwd = tc + scratch_floats(4 * B * T * C) + // l, gg (the residual sums go straight to h1, h2, out)
-                  max64(attn_forward_scratch(&p->attn1, B, T, T), attn_forward_scratch(&p->attn2, B, T, Tk));
-    int64_t phases = max64(scratch_floats(8 * B * T * C) + scratch_floats(4 * B * T * C),
-                           tc + max64(attn_backward_scratch(&p->attn1, B, T, T),
-                                      attn_backward_scratch(&p->attn2, B, T, Tk)));
+    DType dt = a->float_dtype;
+    int64_t tc = scratch_floats_dt(dt, B * T * C);
+    int64_t fwd = tc + scratch_floats_dt(dt, 4 * B * T * C) + // l, gg (the residual sums go straight to h1, h2, out)
+                  max64(attn_forward_scratch(&p->attn1, dt, B, T, T), attn_forward_scratch(&p->attn2, dt, B, T, Tk));
+    int64_t phases = max64(scratch_floats_dt(dt, 8 * B * T * C) + scratch_floats_dt(dt, 4 * B * T * C),
+                           tc + max64(attn_backward_scratch(&p->attn1, dt, B, T, T),
+                                      attn_backward_scratch(&p->attn2, dt, B, T, Tk)));
     return max64(fwd, 2 * tc + 2 * scratch_floats(B * T) + phases);
 }
 
@@ -518,7 +553,7 @@ int64_t transformer_plan_acts(Arena *a, TransformerActs *x, const char *prefix, 
         need = max64(need, basic_plan_acts(a, &x->blocks[k], plan_prefix(q, sizeof q, prefix, "transformer_blocks.%d",
                                                                          k), &p->blocks[k], B, T, ctx_len));
     }
-    int64_t tc = scratch_floats(B * T * C);
+    int64_t tc = scratch_floats_dt(a->float_dtype, B * T * C);
     int64_t fwd = max64(2 * tc, need);
     int64_t bwd = 2 * tc + max64(need, tc + 2 * scratch_floats(B * p->groups));
     return max64(fwd, bwd);
@@ -619,8 +654,8 @@ void downsample_plan_params(Arena *a, SamplerParams *p, const char *prefix, int 
     layer_plan_conv(a, &p->conv, prefix, "conv", channels, channels, 3);
 }
 
-int64_t downsample_scratch(const SamplerParams *p, int64_t B, int64_t H, int64_t W) {
-    return p->asym_pad ? 2 * scratch_floats(B * p->channels * (H + 1) * (W + 1)) : 0;
+int64_t downsample_scratch(const SamplerParams *p, DType dt, int64_t B, int64_t H, int64_t W) {
+    return p->asym_pad ? 2 * scratch_floats_dt(dt, B * p->channels * (H + 1) * (W + 1)) : 0;
 }
 
 void downsample_forward(const SamplerParams *p, Tensor *out, const Tensor *in, Scratch s) {
@@ -653,8 +688,8 @@ void upsample_plan_params(Arena *a, SamplerParams *p, const char *prefix, int ch
     layer_plan_conv(a, &p->conv, prefix, "conv", channels, channels, 3);
 }
 
-int64_t upsample_scratch(const SamplerParams *p, int64_t B, int64_t H, int64_t W) {
-    return 2 * scratch_floats(B * p->channels * 4 * H * W);
+int64_t upsample_scratch(const SamplerParams *p, DType dt, int64_t B, int64_t H, int64_t W) {
+    return 2 * scratch_floats_dt(dt, B * p->channels * 4 * H * W);
 }
 
 void upsample_forward(const SamplerParams *p, Tensor *out, const Tensor *in, Scratch s) {
@@ -676,8 +711,8 @@ void upsample_backward(const SamplerParams *p, SamplerParams *g, Tensor *din, co
 // ---------------------------------------------------------------------------------------------------------------
 // output head
 
-int64_t head_scratch(int64_t B, int64_t C, int64_t H, int64_t W, int64_t groups) {
-    return 2 * scratch_floats(B * C * H * W) + 2 * scratch_floats(B * groups);
+int64_t head_scratch(DType dt, int64_t B, int64_t C, int64_t H, int64_t W, int64_t groups) {
+    return 2 * scratch_floats_dt(dt, B * C * H * W) + 2 * scratch_floats(B * groups);
 }
 
 void head_forward(const Layer *norm, const Layer *conv, Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *h,
@@ -715,11 +750,11 @@ void vae_attn_plan_params(Arena *a, VaeAttnParams *p, const char *prefix, int ch
 
 int64_t vae_attn_plan_acts(Arena *a, VaeAttnActs *x, const char *prefix, const VaeAttnParams *p, int64_t B,
                            int64_t H, int64_t W) {
-    int64_t T = H * W, tc = scratch_floats(B * T * p->channels);
+    int64_t T = H * W, tc = scratch_floats_dt(a->float_dtype, B * T * p->channels);
     PLAN_F32(a, &x->mean, prefix, "group_norm.mean", B, p->groups);
     PLAN_F32(a, &x->rstd, prefix, "group_norm.rstd", B, p->groups);
     attn_plan_acts(a, &x->attn, prefix, &p->attn, B, T, T);
-    return 4 * tc + 2 * scratch_floats(B * p->groups) + attn_backward_scratch(&p->attn, B, T, T); // the backward's
+    return 4 * tc + 2 * scratch_floats(B * p->groups) + attn_backward_scratch(&p->attn, a->float_dtype, B, T, T);
 }
 
 void vae_attn_forward(const VaeAttnParams *p, VaeAttnActs *x, Tensor *out, const Tensor *in, Scratch s) {

@@ -65,12 +65,28 @@ typedef struct {
 
 // region: the fp32 scratch tensor of an activation arena; dt: the activations' dtype
 Scratch scratch_make(const Tensor *region, DType dt);
+
+// Activation recompute (the UNet's blocks, the VAE decoder's resnets): a flagged unit keeps only its output; the rest
+// of what its backward needs is planned in an arena of its own (units[u], NULL when unit u is not flagged) from
+// offset 0, and all flagged units take turns in one region, as large as the largest, where the backward re-runs the
+// unit's forward first. recompute_bind points the units' tensors into the region (call before each forward);
+// recompute_region_bytes is its size; recompute_pick flags units by size, largest first, until plan(ctx, flags)
+// bytes fit the budget or every unit (unit_bytes[u] > 0) is flagged.
+void recompute_bind(Arena *const *units, int n, const Tensor *region);
+size_t recompute_region_bytes(Arena *const *units, int n);
+void recompute_pick(const size_t *unit_bytes, int n, double budget, size_t (*plan)(void *ctx, const unsigned char *flags),
+                    void *ctx, unsigned char *flags);
 Tensor scratch_take(Scratch *s, int ndim, const int64_t *shape);
 Tensor scratch_take_dtype(Scratch *s, DType dt, int ndim, const int64_t *shape);
 #define SCRATCH(s, ...) scratch_take((s), PLAN_NDIM(__VA_ARGS__), (int64_t[]){__VA_ARGS__})
 #define SCRATCH_F32(s, ...) scratch_take_dtype((s), DTYPE_F32, PLAN_NDIM(__VA_ARGS__), (int64_t[]){__VA_ARGS__})
 // Floats a piece of n elements occupies.
 static inline int64_t scratch_floats(int64_t n) { return (n + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN; }
+// floats a piece of n elements of dtype dt takes (scratch_take's rule): plans count the activation-dtype pieces with
+// it (bf16 pieces take half), the fp32 statistics with scratch_floats
+static inline int64_t scratch_floats_dt(DType dt, int64_t n) {
+    return scratch_floats((n * (int64_t)dtype_size(dt) + 3) / 4);
+}
 
 // The data of t seen with another shape of at most as many elements (internal failure otherwise).
 Tensor tensor_view(const Tensor *t, int ndim, const int64_t *shape);
@@ -204,14 +220,14 @@ typedef struct {
 } SamplerParams;
 
 void downsample_plan_params(Arena *a, SamplerParams *p, const char *prefix, int channels, int asym_pad);
-int64_t downsample_scratch(const SamplerParams *p, int64_t B, int64_t H, int64_t W);
+int64_t downsample_scratch(const SamplerParams *p, DType dt, int64_t B, int64_t H, int64_t W);
 // in [B, C, H, W] -> out [B, C, H/2, W/2] (H, W even)
 void downsample_forward(const SamplerParams *p, Tensor *out, const Tensor *in, Scratch s);
 void downsample_backward(const SamplerParams *p, SamplerParams *g, Tensor *din, const Tensor *dout, const Tensor *in,
                          Scratch s);
 
 void upsample_plan_params(Arena *a, SamplerParams *p, const char *prefix, int channels);
-int64_t upsample_scratch(const SamplerParams *p, int64_t B, int64_t H, int64_t W);
+int64_t upsample_scratch(const SamplerParams *p, DType dt, int64_t B, int64_t H, int64_t W);
 // in [B, C, H, W] -> out [B, C, 2H, 2W]
 void upsample_forward(const SamplerParams *p, Tensor *out, const Tensor *in, Scratch s);
 void upsample_backward(const SamplerParams *p, SamplerParams *g, Tensor *din, const Tensor *dout, const Tensor *in,
@@ -222,7 +238,7 @@ void upsample_backward(const SamplerParams *p, SamplerParams *g, Tensor *din, co
 // backward recomputes the normalised input and its SiLU into scratch and reads the saved statistics.
 
 // Scratch floats of head_forward / head_backward on h [B, C, H, W].
-int64_t head_scratch(int64_t B, int64_t C, int64_t H, int64_t W, int64_t groups);
+int64_t head_scratch(DType dt, int64_t B, int64_t C, int64_t H, int64_t W, int64_t groups);
 // h [B, C, H, W] -> out [B, cout, H, W]; the norm statistics are saved in mean, rstd [B, groups].
 void head_forward(const Layer *norm, const Layer *conv, Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *h,
                   int groups, float eps, Scratch s);

@@ -153,8 +153,8 @@ static void plan_level_acts(Arena *a, UNetActs *x, const UNetLevel *lv, UNetLeve
     }
     if (!lv->has_sampler) return;
     plan_prefix(rp, sizeof rp, "", "%s.%d.%s.0", path, i, up ? "upsamplers" : "downsamplers");
-    sz->need = max64(sz->need, up ? upsample_scratch(&lv->sampler, B, *h, *w)
-                                  : downsample_scratch(&lv->sampler, B, *h, *w));
+    sz->need = max64(sz->need, up ? upsample_scratch(&lv->sampler, a->float_dtype, B, *h, *w)
+                                  : downsample_scratch(&lv->sampler, a->float_dtype, B, *h, *w));
     *h = up ? 2 * *h : *h / 2, *w = up ? 2 * *w : *w / 2;
     plan_stage(a, &A->sampler_out, rp, "out", B, C, *h, *w, &sz->flow);
     if (!up) x->skip[x->n_skips++] = &A->sampler_out;
@@ -208,7 +208,7 @@ static void plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t
     PLAN_F32(a, &x->norm_mean, "", "conv_norm_out.mean", B, G);
     PLAN_F32(a, &x->norm_rstd, "", "conv_norm_out.rstd", B, G);
     // the output head and the time embedding run on scratch too
-    sz.need = max64(sz.need, head_scratch(B, c->block_out[0], H, W, G));
+    sz.need = max64(sz.need, head_scratch(a->float_dtype, B, c->block_out[0], H, W, G));
     int64_t time_rows = scratch_floats(B * max64(temb, c->add_in_dim));
     sz.need = max64(sz.need, 4 * time_rows + scratch_floats(6 * B * c->add_time_dim));
     for (int k = 0; k < x->n_skips; k++) {
@@ -222,12 +222,11 @@ static void plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t
     PLAN(a, &x->demb_act, "", "grad.emb_act", B, temb);
     PLAN(a, &x->dtemb, "", "grad.resnet_temb", B, temb);
     PLAN_F32(a, &x->scratch, "", "scratch", sz.need);
-    size_t region = 0; // bytes: the flagged units take turns in one region
     for (int u = 0; u < UNET_MAX_UNITS; u++) {
         x->recompute[u] = x->unit_plan[u] != NULL; // flags beyond this UNet's units dropped
         x->n_recompute += x->recompute[u];
-        if (x->unit_plan[u]) region = region > x->unit_plan[u]->size ? region : x->unit_plan[u]->size;
     }
+    size_t region = recompute_region_bytes(x->unit_plan, UNET_MAX_UNITS); // the flagged units take turns in it
     if (region) arena_add(a, &x->region, "recompute", DTYPE_F32, 1, (int64_t[]){(int64_t)(region / sizeof(float))});
     a->float_dtype = saved;
 }
@@ -253,6 +252,16 @@ static size_t plan_bytes(const UNet *net, Device d, int64_t B, int64_t H, int64_
     return n;
 }
 
+typedef struct {
+    const UNet *net;
+    Device d;
+    int64_t B, H, W, T;
+} PlanArgs;
+static size_t plan_bytes_of(void *ctx, const unsigned char *flags) {
+    const PlanArgs *p = ctx;
+    return plan_bytes(p->net, p->d, p->B, p->H, p->W, p->T, flags, NULL);
+}
+
 void unet_plan_acts_recompute(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t H, int64_t W, int64_t T,
                               const UNetRecompute *rc) {
     UNetRecomputeMode mode = rc ? rc->mode : UNET_RECOMPUTE_OFF;
@@ -264,18 +273,8 @@ void unet_plan_acts_recompute(Arena *a, UNetActs *x, const UNet *net, int64_t B,
     if (mode != UNET_RECOMPUTE_OFF) plan_bytes(net, a->device, B, H, W, T, all, unit_bytes);
     if (mode == UNET_RECOMPUTE_ALL) memcpy(flags, all, sizeof flags);
     if (mode == UNET_RECOMPUTE_AUTO && (double)off > rc->budget) {
-        // the largest units first; flagging k of them saves their sum less the largest (the region)
-        int order[UNET_MAX_UNITS], n = 0;
-        for (int u = 0; u < UNET_MAX_UNITS; u++)
-            if (unit_bytes[u]) {
-                int k = n++;
-                for (; k > 0 && unit_bytes[order[k - 1]] < unit_bytes[u]; k--) order[k] = order[k - 1];
-                order[k] = u;
-            }
-        for (int k = 0; k < n; k++) {
-            flags[order[k]] = 1;
-            if (k > 0 && (double)plan_bytes(net, a->device, B, H, W, T, flags, NULL) <= rc->budget) break;
-        }
+        PlanArgs pa = {net, a->device, B, H, W, T};
+        recompute_pick(unit_bytes, UNET_MAX_UNITS, rc->budget, plan_bytes_of, &pa, flags);
     }
     plan_acts(a, x, net, B, H, W, T, flags);
     x->bytes_off = mode == UNET_RECOMPUTE_OFF ? a->size - start : off;
@@ -308,17 +307,6 @@ void unet_acts_free(UNetActs *x) {
             free(x->unit_plan[u]);
             x->unit_plan[u] = NULL;
         }
-}
-
-// Points every tensor of the flagged units into the region (where the arena holding it is now).
-static void recompute_bind(UNetActs *x) {
-    for (int u = 0; u < UNET_MAX_UNITS; u++) {
-        const Arena *r = x->unit_plan[u];
-        for (int k = 0; r && k < r->n; k++) {
-            Tensor *t = r->entries[k].slot;
-            t->data = (char *)x->region.data + r->entries[k].offset, t->device = x->region.device;
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -386,7 +374,7 @@ void unet_forward(const UNet *net, UNetActs *x, Tensor *eps, const Tensor *in, c
     const UNetConfig *c = &net->cfg;
     int L = c->levels;
     check_inputs(net, x, eps, in, timesteps, context, text_embeds, time_ids);
-    recompute_bind(x);
+    recompute_bind(x->unit_plan, UNET_MAX_UNITS, &x->region);
     Scratch s = scratch_make(&x->scratch, x->x.dtype);
     tensor_cast(&x->x, in); // into the activations' dtype
     tensor_cast(&x->ctx, context);

@@ -125,41 +125,59 @@ static void plan_stage(Arena *a, Tensor *slot, const char *prefix, const char *n
     sz->flow = max64(sz->flow, B * C * H * W);
 }
 
-static void plan_mid_acts(Arena *a, VAEMidActs *x, const VAEMid *m, const char *prefix, int attn, int64_t B,
-                          int64_t H, int64_t W, PlanSizes *sz) {
+// u: where the block's activations other than its output go (a, or its recompute unit's arena)
+static void plan_mid_acts(Arena *a, Arena *u, VAEMidActs *x, const VAEMid *m, const char *prefix, int attn,
+                          int64_t B, int64_t H, int64_t W, PlanSizes *sz) {
     char p[256];
     int64_t C = m->res[0].cout;
-    sz->need = max64(sz->need, resnet_plan_acts(a, &x->res[0], plan_prefix(p, sizeof p, prefix, "resnets.0"),
+    x->recompute = u != a;
+    sz->need = max64(sz->need, resnet_plan_acts(u, &x->res[0], plan_prefix(p, sizeof p, prefix, "resnets.0"),
                                                 &m->res[0], B, H, W));
-    plan_stage(a, &x->out[0], prefix, "resnets.0.out", B, C, H, W, sz);
+    plan_stage(u, &x->out[0], prefix, "resnets.0.out", B, C, H, W, sz);
     if (attn) {
-        sz->need = max64(sz->need, vae_attn_plan_acts(a, &x->attn, plan_prefix(p, sizeof p, prefix, "attentions.0"),
+        sz->need = max64(sz->need, vae_attn_plan_acts(u, &x->attn, plan_prefix(p, sizeof p, prefix, "attentions.0"),
                                                       &m->attn, B, H, W));
-        plan_stage(a, &x->out[1], prefix, "attentions.0.out", B, C, H, W, sz);
+        plan_stage(u, &x->out[1], prefix, "attentions.0.out", B, C, H, W, sz);
     }
-    sz->need = max64(sz->need, resnet_plan_acts(a, &x->res[1], plan_prefix(p, sizeof p, prefix, "resnets.1"),
+    sz->need = max64(sz->need, resnet_plan_acts(u, &x->res[1], plan_prefix(p, sizeof p, prefix, "resnets.1"),
                                                 &m->res[1], B, H, W));
     plan_stage(a, &x->out[2], prefix, "resnets.1.out", B, C, H, W, sz);
 }
 
-// Plans a level working at *h x *w and moves them to the size after its sampler.
-static void plan_level_acts(Arena *a, VAELevelActs *x, const VAELevel *lv, const char *prefix, int up, int64_t B,
-                            int64_t *h, int64_t *w, PlanSizes *sz) {
+// Plans a level working at *h x *w and moves them to the size after its sampler. u[j] (NULL: a for all): where
+// resnet j's activations other than its output go (a, or its recompute unit's arena).
+static void plan_level_acts(Arena *a, Arena *const *u, VAELevelActs *x, const VAELevel *lv, const char *prefix,
+                            int up, int64_t B, int64_t *h, int64_t *w, PlanSizes *sz) {
     char p[256];
     int64_t C = lv->res[0].cout;
     for (int j = 0; j < lv->n_layers; j++) {
-        sz->need = max64(sz->need, resnet_plan_acts(a, &x->res[j], plan_prefix(p, sizeof p, prefix, "resnets.%d", j),
+        Arena *r = u ? u[j] : a;
+        x->recompute[j] = r != a;
+        sz->need = max64(sz->need, resnet_plan_acts(r, &x->res[j], plan_prefix(p, sizeof p, prefix, "resnets.%d", j),
                                                     &lv->res[j], B, *h, *w));
         plan_stage(a, &x->res_out[j], prefix, plan_prefix(p, sizeof p, "", "resnets.%d.out", j), B, C, *h, *w, sz);
     }
     if (!lv->has_sampler) return;
-    sz->need = max64(sz->need, up ? upsample_scratch(&lv->sampler, B, *h, *w)
-                                  : downsample_scratch(&lv->sampler, B, *h, *w));
+    sz->need = max64(sz->need, up ? upsample_scratch(&lv->sampler, a->float_dtype, B, *h, *w)
+                                  : downsample_scratch(&lv->sampler, a->float_dtype, B, *h, *w));
     *h = up ? 2 * *h : *h / 2, *w = up ? 2 * *w : *w / 2;
     plan_stage(a, &x->sampler_out, prefix, up ? "upsamplers.0.out" : "downsamplers.0.out", B, C, *h, *w, sz);
 }
 
-void vae_plan_decode_acts(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, int64_t h, int64_t w) {
+static int up_unit(int i, int j) { return 1 + i * VAE_MAX_LAYERS + j; } // unit 0: the mid block
+
+// Where unit u's activations are planned: an arena of its own (placed in the region) when flagged, else a.
+static Arena *unit_arena(Arena *a, VAEDecodeActs *x, int u, const unsigned char *flags) {
+    if (!flags || !flags[u]) return a;
+    Arena *r = x->unit_plan[u] = xcalloc(1, sizeof *r);
+    arena_init(r, "vae-recompute", a->device);
+    r->float_dtype = a->float_dtype;
+    return r;
+}
+
+// The decoder's plan with the units flagged in flags[] (NULL: none).
+static void plan_decode(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, int64_t h, int64_t w,
+                        const unsigned char *flags) {
     const VAEConfig *c = &v->cfg;
     CHECK(v->parts & VAE_DECODER, "plan the VAE with VAE_DECODER", "VAE decoder activations without a decoder");
     USER_CHECK(B >= 1 && h > 0 && w > 0, "VAE decode: batch %lld of %lld x %lld latents", (long long)B, (long long)h,
@@ -177,18 +195,84 @@ void vae_plan_decode_acts(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, i
     if (c->post_quant_conv) plan_stage(a, &x->pq_out, "", "post_quant_conv.out", B, c->latent_channels, h, w, &sz);
     else sz.flow = max64(sz.flow, B * c->latent_channels * h * w); // the latents' gradient passes through the flow
     plan_stage(a, &x->conv_in_out, "", "decoder.conv_in.out", B, c->block_out[L - 1], h, w, &sz);
-    plan_mid_acts(a, &x->mid, &v->dec_mid, "decoder.mid_block", c->mid_attention, B, h, w, &sz);
+    plan_mid_acts(a, unit_arena(a, x, 0, flags), &x->mid, &v->dec_mid, "decoder.mid_block", c->mid_attention, B, h, w,
+                  &sz);
     int64_t H = h, W = w;
-    for (int i = 0; i < L; i++)
-        plan_level_acts(a, &x->up[i], &v->dec_up[i], plan_prefix(p, sizeof p, "", "decoder.up_blocks.%d", i), 1, B,
+    for (int i = 0; i < L; i++) {
+        Arena *u[VAE_MAX_LAYERS];
+        for (int j = 0; j < v->dec_up[i].n_layers; j++) u[j] = unit_arena(a, x, up_unit(i, j), flags);
+        plan_level_acts(a, u, &x->up[i], &v->dec_up[i], plan_prefix(p, sizeof p, "", "decoder.up_blocks.%d", i), 1, B,
                         &H, &W, &sz);
+    }
     PLAN_F32(a, &x->norm_mean, "", "decoder.conv_norm_out.mean", B, c->groups);
     PLAN_F32(a, &x->norm_rstd, "", "decoder.conv_norm_out.rstd", B, c->groups);
-    sz.need = max64(sz.need, head_scratch(B, c->block_out[0], H, W, c->groups));
+    sz.need = max64(sz.need, head_scratch(a->float_dtype, B, c->block_out[0], H, W, c->groups));
     PLAN(a, &x->gflow[0], "", "grad.flow.0", sz.flow);
     PLAN(a, &x->gflow[1], "", "grad.flow.1", sz.flow);
     PLAN_F32(a, &x->scratch, "", "scratch", sz.need);
+    for (int u = 0; u < VAE_MAX_UNITS; u++) x->n_recompute += x->unit_plan[u] != NULL;
+    size_t region = recompute_region_bytes(x->unit_plan, VAE_MAX_UNITS);
+    if (region) arena_add(a, &x->region, "vae.recompute", DTYPE_F32, 1, (int64_t[]){(int64_t)(region / sizeof(float))});
     a->float_dtype = saved;
+}
+
+void vae_decode_acts_free(VAEDecodeActs *x) {
+    for (int u = 0; u < VAE_MAX_UNITS; u++)
+        if (x->unit_plan[u]) {
+            arena_free(x->unit_plan[u]);
+            free(x->unit_plan[u]);
+            x->unit_plan[u] = NULL;
+        }
+}
+
+typedef struct {
+    const VAE *v;
+    Device d;
+    int64_t B, h, w;
+    size_t *unit_bytes; // out: each flagged unit's bytes (NULL: not wanted)
+} PlanArgs;
+static size_t plan_bytes(void *ctx, const unsigned char *flags) {
+    const PlanArgs *p = ctx;
+    Arena a;
+    arena_init(&a, "vae-acts", p->d);
+    VAEDecodeActs *x = xcalloc(1, sizeof *x);
+    plan_decode(&a, x, p->v, p->B, p->h, p->w, flags);
+    size_t n = a.size;
+    for (int u = 0; p->unit_bytes && u < VAE_MAX_UNITS; u++) p->unit_bytes[u] = x->unit_plan[u] ? x->unit_plan[u]->size : 0;
+    vae_decode_acts_free(x);
+    free(x);
+    arena_free(&a);
+    return n;
+}
+
+void vae_plan_decode_acts_recompute(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, int64_t h, int64_t w,
+                                    const UNetRecompute *rc) {
+    UNetRecomputeMode mode = rc ? rc->mode : UNET_RECOMPUTE_OFF;
+    unsigned char all[VAE_MAX_UNITS], flags[VAE_MAX_UNITS] = {0};
+    size_t unit_bytes[VAE_MAX_UNITS], start = a->size;
+    memset(all, 1, sizeof all); // every unit (those beyond this decoder's are never planned)
+    PlanArgs pa = {v, a->device, B, h, w, NULL};
+    size_t off = mode == UNET_RECOMPUTE_OFF ? 0 : plan_bytes(&pa, NULL);
+    if (mode != UNET_RECOMPUTE_OFF) {
+        pa.unit_bytes = unit_bytes;
+        plan_bytes(&pa, all);
+        pa.unit_bytes = NULL;
+    }
+    if (mode == UNET_RECOMPUTE_ALL) memcpy(flags, all, sizeof flags);
+    if (mode == UNET_RECOMPUTE_AUTO && (double)off > rc->budget)
+        recompute_pick(unit_bytes, VAE_MAX_UNITS, rc->budget, plan_bytes, &pa, flags);
+    plan_decode(a, x, v, B, h, w, flags);
+    x->bytes_off = mode == UNET_RECOMPUTE_OFF ? a->size - start : off;
+}
+
+UNetRecompute vae_recompute_share(const UNetRecompute *rc, size_t unet_bytes) {
+    UNetRecompute r = rc ? *rc : (UNetRecompute){UNET_RECOMPUTE_OFF, 0};
+    if (r.mode == UNET_RECOMPUTE_AUTO) r.budget = r.budget > (double)unet_bytes ? r.budget - (double)unet_bytes : 0;
+    return r;
+}
+
+void vae_plan_decode_acts(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, int64_t h, int64_t w) {
+    vae_plan_decode_acts_recompute(a, x, v, B, h, w, NULL);
 }
 
 void vae_plan_encode_acts(Arena *a, VAEEncodeActs *x, const VAE *v, int64_t B, int64_t H, int64_t W) {
@@ -206,14 +290,14 @@ void vae_plan_encode_acts(Arena *a, VAEEncodeActs *x, const VAE *v, int64_t B, i
     plan_stage(a, &x->conv_in_out, "", "encoder.conv_in.out", B, c->block_out[0], H, W, &sz);
     int64_t h = H, w = W;
     for (int i = 0; i < L; i++)
-        plan_level_acts(a, &x->down[i], &v->enc_down[i], plan_prefix(p, sizeof p, "", "encoder.down_blocks.%d", i), 0,
-                        B, &h, &w, &sz);
-    plan_mid_acts(a, &x->mid, &v->enc_mid, "encoder.mid_block", c->mid_attention, B, h, w, &sz);
+        plan_level_acts(a, NULL, &x->down[i], &v->enc_down[i],
+                        plan_prefix(p, sizeof p, "", "encoder.down_blocks.%d", i), 0, B, &h, &w, &sz);
+    plan_mid_acts(a, a, &x->mid, &v->enc_mid, "encoder.mid_block", c->mid_attention, B, h, w, &sz);
     PLAN_F32(a, &x->norm_mean, "", "encoder.conv_norm_out.mean", B, c->groups);
     PLAN_F32(a, &x->norm_rstd, "", "encoder.conv_norm_out.rstd", B, c->groups);
     plan_stage(a, &x->conv_out_out, "", "encoder.conv_out.out", B, 2 * c->latent_channels, h, w, &sz);
     PLAN(a, &x->moments, "", "moments", B, 2 * c->latent_channels, h, w);
-    sz.need = max64(sz.need, head_scratch(B, c->block_out[L - 1], h, w, c->groups));
+    sz.need = max64(sz.need, head_scratch(a->float_dtype, B, c->block_out[L - 1], h, w, c->groups));
     PLAN_F32(a, &x->scratch, "", "scratch", sz.need);
     x->flow = sz.flow;
 }
@@ -244,6 +328,7 @@ void vae_decode(const VAE *v, VAEDecodeActs *x, Tensor *image, const Tensor *lat
     int64_t f = (int64_t)1 << (L - 1);
     tensor_expect_shape(latents, "VAE latents", x->B, c->latent_channels, x->h, x->w);
     tensor_expect_shape(image, "VAE image", x->B, c->out_channels, f * x->h, f * x->w);
+    recompute_bind(x->unit_plan, VAE_MAX_UNITS, &x->region);
     Scratch s = scratch_make(&x->scratch, x->z.dtype);
     tensor_cast(&x->z, latents); // into the activations' dtype
     tensor_scale(&x->z, 1.0f / c->scaling_factor);
@@ -290,8 +375,10 @@ void vae_encode(const VAE *v, VAEEncodeActs *x, Tensor *mean, Tensor *logvar, co
 // ---------------------------------------------------------------------------------------------------------------
 // decoder backward
 
-void vae_mid_backward(const VAEMid *m, VAEMid *g, const VAEMidActs *x, const Tensor *in, int attn, GradFlow *f,
+void vae_mid_backward(const VAEMid *m, VAEMid *g, VAEMidActs *x, const Tensor *in, int attn, GradFlow *f,
                       Scratch s) {
+    // a recomputed block re-runs its forward (rewriting its kept output with the same values) into the region
+    if (x->recompute) mid_forward(m, x, in, attn, s);
     const Tensor *mid_in = attn ? &x->out[1] : &x->out[0];
     Tensor din = view_like(f->other, mid_in), dout = view_like(f->cur, &x->out[2]);
     resnet_backward(&m->res[1], GRAD(g, res[1]), &x->res[1], &din, NULL, &dout, mid_in, NULL, s);
@@ -306,7 +393,7 @@ void vae_mid_backward(const VAEMid *m, VAEMid *g, const VAEMidActs *x, const Ten
     flow_swap(f);
 }
 
-void vae_level_backward(const VAELevel *lv, VAELevel *g, const VAELevelActs *x, const Tensor *in, int up, GradFlow *f,
+void vae_level_backward(const VAELevel *lv, VAELevel *g, VAELevelActs *x, const Tensor *in, int up, GradFlow *f,
                         Scratch s) {
     if (lv->has_sampler) {
         const Tensor *last = &x->res_out[lv->n_layers - 1];
@@ -317,6 +404,7 @@ void vae_level_backward(const VAELevel *lv, VAELevel *g, const VAELevelActs *x, 
     }
     for (int j = lv->n_layers - 1; j >= 0; j--) {
         const Tensor *rin = j ? &x->res_out[j - 1] : in;
+        if (x->recompute[j]) resnet_forward(&lv->res[j], &x->res[j], &x->res_out[j], rin, NULL, s);
         Tensor din = view_like(f->other, rin), dout = view_like(f->cur, &x->res_out[j]);
         resnet_backward(&lv->res[j], GRAD(g, res[j]), &x->res[j], &din, NULL, &dout, rin, NULL, s);
         flow_swap(f);

@@ -2,6 +2,7 @@
 // the reward gradient from the image back to the latents, and the encoder forward (mean and log-variance).
 #pragma once
 #include "blocks.h"
+#include "unet.h" // UNetRecompute: one recompute setting (train.recompute) for the UNet and the decoder
 
 #ifdef __cplusplus
 extern "C" {
@@ -46,6 +47,7 @@ typedef struct {
 typedef struct {
     ResnetActs res[VAE_MAX_LAYERS];
     Tensor res_out[VAE_MAX_LAYERS], sampler_out;
+    unsigned char recompute[VAE_MAX_LAYERS]; // decoder: resnet j's activations are rebuilt in its backward
 } VAELevelActs;
 
 // The output of a level: its sampler's, else its last resnet's.
@@ -57,7 +59,11 @@ typedef struct {
     ResnetActs res[2];
     VaeAttnActs attn;
     Tensor out[3]; // after resnet 0, attention, resnet 1
+    unsigned char recompute; // decoder: all but out[2] rebuilt in the backward
 } VAEMidActs;
+
+// Decoder recompute units: the mid block, then each resnet of each up level.
+#define VAE_MAX_UNITS (1 + VAE_MAX_LEVELS * VAE_MAX_LAYERS)
 
 // Decoder activations for a batch of B latents of h x w, kept for vae_decode_backward.
 typedef struct {
@@ -69,6 +75,12 @@ typedef struct {
     VAELevelActs up[VAE_MAX_LEVELS];
     Tensor norm_mean, norm_rstd;
     Tensor gflow[2], scratch;  // backward gradient buffers; block scratch
+    // activation recompute (the flags are in mid and up[]): a flagged unit's other tensors are planned in its own
+    // arena and live in the shared region (recompute_bind)
+    int n_recompute;
+    Arena *unit_plan[VAE_MAX_UNITS];
+    Tensor region;             // flat, as many bytes as the largest flagged unit (none: no data)
+    size_t bytes_off;          // the activation plan without recompute (for the saving)
 } VAEDecodeActs;
 
 // Encoder activations for a batch of B images of H x W.
@@ -92,15 +104,24 @@ void vae_load_config(VAEConfig *cfg, const char *path);
 // encoder.*, quant_conv.*).
 void vae_plan_params(Arena *a, VAE *vae, const VAEConfig *cfg, int parts);
 void vae_plan_decode_acts(Arena *a, VAEDecodeActs *acts, const VAE *vae, int64_t B, int64_t h, int64_t w);
+// The same with activation recompute (rc NULL: off): all flags every unit; auto flags the largest units until the
+// decoder's plan fits rc->budget bytes (nothing when it fits without). The gradients are the same bit for bit.
+void vae_plan_decode_acts_recompute(Arena *a, VAEDecodeActs *acts, const VAE *vae, int64_t B, int64_t h, int64_t w,
+                                    const UNetRecompute *rc);
+// The decoder's part of a recompute setting once the UNet's activations (unet_bytes) are planned: under auto, the
+// budget they leave (the setting's budget covers both).
+UNetRecompute vae_recompute_share(const UNetRecompute *rc, size_t unet_bytes);
+// Frees what the plan allocated beside its arena (the units' plans).
+void vae_decode_acts_free(VAEDecodeActs *acts);
 void vae_plan_encode_acts(Arena *a, VAEEncodeActs *acts, const VAE *vae, int64_t B, int64_t H, int64_t W);
 
 // Backward of a mid block (resnet, attention when attn, resnet) from f->cur at its output to f->other at `in`; shared
 // by the decoder's and the encoder's backward. Parameter gradients accumulate into g (NULL: none).
-void vae_mid_backward(const VAEMid *m, VAEMid *g, const VAEMidActs *x, const Tensor *in, int attn, GradFlow *f,
+void vae_mid_backward(const VAEMid *m, VAEMid *g, VAEMidActs *x, const Tensor *in, int attn, GradFlow *f,
                       Scratch s);
 // Backward of an up (decoder, up = 1) or down (encoder, up = 0) level from f->cur at its output to f->other at
 // `in`: its up/downsampler, then its resnets in reverse.
-void vae_level_backward(const VAELevel *lv, VAELevel *g, const VAELevelActs *x, const Tensor *in, int up, GradFlow *f,
+void vae_level_backward(const VAELevel *lv, VAELevel *g, VAELevelActs *x, const Tensor *in, int up, GradFlow *f,
                         Scratch s);
 
 // image [B, out, h f, w f] (f = 2^(levels-1)) = decoder(post_quant_conv(latents / scaling_factor)), in [-1, 1]

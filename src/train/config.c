@@ -183,13 +183,15 @@ static const ConfigKey KEYS[] = {
            "GPU: bf16 stores activations and a compute copy of the weights in bf16 (fp32 accumulation, statistics, "
            "gradients, master weights and Adam moments); fp32 computes as the CPU does (docs/ARCHITECTURE.md)"),
     K_ENUM("train", "recompute", train.recompute, RECOMPUTES, "off",
-           "UNet activation recompute: off keeps every block's activations for the backward; all keeps only each "
-           "block's output and re-runs its forward just before its backward (the same gradients bit for bit, about "
-           "one more UNet forward of time); auto recomputes the largest blocks until the UNet activations fit "
-           "train.activation_budget_gb (docs/PERFORMANCE.md)"),
+           "activation recompute of the UNet and the VAE decoder: off keeps every block's activations for the "
+           "backward; all keeps only each block's output (UNet: a resnet with its transformer, or the mid block; "
+           "decoder: a resnet, or the mid block) and re-runs its forward just before its backward (the same "
+           "gradients bit for bit, about one more UNet and decoder forward of time); auto recomputes the largest "
+           "UNet blocks until the UNet's activations fit train.activation_budget_gb, then the largest decoder blocks "
+           "until both fit (docs/PERFORMANCE.md)"),
     K_FLOAT("train", "activation_budget_gb", train.activation_budget_gb, "0", 0, 1e6, 0,
-            "train.recompute = auto: GiB the UNet activations of one rank should fit in; 0 = three quarters of "
-            "the memory the device has available when they are planned"),
+            "train.recompute = auto: GiB the UNet and VAE decoder activations of one rank should fit in; 0 = three "
+            "quarters of the memory the device has available when they are planned"),
     K_FLOAT("train", "reduce_bucket_mb", train.reduce_bucket_mb, "1.0", 0, 1024, 0,
             "with several ranks, the gradient reduction starts during the last UNet backward whenever this many "
             "MiB of gradients are final (docs/DISTRIBUTED.md); 0 = one reduction after the backward"),

@@ -86,8 +86,8 @@ typedef struct {
         int cuda_graphs;                       // the guided UNet evaluation as a replayed CUDA graph
         TrainPrecision precision;              // GPU storage of weights and activations (fp32 masters either way)
         double reduce_bucket_mb;               // gradient reduction bucket during the backward; 0 = after it
-        UNetRecomputeMode recompute;           // UNet activation recompute: off, auto, all (models/unet.h)
-        double activation_budget_gb;           // recompute = auto: the UNet activations' budget; 0 = device's
+        UNetRecomputeMode recompute;           // UNet and decoder activation recompute: off, auto, all (models/unet.h)
+        double activation_budget_gb;           // recompute = auto: the UNet + decoder activations' budget; 0 = device's
     } train;
     struct {
         char prompts[CONFIG_PATH_MAX];         // prompt file (src/io/prompts.h)

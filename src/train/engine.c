@@ -153,7 +153,8 @@ void engine_init(Engine *e, const UNet *unet, UNet *grads, const VAE *vae, const
     arena_alloc(&e->unet_mem);
     arena_init(&e->vae_mem, "vae-acts", d);
     arena_set_reduce(&e->vae_mem, reduce);
-    vae_plan_decode_acts(&e->vae_mem, &e->vacts, vae, B, h, w);
+    UNetRecompute vrc = vae_recompute_share(&rc, e->unet_mem.size);
+    vae_plan_decode_acts_recompute(&e->vae_mem, &e->vacts, vae, B, h, w, &vrc);
     arena_alloc(&e->vae_mem);
     Arena *a = &e->mem;
     arena_init(a, "engine", d);
@@ -215,6 +216,7 @@ void engine_set_graphs(Engine *e, int on) {
 void engine_free(Engine *e) {
     graphs_free(e);
     unet_acts_free(&e->acts);
+    vae_decode_acts_free(&e->vacts);
     arena_free(&e->unet_mem);
     arena_free(&e->vae_mem);
     arena_free(&e->mem);
