@@ -21,6 +21,10 @@ void linear_forward_cuda(void *out, const void *in, const void *w, const void *b
                          int OC, int dt);
 void linear_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in, const void *w,
                           int64_t N, int IC, int OC, int dt);
+// one GEMM, column-major as cuBLASLt sees it: D [m, n] (ldd) = op(A) op(B) + beta D, op = transpose when ta / tb;
+// A and B of storage dtype dt, D of dt or fp32 (d_f32), fp32 accumulation; the GEMM workspace as linear's
+void gemm_cuda(int ta, int tb, int64_t m, int64_t n, int64_t k, const void *A, int64_t lda, const void *B,
+               int64_t ldb, float beta, void *D, int64_t ldd, int dt, int d_f32);
 // conv2d with a 1x1 kernel, stride 1, no padding (NCHW): out [B, OC, S] = w [OC, IC] in [B, IC, S] + b, S = H W
 size_t conv1x1_cuda_workspace_bytes(int B, int OC);
 void conv1x1_forward_cuda(void *out, const void *in, const void *w, const void *b, int B, int IC, int OC, int64_t S,
@@ -77,6 +81,9 @@ void attention_forward_cuda(void *out, float *lse, const void *q, const void *k,
 void attention_backward_cuda(void *dq, void *dk, void *dv, const void *dout, const void *out, const float *lse,
                              const void *q, const void *k, const void *v, void *ws, int B, int Tq, int Tk, int H,
                              int D, int causal, int dt);
+// Non-causal attention with a head dim over 256 runs as cuBLASLt GEMMs over chunks of query rows whose fp32 scores
+// take at most this many floats (0: the default, 2^23); tests set small chunks.
+void attention_set_gemm_chunk_cuda(int64_t floats);
 // cuDNN's part (cuda_sdpa.cu). Mode: 0 own kernels only, 1 cuDNN for the forward, 2 for both directions (the
 // default; the environment's DRTUNE_CUDNN_ATTENTION=0|1|2 sets it before the first call). Deterministic: the fused
 // backward (not deterministic) is not used. attention_cudnn_cuda: which directions of this attention run on cuDNN

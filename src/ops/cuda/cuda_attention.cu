@@ -3,7 +3,8 @@
 // [Tq, Tk] is ever stored: the forward keeps the log-sum-exp of each score row (fp32 [B, H, Tq]) and the backward
 // rebuilds the probabilities from it (FlashAttention-2 style, SIMT fp32). The launchers first offer the problem to
 // cuDNN's fused attention (cuda_sdpa.cu: bf16, non-causal, head dims in multiples of 8 up to 256, where cuDNN plans
-// it); these kernels run everything else.
+// it); non-causal attention with head dims over 256 runs as chunked cuBLASLt GEMMs (below); these kernels run
+// everything else.
 //
 // Tiled kernels (head dim D <= 256): a block of 128 threads owns BR rows of one (batch, head) and walks tiles of
 // BC = 32 rows of the other side through shared memory. The threads form 16 groups of 8 lanes; group g owns R rows
@@ -527,7 +528,153 @@ static int att_kv_splits(int B, int Tq, int Tk, int H, int D) {
 // Workspace: delta [B, H, Tq] f32, then (when split) the dk/dv partials [splits][2][B, Tk, H*D] f32.
 static size_t att_align(size_t n) { return (n + 255) & ~(size_t)255; }
 static size_t att_delta_bytes(int B, int Tq, int H) { return att_align(sizeof(float) * (size_t)B * H * Tq); }
+// ---------------------------------------------------------------------------------------------------------------
+// GEMM attention for head dims beyond the tiled kernels (D > 256: the VAE's mid-block attention, one head of 512),
+// non-causal: the generic kernels re-read every key and value once per query row, which at the VAE's 4096 to 16384
+// tokens is far from the GPU's rate. Per (batch, head) and chunk of R query rows, with cuBLASLt (gemm_cuda) and fp32
+// accumulation:
+//   forward : S = q_c k^T (fp32 [R, Tk]); P = exp(scale S - lse) with lse saved (attg_softmax_kernel); out_c = P v
+//   backward: S and dP = dout_c v^T (fp32); P and dS = P (dP - delta) scale (attg_ds_kernel); dq_c = dS k;
+//             dk += dS^T q_c, dv += P^T dout_c into fp32 accumulators, stored at the end (attg_store_kernel).
+// P and dS are stored in the activations' dtype for their products (bf16: rounded, as fused attention kernels do).
+// The lse is the tiled kernels' (natural log), so either forward feeds either backward.
+#define ATTG_CHUNK_FLOATS ((int64_t)1 << 23) // S per chunk: 32 MiB
+#define ATTG_THREADS 256
+static int64_t g_attg_chunk = ATTG_CHUNK_FLOATS;
+extern "C" void attention_set_gemm_chunk_cuda(int64_t floats) { g_attg_chunk = floats > 0 ? floats : ATTG_CHUNK_FLOATS; }
+
+static bool att_use_gemm(int D, int causal) { return D > 256 && !causal; }
+static int64_t attg_rows(int Tq, int Tk) {
+    int64_t r = g_attg_chunk / (Tk > 0 ? Tk : 1);
+    return r < 1 ? 1 : r > Tq ? Tq : r;
+}
+// Workspace: [delta [B, H, Tq] | S, dP (f32) | P, dS (dt) [R, Tk] | dk, dv accumulators (f32) [Tk, D]]
+struct AttgWs {
+    float *delta, *S, *dP, *dk, *dv;
+    void *P, *dS;
+};
+static size_t attg_layout(int B, int Tq, int Tk, int H, int D, int dt, char *base, AttgWs *w) {
+    const int64_t R = attg_rows(Tq, Tk);
+    const size_t es = dt == DTYPE_BF16 ? 2 : 4, rt = (size_t)R * Tk, kd = (size_t)Tk * D;
+    const size_t sizes[7] = {att_delta_bytes(B, Tq, H), att_align(4 * rt), att_align(4 * rt), att_align(es * rt),
+                             att_align(es * rt), att_align(4 * kd), att_align(4 * kd)};
+    size_t off[7], at = 0;
+    for (int i = 0; i < 7; i++) off[i] = at, at += sizes[i];
+    if (w) {
+        w->delta = (float *)(base + off[0]), w->S = (float *)(base + off[1]), w->dP = (float *)(base + off[2]);
+        w->P = base + off[3], w->dS = base + off[4], w->dk = (float *)(base + off[5]), w->dv = (float *)(base + off[6]);
+    }
+    return at;
+}
+
+// One block per row of S [rows, Tk]: lse[row] = log sum_j exp(scale s_j) (natural log), P = exp(scale s - lse).
+template <typename T>
+__global__ void attg_softmax_kernel(T *P, float *lse, const float *S, int Tk, float scale_log2) {
+    __shared__ float red_m[ATTG_THREADS / 32], red_l[ATTG_THREADS / 32];
+    const float *row = S + (int64_t)blockIdx.x * Tk;
+    T *prow = P + (int64_t)blockIdx.x * Tk;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float m = -INFINITY, l = 0.0f; // this thread's max and sum (log2 domain)
+    for (int j = threadIdx.x; j < Tk; j += ATTG_THREADS) {
+        const float sj = row[j] * scale_log2, mn = fmaxf(m, sj), mr = mn == -INFINITY ? 0.0f : mn;
+        l = l * exp2f(m - mr) + exp2f(sj - mr);
+        m = mn;
+    }
+    for (int o = 16; o > 0; o >>= 1) { // merge (m, l) pairs across the warp, then the warps
+        const float mo = __shfl_xor_sync(0xffffffffu, m, o), lo = __shfl_xor_sync(0xffffffffu, l, o);
+        const float mn = fmaxf(m, mo), mr = mn == -INFINITY ? 0.0f : mn;
+        l = l * exp2f(m - mr) + lo * exp2f(mo - mr);
+        m = mn;
+    }
+    if (lane == 0) red_m[warp] = m, red_l[warp] = l;
+    __syncthreads();
+    m = -INFINITY, l = 0.0f;
+    for (int w = 0; w < ATTG_THREADS / 32; w++) { // every thread merges the warps in the same order
+        const float mn = fmaxf(m, red_m[w]), mr = mn == -INFINITY ? 0.0f : mn;
+        l = l * exp2f(m - mr) + red_l[w] * exp2f(red_m[w] - mr);
+        m = mn;
+    }
+    const float l2 = (m == -INFINITY ? 0.0f : m) + log2f(l);
+    if (threadIdx.x == 0) lse[blockIdx.x] = l2 * ATT_LN2;
+    for (int j = threadIdx.x; j < Tk; j += ATTG_THREADS) st_f32(prow, j, exp2f(row[j] * scale_log2 - l2));
+}
+
+// P = exp(scale S - lse), dS = P (dP - delta) scale over [rows, Tk] (lse, delta per row)
+template <typename T>
+__global__ void attg_ds_kernel(T *P, T *dS, const float *S, const float *dP, const float *lse, const float *delta,
+                               int Tk, float scale, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int64_t r = i / Tk;
+    const float p = exp2f((S[i] * scale - lse[r]) * ATT_LOG2E);
+    st_f32(P, i, p);
+    st_f32(dS, i, p * (dP[i] - delta[r]) * scale);
+}
+
+// dst [rows, D] with row stride ld = acc [rows, D] (f32)
+template <typename T> __global__ void attg_store_kernel(T *dst, const float *acc, int64_t rows, int D, int64_t ld) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * D) return;
+    const int64_t r = i / D;
+    st_f32(dst, r * ld + (i - r * D), acc[i]);
+}
+
+template <typename T>
+static void attg_fwd(T *out, float *lse, const T *q, const T *k, const T *v, void *ws, int B, int Tq, int Tk, int H,
+                     int D, int dt) {
+    AttgWs w;
+    attg_layout(B, Tq, Tk, H, D, dt, (char *)ws, &w);
+    const int64_t HD = (int64_t)H * D, R = attg_rows(Tq, Tk);
+    const float scale_log2 = ATT_LOG2E / sqrtf((float)D);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const T *kb = k + (int64_t)b * Tk * HD + h * D, *vb = v + (int64_t)b * Tk * HD + h * D;
+            for (int64_t i0 = 0; i0 < Tq; i0 += R) {
+                const int64_t r = R < Tq - i0 ? R : Tq - i0, row0 = ((int64_t)b * Tq + i0) * HD + h * D;
+                gemm_cuda(1, 0, Tk, r, D, kb, HD, q + row0, HD, 0.0f, w.S, Tk, dt, 1); // S^T [Tk, r] = k q_c^T
+                CUDA_LAUNCH(attg_softmax_kernel<T>, (unsigned)r, ATTG_THREADS, 0, cuda_stream(), (T *)w.P,
+                            lse + ((int64_t)b * H + h) * Tq + i0, (const float *)w.S, Tk, scale_log2);
+                gemm_cuda(0, 0, D, r, Tk, vb, HD, w.P, Tk, 0.0f, out + row0, HD, dt, 0); // out_c^T = v^T P^T
+            }
+        }
+}
+
+template <typename T>
+static void attg_bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, const float *lse, void *ws, const T *q,
+                     const T *k, const T *v, int B, int Tq, int Tk, int H, int D, int dt) {
+    AttgWs w;
+    attg_layout(B, Tq, Tk, H, D, dt, (char *)ws, &w);
+    const int64_t HD = (int64_t)H * D, R = attg_rows(Tq, Tk), rows = (int64_t)B * Tq * H;
+    const float scale = 1.0f / sqrtf((float)D);
+    CUDA_LAUNCH(attn_delta_kernel<T>, cuda_blocks(rows, 8), 256, 0, cuda_stream(), w.delta, dout, out, Tq, H, D, rows);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const int64_t kv0 = (int64_t)b * Tk * HD + h * D, bh = ((int64_t)b * H + h) * Tq;
+            for (int64_t i0 = 0; i0 < Tq; i0 += R) {
+                const int64_t r = R < Tq - i0 ? R : Tq - i0, row0 = ((int64_t)b * Tq + i0) * HD + h * D;
+                const float beta = i0 ? 1.0f : 0.0f; // dk, dv: the first chunk writes, the others add
+                gemm_cuda(1, 0, Tk, r, D, k + kv0, HD, q + row0, HD, 0.0f, w.S, Tk, dt, 1);       // S
+                gemm_cuda(1, 0, Tk, r, D, v + kv0, HD, dout + row0, HD, 0.0f, w.dP, Tk, dt, 1); // dP = dout_c v^T
+                const int64_t n = r * Tk;
+                CUDA_LAUNCH(attg_ds_kernel<T>, cuda_blocks(n, 256), 256, 0, cuda_stream(), (T *)w.P, (T *)w.dS,
+                            (const float *)w.S, (const float *)w.dP, lse + bh + i0, w.delta + bh + i0, Tk, scale, n);
+                if (dv) gemm_cuda(0, 1, D, Tk, r, dout + row0, HD, w.P, Tk, beta, w.dv, D, dt, 1); // dv += P^T dout_c
+                if (dk) gemm_cuda(0, 1, D, Tk, r, q + row0, HD, w.dS, Tk, beta, w.dk, D, dt, 1);  // dk += dS^T q_c
+                if (dq) gemm_cuda(0, 0, D, r, Tk, k + kv0, HD, w.dS, Tk, 0.0f, dq + row0, HD, dt, 0); // dq_c = dS k
+            }
+            const int64_t nk = (int64_t)Tk * D;
+            if (dk) CUDA_LAUNCH(attg_store_kernel<T>, cuda_blocks(nk, 256), 256, 0, cuda_stream(), dk + kv0,
+                                (const float *)w.dk, (int64_t)Tk, D, HD);
+            if (dv) CUDA_LAUNCH(attg_store_kernel<T>, cuda_blocks(nk, 256), 256, 0, cuda_stream(), dv + kv0,
+                                (const float *)w.dv, (int64_t)Tk, D, HD);
+        }
+}
+
 extern "C" size_t attention_workspace_bytes_cuda(int B, int Tq, int Tk, int H, int D, int dt) {
+    if (att_use_gemm(D, 0)) { // the GEMM path when non-causal, the generic kernels' delta otherwise: the larger
+        const size_t g = attg_layout(B, Tq, Tk, H, D, dt, NULL, NULL);
+        return g > att_delta_bytes(B, Tq, H) ? g : att_delta_bytes(B, Tq, H);
+    }
     const int splits = att_kv_splits(B, Tq, Tk, H, D);
     const size_t part = splits > 1 ? sizeof(float) * 2 * (size_t)splits * B * Tk * H * D : 0;
     const size_t own = att_delta_bytes(B, Tq, H) + att_align(part);
@@ -637,6 +784,13 @@ extern "C" void attention_forward_cuda(void *out, float *lse, const void *q, con
         attention_forward_cudnn(out, lse, q, k, v, ws, B, Tq, Tk, H, D);
         return;
     }
+    typedef __nv_bfloat16 bf;
+    if (att_use_gemm(D, causal)) {
+        if (dt == DTYPE_BF16)
+            attg_fwd((bf *)out, lse, (const bf *)q, (const bf *)k, (const bf *)v, ws, B, Tq, Tk, H, D, dt);
+        else attg_fwd((float *)out, lse, (const float *)q, (const float *)k, (const float *)v, ws, B, Tq, Tk, H, D, dt);
+        return;
+    }
     if (dt == DTYPE_BF16)
         att_fwd((__nv_bfloat16 *)out, lse, (const __nv_bfloat16 *)q, (const __nv_bfloat16 *)k,
                 (const __nv_bfloat16 *)v, B, Tq, Tk, H, D, causal);
@@ -654,6 +808,15 @@ extern "C" void attention_backward_cuda(void *dq, void *dk, void *dv, const void
         return;
     }
     typedef __nv_bfloat16 bf;
+    if (att_use_gemm(D, causal)) {
+        if (dt == DTYPE_BF16)
+            attg_bwd((bf *)dq, (bf *)dk, (bf *)dv, (const bf *)dout, (const bf *)out, lse, ws, (const bf *)q,
+                     (const bf *)k, (const bf *)v, B, Tq, Tk, H, D, dt);
+        else
+            attg_bwd((float *)dq, (float *)dk, (float *)dv, (const float *)dout, (const float *)out, lse, ws,
+                     (const float *)q, (const float *)k, (const float *)v, B, Tq, Tk, H, D, dt);
+        return;
+    }
     if (dt == DTYPE_BF16)
         att_bwd((bf *)dq, (bf *)dk, (bf *)dv, (const bf *)dout, (const bf *)out, lse, ws, (const bf *)q,
                 (const bf *)k, (const bf *)v, B, Tq, Tk, H, D, causal);

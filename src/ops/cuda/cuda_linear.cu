@@ -279,6 +279,18 @@ static int64_t colsum_chunks(int64_t N) {
 static size_t ws_bytes(int64_t partial_floats) { return LT_WORKSPACE + sizeof(float) * (size_t)partial_floats; }
 
 // ---------------------------------------------------------------------------------------------------------------
+// a plain GEMM for the other GPU ops (cuda_attention_gemm.cu), through the same plan cache
+
+extern "C" void gemm_cuda(int ta, int tb, int64_t m, int64_t n, int64_t k, const void *A, int64_t lda, const void *B,
+                          int64_t ldb, float beta, void *D, int64_t ldd, int dt, int d_f32) {
+    if (!m || !n) return;
+    void *ws = ops_gemm_workspace(DEVICE_CUDA, ws_bytes(0));
+    GemmKey key = gemm_key(dt, d_f32, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                           CUBLASLT_EPILOGUE_DEFAULT, m, n, k, lda, ldb, ldd);
+    gemm_run(&key, A, B, NULL, D, beta, NULL, ws);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // linear
 
 extern "C" size_t linear_cuda_workspace_bytes(int64_t N, int OC) { return ws_bytes(colsum_chunks(N) * OC); }
