@@ -1,5 +1,6 @@
 // cudaemu_conv.c: conv2d on the GPU (cuDNN behind src/ops/cuda/cuda_conv.cu; the emulator's cuDNN in ctest -L
-// cudaemu) against the CPU op through the same calls: forward (with and without bias), data gradient (written) and
+// cudaemu) against the CPU op through the same calls: forward (with and without bias, with a residual: two bf16
+// roundings, the residual-plus-bias fill and the sum), data gradient (written) and
 // weight and bias gradients (accumulated over two backward calls), in fp32 and bf16, at 3x3 stride 1 and 2 (also
 // after the VAE's asymmetric pad2d), 1x1, odd sizes and channel counts, batch 2. Then the deterministic algorithm
 // restriction, the wrapper's refusals, and (emulation only) the emulated cuDNN's own statuses and alpha/beta.
@@ -81,6 +82,20 @@ static void run_case(const Case *c, DType dt, DType bias_dt) {
     const char *dts = !rnd ? "f32" : c->bias && bias_dt != dt ? "bf16, f32 bias" : "bf16";
     snprintf(what, sizeof what, "%s (%s) forward", c->name, dts);
     cu_compare(what, &gy, &y, c->bias && bias_dt != dt ? tol2 : tol);
+    { // with a residual: put in with the bias before the convolution adds (1x1: the GEMM's C); CPU: added after
+        Tensor r = cpu4(c->B, c->OC, OH, OW), yr = cpu4(c->B, c->OC, OH, OW), ya = cpu4(c->B, c->OC, OH, OW);
+        cu_fill(&r, 8, 1.0f, rnd);
+        Tensor gr = cu_upload(&r, dt), gyr = gpu_nan(&yr, dt);
+        conv2d_forward_residual(&yr, &x, &w, bias, &r, c->stride, c->pad);
+        conv2d_forward_residual(&gyr, &gx, &gw, gbias, &gr, c->stride, c->pad);
+        snprintf(what, sizeof what, "%s (%s) forward + residual", c->name, dts);
+        cu_compare(what, &gyr, &yr, tol2);
+        add_forward(&ya, &y, &r);
+        tu_check(!memcmp(ya.data, yr.data, tensor_bytes(&ya)), "%s: CPU residual = conv then add, bit for bit",
+                 c->name);
+        Tensor *rt[] = {&r, &yr, &ya, &gr, &gyr};
+        for (int i = 0; i < 5; i++) cu_free(rt[i]);
+    }
     snprintf(what, sizeof what, "%s (%s) dx", c->name, dts);
     cu_compare(what, &gdx, &dx, tol);
     snprintf(what, sizeof what, "%s (%s) dw += twice", c->name, dts);
@@ -180,7 +195,7 @@ static void child_small_workspace(const void *arg) {
     int64_t sx[4] = {1, 2, 5, 5}, sw[4] = {3, 2, 3, 3}, sy[4] = {1, 3, 5, 5};
     Tensor x = cu_alloc(DEVICE_CUDA, DTYPE_F32, 4, sx), w = cu_alloc(DEVICE_CUDA, DTYPE_F32, 4, sw);
     Tensor y = cu_alloc(DEVICE_CUDA, DTYPE_F32, 4, sy);
-    conv2d_forward_cuda(y.data, x.data, w.data, NULL, 0, &k_small, ops_workspace(DEVICE_CUDA, need), need - 1);
+    conv2d_forward_cuda(y.data, x.data, w.data, NULL, 0, NULL, &k_small, ops_workspace(DEVICE_CUDA, need), need - 1);
 }
 static void check_refusals(void) {
     TuChild ch;
@@ -291,6 +306,7 @@ int main(void) {
         {"k3 s2 p0 pad2d(0,1,0,1) 7x7 5->3", 2, 5, 3, 7, 7, 3, 2, 0, 1, 1},
         {"k3 s2 p0 pad2d(0,1,0,1) 9x9 3->5", 2, 3, 5, 9, 9, 3, 2, 0, 0, 1},
         {"k1 s1 p0 7x9 17->3", 2, 17, 3, 7, 9, 1, 1, 0, 1, 0},
+        {"k1 s1 p0 5x6 9->4 no bias", 2, 9, 4, 5, 6, 1, 1, 0, 0, 0}, // a residual alone: the 1x1 GEMM's C
         {"k3 s1 p0 9x7 3->17 no bias", 2, 3, 17, 9, 7, 3, 1, 0, 0, 0},
         // more output pixels than a block has threads: the bias kernels' strided loops, several blocks per row
         {"k3 s1 p1 37x37 3->4", 2, 3, 4, 37, 37, 3, 1, 1, 1, 0},

@@ -363,12 +363,13 @@ void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Ten
     }
     groupnorm_forward(&n2, &x->mean2, &x->rstd2, &x->h1, &p->norm2.weight, &p->norm2.bias, p->groups, p->eps);
     activation_forward(&n2, &n2, ACT_SILU);
-    conv2d_forward(out, &n2, &p->conv2.weight, &p->conv2.bias, 1, 1);
+    // out = conv2(n2) + shortcut: the residual is added by the convolution (no pass of its own on the GPU)
     if (p->cin != p->cout) {
-        conv2d_forward(&n2, in, &p->conv_shortcut.weight, &p->conv_shortcut.bias, 1, 0);
-        add_forward(out, out, &n2);
+        Tensor sc = SCRATCH(&s, B, p->cout, H, W); // the shortcut, before conv2 reads n2
+        conv2d_forward(&sc, in, &p->conv_shortcut.weight, &p->conv_shortcut.bias, 1, 0);
+        conv2d_forward_residual(out, &n2, &p->conv2.weight, &p->conv2.bias, &sc, 1, 1);
     } else {
-        add_forward(out, out, in);
+        conv2d_forward_residual(out, &n2, &p->conv2.weight, &p->conv2.bias, in, 1, 1);
     }
 }
 
@@ -583,12 +584,12 @@ void transformer_forward(const TransformerParams *p, TransformerActs *x, Tensor 
     if (p->linear) {
         linear_forward(&pr, last, &p->proj_out.weight, &p->proj_out.bias);
         tokens_to_nchw_forward(out, &pr);
-    } else {
+        add_forward(out, out, in);
+    } else { // the residual added by the 1x1 convolution (no pass of its own on the GPU)
         Tensor img = VIEW(&pr, B, C, H, W);
         tokens_to_nchw_forward(&img, last);
-        conv2d_forward(out, &img, &p->proj_out.weight, &p->proj_out.bias, 1, 0);
+        conv2d_forward_residual(out, &img, &p->proj_out.weight, &p->proj_out.bias, in, 1, 0);
     }
-    add_forward(out, out, in);
 }
 
 // Token gradients alternate between two buffers: cur holds d(output of the current stage), other receives the next.

@@ -212,25 +212,39 @@ void conv2d_set_deterministic(int on) { conv2d_set_deterministic_cuda(on); }
 
 // out [B, OC, OH, OW] = in [B, IC, H, W] * w [OC, IC, KH, KW] + b [OC]
 void conv2d_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, int stride, int pad) {
+    conv2d_forward_residual(out, in, w, b, NULL, stride, pad);
+}
+
+// out = conv(in, w) + b (+ res). The GPU puts the residual into the output with the bias before the convolution adds
+// to it (or makes it the 1x1 GEMM's C): no add pass of its own. The CPU adds it after, as add_forward.
+void conv2d_forward_residual(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, const Tensor *res,
+                             int stride, int pad) {
     ConvGeom g = conv_geom(in, w, stride, pad, "conv2d_forward");
     int64_t B = in->shape[0], OC = w->shape[0], K = g.IC * g.KH * g.KW, S = g.OH * g.OW, HW = g.H * g.W;
     tensor_expect_shape(out, "conv2d output", B, OC, g.OH, g.OW);
     if (ops_want(b)) tensor_expect_shape(b, "conv2d bias", OC);
+    if (ops_want(res)) {
+        ops_expect_same_numel(out, res, "conv2d residual");
+        CHECK(res->data != out->data, "", "conv2d_forward_residual: the residual must not be the output");
+    }
     if (OPS_ON_CUDA(out)) {
         OPS_EXPECT_CUDA(out, "conv2d_forward");
         OPS_EXPECT_CUDA(in, "conv2d_forward");
         OPS_EXPECT_CUDA(w, "conv2d_forward");
         OPS_EXPECT_CUDA(b, "conv2d_forward");
+        OPS_EXPECT_CUDA(res, "conv2d_forward");
         ops_expect_same_dtype(w, in, "conv2d_forward");
         ops_expect_same_dtype(out, in, "conv2d_forward");
+        if (ops_want(res)) ops_expect_same_dtype(res, out, "conv2d_forward");
+        const void *r = ops_want(res) ? res->data : NULL;
         if (conv_pointwise(&g) && (!ops_want(b) || b->dtype == out->dtype)) { // 1x1: cuBLASLt GEMMs (cuda_linear.cu)
-            conv1x1_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, (int)B, (int)g.IC,
+            conv1x1_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, r, (int)B, (int)g.IC,
                                  (int)OC, HW, ops_dt(out));
             return;
         }
         Conv2dCudaShape s = conv_cuda_shape(in, w, &g);
         size_t ws = conv2d_plan_cuda(&s, NULL);
-        conv2d_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, ops_want(b) ? ops_dt(b) : 0,
+        conv2d_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, ops_want(b) ? ops_dt(b) : 0, r,
                             &s, ops_workspace(DEVICE_CUDA, ws), ws);
         return;
     }
@@ -259,18 +273,18 @@ void conv2d_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)OC, (int)cs, (int)K, 1.0f, wt, (int)K, src,
                             (int)cs, beta, o + n * OC * S + oh0 * g.OW, (int)S);
             }
-        return;
+    } else { // nb images per GEMM: columns [K, nb * S], result side [OC, nb * S], then out = side + bias per image
+        float *side = cols + K * p.nb * S;
+        for (int64_t n0 = 0; n0 < B; n0 += p.nb) {
+            int64_t nb = n0 + p.nb < B ? p.nb : B - n0, ns = nb * S;
+            const float *xn = x + n0 * g.IC * HW;
+            im2col(cols, xn, &g, nb, 0, g.OH);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)OC, (int)ns, (int)K, 1.0f, wt, (int)K, cols,
+                        (int)ns, 0.0f, side, (int)ns);
+            side_to_images(o + n0 * OC * S, side, bias, nb, OC, S);
+        }
     }
-    // nb images per GEMM: columns [K, nb * S], result side [OC, nb * S], then out = side + bias image by image
-    float *side = cols + K * p.nb * S;
-    for (int64_t n0 = 0; n0 < B; n0 += p.nb) {
-        int64_t nb = n0 + p.nb < B ? p.nb : B - n0, ns = nb * S;
-        const float *xn = x + n0 * g.IC * HW;
-        im2col(cols, xn, &g, nb, 0, g.OH);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)OC, (int)ns, (int)K, 1.0f, wt, (int)K, cols, (int)ns,
-                    0.0f, side, (int)ns);
-        side_to_images(o + n0 * OC * S, side, bias, nb, OC, S);
-    }
+    if (ops_want(res)) add_forward(out, out, res);
 }
 
 // din [B, IC, H, W] = col2im(w^T @ dout) (written); dw [OC, IC, KH, KW] += dout @ im2col(in)^T;

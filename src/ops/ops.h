@@ -47,6 +47,10 @@ size_t linear_workspace_bytes(Device d, int64_t N, int64_t OC);
 // conv2d: out[B, OC, OH, OW] = in[B, IC, H, W] * w[OC, IC, KH, KW] + b[OC], square stride and symmetric zero pad,
 // OH = (H + 2 pad - KH) / stride + 1. (The VAE encoder's asymmetric pad is pad2d_forward + conv2d with pad 0.)
 void conv2d_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, int stride, int pad);
+// the same plus a residual: out = conv(in, w) + b + res (res of out's shape, not out itself; the backward is
+// conv2d_backward's, the residual's gradient being dout). The GPU adds it with no pass of its own.
+void conv2d_forward_residual(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, const Tensor *res,
+                             int stride, int pad);
 void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
                      int stride, int pad);
 // Scratch bytes conv2d_forward/backward need for this shape on in's device (in and w may be descriptors without

@@ -25,10 +25,11 @@ void linear_backward_cuda(void *din, float *dw, float *db, const void *dout, con
 // A and B of storage dtype dt, D of dt or fp32 (d_f32), fp32 accumulation; the GEMM workspace as linear's
 void gemm_cuda(int ta, int tb, int64_t m, int64_t n, int64_t k, const void *A, int64_t lda, const void *B,
                int64_t ldb, float beta, void *D, int64_t ldd, int dt, int d_f32);
-// conv2d with a 1x1 kernel, stride 1, no padding (NCHW): out [B, OC, S] = w [OC, IC] in [B, IC, S] + b, S = H W
+// conv2d with a 1x1 kernel, stride 1, no padding (NCHW): out [B, OC, S] = w [OC, IC] in [B, IC, S] + b (+ res
+// [B, OC, S], not out), S = H W; b, res may be NULL
 size_t conv1x1_cuda_workspace_bytes(int B, int OC);
-void conv1x1_forward_cuda(void *out, const void *in, const void *w, const void *b, int B, int IC, int OC, int64_t S,
-                          int dt);
+void conv1x1_forward_cuda(void *out, const void *in, const void *w, const void *b, const void *res, int B, int IC,
+                          int OC, int64_t S, int dt);
 void conv1x1_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in, const void *w, int B,
                            int IC, int OC, int64_t S, int dt);
 
@@ -231,8 +232,9 @@ void conv2d_set_deterministic_cuda(int on);
 // Plans a shape once (descriptors, one algorithm per direction) and returns the workspace bytes its calls need;
 // algos (may be NULL) receives cuDNN's forward, data-gradient and weight-gradient algorithm numbers.
 size_t conv2d_plan_cuda(const Conv2dCudaShape *s, int algos[3]);
-// out = conv(in, w) + b (b may be NULL; bias_dt: its storage dtype). ws: at least conv2d_plan_cuda's bytes.
-void conv2d_forward_cuda(void *out, const void *in, const void *w, const void *b, int bias_dt,
+// out = conv(in, w) + b (+ res) (b, res may be NULL; bias_dt: b's storage dtype; res: out's shape and dtype, not out
+// itself). ws: at least conv2d_plan_cuda's bytes.
+void conv2d_forward_cuda(void *out, const void *in, const void *w, const void *b, int bias_dt, const void *res,
                          const Conv2dCudaShape *s, void *ws, size_t ws_bytes);
 // din written; dw [OC, IC, KH, KW] and db [OC] (fp32) accumulated; any of the three may be NULL.
 void conv2d_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in, const void *w,

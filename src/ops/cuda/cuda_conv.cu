@@ -10,7 +10,8 @@
 // weight gradient in the operands' type, so a bf16 convolution writes its dW into a bf16 scratch in the workspace
 // and a kernel adds it to the fp32 gradient (each call's dW is rounded to bf16 once, as under PyTorch autocast; the
 // sum across calls stays fp32). The bias is broadcast into the output by a kernel and the convolution adds to it
-// (beta = 1: a bf16 output is rounded once); its gradient is a deterministic two-pass reduction.
+// (beta = 1), as does a residual (conv2d_forward_residual: the add costs no pass of its own); the bias gradient is a
+// deterministic two-pass reduction.
 // Layout: NCHW. cuDNN's bf16 tensor-core kernels are fastest in NHWC, which would need NHWC activations end to end
 // (or a transpose around every conv), tensor and filter descriptors in CUDNN_TENSOR_NHWC (filters converted once at
 // load), and the bias kernels indexing channels last.
@@ -34,16 +35,18 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-// y [B, OC, S] = b[o] on every row r = n OC + o (grid.x = rows, grid.y strides each row), b f32 or bf16: the
-// bias is broadcast first and the convolution adds to it (beta = 1), so a bf16 output is rounded once.
+// y [B, OC, S] = b[o] (+ res [B, OC, S]) on every row r = n OC + o (grid.x = rows, grid.y strides each row), b f32
+// or bf16 or NULL (none), res in y's type or NULL: the bias and the residual are put in first and the convolution
+// adds to them (beta = 1).
 template <class T>
-__global__ static void conv_bias_fill_kernel(T *y, const void *b, int bias_bf16, int OC, int64_t S) {
+__global__ static void conv_bias_fill_kernel(T *y, const void *b, int bias_bf16, const T *res, int OC, int64_t S) {
     int64_t r = blockIdx.x;
     int o = (int)(r % OC);
-    float bv = bias_bf16 ? __bfloat162float(((const __nv_bfloat16 *)b)[o]) : ((const float *)b)[o];
+    float bv = !b ? 0.0f : bias_bf16 ? __bfloat162float(((const __nv_bfloat16 *)b)[o]) : ((const float *)b)[o];
     T *row = y + r * S;
+    const T *rr = res ? res + r * S : nullptr;
     for (int64_t i = (int64_t)blockIdx.y * blockDim.x + threadIdx.x; i < S; i += (int64_t)gridDim.y * blockDim.x)
-        st_f32(row, i, bv);
+        st_f32(row, i, rr ? ld_f32(rr, i) + bv : bv);
 }
 
 // The bias gradient db [OC] += sum over n, s of dy [B, OC, S] in two deterministic passes: every row of dy is cut
@@ -258,21 +261,21 @@ extern "C" size_t conv2d_plan_cuda(const Conv2dCudaShape *s, int algos[3]) {
 // launchers
 
 extern "C" void conv2d_forward_cuda(void *out, const void *in, const void *w, const void *b, int bias_dt,
-                                    const Conv2dCudaShape *s, void *ws, size_t ws_bytes) {
+                                    const void *res, const Conv2dCudaShape *s, void *ws, size_t ws_bytes) {
     void *dnn_ws;
     const ConvPlan *p = conv_plan_call(s, ws, ws_bytes, &dnn_ws);
-    if (b) {
+    if (b || res) {
         int64_t S = conv_out_pixels(s);
         unsigned chunks = cuda_blocks(S, 256);
         dim3 grid((unsigned)(s->B * s->OC), chunks < 1024 ? chunks : 1024);
         if (s->dt == DTYPE_BF16)
             CUDA_LAUNCH(conv_bias_fill_kernel<__nv_bfloat16>, grid, 256, 0, cuda_stream(), (__nv_bfloat16 *)out, b,
-                        bias_dt == DTYPE_BF16, s->OC, S);
+                        bias_dt == DTYPE_BF16, (const __nv_bfloat16 *)res, s->OC, S);
         else
             CUDA_LAUNCH(conv_bias_fill_kernel<float>, grid, 256, 0, cuda_stream(), (float *)out, b,
-                        bias_dt == DTYPE_BF16, s->OC, S);
+                        bias_dt == DTYPE_BF16, (const float *)res, s->OC, S);
     }
-    const float one = 1.0f, beta = b ? 1.0f : 0.0f;
+    const float one = 1.0f, beta = b || res ? 1.0f : 0.0f;
     DNN_CHECK(cudnnConvolutionForward(cuda_cudnn(), &one, p->x, in, p->w, w, p->conv[0], p->fwd, dnn_ws, p->ws_dnn,
                                       &beta, p->y, out));
 }

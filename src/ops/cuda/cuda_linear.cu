@@ -221,13 +221,16 @@ static GemmKey gemm_key(int dt, int d_f32, int ta, int tb, int epilogue, int64_t
 // ---------------------------------------------------------------------------------------------------------------
 // kernels: bias broadcast (1x1 conv forward) and bias-gradient sums, fp32 throughout
 
-// out[r, s] = b[r % C] for rows r = (image, channel) of S pixels: grid.x over rows, block threads over pixels
-template <typename T> __global__ static void bias_rows_kernel(T *out, const T *b, int C, int64_t S) {
+// out[r, s] = b[r % C] (+ res[r, s]; res may be NULL) for rows r = (image, channel) of S pixels: grid.x over rows,
+// block threads over pixels
+template <typename T> __global__ static void bias_rows_kernel(T *out, const T *b, const T *res, int C, int64_t S) {
     int64_t r = blockIdx.x;
     T v = b[r % C];
     T *o = out + r * S;
+    const T *rr = res ? res + r * S : nullptr;
     for (int64_t s = (int64_t)blockIdx.y * blockDim.x + threadIdx.x; s < S; s += (int64_t)gridDim.y * blockDim.x)
-        o[s] = v;
+        if (rr) st_f32(o, s, ld_f32(rr, s) + ld_f32(&v, 0));
+        else o[s] = v;
 }
 
 // part[c, o] = sum of dout[n, o] over the rows n of chunk c: block (32, 8) = 32 columns x 8 row lanes, coalesced
@@ -349,24 +352,26 @@ extern "C" void linear_backward_cuda(void *din, float *dw, float *db, const void
 
 extern "C" size_t conv1x1_cuda_workspace_bytes(int B, int OC) { return ws_bytes((int64_t)B * OC); }
 
-extern "C" void conv1x1_forward_cuda(void *out, const void *in, const void *w, const void *b, int B, int IC, int OC,
-                                     int64_t S, int dt) {
+extern "C" void conv1x1_forward_cuda(void *out, const void *in, const void *w, const void *b, const void *res, int B,
+                                     int IC, int OC, int64_t S, int dt) {
     if (!B || !S) return;
     CHECK(IC > 0 && OC > 0, "", "conv1x1_forward_cuda: %d inputs, %d outputs", IC, OC);
     void *ws = ops_gemm_workspace(DEVICE_CUDA, conv1x1_cuda_workspace_bytes(B, OC));
     // The bias runs along D's columns here (D_b = out[b]^T [S, OC]), where cuBLASLt's BIAS epilogue cannot add it:
-    // it is broadcast into out first and the GEMM accumulates onto it (beta = 1).
+    // it is broadcast into out first (with the residual, when there is one) and the GEMM accumulates onto it
+    // (beta = 1). A residual alone is the GEMM's C.
     if (b) {
         dim3 grid((unsigned)((int64_t)B * OC), (unsigned)((S + 1023) / 1024 < 16 ? (S + 1023) / 1024 : 16));
         if (dt == DTYPE_BF16)
             CUDA_LAUNCH(bias_rows_kernel<__nv_bfloat16>, grid, 256, 0, cuda_stream(), (__nv_bfloat16 *)out,
-                        (const __nv_bfloat16 *)b, OC, S);
-        else CUDA_LAUNCH(bias_rows_kernel<float>, grid, 256, 0, cuda_stream(), (float *)out, (const float *)b, OC, S);
+                        (const __nv_bfloat16 *)b, (const __nv_bfloat16 *)res, OC, S);
+        else CUDA_LAUNCH(bias_rows_kernel<float>, grid, 256, 0, cuda_stream(), (float *)out, (const float *)b,
+                         (const float *)res, OC, S);
     }
     // D_b [S, OC] = in_b [S, IC] op_N(w^T as [IC, OC]), images strided, w shared (stride 0)
     GemmKey k = gemm_key(dt, 0, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, S, OC, IC, S, IC, S);
     k.batch = B, k.stride_a = IC * S, k.stride_b = 0, k.stride_d = OC * S;
-    gemm_run(&k, in, w, NULL, out, b ? 1.0f : 0.0f, NULL, ws);
+    gemm_run(&k, in, w, b ? NULL : res, out, b || res ? 1.0f : 0.0f, NULL, ws);
 }
 
 extern "C" void conv1x1_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in,
