@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "bench_time.h"
@@ -18,6 +19,7 @@
 #include "core/common.h"
 #include "core/device.h"
 #include "core/device_cuda.h"
+#include "models/vae.h"
 #include "ops/cuda/cuda_api.h"
 #include "ops/ops.h"
 #include "train/engine.h"
@@ -156,6 +158,39 @@ static void bench_ops(const Ctx *x, const UNetConfig *c, int B, int N) {
         }
         if (fused) attention_set_cudnn(1);
     }
+}
+
+// The VAE decoder's mid-block attention (one head over every latent pixel, head dim block_out[-1]) when the model has
+// one: on the GPU, the chunked-GEMM path and (up to 4096 tokens: they re-read the keys once per query row) the
+// generic kernels side by side.
+static void bench_vae_attention(const Ctx *x, const char *model, int B, int N) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/vae/config.json", model);
+    if (access(path, R_OK) != 0) return; // a UNet-only folder
+    VAEConfig vc;
+    vae_load_config(&vc, path);
+    if (!vc.mid_attention) return;
+    Device d = x->d;
+    DType dt = x->dt;
+    uint64_t stream = 300;
+    int64_t C = vc.block_out[vc.levels - 1], T = (int64_t)N * N;
+    int gpu = d == DEVICE_CUDA, gemm = gpu && C > 256;
+    for (int own = 0; own < (gemm && T <= 4096 ? 2 : 1); own++) {
+        if (gemm) attention_set_gemm_cuda(!own);
+        OpRun r;
+        memset(&r, 0, sizeof r);
+        r.kind = 2, r.heads = 1;
+        r.q = DT(dt, B, T, C), r.dq = DT(dt, B, T, C), r.out = DT(dt, B, T, C), r.dout = DT(dt, B, T, C);
+        r.k = DT(dt, B, T, C), r.dk = DT(dt, B, T, C), r.v = DT(dt, B, T, C), r.dv = DT(dt, B, T, C);
+        r.lse = DT(DTYPE_F32, B, 1, T);
+        ops_workspace_reserve(d, attention_workspace_bytes(d, dt, B, T, T, 1, C));
+        char shape[128];
+        snprintf(shape, sizeof shape, "B%d H1 Tq%lld Tk%lld D%lld", B, (long long)T, (long long)T, (long long)C);
+        op_time(x, &r, !gemm ? "attention VAE mid" : own ? "attn VAE mid own" : "attn VAE mid GEMM", shape,
+                4.0 * B * T * T * C, 2.5);
+        op_free(&r, d);
+    }
+    if (gemm) attention_set_gemm_cuda(1);
 }
 
 // The reference rate: out [n, n] = in [n, n] w [n, n]^T in the compute dtype through linear_forward.
@@ -315,7 +350,7 @@ static void bench_model(const Ctx *x, const char *model, int N, int B, int ops, 
            (long long)unet_param_count(&uc), dtype_name(x->dt), device_name(x->d));
     printf("flops forward: %.0f = conv %.0f + linear %.0f + attention %.0f\n", ff, fl.conv, fl.linear, fl.attention);
     printf("flops forward+backward: %.0f\n", fb);
-    if (ops) bench_ops(x, &uc, B, N);
+    if (ops) bench_ops(x, &uc, B, N), bench_vae_attention(x, model, B, N);
     ops_workspace_free();
     UNetBench b;
     unet_bench_init(&b, &uc, x->d, x->dt, B, N);

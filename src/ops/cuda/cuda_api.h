@@ -85,6 +85,7 @@ void attention_backward_cuda(void *dq, void *dk, void *dv, const void *dout, con
 // Non-causal attention with a head dim over 256 runs as cuBLASLt GEMMs over chunks of query rows whose fp32 scores
 // take at most this many floats (0: the default, 2^23); tests set small chunks.
 void attention_set_gemm_chunk_cuda(int64_t floats);
+void attention_set_gemm_cuda(int on); // 0: the generic kernels there instead (for A/B timings)
 // cuDNN's part (cuda_sdpa.cu). Mode: 0 own kernels only, 1 cuDNN for the forward, 2 for both directions (the
 // default; the environment's DRTUNE_CUDNN_ATTENTION=0|1|2 sets it before the first call). Deterministic: the fused
 // backward (not deterministic) is not used. attention_cudnn_cuda: which directions of this attention run on cuDNN

@@ -541,9 +541,11 @@ static size_t att_delta_bytes(int B, int Tq, int H) { return att_align(sizeof(fl
 #define ATTG_CHUNK_FLOATS ((int64_t)1 << 23) // S per chunk: 32 MiB
 #define ATTG_THREADS 256
 static int64_t g_attg_chunk = ATTG_CHUNK_FLOATS;
+static int g_attg_on = 1;
 extern "C" void attention_set_gemm_chunk_cuda(int64_t floats) { g_attg_chunk = floats > 0 ? floats : ATTG_CHUNK_FLOATS; }
+extern "C" void attention_set_gemm_cuda(int on) { g_attg_on = on != 0; }
 
-static bool att_use_gemm(int D, int causal) { return D > 256 && !causal; }
+static bool att_use_gemm(int D, int causal) { return g_attg_on && D > 256 && !causal; }
 static int64_t attg_rows(int Tq, int Tk) {
     int64_t r = g_attg_chunk / (Tk > 0 ? Tk : 1);
     return r < 1 ? 1 : r > Tq ? Tq : r;
