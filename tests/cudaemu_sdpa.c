@@ -49,25 +49,49 @@ static Tensor gpu_t(DType dt, int64_t a, int64_t b, int64_t c) {
     return t;
 }
 
-// One attention problem: CPU reference, the GPU in the current mode; returns the GPU results for bit comparisons.
+// One problem's inputs q, k, v and output gradient g: on the host (fp32 holding dt's values) and on the GPU.
+typedef struct {
+    Tensor q, k, v, g, gq, gk, gv, gg;
+} Inputs;
+static Inputs inputs_make(const Case *c, DType dt, uint64_t tag) {
+    const int64_t HD = c->H * c->D;
+    Inputs in = {.q = cpu_t(c->B, c->Tq, HD), .k = cpu_t(c->B, c->Tk, HD), .v = cpu_t(c->B, c->Tk, HD),
+                 .g = cpu_t(c->B, c->Tq, HD)};
+    const int round = dt == DTYPE_BF16;
+    cu_fill(&in.q, tag, 1.5f, round);
+    cu_fill(&in.k, tag + 1, 1.0f, round);
+    cu_fill(&in.v, tag + 2, 1.0f, round);
+    cu_fill(&in.g, tag + 3, 1.0f, round);
+    in.gq = cu_upload(&in.q, dt), in.gk = cu_upload(&in.k, dt), in.gv = cu_upload(&in.v, dt);
+    in.gg = cu_upload(&in.g, dt);
+    return in;
+}
+static void inputs_free(Inputs *in) {
+    Tensor *all[] = {&in->q, &in->k, &in->v, &in->g, &in->gq, &in->gk, &in->gv, &in->gg};
+    for (int i = 0; i < 8; i++) cu_free(all[i]);
+}
+
+// The GPU's results of one problem (NaN-filled until written).
 typedef struct {
     Tensor o, l, dq, dk, dv;
 } GpuOut;
+static GpuOut gpu_out_make(const Case *c, DType dt) {
+    const int64_t HD = c->H * c->D;
+    return (GpuOut){gpu_t(dt, c->B, c->Tq, HD), gpu_t(DTYPE_F32, c->B, c->H, c->Tq), gpu_t(dt, c->B, c->Tq, HD),
+                    gpu_t(dt, c->B, c->Tk, HD), gpu_t(dt, c->B, c->Tk, HD)};
+}
+
+// One attention problem: CPU reference, the GPU in the current mode; returns the GPU results for bit comparisons.
 static GpuOut run(const Case *c, DType dt, int causal, uint64_t tag, int check, double tol, double tol_lse,
                   const char *label) {
-    const int H = (int)c->H, round = dt == DTYPE_BF16;
+    const int H = (int)c->H;
     const int64_t HD = c->H * c->D;
     char what[128];
-    Tensor q = cpu_t(c->B, c->Tq, HD), k = cpu_t(c->B, c->Tk, HD), v = cpu_t(c->B, c->Tk, HD);
-    Tensor o = cpu_t(c->B, c->Tq, HD), l = cpu_t(c->B, c->H, c->Tq), g = cpu_t(c->B, c->Tq, HD);
+    Inputs in = inputs_make(c, dt, tag);
+    Tensor q = in.q, k = in.k, v = in.v, g = in.g, gq = in.gq, gk = in.gk, gv = in.gv, gg = in.gg;
+    Tensor o = cpu_t(c->B, c->Tq, HD), l = cpu_t(c->B, c->H, c->Tq);
     Tensor dq = cpu_t(c->B, c->Tq, HD), dk = cpu_t(c->B, c->Tk, HD), dv = cpu_t(c->B, c->Tk, HD);
-    cu_fill(&q, tag, 1.5f, round);
-    cu_fill(&k, tag + 1, 1.0f, round);
-    cu_fill(&v, tag + 2, 1.0f, round);
-    cu_fill(&g, tag + 3, 1.0f, round);
-    Tensor gq = cu_upload(&q, dt), gk = cu_upload(&k, dt), gv = cu_upload(&v, dt), gg = cu_upload(&g, dt);
-    GpuOut r = {gpu_t(dt, c->B, c->Tq, HD), gpu_t(DTYPE_F32, c->B, c->H, c->Tq), gpu_t(dt, c->B, c->Tq, HD),
-                gpu_t(dt, c->B, c->Tk, HD), gpu_t(dt, c->B, c->Tk, HD)};
+    GpuOut r = gpu_out_make(c, dt);
     attention_forward(&r.o, &r.l, &gq, &gk, &gv, H, causal);
     // the backward from the GPU's own forward results (its statistics: cuDNN's when its forward ran)
     attention_backward(&r.dq, &r.dk, &r.dv, &gg, &r.o, &r.l, &gq, &gk, &gv, H, causal);
@@ -91,8 +115,9 @@ static GpuOut run(const Case *c, DType dt, int causal, uint64_t tag, int check, 
                 cu_compare(what, gpu[i], cpu[i], i == 1 ? tol_lse : tol);
         }
     }
-    Tensor *all[] = {&q, &k, &v, &o, &l, &g, &dq, &dk, &dv, &gq, &gk, &gv, &gg};
+    Tensor *all[] = {&o, &l, &dq, &dk, &dv};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
+    inputs_free(&in);
     return r;
 }
 static void gpu_out_free(GpuOut *r) {
@@ -152,44 +177,26 @@ static void check_partial(const Case *c, double tol) {
     const int H = (int)c->H;
     const int64_t HD = c->H * c->D;
     GpuOut full = run(c, DTYPE_BF16, 0, 500, 0, 0, 0, "");
-    Tensor gg = cpu_t(c->B, c->Tq, HD), q = cpu_t(c->B, c->Tq, HD), k = cpu_t(c->B, c->Tk, HD),
-           v = cpu_t(c->B, c->Tk, HD);
-    cu_fill(&q, 500, 1.5f, 1);
-    cu_fill(&k, 501, 1.0f, 1);
-    cu_fill(&v, 502, 1.0f, 1);
-    cu_fill(&gg, 503, 1.0f, 1);
-    Tensor gq = cu_upload(&q, DTYPE_BF16), gk = cu_upload(&k, DTYPE_BF16), gv = cu_upload(&v, DTYPE_BF16),
-           gd = cu_upload(&gg, DTYPE_BF16), dq = gpu_t(DTYPE_BF16, c->B, c->Tq, HD);
+    Inputs in = inputs_make(c, DTYPE_BF16, 500);
+    Tensor dq = gpu_t(DTYPE_BF16, c->B, c->Tq, HD);
     long long b0, b1;
     attention_cudnn_calls_cuda(NULL, &b0);
-    attention_backward(&dq, NULL, NULL, &gd, &full.o, &full.l, &gq, &gk, &gv, H, 0);
+    attention_backward(&dq, NULL, NULL, &in.gg, &full.o, &full.l, &in.gq, &in.gk, &in.gv, H, 0);
     attention_cudnn_calls_cuda(NULL, &b1);
     double e = rel_l2(&dq, &full.dq);
     tu_check(b1 == b0 && e <= tol, "dq alone: the own backward (no cuDNN call: %lld), %.2e from the fused dq (<= %.1e)",
              b1 - b0, e, tol);
-    Tensor *all[] = {&gg, &q, &k, &v, &gq, &gk, &gv, &gd, &dq};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
+    cu_free(&dq);
+    inputs_free(&in);
     gpu_out_free(&full);
 }
 
 // The fused calls captured into a CUDA graph and replayed give the bits of direct execution.
 static void check_graph(const Case *c) {
     const int H = (int)c->H;
-    const int64_t HD = c->H * c->D;
-    Tensor q = cpu_t(c->B, c->Tq, HD), k = cpu_t(c->B, c->Tk, HD), v = cpu_t(c->B, c->Tk, HD),
-           g = cpu_t(c->B, c->Tq, HD);
-    cu_fill(&q, 700, 1.5f, 1);
-    cu_fill(&k, 701, 1.0f, 1);
-    cu_fill(&v, 702, 1.0f, 1);
-    cu_fill(&g, 703, 1.0f, 1);
-    Tensor gq = cu_upload(&q, DTYPE_BF16), gk = cu_upload(&k, DTYPE_BF16), gv = cu_upload(&v, DTYPE_BF16),
-           gg = cu_upload(&g, DTYPE_BF16);
-    GpuOut a = {gpu_t(DTYPE_BF16, c->B, c->Tq, HD), gpu_t(DTYPE_F32, c->B, c->H, c->Tq),
-                gpu_t(DTYPE_BF16, c->B, c->Tq, HD), gpu_t(DTYPE_BF16, c->B, c->Tk, HD),
-                gpu_t(DTYPE_BF16, c->B, c->Tk, HD)};
-    GpuOut b = {gpu_t(DTYPE_BF16, c->B, c->Tq, HD), gpu_t(DTYPE_F32, c->B, c->H, c->Tq),
-                gpu_t(DTYPE_BF16, c->B, c->Tq, HD), gpu_t(DTYPE_BF16, c->B, c->Tk, HD),
-                gpu_t(DTYPE_BF16, c->B, c->Tk, HD)};
+    Inputs in = inputs_make(c, DTYPE_BF16, 700);
+    Tensor gq = in.gq, gk = in.gk, gv = in.gv, gg = in.gg;
+    GpuOut a = gpu_out_make(c, DTYPE_BF16), b = gpu_out_make(c, DTYPE_BF16);
     ops_workspace_reserve(DEVICE_CUDA, attention_workspace_bytes(DEVICE_CUDA, DTYPE_BF16, c->B, c->Tq, c->Tk, H, c->D));
     attention_forward(&a.o, &a.l, &gq, &gk, &gv, H, 0);
     attention_backward(&a.dq, &a.dk, &a.dv, &gg, &a.o, &a.l, &gq, &gk, &gv, H, 0);
@@ -207,8 +214,7 @@ static void check_graph(const Case *c) {
              "a captured fused forward + backward (%zu nodes) replays to the bits of direct execution",
              cuda_graph_nodes(graph));
     cuda_graph_free(graph);
-    Tensor *all[] = {&q, &k, &v, &g, &gq, &gk, &gv, &gg};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
+    inputs_free(&in);
     gpu_out_free(&a);
     gpu_out_free(&b);
 }
