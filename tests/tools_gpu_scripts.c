@@ -70,7 +70,16 @@ int main(void) {
     snprintf(path, sizeof path, "%s/.steps", dir);
     tu_write_text(path, "| bench | passed | 40 |\n");
     snprintf(path, sizeof path, "%s/bench.log", dir);
-    tu_write_text(path, "model configs/models/sd15: ...\nresult model=sd15 latent=64 batch=1 dtype=bf16 device=cuda "
+    // bench gpu's attention rows (its printf layout), cuDNN next to the own kernels, and a refusal line
+    tu_write_text(path, "model configs/models/sd15: ...\n"
+                        "  conv2d 3x3         [1,320,64,64]->320             fwd       1.000    100.00   20.0%\n"
+                        "                                                    bwd       2.000    100.00   20.0%\n"
+                        "  attn self cuDNN    B1 H8 Tq4096 Tk4096 D40        fwd       0.500    100.00   20.0%\n"
+                        "                                                    bwd       1.500    100.00   20.0%\n"
+                        "  attn self own      B1 H8 Tq4096 Tk4096 D40        fwd       2.000     25.00    5.0%\n"
+                        "                                                    bwd       6.000     25.00    5.0%\n"
+                        "  (cuDNN's fused attention is not used: SDPA backward: no engine)\n"
+                        "result model=sd15 latent=64 batch=1 dtype=bf16 device=cuda "
                         "fwd_ms=50 fwdbwd_ms=200 fwd_tflops=16 fwdbwd_tflops=12 mfu_fwd=0.4 mfu_fwdbwd=0.25 "
                         "planned_mib=4000.0 used_mib=5000.0\n");
     snprintf(path, sizeof path, "%s/torch.log", dir);
@@ -85,5 +94,9 @@ int main(void) {
              file_has("summary.log", "| sd15 | 64 | forward+backward | 200 | 400.000 | 0.50 | 250.000 | 0.80 | 12 | "
                                      "25.0% | 5000.0 | 9000.000 |");
     if (!tu_check(ok, "check.sh --summary: the step rows and the drtune/PyTorch ratios")) show("summary.log");
+    ok = file_has("summary.log", "| sd15 | attn self | B1 H8 Tq4096 Tk4096 D40 | fwd | 0.500 | 2.000 | 4.00 |") &&
+         file_has("summary.log", "| sd15 | attn self | B1 H8 Tq4096 Tk4096 D40 | bwd | 1.500 | 6.000 | 4.00 |") &&
+         file_has("summary.log", "- sd15: cuDNN's fused attention is not used: SDPA backward: no engine");
+    if (!tu_check(ok, "check.sh --summary: the attention rows, fused next to the own kernels")) show("summary.log");
     return tu_report();
 }

@@ -67,6 +67,25 @@ write_summary() {
         r["iter_peak_ratio"] }
     END { if (n) print "DRTune iteration (drtune bench gpu): seconds per iteration; peak: device_alloc buffers." }
     ' "$dir/bench.log" 2>/dev/null
+    # the attention rows of bench gpu: cuDNN fused attention (or the chunked GEMMs) next to drtune's own kernels
+    awk '
+    function trim(x) { gsub(/^ +| +$/, "", x); return x }
+    /^model / { m = $2; sub(/:$/, "", m); k = split(m, p, "/"); m = p[k] }
+    /^  \(cuDNN/ { note[++nn] = m ": " substr($0, 4, length($0) - 4) }
+    /^  [a-z]/ { name = trim(substr($0, 3, 18)); cur = name ~ /^(attn|attention) / ? name : ""
+      if (cur != "") shape = trim(substr($0, 22, 30)) }
+    (/^  [a-z]/ || substr($0, 53, 3) == "bwd" && substr($0, 1, 52) ~ /^ +$/) && cur != "" { pass = trim(substr($0, 53, 4)); ms = trim(substr($0, 58, 10))
+      base = cur; own = base ~ / own$/; sub(/ (cuDNN|GEMM|own)$/, "", base); key = m SUBSEP base SUBSEP pass
+      if (!(key in seen)) { seen[key] = 1; order[++n] = key; shp[key] = shape }
+      if (own) o[key] = ms; else f[key] = ms }
+    END { if (!n && !nn) exit
+      print ""; print "| model | attention | shape | pass | cuDNN / GEMM ms | own kernels ms | own / fused |"
+      print "|---|---|---|---|---|---|---|"
+      for (i = 1; i <= n; i++) { split(order[i], q, SUBSEP); a = f[order[i]]; b = o[order[i]]
+        printf "| %s | %s | %s | %s | %s | %s | %s |\n", q[1], q[2], shp[order[i]], q[3], a == "" ? "-" : a,
+          b == "" ? "-" : b, (a > 0 && b > 0) ? sprintf("%.2f", b / a) : "-" }
+      for (i = 1; i <= nn; i++) print "- " note[i] }
+    ' "$dir/bench.log" 2>/dev/null
   } >"$dir/summary.md"
 }
 
