@@ -55,7 +55,9 @@ typedef struct {
 } Inputs;
 static Inputs inputs_make(const Case *c, DType dt, uint64_t tag) {
     const int64_t HD = c->H * c->D;
-    Inputs in = {.q = cpu_t(c->B, c->Tq, HD), .k = cpu_t(c->B, c->Tk, HD), .v = cpu_t(c->B, c->Tk, HD),
+    Inputs in = {.q = cpu_t(c->B, c->Tq, HD),
+                 .k = cpu_t(c->B, c->Tk, HD),
+                 .v = cpu_t(c->B, c->Tk, HD),
                  .g = cpu_t(c->B, c->Tq, HD)};
     const int round = dt == DTYPE_BF16;
     cu_fill(&in.q, tag, 1.5f, round);
@@ -153,9 +155,15 @@ static int uses(const Case *c, int causal, DType dt) {
 static void check_fallback(void) {
     const Case odd = {"D20 self 33", 2, 2, 20, 33, 33}, big = {"D264 cross 9x13", 1, 1, 264, 9, 13};
     const Case sd = {"D40 self 50", 1, 2, 40, 50, 50};
-    struct { const Case *c; int causal; DType dt; const char *why; } f[] = {
-        {&sd, 0, DTYPE_F32, "fp32"}, {&sd, 1, DTYPE_BF16, "causal"},
-        {&odd, 0, DTYPE_BF16, "head dim 20"}, {&big, 0, DTYPE_BF16, "head dim 264"}};
+    struct {
+        const Case *c;
+        int causal;
+        DType dt;
+        const char *why;
+    } f[] = {{&sd, 0, DTYPE_F32, "fp32"},
+             {&sd, 1, DTYPE_BF16, "causal"},
+             {&odd, 0, DTYPE_BF16, "head dim 20"},
+             {&big, 0, DTYPE_BF16, "head dim 264"}};
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
         tu_check(uses(f[i].c, f[i].causal, f[i].dt) == 0, "%s: cuDNN not used (%d)", f[i].why,
                  uses(f[i].c, f[i].causal, f[i].dt));
@@ -248,8 +256,10 @@ static void check_mha(double tol) {
         for (int m = 0; m < 2; m++) {
             attention_set_cudnn_cuda(m ? 2 : 0);
             ops_workspace_reserve(DEVICE_CUDA, mha_workspace_bytes(DEVICE_CUDA, DTYPE_BF16, B, T, Tk, C, Ckv, (int)H));
-            MHACache c = {.q = gpu_t(DTYPE_BF16, B, T, C), .k = gpu_t(DTYPE_BF16, B, Tk, C),
-                          .v = gpu_t(DTYPE_BF16, B, Tk, C), .attn = gpu_t(DTYPE_BF16, B, T, C),
+            MHACache c = {.q = gpu_t(DTYPE_BF16, B, T, C),
+                          .k = gpu_t(DTYPE_BF16, B, Tk, C),
+                          .v = gpu_t(DTYPE_BF16, B, Tk, C),
+                          .attn = gpu_t(DTYPE_BF16, B, T, C),
                           .lse = gpu_t(DTYPE_F32, B, H, T)};
             out[m] = gpu_t(DTYPE_BF16, B, T, C), dx[m] = gpu_t(DTYPE_BF16, B, T, C);
             dctx[m] = gpu_t(DTYPE_BF16, B, Tk, Ckv);
@@ -279,14 +289,14 @@ int main(void) {
     const double tol = emu ? TOL_EMU : TOL_GPU, tol_lse = emu ? 1e-5 : 1.0 / 256;
     attention_set_cudnn_cuda(2);
     static const Case cases[] = {
-        {"sd15 D40 self 70", 2, 2, 40, 70, 70},   {"sd15 D40 cross 70x77", 2, 2, 40, 70, 77},
+        {"sd15 D40 self 70", 2, 2, 40, 70, 70},    {"sd15 D40 cross 70x77", 2, 2, 40, 70, 77},
         {"sdxl D64 self 100", 1, 3, 64, 100, 100}, {"sdxl D64 cross 33x77", 2, 1, 64, 33, 77},
-        {"sd15 D80 self 45", 1, 2, 80, 45, 45},   {"sd15 D160 cross 20x77", 1, 1, 160, 20, 77},
+        {"sd15 D80 self 45", 1, 2, 80, 45, 45},    {"sd15 D160 cross 20x77", 1, 1, 160, 20, 77},
         {"D256 self 17", 1, 1, 256, 17, 17},
     };
     int fused = uses(&cases[0], 0, DTYPE_BF16);
-    if (emu) tu_check(fused == 3, "the cuDNN stand-in plans both directions (%d): %s", fused,
-                      attention_cudnn_reason_cuda());
+    if (emu)
+        tu_check(fused == 3, "the cuDNN stand-in plans both directions (%d): %s", fused, attention_cudnn_reason_cuda());
     if (fused == 0)
         printf("cuDNN's fused attention is unavailable here, so only the fallback is checked: %s\n",
                attention_cudnn_reason_cuda());

@@ -146,8 +146,7 @@ static void check_vae(void) {
              budget, n2, b2);
     tu_check(!memcmp(d0, d2, sizeof(float) * 256), "VAE decoder: dlatents bit-identical with recompute auto");
     free(d0), free(d1), free(d2), free(z.data), free(dimg.data);
-    unet_free(&s.unet), unet_free(&s.grads);
-    arena_free(&s.params), arena_free(&s.gradmem), arena_free(&s.vae_params);
+    engine_setup_free(&s);
 }
 
 static void check_engine(void) {
@@ -170,8 +169,7 @@ static void check_engine(void) {
     }
     free(a), free(b);
     free(s.ctx.data);
-    unet_free(&s.unet), unet_free(&s.grads);
-    arena_free(&s.params), arena_free(&s.gradmem), arena_free(&s.vae_params);
+    engine_setup_free(&s);
 }
 
 int main(void) {

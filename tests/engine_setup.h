@@ -35,3 +35,10 @@ static inline void engine_setup_models(EngineSetup *s) {
     reward_init(&s->items[1], "colour", 0.5f, target, 3);
     s->rewards = (RewardSet){.items = s->items, .n = 2};
 }
+
+// Frees what engine_setup_models made (not the caller's conditioning or engine).
+static inline void engine_setup_free(EngineSetup *s) {
+    unet_free(&s->unet), unet_free(&s->grads);
+    arena_free(&s->params), arena_free(&s->gradmem), arena_free(&s->vae_params);
+    ddim_free(&s->sched);
+}

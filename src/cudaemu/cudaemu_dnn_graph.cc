@@ -69,12 +69,12 @@ struct Desc {
     std::map<int, Attr> attrs;
     // finalized contents
     Tensor4 tensor{};
-    const Desc *role[NROLES] = {};                   // operations: the tensor of each role (NULL: absent)
-    const Desc *op = nullptr;                        // graph, heuristics, configuration, plan: the operation
-    int64_t n_results = 0;                           // heuristics
-    bool filled = false;                             // configuration: filled in by the heuristics
-    int64_t workspace = 0;                           // plan
-    std::vector<int64_t> uids;                       // variant pack
+    const Desc *role[NROLES] = {}; // operations: the tensor of each role (NULL: absent)
+    const Desc *op = nullptr;      // graph, heuristics, configuration, plan: the operation
+    int64_t n_results = 0;         // heuristics
+    bool filled = false;           // configuration: filled in by the heuristics
+    int64_t workspace = 0;         // plan
+    std::vector<int64_t> uids;     // variant pack
     std::vector<void *> ptrs;
     void *ws = nullptr;
     bool is_bwd() const { return type == CUDNN_BACKEND_OPERATION_SDPA_BWD_DESCRIPTOR; }
@@ -124,10 +124,16 @@ bool same_dims(const Tensor4 &a, const int64_t *want) {
 }
 
 cudnnStatus_t finalize_sdpa(Desc *d) {
-    static const int fwd_attr[NROLES] = {CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC,
-                                         CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC,
+    static const int fwd_attr[NROLES] = {CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC,
+                                         CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC,
+                                         CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC,
+                                         CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC,
                                          CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC,
-                                         CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, 0, 0, 0, 0};
+                                         CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC,
+                                         0,
+                                         0,
+                                         0,
+                                         0};
     static const int bwd_attr[NROLES] = {
         CUDNN_ATTR_OPERATION_SDPA_BWD_QDESC,     CUDNN_ATTR_OPERATION_SDPA_BWD_KDESC,
         CUDNN_ATTR_OPERATION_SDPA_BWD_VDESC,     CUDNN_ATTR_OPERATION_SDPA_BWD_ODESC,
@@ -180,21 +186,25 @@ float ld(const void *p, cudnnDataType_t dt, int64_t i) {
     return dt == CUDNN_DATA_FLOAT ? ((const float *)p)[i] : __bfloat162float(((const __nv_bfloat16 *)p)[i]);
 }
 void st(void *p, cudnnDataType_t dt, int64_t i, float v) {
-    if (dt == CUDNN_DATA_FLOAT) ((float *)p)[i] = v;
-    else ((__nv_bfloat16 *)p)[i] = __float2bfloat16(v);
+    if (dt == CUDNN_DATA_FLOAT)
+        ((float *)p)[i] = v;
+    else
+        ((__nv_bfloat16 *)p)[i] = __float2bfloat16(v);
 }
 // x [T, D] fp32 = the (b, h) slice of tensor t at p
 std::vector<float> gather(const Tensor4 &t, const void *p, int64_t b, int64_t h) {
     std::vector<float> x((size_t)(t.dim[2] * t.dim[3]));
     for (int64_t i = 0; i < t.dim[2]; i++)
         for (int64_t c = 0; c < t.dim[3]; c++)
-            x[(size_t)(i * t.dim[3] + c)] = ld(p, t.dt, b * t.stride[0] + h * t.stride[1] + i * t.stride[2] + c * t.stride[3]);
+            x[(size_t)(i * t.dim[3] + c)] =
+                ld(p, t.dt, b * t.stride[0] + h * t.stride[1] + i * t.stride[2] + c * t.stride[3]);
     return x;
 }
 void scatter(const Tensor4 &t, void *p, int64_t b, int64_t h, const std::vector<float> &x) {
     for (int64_t i = 0; i < t.dim[2]; i++)
         for (int64_t c = 0; c < t.dim[3]; c++)
-            st(p, t.dt, b * t.stride[0] + h * t.stride[1] + i * t.stride[2] + c * t.stride[3], x[(size_t)(i * t.dim[3] + c)]);
+            st(p, t.dt, b * t.stride[0] + h * t.stride[1] + i * t.stride[2] + c * t.stride[3],
+               x[(size_t)(i * t.dim[3] + c)]);
 }
 
 const int64_t ROWS = 512; // query rows per score block
@@ -210,8 +220,8 @@ void run_fwd(const Desc *op, void *const *ptr, float scale) {
             std::vector<float> s((size_t)(std::min(ROWS, Tq) * Tk));
             for (int64_t i0 = 0; i0 < Tq; i0 += ROWS) {
                 int64_t n = std::min(ROWS, Tq - i0);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)Tk, (int)D, scale, &q[(size_t)(i0 * D)],
-                            (int)D, k.data(), (int)D, 0.0f, s.data(), (int)Tk);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)Tk, (int)D, scale,
+                            &q[(size_t)(i0 * D)], (int)D, k.data(), (int)D, 0.0f, s.data(), (int)Tk);
                 for (int64_t i = 0; i < n; i++) {
                     float *row = &s[(size_t)(i * Tk)], m = -INFINITY, l = 0.0f;
                     for (int64_t j = 0; j < Tk; j++) m = std::max(m, row[j]);
@@ -219,8 +229,9 @@ void run_fwd(const Desc *op, void *const *ptr, float scale) {
                     for (int64_t j = 0; j < Tk; j++) l += row[j] = expf(row[j] - ref);
                     for (int64_t j = 0; j < Tk; j++) row[j] /= l;
                     if (op->role[STATS])
-                        ((float *)ptr[STATS])[b * op->role[STATS]->tensor.stride[0] + h * op->role[STATS]->tensor.stride[1] +
-                                              (i0 + i) * op->role[STATS]->tensor.stride[2]] = ref + logf(l);
+                        ((float *)
+                             ptr[STATS])[b * op->role[STATS]->tensor.stride[0] + h * op->role[STATS]->tensor.stride[1] +
+                                         (i0 + i) * op->role[STATS]->tensor.stride[2]] = ref + logf(l);
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)D, (int)Tk, 1.0f, s.data(), (int)Tk,
                             v.data(), (int)D, 0.0f, &o[(size_t)(i0 * D)], (int)D);
@@ -236,20 +247,23 @@ void run_bwd(const Desc *op, void *const *ptr, float scale) {
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++) {
             std::vector<float> q = gather(tq, ptr[Q], b, h), k = gather(tk, ptr[K], b, h),
-                               v = gather(op->role[V]->tensor, ptr[V], b, h), o = gather(op->role[O]->tensor, ptr[O], b, h),
+                               v = gather(op->role[V]->tensor, ptr[V], b, h),
+                               o = gather(op->role[O]->tensor, ptr[O], b, h),
                                dout = gather(op->role[DO]->tensor, ptr[DO], b, h);
             std::vector<float> dq((size_t)(Tq * D)), dk((size_t)(Tk * D), 0.0f), dv((size_t)(Tk * D), 0.0f);
             std::vector<float> p((size_t)(std::min(ROWS, Tq) * Tk)), dp(p.size());
             for (int64_t i0 = 0; i0 < Tq; i0 += ROWS) {
                 int64_t n = std::min(ROWS, Tq - i0);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)Tk, (int)D, scale, &q[(size_t)(i0 * D)],
-                            (int)D, k.data(), (int)D, 0.0f, p.data(), (int)Tk);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)Tk, (int)D, scale,
+                            &q[(size_t)(i0 * D)], (int)D, k.data(), (int)D, 0.0f, p.data(), (int)Tk);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)Tk, (int)D, 1.0f,
                             &dout[(size_t)(i0 * D)], (int)D, v.data(), (int)D, 0.0f, dp.data(), (int)Tk);
                 for (int64_t i = 0; i < n; i++) {
-                    float lse = ((const float *)ptr[STATS])[b * ts.stride[0] + h * ts.stride[1] + (i0 + i) * ts.stride[2]];
+                    float lse =
+                        ((const float *)ptr[STATS])[b * ts.stride[0] + h * ts.stride[1] + (i0 + i) * ts.stride[2]];
                     float delta = 0.0f;
-                    for (int64_t c = 0; c < D; c++) delta += dout[(size_t)((i0 + i) * D + c)] * o[(size_t)((i0 + i) * D + c)];
+                    for (int64_t c = 0; c < D; c++)
+                        delta += dout[(size_t)((i0 + i) * D + c)] * o[(size_t)((i0 + i) * D + c)];
                     float *pr = &p[(size_t)(i * Tk)], *dr = &dp[(size_t)(i * Tk)];
                     for (int64_t j = 0; j < Tk; j++) {
                         pr[j] = expf(pr[j] - lse);
@@ -258,8 +272,8 @@ void run_bwd(const Desc *op, void *const *ptr, float scale) {
                 }
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, (int)D, (int)n, 1.0f, p.data(), (int)Tk,
                             &dout[(size_t)(i0 * D)], (int)D, 1.0f, dv.data(), (int)D);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)D, (int)Tk, scale, dp.data(), (int)Tk,
-                            k.data(), (int)D, 0.0f, &dq[(size_t)(i0 * D)], (int)D);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)D, (int)Tk, scale, dp.data(),
+                            (int)Tk, k.data(), (int)D, 0.0f, &dq[(size_t)(i0 * D)], (int)D);
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, (int)D, (int)n, scale, dp.data(), (int)Tk,
                             &q[(size_t)(i0 * D)], (int)D, 1.0f, dk.data(), (int)D);
             }
@@ -276,10 +290,14 @@ extern "C" {
 cudnnStatus_t cudnnBackendCreateDescriptor(cudnnBackendDescriptorType_t type, cudnnBackendDescriptor_t *d) {
     if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
     switch (type) {
-    case CUDNN_BACKEND_ENGINECFG_DESCRIPTOR: case CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR:
-    case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR: case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR:
-    case CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR: case CUDNN_BACKEND_TENSOR_DESCRIPTOR:
-    case CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR: case CUDNN_BACKEND_OPERATION_SDPA_BWD_DESCRIPTOR: break;
+    case CUDNN_BACKEND_ENGINECFG_DESCRIPTOR:
+    case CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR:
+    case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR:
+    case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR:
+    case CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR:
+    case CUDNN_BACKEND_TENSOR_DESCRIPTOR:
+    case CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR:
+    case CUDNN_BACKEND_OPERATION_SDPA_BWD_DESCRIPTOR: break;
     default: return CUDNN_STATUS_NOT_SUPPORTED;
     }
     Desc *x = new Desc;
@@ -411,7 +429,8 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan
         size_t i = 0;
         while (i < vp->uids.size() && vp->uids[i] != t.uid) i++;
         if (i == vp->uids.size() || !vp->ptrs[i]) return CUDNN_STATUS_BAD_PARAM;
-        if (t.by_value) memcpy(&scale, vp->ptrs[i], sizeof scale); // a host value, read when the call is made
+        if (t.by_value)
+            memcpy(&scale, vp->ptrs[i], sizeof scale); // a host value, read when the call is made
         else if (!cudaemu_is_device(vp->ptrs[i], t.extent_bytes()))
             cudaemu_fail("cudnnBackendExecute", "an SDPA operand is not device memory of its described extent");
         ptr[r] = vp->ptrs[i];

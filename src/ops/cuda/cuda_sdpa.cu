@@ -28,19 +28,23 @@
 enum { U_Q = 1, U_K, U_V, U_O, U_STATS, U_SCALE, U_DO, U_DQ, U_DK, U_DV };
 #define SDPA_MAX_CFGS 8
 
+#define SDPA_MAX_DESCS 32 // a plan's descriptors: 10 tensors, the operation, graph, heuristics, configurations, plan
+
 typedef struct {
     int bwd, B, Tq, Tk, H, D;
-    int ok;                      // 1: planned; 0: unavailable
+    int ok; // 1: planned; 0: unavailable
     cudnnBackendDescriptor_t plan;
-    int64_t ws;                  // workspace bytes of the plan
+    int64_t ws;                                    // workspace bytes of the plan
+    cudnnBackendDescriptor_t desc[SDPA_MAX_DESCS]; // every descriptor the plan was built from, kept with it
+    int n_desc;
 } SdpaPlan;
 
 static SdpaPlan *g_plans;
 static int g_nplans, g_cap;
-static int g_mode = -1;          // 0 own kernels; 1 cuDNN forward; 2 cuDNN forward and backward (default)
-static int g_deterministic;      // the fused backward is not deterministic (dq summed by atomics)
-static char g_reason[256];       // why the first shape that could not be planned was refused
-static long long g_calls[2];     // executions: forward, backward
+static int g_mode = -1;      // 0 own kernels; 1 cuDNN forward; 2 cuDNN forward and backward (default)
+static int g_deterministic;  // the fused backward is not deterministic (dq summed by atomics)
+static char g_reason[256];   // why the first shape that could not be planned was refused
+static long long g_calls[2]; // executions: forward, backward
 
 static int sdpa_mode(void) {
     if (g_mode < 0) {
@@ -59,35 +63,43 @@ extern "C" void attention_cudnn_calls_cuda(long long *fwd, long long *bwd) {
 }
 
 // Planning: every call checked; the first failure names itself in g_reason and abandons the plan.
-#define PLAN_TRY(call)                                                                                       \
-    do {                                                                                                     \
-        cudnnStatus_t _s = (call);                                                                           \
-        if (_s != CUDNN_STATUS_SUCCESS) {                                                                    \
-            if (!g_reason[0])                                                                                \
-                snprintf(g_reason, sizeof g_reason, "%s (B %d, Tq %d, Tk %d, H %d, D %d): %s: %s",           \
-                         bwd ? "SDPA backward" : "SDPA forward", B, Tq, Tk, H, D, #call,                     \
-                         cudnnGetErrorString(_s));                                                           \
-            return 0;                                                                                        \
-        }                                                                                                    \
+#define PLAN_TRY(call)                                                                                                 \
+    do {                                                                                                               \
+        cudnnStatus_t _s = (call);                                                                                     \
+        if (_s != CUDNN_STATUS_SUCCESS) {                                                                              \
+            if (!g_reason[0])                                                                                          \
+                snprintf(g_reason, sizeof g_reason, "%s (B %d, Tq %d, Tk %d, H %d, D %d): %s: %s",                     \
+                         bwd ? "SDPA backward" : "SDPA forward", B, Tq, Tk, H, D, #call, cudnnGetErrorString(_s));     \
+            return 0;                                                                                                  \
+        }                                                                                                              \
     } while (0)
 
+// A new descriptor of the plan being built, kept with it (destroyed with the rest if the plan fails).
+static cudnnStatus_t sdpa_create(SdpaPlan *p, cudnnBackendDescriptorType_t type, cudnnBackendDescriptor_t *d) {
+    if (p->n_desc == SDPA_MAX_DESCS) return CUDNN_STATUS_NOT_SUPPORTED;
+    cudnnStatus_t st = cudnnBackendCreateDescriptor(type, d);
+    if (st == CUDNN_STATUS_SUCCESS) p->desc[p->n_desc++] = *d;
+    return st;
+}
+
 // A finalised [B, H, T, D]-shaped tensor descriptor (dims and strides in elements), or 0 with the reason kept.
-static int sdpa_tensor(cudnnBackendDescriptor_t *t, int64_t uid, cudnnDataType_t dt, const int64_t dims[4],
+static int sdpa_tensor(SdpaPlan *p, cudnnBackendDescriptor_t *t, int64_t uid, cudnnDataType_t dt, const int64_t dims[4],
                        const int64_t strides[4], bool by_value, int bwd, int B, int Tq, int Tk, int H, int D) {
     int64_t align = 16;
-    PLAN_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, t));
+    PLAN_TRY(sdpa_create(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, t));
     PLAN_TRY(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt));
     PLAN_TRY(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims));
     PLAN_TRY(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides));
     PLAN_TRY(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid));
     PLAN_TRY(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align));
-    if (by_value) PLAN_TRY(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value));
+    if (by_value)
+        PLAN_TRY(cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value));
     PLAN_TRY(cudnnBackendFinalize(*t));
     return 1;
 }
 
 // Builds p's plan; 0 when cuDNN cannot run it. The descriptors stay alive with the plan (the cache is never freed).
-static int sdpa_build(SdpaPlan *p) {
+static int sdpa_build_try(SdpaPlan *p) {
     const int bwd = p->bwd, B = p->B, Tq = p->Tq, Tk = p->Tk, H = p->H, D = p->D;
     if (cudnnGetVersion() < 91300) {
         if (!g_reason[0])
@@ -102,8 +114,8 @@ static int sdpa_build(SdpaPlan *p) {
     const int64_t one[4] = {1, 1, 1, 1};
     const cudnnDataType_t bf = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
     cudnnBackendDescriptor_t t[11] = {0};
-#define SDPA_T(u, dt, d, s, byv)                                                                             \
-    if (!sdpa_tensor(&t[u], u, dt, d, s, byv, bwd, B, Tq, Tk, H, D)) return 0
+#define SDPA_T(u, dt, d, s, byv)                                                                                       \
+    if (!sdpa_tensor(p, &t[u], u, dt, d, s, byv, bwd, B, Tq, Tk, H, D)) return 0
     SDPA_T(U_Q, bf, qd, qs, false);
     SDPA_T(U_K, bf, kd, ks, false);
     SDPA_T(U_V, bf, kd, ks, false);
@@ -112,11 +124,15 @@ static int sdpa_build(SdpaPlan *p) {
     SDPA_T(U_SCALE, f32, one, one, true);
     cudnnBackendDescriptor_t op, graph, heur, cfg[SDPA_MAX_CFGS];
     if (!bwd) {
-        PLAN_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR, &op));
-        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[U_Q]));
-        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[U_K]));
-        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[U_V]));
-        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[U_O]));
+        PLAN_TRY(sdpa_create(p, CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR, &op));
+        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                          &t[U_Q]));
+        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                          &t[U_K]));
+        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                          &t[U_V]));
+        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                          &t[U_O]));
         PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                                           &t[U_STATS]));
         PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
@@ -126,8 +142,11 @@ static int sdpa_build(SdpaPlan *p) {
         SDPA_T(U_DQ, bf, qd, qs, false);
         SDPA_T(U_DK, bf, kd, ks, false);
         SDPA_T(U_DV, bf, kd, ks, false);
-        PLAN_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATION_SDPA_BWD_DESCRIPTOR, &op));
-        const struct { cudnnBackendAttributeName_t a; int u; } map[] = {
+        PLAN_TRY(sdpa_create(p, CUDNN_BACKEND_OPERATION_SDPA_BWD_DESCRIPTOR, &op));
+        const struct {
+            cudnnBackendAttributeName_t a;
+            int u;
+        } map[] = {
             {CUDNN_ATTR_OPERATION_SDPA_BWD_QDESC, U_Q},         {CUDNN_ATTR_OPERATION_SDPA_BWD_KDESC, U_K},
             {CUDNN_ATTR_OPERATION_SDPA_BWD_VDESC, U_V},         {CUDNN_ATTR_OPERATION_SDPA_BWD_ODESC, U_O},
             {CUDNN_ATTR_OPERATION_SDPA_BWD_STATSDESC, U_STATS}, {CUDNN_ATTR_OPERATION_SDPA_BWD_SCALEDESC, U_SCALE},
@@ -139,30 +158,30 @@ static int sdpa_build(SdpaPlan *p) {
 #undef SDPA_T
     PLAN_TRY(cudnnBackendFinalize(op));
     cudnnHandle_t h = cuda_cudnn();
-    PLAN_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph));
+    PLAN_TRY(sdpa_create(p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph));
     PLAN_TRY(cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h));
     PLAN_TRY(cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op));
     PLAN_TRY(cudnnBackendFinalize(graph));
     cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
-    PLAN_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
+    PLAN_TRY(sdpa_create(p, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
     PLAN_TRY(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                                       &graph));
     PLAN_TRY(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode));
     PLAN_TRY(cudnnBackendFinalize(heur));
-    for (int i = 0; i < SDPA_MAX_CFGS; i++)
-        PLAN_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfg[i]));
+    for (int i = 0; i < SDPA_MAX_CFGS; i++) PLAN_TRY(sdpa_create(p, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfg[i]));
     int64_t n = 0;
-    PLAN_TRY(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                      SDPA_MAX_CFGS, &n, cfg));
+    PLAN_TRY(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, SDPA_MAX_CFGS,
+                                      &n, cfg));
     if (n > SDPA_MAX_CFGS) n = SDPA_MAX_CFGS;
     for (int64_t i = 0; i < n; i++) {
         cudnnBackendDescriptor_t plan;
-        PLAN_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan));
+        PLAN_TRY(sdpa_create(p, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan));
         PLAN_TRY(cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h));
-        PLAN_TRY(cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
-                                          CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg[i]));
+        PLAN_TRY(cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                          1, &cfg[i]));
         if (cudnnBackendFinalize(plan) != CUDNN_STATUS_SUCCESS) { // this engine refuses the graph: try the next
             cudnnBackendDestroyDescriptor(plan);
+            p->n_desc--;
             continue;
         }
         int64_t got = 0;
@@ -177,12 +196,18 @@ static int sdpa_build(SdpaPlan *p) {
     return 0;
 }
 
+static int sdpa_build(SdpaPlan *p) {
+    if (sdpa_build_try(p)) return 1;
+    for (int i = 0; i < p->n_desc; i++) cudnnBackendDestroyDescriptor(p->desc[i]);
+    p->n_desc = 0;
+    return 0;
+}
+
 // The plan of one shape and direction (planned on first use), or NULL when cuDNN cannot run it.
 static const SdpaPlan *sdpa_plan(int bwd, int B, int Tq, int Tk, int H, int D) {
     for (int i = 0; i < g_nplans; i++) {
         SdpaPlan *p = &g_plans[i];
-        if (p->bwd == bwd && p->B == B && p->Tq == Tq && p->Tk == Tk && p->H == H && p->D == D)
-            return p->ok ? p : NULL;
+        if (p->bwd == bwd && p->B == B && p->Tq == Tq && p->Tk == Tk && p->H == H && p->D == D) return p->ok ? p : NULL;
     }
     if (g_nplans == g_cap) {
         g_cap = g_cap ? 2 * g_cap : 16;
@@ -242,8 +267,8 @@ extern "C" void attention_forward_cudnn(void *out, float *lse, const void *q, co
 
 // dq, dk, dv (all three written) from dout, out, lse and q, k, v (bf16)
 extern "C" void attention_backward_cudnn(void *dq, void *dk, void *dv, const void *dout, const void *out,
-                                         const float *lse, const void *q, const void *k, const void *v, void *ws,
-                                         int B, int Tq, int Tk, int H, int D) {
+                                         const float *lse, const void *q, const void *k, const void *v, void *ws, int B,
+                                         int Tq, int Tk, int H, int D) {
     const SdpaPlan *p = sdpa_plan(1, B, Tq, Tk, H, D);
     if (!p) dt_fatal(__FILE__, __LINE__, "", "attention: no cuDNN plan for this shape: %s", g_reason);
     float scale = 1.0f / sqrtf((float)D);
