@@ -121,6 +121,12 @@ static inline void bg_check(const char *what, const char *device_args) {
             double v = bg_field(line, keys[i]);
             tu_check(isfinite(v) && v > 0, "%s: %s = %g is positive", what, keys[i], v);
         }
+        // on the GPU the forward replayed as one CUDA graph too (a row and fwd_graph_ms); not on the CPU
+        int gpu = strstr(device_args, "--device cuda") != NULL;
+        double g = bg_field(line, "fwd_graph_ms");
+        tu_check(gpu ? isfinite(g) && g > 0 && strstr(c.out, "unet forward, CUDA graph (") != NULL
+                     : strstr(line, "fwd_graph_ms") == NULL,
+                 "%s: the CUDA-graph forward %s (fwd_graph_ms %g)", what, gpu ? "timed" : "absent", g);
         bg_iteration_fields(what, line, c.out, iteration ? BG_STEPS : 0);
     }
     tu_child_free(&c);

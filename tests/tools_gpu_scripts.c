@@ -81,7 +81,7 @@ int main(void) {
                         "  (cuDNN's fused attention is not used: SDPA backward: no engine)\n"
                         "result model=sd15 latent=64 batch=1 dtype=bf16 device=cuda "
                         "fwd_ms=50 fwdbwd_ms=200 fwd_tflops=16 fwdbwd_tflops=12 mfu_fwd=0.4 mfu_fwdbwd=0.25 "
-                        "planned_mib=4000.0 used_mib=5000.0\n");
+                        "planned_mib=4000.0 used_mib=5000.0 fwd_graph_ms=45\n");
     snprintf(path, sizeof path, "%s/torch.log", dir);
     tu_write_text(path, "result model=sd15 latent=64 batch=1 dtype=bf16 device=cuda fwd_ms=25.000 "
                         "fwd_peak_mib=3000.000 fwdbwd_ms=400.000 fwdbwd_peak_mib=9000.000\n"
@@ -90,9 +90,9 @@ int main(void) {
     tu_check(sh("summary.log", "tools/gpu/check.sh --summary '%s'%s", dir, "") == 0, "check.sh --summary exits 0");
     int ok = file_has("summary.log", "| bench | passed | 40 |") &&
              file_has("summary.log", "| sd15 | 64 | forward | 50 | 25.000 | 2.00 | 40.000 | 1.25 | 16 | 40.0% | "
-                                     "5000.0 | 3000.000 |") &&
+                                     "5000.0 | 3000.000 | 45 |") &&
              file_has("summary.log", "| sd15 | 64 | forward+backward | 200 | 400.000 | 0.50 | 250.000 | 0.80 | 12 | "
-                                     "25.0% | 5000.0 | 9000.000 |");
+                                     "25.0% | 5000.0 | 9000.000 | - |");
     if (!tu_check(ok, "check.sh --summary: the step rows and the drtune/PyTorch ratios")) show("summary.log");
     ok = file_has("summary.log", "| sd15 | attn self | B1 H8 Tq4096 Tk4096 D40 | fwd | 0.500 | 2.000 | 4.00 |") &&
          file_has("summary.log", "| sd15 | attn self | B1 H8 Tq4096 Tk4096 D40 | bwd | 1.500 | 6.000 | 4.00 |") &&

@@ -2,7 +2,8 @@
 // GEMM in the compute dtype through the same linear op (cuBLASLt on the GPU) as the yardstick, then per model
 // (default: SD 1.5 at a 64 x 64 latent and SDXL at 128 x 128, random weights) the heaviest ops at the model's first
 // attention level and the whole UNet forward and forward + backward: milliseconds, TFLOP/s from the matrix-product
-// FLOPs of the configuration (bench_unet.h), the fraction of the measured GEMM rate (MFU), and memory. One `result`
+// FLOPs of the configuration (bench_unet.h), the fraction of the measured GEMM rate (MFU), and memory (on the GPU the
+// forward also captured once as a CUDA graph and replayed). One `result`
 // line per model carries the figures for scripts. Then (unless --no-iteration) a whole DRTune iteration of the same
 // random-weight model (UNet, VAE decoder, DDIM, the symmetry reward, random conditioning) with K = 1 and K = N
 // trained steps: seconds per iteration and the peak of the device memory in buffers (device_bytes_peak), which
@@ -35,9 +36,10 @@ static void gpu_usage(FILE *f) {
             "\n"
             "GPU throughput of the UNet with random weights: a bf16 (or fp32) N x N x N GEMM as the reference rate\n"
             "(default N 8192 on a GPU, 512 on the CPU or the emulated GPU), then for each model the heaviest ops of\n"
-            "its first attention level (--no-ops: skipped) and the whole UNet forward and forward + backward at\n"
-            "batch B (default 1), context 77: median of R timed calls (default 5) after a warm-up, TFLOP/s of the\n"
-            "matrix products counted from the configuration, MFU = that rate / the GEMM rate, and memory.\n"
+            "its first attention level and the VAE's mid-block attention (--no-ops: skipped), and the whole UNet\n"
+            "forward (on the GPU also replayed as one CUDA graph) and forward + backward at batch B (default 1),\n"
+            "context 77: median of R timed calls (default 5) after a warm-up, TFLOP/s of the matrix products\n"
+            "counted from the configuration, MFU = that rate / the GEMM rate, and memory.\n"
             "Models: default configs/models/sd15 at 64 and configs/models/sdxl at 128; each --model DIR replaces\n"
             "them, its --latent (default: the config's sample_size) following it. Precision: default bf16 on the GPU,\n"
             "fp32 on the CPU. --flops: print each model's FLOP counts and stop (nothing runs).\n"
@@ -342,6 +344,8 @@ static void print_iteration(const IterFigures *fig, const IterOpts *o, int B) {
            fig->K[1], fig->peak[1] / fig->peak[0], fig->peak[1] <= 1.02 * fig->peak[0] ? "yes" : "NO");
 }
 
+static void graph_call(void *g) { cuda_graph_launch(g); }
+
 static void bench_model(const Ctx *x, const char *model, int N, int B, int ops, const IterOpts *it) {
     UNetConfig uc = model_config(model, &N);
     UNetFlops fl = unet_flops(&uc, B, N, N, 77);
@@ -356,12 +360,27 @@ static void bench_model(const Ctx *x, const char *model, int N, int B, int ops, 
     unet_bench_init(&b, &uc, x->d, x->dt, B, N);
     b.backward = 0;
     double tf = bench_median(unet_bench_call, &b, x->d, x->reps);
+    double tg = 0; // the GPU: the same forward captured once as a CUDA graph and replayed
+    size_t nodes = 0;
+    if (x->d == DEVICE_CUDA) {
+        cuda_graph_begin();
+        unet_bench_call(&b);
+        CudaGraph *g = cuda_graph_end();
+        nodes = cuda_graph_nodes(g);
+        tg = bench_median(graph_call, g, x->d, x->reps);
+        cuda_graph_free(g);
+    }
     b.backward = 1;
     double tb = bench_median(unet_bench_call, &b, x->d, x->reps);
     double planned = (double)(b.pa.size + b.ca.size + b.ga.size + b.aa.size + ops_workspace_size(x->d, 0) +
                               ops_workspace_size(x->d, 1));
     double used = memory_in_use(x->d);
     printf("  %-53s %10.2f %9.2f %6.1f%%\n", "unet forward", tf * 1e3, ff / tf * 1e-12, 100.0 * ff / tf / x->gemm_rate);
+    if (tg > 0) {
+        char label[64];
+        snprintf(label, sizeof label, "unet forward, CUDA graph (%zu nodes)", nodes);
+        printf("  %-53s %10.2f %9.2f %6.1f%%\n", label, tg * 1e3, ff / tg * 1e-12, 100.0 * ff / tg / x->gemm_rate);
+    }
     printf("  %-53s %10.2f %9.2f %6.1f%%\n", "unet forward+backward", tb * 1e3, fb / tb * 1e-12,
            100.0 * fb / tb / x->gemm_rate);
     char m[2][32];
@@ -386,6 +405,7 @@ static void bench_model(const Ctx *x, const char *model, int N, int B, int ops, 
                "iter_kn_peak_mib=%.3f iter_peak_ratio=%.4f",
                it->steps, it->trainable == TRAINABLE_LORA ? "lora" : "full", fig.sec[0], fig.sec[1],
                fig.peak[0] / (1 << 20), fig.peak[1] / (1 << 20), fig.peak[1] / fig.peak[0]);
+    if (tg > 0) printf(" fwd_graph_ms=%.4g", tg * 1e3);
     printf("\n");
     fflush(stdout);
 }

@@ -29,32 +29,33 @@ write_summary() {
     cat "$dir/.steps" 2>/dev/null
     echo
     echo "| model | latent | pass | drtune bf16 ms | PyTorch bf16 ms | drtune/PyTorch | PyTorch autocast ms |" \
-      "drtune/autocast | drtune TFLOP/s | drtune MFU | drtune used MiB | PyTorch peak MiB |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+      "drtune/autocast | drtune TFLOP/s | drtune MFU | drtune used MiB | PyTorch peak MiB | drtune CUDA graph ms |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     awk '
     function kv(line, arr,   n, i, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "=")
       if (p) arr[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) } }
     function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
     function or(x) { return x == "" ? "-" : x }
-    function row(m, pass, d, p, a, tf, mfu, used, peak) {
-      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f%% | %s | %s |\n", m[1], m[2], pass, d, or(p),
-        ratio(d, p), or(a), ratio(d, a), tf, 100 * mfu, used, or(peak) }
+    function row(m, pass, d, p, a, tf, mfu, used, peak, g) {
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f%% | %s | %s | %s |\n", m[1], m[2], pass, d, or(p),
+        ratio(d, p), or(a), ratio(d, a), tf, 100 * mfu, used, or(peak), or(g) }
     FILENAME ~ /bench.log$/ && /^result / { delete r; kv($0, r); k = r["model"] ":" r["latent"]; order[++n] = k
       d_fwd[k] = r["fwd_ms"]; d_fb[k] = r["fwdbwd_ms"]; tf_fwd[k] = r["fwd_tflops"]; tf_fb[k] = r["fwdbwd_tflops"]
-      mfu_fwd[k] = r["mfu_fwd"]; mfu_fb[k] = r["mfu_fwdbwd"]; used[k] = r["used_mib"] }
+      mfu_fwd[k] = r["mfu_fwd"]; mfu_fb[k] = r["mfu_fwdbwd"]; used[k] = r["used_mib"]; g_fwd[k] = r["fwd_graph_ms"] }
     FILENAME ~ /torch.log$/ && /^result / { delete r; kv($0, r); k = r["model"] ":" r["latent"]
       if (r["dtype"] == "bf16") { p_fwd[k] = r["fwd_ms"]; p_fb[k] = r["fwdbwd_ms"]; pk_fwd[k] = r["fwd_peak_mib"]
         pk_fb[k] = r["fwdbwd_peak_mib"] } else { a_fwd[k] = r["fwd_ms"]; a_fb[k] = r["fwdbwd_ms"] } }
     END { for (i = 1; i <= n; i++) { k = order[i]; split(k, m, ":")
-      row(m, "forward", d_fwd[k], p_fwd[k], a_fwd[k], tf_fwd[k], mfu_fwd[k], used[k], pk_fwd[k])
-      row(m, "forward+backward", d_fb[k], p_fb[k], a_fb[k], tf_fb[k], mfu_fb[k], used[k], pk_fb[k]) } }
+      row(m, "forward", d_fwd[k], p_fwd[k], a_fwd[k], tf_fwd[k], mfu_fwd[k], used[k], pk_fwd[k], g_fwd[k])
+      row(m, "forward+backward", d_fb[k], p_fb[k], a_fb[k], tf_fb[k], mfu_fb[k], used[k], pk_fb[k], "") } }
     ' "$dir/bench.log" "$dir/torch.log" 2>/dev/null
     echo
     echo "drtune/PyTorch: time ratio (below 1: drtune faster). PyTorch bf16: weights and gradients in bf16;"
     echo "autocast: fp32 weights and gradients with bf16 compute, as drtune's bf16 (fp32 master weights, a bf16"
     echo "compute copy, fp32 gradients). MFU: against the bf16 GEMM rate measured in the same run (bench.log)."
     echo "drtune used MiB: GPU memory in use after forward+backward (CUDA context and libraries included);"
-    echo "PyTorch peak: torch.cuda.max_memory_allocated (tensors only)."
+    echo "PyTorch peak: torch.cuda.max_memory_allocated (tensors only). drtune CUDA graph: the same forward captured"
+    echo "once and replayed."
     # the DRTune iteration figures of bench gpu's result lines, when it ran them
     awk '
     function kv(line, arr,   n, i, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "=")
