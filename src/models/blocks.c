@@ -147,13 +147,16 @@ Tensor tensor_view(const Tensor *t, int ndim, const int64_t *shape) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// layout: dst [B, K, R] = src [B, R, K] transposed per sample, in 32 x 32 tiles
+// layout: dst [B, K, R] = src [B, R, K] transposed per sample, in 32 x 32 tiles (+ res [B, K, R]: on the GPU added
+// by the transpose itself, on the CPU after it; the same values either way, the transposed ones being exact copies)
 
-static void transpose_batched(Tensor *dst, const Tensor *src, int64_t B, int64_t R, int64_t K) {
+static void transpose_batched(Tensor *dst, const Tensor *src, const Tensor *res, int64_t B, int64_t R, int64_t K) {
     if (dst->device == DEVICE_CUDA) {
         CHECK(src->device == DEVICE_CUDA && src->dtype == dst->dtype, "", "token transpose: %s %s into %s %s",
               device_name(src->device), dtype_name(src->dtype), device_name(dst->device), dtype_name(dst->dtype));
-        transpose_batched_cuda(dst->data, src->data, B, R, K, (int)dst->dtype);
+        CHECK(!res || (res->device == DEVICE_CUDA && res->dtype == dst->dtype && res->data != dst->data), "",
+              "token transpose: the residual must be another GPU tensor of the output's dtype");
+        transpose_batched_cuda(dst->data, src->data, res ? res->data : NULL, B, R, K, (int)dst->dtype);
         return;
     }
     enum { TILE = 32 };
@@ -169,6 +172,7 @@ static void transpose_batched(Tensor *dst, const Tensor *src, int64_t B, int64_t
         for (int64_t r = r0; r < r1; r++)
             for (int64_t k = k0; k < k1; k++) ds[k * R + r] = xs[r * K + k];
     }
+    if (res) add_forward(dst, dst, res);
 }
 
 // out [B, H*W, C] = in [B, C, H, W]
@@ -177,22 +181,25 @@ void nchw_to_tokens_forward(Tensor *out, const Tensor *in) {
     CHECK(in->ndim == 4, "", "nchw_to_tokens: want [B, C, H, W], got %s", tensor_shape_str(in, a, sizeof a));
     int64_t B = in->shape[0], C = in->shape[1], S = in->shape[2] * in->shape[3];
     tensor_expect_shape(out, "tokens", B, S, C);
-    transpose_batched(out, in, B, C, S);
+    transpose_batched(out, in, NULL, B, C, S);
 }
 
 void nchw_to_tokens_backward(Tensor *din, const Tensor *dout) {
     if (want(din)) tokens_to_nchw_forward(din, dout);
 }
 
-// out [B, C, H, W] = in [B, H*W, C]
-void tokens_to_nchw_forward(Tensor *out, const Tensor *in) {
+// out [B, C, H, W] = in [B, H*W, C] (+ res [B, C, H, W] for the _residual form)
+void tokens_to_nchw_forward_residual(Tensor *out, const Tensor *in, const Tensor *res) {
     char a[96];
     CHECK(out->ndim == 4, "", "tokens_to_nchw: want a [B, C, H, W] output, got %s",
           tensor_shape_str(out, a, sizeof a));
     int64_t B = out->shape[0], C = out->shape[1], S = out->shape[2] * out->shape[3];
     tensor_expect_shape(in, "tokens", B, S, C);
-    transpose_batched(out, in, B, S, C);
+    if (res) tensor_expect_shape(res, "residual", B, C, out->shape[2], out->shape[3]);
+    transpose_batched(out, in, res, B, S, C);
 }
+
+void tokens_to_nchw_forward(Tensor *out, const Tensor *in) { tokens_to_nchw_forward_residual(out, in, NULL); }
 
 void tokens_to_nchw_backward(Tensor *din, const Tensor *dout) {
     if (want(din)) nchw_to_tokens_forward(din, dout);
@@ -583,8 +590,7 @@ void transformer_forward(const TransformerParams *p, TransformerActs *x, Tensor 
     Tensor pr = SCRATCH(&s, B, T, C);
     if (p->linear) {
         linear_forward(&pr, last, &p->proj_out.weight, &p->proj_out.bias);
-        tokens_to_nchw_forward(out, &pr);
-        add_forward(out, out, in);
+        tokens_to_nchw_forward_residual(out, &pr, in); // the residual added by the transpose
     } else { // the residual added by the 1x1 convolution (no pass of its own on the GPU)
         Tensor img = VIEW(&pr, B, C, H, W);
         tokens_to_nchw_forward(&img, last);

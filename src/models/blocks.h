@@ -110,6 +110,8 @@ static inline void flow_swap(GradFlow *f) {
 void nchw_to_tokens_forward(Tensor *out, const Tensor *in);
 void nchw_to_tokens_backward(Tensor *din, const Tensor *dout);
 void tokens_to_nchw_forward(Tensor *out, const Tensor *in);
+// the same plus a residual of out's shape (not out itself): out = NCHW(in) + res, the add in the transpose on the GPU
+void tokens_to_nchw_forward_residual(Tensor *out, const Tensor *in, const Tensor *res);
 void tokens_to_nchw_backward(Tensor *din, const Tensor *dout);
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ void conv1x1_backward_cuda(void *din, float *dw, float *db, const void *dout, co
 // random numbers (cuda_rng.cu): the same samples as rng_normal_fill on the CPU, bit for bit
 void rng_normal_fill_cuda(float *out, int64_t n, uint64_t seed, uint64_t stream, uint64_t offset);
 
-// ---- token transpose (cuda_transpose.cu): dst [B, K, R] = src [B, R, K] per sample
-void transpose_batched_cuda(void *dst, const void *src, int64_t B, int64_t R, int64_t K, int dt);
+// ---- token transpose (cuda_transpose.cu): dst [B, K, R] = src [B, R, K] per sample (+ res [B, K, R], may be NULL)
+void transpose_batched_cuda(void *dst, const void *src, const void *res, int64_t B, int64_t R, int64_t K, int dt);
 
 // ---- normalisation and activations (cuda_norm.cu, cuda_activation.cu)
 // `act` is an Activation code (ops.h), or -1 for none; `pdt` is the storage dtype of gamma and beta; mean and rstd

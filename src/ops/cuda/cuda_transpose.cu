@@ -8,8 +8,9 @@
 
 enum { TT = 32, TROWS = 8 };
 
-// dst [B, K, R] = src [B, R, K]^T per sample; grid (tiles of K, tiles of R, B), block (32, 8)
-template <class T> __global__ static void transpose_kernel(T *dst, const T *src, int64_t R, int64_t K) {
+// dst [B, K, R] = src [B, R, K]^T per sample (+ res [B, K, R] when res != NULL: the residual stream added on the
+// way, as add_forward would after); grid (tiles of K, tiles of R, B), block (32, 8)
+template <class T> __global__ static void transpose_kernel(T *dst, const T *src, const T *res, int64_t R, int64_t K) {
     __shared__ T tile[TT][TT + 1];
     int64_t b = blockIdx.z, r0 = (int64_t)blockIdx.y * TT, k0 = (int64_t)blockIdx.x * TT;
     const T *s = src + b * R * K;
@@ -21,15 +22,20 @@ template <class T> __global__ static void transpose_kernel(T *dst, const T *src,
     __syncthreads();
     for (int i = threadIdx.y; i < TT; i += TROWS) {
         int64_t k = k0 + i, r = r0 + threadIdx.x;
-        if (r < R && k < K) d[k * R + r] = tile[threadIdx.x][i];
+        if (r < R && k < K) {
+            if (res) st_f32(d, k * R + r, ld_f32(&tile[threadIdx.x][i], 0) + ld_f32(res + b * R * K, k * R + r));
+            else d[k * R + r] = tile[threadIdx.x][i];
+        }
     }
 }
 
-extern "C" void transpose_batched_cuda(void *dst, const void *src, int64_t B, int64_t R, int64_t K, int dt) {
+extern "C" void transpose_batched_cuda(void *dst, const void *src, const void *res, int64_t B, int64_t R, int64_t K,
+                                       int dt) {
     dim3 grid(cuda_blocks(K, TT), cuda_blocks(R, TT), (unsigned)B), block(TT, TROWS);
     if (dt == DTYPE_BF16)
         CUDA_LAUNCH(transpose_kernel<__nv_bfloat16>, grid, block, 0, cuda_stream(), (__nv_bfloat16 *)dst,
-                    (const __nv_bfloat16 *)src, R, K);
+                    (const __nv_bfloat16 *)src, (const __nv_bfloat16 *)res, R, K);
     else
-        CUDA_LAUNCH(transpose_kernel<float>, grid, block, 0, cuda_stream(), (float *)dst, (const float *)src, R, K);
+        CUDA_LAUNCH(transpose_kernel<float>, grid, block, 0, cuda_stream(), (float *)dst, (const float *)src,
+                    (const float *)res, R, K);
 }
