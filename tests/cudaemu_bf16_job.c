@@ -59,8 +59,12 @@ int main(void) {
     // fp32 run. Tolerance 5%.
     double r1 = fabs(b[0][0] - h[0][0]) / fmax(fabs(h[0][0]), 1e-12);
     tu_check(r1 <= 0.05, "iteration 1 reward, bf16 GPU vs fp32 CPU: rel diff %.2e (tol 0.05)", r1);
-    // Iteration 1's gradient comes from the same weights: only bf16 storage separates it from the fp32 one
-    // (measured 6.5%); tolerance 10%. Later iterations follow updates from the bf16 gradients, and the bf16 compute
+    // Iteration 1's gradient comes from the same weights: only bf16 storage separates it from the fp32 one. This
+    // norm amplifies rounding about 50-fold (fp32 GPU and CPU runs, whose ops differ by fp32 rounding, give full
+    // gradients 4.8e-6 apart), so bf16's 2^-9 becomes ~10% with tails beyond: bf16 variants that differ only in how
+    // their ops round (cuDNN's fused attention in emulation or drtune's own kernels; the resnets' GroupNorm+SiLU
+    // fused or not) measured 0.5%, 1.1%, 6.5% and 16.9% from fp32. Tolerance 25%, as for the later iterations.
+    // Later iterations follow updates from the bf16 gradients, and the bf16 compute
     // copies of the updated adapters amplify any rounding-level difference: two builds whose iteration-1 gradient
     // norms differ in the 9th digit (a reordered fp32 sum) reach iteration 3 with gradient norms 7% apart (0.676 and
     // 0.629, against 0.715 in fp32), so the trajectory is checked with room for that spread on top of bf16's own
@@ -72,7 +76,7 @@ int main(void) {
         dg = fmax(dg, fabs(b[1][i] - h[1][i]) / h[1][i]);
     }
     double g1 = fabs(b[1][0] - h[1][0]) / h[1][0];
-    tu_check(g1 <= 0.10, "iteration 1 gradient norm, bf16 vs fp32: rel diff %.2e (tol 0.10)", g1);
+    tu_check(g1 <= 0.25, "iteration 1 gradient norm, bf16 vs fp32: rel diff %.2e (tol 0.25)", g1);
     tu_check(dr <= 0.10, "reward trajectory, bf16 vs fp32: max diff %.2e of the rewards' scale (tol 0.10)", dr);
     tu_check(dg <= 0.25, "gradient norms, bf16 vs fp32: max rel diff %.2e (tol 0.25)", dg);
     char ba[600], ca[600];

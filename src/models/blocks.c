@@ -351,7 +351,7 @@ int64_t resnet_plan_acts(Arena *a, ResnetActs *x, const char *prefix, const Resn
     PLAN_F32(a, &x->mean2, prefix, "norm2.mean", B, p->groups);
     PLAN_F32(a, &x->rstd2, prefix, "norm2.rstd", B, p->groups);
     int64_t img = scratch_floats_dt(a->float_dtype, B * max64(p->cin, p->cout) * H * W);
-    return 4 * img + scratch_floats_dt(a->float_dtype, B * p->cout) + 2 * scratch_floats(B * p->groups); // backward
+    return 3 * img + scratch_floats_dt(a->float_dtype, B * p->cout) + 2 * scratch_floats(B * p->groups); // backward
 }
 
 void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Tensor *in, const Tensor *temb_act,
@@ -360,16 +360,17 @@ void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Ten
     tensor_expect_shape(in, "resnet input", B, p->cin, H, W);
     Tensor buf = SCRATCH(&s, B * max64(p->cin, p->cout) * H * W);
     Tensor n1 = VIEW(&buf, B, p->cin, H, W), n2 = VIEW(&buf, B, p->cout, H, W);
-    groupnorm_forward(&n1, &x->mean1, &x->rstd1, in, &p->norm1.weight, &p->norm1.bias, p->groups, p->eps);
-    activation_forward(&n1, &n1, ACT_SILU);
+    // each "GroupNorm, SiLU" is one fused op (one pass over memory on the GPU)
+    groupnorm_act_forward(&n1, &x->mean1, &x->rstd1, in, &p->norm1.weight, &p->norm1.bias, p->groups, p->eps,
+                          ACT_SILU);
     conv2d_forward(&x->h1, &n1, &p->conv1.weight, &p->conv1.bias, 1, 1);
     if (p->temb) {
         Tensor tp = SCRATCH(&s, B, p->cout); // [B, cout]
         linear_forward(&tp, temb_act, &p->time_emb_proj.weight, &p->time_emb_proj.bias);
         add_bcast_forward(&x->h1, &x->h1, &tp);
     }
-    groupnorm_forward(&n2, &x->mean2, &x->rstd2, &x->h1, &p->norm2.weight, &p->norm2.bias, p->groups, p->eps);
-    activation_forward(&n2, &n2, ACT_SILU);
+    groupnorm_act_forward(&n2, &x->mean2, &x->rstd2, &x->h1, &p->norm2.weight, &p->norm2.bias, p->groups, p->eps,
+                          ACT_SILU);
     // out = conv2(n2) + shortcut: the residual is added by the convolution (no pass of its own on the GPU)
     if (p->cin != p->cout) {
         Tensor sc = SCRATCH(&s, B, p->cout, H, W); // the shortcut, before conv2 reads n2
@@ -380,25 +381,23 @@ void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Ten
     }
 }
 
-// Four image-sized buffers a, b, c, d, reused as the values die:
-//   a = norm2(h1), b = SiLU(a), c = d SiLU(a) -> d norm2, b = d h1;
-//   a = norm1(in), c = SiLU(a), d = d SiLU(a) -> d norm1, din; c = d shortcut.
+// Three image-sized buffers a, b, c, reused as the values die; each "GroupNorm, SiLU" backward recomputes the normalised
+// value itself (groupnorm_act_backward), so only the activation's output is rebuilt here:
+//   a = SiLU(norm2(h1)), b = d a (conv2's input gradient) -> c = d h1;
+//   a = SiLU(norm1(in)), b = d a (conv1's) -> din; a = d shortcut.
 void resnet_backward(const ResnetParams *p, ResnetParams *g, const ResnetActs *x, Tensor *din, Tensor *dtemb,
                      const Tensor *dout, const Tensor *in, const Tensor *temb_act, Scratch s) {
     int64_t B = in->shape[0], H = in->shape[2], W = in->shape[3], Ci = p->cin, Co = p->cout;
     int64_t img = B * max64(Ci, Co) * H * W;
-    Tensor a = SCRATCH(&s, img), b = SCRATCH(&s, img), c = SCRATCH(&s, img), d = SCRATCH(&s, img);
+    Tensor a = SCRATCH(&s, img), b = SCRATCH(&s, img), c = SCRATCH(&s, img);
     Tensor mean = SCRATCH_F32(&s, B, p->groups), rstd = SCRATCH_F32(&s, B, p->groups);
 
     // out = conv2(SiLU(norm2(h1))) + shortcut
-    Tensor n2 = VIEW(&a, B, Co, H, W), s2 = VIEW(&b, B, Co, H, W), ds2 = VIEW(&c, B, Co, H, W);
-    Tensor dh1 = VIEW(&b, B, Co, H, W);
-    groupnorm_forward(&n2, &mean, &rstd, &x->h1, &p->norm2.weight, &p->norm2.bias, p->groups, p->eps);
-    activation_forward(&s2, &n2, ACT_SILU);
+    Tensor s2 = VIEW(&a, B, Co, H, W), ds2 = VIEW(&b, B, Co, H, W), dh1 = VIEW(&c, B, Co, H, W);
+    groupnorm_act_forward(&s2, &mean, &rstd, &x->h1, &p->norm2.weight, &p->norm2.bias, p->groups, p->eps, ACT_SILU);
     conv2d_backward(&ds2, GRAD(g, conv2.weight), GRAD(g, conv2.bias), dout, &s2, &p->conv2.weight, 1, 1);
-    activation_backward(&ds2, &ds2, &n2, ACT_SILU);
-    groupnorm_backward(&dh1, GRAD(g, norm2.weight), GRAD(g, norm2.bias), &ds2, &x->h1, &x->mean2, &x->rstd2,
-                       &p->norm2.weight, p->groups);
+    groupnorm_act_backward(&dh1, GRAD(g, norm2.weight), GRAD(g, norm2.bias), &ds2, &x->h1, &x->mean2, &x->rstd2,
+                           &p->norm2.weight, &p->norm2.bias, p->groups, ACT_SILU);
 
     // h1 = conv1(SiLU(norm1(in))) + time_emb_proj(temb_act)
     if (p->temb) {
@@ -407,17 +406,15 @@ void resnet_backward(const ResnetParams *p, ResnetParams *g, const ResnetActs *x
         linear_backward(dtemb, GRAD(g, time_emb_proj.weight), GRAD(g, time_emb_proj.bias), &dtp, temb_act,
                         &p->time_emb_proj.weight);
     }
-    Tensor n1 = VIEW(&a, B, Ci, H, W), s1 = VIEW(&c, B, Ci, H, W), ds1 = VIEW(&d, B, Ci, H, W);
-    groupnorm_forward(&n1, &mean, &rstd, in, &p->norm1.weight, &p->norm1.bias, p->groups, p->eps);
-    activation_forward(&s1, &n1, ACT_SILU);
+    Tensor s1 = VIEW(&a, B, Ci, H, W), ds1 = VIEW(&b, B, Ci, H, W);
+    groupnorm_act_forward(&s1, &mean, &rstd, in, &p->norm1.weight, &p->norm1.bias, p->groups, p->eps, ACT_SILU);
     conv2d_backward(&ds1, GRAD(g, conv1.weight), GRAD(g, conv1.bias), &dh1, &s1, &p->conv1.weight, 1, 1);
-    activation_backward(&ds1, &ds1, &n1, ACT_SILU);
-    groupnorm_backward(din, GRAD(g, norm1.weight), GRAD(g, norm1.bias), &ds1, in, &x->mean1, &x->rstd1,
-                       &p->norm1.weight, p->groups);
+    groupnorm_act_backward(din, GRAD(g, norm1.weight), GRAD(g, norm1.bias), &ds1, in, &x->mean1, &x->rstd1,
+                           &p->norm1.weight, &p->norm1.bias, p->groups, ACT_SILU);
 
     // shortcut
     if (Ci != Co) {
-        Tensor dsc = VIEW(&c, B, Ci, H, W);
+        Tensor dsc = VIEW(&a, B, Ci, H, W);
         conv2d_backward(want(din) ? &dsc : NULL, GRAD(g, conv_shortcut.weight), GRAD(g, conv_shortcut.bias), dout,
                         in, &p->conv_shortcut.weight, 1, 0);
         if (want(din)) tensor_axpy(din, 1.0f, &dsc);
