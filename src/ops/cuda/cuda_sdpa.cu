@@ -123,38 +123,34 @@ static int sdpa_build_try(SdpaPlan *p) {
     SDPA_T(U_STATS, f32, sd, ss, false);
     SDPA_T(U_SCALE, f32, one, one, true);
     cudnnBackendDescriptor_t op, graph, heur, cfg[SDPA_MAX_CFGS];
-    if (!bwd) {
-        PLAN_TRY(sdpa_create(p, CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR, &op));
-        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                          &t[U_Q]));
-        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                          &t[U_K]));
-        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                          &t[U_V]));
-        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                          &t[U_O]));
-        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                          &t[U_STATS]));
-        PLAN_TRY(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                          &t[U_SCALE]));
-    } else {
+    // the operation's tensor attributes, by unique id: the forward's six, then the backward's four more
+    typedef struct {
+        cudnnBackendAttributeName_t a;
+        int u;
+    } Bind;
+    static const Bind fwd_map[] = {
+        {CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, U_Q},         {CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, U_K},
+        {CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, U_V},         {CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, U_O},
+        {CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, U_STATS}, {CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, U_SCALE}};
+    static const Bind bwd_map[] = {
+        {CUDNN_ATTR_OPERATION_SDPA_BWD_QDESC, U_Q},         {CUDNN_ATTR_OPERATION_SDPA_BWD_KDESC, U_K},
+        {CUDNN_ATTR_OPERATION_SDPA_BWD_VDESC, U_V},         {CUDNN_ATTR_OPERATION_SDPA_BWD_ODESC, U_O},
+        {CUDNN_ATTR_OPERATION_SDPA_BWD_STATSDESC, U_STATS}, {CUDNN_ATTR_OPERATION_SDPA_BWD_SCALEDESC, U_SCALE},
+        {CUDNN_ATTR_OPERATION_SDPA_BWD_DODDESC, U_DO},      {CUDNN_ATTR_OPERATION_SDPA_BWD_DQDESC, U_DQ},
+        {CUDNN_ATTR_OPERATION_SDPA_BWD_DKDESC, U_DK},       {CUDNN_ATTR_OPERATION_SDPA_BWD_DVDESC, U_DV}};
+    if (bwd) {
         SDPA_T(U_DO, bf, qd, qs, false);
         SDPA_T(U_DQ, bf, qd, qs, false);
         SDPA_T(U_DK, bf, kd, ks, false);
         SDPA_T(U_DV, bf, kd, ks, false);
-        PLAN_TRY(sdpa_create(p, CUDNN_BACKEND_OPERATION_SDPA_BWD_DESCRIPTOR, &op));
-        const struct {
-            cudnnBackendAttributeName_t a;
-            int u;
-        } map[] = {
-            {CUDNN_ATTR_OPERATION_SDPA_BWD_QDESC, U_Q},         {CUDNN_ATTR_OPERATION_SDPA_BWD_KDESC, U_K},
-            {CUDNN_ATTR_OPERATION_SDPA_BWD_VDESC, U_V},         {CUDNN_ATTR_OPERATION_SDPA_BWD_ODESC, U_O},
-            {CUDNN_ATTR_OPERATION_SDPA_BWD_STATSDESC, U_STATS}, {CUDNN_ATTR_OPERATION_SDPA_BWD_SCALEDESC, U_SCALE},
-            {CUDNN_ATTR_OPERATION_SDPA_BWD_DODDESC, U_DO},      {CUDNN_ATTR_OPERATION_SDPA_BWD_DQDESC, U_DQ},
-            {CUDNN_ATTR_OPERATION_SDPA_BWD_DKDESC, U_DK},       {CUDNN_ATTR_OPERATION_SDPA_BWD_DVDESC, U_DV}};
-        for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-            PLAN_TRY(cudnnBackendSetAttribute(op, map[i].a, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[map[i].u]));
     }
+    const Bind *map = bwd ? bwd_map : fwd_map;
+    const size_t n_map = bwd ? sizeof bwd_map / sizeof *bwd_map : sizeof fwd_map / sizeof *fwd_map;
+    const cudnnBackendDescriptorType_t op_type =
+        bwd ? CUDNN_BACKEND_OPERATION_SDPA_BWD_DESCRIPTOR : CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR;
+    PLAN_TRY(sdpa_create(p, op_type, &op));
+    for (size_t i = 0; i < n_map; i++)
+        PLAN_TRY(cudnnBackendSetAttribute(op, map[i].a, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[map[i].u]));
 #undef SDPA_T
     PLAN_TRY(cudnnBackendFinalize(op));
     cudnnHandle_t h = cuda_cudnn();
