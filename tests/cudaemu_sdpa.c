@@ -126,25 +126,9 @@ static void gpu_out_free(GpuOut *r) {
     Tensor *all[] = {&r->o, &r->l, &r->dq, &r->dk, &r->dv};
     for (int i = 0; i < 5; i++) cu_free(all[i]);
 }
-static int same_bits(const Tensor *a, const Tensor *b) {
-    float *x = cu_download(a), *y = cu_download(b);
-    int same = memcmp(x, y, sizeof(float) * (size_t)tensor_numel(a)) == 0;
-    free(x);
-    free(y);
-    return same;
-}
-// ||a - b|| / ||b|| of two device tensors
-static double rel_l2(const Tensor *a, const Tensor *b) {
-    float *x = cu_download(a), *y = cu_download(b);
-    double e[2] = {0, 0};
-    cu_l2_add(e, x, y, tensor_numel(b));
-    free(x);
-    free(y);
-    return cu_l2_rel(e);
-}
 static int gpu_out_same(const GpuOut *a, const GpuOut *b) {
-    return same_bits(&a->o, &b->o) && same_bits(&a->l, &b->l) && same_bits(&a->dq, &b->dq) &&
-           same_bits(&a->dk, &b->dk) && same_bits(&a->dv, &b->dv);
+    return cu_same_bits(&a->o, &b->o) && cu_same_bits(&a->l, &b->l) && cu_same_bits(&a->dq, &b->dq) &&
+           cu_same_bits(&a->dk, &b->dk) && cu_same_bits(&a->dv, &b->dv);
 }
 
 static int uses(const Case *c, int causal, DType dt) {
@@ -191,7 +175,7 @@ static void check_partial(const Case *c, double tol) {
     attention_cudnn_calls_cuda(NULL, &b0);
     attention_backward(&dq, NULL, NULL, &in.gg, &full.o, &full.l, &in.gq, &in.gk, &in.gv, H, 0);
     attention_cudnn_calls_cuda(NULL, &b1);
-    double e = rel_l2(&dq, &full.dq);
+    double e = cu_rel_l2(&dq, &full.dq);
     tu_check(b1 == b0 && e <= tol, "dq alone: the own backward (no cuDNN call: %lld), %.2e from the fused dq (<= %.1e)",
              b1 - b0, e, tol);
     cu_free(&dq);
@@ -219,12 +203,12 @@ static void check_graph(const Case *c, int det, double tol) {
     attention_backward(&b.dq, &b.dk, &b.dv, &gg, &b.o, &b.l, &gq, &gk, &gv, H, 0);
     CudaGraph *graph = cuda_graph_end();
     attention_cudnn_calls_cuda(&f1, &b1);
-    int before = same_bits(&b.o, &a.o); // nothing ran during the capture: b still holds its NaN fill
+    int before = cu_same_bits(&b.o, &a.o); // nothing ran during the capture: b still holds its NaN fill
     cuda_graph_launch(graph);
     cuda_graph_launch(graph);
     const int fused_bwd = (u & 2) != 0;
-    double e = fmax(rel_l2(&b.dq, &a.dq), fmax(rel_l2(&b.dk, &a.dk), rel_l2(&b.dv, &a.dv)));
-    int ok = fused_bwd ? same_bits(&a.o, &b.o) && same_bits(&a.l, &b.l) && e <= tol : gpu_out_same(&a, &b);
+    double e = fmax(cu_rel_l2(&b.dq, &a.dq), fmax(cu_rel_l2(&b.dk, &a.dk), cu_rel_l2(&b.dv, &a.dv)));
+    int ok = fused_bwd ? cu_same_bits(&a.o, &b.o) && cu_same_bits(&a.l, &b.l) && e <= tol : gpu_out_same(&a, &b);
     tu_check(f1 - f0 == 1 && b1 - b0 == fused_bwd && !before && ok,
              "a captured cuDNN forward + %s backward (%zu nodes) replays as direct execution (gradients %.1e apart)",
              fused_bwd ? "cuDNN" : "own", cuda_graph_nodes(graph), e);
@@ -277,7 +261,7 @@ static void check_mha(double tol) {
             for (int i = 0; i < 5; i++) cu_free(ct[i]);
         }
         attention_set_cudnn_cuda(2);
-        double eo = rel_l2(&out[1], &out[0]), ex = rel_l2(&dx[1], &dx[0]), ew = rel_l2(&g[1].wq, &g[0].wq);
+        double eo = cu_rel_l2(&out[1], &out[0]), ex = cu_rel_l2(&dx[1], &dx[0]), ew = cu_rel_l2(&g[1].wq, &g[0].wq);
         tu_check(eo <= tol && ex <= tol && ew <= tol,
                  "mha %s bf16, cuDNN vs own kernels: out %.2e, dx %.2e, dwq %.2e (<= %.1e)", cross ? "cross" : "self",
                  eo, ex, ew, tol);

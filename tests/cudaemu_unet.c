@@ -18,7 +18,6 @@ static void check_model(const char *name, int k) {
     const char *dir = f.dir;
     const UNetConfig cfg = f.cfg;
     const Tensor *in = f.in;
-    printf("== %s\n", name);
     CuUNetRun c, g, b;
     cu_unet_setup(&c, DEVICE_CPU, DTYPE_F32, dir, &cfg, in);
     cu_unet_setup(&g, DEVICE_CUDA, DTYPE_F32, dir, &cfg, in);
@@ -59,10 +58,7 @@ static void check_model(const char *name, int k) {
 
 int main(void) {
     cu_require_gpu();
-    if (!parity_have("tests/fixtures/unet_sd15_ref.safetensors")) {
-        printf("skipped: tests/fixtures missing\n");
-        return 77;
-    }
+    cu_unet_require_fixtures();
     check_model("unet_sd15", 0);
     check_model("unet_sdxl", 1);
     return tu_report();

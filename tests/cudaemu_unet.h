@@ -34,7 +34,17 @@ typedef struct {
     Tensor in[6];
 } CuUNetFixture;
 
+// Skips the test (exit 77) when the UNet fixtures have not been generated.
+static inline void cu_unet_require_fixtures(void) {
+    if (!parity_have("tests/fixtures/unet_sd15_ref.safetensors")) {
+        printf("skipped: tests/fixtures missing\n");
+        exit(77);
+    }
+}
+
+// Loads fixture `name` (tests/fixtures/<name>_ref.safetensors and models/<name>) and prints its header line.
 static inline void cu_unet_fixture_load(CuUNetFixture *f, const char *name) {
+    printf("== %s\n", name);
     char ref_path[256];
     snprintf(f->dir, sizeof f->dir, "tests/fixtures/models/%s", name);
     snprintf(ref_path, sizeof ref_path, "tests/fixtures/%s_ref.safetensors", name);

@@ -14,7 +14,7 @@ static void check_model(const char *name, DType dt) {
     const char *dir = f.dir;
     const UNetConfig cfg = f.cfg;
     const Tensor *in = f.in;
-    printf("== %s, %s\n", name, dtype_name(dt));
+    printf("-- %s\n", dtype_name(dt));
     CuUNetRun off, all;
     cu_unet_setup_rc(&off, DEVICE_CUDA, dt, dir, &cfg, in, &(UNetRecompute){UNET_RECOMPUTE_OFF, 0});
     cu_unet_setup_rc(&all, DEVICE_CUDA, dt, dir, &cfg, in, &(UNetRecompute){UNET_RECOMPUTE_ALL, 0});
@@ -38,10 +38,7 @@ static void check_model(const char *name, DType dt) {
 
 int main(void) {
     cu_require_gpu();
-    if (!parity_have("tests/fixtures/unet_sd15_ref.safetensors")) {
-        printf("skipped: tests/fixtures missing\n");
-        return 77;
-    }
+    cu_unet_require_fixtures();
     check_model("unet_sd15", DTYPE_F32);
     check_model("unet_sd15", DTYPE_BF16);
     check_model("unet_sdxl", DTYPE_F32);

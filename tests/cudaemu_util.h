@@ -98,13 +98,22 @@ static inline void cu_l2_add(double e[2], const float *a, const float *b, int64_
 }
 static inline double cu_l2_rel(const double e[2]) { return sqrt(e[0] / (e[1] > 0 ? e[1] : 1)); }
 
-// ||gpu - cpu|| / ||cpu|| of one tensor (gpu on the device, any storage dtype; cpu fp32 on the host)
-static inline double cu_rel_l2(const Tensor *gpu, const Tensor *cpu) {
-    float *h = cu_download(gpu);
+// ||gpu - ref|| / ||ref|| of one tensor (gpu on the device, any storage dtype; ref fp32 on the host, or another
+// device tensor)
+static inline double cu_rel_l2(const Tensor *gpu, const Tensor *ref) {
+    float *h = cu_download(gpu), *r = ref->device == DEVICE_CPU ? NULL : cu_download(ref);
     double e[2] = {0, 0};
-    cu_l2_add(e, h, (const float *)cpu->data, tensor_numel(cpu));
-    free(h);
+    cu_l2_add(e, h, r ? r : (const float *)ref->data, tensor_numel(ref));
+    free(h), free(r);
     return cu_l2_rel(e);
+}
+
+// 1 when two device tensors hold the same bits
+static inline int cu_same_bits(const Tensor *a, const Tensor *b) {
+    float *x = cu_download(a), *y = cu_download(b);
+    int same = tensor_numel(a) == tensor_numel(b) && !memcmp(x, y, sizeof(float) * (size_t)tensor_numel(a));
+    free(x), free(y);
+    return same;
 }
 
 // ||a - b|| / ||b|| over the tensors of two safetensors files whose names start with prefix ("" for all)

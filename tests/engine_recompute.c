@@ -27,7 +27,6 @@ static void check_model(const char *name) {
     const char *dir = f.dir;
     const UNetConfig cfg = f.cfg;
     const Tensor *in = f.in;
-    printf("== %s\n", name);
     CuUNetRun off, all, au;
     run(&off, dir, &cfg, in, (UNetRecompute){UNET_RECOMPUTE_OFF, 0});
     run(&all, dir, &cfg, in, (UNetRecompute){UNET_RECOMPUTE_ALL, 0});
@@ -173,10 +172,7 @@ static void check_engine(void) {
 }
 
 int main(void) {
-    if (!parity_have("tests/fixtures/unet_sd15_ref.safetensors")) {
-        printf("skipped: tests/fixtures missing\n");
-        return 77;
-    }
+    cu_unet_require_fixtures();
     check_model("unet_sd15");
     check_model("unet_sdxl");
     check_vae();

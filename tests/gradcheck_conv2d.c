@@ -14,6 +14,23 @@ typedef struct {
     int stride, pad, bias;
 } ConvCtx;
 
+// A problem's tensors: x ~ U(-1, 1), w, b ~ U(-0.5, 0.5) from streams stream, stream + 1, stream + 2, and with
+// fill_dy dy ~ U(-1, 1) from stream + 3.
+static ConvCtx conv_ctx_make(int64_t B, int64_t IC, int64_t OC, int64_t H, int64_t W, int64_t K, int stride, int pad,
+                             int bias, uint64_t stream, int fill_dy) {
+    int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
+    ConvCtx c = {.stride = stride, .pad = pad, .bias = bias};
+    c.x = GC_TENSOR(B, IC, H, W), c.dx = GC_TENSOR(B, IC, H, W);
+    c.w = GC_TENSOR(OC, IC, K, K), c.dw = GC_TENSOR(OC, IC, K, K);
+    c.b = GC_TENSOR(OC), c.db = GC_TENSOR(OC);
+    c.y = GC_TENSOR(B, OC, OH, OW), c.dy = GC_TENSOR(B, OC, OH, OW);
+    gc_fill_uniform(&c.x, -1, 1, stream);
+    gc_fill_uniform(&c.w, -0.5f, 0.5f, stream + 1);
+    gc_fill_uniform(&c.b, -0.5f, 0.5f, stream + 2);
+    if (fill_dy) gc_fill_uniform(&c.dy, -1, 1, stream + 3);
+    return c;
+}
+
 static void conv_fwd(void *p) {
     ConvCtx *c = p;
     conv2d_forward(&c->y, &c->x, &c->w, c->bias ? &c->b : NULL, c->stride, c->pad);
@@ -56,15 +73,7 @@ static int conv_direct_check(const ConvCtx *c, const char *name) {
 // Forward check plus gradcheck of x, w (and b); adds 2 to *checks. max_elems 0 checks every element.
 static int conv_case(const char *name, int64_t B, int64_t IC, int64_t OC, int64_t H, int64_t W, int64_t K,
                      int stride, int pad, int bias, int max_elems, int *checks) {
-    int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
-    ConvCtx c = {.stride = stride, .pad = pad, .bias = bias};
-    c.x = GC_TENSOR(B, IC, H, W), c.dx = GC_TENSOR(B, IC, H, W);
-    c.w = GC_TENSOR(OC, IC, K, K), c.dw = GC_TENSOR(OC, IC, K, K);
-    c.b = GC_TENSOR(OC), c.db = GC_TENSOR(OC);
-    c.y = GC_TENSOR(B, OC, OH, OW), c.dy = GC_TENSOR(B, OC, OH, OW);
-    gc_fill_uniform(&c.x, -1, 1, 1);
-    gc_fill_uniform(&c.w, -0.5f, 0.5f, 2);
-    gc_fill_uniform(&c.b, -0.5f, 0.5f, 3);
+    ConvCtx c = conv_ctx_make(B, IC, OC, H, W, K, stride, pad, bias, 1, 0);
     conv_fwd(&c);
     int f = conv_direct_check(&c, name);
     GradCheck g = {.name = name, .ctx = &c, .forward = conv_fwd, .backward = conv_bwd, .max_elems = max_elems};
@@ -91,15 +100,7 @@ static int rel_check(const char *name, const char *what, double max_err, double 
 static int conv_chunked_case(const char *name, int64_t IC, int64_t OC, int64_t H, int64_t W, int stride, int pad,
                              int *checks) {
     int64_t K = 3, OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
-    ConvCtx c = {.stride = stride, .pad = pad, .bias = 1};
-    c.x = GC_TENSOR(1, IC, H, W), c.dx = GC_TENSOR(1, IC, H, W);
-    c.w = GC_TENSOR(OC, IC, K, K), c.dw = GC_TENSOR(OC, IC, K, K);
-    c.b = GC_TENSOR(OC), c.db = GC_TENSOR(OC);
-    c.y = GC_TENSOR(1, OC, OH, OW), c.dy = GC_TENSOR(1, OC, OH, OW);
-    gc_fill_uniform(&c.x, -1, 1, 11);
-    gc_fill_uniform(&c.w, -0.5f, 0.5f, 12);
-    gc_fill_uniform(&c.b, -0.5f, 0.5f, 13);
-    gc_fill_uniform(&c.dy, -1, 1, 14);
+    ConvCtx c = conv_ctx_make(1, IC, OC, H, W, K, stride, pad, 1, 11, 1);
     conv_fwd(&c);
     conv_bwd(&c);
     const float *x = c.x.data, *w = c.w.data, *b = c.b.data, *y = c.y.data, *gy = c.dy.data;
@@ -165,15 +166,7 @@ static int conv_group_case(const char *name, int64_t B, int64_t IC, int64_t OC, 
                            int stride, int pad, int *checks) {
     int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
     int64_t xn = IC * H * W, yn = OC * OH * OW, wn = OC * IC * K * K;
-    ConvCtx c = {.stride = stride, .pad = pad, .bias = 1};
-    c.x = GC_TENSOR(B, IC, H, W), c.dx = GC_TENSOR(B, IC, H, W);
-    c.w = GC_TENSOR(OC, IC, K, K), c.dw = GC_TENSOR(OC, IC, K, K);
-    c.b = GC_TENSOR(OC), c.db = GC_TENSOR(OC);
-    c.y = GC_TENSOR(B, OC, OH, OW), c.dy = GC_TENSOR(B, OC, OH, OW);
-    gc_fill_uniform(&c.x, -1, 1, 21);
-    gc_fill_uniform(&c.w, -0.5f, 0.5f, 22);
-    gc_fill_uniform(&c.b, -0.5f, 0.5f, 23);
-    gc_fill_uniform(&c.dy, -1, 1, 24);
+    ConvCtx c = conv_ctx_make(B, IC, OC, H, W, K, stride, pad, 1, 21, 1);
     conv_fwd(&c);
     conv_bwd(&c);
     Tensor y1 = GC_TENSOR(1, OC, OH, OW), dx1 = GC_TENSOR(1, IC, H, W), dw1 = GC_TENSOR(OC, IC, K, K);

@@ -102,6 +102,26 @@ static void op_time(const Ctx *x, OpRun *r, const char *name, const char *shape,
     }
 }
 
+// Times attention of B x T queries over Tk keys, h heads of C / h (its inputs, outputs and workspace made and freed
+// here); stream: the random streams of its tensors.
+static void attention_time(const Ctx *x, const char *name, int B, int64_t T, int64_t Tk, int64_t C, int64_t h,
+                           uint64_t stream) {
+    Device d = x->d;
+    DType dt = x->dt;
+    OpRun r;
+    memset(&r, 0, sizeof r);
+    r.kind = 2, r.heads = (int)h;
+    r.q = DT(dt, B, T, C), r.dq = DT(dt, B, T, C), r.out = DT(dt, B, T, C), r.dout = DT(dt, B, T, C);
+    r.k = DT(dt, B, Tk, C), r.dk = DT(dt, B, Tk, C), r.v = DT(dt, B, Tk, C), r.dv = DT(dt, B, Tk, C);
+    r.lse = DT(DTYPE_F32, B, h, T);
+    ops_workspace_reserve(d, attention_workspace_bytes(d, dt, B, T, Tk, (int)h, C / h));
+    char shape[128];
+    snprintf(shape, sizeof shape, "B%d H%lld Tq%lld Tk%lld D%lld", B, (long long)h, (long long)T, (long long)Tk,
+             (long long)(C / h));
+    op_time(x, &r, name, shape, 4.0 * B * T * Tk * C, 2.5);
+    op_free(&r, d);
+}
+
 // The heaviest ops of the UNet at its first attention level l: the resnets' 3x3 conv (C -> C at S x S), the
 // feed-forward's GEGLU projection (C -> 8C over B S^2 tokens), self-attention and cross-attention (77 tokens).
 static void bench_ops(const Ctx *x, const UNetConfig *c, int B, int N) {
@@ -146,17 +166,9 @@ static void bench_ops(const Ctx *x, const UNetConfig *c, int B, int N) {
         }
         for (int own = 0; own < (fused ? 2 : 1); own++) {
             if (fused) attention_set_cudnn(!own);
-            r.kind = 2, r.heads = (int)h;
-            r.q = DT(dt, B, T, C), r.dq = DT(dt, B, T, C), r.out = DT(dt, B, T, C), r.dout = DT(dt, B, T, C);
-            r.k = DT(dt, B, Tk, C), r.dk = DT(dt, B, Tk, C), r.v = DT(dt, B, Tk, C), r.dv = DT(dt, B, Tk, C);
-            r.lse = DT(DTYPE_F32, B, h, T);
-            ops_workspace_reserve(d, attention_workspace_bytes(d, dt, B, T, Tk, (int)h, C / h));
-            snprintf(shape, sizeof shape, "B%d H%lld Tq%lld Tk%lld D%lld", B, (long long)h, (long long)T,
-                     (long long)Tk, (long long)(C / h));
             const char *name = cross ? (!fused ? "attention cross" : own ? "attn cross own" : "attn cross cuDNN")
                                      : (!fused ? "attention self" : own ? "attn self own" : "attn self cuDNN");
-            op_time(x, &r, name, shape, 4.0 * B * T * Tk * C, 2.5);
-            op_free(&r, d);
+            attention_time(x, name, B, T, Tk, C, h, stream);
         }
         if (fused) attention_set_cudnn(1);
     }
@@ -172,25 +184,12 @@ static void bench_vae_attention(const Ctx *x, const char *model, int B, int N) {
     VAEConfig vc;
     vae_load_config(&vc, path);
     if (!vc.mid_attention) return;
-    Device d = x->d;
-    DType dt = x->dt;
-    uint64_t stream = 300;
     int64_t C = vc.block_out[vc.levels - 1], T = (int64_t)N * N;
-    int gpu = d == DEVICE_CUDA, gemm = gpu && C > 256;
+    int gemm = x->d == DEVICE_CUDA && C > 256;
     for (int own = 0; own < (gemm && T <= 4096 ? 2 : 1); own++) {
         if (gemm) attention_set_gemm_cuda(!own);
-        OpRun r;
-        memset(&r, 0, sizeof r);
-        r.kind = 2, r.heads = 1;
-        r.q = DT(dt, B, T, C), r.dq = DT(dt, B, T, C), r.out = DT(dt, B, T, C), r.dout = DT(dt, B, T, C);
-        r.k = DT(dt, B, T, C), r.dk = DT(dt, B, T, C), r.v = DT(dt, B, T, C), r.dv = DT(dt, B, T, C);
-        r.lse = DT(DTYPE_F32, B, 1, T);
-        ops_workspace_reserve(d, attention_workspace_bytes(d, dt, B, T, T, 1, C));
-        char shape[128];
-        snprintf(shape, sizeof shape, "B%d H1 Tq%lld Tk%lld D%lld", B, (long long)T, (long long)T, (long long)C);
-        op_time(x, &r, !gemm ? "attention VAE mid" : own ? "attn VAE mid own" : "attn VAE mid GEMM", shape,
-                4.0 * B * T * T * C, 2.5);
-        op_free(&r, d);
+        attention_time(x, !gemm ? "attention VAE mid" : own ? "attn VAE mid own" : "attn VAE mid GEMM", B, T, T, C, 1,
+                       300);
     }
     if (gemm) attention_set_gemm_cuda(1);
 }
