@@ -2,7 +2,8 @@
 // cudaemu) against the CPU op through the same calls: forward (with and without bias, with a residual: two bf16
 // roundings, the residual-plus-bias fill and the sum), data gradient (written) and
 // weight and bias gradients (accumulated over two backward calls), in fp32 and bf16, at 3x3 stride 1 and 2 (also
-// after the VAE's asymmetric pad2d), 1x1, odd sizes and channel counts, batch 2. Then the deterministic algorithm
+// after the VAE's asymmetric pad2d), 1x1, odd sizes and channel counts, batch 2; the same for conv2d_nhwc (channels
+// last) against its CPU op. Then the deterministic algorithm
 // restriction, the wrapper's refusals, and (emulation only) the emulated cuDNN's own statuses and alpha/beta.
 #include <math.h>
 #include <string.h>
@@ -106,6 +107,50 @@ static void run_case(const Case *c, DType dt, DType bias_dt) {
     }
     Tensor *all[] = {&x0, &x,  &w,   &b,    &y,    &dy1, &dy2, &dx, &dw, &db,
                      &gx, &gw, &gb, &gdy1, &gdy2, &gdw, &gdb, &gy, &gdx};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
+}
+
+// conv2d_nhwc (channels last: cuDNN with NHWC descriptors, the bias kernels indexing channels last; 1x1 the linear
+// route) against the CPU's conv2d_nhwc through the same calls as run_case: forward with NaN-filled output, data
+// gradient written, weight and bias gradients accumulated over two calls. Tolerances as run_case's.
+static void run_nhwc_case(const Case *c, DType dt, DType bias_dt) {
+    int rnd = dt == DTYPE_BF16;
+    double tol = rnd ? TOL_BF16 : TOL_F32, tol2 = rnd ? TOL_BF16_2 : TOL_F32;
+    int64_t OH = (c->H + 2 * c->pad - c->K) / c->stride + 1, OW = (c->W + 2 * c->pad - c->K) / c->stride + 1;
+    Tensor x = cpu4(c->B, c->H, c->W, c->IC), w = cpu4(c->OC, c->K, c->K, c->IC), b = cpu1(c->OC);
+    Tensor y = cpu4(c->B, OH, OW, c->OC), dy1 = cpu4(c->B, OH, OW, c->OC), dy2 = cpu4(c->B, OH, OW, c->OC);
+    Tensor dx = cpu4(c->B, c->H, c->W, c->IC), dw = cpu4(c->OC, c->K, c->K, c->IC), db = cpu1(c->OC);
+    cu_fill(&x, 31, 1.0f, rnd);
+    cu_fill(&w, 32, 0.3f, rnd);
+    cu_fill(&b, 33, 0.5f, rnd || bias_dt == DTYPE_BF16);
+    cu_fill(&dy1, 34, 1.0f, rnd);
+    cu_fill(&dy2, 35, 1.0f, rnd);
+    cu_fill(&dw, 36, 0.1f, 0);
+    cu_fill(&db, 37, 0.1f, 0);
+    Tensor gx = cu_upload(&x, dt), gw = cu_upload(&w, dt), gb = cu_upload(&b, bias_dt), gdy1 = cu_upload(&dy1, dt);
+    Tensor gdy2 = cu_upload(&dy2, dt), gdw = cu_upload(&dw, DTYPE_F32), gdb = cu_upload(&db, DTYPE_F32);
+    Tensor gy = gpu_nan(&y, dt), gdx = gpu_nan(&dx, dt);
+    Tensor *bias = c->bias ? &b : NULL, *gbias = c->bias ? &gb : NULL;
+    ops_workspace_reserve(DEVICE_CUDA, conv2d_nhwc_workspace_bytes(&gx, &gw, c->stride, c->pad));
+    conv2d_nhwc_forward(&y, &x, &w, bias, c->stride, c->pad);
+    conv2d_nhwc_forward(&gy, &gx, &gw, gbias, c->stride, c->pad);
+    for (int r = 0; r < 2; r++) {
+        conv2d_nhwc_backward(&dx, &dw, bias ? &db : NULL, r ? &dy2 : &dy1, &x, &w, c->stride, c->pad);
+        conv2d_nhwc_backward(&gdx, &gdw, gbias ? &gdb : NULL, r ? &gdy2 : &gdy1, &gx, &gw, c->stride, c->pad);
+    }
+    char what[160];
+    const char *dts = !rnd ? "f32" : c->bias && bias_dt != dt ? "bf16, f32 bias" : "bf16";
+    snprintf(what, sizeof what, "NHWC %s (%s) forward", c->name, dts);
+    cu_compare(what, &gy, &y, c->bias && bias_dt != dt ? tol2 : tol);
+    snprintf(what, sizeof what, "NHWC %s (%s) dx", c->name, dts);
+    cu_compare(what, &gdx, &dx, tol);
+    snprintf(what, sizeof what, "NHWC %s (%s) dw += twice", c->name, dts);
+    cu_compare(what, &gdw, &dw, tol2);
+    if (c->bias) {
+        snprintf(what, sizeof what, "NHWC %s (%s) db += twice", c->name, dts);
+        cu_compare(what, &gdb, &db, TOL_F32);
+    }
+    Tensor *all[] = {&x, &w, &b, &y, &dy1, &dy2, &dx, &dw, &db, &gx, &gw, &gb, &gdy1, &gdy2, &gdw, &gdb, &gy, &gdx};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
 }
 
@@ -239,8 +284,16 @@ static void check_emulated_dnn(void) {
     tu_check(st == CUDNN_STATUS_NOT_SUPPORTED, "dilation not emulated (%s)", cudnnGetErrorString(st));
     st = cudnnSetConvolution2dDescriptor(cd, 1, 1, 1, 1, 1, 1, CUDNN_CONVOLUTION, CUDNN_DATA_FLOAT);
     tu_check(st == CUDNN_STATUS_NOT_SUPPORTED, "convolution mode not emulated (%s)", cudnnGetErrorString(st));
-    st = cudnnSetTensor4dDescriptor(bad, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, 2, 3, 6, 5);
-    tu_check(st == CUDNN_STATUS_NOT_SUPPORTED_LAYOUT, "NHWC not emulated (%s)", cudnnGetErrorString(st));
+    st = cudnnSetTensor4dDescriptor(bad, (cudnnTensorFormat_t)7, CUDNN_DATA_FLOAT, 2, 3, 6, 5);
+    tu_check(st == CUDNN_STATUS_BAD_PARAM, "unknown tensor format refused (%s)", cudnnGetErrorString(st));
+    cudnnTensorDescriptor_t xn;
+    cudnnCreateTensorDescriptor(&xn);
+    st = cudnnSetTensor4dDescriptor(xn, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, 2, 3, 6, 5);
+    tu_check(st == 0, "NHWC tensor descriptor set (%s)", cudnnGetErrorString(st));
+    st = cudnnGetConvolutionForwardWorkspaceSize(h, xn, wd, cd, yd, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, &ws_need);
+    tu_check(st == CUDNN_STATUS_NOT_SUPPORTED_LAYOUT, "NHWC input with NCHW filter and output refused (%s)",
+             cudnnGetErrorString(st));
+    cudnnDestroyTensorDescriptor(xn);
     st = cudnnGetConvolutionForwardWorkspaceSize(h, bad, wd, cd, yd, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, &ws_need);
     tu_check(st == CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED, "unset descriptor refused (%s)", cudnnGetErrorString(st));
     st = cudnnGetConvolutionForwardWorkspaceSize(h, xd, wd, cd, xd, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, &ws_need);
@@ -319,6 +372,18 @@ int main(void) {
     int n = (int)(sizeof cases / sizeof *cases);
     for (int i = 0; i < n; i++) run_case(&cases[i], DTYPE_F32, DTYPE_F32);
     for (int i = 0; i < n; i++) run_case(&cases[i], DTYPE_BF16, i % 2 ? DTYPE_F32 : DTYPE_BF16);
+    static const Case nhwc[] = {
+        {"k3 s1 p1 7x7 3->5", 2, 3, 5, 7, 7, 3, 1, 1, 1, 0},
+        {"k3 s2 p1 9x8 5->17", 2, 5, 17, 9, 8, 3, 2, 1, 1, 0},
+        {"k3 s1 p0 9x7 3->6 no bias", 2, 3, 6, 9, 7, 3, 1, 0, 0, 0},
+        {"k1 s1 p0 7x9 17->3 (linear)", 2, 17, 3, 7, 9, 1, 1, 0, 1, 0},
+        // B OH OW = 9240 rows: three bias-gradient chunks of 4096; 37 channels: two channel tiles of 32
+        {"k3 s1 p1 70x66 2->37", 2, 2, 37, 70, 66, 3, 1, 1, 1, 0},
+    };
+    for (int i = 0; i < (int)(sizeof nhwc / sizeof *nhwc); i++) {
+        run_nhwc_case(&nhwc[i], DTYPE_F32, DTYPE_F32);
+        run_nhwc_case(&nhwc[i], DTYPE_BF16, i % 2 ? DTYPE_F32 : DTYPE_BF16);
+    }
     check_deterministic();
     check_refusals();
     if (cuda_is_emulated()) check_emulated_dnn();

@@ -25,11 +25,13 @@ struct CudaemuDnnTensor {
     int set;
     cudnnDataType_t dt;
     int n, c, h, w;
+    int nhwc; // memory order [n, h, w, c] (CUDNN_TENSOR_NHWC) instead of [n, c, h, w]
 };
 struct CudaemuDnnFilter {
     int set;
     cudnnDataType_t dt;
     int k, c, h, w;
+    int nhwc; // memory order [k, h, w, c]
 };
 struct CudaemuDnnConv {
     int set;
@@ -95,9 +97,9 @@ cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorF
                                          int n, int c, int h, int w) {
     if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
     if (n < 1 || c < 1 || h < 1 || w < 1) return CUDNN_STATUS_BAD_PARAM;
-    if (format != CUDNN_TENSOR_NCHW) return CUDNN_STATUS_NOT_SUPPORTED_LAYOUT; // NHWC is not emulated
+    if (format != CUDNN_TENSOR_NCHW && format != CUDNN_TENSOR_NHWC) return CUDNN_STATUS_BAD_PARAM;
     if (!dt_supported(dt)) return CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE;
-    *d = CudaemuDnnTensor{1, dt, n, c, h, w};
+    *d = CudaemuDnnTensor{1, dt, n, c, h, w, format == CUDNN_TENSOR_NHWC};
     return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *d) {
@@ -113,9 +115,9 @@ cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataTyp
                                          int k, int c, int h, int w) {
     if (!d) return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
     if (k < 1 || c < 1 || h < 1 || w < 1) return CUDNN_STATUS_BAD_PARAM;
-    if (format != CUDNN_TENSOR_NCHW) return CUDNN_STATUS_NOT_SUPPORTED_LAYOUT;
+    if (format != CUDNN_TENSOR_NCHW && format != CUDNN_TENSOR_NHWC) return CUDNN_STATUS_BAD_PARAM;
     if (!dt_supported(dt)) return CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE;
-    *d = CudaemuDnnFilter{1, dt, k, c, h, w};
+    *d = CudaemuDnnFilter{1, dt, k, c, h, w, format == CUDNN_TENSOR_NHWC};
     return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *d) {
@@ -184,6 +186,8 @@ static cudnnStatus_t problem_make(Problem *p, const cudnnTensorDescriptor_t x, c
     if (y->n != n || y->c != c || y->h != h || y->w != wd) return CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH;
     // FLOAT_CONFIG and PSEUDO_BFLOAT16_CONFIG: x, w and y of one type, fp32 compute
     if (x->dt != w->dt || x->dt != y->dt) return CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE;
+    // one layout for x, w and y (what drtune describes; cuDNN's mixed-layout support varies by algorithm)
+    if (x->nhwc != w->nhwc || x->nhwc != y->nhwc) return CUDNN_STATUS_NOT_SUPPORTED_LAYOUT;
     *p = Problem{x, y, w, conv, (size_t)x->n * x->c * x->h * x->w * dt_size(x->dt),
                  (size_t)y->n * y->c * y->h * y->w * dt_size(y->dt),
                  (size_t)w->k * w->c * w->h * w->w * dt_size(w->dt)};
@@ -229,8 +233,8 @@ static size_t algo_workspace(Dir d, int algo, const Problem *p) {
         if (algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM) return sizeof(int) * K;  // tap offsets
         if (algo == CUDNN_CONVOLUTION_FWD_ALGO_GEMM) return es * K * OHW;                      // one image's im2col
         if (algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM) return 0;
-        if (algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED) { // 3x3 stride 1: filters as 6x6 tiles
-            int ok = p->w->h == 3 && p->w->w == 3 && p->conv->u == 1 && p->conv->v == 1;
+        if (algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED) { // NCHW 3x3 stride 1: filters as 6x6 tiles
+            int ok = p->w->h == 3 && p->w->w == 3 && p->conv->u == 1 && p->conv->v == 1 && !p->x->nhwc;
             return ok ? sizeof(float) * 36 * p->w->k * p->w->c : SIZE_MAX;
         }
         return SIZE_MAX;
@@ -357,6 +361,30 @@ static std::vector<float> load(const void *p, size_t n, cudnnDataType_t dt, cudn
         }
     }
     return v;
+}
+
+// v [a, c, h, w] (one image or filter per a) reordered to [a, h, w, c] (to_nhwc) or back: the convolutions below
+// compute in NCHW order, so NHWC operands are reordered after load and NHWC results before store.
+static std::vector<float> reorder(const std::vector<float> &v, int a, int c, int h, int w, int to_nhwc) {
+    std::vector<float> r(v.size());
+    int64_t hw = (int64_t)h * w;
+    for (int64_t n = 0; n < a; n++)
+        for (int64_t ch = 0; ch < c; ch++)
+            for (int64_t s = 0; s < hw; s++) {
+                int64_t nchw = (n * c + ch) * hw + s, nhwc = (n * hw + s) * c + ch;
+                if (to_nhwc) r[nhwc] = v[nchw];
+                else r[nchw] = v[nhwc];
+            }
+    return r;
+}
+// An operand as fp32 in NCHW order (load, then reorder from NHWC when so described).
+static std::vector<float> load_tensor(const void *p, const CudaemuDnnTensor *d, cudnnMathType_t math) {
+    std::vector<float> v = load(p, (size_t)d->n * d->c * d->h * d->w, d->dt, math);
+    return d->nhwc ? reorder(v, d->n, d->c, d->h, d->w, 0) : v;
+}
+static std::vector<float> load_filter(const void *p, const CudaemuDnnFilter *d, cudnnMathType_t math) {
+    std::vector<float> v = load(p, (size_t)d->k * d->c * d->h * d->w, d->dt, math);
+    return d->nhwc ? reorder(v, d->k, d->c, d->h, d->w, 0) : v;
 }
 
 // out = alpha acc + beta out in fp32, rounded once to the output type; beta = 0 never reads out (it may hold NaN).
@@ -500,8 +528,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const 
                             "cudnnConvolutionForward"));
     ws_garbage(FWD, algo, &p, ws);
     Geom g = geom_of(&p);
-    std::vector<float> X = load(x, p.x_bytes / dt_size(xd->dt), xd->dt, conv->math);
-    std::vector<float> Wt = load(w, p.w_bytes / dt_size(wd->dt), wd->dt, conv->math);
+    std::vector<float> X = load_tensor(x, xd, conv->math), Wt = load_filter(w, wd, conv->math);
     int64_t T = g.taps(), P = (int64_t)g.OH * g.OW;
     int rows = g.chunk_rows();
     std::vector<float> acc((size_t)g.N * g.K * P), cols((size_t)(T * rows * g.OW));
@@ -513,6 +540,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const 
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.K, cs, (int)T, 1.0f, Wt.data(), (int)T,
                         cols.data(), cs, 0.0f, &acc[(size_t)n * g.K * P + (size_t)oy0 * g.OW], (int)P);
         }
+    if (yd->nhwc) acc = reorder(acc, g.N, g.K, g.OH, g.OW, 1);
     store(y, acc, yd->dt, *(const float *)alpha, *(const float *)beta);
     return CUDNN_STATUS_SUCCESS;
 }
@@ -531,8 +559,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, c
                             "cudnnConvolutionBackwardData"));
     ws_garbage(BWD_DATA, algo, &p, ws);
     Geom g = geom_of(&p);
-    std::vector<float> DY = load(dy, p.y_bytes / dt_size(dyd->dt), dyd->dt, conv->math);
-    std::vector<float> Wt = load(w, p.w_bytes / dt_size(wd->dt), wd->dt, conv->math);
+    std::vector<float> DY = load_tensor(dy, dyd, conv->math), Wt = load_filter(w, wd, conv->math);
     int64_t T = g.taps(), P = (int64_t)g.OH * g.OW;
     int rows = g.chunk_rows();
     std::vector<float> acc((size_t)g.N * g.C * g.H * g.W), cols((size_t)(T * rows * g.OW));
@@ -544,6 +571,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, c
                         &DY[(size_t)n * g.K * P + (size_t)oy0 * g.OW], (int)P, 0.0f, cols.data(), cs);
             col2im_add(&acc[(size_t)n * g.C * g.H * g.W], cols.data(), g, oy0, oy1);
         }
+    if (dxd->nhwc) acc = reorder(acc, g.N, g.C, g.H, g.W, 1);
     store(dx, acc, dxd->dt, *(const float *)alpha, *(const float *)beta);
     return CUDNN_STATUS_SUCCESS;
 }
@@ -562,8 +590,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
                             "cudnnConvolutionBackwardFilter"));
     ws_garbage(BWD_FILTER, algo, &p, ws);
     Geom g = geom_of(&p);
-    std::vector<float> X = load(x, p.x_bytes / dt_size(xd->dt), xd->dt, conv->math);
-    std::vector<float> DY = load(dy, p.y_bytes / dt_size(dyd->dt), dyd->dt, conv->math);
+    std::vector<float> X = load_tensor(x, xd, conv->math), DY = load_tensor(dy, dyd, conv->math);
     int64_t T = g.taps(), P = (int64_t)g.OH * g.OW;
     int rows = g.chunk_rows();
     std::vector<float> acc((size_t)(g.K * T)), cols((size_t)(T * rows * g.OW));
@@ -576,6 +603,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
                         &DY[(size_t)n * g.K * P + (size_t)oy0 * g.OW], (int)P, cols.data(), cs,
                         n == 0 && oy0 == 0 ? 0.0f : 1.0f, acc.data(), (int)T);
         }
+    if (dwd->nhwc) acc = reorder(acc, g.K, g.C, g.R, g.S, 1);
     store(dw, acc, dwd->dt, *(const float *)alpha, *(const float *)beta);
     return CUDNN_STATUS_SUCCESS;
 }

@@ -3,7 +3,8 @@
 // above them runs unchanged in ctest -L cudaemu. Names, enum values and struct layouts are cuDNN's; only what the
 // wrapper uses exists. Plain C (as cuDNN's own headers), so a test can also call it directly.
 //
-// Emulated: NCHW tensors and filters in f32 or bf16; 2-D convolution descriptors (pad, stride, cross-correlation,
+// Emulated: NCHW and NHWC tensors and filters in f32 or bf16 (one layout for x, w and y of a problem: mixed ones
+// are refused as CUDNN_STATUS_NOT_SUPPORTED_LAYOUT; Winograd is listed for NCHW only); 2-D convolution descriptors (pad, stride, cross-correlation,
 // fp32 compute, math type; dilation other than 1 and true convolution are refused as not supported); algorithm
 // heuristics that list a few algorithms with their workspace size, determinism and math type (the sizes are the
 // emulation's, not cuDNN's); workspace size queries; the three convolution calls with alpha/beta (beta = 0 never

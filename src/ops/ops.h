@@ -59,6 +59,13 @@ void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
 size_t conv2d_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad);
 // GPU: only deterministic algorithms (train.deterministic) for the shapes planned from now on.
 void conv2d_set_deterministic(int on);
+// conv2d channels last (conv2d_nhwc.c): out [B, OH, OW, OC] = in [B, H, W, IC] * w [OC, KH, KW, IC] + b [OC], the
+// same convolution on permuted tensors; the backward writes din and accumulates dw (w's layout) and db. The layout
+// cuDNN's tensor-core kernels prefer, timed against conv2d by `drtune bench gpu`.
+void conv2d_nhwc_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, int stride, int pad);
+void conv2d_nhwc_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
+                          int stride, int pad);
+size_t conv2d_nhwc_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad);
 
 // pad2d: zero padding out[B, C, H + top + bottom, W + left + right]
 void pad2d_forward(Tensor *out, const Tensor *in, int top, int bottom, int left, int right);

@@ -224,9 +224,10 @@ void rowdot_backward_cuda(void *da, void *db, const float *dout, const void *a, 
 
 // ---- convolution through cuDNN (cuda_conv.cu)
 // One convolution problem as conv2d in ops.h: in [B, IC, H, W], w [OC, IC, KH, KW], out [B, OC, OH, OW], square
-// stride, symmetric pad; dt is the storage dtype of in, w, out and their gradients (f32 or bf16).
+// stride, symmetric pad; dt is the storage dtype of in, w, out and their gradients (f32 or bf16). nhwc: the same
+// problem channels last (conv2d_nhwc): in [B, H, W, IC], w [OC, KH, KW, IC], out [B, OH, OW, OC].
 typedef struct {
-    int dt, B, IC, H, W, OC, KH, KW, stride, pad;
+    int dt, B, IC, H, W, OC, KH, KW, stride, pad, nhwc;
 } Conv2dCudaShape;
 // Deterministic algorithms only (train.deterministic) for the shapes planned from now on.
 void conv2d_set_deterministic_cuda(int on);
@@ -237,7 +238,7 @@ size_t conv2d_plan_cuda(const Conv2dCudaShape *s, int algos[3]);
 // itself). ws: at least conv2d_plan_cuda's bytes.
 void conv2d_forward_cuda(void *out, const void *in, const void *w, const void *b, int bias_dt, const void *res,
                          const Conv2dCudaShape *s, void *ws, size_t ws_bytes);
-// din written; dw [OC, IC, KH, KW] and db [OC] (fp32) accumulated; any of the three may be NULL.
+// din written; dw (w's layout) and db [OC] (fp32) accumulated; any of the three may be NULL.
 void conv2d_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in, const void *w,
                           const Conv2dCudaShape *s, void *ws, size_t ws_bytes);
 

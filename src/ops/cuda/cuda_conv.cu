@@ -12,9 +12,9 @@
 // sum across calls stays fp32). The bias is broadcast into the output by a kernel and the convolution adds to it
 // (beta = 1), as does a residual (conv2d_forward_residual: the add costs no pass of its own); the bias gradient is a
 // deterministic two-pass reduction.
-// Layout: NCHW. cuDNN's bf16 tensor-core kernels are fastest in NHWC, which would need NHWC activations end to end
-// (or a transpose around every conv), tensor and filter descriptors in CUDNN_TENSOR_NHWC (filters converted once at
-// load), and the bias kernels indexing channels last.
+// Layout: NCHW (conv2d), or NHWC with filters [OC, KH, KW, IC] (conv2d_nhwc): cuDNN's bf16 tensor-core kernels are
+// fastest channels last, and NCHW problems may be transposed inside cuDNN. Both are planned and timed side by side
+// by `drtune bench gpu`; the models' activations are NCHW.
 #include "cuda_common.cuh"
 #include "cuda_dnn.cuh"
 #include <string.h>
@@ -49,6 +49,16 @@ __global__ static void conv_bias_fill_kernel(T *y, const void *b, int bias_bf16,
         st_f32(row, i, rr ? ld_f32(rr, i) + bv : bv);
 }
 
+// NHWC: y [R, OC] = b[o] (+ res [R, OC]) for every pixel row (R = B OH OW), one thread per element
+template <class T>
+__global__ static void conv_bias_fill_nhwc_kernel(T *y, const void *b, int bias_bf16, const T *res, int OC, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        int o = (int)(i % OC);
+        float bv = !b ? 0.0f : bias_bf16 ? __bfloat162float(((const __nv_bfloat16 *)b)[o]) : ((const float *)b)[o];
+        st_f32(y, i, res ? ld_f32(res, i) + bv : bv);
+    }
+}
+
 // The bias gradient db [OC] += sum over n, s of dy [B, OC, S] in two deterministic passes: every row of dy is cut
 // into chunks of CONV_BIAS_CHUNK pixels, one block sums a chunk (fixed strided partial sums per thread, then a fixed
 // warp/block tree) into part [OC, B * chunks]; then one thread per channel adds its partials in order. Every
@@ -72,6 +82,25 @@ __global__ static void conv_bias_grad_partial_kernel(float *part, const T *dy, i
         s = lane < (int)(blockDim.x >> 5) ? warp_part[lane] : 0.0f;
         s = warp_sum(s);
         if (lane == 0) part[(int64_t)o * gridDim.x + blockIdx.x] = s;
+    }
+}
+
+// NHWC: grid (chunks, ceil(OC / 32)), 256 threads as 8 row phases of 32 channels: block (c, t) sums the rows
+// [c CHUNK, (c + 1) CHUNK) of dy [R, OC] for channels 32 t .. 32 t + 31 (each thread a fixed strided partial sum,
+// then the 8 phases in order) into part[o, c]. A warp reads 32 consecutive channels of one row.
+template <class T>
+__global__ static void conv_bias_grad_partial_nhwc_kernel(float *part, const T *dy, int OC, int64_t R) {
+    __shared__ float phase_part[8][33];
+    int lane = threadIdx.x & 31, ph = threadIdx.x >> 5, o = blockIdx.y * 32 + lane;
+    int64_t end = min((int64_t)(blockIdx.x + 1) * CONV_BIAS_CHUNK, R);
+    float s = 0.0f;
+    if (o < OC)
+        for (int64_t r = (int64_t)blockIdx.x * CONV_BIAS_CHUNK + ph; r < end; r += 8) s += ld_f32(dy, r * OC + o);
+    phase_part[ph][lane] = s;
+    __syncthreads();
+    if (ph == 0 && o < OC) {
+        for (int i = 1; i < 8; i++) s += phase_part[i][lane];
+        part[(int64_t)o * gridDim.x + blockIdx.x] = s;
     }
 }
 
@@ -162,9 +191,9 @@ template <class Perf> static int conv_pick(const Perf *perf, int n, int fp32, in
 DT_NORETURN static void conv_no_algo(const Conv2dCudaShape *s, const char *dir) {
     FATAL("a cuDNN without convolution kernels for this GPU? check `drtune info --device`",
           "conv2d: cuDNN offers no %s%s algorithm for in [%d, %d, %d, %d], w [%d, %d, %d, %d], stride %d, pad %d "
-          "(%s) within %zu MiB of workspace", g_deterministic ? "deterministic " : "", dir, s->B, s->IC, s->H, s->W,
-          s->OC, s->IC, s->KH, s->KW, s->stride, s->pad, s->dt == DTYPE_BF16 ? "bf16" : "f32",
-          CONV_WORKSPACE_MAX >> 20);
+          "(%s, %s) within %zu MiB of workspace", g_deterministic ? "deterministic " : "", dir, s->B, s->IC, s->H,
+          s->W, s->OC, s->IC, s->KH, s->KW, s->stride, s->pad, s->dt == DTYPE_BF16 ? "bf16" : "f32",
+          s->nhwc ? "NHWC" : "NCHW", CONV_WORKSPACE_MAX >> 20);
 }
 
 static void conv_plan_make(ConvPlan *p, const Conv2dCudaShape *s) {
@@ -183,9 +212,10 @@ static void conv_plan_make(ConvPlan *p, const Conv2dCudaShape *s) {
     DNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
     DNN_CHECK(cudnnCreateTensorDescriptor(&p->y));
     DNN_CHECK(cudnnCreateFilterDescriptor(&p->w));
-    DNN_CHECK(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, dt, s->B, s->IC, s->H, s->W));
-    DNN_CHECK(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, dt, s->B, s->OC, OH, OW));
-    DNN_CHECK(cudnnSetFilter4dDescriptor(p->w, dt, CUDNN_TENSOR_NCHW, s->OC, s->IC, s->KH, s->KW));
+    cudnnTensorFormat_t f = s->nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW; // dims are given n, c, h, w in both
+    DNN_CHECK(cudnnSetTensor4dDescriptor(p->x, f, dt, s->B, s->IC, s->H, s->W));
+    DNN_CHECK(cudnnSetTensor4dDescriptor(p->y, f, dt, s->B, s->OC, OH, OW));
+    DNN_CHECK(cudnnSetFilter4dDescriptor(p->w, dt, f, s->OC, s->IC, s->KH, s->KW));
     for (int d = 0; d < 3; d++) {
         DNN_CHECK(cudnnCreateConvolutionDescriptor(&p->conv[d]));
         DNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv[d], s->pad, s->pad, s->stride, s->stride, 1, 1,
@@ -221,8 +251,9 @@ static void conv_plan_make(ConvPlan *p, const Conv2dCudaShape *s) {
     p->ws_dnn = ws[0] > ws[1] ? ws[0] : ws[1];
     if (ws[2] > p->ws_dnn) p->ws_dnn = ws[2];
     p->dw_scratch = conv_align(fp32 ? 0 : sizeof(__nv_bfloat16) * (size_t)s->OC * s->IC * s->KH * s->KW);
-    p->bias_chunks = (int)((conv_out_pixels(s) + CONV_BIAS_CHUNK - 1) / CONV_BIAS_CHUNK);
-    p->db_part = conv_align(sizeof(float) * (size_t)s->OC * s->B * p->bias_chunks);
+    int64_t rows = s->nhwc ? s->B * conv_out_pixels(s) : conv_out_pixels(s); // NHWC chunks all B OH OW rows
+    p->bias_chunks = (int)((rows + CONV_BIAS_CHUNK - 1) / CONV_BIAS_CHUNK);
+    p->db_part = conv_align(sizeof(float) * (size_t)s->OC * (s->nhwc ? 1 : s->B) * p->bias_chunks);
 }
 
 // The plan of a shape under the current determinism setting, made on first use.
@@ -264,7 +295,17 @@ extern "C" void conv2d_forward_cuda(void *out, const void *in, const void *w, co
                                     const void *res, const Conv2dCudaShape *s, void *ws, size_t ws_bytes) {
     void *dnn_ws;
     const ConvPlan *p = conv_plan_call(s, ws, ws_bytes, &dnn_ws);
-    if (b || res) {
+    if ((b || res) && s->nhwc) {
+        int64_t n = (int64_t)s->B * conv_out_pixels(s) * s->OC;
+        unsigned blocks = cuda_blocks(n, 256);
+        blocks = blocks < 65535 ? blocks : 65535;
+        if (s->dt == DTYPE_BF16)
+            CUDA_LAUNCH(conv_bias_fill_nhwc_kernel<__nv_bfloat16>, blocks, 256, 0, cuda_stream(), (__nv_bfloat16 *)out,
+                        b, bias_dt == DTYPE_BF16, (const __nv_bfloat16 *)res, s->OC, n);
+        else
+            CUDA_LAUNCH(conv_bias_fill_nhwc_kernel<float>, blocks, 256, 0, cuda_stream(), (float *)out, b,
+                        bias_dt == DTYPE_BF16, (const float *)res, s->OC, n);
+    } else if (b || res) {
         int64_t S = conv_out_pixels(s);
         unsigned chunks = cuda_blocks(S, 256);
         dim3 grid((unsigned)(s->B * s->OC), chunks < 1024 ? chunks : 1024);
@@ -301,7 +342,19 @@ extern "C" void conv2d_backward_cuda(void *din, float *dw, float *db, const void
                         (const __nv_bfloat16 *)ws, n);
         }
     }
-    if (db) { // accumulated in fp32
+    if (db && s->nhwc) { // accumulated in fp32
+        float *part = (float *)((char *)ws + p->dw_scratch);
+        dim3 grid((unsigned)p->bias_chunks, (unsigned)((s->OC + 31) / 32));
+        int64_t R = (int64_t)s->B * conv_out_pixels(s);
+        if (s->dt == DTYPE_BF16)
+            CUDA_LAUNCH(conv_bias_grad_partial_nhwc_kernel<__nv_bfloat16>, grid, 256, 0, cuda_stream(), part,
+                        (const __nv_bfloat16 *)dout, s->OC, R);
+        else
+            CUDA_LAUNCH(conv_bias_grad_partial_nhwc_kernel<float>, grid, 256, 0, cuda_stream(), part,
+                        (const float *)dout, s->OC, R);
+        CUDA_LAUNCH(conv_bias_grad_finish_kernel, cuda_blocks(s->OC, 128), 128, 0, cuda_stream(), db, part, s->OC,
+                    p->bias_chunks);
+    } else if (db) { // accumulated in fp32
         float *part = (float *)((char *)ws + p->dw_scratch);
         int64_t S = conv_out_pixels(s);
         dim3 grid((unsigned)(s->B * p->bias_chunks), (unsigned)s->OC);
