@@ -104,12 +104,13 @@ static inline void bg_check(const char *what, const char *device_args) {
     tu_check(f == BG_FLOPS_FORWARD, "%s: forward FLOPs %.0f (hand count %.0f)", what, f, BG_FLOPS_FORWARD);
     tu_check(fb == BG_FLOPS_FORWARD_BACKWARD, "%s: forward+backward FLOPs %.0f (hand count %.0f)", what, fb,
              BG_FLOPS_FORWARD_BACKWARD);
-    // the per-op rows: 4 UNet ops and the VAE's mid-block attention (tiny-random: 1 head of 16), each forward and
-    // backward
+    // the per-op rows: 4 UNet ops (the 3x3 convolution in both layouts) and the VAE's mid-block attention
+    // (tiny-random: 1 head of 16), each forward and backward
     int rows = 0;
-    const char *ops[] = {"conv2d 3x3", "linear GEGLU", "attention self", "attention cross", "attention VAE mid"};
-    for (int i = 0; i < 5; i++) rows += strstr(c.out, ops[i]) != NULL;
-    tu_check(rows == 5, "%s: %d of the 5 op rows printed", what, rows);
+    const char *ops[] = {"conv2d 3x3 ", "conv2d 3x3 NHWC", "linear GEGLU", "attention self", "attention cross",
+                         "attention VAE mid"};
+    for (int i = 0; i < 6; i++) rows += strstr(c.out, ops[i]) != NULL;
+    tu_check(rows == 6, "%s: %d of the 6 op rows printed", what, rows);
     const char *gemm = strstr(c.out, "TFLOP/s: the MFU reference");
     tu_check(gemm != NULL, "%s: the GEMM reference line", what);
     char line[1024];

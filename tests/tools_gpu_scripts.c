@@ -70,10 +70,13 @@ int main(void) {
     snprintf(path, sizeof path, "%s/.steps", dir);
     tu_write_text(path, "| bench | passed | 40 |\n");
     snprintf(path, sizeof path, "%s/bench.log", dir);
-    // bench gpu's attention rows (its printf layout), cuDNN next to the own kernels, and a refusal line
+    // bench gpu's convolution rows (NCHW and NHWC) and attention rows (its printf layout), cuDNN next to the own
+    // kernels, and a refusal line
     tu_write_text(path, "model configs/models/sd15: ...\n"
                         "  conv2d 3x3         [1,320,64,64]->320             fwd       1.000    100.00   20.0%\n"
                         "                                                    bwd       2.000    100.00   20.0%\n"
+                        "  conv2d 3x3 NHWC    [1,320,64,64]->320             fwd       0.800    125.00   25.0%\n"
+                        "                                                    bwd       2.500     80.00   16.0%\n"
                         "  attn self cuDNN    B1 H8 Tq4096 Tk4096 D40        fwd       0.500    100.00   20.0%\n"
                         "                                                    bwd       1.500    100.00   20.0%\n"
                         "  attn self own      B1 H8 Tq4096 Tk4096 D40        fwd       2.000     25.00    5.0%\n"
@@ -98,5 +101,8 @@ int main(void) {
          file_has("summary.log", "| sd15 | attn self | B1 H8 Tq4096 Tk4096 D40 | bwd | 1.500 | 6.000 | 4.00 |") &&
          file_has("summary.log", "- sd15: cuDNN's fused attention is not used: SDPA backward: no engine");
     if (!tu_check(ok, "check.sh --summary: the attention rows, fused next to the own kernels")) show("summary.log");
+    ok = file_has("summary.log", "| sd15 | [1,320,64,64]->320 | fwd | 1.000 | 0.800 | 1.25 |") &&
+         file_has("summary.log", "| sd15 | [1,320,64,64]->320 | bwd | 2.000 | 2.500 | 0.80 |");
+    if (!tu_check(ok, "check.sh --summary: the 3x3 convolution rows, NCHW next to NHWC")) show("summary.log");
     return tu_report();
 }

@@ -1,7 +1,7 @@
 // cmd_bench_gpu.c: `drtune bench gpu`, the GPU numbers of the GPU check (tools/gpu/check.sh) in one run: a large
 // GEMM in the compute dtype through the same linear op (cuBLASLt on the GPU) as the yardstick, then per model
 // (default: SD 1.5 at a 64 x 64 latent and SDXL at 128 x 128, random weights) the heaviest ops at the model's first
-// attention level and the whole UNet forward and forward + backward: milliseconds, TFLOP/s from the matrix-product
+// attention level (the 3x3 convolution in NCHW and channels last) and the whole UNet forward and forward + backward: milliseconds, TFLOP/s from the matrix-product
 // FLOPs of the configuration (bench_unet.h), the fraction of the measured GEMM rate (MFU), and memory (on the GPU the
 // forward also captured once as a CUDA graph and replayed). One `result`
 // line per model carries the figures for scripts. Then (unless --no-iteration) a whole DRTune iteration of the same
@@ -36,8 +36,9 @@ static void gpu_usage(FILE *f) {
             "\n"
             "GPU throughput of the UNet with random weights: a bf16 (or fp32) N x N x N GEMM as the reference rate\n"
             "(default N 8192 on a GPU, 512 on the CPU or the emulated GPU), then for each model the heaviest ops of\n"
-            "its first attention level and the VAE's mid-block attention (--no-ops: skipped), and the whole UNet\n"
-            "forward (on the GPU also replayed as one CUDA graph) and forward + backward at batch B (default 1),\n"
+            "its first attention level (the 3x3 convolution also channels last) and the VAE's mid-block attention\n"
+            "(--no-ops: skipped), and the whole UNet forward (on the GPU also replayed as one CUDA graph) and\n"
+            "forward + backward at batch B (default 1),\n"
             "context 77: median of R timed calls (default 5) after a warm-up, TFLOP/s of the matrix products\n"
             "counted from the configuration, MFU = that rate / the GEMM rate, and memory.\n"
             "Models: default configs/models/sd15 at 64 and configs/models/sdxl at 128; each --model DIR replaces\n"
@@ -54,7 +55,7 @@ static void gpu_usage(FILE *f) {
 typedef struct {
     Tensor in, w, out, din, dw, dout; // conv and linear (no bias: the bias is not a matrix product)
     Tensor q, k, v, lse, dq, dk, dv;  // attention (out, dout shared)
-    int kind;                         // 0 conv 3x3, 1 linear, 2 attention
+    int kind;                         // 0 conv 3x3, 1 linear, 2 attention, 3 conv 3x3 channels last
     int heads, backward;
 } OpRun;
 
@@ -63,6 +64,9 @@ static void op_call(void *arg) {
     if (r->kind == 0) {
         if (!r->backward) conv2d_forward(&r->out, &r->in, &r->w, NULL, 1, 1);
         else conv2d_backward(&r->din, &r->dw, NULL, &r->dout, &r->in, &r->w, 1, 1);
+    } else if (r->kind == 3) {
+        if (!r->backward) conv2d_nhwc_forward(&r->out, &r->in, &r->w, NULL, 1, 1);
+        else conv2d_nhwc_backward(&r->din, &r->dw, NULL, &r->dout, &r->in, &r->w, 1, 1);
     } else if (r->kind == 1) {
         if (!r->backward) linear_forward(&r->out, &r->in, &r->w, NULL);
         else linear_backward(&r->din, &r->dw, NULL, &r->dout, &r->in, &r->w);
@@ -142,6 +146,13 @@ static void bench_ops(const Ctx *x, const UNetConfig *c, int B, int N) {
     snprintf(shape, sizeof shape, "[%d,%lld,%lld,%lld]->%lld", B, (long long)C, (long long)S, (long long)S,
              (long long)C);
     op_time(x, &r, "conv2d 3x3", shape, 2.0 * B * C * C * 9 * T, 2.0);
+    op_free(&r, d);
+    // the same convolution channels last (conv2d_nhwc): the layout cuDNN's tensor-core kernels prefer
+    r.kind = 3;
+    r.in = DT(dt, B, S, S, C), r.din = DT(dt, B, S, S, C), r.out = DT(dt, B, S, S, C), r.dout = DT(dt, B, S, S, C);
+    r.w = DT(dt, C, 3, 3, C), r.dw = DT(DTYPE_F32, C, 3, 3, C);
+    ops_workspace_reserve(d, conv2d_nhwc_workspace_bytes(&r.in, &r.w, 1, 1));
+    op_time(x, &r, "conv2d 3x3 NHWC", shape, 2.0 * B * C * C * 9 * T, 2.0);
     op_free(&r, d);
 
     r.kind = 1;

@@ -87,6 +87,22 @@ write_summary() {
           b == "" ? "-" : b, (a > 0 && b > 0) ? sprintf("%.2f", b / a) : "-" }
       for (i = 1; i <= nn; i++) print "- " note[i] }
     ' "$dir/bench.log" 2>/dev/null
+    # the 3x3 convolution rows of bench gpu: NCHW (the models' layout) next to channels last (conv2d_nhwc)
+    awk '
+    function trim(x) { gsub(/^ +| +$/, "", x); return x }
+    /^model / { m = $2; sub(/:$/, "", m); k = split(m, p, "/"); m = p[k] }
+    /^  [a-z]/ { name = trim(substr($0, 3, 18)); cur = name ~ /^conv2d 3x3/ ? name : ""
+      if (cur != "") shape = trim(substr($0, 22, 30)) }
+    (/^  [a-z]/ || substr($0, 53, 3) == "bwd" && substr($0, 1, 52) ~ /^ +$/) && cur != "" { pass = trim(substr($0, 53, 4)); ms = trim(substr($0, 58, 10))
+      key = m SUBSEP pass; if (!(key in seen)) { seen[key] = 1; order[++n] = key; shp[key] = shape }
+      if (cur ~ / NHWC$/) c[key] = ms; else l[key] = ms }
+    END { if (!n) exit
+      print ""; print "| model | conv 3x3 | pass | NCHW ms | NHWC ms | NCHW / NHWC |"; print "|---|---|---|---|---|---|"
+      for (i = 1; i <= n; i++) { split(order[i], q, SUBSEP); a = l[order[i]]; b = c[order[i]]
+        printf "| %s | %s | %s | %s | %s | %s |\n", q[1], shp[order[i]], q[2], a == "" ? "-" : a, b == "" ? "-" : b,
+          (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
+      print "NCHW / NHWC above 1: channels last is faster for cuDNN on this card (the models run NCHW)." }
+    ' "$dir/bench.log" 2>/dev/null
   } >"$dir/summary.md"
 }
 
