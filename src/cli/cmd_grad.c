@@ -105,6 +105,7 @@ int cmd_grad(int argc, char **argv) {
     setup_rewards(&rewards, c.reward.n_names, c.reward.names, rw_weights, c.reward.colour, &models);
     Device d = setup_device(c.train.device, &rewards.set, "train.device");
     DType precision = setup_precision(c.train.precision, d, "train.precision", "train.device");
+    setup_channels_last(c.train.channels_last, d, "train.channels_last", "train.device");
     Model m;
     model_load(&m, c.model.path, c.sampler.steps);
     int n_prompts, h, w, H = c.sampler.height, W = c.sampler.width, B = c.train.batch, N = c.sampler.steps;

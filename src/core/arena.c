@@ -61,6 +61,7 @@ int arena_add(Arena *a, Tensor *slot, const char *name, DType dtype, int ndim, c
     ArenaEntry *e = &a->entries[a->n];
     e->name = xstrdup(name);
     e->desc = tensor_make(NULL, dtype, a->device, ndim, shape);
+    e->desc.channels_last = a->channels_last;
     e->slot = slot;
     size_t unit = ARENA_ALIGN_ELEMS * dtype_size(dtype);
     e->offset = (a->size + unit - 1) / unit * unit;
@@ -71,6 +72,8 @@ int arena_add(Arena *a, Tensor *slot, const char *name, DType dtype, int ndim, c
 }
 
 void arena_set_reduce(Arena *a, const char *settings) { a->reduce = settings; }
+
+void arena_set_channels_last(Arena *a, int on) { a->channels_last = on != 0; }
 
 void arena_set_float_dtype(Arena *a, DType dt) {
     CHECK(dt == DTYPE_F32 || dt == DTYPE_BF16, "", "arena '%s': models store f32 or bf16, not %s", a->group,

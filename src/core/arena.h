@@ -36,6 +36,7 @@ typedef struct {
     void *base;        // NULL until arena_alloc
     const char *reduce; // the settings that shrink this group, for the memory-plan error (arena_set_reduce)
     DType float_dtype;  // storage of the floating-point tensors models plan here (plan_tensor): f32 unless set
+    uint8_t channels_last; // every tensor planned here from now on carries Tensor.channels_last (4-D: NHWC)
 } Arena;
 
 void arena_init(Arena *a, const char *group, Device device);
@@ -45,6 +46,9 @@ int arena_add(Arena *a, Tensor *slot, const char *name, DType dtype, int ndim, c
 void arena_set_reduce(Arena *a, const char *settings);
 // The storage dtype models plan their weights and activations in (f32 or bf16; statistics stay f32).
 void arena_set_float_dtype(Arena *a, DType dt);
+// Tensors planned from now on are channels last (GPU only: their 4-D tensors, images and conv filters, are stored
+// NHWC; see Tensor.channels_last).
+void arena_set_channels_last(Arena *a, int on);
 // Makes the single allocation (zero-filled) and binds every slot. Further arena_add calls are an error. The planned
 // size is first compared with what the device has available (device_available_bytes): a group that does not fit
 // is a user error giving its size, the plan's total with the groups already allocated, what is available and

@@ -61,6 +61,7 @@ size_t tensor_bytes(const Tensor *t) { return (size_t)tensor_numel(t) * dtype_si
 
 Tensor tensor_reshape(const Tensor *t, int ndim, const int64_t *shape) {
     Tensor r = tensor_make(t->data, t->dtype, t->device, ndim, shape);
+    r.channels_last = t->channels_last;
     char a[96], b[96];
     CHECK(tensor_numel(&r) == tensor_numel(t), "", "cannot reshape %s to %s", tensor_shape_str(t, a, sizeof a),
           tensor_shape_str(&r, b, sizeof b));

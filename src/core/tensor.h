@@ -21,6 +21,10 @@ typedef struct {
     Device device;
     int ndim;
     int64_t shape[TENSOR_MAX_DIMS];
+    // 4-D tensors only: the shape is [N, C, H, W] and the data is stored [N, H, W, C] (channels last; conv filters
+    // [OC, KH, KW, IC]). GPU activations and compute weights of a model planned channels last (arena_set_channels_last)
+    // carry it, as do views and reshapes of them; CPU ops refuse it. Other ranks ignore it.
+    uint8_t channels_last;
 } Tensor;
 
 size_t dtype_size(DType t);

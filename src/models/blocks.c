@@ -78,6 +78,15 @@ void arena_cast(Arena *dst, const Arena *src) {
     CHECK((int64_t)(dst->size / dtype_size(dt)) == n, "", "arenas '%s' and '%s' differ in size", dst->group, src->group);
     Tensor td = tensor_make(dst->base, dt, dst->device, 1, &n), ts = tensor_make(src->base, st, src->device, 1, &n);
     tensor_cast(&td, &ts);
+    // filters of more than one tap whose memory layouts differ (a channels-last copy): cast again, transposed
+    for (int i = 0; i < dst->n; i++) {
+        const Tensor *d = &dst->entries[i].desc, *s = &src->entries[i].desc;
+        if (d->ndim != 4 || d->channels_last == s->channels_last || d->shape[2] * d->shape[3] == 1) continue;
+        Tensor bd = *d, bs = *s;
+        bd.data = (char *)dst->base + dst->entries[i].offset;
+        bs.data = (char *)src->base + src->entries[i].offset;
+        tensor_cast(&bd, &bs);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -117,14 +126,15 @@ void recompute_pick(const size_t *unit_bytes, int n, double budget, size_t (*pla
     free(order);
 }
 
-Scratch scratch_make(const Tensor *region, DType dt) {
+Scratch scratch_make(const Tensor *region, const Tensor *like) {
     CHECK(region->dtype == DTYPE_F32, "", "scratch must be an f32 region, got %s", dtype_name(region->dtype));
     return (Scratch){.base = region->data, .cap = tensor_numel(region), .used = 0, .device = region->device,
-                     .dtype = dt};
+                     .dtype = like->dtype, .channels_last = like->channels_last};
 }
 
 Tensor scratch_take_dtype(Scratch *s, DType dt, int ndim, const int64_t *shape) {
     Tensor t = tensor_make(NULL, dt, s->device, ndim, shape);
+    t.channels_last = s->channels_last;
     // a piece of n elements takes at most scratch_floats(n) floats (narrower dtypes take fewer)
     int64_t bytes = (int64_t)tensor_bytes(&t), n = scratch_floats((bytes + 3) / 4);
     char b[96];
@@ -140,6 +150,7 @@ Tensor scratch_take(Scratch *s, int ndim, const int64_t *shape) { return scratch
 
 Tensor tensor_view(const Tensor *t, int ndim, const int64_t *shape) {
     Tensor v = tensor_make(t->data, t->dtype, t->device, ndim, shape);
+    v.channels_last = t->channels_last;
     char a[96], b[96];
     CHECK(tensor_numel(&v) <= tensor_numel(t), "", "view %s does not fit in %s", tensor_shape_str(&v, a, sizeof a),
           tensor_shape_str(t, b, sizeof b));
@@ -175,12 +186,25 @@ static void transpose_batched(Tensor *dst, const Tensor *src, const Tensor *res,
     if (res) add_forward(dst, dst, res);
 }
 
+// Channels-last images [B, C, H, W] are stored as their tokens [B, H*W, C]: the transposes below are copies (with the
+// residual: an add) of the flat data.
+static Tensor flat(const Tensor *t) {
+    int64_t n = tensor_numel(t);
+    return tensor_reshape(t, 1, &n);
+}
+static int channels_last(const Tensor *t) { return t->ndim == 4 && t->channels_last; }
+
 // out [B, H*W, C] = in [B, C, H, W]
 void nchw_to_tokens_forward(Tensor *out, const Tensor *in) {
     char a[96];
     CHECK(in->ndim == 4, "", "nchw_to_tokens: want [B, C, H, W], got %s", tensor_shape_str(in, a, sizeof a));
     int64_t B = in->shape[0], C = in->shape[1], S = in->shape[2] * in->shape[3];
     tensor_expect_shape(out, "tokens", B, S, C);
+    if (channels_last(in)) {
+        Tensor o = flat(out), i = flat(in);
+        tensor_cast(&o, &i);
+        return;
+    }
     transpose_batched(out, in, NULL, B, C, S);
 }
 
@@ -196,6 +220,13 @@ void tokens_to_nchw_forward_residual(Tensor *out, const Tensor *in, const Tensor
     int64_t B = out->shape[0], C = out->shape[1], S = out->shape[2] * out->shape[3];
     tensor_expect_shape(in, "tokens", B, S, C);
     if (res) tensor_expect_shape(res, "residual", B, C, out->shape[2], out->shape[3]);
+    if (channels_last(out)) {
+        CHECK(!res || channels_last(res), "", "tokens_to_nchw: a channels-last output with an NCHW residual");
+        Tensor o = flat(out), i = flat(in), r = res ? flat(res) : o;
+        if (res) add_forward(&o, &i, &r);
+        else tensor_cast(&o, &i);
+        return;
+    }
     transpose_batched(out, in, res, B, S, C);
 }
 

@@ -33,8 +33,9 @@ void plan_tensor_f32(Arena *a, Tensor *slot, const char *prefix, const char *nam
 const char *plan_prefix(char *buf, size_t n, const char *prefix, const char *fmt, ...) DT_PRINTF(4, 5);
 
 // dst = src in dst's dtype (the bf16 compute copy of fp32 weights), for two allocated arenas on one device planned
-// with the same entries: the same element offsets (arena.h), so one cast over the whole buffer, padding included.
-// Internal failure when the layouts differ.
+// with the same entries: the same element offsets (arena.h), so one cast over the whole buffer, padding included;
+// filters whose memory layouts differ (a channels-last copy) are then cast again one by one, transposed. Internal
+// failure when the entries differ.
 void arena_cast(Arena *dst, const Arena *src);
 
 // A layer's weight and bias (conv, linear or norm affine); bias.data is NULL when the layer has none.
@@ -61,10 +62,11 @@ typedef struct {
     int64_t cap, used; // floats
     Device device;
     DType dtype;       // the pieces' storage (the activations')
+    uint8_t channels_last; // the pieces' memory layout (the activations')
 } Scratch;
 
-// region: the fp32 scratch tensor of an activation arena; dt: the activations' dtype
-Scratch scratch_make(const Tensor *region, DType dt);
+// region: the fp32 scratch tensor of an activation arena; like: an activation (its dtype and memory layout)
+Scratch scratch_make(const Tensor *region, const Tensor *like);
 
 // Activation recompute (the UNet's blocks, the VAE decoder's resnets): a flagged unit keeps only its output; the rest
 // of what its backward needs is planned in an arena of its own (units[u], NULL when unit u is not flagged) from
@@ -92,8 +94,12 @@ static inline int64_t scratch_floats_dt(DType dt, int64_t n) {
 Tensor tensor_view(const Tensor *t, int ndim, const int64_t *shape);
 #define VIEW(t, ...) tensor_view((t), PLAN_NDIM(__VA_ARGS__), (int64_t[]){__VA_ARGS__})
 
-// buf seen with the shape of t.
-static inline Tensor view_like(const Tensor *buf, const Tensor *t) { return tensor_view(buf, t->ndim, t->shape); }
+// buf seen with the shape (and memory layout) of t.
+static inline Tensor view_like(const Tensor *buf, const Tensor *t) {
+    Tensor v = tensor_view(buf, t->ndim, t->shape);
+    v.channels_last = t->channels_last;
+    return v;
+}
 
 // A model backward passes gradients between two flat buffers: cur holds the gradient of the current stage's output,
 // other receives the gradient of its input; flow_swap after each stage.

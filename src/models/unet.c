@@ -122,6 +122,7 @@ static Arena *unit_arena(Arena *a, UNetActs *x, int u) {
     Arena *r = x->unit_plan[u] = xcalloc(1, sizeof *r);
     arena_init(r, "unet-recompute", a->device);
     r->float_dtype = a->float_dtype;
+    r->channels_last = a->channels_last;
     return r;
 }
 
@@ -174,9 +175,11 @@ static void plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t
     for (int u = 0; flags && u < UNET_MAX_UNITS; u++) x->recompute[u] = flags[u];
     PlanSizes sz = {0, 0, 0};
     DType saved = a->float_dtype;
-    arena_set_float_dtype(a, net->conv_in.weight.dtype); // activations in the weights' dtype
+    int saved_cl = a->channels_last;
+    arena_set_float_dtype(a, net->conv_in.weight.dtype); // activations in the weights' dtype and memory layout
+    arena_set_channels_last(a, net->conv_in.weight.channels_last);
     PLAN(a, &x->x, "", "input.x", B, c->in_channels, H, W);
-    if (a->float_dtype != DTYPE_F32) PLAN(a, &x->out, "", "output", B, c->out_channels, H, W);
+    if (a->float_dtype != DTYPE_F32 || a->channels_last) PLAN(a, &x->out, "", "output", B, c->out_channels, H, W);
     PLAN(a, &x->ctx, "", "input.context", B, T, c->cross_dim);
     PLAN(a, &x->t_proj, "", "time_proj", B, c->block_out[0]);
     PLAN(a, &x->t_h, "", "time_embedding.linear_1.out", B, temb);
@@ -229,6 +232,7 @@ static void plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t
     size_t region = recompute_region_bytes(x->unit_plan, UNET_MAX_UNITS); // the flagged units take turns in it
     if (region) arena_add(a, &x->region, "recompute", DTYPE_F32, 1, (int64_t[]){(int64_t)(region / sizeof(float))});
     a->float_dtype = saved;
+    a->channels_last = saved_cl;
 }
 
 int unet_units(const UNetConfig *c) {
@@ -375,7 +379,7 @@ void unet_forward(const UNet *net, UNetActs *x, Tensor *eps, const Tensor *in, c
     int L = c->levels;
     check_inputs(net, x, eps, in, timesteps, context, text_embeds, time_ids);
     recompute_bind(x->unit_plan, UNET_MAX_UNITS, &x->region);
-    Scratch s = scratch_make(&x->scratch, x->x.dtype);
+    Scratch s = scratch_make(&x->scratch, &x->x);
     tensor_cast(&x->x, in); // into the activations' dtype
     tensor_cast(&x->ctx, context);
     time_forward(net, x, timesteps, text_embeds, time_ids, s);
@@ -404,7 +408,7 @@ void unet_forward(const UNet *net, UNetActs *x, Tensor *eps, const Tensor *in, c
         if (lv->has_sampler) upsample_forward(&lv->sampler, &A->sampler_out, h, s);
         h = level_out(A, lv);
     }
-    Tensor *out = x->out.data ? &x->out : eps; // bf16 activations: the output is cast to the caller's eps
+    Tensor *out = x->out.data ? &x->out : eps; // bf16 or channels last: the output is cast to the caller's eps
     head_forward(&net->conv_norm_out, &net->conv_out, out, &x->norm_mean, &x->norm_rstd, h, c->groups, c->norm_eps, s);
     if (out != eps) tensor_cast(eps, out);
 }
@@ -508,10 +512,10 @@ void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Te
         tensor_expect_shape(dcontext, "UNet context gradient", x->B, x->T, c->cross_dim);
         tensor_fill(dcontext, 0.0f); // every cross-attention adds its share
     }
-    Scratch s = scratch_make(&x->scratch, x->x.dtype);
+    Scratch s = scratch_make(&x->scratch, &x->x);
     GradFlow f = {&x->gflow[0], &x->gflow[1]};
     if (g) tensor_fill(&x->demb_act, 0.0f);
-    if (x->out.data) { // bf16 activations: the upstream gradient in their dtype (the output buffer is free now)
+    if (x->out.data) { // bf16 or channels last: the upstream gradient as the activations (the output buffer is free)
         tensor_cast(&x->out, deps);
         deps = &x->out;
     }
@@ -549,7 +553,8 @@ void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Te
     CHECK(k == 0, "", "UNet backward: skip %d reached conv_in", k);
     Tensor dout = view_like(f.cur, &x->conv_in_out);
     tensor_axpy(&dout, 1.0f, &x->dskip[0]);
-    Tensor dxa = dx && dx->data && dx->dtype != x->x.dtype ? view_like(f.other, &x->x) : (Tensor){0};
+    int conv = dx && dx->data && (dx->dtype != x->x.dtype || dx->channels_last != x->x.channels_last);
+    Tensor dxa = conv ? view_like(f.other, &x->x) : (Tensor){0};
     conv2d_backward(dxa.data ? &dxa : dx, GRAD(g, conv_in.weight), GRAD(g, conv_in.bias), &dout, &x->x,
                     &net->conv_in.weight, 1, 1);
     if (dxa.data) tensor_cast(dx, &dxa);

@@ -172,6 +172,7 @@ static Arena *unit_arena(Arena *a, VAEDecodeActs *x, int u, const unsigned char 
     Arena *r = x->unit_plan[u] = xcalloc(1, sizeof *r);
     arena_init(r, "vae-recompute", a->device);
     r->float_dtype = a->float_dtype;
+    r->channels_last = a->channels_last;
     return r;
 }
 
@@ -189,9 +190,12 @@ static void plan_decode(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, int
     int64_t f = (int64_t)1 << (L - 1);
     char p[256];
     DType saved = a->float_dtype;
-    arena_set_float_dtype(a, v->dec_conv_in.weight.dtype); // activations in the weights' dtype
+    int saved_cl = a->channels_last;
+    arena_set_float_dtype(a, v->dec_conv_in.weight.dtype); // activations in the weights' dtype and memory layout
+    arena_set_channels_last(a, v->dec_conv_in.weight.channels_last);
     PLAN(a, &x->z, "", "decoder.input", B, c->latent_channels, h, w);
-    if (a->float_dtype != DTYPE_F32) PLAN(a, &x->out, "", "decoder.output", B, c->out_channels, f * h, f * w);
+    if (a->float_dtype != DTYPE_F32 || a->channels_last)
+        PLAN(a, &x->out, "", "decoder.output", B, c->out_channels, f * h, f * w);
     if (c->post_quant_conv) plan_stage(a, &x->pq_out, "", "post_quant_conv.out", B, c->latent_channels, h, w, &sz);
     else sz.flow = max64(sz.flow, B * c->latent_channels * h * w); // the latents' gradient passes through the flow
     plan_stage(a, &x->conv_in_out, "", "decoder.conv_in.out", B, c->block_out[L - 1], h, w, &sz);
@@ -214,6 +218,7 @@ static void plan_decode(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, int
     size_t region = recompute_region_bytes(x->unit_plan, VAE_MAX_UNITS);
     if (region) arena_add(a, &x->region, "vae.recompute", DTYPE_F32, 1, (int64_t[]){(int64_t)(region / sizeof(float))});
     a->float_dtype = saved;
+    a->channels_last = saved_cl;
 }
 
 void vae_decode_acts_free(VAEDecodeActs *x) {
@@ -329,7 +334,7 @@ void vae_decode(const VAE *v, VAEDecodeActs *x, Tensor *image, const Tensor *lat
     tensor_expect_shape(latents, "VAE latents", x->B, c->latent_channels, x->h, x->w);
     tensor_expect_shape(image, "VAE image", x->B, c->out_channels, f * x->h, f * x->w);
     recompute_bind(x->unit_plan, VAE_MAX_UNITS, &x->region);
-    Scratch s = scratch_make(&x->scratch, x->z.dtype);
+    Scratch s = scratch_make(&x->scratch, &x->z);
     tensor_cast(&x->z, latents); // into the activations' dtype
     tensor_scale(&x->z, 1.0f / c->scaling_factor);
     const Tensor *h = &x->z;
@@ -340,7 +345,7 @@ void vae_decode(const VAE *v, VAEDecodeActs *x, Tensor *image, const Tensor *lat
     conv2d_forward(&x->conv_in_out, h, &v->dec_conv_in.weight, &v->dec_conv_in.bias, 1, 1);
     h = mid_forward(&v->dec_mid, &x->mid, &x->conv_in_out, c->mid_attention, s);
     for (int i = 0; i < L; i++) h = level_forward(&v->dec_up[i], &x->up[i], h, 1, s);
-    Tensor *out = x->out.data ? &x->out : image; // bf16 activations: the output is cast to the caller's image
+    Tensor *out = x->out.data ? &x->out : image; // bf16 or channels last: the output is cast to the caller's image
     head_forward(&v->dec_norm_out, &v->dec_conv_out, out, &x->norm_mean, &x->norm_rstd, h, c->groups, VAE_EPS, s);
     if (out != image) tensor_cast(image, out);
 }
@@ -357,7 +362,7 @@ void vae_encode(const VAE *v, VAEEncodeActs *x, Tensor *mean, Tensor *logvar, co
     const VAEConfig *c = &v->cfg;
     int L = c->levels;
     tensor_expect_shape(image, "VAE image", x->B, c->in_channels, x->H, x->W);
-    Scratch s = scratch_make(&x->scratch, x->conv_in_out.dtype);
+    Scratch s = scratch_make(&x->scratch, &x->conv_in_out);
     conv2d_forward(&x->conv_in_out, image, &v->enc_conv_in.weight, &v->enc_conv_in.bias, 1, 1);
     const Tensor *h = &x->conv_in_out;
     for (int i = 0; i < L; i++) h = level_forward(&v->enc_down[i], &x->down[i], h, 0, s);
@@ -414,9 +419,9 @@ void vae_level_backward(const VAELevel *lv, VAELevel *g, VAELevelActs *x, const 
 void vae_decode_backward(const VAE *v, VAE *g, VAEDecodeActs *x, const Tensor *dimage, Tensor *dlatents) {
     const VAEConfig *c = &v->cfg;
     int L = c->levels;
-    Scratch s = scratch_make(&x->scratch, x->z.dtype);
+    Scratch s = scratch_make(&x->scratch, &x->z);
     GradFlow f = {&x->gflow[0], &x->gflow[1]};
-    if (x->out.data) { // bf16 activations: the upstream gradient in their dtype (the output buffer is free now)
+    if (x->out.data) { // bf16 or channels last: the upstream gradient as the activations (the output buffer is free)
         tensor_cast(&x->out, dimage);
         dimage = &x->out;
     }
@@ -435,7 +440,9 @@ void vae_decode_backward(const VAE *v, VAE *g, VAEDecodeActs *x, const Tensor *d
     if (c->post_quant_conv) {
         dout = view_like(f.cur, &x->pq_out);
         // bf16 activations: the latents' gradient in their dtype first (the other flow buffer is free now)
-        Tensor dza = dlatents && dlatents->data && dlatents->dtype != x->z.dtype ? view_like(f.other, &x->z) : (Tensor){0};
+        int conv = dlatents && dlatents->data &&
+                   (dlatents->dtype != x->z.dtype || dlatents->channels_last != x->z.channels_last);
+        Tensor dza = conv ? view_like(f.other, &x->z) : (Tensor){0};
         conv2d_backward(dza.data ? &dza : dlatents, GRAD(g, post_quant_conv.weight), GRAD(g, post_quant_conv.bias),
                         &dout, &x->z, &v->post_quant_conv.weight, 1, 0);
         if (dza.data) tensor_cast(dlatents, &dza);

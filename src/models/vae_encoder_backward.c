@@ -30,7 +30,7 @@ void vae_encode_backward(const VAE *v, VAE *g, VAEEncodeActs *x, VAEEncodeGrad *
     tensor_expect_shape(image, "VAE image", x->B, c->in_channels, x->H, x->W);
     CHECK(image->device == DEVICE_CPU, "the encoder backward's clamp mask has no CUDA kernel yet",
           "VAE encode backward on %s", device_name(image->device));
-    Scratch s = scratch_make(&x->scratch, x->conv_in_out.dtype);
+    Scratch s = scratch_make(&x->scratch, &x->conv_in_out);
     GradFlow f = {&gb->gflow[0], &gb->gflow[1]};
     // moments = [mean | logvar]; the clamp passes the gradient where -30 <= logvar <= 20 (torch.clamp)
     concat_channels_forward(&gb->dmoments, dmean, dlogvar);

@@ -13,6 +13,8 @@ void add_forward(Tensor *out, const Tensor *a, const Tensor *b) {
         OPS_EXPECT_CUDA(a, "add_forward");
         OPS_EXPECT_CUDA(b, "add_forward");
         CHECK(a->dtype == out->dtype && b->dtype == out->dtype, "", "add_forward: operands of different dtypes");
+        ops_expect_same_layout(out, a, "add_forward");
+        ops_expect_same_layout(out, b, "add_forward");
         add_forward_cuda(out->data, a->data, b->data, n, ops_dt(out));
         return;
     }
@@ -47,7 +49,9 @@ void add_bcast_forward(Tensor *out, const Tensor *x, const Tensor *v) {
         OPS_EXPECT_CUDA(x, "add_bcast_forward");
         OPS_EXPECT_CUDA(v, "add_bcast_forward");
         CHECK(x->dtype == out->dtype && v->dtype == out->dtype, "", "add_bcast_forward: operands of different dtypes");
-        add_bcast_forward_cuda(out->data, x->data, v->data, B * C, S, ops_dt(out));
+        ops_expect_same_layout(out, x, "add_bcast_forward");
+        if (ops_cl(x)) add_bcast_nhwc_forward_cuda(out->data, x->data, v->data, B, S, C, ops_dt(out));
+        else add_bcast_forward_cuda(out->data, x->data, v->data, B * C, S, ops_dt(out));
         return;
     }
     OPS_EXPECT_CPU(out, "add_bcast_forward");
@@ -71,7 +75,13 @@ void add_bcast_backward(Tensor *dx, Tensor *dv, const Tensor *dout) {
     }
     if (ops_want(dv)) {
         tensor_expect_shape(dv, "add_bcast vector grad", B, C);
-        reduce_forward(dv, dout, REDUCE_SUM); // the sum over s of each (b, c)
+        if (ops_cl(dout)) { // channels last: the sum over the pixels of each channel column
+            OPS_EXPECT_CUDA(dv, "add_bcast_backward");
+            ops_expect_same_dtype(dv, dout, "add_bcast_backward");
+            add_bcast_nhwc_backward_cuda(dv->data, dout->data, B, tensor_numel(dout) / (B * C), C, ops_dt(dv));
+        } else {
+            reduce_forward(dv, dout, REDUCE_SUM); // the sum over s of each (b, c)
+        }
     }
 }
 
@@ -81,6 +91,7 @@ void tensor_axpy(Tensor *y, float alpha, const Tensor *x) {
     if (OPS_ON_CUDA(y)) {
         OPS_EXPECT_CUDA(y, "tensor_axpy");
         OPS_EXPECT_CUDA(x, "tensor_axpy");
+        ops_expect_same_layout(y, x, "tensor_axpy");
         axpy_cuda(y->data, ops_dt(y), alpha, x->data, ops_dt(x), n);
         return;
     }
@@ -118,11 +129,22 @@ void tensor_fill(Tensor *y, float value) {
     for (int64_t i = 0; i < n; i++) yy[i] = value;
 }
 
-// dst = src converted to dst's dtype on one device (f32 <-> bf16 round to nearest even; the same dtype copies)
+// dst = src converted to dst's dtype on one device (f32 <-> bf16 round to nearest even; the same dtype copies) and,
+// for 4-D tensors, to dst's memory layout (NCHW <-> channels last: a transpose per sample, GPU only)
 void tensor_cast(Tensor *dst, const Tensor *src) {
     ops_expect_same_numel(dst, src, "tensor_cast");
     CHECK(dst->device == src->device, "copy between devices with tensor_copy", "tensor_cast: %s to %s",
           device_name(src->device), device_name(dst->device));
+    if (dst->ndim == 4 && src->ndim == 4 && ops_cl(dst) != ops_cl(src)) {
+        tensor_expect_shape(dst, "tensor_cast output", src->shape[0], src->shape[1], src->shape[2], src->shape[3]);
+        OPS_EXPECT_CUDA(dst, "tensor_cast");
+        OPS_EXPECT_CUDA(src, "tensor_cast");
+        int64_t B = src->shape[0], C = src->shape[1], S = src->shape[2] * src->shape[3];
+        if (ops_cl(dst)) // per sample [C, S] -> [S, C]
+            transpose_cast_cuda(dst->data, ops_dt(dst), src->data, ops_dt(src), B, C, S);
+        else transpose_cast_cuda(dst->data, ops_dt(dst), src->data, ops_dt(src), B, S, C);
+        return;
+    }
     if (dst->dtype == src->dtype) { // a plain copy, on the device's stream
         tensor_copy(dst, src);
         return;

@@ -2,10 +2,10 @@
 // in [B, H, W, IC], w [OC, KH, KW, IC] and out [B, OH, OW, OC]. cuDNN's bf16 tensor-core convolutions are fastest in
 // this layout (NCHW problems can be transposed inside cuDNN); `drtune bench gpu` times the two side by side. On the
 // GPU it is cuDNN with NHWC descriptors (cuda_conv.cu); a 1x1 stride-1 convolution is a linear layer over the
-// B H W pixel rows on either device (on the GPU its forward stays on cuDNN when the bias is stored in another dtype
-// than the activations, which the linear op does not take). The CPU reference gathers each output pixel's KH KW IC inputs (one contiguous
-// run of IC per tap) into a row of columns and multiplies by the filters as [OC, KH KW IC]; it exists to check the
-// GPU against and is not tuned.
+// B H W pixel rows on either device (on the GPU its forward stays on cuDNN when the bias is stored in another
+// dtype than the activations, which the linear op does not take). The CPU reference gathers each output pixel's
+// KH KW IC inputs (one contiguous run of IC per tap) into a row of columns and multiplies by the filters as
+// [OC, KH KW IC]; it exists to check the GPU against and is not tuned.
 #include "ops_internal.h"
 
 typedef struct {
@@ -103,34 +103,43 @@ static void nhwc_col2im_add(float *dx, const float *cols, const NhwcGeom *g, int
     }
 }
 
-// out [B, OH, OW, OC] = in [B, H, W, IC] * w [OC, KH, KW, IC] + b [OC]
-void conv2d_nhwc_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, int stride, int pad) {
-    NhwcGeom g = nhwc_geom(in, w, stride, pad, "conv2d_nhwc_forward");
+// out [B, OH, OW, OC] = in [B, H, W, IC] * w [OC, KH, KW, IC] + b [OC] (+ res, out's shape, not out itself)
+static void nhwc_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, const Tensor *res, int stride,
+                         int pad, const char *op) {
+    NhwcGeom g = nhwc_geom(in, w, stride, pad, op);
     tensor_expect_shape(out, "conv2d_nhwc output", g.B, g.OH, g.OW, g.OC);
     if (ops_want(b)) tensor_expect_shape(b, "conv2d_nhwc bias", g.OC);
+    if (ops_want(res)) {
+        ops_expect_same_numel(out, res, op);
+        CHECK(res->data != out->data, "", "%s: the residual must not be the output", op);
+    }
     if (nhwc_pointwise(&g) && (!ops_want(b) || b->dtype == in->dtype)) { // the linear op takes one storage dtype
-        Tensor ri, rw, ro;
+        Tensor ri, rw, ro, rr;
         nhwc_as_linear(&g, in, w, out, &ri, &rw, &ro);
-        linear_forward(&ro, &ri, &rw, b);
+        if (ops_want(res)) rr = tensor_reshape(res, 2, ro.shape);
+        linear_forward_residual(&ro, &ri, &rw, b, ops_want(res) ? &rr : NULL);
         return;
     }
     if (OPS_ON_CUDA(out)) {
-        OPS_EXPECT_CUDA(out, "conv2d_nhwc_forward");
-        OPS_EXPECT_CUDA(in, "conv2d_nhwc_forward");
-        OPS_EXPECT_CUDA(w, "conv2d_nhwc_forward");
-        OPS_EXPECT_CUDA(b, "conv2d_nhwc_forward");
-        ops_expect_same_dtype(w, in, "conv2d_nhwc_forward");
-        ops_expect_same_dtype(out, in, "conv2d_nhwc_forward");
+        OPS_EXPECT_CUDA(out, op);
+        OPS_EXPECT_CUDA(in, op);
+        OPS_EXPECT_CUDA(w, op);
+        OPS_EXPECT_CUDA(b, op);
+        OPS_EXPECT_CUDA(res, op);
+        ops_expect_same_dtype(w, in, op);
+        ops_expect_same_dtype(out, in, op);
+        ops_expect_same_dtype(res, out, op);
         Conv2dCudaShape s = nhwc_cuda_shape(in, &g);
         size_t ws = conv2d_plan_cuda(&s, NULL);
         conv2d_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, ops_want(b) ? ops_dt(b) : 0,
-                            NULL, &s, ops_workspace(DEVICE_CUDA, ws), ws);
+                            ops_want(res) ? res->data : NULL, &s, ops_workspace(DEVICE_CUDA, ws), ws);
         return;
     }
-    OPS_EXPECT_CPU(out, "conv2d_nhwc_forward");
-    OPS_EXPECT_CPU(in, "conv2d_nhwc_forward");
-    OPS_EXPECT_CPU(w, "conv2d_nhwc_forward");
-    OPS_EXPECT_CPU(b, "conv2d_nhwc_forward");
+    OPS_EXPECT_CPU(out, op);
+    OPS_EXPECT_CPU(in, op);
+    OPS_EXPECT_CPU(w, op);
+    OPS_EXPECT_CPU(b, op);
+    OPS_EXPECT_CPU(res, op);
     float *o = tensor_f32(out);
     const float *x = tensor_f32(in), *wt = tensor_f32(w), *bias = ops_want(b) ? tensor_f32(b) : NULL;
     int64_t K = g.KH * g.KW * g.IC, P = g.B * g.OH * g.OW, chunk = nhwc_chunk(&g);
@@ -145,17 +154,20 @@ void conv2d_nhwc_forward(Tensor *out, const Tensor *in, const Tensor *w, const T
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(p1 - p0), (int)g.OC, (int)K, 1.0f, cols, (int)K,
                     wt, (int)K, bias ? 1.0f : 0.0f, o + p0 * g.OC, (int)g.OC);
     }
+    if (ops_want(res)) add_forward(out, out, res);
 }
 
-// din [B, H, W, IC] written; dw [OC, KH, KW, IC] and db [OC] accumulated (any may be NULL)
-void conv2d_nhwc_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
-                          int stride, int pad) {
-    NhwcGeom g = nhwc_geom(in, w, stride, pad, "conv2d_nhwc_backward");
+// din [B, H, W, IC] written; dw and db [OC] accumulated (any may be NULL). dw is [OC, KH, KW, IC] as w, or with
+// dw_kcrs the same gradient stored [OC, IC, KH, KW] (a model's fp32 gradient of a channels-last compute filter).
+static void nhwc_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
+                          int stride, int pad, int dw_kcrs, const char *op) {
+    NhwcGeom g = nhwc_geom(in, w, stride, pad, op);
     tensor_expect_shape(dout, "conv2d_nhwc output grad", g.B, g.OH, g.OW, g.OC);
     if (ops_want(din)) tensor_expect_shape(din, "conv2d_nhwc input grad", g.B, g.H, g.W, g.IC);
-    if (ops_want(dw)) tensor_expect_shape(dw, "conv2d_nhwc weight grad", g.OC, g.KH, g.KW, g.IC);
+    if (ops_want(dw) && dw_kcrs) tensor_expect_shape(dw, "conv2d weight grad", g.OC, g.IC, g.KH, g.KW);
+    else if (ops_want(dw)) tensor_expect_shape(dw, "conv2d_nhwc weight grad", g.OC, g.KH, g.KW, g.IC);
     if (ops_want(db)) tensor_expect_shape(db, "conv2d_nhwc bias grad", g.OC);
-    if (nhwc_pointwise(&g)) {
+    if (nhwc_pointwise(&g)) { // [OC, 1, 1, IC] and [OC, IC, 1, 1] are one layout
         Tensor ri, rw, rdo, rdi, rdw;
         nhwc_as_linear(&g, in, w, dout, &ri, &rw, &rdo);
         if (ops_want(din)) rdi = tensor_reshape(din, 2, ri.shape);
@@ -164,29 +176,29 @@ void conv2d_nhwc_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dou
         return;
     }
     if (OPS_ON_CUDA(dout)) {
-        OPS_EXPECT_CUDA(dout, "conv2d_nhwc_backward");
-        OPS_EXPECT_CUDA(in, "conv2d_nhwc_backward");
-        OPS_EXPECT_CUDA(w, "conv2d_nhwc_backward");
-        OPS_EXPECT_CUDA(din, "conv2d_nhwc_backward");
-        OPS_EXPECT_CUDA_F32(dw, "conv2d_nhwc_backward");
-        OPS_EXPECT_CUDA_F32(db, "conv2d_nhwc_backward");
-        ops_expect_same_dtype(dout, in, "conv2d_nhwc_backward");
-        ops_expect_same_dtype(w, in, "conv2d_nhwc_backward");
-        ops_expect_same_dtype(din, in, "conv2d_nhwc_backward");
+        OPS_EXPECT_CUDA(dout, op);
+        OPS_EXPECT_CUDA(in, op);
+        OPS_EXPECT_CUDA(w, op);
+        OPS_EXPECT_CUDA(din, op);
+        OPS_EXPECT_CUDA_F32(dw, op);
+        OPS_EXPECT_CUDA_F32(db, op);
+        ops_expect_same_dtype(dout, in, op);
+        ops_expect_same_dtype(w, in, op);
+        ops_expect_same_dtype(din, in, op);
         if (!ops_want(din) && !ops_want(dw) && !ops_want(db)) return;
         Conv2dCudaShape s = nhwc_cuda_shape(in, &g);
         size_t ws = conv2d_plan_cuda(&s, NULL);
         conv2d_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dw) ? tensor_f32(dw) : NULL,
-                             ops_want(db) ? tensor_f32(db) : NULL, dout->data, in->data, w->data, &s,
+                             ops_want(db) ? tensor_f32(db) : NULL, dout->data, in->data, w->data, &s, dw_kcrs,
                              ops_workspace(DEVICE_CUDA, ws), ws);
         return;
     }
-    OPS_EXPECT_CPU(dout, "conv2d_nhwc_backward");
-    OPS_EXPECT_CPU(in, "conv2d_nhwc_backward");
-    OPS_EXPECT_CPU(w, "conv2d_nhwc_backward");
-    OPS_EXPECT_CPU(din, "conv2d_nhwc_backward");
-    OPS_EXPECT_CPU(dw, "conv2d_nhwc_backward");
-    OPS_EXPECT_CPU(db, "conv2d_nhwc_backward");
+    OPS_EXPECT_CPU(dout, op);
+    OPS_EXPECT_CPU(in, op);
+    OPS_EXPECT_CPU(w, op);
+    OPS_EXPECT_CPU(din, op);
+    OPS_EXPECT_CPU(dw, op);
+    OPS_EXPECT_CPU(db, op);
     const float *gy = tensor_f32(dout), *x = tensor_f32(in), *wt = tensor_f32(w);
     int64_t K = g.KH * g.KW * g.IC, P = g.B * g.OH * g.OW, chunk = nhwc_chunk(&g);
     if (ops_want(db)) ops_bias_grad_add(tensor_f32(db), gy, P, g.OC, 1);
@@ -212,7 +224,63 @@ void conv2d_nhwc_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dou
     }
     if (ops_want(dw)) {
         float *d = tensor_f32(dw);
+        int64_t T = g.KH * g.KW;
 #pragma omp parallel for simd if (g.OC * K > 65536)
-        for (int64_t i = 0; i < g.OC * K; i++) d[i] += dwb[i];
+        for (int64_t i = 0; i < g.OC * K; i++) { // dwb index i = (o T + t) IC + c
+            int64_t o = i / K, t = i % K / g.IC, c = i % g.IC;
+            d[dw_kcrs ? (o * g.IC + c) * T + t : i] += dwb[i];
+        }
     }
+}
+
+void conv2d_nhwc_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, int stride, int pad) {
+    nhwc_forward(out, in, w, b, NULL, stride, pad, "conv2d_nhwc_forward");
+}
+
+void conv2d_nhwc_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
+                          int stride, int pad) {
+    nhwc_backward(din, dw, db, dout, in, w, stride, pad, 0, "conv2d_nhwc_backward");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// conv2d on channels-last tensors (Tensor.channels_last: NCHW shapes, NHWC storage): the same problem seen with its
+// storage shapes
+
+static Tensor cl_storage(const Tensor *t) { // [N, C, H, W] channels last -> [N, H, W, C]
+    Tensor r = tensor_reshape(t, 4, (int64_t[]){t->shape[0], t->shape[2], t->shape[3], t->shape[1]});
+    r.channels_last = 0;
+    return r;
+}
+
+static void cl_expect(const Tensor *t, const char *what, const char *op) {
+    if (ops_want(t))
+        CHECK(ops_cl(t), "", "%s: the %s is stored NCHW while the input is channels last", op, what);
+}
+
+size_t conv2d_cl_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad) {
+    Tensor x = cl_storage(in), wt = cl_storage(w);
+    return conv2d_nhwc_workspace_bytes(&x, &wt, stride, pad);
+}
+
+void conv2d_cl_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, const Tensor *res, int stride,
+                       int pad) {
+    cl_expect(out, "output", "conv2d_forward");
+    cl_expect(w, "filter", "conv2d_forward");
+    cl_expect(res, "residual", "conv2d_forward");
+    Tensor o = cl_storage(out), x = cl_storage(in), wt = cl_storage(w), r = {0};
+    if (ops_want(res)) r = cl_storage(res);
+    nhwc_forward(&o, &x, &wt, b, ops_want(res) ? &r : NULL, stride, pad, "conv2d_forward");
+}
+
+void conv2d_cl_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
+                        int stride, int pad) {
+    cl_expect(dout, "output gradient", "conv2d_backward");
+    cl_expect(w, "filter", "conv2d_backward");
+    cl_expect(din, "input gradient", "conv2d_backward");
+    Tensor go = cl_storage(dout), x = cl_storage(in), wt = cl_storage(w), gi, gw;
+    if (ops_want(din)) gi = cl_storage(din);
+    int kcrs = ops_want(dw) && !ops_cl(dw);
+    if (ops_want(dw)) gw = kcrs ? *dw : cl_storage(dw);
+    nhwc_backward(ops_want(din) ? &gi : NULL, ops_want(dw) ? &gw : NULL, db, &go, &x, &wt, stride, pad, kcrs,
+                  "conv2d_backward");
 }

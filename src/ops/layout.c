@@ -16,7 +16,12 @@ void upsample2x_forward(Tensor *out, const Tensor *in) {
         OPS_EXPECT_CUDA(out, "upsample2x_forward");
         OPS_EXPECT_CUDA(in, "upsample2x_forward");
         ops_expect_same_dtype(out, in, "upsample2x_forward");
-        upsample2x_forward_cuda(out->data, in->data, rows, W, ops_dt(out));
+        ops_expect_same_layout(out, in, "upsample2x_forward");
+        if (ops_cl(in)) // rows of B H pixel rows of W pixels of C channels
+            upsample2x_nhwc_forward_cuda(out->data, in->data, in->shape[0] * in->shape[2], W, in->shape[1],
+                                         ops_dt(out));
+        else
+            upsample2x_forward_cuda(out->data, in->data, rows, W, ops_dt(out));
         return;
     }
     OPS_EXPECT_CPU(out, "upsample2x_forward");
@@ -43,7 +48,12 @@ void upsample2x_backward(Tensor *din, const Tensor *dout) {
         OPS_EXPECT_CUDA(din, "upsample2x_backward");
         OPS_EXPECT_CUDA(dout, "upsample2x_backward");
         ops_expect_same_dtype(din, dout, "upsample2x_backward");
-        upsample2x_backward_cuda(din->data, dout->data, rows, W, ops_dt(din));
+        ops_expect_same_layout(din, dout, "upsample2x_backward");
+        if (ops_cl(din))
+            upsample2x_nhwc_backward_cuda(din->data, dout->data, din->shape[0] * din->shape[2], W, din->shape[1],
+                                          ops_dt(din));
+        else
+            upsample2x_backward_cuda(din->data, dout->data, rows, W, ops_dt(din));
         return;
     }
     OPS_EXPECT_CPU(din, "upsample2x_backward");
@@ -94,7 +104,12 @@ void concat_channels_forward(Tensor *out, const Tensor *a, const Tensor *b) {
         OPS_EXPECT_CUDA(b, "concat_channels_forward");
         ops_expect_same_dtype(out, a, "concat_channels_forward");
         ops_expect_same_dtype(out, b, "concat_channels_forward");
-        concat_channels_forward_cuda(out->data, a->data, b->data, B, Ca, Cb, S, ops_dt(out));
+        ops_expect_same_layout(out, a, "concat_channels_forward");
+        ops_expect_same_layout(out, b, "concat_channels_forward");
+        if (ops_cl(out)) // every pixel a row [Ca | Cb]
+            concat_channels_forward_cuda(out->data, a->data, b->data, B * S, Ca, Cb, 1, ops_dt(out));
+        else
+            concat_channels_forward_cuda(out->data, a->data, b->data, B, Ca, Cb, S, ops_dt(out));
         return;
     }
     OPS_EXPECT_CPU(out, "concat_channels_forward");
@@ -122,8 +137,11 @@ void concat_channels_backward(Tensor *da, Tensor *db, const Tensor *dout) {
         OPS_EXPECT_CUDA(db, "concat_channels_backward");
         if (ops_want(da)) ops_expect_same_dtype(da, dout, "concat_channels_backward");
         if (ops_want(db)) ops_expect_same_dtype(db, dout, "concat_channels_backward");
-        concat_channels_backward_cuda(ops_want(da) ? da->data : NULL, ops_want(db) ? db->data : NULL, dout->data, B,
-                                      Ca, C - Ca, S, ops_dt(dout));
+        ops_expect_same_layout(da, dout, "concat_channels_backward");
+        ops_expect_same_layout(db, dout, "concat_channels_backward");
+        int cl = ops_cl(dout);
+        concat_channels_backward_cuda(ops_want(da) ? da->data : NULL, ops_want(db) ? db->data : NULL, dout->data,
+                                      cl ? B * S : B, Ca, C - Ca, cl ? 1 : S, ops_dt(dout));
         return;
     }
     OPS_EXPECT_CPU(dout, "concat_channels_backward");
@@ -139,6 +157,8 @@ static void pad_check(const Tensor *small, const Tensor *big, int top, int botto
                       const char *op) {
     char a[96];
     CHECK(small->ndim == 4, "", "%s: want an NCHW tensor, got %s", op, tensor_shape_str(small, a, sizeof a));
+    CHECK(!ops_cl(small) && !ops_cl(big), "", "%s: channels-last tensors are not padded (the VAE encoder runs NCHW)",
+          op);
     CHECK(top >= 0 && bottom >= 0 && left >= 0 && right >= 0, "", "%s: negative padding (%d, %d, %d, %d)", op, top,
           bottom, left, right);
     tensor_expect_shape(big, "pad2d output", small->shape[0], small->shape[1], small->shape[2] + top + bottom,

@@ -89,9 +89,10 @@ static void groupnorm_fwd(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor 
         OPS_EXPECT_CUDA(beta, op);
         ops_expect_same_dtype(out, in, op);
         ops_expect_same_dtype(beta, gamma, op);
+        ops_expect_same_layout(out, in, op);
         void *ws = ops_workspace(DEVICE_CUDA, groupnorm_workspace_bytes_cuda(B, C, S, groups));
         groupnorm_forward_cuda(out->data, mean->data, rstd->data, in->data, gamma->data, beta->data, ws, B, C, S,
-                               groups, eps, act, ops_dt(in), ops_dt(gamma));
+                               groups, eps, act, ops_dt(in), ops_dt(gamma), ops_cl(in));
         return;
     }
     OPS_EXPECT_CPU(out, op);
@@ -159,11 +160,13 @@ static void groupnorm_bwd(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tens
         ops_expect_same_dtype(dout, in, op);
         ops_expect_same_dtype(din, in, op);
         if (act >= 0) ops_expect_same_dtype(beta, gamma, op);
+        ops_expect_same_layout(dout, in, op);
+        ops_expect_same_layout(din, in, op);
         void *ws = ops_workspace(DEVICE_CUDA, groupnorm_workspace_bytes_cuda(B, C, S, groups));
         groupnorm_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dgamma) ? dgamma->data : NULL,
                                 ops_want(dbeta) ? dbeta->data : NULL, dout->data, in->data, mean->data, rstd->data,
                                 gamma->data, act >= 0 ? beta->data : NULL, ws, B, C, S, groups, act, ops_dt(in),
-                                ops_dt(gamma));
+                                ops_dt(gamma), ops_cl(in));
         return;
     }
     OPS_EXPECT_CPU(dout, op);

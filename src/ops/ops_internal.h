@@ -40,5 +40,20 @@ static inline void ops_expect_same_dtype(const Tensor *a, const Tensor *b, const
         CHECK(a->dtype == b->dtype, "", "%s: operands stored as %s and %s", op, dtype_name(a->dtype),
               dtype_name(b->dtype));
 }
+// 1 if t is a 4-D tensor stored channels last (Tensor.channels_last; GPU only).
+static inline int ops_cl(const Tensor *t) { return t != NULL && t->ndim == 4 && t->channels_last; }
+// 4-D operands of one op (when both are wanted) share their memory layout: a mix is an internal error.
+static inline void ops_expect_same_layout(const Tensor *a, const Tensor *b, const char *op) {
+    if (ops_want(a) && ops_want(b) && a->ndim == 4 && b->ndim == 4)
+        CHECK(a->channels_last == b->channels_last, "", "%s: operands stored %s and %s", op,
+              a->channels_last ? "channels last" : "NCHW", b->channels_last ? "channels last" : "NCHW");
+}
+// conv2d on channels-last tensors (conv2d_nhwc.c): in, out, w (and res, din) channels last, dw either way; conv2d's
+// entry points hand such problems over.
+size_t conv2d_cl_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad);
+void conv2d_cl_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, const Tensor *res, int stride,
+                       int pad);
+void conv2d_cl_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
+                        int stride, int pad);
 // The dtype code a CUDA launcher takes for a tensor's storage (the DType value: DTYPE_F32 or DTYPE_BF16).
 static inline int ops_dt(const Tensor *t) { return (int)t->dtype; }

@@ -175,6 +175,11 @@ static const ConfigKey KEYS[] = {
            "GPU, bf16: attention through cuDNN's fused attention (FlashAttention-2 on tensor cores; cuDNN 9.13 or "
            "newer): the forward, and the backward unless train.deterministic. Shapes cuDNN cannot plan (fp32, causal, "
            "head dims not a multiple of 8 or over 256) run drtune's own kernels. Elsewhere: DRTUNE_CUDNN_ATTENTION=0"),
+    K_BOOL("train", "channels_last", train.channels_last, "false",
+           "GPU: the UNet's and the VAE decoder's activations and compute filters channels last (NHWC), the layout "
+           "cuDNN's tensor-core convolutions prefer; the transformer blocks' token transposes become copies. fp32 "
+           "precision then keeps an fp32 compute copy. Compare `drtune bench gpu` (its unet forward NHWC rows) before "
+           "switching it on"),
     K_BOOL("train", "cuda_graphs", train.cuda_graphs, "true",
            "GPU: each guided UNet evaluation (both guidance branches) is captured once as a CUDA graph and replayed "
            "at every sampling step and phase-2 recompute (bit-identical results, fewer launches); false launches "

@@ -83,6 +83,7 @@ typedef struct {
         TrainDevice device;                    // auto: the GPU when one is visible
         int deterministic;                     // deterministic GPU algorithms (cuDNN) only
         int cudnn_attention;                   // bf16 attention through cuDNN's fused attention where it plans
+        int channels_last;                     // GPU: UNet and VAE decoder activations and filters NHWC
         int cuda_graphs;                       // the guided UNet evaluation as a replayed CUDA graph
         TrainPrecision precision;              // GPU storage of weights and activations (fp32 masters either way)
         double reduce_bucket_mb;               // gradient reduction bucket during the backward; 0 = after it

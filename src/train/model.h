@@ -20,8 +20,9 @@ typedef struct {
     VAE vae;
     Arena vae_params;
     Ddim sched;
-    // train.precision = bf16: bf16 copies of the UNet and VAE weights that the engine computes with
-    // (model_set_precision); the fp32 weights above stay the masters the optimiser updates and the exports read
+    // train.precision = bf16 (or train.channels_last): bf16 (fp32) copies of the UNet and VAE weights that the engine
+    // computes with (model_set_precision); the fp32 weights above stay the masters the optimiser updates and the
+    // exports read
     int has_compute, unet_trained; // unet_trained: the fp32 UNet is updated (full fine-tuning), so it stays on the GPU
     UNet unet_c;
     Arena unet_c_params;
@@ -40,8 +41,12 @@ void model_to_device(Model *m, Device d);
 // Makes the dt (bf16) compute copies of the UNet and VAE weights on the device of the fp32 ones (already moved
 // there), and, when l != NULL, the adapters' bf16 copies bound into the compute UNet. Frozen fp32 weights go back
 // to the host (the VAE, and the UNet unless unet_trained: full fine-tuning), where only a final merge reads them.
-// Nothing for dt = f32.
+// Nothing for dt = f32, unless the copies are channels last (model_set_channels_last): then fp32 copies.
 void model_set_precision(Model *m, Lora *l, int unet_trained, DType dt);
+// train.channels_last: compute copies made from now on are channels last (GPU), and so are the UNet's and the
+// decoder's activations planned on them (the filters transposed in the copies; the fp32 masters, their gradients
+// and everything outside the two models stay NCHW).
+void model_set_channels_last(int on);
 // Refreshes the compute copies of what changes (the adapters of l, and every UNet weight when the UNet is trained)
 // from the fp32 masters after an update or a load; nothing without compute copies.
 void model_sync_compute(Model *m, Lora *l);

@@ -142,6 +142,11 @@ DType setup_precision(TrainPrecision p, Device d, const char *key, const char *d
     return DTYPE_BF16;
 }
 
+void setup_channels_last(int on, Device d, const char *key, const char *device_key) {
+    USER_CHECK(!on || d != DEVICE_CPU, "%s = true is for the GPU, but this run is on the CPU (%s)", key, device_key);
+    model_set_channels_last(on);
+}
+
 TrainPrecision setup_precision_parse(const char *name, const char *option) {
     if (!strcmp(name, "bf16")) return PRECISION_BF16;
     USER_CHECK(!strcmp(name, "fp32"), "%s: '%s' is not fp32 or bf16", option, name);

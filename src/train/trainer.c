@@ -89,6 +89,7 @@ static void trainer_setup(Trainer *t, const Config *c) {
         attention_set_deterministic(c->train.deterministic);
         attention_set_cudnn(c->train.cudnn_attention);
     }
+    setup_channels_last(c->train.channels_last, d, "train.channels_last", "train.device");
     model_load(&t->model, c->model.path, c->sampler.steps);
     t->prompts = prompts_read(c->data.prompts, &t->n_prompts);
     t->H = c->sampler.height, t->W = c->sampler.width;

@@ -40,6 +40,8 @@ void rng_normal_fill_cuda(float *out, int64_t n, uint64_t seed, uint64_t stream,
 
 // ---- token transpose (cuda_transpose.cu): dst [B, K, R] = src [B, R, K] per sample (+ res [B, K, R], may be NULL)
 void transpose_batched_cuda(void *dst, const void *src, const void *res, int64_t B, int64_t R, int64_t K, int dt);
+// the same transpose converting the storage dtype (dt_dst, dt_src: f32 or bf16; no residual): NCHW <-> NHWC casts
+void transpose_cast_cuda(void *dst, int dt_dst, const void *src, int dt_src, int64_t B, int64_t R, int64_t K);
 
 // ---- normalisation and activations (cuda_norm.cu, cuda_activation.cu)
 // `act` is an Activation code (ops.h), or -1 for none; `pdt` is the storage dtype of gamma and beta; mean and rstd
@@ -48,11 +50,12 @@ void transpose_batched_cuda(void *dst, const void *src, const void *res, int64_t
 size_t groupnorm_workspace_bytes_cuda(int64_t B, int64_t C, int64_t S, int groups);
 void groupnorm_forward_cuda(void *out, float *mean, float *rstd, const void *in, const void *gamma, const void *beta,
                             void *ws, int64_t B, int64_t C, int64_t S, int groups, float eps, int act, int dt,
-                            int pdt);
+                            int pdt, int channels_last);
 // beta is read only with an activation (to recompute its input)
 void groupnorm_backward_cuda(void *din, float *dgamma, float *dbeta, const void *dout, const void *in,
                              const float *mean, const float *rstd, const void *gamma, const void *beta, void *ws,
-                             int64_t B, int64_t C, int64_t S, int groups, int act, int dt, int pdt);
+                             int64_t B, int64_t C, int64_t S, int groups, int act, int dt, int pdt,
+                             int channels_last);
 size_t layernorm_workspace_bytes_cuda(int64_t N, int64_t C);
 void layernorm_forward_cuda(void *out, float *mean, float *rstd, const void *in, const void *gamma, const void *beta,
                             int64_t N, int64_t C, float eps, int dt, int pdt);
@@ -108,7 +111,11 @@ void attention_backward_cudnn(void *dq, void *dk, void *dv, const void *dout, co
 // Activation operands of one op share the storage dtype dt; reductions and axpy take one per operand. rows = B C H.
 void upsample2x_forward_cuda(void *out, const void *in, int64_t rows, int64_t W, int dt);
 void upsample2x_backward_cuda(void *din, const void *dout, int64_t rows, int64_t W, int dt);
-// whole [B, Ca + Cb, S] and its parts a [B, Ca, S], b [B, Cb, S]; the backward skips a NULL da or db
+// channels last: in [rows = B H, W, C], out [B 2H, 2W, C]
+void upsample2x_nhwc_forward_cuda(void *out, const void *in, int64_t rows, int64_t W, int64_t C, int dt);
+void upsample2x_nhwc_backward_cuda(void *din, const void *dout, int64_t rows, int64_t W, int64_t C, int dt);
+// whole [B, Ca + Cb, S] and its parts a [B, Ca, S], b [B, Cb, S]; the backward skips a NULL da or db (channels last:
+// B = the pixels of all samples, S = 1)
 void concat_channels_forward_cuda(void *out, const void *a, const void *b, int64_t B, int64_t Ca, int64_t Cb,
                                   int64_t S, int dt);
 void concat_channels_backward_cuda(void *da, void *db, const void *dout, int64_t B, int64_t Ca, int64_t Cb, int64_t S,
@@ -134,6 +141,9 @@ void reduce_backward_cuda(void *din, int dt_in, const void *dout, int dt_out, in
 void add_forward_cuda(void *out, const void *a, const void *b, int64_t n, int dt);
 // out [BC, S] = x + v[bc]
 void add_bcast_forward_cuda(void *out, const void *x, const void *v, int64_t BC, int64_t S, int dt);
+// channels last: out [B, S, C] = x + v[b, c]; the backward's dv [B, C] = the sum over s of dout (written)
+void add_bcast_nhwc_forward_cuda(void *out, const void *x, const void *v, int64_t B, int64_t S, int64_t C, int dt);
+void add_bcast_nhwc_backward_cuda(void *dv, const void *dout, int64_t B, int64_t S, int64_t C, int dt);
 void axpy_cuda(void *y, int dty, float alpha, const void *x, int dtx, int64_t n);
 void scale_cuda(void *y, float alpha, int64_t n, int dt);
 void fill_cuda(void *y, float value, int64_t n, int dt);
@@ -238,9 +248,10 @@ size_t conv2d_plan_cuda(const Conv2dCudaShape *s, int algos[3]);
 // itself). ws: at least conv2d_plan_cuda's bytes.
 void conv2d_forward_cuda(void *out, const void *in, const void *w, const void *b, int bias_dt, const void *res,
                          const Conv2dCudaShape *s, void *ws, size_t ws_bytes);
-// din written; dw (w's layout) and db [OC] (fp32) accumulated; any of the three may be NULL.
+// din written; dw and db [OC] (fp32) accumulated; any of the three may be NULL. dw is in w's layout, or with
+// dw_kcrs (NHWC problems only) [OC, IC, KH, KW] while w is [OC, KH, KW, IC].
 void conv2d_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in, const void *w,
-                          const Conv2dCudaShape *s, void *ws, size_t ws_bytes);
+                          const Conv2dCudaShape *s, int dw_kcrs, void *ws, size_t ws_bytes);
 
 #ifdef __cplusplus
 }

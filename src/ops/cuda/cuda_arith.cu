@@ -80,6 +80,42 @@ extern "C" void add_forward_cuda(void *out, const void *a, const void *b, int64_
     });
 }
 
+// channels last: out[b, s, c] = x[b, s, c] + v[b, c] for x [B, S, C]
+template <class T>
+__global__ static void add_bcast_nhwc_kernel(T *out, const T *x, const T *v, int64_t n, int64_t SC, int64_t C) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        st_f32(out, i, ld_f32(x, i) + ld_f32(v, i / SC * C + i % C));
+}
+
+// dv[b, c] = sum over s of dout[b, s, c] (written), grid (B tiles of 32 channels), block 256: 8 pixel phases of 32
+// channels, summed in order
+template <class T> __global__ static void bcast_sum_nhwc_kernel(T *dv, const T *dout, int64_t S, int64_t C) {
+    __shared__ float sh[8][33];
+    int64_t tiles = (C + 31) / 32, b = blockIdx.x / tiles, c = (blockIdx.x % tiles) * 32 + (threadIdx.x & 31);
+    int ph = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float s = 0.0f;
+    if (c < C)
+        for (int64_t p = ph; p < S; p += 8) s += ld_f32(dout, (b * S + p) * C + c);
+    sh[ph][lane] = s;
+    __syncthreads();
+    if (ph == 0 && c < C) {
+        for (int k = 1; k < 8; k++) s += sh[k][lane];
+        st_f32(dv, b * C + c, s);
+    }
+}
+
+extern "C" void add_bcast_nhwc_forward_cuda(void *out, const void *x, const void *v, int64_t B, int64_t S, int64_t C,
+                                            int dt) {
+    int64_t n = B * S * C;
+    unsigned blocks = cuda_blocks(n, 256);
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(add_bcast_nhwc_kernel<T>, blocks < 65535 ? blocks : 65535, 256, 0,
+                                        cuda_stream(), (T *)out, (const T *)x, (const T *)v, n, S * C, C));
+}
+extern "C" void add_bcast_nhwc_backward_cuda(void *dv, const void *dout, int64_t B, int64_t S, int64_t C, int dt) {
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(bcast_sum_nhwc_kernel<T>, (unsigned)(B * ((C + 31) / 32)), 256, 0,
+                                        cuda_stream(), (T *)dv, (const T *)dout, S, C));
+}
+
 extern "C" void add_bcast_forward_cuda(void *out, const void *x, const void *v, int64_t BC, int64_t S, int dt) {
     CUDA_DT_DISPATCH(dt, T, {
         int vec = S % 4 == 0 && cuda_vec_aligned(out, sizeof(T)) && cuda_vec_aligned(x, sizeof(T));

@@ -113,10 +113,18 @@ __global__ static void conv_bias_grad_finish_kernel(float *db, const float *part
     db[o] += s;
 }
 
-// dw [n] += g [n]: the bf16 weight gradient of one call into the fp32 gradient
-__global__ static void conv_dw_accumulate_kernel(float *dw, const __nv_bfloat16 *g, int64_t n) {
+// dw += g: one call's weight gradient (bf16, or an NHWC problem's) into the fp32 gradient; with kcrs, g [OC, T, IC]
+// (T = KH KW taps) goes to dw [OC, IC, T]
+template <class T>
+__global__ static void conv_dw_accumulate_kernel(float *dw, const T *g, int64_t n, int kcrs, int64_t IC, int64_t taps) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) dw[i] += __bfloat162float(g[i]);
+    if (i >= n) return;
+    int64_t j = i;
+    if (kcrs) {
+        int64_t o = i / (taps * IC), t = i / IC % taps, c = i % IC;
+        j = (o * IC + c) * taps + t;
+    }
+    dw[j] += ld_f32(g, i);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -250,7 +258,9 @@ static void conv_plan_make(ConvPlan *p, const Conv2dCudaShape *s) {
 
     p->ws_dnn = ws[0] > ws[1] ? ws[0] : ws[1];
     if (ws[2] > p->ws_dnn) p->ws_dnn = ws[2];
-    p->dw_scratch = conv_align(fp32 ? 0 : sizeof(__nv_bfloat16) * (size_t)s->OC * s->IC * s->KH * s->KW);
+    // bf16, and every NHWC problem (its gradient may go to an NCHW filter's): one call's dW in the operands' type
+    size_t wn = (size_t)s->OC * s->IC * s->KH * s->KW;
+    p->dw_scratch = conv_align(!fp32 ? sizeof(__nv_bfloat16) * wn : s->nhwc ? sizeof(float) * wn : 0);
     int64_t rows = s->nhwc ? s->B * conv_out_pixels(s) : conv_out_pixels(s); // NHWC chunks all B OH OW rows
     p->bias_chunks = (int)((rows + CONV_BIAS_CHUNK - 1) / CONV_BIAS_CHUNK);
     p->db_part = conv_align(sizeof(float) * (size_t)s->OC * (s->nhwc ? 1 : s->B) * p->bias_chunks);
@@ -322,7 +332,7 @@ extern "C" void conv2d_forward_cuda(void *out, const void *in, const void *w, co
 }
 
 extern "C" void conv2d_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in, const void *w,
-                                     const Conv2dCudaShape *s, void *ws, size_t ws_bytes) {
+                                     const Conv2dCudaShape *s, int dw_kcrs, void *ws, size_t ws_bytes) {
     void *dnn_ws;
     const ConvPlan *p = conv_plan_call(s, ws, ws_bytes, &dnn_ws);
     cudnnHandle_t h = cuda_cudnn();
@@ -330,16 +340,21 @@ extern "C" void conv2d_backward_cuda(void *din, float *dw, float *db, const void
     if (din) // written
         DNN_CHECK(cudnnConvolutionBackwardData(h, &one, p->w, w, p->y, dout, p->conv[1], p->bwd_data, dnn_ws,
                                                p->ws_dnn, &zero, p->x, din));
+    CHECK(!dw_kcrs || s->nhwc, "", "conv2d: an [OC, IC, KH, KW] weight gradient of an NCHW problem is not permuted");
     if (dw) { // accumulated in fp32
-        if (s->dt == DTYPE_F32) {
+        if (s->dt == DTYPE_F32 && !s->nhwc) {
             DNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, p->x, in, p->y, dout, p->conv[2], p->bwd_filter, dnn_ws,
                                                      p->ws_dnn, &one, p->w, dw));
-        } else {
+        } else { // into the scratch, then added (and permuted for dw_kcrs)
             DNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, p->x, in, p->y, dout, p->conv[2], p->bwd_filter, dnn_ws,
                                                      p->ws_dnn, &zero, p->w, ws));
-            int64_t n = (int64_t)s->OC * s->IC * s->KH * s->KW;
-            CUDA_LAUNCH(conv_dw_accumulate_kernel, cuda_blocks(n, 256), 256, 0, cuda_stream(), dw,
-                        (const __nv_bfloat16 *)ws, n);
+            int64_t n = (int64_t)s->OC * s->IC * s->KH * s->KW, taps = (int64_t)s->KH * s->KW;
+            if (s->dt == DTYPE_BF16)
+                CUDA_LAUNCH(conv_dw_accumulate_kernel<__nv_bfloat16>, cuda_blocks(n, 256), 256, 0, cuda_stream(), dw,
+                            (const __nv_bfloat16 *)ws, n, dw_kcrs, (int64_t)s->IC, taps);
+            else
+                CUDA_LAUNCH(conv_dw_accumulate_kernel<float>, cuda_blocks(n, 256), 256, 0, cuda_stream(), dw,
+                            (const float *)ws, n, dw_kcrs, (int64_t)s->IC, taps);
         }
     }
     if (db && s->nhwc) { // accumulated in fp32

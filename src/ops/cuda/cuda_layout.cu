@@ -30,6 +30,39 @@ template <class T> __global__ static void upsample_bwd_kernel(T *din, const T *d
     st_f32(din, i, (ld_f32(g0, 0) + ld_f32(g0, 1)) + (ld_f32(g1, 0) + ld_f32(g1, 1)));
 }
 
+// channels last: in [B H, W, C] (rows = B H) -> out [B 2H, 2W, C], out[2r + dy, 2x + dx, c] = in[r, x, c]; one thread
+// per output element (consecutive threads, consecutive channels)
+template <class T>
+__global__ static void upsample_fwd_nhwc_kernel(T *out, const T *in, int64_t rows, int64_t W, int64_t C) {
+    int64_t n = rows * 4 * W * C;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t c = i % C, p = i / C, ox = p % (2 * W), oy = p / (2 * W); // oy: output row of all B 2H
+        out[i] = in[((oy >> 1) * W + (ox >> 1)) * C + c];
+    }
+}
+// din [rows, W, C] = the sum of each 2x2 block of dout, in the NCHW kernel's order
+template <class T>
+__global__ static void upsample_bwd_nhwc_kernel(T *din, const T *dout, int64_t rows, int64_t W, int64_t C) {
+    int64_t n = rows * W * C;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t c = i % C, p = i / C, x = p % W, r = p / W;
+        const T *g0 = dout + ((2 * r) * 2 * W + 2 * x) * C + c, *g1 = g0 + 2 * W * C;
+        st_f32(din, i, (ld_f32(g0, 0) + ld_f32(g0, C)) + (ld_f32(g1, 0) + ld_f32(g1, C)));
+    }
+}
+static unsigned layout_grid(int64_t n) {
+    unsigned b = cuda_blocks(n, LAYOUT_THREADS);
+    return b < 65535 ? b : 65535;
+}
+extern "C" void upsample2x_nhwc_forward_cuda(void *out, const void *in, int64_t rows, int64_t W, int64_t C, int dt) {
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(upsample_fwd_nhwc_kernel<T>, layout_grid(rows * 4 * W * C), LAYOUT_THREADS, 0,
+                                        cuda_stream(), (T *)out, (const T *)in, rows, W, C));
+}
+extern "C" void upsample2x_nhwc_backward_cuda(void *din, const void *dout, int64_t rows, int64_t W, int64_t C, int dt) {
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(upsample_bwd_nhwc_kernel<T>, layout_grid(rows * W * C), LAYOUT_THREADS, 0,
+                                        cuda_stream(), (T *)din, (const T *)dout, rows, W, C));
+}
+
 extern "C" void upsample2x_forward_cuda(void *out, const void *in, int64_t rows, int64_t W, int dt) {
     CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(upsample_fwd_kernel<T>, cuda_quad_blocks(rows * 2 * W), LAYOUT_THREADS, 0,
                                         cuda_stream(), (T *)out, (const T *)in, rows, W));

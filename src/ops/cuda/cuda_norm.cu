@@ -2,7 +2,8 @@
 // backward, matching ops/norm.c: compute in fp32 on f32 or bf16 activations, statistics (mean, rstd) and parameter
 // gradients in fp32, parameter gradients accumulated (+=) in a fixed order (deterministic, no atomics).
 //
-// GroupNorm, in [B, C, S] with G groups of Cg = C / G channels (a group is Cg S contiguous values):
+// GroupNorm, in [B, C, S] with G groups of Cg = C / G channels (a group is Cg S contiguous values; channels last,
+// [B, S, C], below the NCHW kernels):
 //   forward   1. stats: P blocks per group, Welford moments per thread (by packs) merged (Chan) per block;
 //             2. final: one thread per group merges the partials into mean and rstd (the saved statistics);
 //             3. apply: y = act((x - mean) rstd gamma + beta), rows of S on blocks of (tx, ty) threads.
@@ -239,6 +240,142 @@ __global__ static void gn_bwd_apply_kernel(T *dx, const T *dy, const T *x, const
     }
 }
 
+// ---- channels last: x [B, S, C] (Tensor.channels_last), a group's values Cg channels apart in every pixel.
+// The statistics take the same partials and final kernel as above, each block reading its group's Cg-channel runs;
+// the apply passes are elementwise over [B, S, C] (every thread its own (sample, group)); the backward's row sums
+// per (sample, channel) come from column tiles of 32 channels (one warp reads 32 consecutive channels of a pixel),
+// and then the channel and group kernels above run unchanged on them.
+
+// part[bg, p] = moments of chunk p of group bg's Cg S values, taken pixel by pixel; grid (BG, P)
+template <class T>
+__global__ static void gn_stats_nhwc_kernel(float *part, const T *x, int64_t S, int64_t C, int64_t G, int64_t Cg) {
+    int64_t bg = blockIdx.x, b = bg / G, n = Cg * S;
+    int p = blockIdx.y, P = gridDim.y;
+    const T *xb = x + b * S * C + (bg % G) * Cg;
+    Moments a = {0.0f, 0.0f, 0.0f};
+    for (int64_t j = n * p / P + threadIdx.x; j < n * (p + 1) / P; j += blockDim.x) {
+        int64_t s = j / Cg;
+        float v = ld_f32(xb, s * C + (j - s * Cg));
+        a.n += 1.0f;
+        float d = v - a.m;
+        a.m += d / a.n;
+        a.M2 += d * (v - a.m);
+    }
+    a = block_moments(a);
+    if (threadIdx.x == 0) {
+        float *o = part + (bg * P + p) * 3;
+        o[0] = a.n, o[1] = a.m, o[2] = a.M2;
+    }
+}
+
+// y = act((x - mean) rstd gamma + beta) over [B, S, C], packs of VEC channels of one pixel
+template <class T, int ACT, int VEC>
+__global__ static void gn_fwd_apply_nhwc_kernel(T *y, const T *x, const float *mean, const float *rstd,
+                                                const void *gamma, const void *beta, int pdt, int64_t n, int64_t SC,
+                                                int64_t C, int64_t G, int64_t Cg) {
+    for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; i < n;
+         i += (int64_t)gridDim.x * blockDim.x * VEC) {
+        float v[VEC];
+        ld_vec<T, VEC>(v, x, i);
+        int64_t b = i / SC, c0 = i % C;
+        for (int j = 0; j < VEC; j++) {
+            int64_t c = c0 + j, bg = b * G + c / Cg;
+            v[j] = act_f<ACT>((v[j] - mean[bg]) * (rstd[bg] * ld_param(gamma, pdt, c)) + ld_param(beta, pdt, c));
+        }
+        st_vec<T, VEC>(y, i, v);
+    }
+}
+
+// part[(b C + c), p] = (sum dz, sum dz xhat) over chunk p of the S pixels; grid (B tiles, P) with tiles of 32
+// channels; block 256: 8 pixel phases of 32 channels, summed in order at the end
+template <class T, int ACT>
+__global__ static void gn_bwd_reduce_nhwc_kernel(float *part, const T *dy, const T *x, const float *mean,
+                                                 const float *rstd, const void *gamma, const void *beta, int pdt,
+                                                 int64_t S, int64_t C, int64_t G, int64_t Cg) {
+    __shared__ float sh[2][8][33];
+    int64_t tiles = (C + 31) / 32, b = blockIdx.x / tiles, c = (blockIdx.x % tiles) * 32 + (threadIdx.x & 31);
+    int ph = threadIdx.x >> 5, lane = threadIdx.x & 31, p = blockIdx.y, P = gridDim.y;
+    float s1 = 0.0f, s2 = 0.0f;
+    if (c < C) {
+        int64_t bg = b * G + c / Cg;
+        float m = mean[bg], r = rstd[bg], a = 0.0f, b0 = 0.0f;
+        if (ACT != ACT_ID) a = r * ld_param(gamma, pdt, c), b0 = ld_param(beta, pdt, c);
+        const T *xb = x + b * S * C + c, *dyb = dy + b * S * C + c;
+        for (int64_t s = S * p / P + ph; s < S * (p + 1) / P; s += 8) {
+            float v = ld_f32(xb, s * C), dz = ld_f32(dyb, s * C);
+            if (ACT != ACT_ID) dz *= act_df<ACT>((v - m) * a + b0);
+            s1 += dz;
+            s2 += dz * ((v - m) * r);
+        }
+    }
+    sh[0][ph][lane] = s1, sh[1][ph][lane] = s2;
+    __syncthreads();
+    if (ph == 0 && c < C) {
+        for (int k = 1; k < 8; k++) s1 += sh[0][k][lane], s2 += sh[1][k][lane];
+        float *o = part + ((b * C + c) * P + p) * 2;
+        o[0] = s1, o[1] = s2;
+    }
+}
+
+// din = (dz gamma rstd - coef0) - xhat coef1 over [B, S, C], packs as gn_fwd_apply_nhwc_kernel
+template <class T, int ACT, int VEC>
+__global__ static void gn_bwd_apply_nhwc_kernel(T *dx, const T *dy, const T *x, const float *mean, const float *rstd,
+                                                const float *coef, const void *gamma, const void *beta, int pdt,
+                                                int64_t n, int64_t SC, int64_t C, int64_t G, int64_t Cg) {
+    for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; i < n;
+         i += (int64_t)gridDim.x * blockDim.x * VEC) {
+        float v[VEC], d[VEC];
+        ld_vec<T, VEC>(v, x, i);
+        ld_vec<T, VEC>(d, dy, i);
+        int64_t b = i / SC, c0 = i % C;
+        for (int j = 0; j < VEC; j++) {
+            int64_t c = c0 + j, bg = b * G + c / Cg;
+            float m = mean[bg], r = rstd[bg], ga = ld_param(gamma, pdt, c), dz = d[j];
+            if (ACT != ACT_ID) dz *= act_df<ACT>((v[j] - m) * (r * ga) + ld_param(beta, pdt, c));
+            d[j] = (dz * (ga * r) - coef[bg * 2]) - ((v[j] - m) * r) * coef[bg * 2 + 1];
+        }
+        st_vec<T, VEC>(dx, i, d);
+    }
+}
+
+static unsigned nhwc_apply_blocks(int64_t n, int vec) {
+    int64_t blocks = (n / vec + NORM_THREADS - 1) / NORM_THREADS;
+    return (unsigned)(blocks < 1 ? 1 : blocks > 65535 ? 65535 : blocks);
+}
+
+template <class T, int ACT, int VEC>
+static void gn_forward_nhwc_t(T *y, float *mean, float *rstd, const T *x, const void *gamma, const void *beta, int pdt,
+                              float *ws, int64_t B, int64_t C, int64_t S, int64_t G, float eps) {
+    int64_t Cg = C / G, n = Cg * S, BG = B * G;
+    int P = norm_parts(n);
+    CUDA_LAUNCH(gn_stats_nhwc_kernel<T>, dim3((unsigned)BG, P), cu_row_threads((n + P - 1) / P), 0, cuda_stream(), ws,
+                x, S, C, G, Cg);
+    CUDA_LAUNCH(gn_stats_final_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), mean, rstd, ws, BG, P, eps);
+    auto apply = gn_fwd_apply_nhwc_kernel<T, ACT, VEC>;
+    CUDA_LAUNCH(apply, nhwc_apply_blocks(B * S * C, VEC), NORM_THREADS, 0, cuda_stream(), y, x, mean, rstd, gamma,
+                beta, pdt, B * S * C, S * C, C, G, Cg);
+}
+
+template <class T, int ACT, int VEC>
+static void gn_backward_nhwc_t(T *dx, float *dgamma, float *dbeta, const T *dy, const T *x, const float *mean,
+                               const float *rstd, const void *gamma, const void *beta, int pdt, float *ws, int64_t B,
+                               int64_t C, int64_t S, int64_t G) {
+    int64_t Cg = C / G, rows = B * C, BG = B * G;
+    int P = norm_parts(S);
+    float *part = ws, *rowsum = part + rows * P * 2, *coef = rowsum + rows * 2;
+    auto reduce = gn_bwd_reduce_nhwc_kernel<T, ACT>;
+    CUDA_LAUNCH(reduce, dim3((unsigned)(B * ((C + 31) / 32)), P), 256, 0, cuda_stream(), part, dy, x, mean, rstd,
+                gamma, beta, pdt, S, C, G, Cg);
+    CUDA_LAUNCH(gn_bwd_channel_kernel, cuda_blocks(C, 128), 128, 0, cuda_stream(), rowsum, dgamma, dbeta, part, B, C,
+                P);
+    if (!dx) return;
+    CUDA_LAUNCH(gn_bwd_group_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), coef, rowsum, rstd, gamma, pdt, BG,
+                G, Cg, 1.0f / (float)(Cg * S));
+    auto apply = gn_bwd_apply_nhwc_kernel<T, ACT, VEC>;
+    CUDA_LAUNCH(apply, nhwc_apply_blocks(B * S * C, VEC), NORM_THREADS, 0, cuda_stream(), dx, dy, x, mean, rstd, coef,
+                gamma, beta, pdt, B * S * C, S * C, C, G, Cg);
+}
+
 // block and grid of the row-wise apply kernels: tx threads along S (packs of VEC), ty = 256 / tx rows per block
 static void rows_layout(int64_t rows, int64_t S, int vec, dim3 *grid, dim3 *block) {
     int64_t packs = S / vec;
@@ -285,7 +422,26 @@ static void gn_backward_t(T *dx, float *dgamma, float *dbeta, const T *dy, const
 
 extern "C" void groupnorm_forward_cuda(void *out, float *mean, float *rstd, const void *in, const void *gamma,
                                        const void *beta, void *ws, int64_t B, int64_t C, int64_t S, int groups,
-                                       float eps, int act, int dt, int pdt) {
+                                       float eps, int act, int dt, int pdt, int channels_last) {
+    if (channels_last) { // packs of 4 channels when C is a multiple of 4 and the pointers allow
+        int vec = cu_vec_width(C, dt ? 2 : 4, out, in, in);
+#define FWD(A)                                                                                               \
+    if (dt && vec == 4)                                                                                      \
+        gn_forward_nhwc_t<__nv_bfloat16, A, 4>((__nv_bfloat16 *)out, mean, rstd, (const __nv_bfloat16 *)in,   \
+                                               gamma, beta, pdt, (float *)ws, B, C, S, groups, eps);         \
+    else if (dt)                                                                                             \
+        gn_forward_nhwc_t<__nv_bfloat16, A, 1>((__nv_bfloat16 *)out, mean, rstd, (const __nv_bfloat16 *)in,   \
+                                               gamma, beta, pdt, (float *)ws, B, C, S, groups, eps);         \
+    else if (vec == 4)                                                                                       \
+        gn_forward_nhwc_t<float, A, 4>((float *)out, mean, rstd, (const float *)in, gamma, beta, pdt,         \
+                                       (float *)ws, B, C, S, groups, eps);                                   \
+    else                                                                                                     \
+        gn_forward_nhwc_t<float, A, 1>((float *)out, mean, rstd, (const float *)in, gamma, beta, pdt,         \
+                                       (float *)ws, B, C, S, groups, eps)
+        CU_ACT_DISPATCH(act, FWD);
+#undef FWD
+        return;
+    }
     // packs of 4 when every row of S (hence every group of Cg S) starts aligned
     int vec = cu_vec_width(S, dt ? 2 : 4, out, in, in);
 #define FWD(A)                                                                                               \
@@ -308,7 +464,28 @@ extern "C" void groupnorm_forward_cuda(void *out, float *mean, float *rstd, cons
 extern "C" void groupnorm_backward_cuda(void *din, float *dgamma, float *dbeta, const void *dout, const void *in,
                                         const float *mean, const float *rstd, const void *gamma, const void *beta,
                                         void *ws, int64_t B, int64_t C, int64_t S, int groups, int act, int dt,
-                                        int pdt) {
+                                        int pdt, int channels_last) {
+    if (channels_last) {
+        int vec = cu_vec_width(C, dt ? 2 : 4, din ? din : in, dout, in);
+#define BWD(A)                                                                                               \
+    if (dt && vec == 4)                                                                                      \
+        gn_backward_nhwc_t<__nv_bfloat16, A, 4>((__nv_bfloat16 *)din, dgamma, dbeta,                          \
+                                                (const __nv_bfloat16 *)dout, (const __nv_bfloat16 *)in, mean, \
+                                                rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups);       \
+    else if (dt)                                                                                             \
+        gn_backward_nhwc_t<__nv_bfloat16, A, 1>((__nv_bfloat16 *)din, dgamma, dbeta,                          \
+                                                (const __nv_bfloat16 *)dout, (const __nv_bfloat16 *)in, mean, \
+                                                rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups);       \
+    else if (vec == 4)                                                                                       \
+        gn_backward_nhwc_t<float, A, 4>((float *)din, dgamma, dbeta, (const float *)dout, (const float *)in,  \
+                                        mean, rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups);         \
+    else                                                                                                     \
+        gn_backward_nhwc_t<float, A, 1>((float *)din, dgamma, dbeta, (const float *)dout, (const float *)in,  \
+                                        mean, rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups)
+        CU_ACT_DISPATCH(act, BWD);
+#undef BWD
+        return;
+    }
     int vec = cu_vec_width(S, dt ? 2 : 4, din ? din : in, dout, in);
 #define BWD(A)                                                                                               \
     if (dt && vec == 4)                                                                                      \
