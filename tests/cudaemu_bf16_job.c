@@ -79,6 +79,19 @@ int main(void) {
     tu_check(g1 <= 0.25, "iteration 1 gradient norm, bf16 vs fp32: rel diff %.2e (tol 0.25)", g1);
     tu_check(dr <= 0.10, "reward trajectory, bf16 vs fp32: max diff %.2e of the rewards' scale (tol 0.10)", dr);
     tu_check(dg <= 0.25, "gradient norms, bf16 vs fp32: max rel diff %.2e (tol 0.25)", dg);
+    // the first iteration again with train.channels_last (NHWC UNet and decoder, the adapters' compute copies bound
+    // into the channels-last UNet): the same bounds against the fp32 CPU run
+    char ldir[512], lm[600];
+    snprintf(ldir, sizeof ldir, "%s", tu_path("bf16_cl"));
+    snprintf(args, sizeof args, RUN " --train.iterations=1 --train.channels_last=true --output.dir=%s", ldir);
+    run("the default job's first iteration in bf16 channels last", args, NULL);
+    snprintf(lm, sizeof lm, "%s/metrics.jsonl", ldir);
+    double lr[8], lg[8];
+    int nl = cu_metric(lm, "reward_mean", lr, 8) + cu_metric(lm, "grad_norm", lg, 8);
+    double l1 = nl == 2 ? fabs(lr[0] - h[0][0]) / fmax(fabs(h[0][0]), 1e-12) : INFINITY;
+    double lg1 = nl == 2 ? fabs(lg[0] - h[1][0]) / h[1][0] : INFINITY;
+    tu_check(l1 <= 0.05, "channels last: iteration 1 reward vs fp32 CPU: rel diff %.2e (tol 0.05)", l1);
+    tu_check(lg1 <= 0.25, "channels last: iteration 1 gradient norm vs fp32 CPU: rel diff %.2e (tol 0.25)", lg1);
     char ba[600], ca[600];
     snprintf(ba, sizeof ba, "%s/export/pytorch_lora_weights.safetensors", bdir);
     snprintf(ca, sizeof ca, "%s/export/pytorch_lora_weights.safetensors", cdir);

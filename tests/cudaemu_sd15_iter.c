@@ -6,7 +6,8 @@
 //     forward's rounding differences reach the backward as in an iteration): output, input and context gradients
 //     and every parameter gradient;
 //   - one whole training iteration (`drtune grad`, full fine-tuning): 2 guided DDIM steps of a 128x128 image, the
-//     decoder, the symmetry reward and the backward through the trained step: the full parameter gradient.
+//     decoder, the symmetry reward and the backward through the trained step: the full parameter gradient; again
+//     with train.channels_last (NHWC UNet and decoder on the GPU).
 // Emulated GPU in CI (label cudaemu); cuda_sd15_iter on a real one.
 #include "cudaemu_unet.h"
 
@@ -29,22 +30,22 @@ static void set_dout(CuUNetRun *r, const Tensor *proto) {
     cu_free(&h);
 }
 
-// One iteration's full parameter gradient from `drtune grad` on both devices.
+// One iteration's full parameter gradient from `drtune grad` on both devices, and on the GPU channels last.
 static void check_iteration(const char *pipe) {
-    const char *dev[2] = {"cuda", "cpu"};
-    char out[2][600], args[2048];
-    for (int i = 0; i < 2; i++) {
-        snprintf(out[i], sizeof out[i], "%s/grad_%s.safetensors", tu_tmpdir(NULL), dev[i]);
+    const char *dev[3] = {"cuda", "cpu", "cuda"}, *name[3] = {"cuda", "cpu", "cuda_cl"};
+    char out[3][600], args[4096];
+    for (int i = 0; i < 3; i++) {
+        snprintf(out[i], sizeof out[i], "%s/grad_%s.safetensors", tu_tmpdir(NULL), name[i]);
         snprintf(args, sizeof args,
                  "grad --config configs/default.ini --model.path=%s --sampler.height=128 --sampler.width=128 "
                  "--sampler.steps=2 --method.k=1 --method.m=2 --reward.names=symmetry --reward.weights=1 "
-                 "--train.batch=1 --train.trainable=full --train.device=%s --out %s",
-                 pipe, dev[i], out[i]);
+                 "--train.batch=1 --train.trainable=full --train.device=%s --train.channels_last=%s --out %s",
+                 pipe, dev[i], i == 2 ? "true" : "false", out[i]);
         double t0 = dt_now();
         TuChild c;
         int rc = tu_run_drtune(args, &c);
-        tu_check(rc == 0, "drtune grad --train.device=%s, one iteration (exit %d, %.1f s)%s%s", dev[i], rc,
-                 dt_now() - t0, rc ? ": " : "", rc ? c.err : "");
+        tu_check(rc == 0, "drtune grad --train.device=%s%s, one iteration (exit %d, %.1f s)%s%s", dev[i],
+                 i == 2 ? " --train.channels_last=true" : "", rc, dt_now() - t0, rc ? ": " : "", rc ? c.err : "");
         tu_child_free(&c);
         if (rc) return;
     }
@@ -53,6 +54,9 @@ static void check_iteration(const char *pipe) {
     // for a real GPU's own summation order.
     double rel = cu_files_rel_l2(out[0], out[1], "grad.");
     tu_check(rel <= 1e-5, "one iteration's full parameter gradient, GPU vs CPU: relative L2 %.2e (tol 1e-5)", rel);
+    // channels last: the UNet and the decoder NHWC (fp32 compute copies), the gradient into the NCHW masters'
+    rel = cu_files_rel_l2(out[2], out[1], "grad.");
+    tu_check(rel <= 1e-5, "the same, GPU channels last vs CPU: relative L2 %.2e (tol 1e-5)", rel);
 }
 
 int main(void) {

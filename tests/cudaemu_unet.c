@@ -3,7 +3,9 @@
 // every parameter gradient, fp32 storage; then bf16 storage (train.precision = bf16) against the same fp32 CPU run,
 // within twice PyTorch's own bf16 deviation on these models. Weights are read on the host and moved to the GPU in one copy; gradients
 // and activations are planned on the GPU. A second iteration must not allocate device memory (the plan is the
-// footprint). Emulated GPU in CI (label cudaemu); cuda_unet on a real one.
+// footprint). Both precisions run again channels last (train.channels_last: NHWC activations and compute filters,
+// the gradients into the NCHW fp32 arena) under the same bounds. Emulated GPU in CI (label cudaemu); cuda_unet on a
+// real one.
 #include "cudaemu_unet.h"
 #include "parity.h"
 
@@ -35,6 +37,18 @@ static void check_model(const char *name, int k) {
     tu_check(device_alloc_count() == before, "a second iteration allocates no device memory (%lld allocations)",
              device_alloc_count() - before);
     cu_unet_free(&g);
+    // channels last (train.channels_last): an fp32 compute copy with NHWC filters, NHWC activations; the same sums
+    // in other orders (NHWC GroupNorm partials, convolutions on transposed operands), so the fp32 tolerances above
+    CuUNetRun l;
+    cu_unet_setup_cl(&l, DEVICE_CUDA, DTYPE_F32, dir, &cfg, in, NULL, 1);
+    cu_unet_forward(&l, cfg.text_time), cu_unet_backward(&l);
+    tu_check(l.acts->x.channels_last && l.acts->conv_in_out.channels_last && l.cnet->conv_in.weight.channels_last,
+             "channels-last run: input, activations and filters planned channels last");
+    cu_compare("channels last: unet out", &l.out, &c.out, 1e-5);
+    cu_compare("channels last: unet d sample", &l.dx, &c.dx, 3e-5);
+    cu_compare("channels last: unet d context", &l.dctx, &c.dctx, 3e-5);
+    cu_unet_check_grads(&l.ga, &c.ga, 1e-5, 1e-4);
+    cu_unet_free(&l);
     // bf16 weights and activations (fp32 accumulation, statistics and parameter gradients) against the fp32 CPU.
     // A correct bf16 implementation deviates from fp32 by about what PyTorch's does; a dtype bug (a wrong cast, a
     // bf16 accumulation, a lost term) shows as an O(1) error. Tolerance: twice PyTorch's deviation.
@@ -52,6 +66,15 @@ static void check_model(const char *name, int k) {
     before = device_alloc_count();
     cu_unet_forward(&b, cfg.text_time), cu_unet_backward(&b);
     tu_check(device_alloc_count() == before, "bf16: a second iteration allocates no device memory");
+    cu_unet_free(&b);
+    // bf16 channels last: the same bound
+    cu_unet_setup_cl(&b, DEVICE_CUDA, DTYPE_BF16, dir, &cfg, in, NULL, 1);
+    cu_unet_forward(&b, cfg.text_time), cu_unet_backward(&b);
+    double el[4] = {cu_rel_l2(&b.out, &c.out), cu_rel_l2(&b.dx, &c.dx), cu_rel_l2(&b.dctx, &c.dctx),
+                    cu_unet_grads_rel_l2(&b.ga, &c.ga)};
+    for (int i = 0; i < 4; i++)
+        tu_check(el[i] <= 2 * tb[i], "bf16 channels last vs fp32 %-20s relative L2 %.3e (tol %.2e)", what[i], el[i],
+                 2 * tb[i]);
     cu_unet_free(&b), cu_unet_free(&c);
     cu_unet_fixture_free(&f);
 }

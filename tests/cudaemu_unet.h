@@ -64,9 +64,9 @@ static inline void cu_unet_fixture_free(CuUNetFixture *f) {
 // The UNet of pipeline folder dir (config cfg) on d with inputs in[] = sample [B, C, H, W], timestep [B], context
 // [B, T, D], text_embeds, time_ids (SDXL only, else empty) and dout [B, C, H, W] (empty: set r->dout before the
 // backward) given as CPU f32 tensors; dt: the storage of weights and activations (gradients stay fp32).
-// rc: the activations' recompute (NULL: off).
-static inline void cu_unet_setup_rc(CuUNetRun *r, Device d, DType dt, const char *dir, const UNetConfig *cfg,
-                                    const Tensor *in, const UNetRecompute *rc) {
+// rc: the activations' recompute (NULL: off); cl: a channels-last compute copy (train.channels_last; GPU).
+static inline void cu_unet_setup_cl(CuUNetRun *r, Device d, DType dt, const char *dir, const UNetConfig *cfg,
+                                    const Tensor *in, const UNetRecompute *rc, int cl) {
     memset(r, 0, sizeof *r);
     arena_init(&r->pa, "params", DEVICE_CPU);
     arena_init(&r->ga, "grads", d);
@@ -80,10 +80,11 @@ static inline void cu_unet_setup_rc(CuUNetRun *r, Device d, DType dt, const char
     weights_load(&r->pa, w, NULL);
     free(w);
     arena_to_device(&r->pa, d);
-    if (dt != DTYPE_F32) { // the compute copy, as model_set_precision makes it
+    if (dt != DTYPE_F32 || cl) { // the compute copy, as model_set_precision makes it
         r->cnet = (UNet *)xcalloc(1, sizeof *r->cnet);
         arena_init(&r->ca, "compute", d);
         arena_set_float_dtype(&r->ca, dt);
+        arena_set_channels_last(&r->ca, cl);
         unet_plan_params(&r->ca, r->cnet, cfg);
         arena_alloc(&r->ca);
         arena_cast(&r->ca, &r->pa);
@@ -99,9 +100,13 @@ static inline void cu_unet_setup_rc(CuUNetRun *r, Device d, DType dt, const char
     r->dctx = cu_alloc(d, DTYPE_F32, 3, in[2].shape);
 }
 
+static inline void cu_unet_setup_rc(CuUNetRun *r, Device d, DType dt, const char *dir, const UNetConfig *cfg,
+                                    const Tensor *in, const UNetRecompute *rc) {
+    cu_unet_setup_cl(r, d, dt, dir, cfg, in, rc, 0);
+}
 static inline void cu_unet_setup(CuUNetRun *r, Device d, DType dt, const char *dir, const UNetConfig *cfg,
                                  const Tensor *in) {
-    cu_unet_setup_rc(r, d, dt, dir, cfg, in, NULL);
+    cu_unet_setup_cl(r, d, dt, dir, cfg, in, NULL, 0);
 }
 
 static inline const UNet *cu_unet_net(const CuUNetRun *r) { return r->cnet ? r->cnet : r->net; }
