@@ -128,6 +128,13 @@ static inline void bg_check(const char *what, const char *device_args) {
         tu_check(gpu ? isfinite(g) && g > 0 && strstr(c.out, "unet forward, CUDA graph (") != NULL
                      : strstr(line, "fwd_graph_ms") == NULL,
                  "%s: the CUDA-graph forward %s (fwd_graph_ms %g)", what, gpu ? "timed" : "absent", g);
+        // on the GPU the UNet channels last too (two rows, fwd_cl_ms and fwdbwd_cl_ms); not on the CPU
+        double cf = bg_field(line, "fwd_cl_ms"), cb = bg_field(line, "fwdbwd_cl_ms");
+        tu_check(gpu ? isfinite(cf) && cf > 0 && isfinite(cb) && cb > 0 &&
+                           strstr(c.out, "unet forward+backward, channels last") != NULL
+                     : strstr(line, "_cl_ms") == NULL,
+                 "%s: the channels-last UNet %s (fwd_cl_ms %g, fwdbwd_cl_ms %g)", what, gpu ? "timed" : "absent", cf,
+                 cb);
         bg_iteration_fields(what, line, c.out, iteration ? BG_STEPS : 0);
     }
     tu_child_free(&c);

@@ -84,7 +84,7 @@ int main(void) {
                         "  (cuDNN's fused attention is not used: SDPA backward: no engine)\n"
                         "result model=sd15 latent=64 batch=1 dtype=bf16 device=cuda "
                         "fwd_ms=50 fwdbwd_ms=200 fwd_tflops=16 fwdbwd_tflops=12 mfu_fwd=0.4 mfu_fwdbwd=0.25 "
-                        "planned_mib=4000.0 used_mib=5000.0 fwd_graph_ms=45\n");
+                        "planned_mib=4000.0 used_mib=5000.0 fwd_graph_ms=45 fwd_cl_ms=40 fwdbwd_cl_ms=250\n");
     snprintf(path, sizeof path, "%s/torch.log", dir);
     tu_write_text(path, "result model=sd15 latent=64 batch=1 dtype=bf16 device=cuda fwd_ms=25.000 "
                         "fwd_peak_mib=3000.000 fwdbwd_ms=400.000 fwdbwd_peak_mib=9000.000\n"
@@ -104,5 +104,8 @@ int main(void) {
     ok = file_has("summary.log", "| sd15 | [1,320,64,64]->320 | fwd | 1.000 | 0.800 | 1.25 |") &&
          file_has("summary.log", "| sd15 | [1,320,64,64]->320 | bwd | 2.000 | 2.500 | 0.80 |");
     if (!tu_check(ok, "check.sh --summary: the 3x3 convolution rows, NCHW next to NHWC")) show("summary.log");
+    ok = file_has("summary.log", "| sd15 | 64 | forward | 50 | 40 | 1.25 |") &&
+         file_has("summary.log", "| sd15 | 64 | forward+backward | 200 | 250 | 0.80 |");
+    if (!tu_check(ok, "check.sh --summary: the UNet channels last next to NCHW")) show("summary.log");
     return tu_report();
 }

@@ -126,13 +126,13 @@ Tensor bench_device_tensor(Device d, DType dt, int ndim, const int64_t *shape, f
 }
 
 void unet_bench_init(UNetBench *b, const UNetConfig *cfg, Device d, DType dt, int B, int N) {
-    unet_bench_init_recompute(b, cfg, d, dt, B, N, NULL);
+    unet_bench_init_recompute(b, cfg, d, dt, B, N, NULL, 0);
 }
 
 void unet_bench_init_recompute(UNetBench *b, const UNetConfig *cfg, Device d, DType dt, int B, int N,
-                               const UNetRecompute *rc) {
+                               const UNetRecompute *rc, int cl) {
     memset(b, 0, sizeof *b);
-    b->cfg = *cfg, b->d = d, b->dt = dt, b->B = B, b->N = N;
+    b->cfg = *cfg, b->d = d, b->dt = dt, b->B = B, b->N = N, b->channels_last = cl;
     const UNetConfig *uc = &b->cfg;
     b->net = xcalloc(1, sizeof *b->net), b->cnet = xcalloc(1, sizeof *b->cnet);
     b->grads = xcalloc(1, sizeof *b->grads), b->acts = xcalloc(1, sizeof *b->acts);
@@ -145,13 +145,15 @@ void unet_bench_init_recompute(UNetBench *b, const UNetConfig *cfg, Device d, DT
     for (int64_t i = 0; i < n; i++) ((float *)b->pa.base)[i] *= 0.02f;
     arena_to_device(&b->pa, d);
     arena_init(&b->ca, "unet-compute", d);
-    if (dt != DTYPE_F32) {
+    int copy = dt != DTYPE_F32 || cl;
+    if (copy) {
         arena_set_float_dtype(&b->ca, dt);
+        arena_set_channels_last(&b->ca, cl);
         unet_plan_params(&b->ca, b->cnet, uc);
         arena_alloc(&b->ca);
         arena_cast(&b->ca, &b->pa);
     }
-    b->run = dt != DTYPE_F32 ? b->cnet : b->net;
+    b->run = copy ? b->cnet : b->net;
     arena_init(&b->ga, "unet-grads", d);
     unet_plan_params(&b->ga, b->grads, uc);
     arena_alloc(&b->ga);
@@ -186,7 +188,7 @@ void unet_bench_free(UNetBench *b) {
         if (ts[i]->data) device_free(b->d, ts[i]->data);
     unet_acts_free(b->acts);
     unet_free(b->net), unet_free(b->grads);
-    if (b->dt != DTYPE_F32) unet_free(b->cnet);
+    if (b->run == b->cnet) unet_free(b->cnet);
     free(b->net), free(b->cnet), free(b->grads), free(b->acts);
     arena_free(&b->pa), arena_free(&b->ca), arena_free(&b->ga), arena_free(&b->aa);
 }

@@ -30,6 +30,7 @@ typedef struct {
     UNetConfig cfg;
     Device d;
     DType dt;                 // the compute dtype: f32, or bf16 through a cast copy of the fp32 weights
+    int channels_last;        // the copy (also made for f32) and the activations channels last (GPU)
     int B, N;                 // batch, latent size (N x N)
     Arena pa, ca, ga, aa;     // fp32 weights, their bf16 copy (empty for f32), gradients, activations
     UNet *net, *cnet, *grads; // cnet: the bf16 copy
@@ -41,9 +42,9 @@ typedef struct {
 
 // Plans and fills everything on d: weights N(0, 0.02^2) from a fixed stream, inputs standard normal, timesteps 500.
 void unet_bench_init(UNetBench *b, const UNetConfig *cfg, Device d, DType dt, int B, int N);
-// The same with the activations planned for recompute rc (NULL: off).
+// The same with the activations planned for recompute rc (NULL: off), channels last when cl (train.channels_last).
 void unet_bench_init_recompute(UNetBench *b, const UNetConfig *cfg, Device d, DType dt, int B, int N,
-                               const UNetRecompute *rc);
+                               const UNetRecompute *rc, int cl);
 // One forward (+ backward): a BenchFn for bench_median.
 void unet_bench_call(void *arg);
 void unet_bench_free(UNetBench *b);

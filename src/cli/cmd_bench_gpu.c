@@ -1,10 +1,11 @@
 // cmd_bench_gpu.c: `drtune bench gpu`, the GPU numbers of the GPU check (tools/gpu/check.sh) in one run: a large
 // GEMM in the compute dtype through the same linear op (cuBLASLt on the GPU) as the yardstick, then per model
 // (default: SD 1.5 at a 64 x 64 latent and SDXL at 128 x 128, random weights) the heaviest ops at the model's first
-// attention level (the 3x3 convolution in NCHW and channels last) and the whole UNet forward and forward + backward: milliseconds, TFLOP/s from the matrix-product
-// FLOPs of the configuration (bench_unet.h), the fraction of the measured GEMM rate (MFU), and memory (on the GPU the
-// forward also captured once as a CUDA graph and replayed). One `result`
-// line per model carries the figures for scripts. Then (unless --no-iteration) a whole DRTune iteration of the same
+// attention level (the 3x3 convolution in NCHW and channels last) and the whole UNet forward and forward + backward:
+// milliseconds, TFLOP/s from the matrix-product FLOPs of the configuration (bench_unet.h), the fraction of the
+// measured GEMM rate (MFU), and memory (on the GPU the forward also captured once as a CUDA graph and replayed, and
+// the UNet run again channels last, train.channels_last). One `result` line per model carries the figures for
+// scripts. Then (unless --no-iteration) a whole DRTune iteration of the same
 // random-weight model (UNet, VAE decoder, DDIM, the symmetry reward, random conditioning) with K = 1 and K = N
 // trained steps: seconds per iteration and the peak of the device memory in buffers (device_bytes_peak), which
 // must not grow with K. It also runs on the CPU (--device cpu) and on the emulated GPU at
@@ -38,7 +39,7 @@ static void gpu_usage(FILE *f) {
             "(default N 8192 on a GPU, 512 on the CPU or the emulated GPU), then for each model the heaviest ops of\n"
             "its first attention level (the 3x3 convolution also channels last) and the VAE's mid-block attention\n"
             "(--no-ops: skipped), and the whole UNet forward (on the GPU also replayed as one CUDA graph) and\n"
-            "forward + backward at batch B (default 1),\n"
+            "forward + backward at batch B (default 1), on the GPU both again channels last (train.channels_last),\n"
             "context 77: median of R timed calls (default 5) after a warm-up, TFLOP/s of the matrix products\n"
             "counted from the configuration, MFU = that rate / the GEMM rate, and memory.\n"
             "Models: default configs/models/sd15 at 64 and configs/models/sdxl at 128; each --model DIR replaces\n"
@@ -400,6 +401,20 @@ static void bench_model(const Ctx *x, const char *model, int N, int B, int ops, 
            dt_format_bytes(m[1], 32, used));
     unet_bench_free(&b);
     ops_workspace_free();
+    double tfl = 0, tbl = 0; // the GPU: the same UNet channels last (train.channels_last)
+    if (x->d == DEVICE_CUDA) {
+        unet_bench_init_recompute(&b, &uc, x->d, x->dt, B, N, NULL, 1);
+        b.backward = 0;
+        tfl = bench_median(unet_bench_call, &b, x->d, x->reps);
+        b.backward = 1;
+        tbl = bench_median(unet_bench_call, &b, x->d, x->reps);
+        printf("  %-53s %10.2f %9.2f %6.1f%%\n", "unet forward, channels last", tfl * 1e3, ff / tfl * 1e-12,
+               100.0 * ff / tfl / x->gemm_rate);
+        printf("  %-53s %10.2f %9.2f %6.1f%%\n", "unet forward+backward, channels last", tbl * 1e3, fb / tbl * 1e-12,
+               100.0 * fb / tbl / x->gemm_rate);
+        unet_bench_free(&b);
+        ops_workspace_free();
+    }
     IterFigures fig;
     if (it) {
         fig = bench_iteration(x, model, N, B, it);
@@ -416,6 +431,7 @@ static void bench_model(const Ctx *x, const char *model, int N, int B, int ops, 
                it->steps, it->trainable == TRAINABLE_LORA ? "lora" : "full", fig.sec[0], fig.sec[1],
                fig.peak[0] / (1 << 20), fig.peak[1] / (1 << 20), fig.peak[1] / fig.peak[0]);
     if (tg > 0) printf(" fwd_graph_ms=%.4g", tg * 1e3);
+    if (tfl > 0) printf(" fwd_cl_ms=%.4g fwdbwd_cl_ms=%.4g", tfl * 1e3, tbl * 1e3);
     printf("\n");
     fflush(stdout);
 }

@@ -57,7 +57,7 @@ int cmd_bench_unet(int argc, char **argv) {
     Device d = setup_device(choice, NULL, "--device");
     DType dt = setup_precision(prec, d, "--precision", "--device");
     UNetBench b;
-    unet_bench_init_recompute(&b, &uc, d, dt, B, N, &rc);
+    unet_bench_init_recompute(&b, &uc, d, dt, B, N, &rc, 0);
 
     char mb[4][32];
     printf("drtune bench unet: %s, batch %d, %dx%d latents, context 77, %s on %s, %lld parameters\n", model, B, N, N,

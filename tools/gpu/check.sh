@@ -87,6 +87,18 @@ write_summary() {
           b == "" ? "-" : b, (a > 0 && b > 0) ? sprintf("%.2f", b / a) : "-" }
       for (i = 1; i <= nn; i++) print "- " note[i] }
     ' "$dir/bench.log" 2>/dev/null
+    # the whole UNet channels last (train.channels_last) next to NCHW, from bench gpu's result lines
+    awk '
+    function kv(line, arr,   n, i, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "=")
+      if (p) arr[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) } }
+    function row(pass, a, b) { printf "| %s | %s | %s | %s | %s | %s |\n", r["model"], r["latent"], pass, a, b,
+      (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
+    /^result / && / fwd_cl_ms=/ { delete r; kv($0, r)
+      if (!n++) { print ""; print "| model | latent | pass | NCHW ms | channels last ms | NCHW / channels last |"
+        print "|---|---|---|---|---|---|" }
+      row("forward", r["fwd_ms"], r["fwd_cl_ms"]); row("forward+backward", r["fwdbwd_ms"], r["fwdbwd_cl_ms"]) }
+    END { if (n) print "The UNet channels last (train.channels_last = true): above 1, faster than NCHW on this card." }
+    ' "$dir/bench.log" 2>/dev/null
     # the 3x3 convolution rows of bench gpu: NCHW (the models' layout) next to channels last (conv2d_nhwc)
     awk '
     function trim(x) { gsub(/^ +| +$/, "", x); return x }
@@ -101,7 +113,7 @@ write_summary() {
       for (i = 1; i <= n; i++) { split(order[i], q, SUBSEP); a = l[order[i]]; b = c[order[i]]
         printf "| %s | %s | %s | %s | %s | %s |\n", q[1], shp[order[i]], q[2], a == "" ? "-" : a, b == "" ? "-" : b,
           (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
-      print "NCHW / NHWC above 1: channels last is faster for cuDNN on this card (the models run NCHW)." }
+      print "NCHW / NHWC above 1: channels last is faster for cuDNN on this card." }
     ' "$dir/bench.log" 2>/dev/null
   } >"$dir/summary.md"
 }
