@@ -12,9 +12,10 @@
 // sum across calls stays fp32). The bias is broadcast into the output by a kernel and the convolution adds to it
 // (beta = 1), as does a residual (conv2d_forward_residual: the add costs no pass of its own); the bias gradient is a
 // deterministic two-pass reduction.
-// Layout: NCHW (conv2d), or NHWC with filters [OC, KH, KW, IC] (conv2d_nhwc): cuDNN's bf16 tensor-core kernels are
-// fastest channels last, and NCHW problems may be transposed inside cuDNN. Both are planned and timed side by side
-// by `drtune bench gpu`; the models' activations are NCHW.
+// Layout: NCHW (conv2d), or NHWC with filters [OC, KH, KW, IC] (conv2d_nhwc and channels-last models): cuDNN's bf16
+// tensor-core kernels are fastest channels last, and NCHW problems may be transposed inside cuDNN. An NHWC problem's
+// weight gradient always goes through the scratch (fp32 too), so a kernel can add it to an NCHW fp32 gradient,
+// permuted (a channels-last compute filter of an NCHW master).
 #include "cuda_common.cuh"
 #include "cuda_dnn.cuh"
 #include <string.h>
