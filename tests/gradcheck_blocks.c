@@ -26,7 +26,7 @@ typedef struct {
 
 static void fwd(void *p) {
     Ctx *c = p;
-    Scratch s = scratch_make(&c->scratch, DTYPE_F32);
+    Scratch s = scratch_make(&c->scratch, &c->x);
     switch (c->kind) {
     case K_RESNET: resnet_forward(&c->rp, &c->ra, &c->out, &c->x, c->has_temb ? &c->temb : NULL, s); break;
     case K_TRANSFORMER: transformer_forward(&c->tp, &c->ta, &c->out, &c->x, &c->ctx, s); break;
@@ -38,7 +38,7 @@ static void fwd(void *p) {
 
 static void bwd(void *p) {
     Ctx *c = p;
-    Scratch s = scratch_make(&c->scratch, DTYPE_F32);
+    Scratch s = scratch_make(&c->scratch, &c->x);
     switch (c->kind) {
     case K_RESNET:
         resnet_backward(&c->rp, &c->rg, &c->ra, &c->dx, c->has_temb ? &c->dtemb : NULL, &c->dout, &c->x,

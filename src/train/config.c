@@ -178,7 +178,7 @@ static const ConfigKey KEYS[] = {
     K_BOOL("train", "channels_last", train.channels_last, "false",
            "GPU: the UNet's and the VAE decoder's activations and compute filters channels last (NHWC), the layout "
            "cuDNN's tensor-core convolutions prefer; the transformer blocks' token transposes become copies. fp32 "
-           "precision then keeps an fp32 compute copy. `drtune bench gpu` times the UNet both ways on the GPU at hand "
+           "precision then keeps an fp32 compute copy. drtune bench gpu times the UNet both ways on the GPU at hand "
            "(its 'channels last' rows; the GPU check's summary gives the ratio)"),
     K_BOOL("train", "cuda_graphs", train.cuda_graphs, "true",
            "GPU: each guided UNet evaluation (both guidance branches) is captured once as a CUDA graph and replayed "

@@ -81,12 +81,16 @@ static int norm_parts(int64_t n) {
     int64_t p = (n + NORM_CHUNK - 1) / NORM_CHUNK;
     return (int)(p < 1 ? 1 : p > NORM_MAX_PARTS ? NORM_MAX_PARTS : p);
 }
+// Channels last, the backward's chunks of pixels: a block covers 32 channels of its chunk, so chunks of
+// NORM_NHWC_PIXELS pixels (not NORM_CHUNK values) keep as many blocks busy as the NCHW kernels have
+#define NORM_NHWC_PIXELS 256
+static int norm_parts_nhwc(int64_t S) { return norm_parts((S + NORM_NHWC_PIXELS - 1) / NORM_NHWC_PIXELS * NORM_CHUNK); }
 
-// workspace (floats): forward partials [BG, P, 3]; backward partials [B C, P2, 2], row sums [B C, 2], coefficients
-// [BG, 2]
+// workspace (floats): forward partials [BG, P, 3]; backward partials [B C, P2, 2] (P2: the larger of the two
+// layouts' chunk counts), row sums [B C, 2], coefficients [BG, 2]
 extern "C" size_t groupnorm_workspace_bytes_cuda(int64_t B, int64_t C, int64_t S, int groups) {
-    int64_t BG = B * groups, rows = B * C;
-    int64_t fwd = BG * norm_parts(C / groups * S) * 3, bwd = rows * norm_parts(S) * 2 + rows * 2 + BG * 2;
+    int64_t BG = B * groups, rows = B * C, P2 = norm_parts(S) > norm_parts_nhwc(S) ? norm_parts(S) : norm_parts_nhwc(S);
+    int64_t fwd = BG * norm_parts(C / groups * S) * 3, bwd = rows * P2 * 2 + rows * 2 + BG * 2;
     return sizeof(float) * (size_t)(fwd > bwd ? fwd : bwd);
 }
 
@@ -361,7 +365,7 @@ static void gn_backward_nhwc_t(T *dx, float *dgamma, float *dbeta, const T *dy, 
                                const float *rstd, const void *gamma, const void *beta, int pdt, float *ws, int64_t B,
                                int64_t C, int64_t S, int64_t G) {
     int64_t Cg = C / G, rows = B * C, BG = B * G;
-    int P = norm_parts(S);
+    int P = norm_parts_nhwc(S);
     float *part = ws, *rowsum = part + rows * P * 2, *coef = rowsum + rows * 2;
     auto reduce = gn_bwd_reduce_nhwc_kernel<T, ACT>;
     CUDA_LAUNCH(reduce, dim3((unsigned)(B * ((C + 31) / 32)), P), 256, 0, cuda_stream(), part, dy, x, mean, rstd,
