@@ -13,6 +13,21 @@ typedef struct {
     int stride, pad, bias;
 } NhwcCtx;
 
+// A problem's tensors: x ~ U(-1, 1), w, b ~ U(-0.5, 0.5), dy ~ U(-1, 1) from streams stream .. stream + 3.
+static NhwcCtx nhwc_ctx_make(int64_t B, int64_t IC, int64_t OC, int64_t H, int64_t W, int64_t K, int stride, int pad,
+                             int bias, uint64_t stream) {
+    int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
+    NhwcCtx c = {.stride = stride, .pad = pad, .bias = bias};
+    c.x = GC_TENSOR(B, H, W, IC), c.dx = GC_TENSOR(B, H, W, IC), c.w = GC_TENSOR(OC, K, K, IC);
+    c.dw = GC_TENSOR(OC, K, K, IC), c.b = GC_TENSOR(OC), c.db = GC_TENSOR(OC);
+    c.y = GC_TENSOR(B, OH, OW, OC), c.dy = GC_TENSOR(B, OH, OW, OC);
+    gc_fill_uniform(&c.x, -1, 1, stream);
+    gc_fill_uniform(&c.w, -0.5f, 0.5f, stream + 1);
+    gc_fill_uniform(&c.b, -0.5f, 0.5f, stream + 2);
+    gc_fill_uniform(&c.dy, -1, 1, stream + 3);
+    return c;
+}
+
 static void nhwc_fwd(void *p) {
     NhwcCtx *c = p;
     conv2d_nhwc_forward(&c->y, &c->x, &c->w, c->bias ? &c->b : NULL, c->stride, c->pad);
@@ -52,14 +67,7 @@ static int rel_check(const char *name, const char *what, const float *a, const f
 static int nhwc_vs_nchw(const char *name, int64_t B, int64_t IC, int64_t OC, int64_t H, int64_t W, int64_t K,
                         int stride, int pad, int bias, int *checks) {
     int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
-    NhwcCtx c = {.stride = stride, .pad = pad, .bias = bias};
-    c.x = GC_TENSOR(B, H, W, IC), c.dx = GC_TENSOR(B, H, W, IC), c.w = GC_TENSOR(OC, K, K, IC);
-    c.dw = GC_TENSOR(OC, K, K, IC), c.b = GC_TENSOR(OC), c.db = GC_TENSOR(OC);
-    c.y = GC_TENSOR(B, OH, OW, OC), c.dy = GC_TENSOR(B, OH, OW, OC);
-    gc_fill_uniform(&c.x, -1, 1, 21);
-    gc_fill_uniform(&c.w, -0.5f, 0.5f, 22);
-    gc_fill_uniform(&c.b, -0.5f, 0.5f, 23);
-    gc_fill_uniform(&c.dy, -1, 1, 24);
+    NhwcCtx c = nhwc_ctx_make(B, IC, OC, H, W, K, stride, pad, bias, 21);
     Tensor x = GC_TENSOR(B, IC, H, W), w = GC_TENSOR(OC, IC, K, K), y = GC_TENSOR(B, OC, OH, OW);
     Tensor dy = GC_TENSOR(B, OC, OH, OW), dx = GC_TENSOR(B, IC, H, W), dw = GC_TENSOR(OC, IC, K, K);
     Tensor db = GC_TENSOR(OC), got = GC_TENSOR(B * IC * H * W + OC * IC * K * K + B * OC * OH * OW);
@@ -90,14 +98,7 @@ static int nhwc_vs_nchw(const char *name, int64_t B, int64_t IC, int64_t OC, int
 // Finite-difference check of x, w (and b); adds 1 to *checks.
 static int nhwc_gradcheck(const char *name, int64_t B, int64_t IC, int64_t OC, int64_t H, int64_t W, int64_t K,
                           int stride, int pad, int bias, int *checks) {
-    int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
-    NhwcCtx c = {.stride = stride, .pad = pad, .bias = bias};
-    c.x = GC_TENSOR(B, H, W, IC), c.dx = GC_TENSOR(B, H, W, IC), c.w = GC_TENSOR(OC, K, K, IC);
-    c.dw = GC_TENSOR(OC, K, K, IC), c.b = GC_TENSOR(OC), c.db = GC_TENSOR(OC);
-    c.y = GC_TENSOR(B, OH, OW, OC), c.dy = GC_TENSOR(B, OH, OW, OC);
-    gc_fill_uniform(&c.x, -1, 1, 31);
-    gc_fill_uniform(&c.w, -0.5f, 0.5f, 32);
-    gc_fill_uniform(&c.b, -0.5f, 0.5f, 33);
+    NhwcCtx c = nhwc_ctx_make(B, IC, OC, H, W, K, stride, pad, bias, 31);
     GradCheck gck = {.name = name, .ctx = &c, .forward = nhwc_fwd, .backward = nhwc_bwd};
     gck.wrt[0] = &c.x, gck.grad[0] = &c.dx;
     gck.wrt[1] = &c.w, gck.grad[1] = &c.dw, gck.is_param[1] = 1;
