@@ -7,7 +7,7 @@
 // gradients by 7-17% relative L2 (tools/reference/bf16_deviation.py), and drtune's bf16 stays within twice that
 // (cudaemu_unet, the sharp check). Over a guided rollout the deviation grows: this test's bounds are loose and
 // check the plumbing (compute copies, casts at the model boundaries, refresh after updates and loads). A resumed bf16 run must repeat the uninterrupted one exactly: the compute copies are refreshed
-// from the fp32 masters after a checkpoint is loaded. bf16 on the CPU is a user error.
+// from the fp32 masters after a checkpoint is loaded. bf16 (and train.channels_last) on the CPU is a user error.
 #include <string.h>
 
 #include "cudaemu_util.h"
@@ -35,6 +35,11 @@ int main(void) {
     tu_run_drtune(args, &c);
     tu_check(tu_is_user_error(&c, "train.precision = bf16 runs on the GPU"), "bf16 on the CPU is a user error: %s",
              c.err);
+    tu_child_free(&c);
+    snprintf(args, sizeof args, BASE " --train.device=cpu --train.channels_last=true --output.dir=%s", tu_path("e"));
+    tu_run_drtune(args, &c);
+    tu_check(tu_is_user_error(&c, "train.channels_last = true is for the GPU"),
+             "channels last on the CPU is a user error: %s", c.err);
     tu_child_free(&c);
 
     snprintf(bdir, sizeof bdir, "%s", tu_path("bf16"));

@@ -141,8 +141,9 @@ void arena_zero(Arena *a) {
 
 void arena_print(const Arena *a) {
     char b[32];
-    printf("  %-12s %6d tensors %12lld elements %12s (%s)\n", a->group, a->n, (long long)arena_numel(a),
-           dt_format_bytes(b, sizeof b, (double)a->size), device_name(a->device));
+    printf("  %-12s %6d tensors %12lld elements %12s (%s)%s\n", a->group, a->n, (long long)arena_numel(a),
+           dt_format_bytes(b, sizeof b, (double)a->size), device_name(a->device),
+           a->channels_last ? " channels last" : "");
 }
 
 void arena_free(Arena *a) {

@@ -421,7 +421,7 @@ int trainer_run(const Config *c, const char *resume) {
     printf("memory plan (per rank):\n");
     arena_print(&t.model.unet_params);
     arena_print(&t.model.vae_params);
-    if (t.model.has_compute) { // train.precision = bf16: what the iteration computes with
+    if (t.model.has_compute) { // train.precision = bf16 or train.channels_last: what the iteration computes with
         arena_print(&t.model.unet_c_params);
         arena_print(&t.model.vae_c_params);
         if (lora_of(&t)) arena_print(&t.ts.lora.compute);
