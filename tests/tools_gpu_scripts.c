@@ -89,7 +89,9 @@ int main(void) {
     tu_write_text(path, "result model=sd15 latent=64 batch=1 dtype=bf16 device=cuda fwd_ms=25.000 "
                         "fwd_peak_mib=3000.000 fwdbwd_ms=400.000 fwdbwd_peak_mib=9000.000\n"
                         "result model=sd15 latent=64 batch=1 dtype=bf16-autocast device=cuda fwd_ms=40.000 "
-                        "fwd_peak_mib=3500.000 fwdbwd_ms=250.000 fwdbwd_peak_mib=12000.000\n");
+                        "fwd_peak_mib=3500.000 fwdbwd_ms=250.000 fwdbwd_peak_mib=12000.000\n"
+                        "result model=sd15 latent=64 batch=1 dtype=bf16 device=cuda layout=channels_last fwd_ms=20.000 "
+                        "fwd_peak_mib=3000.000 fwdbwd_ms=500.000 fwdbwd_peak_mib=9000.000\n");
     tu_check(sh("summary.log", "tools/gpu/check.sh --summary '%s'%s", dir, "") == 0, "check.sh --summary exits 0");
     int ok = file_has("summary.log", "| bench | passed | 40 |") &&
              file_has("summary.log", "| sd15 | 64 | forward | 50 | 25.000 | 2.00 | 40.000 | 1.25 | 16 | 40.0% | "
@@ -104,8 +106,8 @@ int main(void) {
     ok = file_has("summary.log", "| sd15 | [1,320,64,64]->320 | fwd | 1.000 | 0.800 | 1.25 |") &&
          file_has("summary.log", "| sd15 | [1,320,64,64]->320 | bwd | 2.000 | 2.500 | 0.80 |");
     if (!tu_check(ok, "check.sh --summary: the 3x3 convolution rows, NCHW next to NHWC")) show("summary.log");
-    ok = file_has("summary.log", "| sd15 | 64 | forward | 50 | 40 | 1.25 |") &&
-         file_has("summary.log", "| sd15 | 64 | forward+backward | 200 | 250 | 0.80 |");
+    ok = file_has("summary.log", "| sd15 | 64 | forward | 50 | 40 | 1.25 | 20.000 | 2.00 |") &&
+         file_has("summary.log", "| sd15 | 64 | forward+backward | 200 | 250 | 0.80 | 500.000 | 0.50 |");
     if (!tu_check(ok, "check.sh --summary: the UNet channels last next to NCHW")) show("summary.log");
     return tu_report();
 }

@@ -34,5 +34,15 @@ int main(void) {
         double ms[2] = {bg_field(result, "fwd_ms"), bg_field(result, "fwdbwd_ms")};
         tu_check(ms[0] > 0 && ms[1] > 0, "times positive: %g, %g ms", ms[0], ms[1]);
     }
+    // the check's channels_last run: bf16 weights and latents in torch.channels_last
+    snprintf(cmd, sizeof cmd, "%s tools/gpu/torch_unet.py --model configs/models/tiny-random --latent 8 --device cpu "
+             "--dtype bf16 --channels-last --reps 1 --warmup 0 2>&1", py);
+    f = popen(cmd, "r");
+    result[0] = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "result ", 7)) snprintf(result, sizeof result, "%s", line);
+    rc = f ? pclose(f) : -1;
+    tu_check(rc == 0 && strstr(result, " dtype=bf16 device=cpu layout=channels_last ") && bg_field(result, "fwd_ms") > 0,
+             "torch_unet.py --channels-last runs and says so: %s", result);
     return tu_report();
 }

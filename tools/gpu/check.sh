@@ -42,7 +42,8 @@ write_summary() {
     FILENAME ~ /bench.log$/ && /^result / { delete r; kv($0, r); k = r["model"] ":" r["latent"]; order[++n] = k
       d_fwd[k] = r["fwd_ms"]; d_fb[k] = r["fwdbwd_ms"]; tf_fwd[k] = r["fwd_tflops"]; tf_fb[k] = r["fwdbwd_tflops"]
       mfu_fwd[k] = r["mfu_fwd"]; mfu_fb[k] = r["mfu_fwdbwd"]; used[k] = r["used_mib"]; g_fwd[k] = r["fwd_graph_ms"] }
-    FILENAME ~ /torch.log$/ && /^result / { delete r; kv($0, r); k = r["model"] ":" r["latent"]
+    FILENAME ~ /torch.log$/ && /^result / && !/ layout=channels_last/ { delete r; kv($0, r)
+      k = r["model"] ":" r["latent"]
       if (r["dtype"] == "bf16") { p_fwd[k] = r["fwd_ms"]; p_fb[k] = r["fwdbwd_ms"]; pk_fwd[k] = r["fwd_peak_mib"]
         pk_fb[k] = r["fwdbwd_peak_mib"] } else { a_fwd[k] = r["fwd_ms"]; a_fb[k] = r["fwdbwd_ms"] } }
     END { for (i = 1; i <= n; i++) { k = order[i]; split(k, m, ":")
@@ -87,18 +88,28 @@ write_summary() {
           b == "" ? "-" : b, (a > 0 && b > 0) ? sprintf("%.2f", b / a) : "-" }
       for (i = 1; i <= nn; i++) print "- " note[i] }
     ' "$dir/bench.log" 2>/dev/null
-    # the whole UNet channels last (train.channels_last) next to NCHW, from bench gpu's result lines
+    # the whole UNet channels last (train.channels_last) next to NCHW, from bench gpu's result lines, and PyTorch's
+    # bf16 UNet in channels_last where torch.log has it
     awk '
     function kv(line, arr,   n, i, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "=")
       if (p) arr[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) } }
-    function row(pass, a, b) { printf "| %s | %s | %s | %s | %s | %s |\n", r["model"], r["latent"], pass, a, b,
-      (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
-    /^result / && / fwd_cl_ms=/ { delete r; kv($0, r)
-      if (!n++) { print ""; print "| model | latent | pass | NCHW ms | channels last ms | NCHW / channels last |"
-        print "|---|---|---|---|---|---|" }
-      row("forward", r["fwd_ms"], r["fwd_cl_ms"]); row("forward+backward", r["fwdbwd_ms"], r["fwdbwd_cl_ms"]) }
-    END { if (n) print "The UNet channels last (train.channels_last = true): above 1, faster than NCHW on this card." }
-    ' "$dir/bench.log" 2>/dev/null
+    function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
+    function row(k, pass, a, b, t) { split(k, m, ":")
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", m[1], m[2], pass, a, b, ratio(a, b), t == "" ? "-" : t,
+        ratio(b, t) }
+    FILENAME ~ /torch.log$/ && /^result / && / layout=channels_last/ && / dtype=bf16 / { delete r; kv($0, r)
+      k = r["model"] ":" r["latent"]; tf[k] = r["fwd_ms"]; tb[k] = r["fwdbwd_ms"] }
+    FILENAME ~ /bench.log$/ && /^result / && / fwd_cl_ms=/ { delete r; kv($0, r); k = r["model"] ":" r["latent"]
+      order[++n] = k; f[k] = r["fwd_ms"]; fc[k] = r["fwd_cl_ms"]; b[k] = r["fwdbwd_ms"]; bc[k] = r["fwdbwd_cl_ms"] }
+    END { if (!n) exit
+      print ""; print "| model | latent | pass | NCHW ms | channels last ms | NCHW / channels last |" \
+        " PyTorch bf16 channels_last ms | drtune channels last / PyTorch |"
+      print "|---|---|---|---|---|---|---|---|"
+      for (i = 1; i <= n; i++) { k = order[i]; row(k, "forward", f[k], fc[k], tf[k])
+        row(k, "forward+backward", b[k], bc[k], tb[k]) }
+      print "The UNet channels last (train.channels_last = true): NCHW / channels last above 1, faster than NCHW on"
+      print "this card. PyTorch channels_last: the bf16 UNet and latents in torch.channels_last." }
+    ' "$dir/torch.log" "$dir/bench.log" 2>/dev/null
     # the 3x3 convolution rows of bench gpu: NCHW (the models' layout) next to channels last (conv2d_nhwc)
     awk '
     function trim(x) { gsub(/^ +| +$/, "", x); return x }
@@ -243,12 +254,13 @@ export -f run_tests
 export tests
 step cuda 120 bash -c "TEST_LIMIT_S=60 run_tests $ops_tests"
 step bench 170 "$bin/drtune" bench gpu --device cuda --reps 3 --steps 4
-step torch 100 sh -c 'for m in sd15:64 sdxl:128; do
+step torch 110 sh -c 'for m in sd15:64 sdxl:128; do
   python3 tools/gpu/torch_unet.py --model configs/models/${m%%:*} --latent ${m##*:} --dtype bf16 --reps 3 || exit 1
   done
   for m in sd15:64 sdxl:128; do
   python3 tools/gpu/torch_unet.py --model configs/models/${m%%:*} --latent ${m##*:} --autocast --reps 3 || exit 1
-  done'
+  done
+  python3 tools/gpu/torch_unet.py --model configs/models/sdxl --latent 128 --dtype bf16 --channels-last --reps 3'
 step model 100 bash -c "TEST_LIMIT_S=100 run_tests $model_tests"
 if command -v compute-sanitizer >/dev/null; then
   step sanitizer 60 sh -c 'set -e

@@ -12,7 +12,9 @@ own count.
 
 Precision: `--dtype bf16` keeps the weights and gradients in bf16 (the pure-bf16 setting); with --autocast the
 weights and gradients stay fp32 and the compute runs in bf16 under torch.autocast (drtune's train.precision = bf16
-setting: fp32 weights and gradients, a bf16 compute copy).
+setting: fp32 weights and gradients, a bf16 compute copy). --channels-last puts the weights and the latents in
+PyTorch's channels_last memory format (cuDNN's NHWC convolutions; drtune's train.channels_last); the result line
+says layout=channels_last.
 """
 import argparse
 import contextlib
@@ -32,6 +34,7 @@ def parse_args():
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     p.add_argument("--autocast", action="store_true", help="fp32 weights and gradients, bf16 compute (autocast)")
+    p.add_argument("--channels-last", action="store_true", help="weights and latents in torch.channels_last")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--reps", type=int, default=5, help="timed calls (median)")
     p.add_argument("--warmup", type=int, default=2)
@@ -58,6 +61,8 @@ def build(a):
     with torch.device(a.device):
         unet = UNet2DConditionModel.from_config(cfg)
     unet = unet.to(dtype=wdtype)
+    if a.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
     unet.set_attn_processor(AttnProcessor2_0())  # F.scaled_dot_product_attention
     unet.train()
     N = a.latent or cfg["sample_size"]
@@ -68,8 +73,11 @@ def build(a):
     def randn(*shape):
         return torch.randn(*shape, generator=g).to(device=dev, dtype=idt)
 
+    sample = randn(B, cfg["in_channels"], N, N)
+    if a.channels_last:
+        sample = sample.to(memory_format=torch.channels_last)
     inputs = dict(
-        sample=randn(B, cfg["in_channels"], N, N).requires_grad_(True),  # drtune computes the latents' gradient too
+        sample=sample.requires_grad_(True),  # drtune computes the latents' gradient too
         timestep=torch.full((B,), 500.0, device=dev),
         encoder_hidden_states=randn(B, 77, cfg["cross_attention_dim"]),
     )
@@ -131,7 +139,7 @@ def main():
     unet, cfg, N, inputs, dout = build(a)
     nparams = sum(p.numel() for p in unet.parameters())
     name = os.path.basename(os.path.normpath(a.model))
-    prec = "bf16 autocast (fp32 weights)" if a.autocast else a.dtype
+    prec = ("bf16 autocast (fp32 weights)" if a.autocast else a.dtype) + (", channels last" if a.channels_last else "")
     dev_name = torch.cuda.get_device_name() if a.device == "cuda" else "CPU"
     print(f"torch_unet.py: torch {torch.__version__}, diffusers {__import__('diffusers').__version__}, {dev_name}")
     print(f"model {a.model}: latent {N}x{N}, batch {a.batch}, context 77, {nparams} parameters, {prec}, SDPA")
@@ -152,7 +160,7 @@ def main():
                   f"{res[key + '_flops']}")
     fields = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
     print(f"result model={name} latent={N} batch={a.batch} dtype={'bf16-autocast' if a.autocast else a.dtype} "
-          f"device={a.device} {fields}")
+          f"device={a.device} layout={'channels_last' if a.channels_last else 'nchw'} {fields}")
     return 0
 
 
