@@ -23,7 +23,7 @@ typedef struct {
     int64_t shape[TENSOR_MAX_DIMS];
     // 4-D tensors only: the shape is [N, C, H, W] and the data is stored [N, H, W, C] (channels last; conv filters
     // [OC, KH, KW, IC]). GPU activations and compute weights of a model planned channels last (arena_set_channels_last)
-    // carry it, as do views and reshapes of them; CPU ops refuse it. Other ranks ignore it.
+    // carry it, as do views and reshapes of them; CPU ops refuse it. Ops ignore it on tensors that are not 4-D.
     uint8_t channels_last;
 } Tensor;
 

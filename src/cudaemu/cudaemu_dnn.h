@@ -4,8 +4,9 @@
 // wrapper uses exists. Plain C (as cuDNN's own headers), so a test can also call it directly.
 //
 // Emulated: NCHW and NHWC tensors and filters in f32 or bf16 (one layout for x, w and y of a problem: mixed ones
-// are refused as CUDNN_STATUS_NOT_SUPPORTED_LAYOUT; Winograd is listed for NCHW only); 2-D convolution descriptors (pad, stride, cross-correlation,
-// fp32 compute, math type; dilation other than 1 and true convolution are refused as not supported); algorithm
+// are refused as CUDNN_STATUS_NOT_SUPPORTED_LAYOUT; Winograd is listed for NCHW only); 2-D convolution descriptors
+// (pad, stride, cross-correlation, fp32 compute, math type; dilation other than 1 and true convolution are refused
+// as not supported); algorithm
 // heuristics that list a few algorithms with their workspace size, determinism and math type (the sizes are the
 // emulation's, not cuDNN's); workspace size queries; the three convolution calls with alpha/beta (beta = 0 never
 // reads the output). Arithmetic as cuDNN's fp32 compute type: products and sums in fp32 (im2col columns times the
