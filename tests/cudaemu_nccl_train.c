@@ -3,7 +3,8 @@
 // updated shards all-gathered while the next iteration prepares, waited for only before the rollout's first UNet
 // evaluation. Against the same job with the all-gather waited for at once (DRTUNE_TEST_BLOCKING_GATHER, the
 // blocking form) the exported UNet and the logged loss, gradient norm and rewards must be identical bit for bit;
-// against the CPU job (MPI reductions) they agree within fp32 summation order. On the emulated GPU the test starts
+// against the CPU job (MPI reductions) they agree within fp32 summation order, as does the job with
+// train.channels_last. On the emulated GPU the test starts
 // mpirun itself; as cuda_nccl_train on a real machine it needs mpirun and 2 GPUs, and skips otherwise.
 #include <string.h>
 
@@ -17,13 +18,13 @@
 
 static const char *mpiexec;
 
-// One 2-rank run into tmp/name; env: extra VAR=value words. Returns the exit code.
-static int train2(const char *name, const char *device, const char *env) {
+// One 2-rank run into tmp/name; env: extra VAR=value words; extra: more drtune options. Returns the exit code.
+static int train2(const char *name, const char *device, const char *env, const char *extra) {
     char dir[600], job[1200], cmd[8192];
     snprintf(dir, sizeof dir, "%s/%s", tu_tmpdir(NULL), name);
     snprintf(job, sizeof job, JOB, tu_tmpdir(NULL));
-    snprintf(cmd, sizeof cmd, "env OMP_NUM_THREADS=1 %s '%s' -q --oversubscribe -np 2 '%s' %s --train.device=%s "
-             "--output.dir=%s >%s.log 2>&1", env, mpiexec, getenv("DRTUNE_BIN"), job, device, dir, dir);
+    snprintf(cmd, sizeof cmd, "env OMP_NUM_THREADS=1 %s '%s' -q --oversubscribe -np 2 '%s' %s --train.device=%s %s "
+             "--output.dir=%s >%s.log 2>&1", env, mpiexec, getenv("DRTUNE_BIN"), job, device, extra, dir, dir);
     double t0 = dt_now();
     int rc = system(cmd);
     tu_check(rc == 0, "2 ranks, full fine-tuning, %s (exit %d, %.1f s)", name, rc, dt_now() - t0);
@@ -60,8 +61,8 @@ int main(void) {
         tu_check(0, "drtune init-weights of the tiny random pipeline");
         return tu_report();
     }
-    if (train2("overlapped", "cuda", "") || train2("blocking", "cuda", "DRTUNE_TEST_BLOCKING_GATHER=1") ||
-        train2("cpu", "cpu", ""))
+    if (train2("overlapped", "cuda", "", "") || train2("blocking", "cuda", "DRTUNE_TEST_BLOCKING_GATHER=1", "") ||
+        train2("cpu", "cpu", "", "") || train2("channels_last", "cuda", "", "--train.channels_last=true"))
         return tu_report();
 
     static const char *keys[4] = {"loss", "grad_norm", "reward_mean", "reduce_overlap"};
@@ -88,6 +89,19 @@ int main(void) {
     tu_check(worst <= 1e-5, "GPU vs CPU: loss, grad_norm, reward_mean within %.1e relative (tol 1e-5)", worst);
     rel = cu_files_rel_l2(unet_of("overlapped"), unet_of("cpu"), "");
     tu_check(rel <= 1e-6, "GPU vs CPU: exported UNet relative L2 %.2e (tol 1e-6)", rel);
+    // channels last (the compute copies refreshed from the all-gathered fp32 masters, filters transposed, every
+    // iteration; gradients into the NCHW masters' shards): the same bounds against the CPU
+    double cl[3][ITERS], cworst = 0;
+    for (int k = 0; k < 3; k++) metrics_of("channels_last", keys[k], cl[k]);
+    for (int i = 0; i < ITERS; i++)
+        for (int k = 0; k < 3; k++) {
+            double d = fabs(cl[k][i] - v[2][k][i]) / fmax(fabs(v[2][k][i]), 1e-12);
+            cworst = d > cworst || d != d ? d : cworst;
+        }
+    tu_check(cworst <= 1e-5, "GPU channels last vs CPU: loss, grad_norm, reward_mean within %.1e relative (tol 1e-5)",
+             cworst);
+    rel = cu_files_rel_l2(unet_of("channels_last"), unet_of("cpu"), "");
+    tu_check(rel <= 1e-6, "GPU channels last vs CPU: exported UNet relative L2 %.2e (tol 1e-6)", rel);
 
     // drtune bench overlap on the GPU: the three timings and the fractions hidden are reported
     char log[700];
