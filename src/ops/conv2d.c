@@ -5,24 +5,15 @@
 // images). GEMMs run outside parallel regions so OpenBLAS uses every thread.
 #include "ops_internal.h"
 
-typedef struct {
-    int64_t IC, H, W, KH, KW, OH, OW, stride, pad;
-} ConvGeom;
-
 // Validates in [B, IC, H, W] and w [OC, IC, KH, KW] and derives the output size.
 static ConvGeom conv_geom(const Tensor *in, const Tensor *w, int stride, int pad, const char *op) {
     char a[96], b[96];
     CHECK(in->ndim == 4 && w->ndim == 4 && w->shape[1] == in->shape[1], "",
           "%s: input %s and weight %s do not fit (want [B, IC, H, W] and [OC, IC, KH, KW])", op,
           tensor_shape_str(in, a, sizeof a), tensor_shape_str(w, b, sizeof b));
-    CHECK(stride >= 1 && pad >= 0, "", "%s: stride %d and pad %d (want stride >= 1, pad >= 0)", op, stride, pad);
-    ConvGeom g = {.IC = in->shape[1], .H = in->shape[2], .W = in->shape[3], .KH = w->shape[2], .KW = w->shape[3],
-                  .stride = stride, .pad = pad};
-    CHECK(g.H + 2 * g.pad >= g.KH && g.W + 2 * g.pad >= g.KW, "",
-          "%s: kernel %s is larger than the padded input %s (pad %d)", op, tensor_shape_str(w, b, sizeof b),
-          tensor_shape_str(in, a, sizeof a), pad);
-    g.OH = (g.H + 2 * g.pad - g.KH) / g.stride + 1;
-    g.OW = (g.W + 2 * g.pad - g.KW) / g.stride + 1;
+    ConvGeom g = {.B = in->shape[0], .IC = in->shape[1], .OC = w->shape[0], .H = in->shape[2], .W = in->shape[3],
+                  .KH = w->shape[2], .KW = w->shape[3], .stride = stride, .pad = pad};
+    conv_geom_finish(&g, in, w, op);
     return g;
 }
 

@@ -8,31 +8,22 @@
 // [OC, KH KW IC]; it exists to check the GPU against and is not tuned.
 #include "ops_internal.h"
 
-typedef struct {
-    int64_t B, H, W, IC, OC, KH, KW, OH, OW, stride, pad;
-} NhwcGeom;
-
 // Validates in [B, H, W, IC] and w [OC, KH, KW, IC] and derives the output size.
-static NhwcGeom nhwc_geom(const Tensor *in, const Tensor *w, int stride, int pad, const char *op) {
+static ConvGeom nhwc_geom(const Tensor *in, const Tensor *w, int stride, int pad, const char *op) {
     char a[96], b[96];
     CHECK(in->ndim == 4 && w->ndim == 4 && w->shape[3] == in->shape[3], "",
           "%s: input %s and weight %s do not fit (want [B, H, W, IC] and [OC, KH, KW, IC])", op,
           tensor_shape_str(in, a, sizeof a), tensor_shape_str(w, b, sizeof b));
-    CHECK(stride >= 1 && pad >= 0, "", "%s: stride %d and pad %d (want stride >= 1, pad >= 0)", op, stride, pad);
-    NhwcGeom g = {.B = in->shape[0], .H = in->shape[1], .W = in->shape[2], .IC = in->shape[3], .OC = w->shape[0],
+    ConvGeom g = {.B = in->shape[0], .IC = in->shape[3], .OC = w->shape[0], .H = in->shape[1], .W = in->shape[2],
                   .KH = w->shape[1], .KW = w->shape[2], .stride = stride, .pad = pad};
-    CHECK(g.H + 2 * g.pad >= g.KH && g.W + 2 * g.pad >= g.KW, "",
-          "%s: kernel %s is larger than the padded input %s (pad %d)", op, tensor_shape_str(w, b, sizeof b),
-          tensor_shape_str(in, a, sizeof a), pad);
-    g.OH = (g.H + 2 * g.pad - g.KH) / g.stride + 1;
-    g.OW = (g.W + 2 * g.pad - g.KW) / g.stride + 1;
+    conv_geom_finish(&g, in, w, op);
     return g;
 }
 
-static int nhwc_pointwise(const NhwcGeom *g) { return g->KH == 1 && g->KW == 1 && g->stride == 1 && g->pad == 0; }
+static int nhwc_pointwise(const ConvGeom *g) { return g->KH == 1 && g->KW == 1 && g->stride == 1 && g->pad == 0; }
 
 // The 1x1 stride-1 case as the linear layer it is: rows [B H W, IC] -> [B H W, OC], w viewed [OC, IC].
-static void nhwc_as_linear(const NhwcGeom *g, const Tensor *in, const Tensor *w, const Tensor *out, Tensor *rin,
+static void nhwc_as_linear(const ConvGeom *g, const Tensor *in, const Tensor *w, const Tensor *out, Tensor *rin,
                            Tensor *rw, Tensor *rout) {
     int64_t N = g->B * g->H * g->W;
     *rin = tensor_reshape(in, 2, (int64_t[]){N, g->IC});
@@ -40,7 +31,7 @@ static void nhwc_as_linear(const NhwcGeom *g, const Tensor *in, const Tensor *w,
     *rout = tensor_reshape(out, 2, (int64_t[]){N, g->OC});
 }
 
-static Conv2dCudaShape nhwc_cuda_shape(const Tensor *in, const NhwcGeom *g) {
+static Conv2dCudaShape nhwc_cuda_shape(const Tensor *in, const ConvGeom *g) {
     return (Conv2dCudaShape){.dt = ops_dt(in), .B = (int)g->B, .IC = (int)g->IC, .H = (int)g->H, .W = (int)g->W,
                              .OC = (int)g->OC, .KH = (int)g->KH, .KW = (int)g->KW, .stride = (int)g->stride,
                              .pad = (int)g->pad, .nhwc = 1};
@@ -48,13 +39,13 @@ static Conv2dCudaShape nhwc_cuda_shape(const Tensor *in, const NhwcGeom *g) {
 
 // CPU columns: output pixels per chunk so that a chunk's columns [pixels, KH KW IC] stay under 2^24 floats
 #define NHWC_COLS_MAX ((int64_t)1 << 24)
-static int64_t nhwc_chunk(const NhwcGeom *g) {
+static int64_t nhwc_chunk(const ConvGeom *g) {
     int64_t K = g->KH * g->KW * g->IC, P = g->B * g->OH * g->OW, n = NHWC_COLS_MAX / K;
     return n < 1 ? 1 : n > P ? P : n;
 }
 
 size_t conv2d_nhwc_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad) {
-    NhwcGeom g = nhwc_geom(in, w, stride, pad, "conv2d_nhwc_workspace_bytes");
+    ConvGeom g = nhwc_geom(in, w, stride, pad, "conv2d_nhwc_workspace_bytes");
     size_t lin = nhwc_pointwise(&g) ? linear_workspace_bytes(in->device, g.B * g.H * g.W, g.OC) : 0;
     if (in->device == DEVICE_CUDA) { // cuDNN's plan too: a 1x1 forward with a bias of another dtype runs there
         Conv2dCudaShape s = nhwc_cuda_shape(in, &g);
@@ -67,7 +58,7 @@ size_t conv2d_nhwc_workspace_bytes(const Tensor *in, const Tensor *w, int stride
 }
 
 // cols [p1 - p0, KH KW IC]: for output pixels p0 .. p1 (of all B OH OW), each tap's IC inputs (zero in the padding)
-static void nhwc_im2col(float *cols, const float *x, const NhwcGeom *g, int64_t p0, int64_t p1) {
+static void nhwc_im2col(float *cols, const float *x, const ConvGeom *g, int64_t p0, int64_t p1) {
     int64_t K = g->KH * g->KW * g->IC, S = g->OH * g->OW;
 #pragma omp parallel for if ((p1 - p0) * K > 65536)
     for (int64_t p = p0; p < p1; p++) {
@@ -84,7 +75,7 @@ static void nhwc_im2col(float *cols, const float *x, const NhwcGeom *g, int64_t 
 
 // dx += the column gradient cols [p1 - p0, KH KW IC] scattered back to the inputs it read. Threads split the
 // channels (every tap of a channel block writes only that block), so nothing races.
-static void nhwc_col2im_add(float *dx, const float *cols, const NhwcGeom *g, int64_t p0, int64_t p1) {
+static void nhwc_col2im_add(float *dx, const float *cols, const ConvGeom *g, int64_t p0, int64_t p1) {
     int64_t K = g->KH * g->KW * g->IC, S = g->OH * g->OW, blocks = (g->IC + 15) / 16;
 #pragma omp parallel for if ((p1 - p0) * K > 65536)
     for (int64_t cb = 0; cb < blocks; cb++) {
@@ -106,7 +97,7 @@ static void nhwc_col2im_add(float *dx, const float *cols, const NhwcGeom *g, int
 // out [B, OH, OW, OC] = in [B, H, W, IC] * w [OC, KH, KW, IC] + b [OC] (+ res, out's shape, not out itself)
 static void nhwc_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, const Tensor *res, int stride,
                          int pad, const char *op) {
-    NhwcGeom g = nhwc_geom(in, w, stride, pad, op);
+    ConvGeom g = nhwc_geom(in, w, stride, pad, op);
     tensor_expect_shape(out, "conv2d_nhwc output", g.B, g.OH, g.OW, g.OC);
     if (ops_want(b)) tensor_expect_shape(b, "conv2d_nhwc bias", g.OC);
     if (ops_want(res)) {
@@ -161,7 +152,7 @@ static void nhwc_forward(Tensor *out, const Tensor *in, const Tensor *w, const T
 // dw_kcrs the same gradient stored [OC, IC, KH, KW] (a model's fp32 gradient of a channels-last compute filter).
 static void nhwc_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
                           int stride, int pad, int dw_kcrs, const char *op) {
-    NhwcGeom g = nhwc_geom(in, w, stride, pad, op);
+    ConvGeom g = nhwc_geom(in, w, stride, pad, op);
     tensor_expect_shape(dout, "conv2d_nhwc output grad", g.B, g.OH, g.OW, g.OC);
     if (ops_want(din)) tensor_expect_shape(din, "conv2d_nhwc input grad", g.B, g.H, g.W, g.IC);
     if (ops_want(dw) && dw_kcrs) tensor_expect_shape(dw, "conv2d weight grad", g.OC, g.IC, g.KH, g.KW);

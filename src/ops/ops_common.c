@@ -90,6 +90,17 @@ void ops_expect_cpu_(const Tensor *t, const char *op, const char *file, int line
         dt_fatal(file, line, "channels-last tensors are GPU only", "%s: a channels-last tensor on the CPU path", op);
 }
 
+void conv_geom_finish(ConvGeom *g, const Tensor *in, const Tensor *w, const char *op) {
+    char a[96], b[96];
+    CHECK(g->stride >= 1 && g->pad >= 0, "", "%s: stride %lld and pad %lld (want stride >= 1, pad >= 0)", op,
+          (long long)g->stride, (long long)g->pad);
+    CHECK(g->H + 2 * g->pad >= g->KH && g->W + 2 * g->pad >= g->KW, "",
+          "%s: kernel %s is larger than the padded input %s (pad %lld)", op, tensor_shape_str(w, b, sizeof b),
+          tensor_shape_str(in, a, sizeof a), (long long)g->pad);
+    g->OH = (g->H + 2 * g->pad - g->KH) / g->stride + 1;
+    g->OW = (g->W + 2 * g->pad - g->KW) / g->stride + 1;
+}
+
 void ops_expect_cuda_(const Tensor *t, const char *op, int f32_only, const char *file, int line) {
     if (t->device != DEVICE_CUDA)
         dt_fatal(file, line, "every operand of a CUDA op lives on the GPU", "%s: got a %s tensor on the CUDA path", op,

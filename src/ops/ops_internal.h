@@ -48,6 +48,14 @@ static inline void ops_expect_same_layout(const Tensor *a, const Tensor *b, cons
         CHECK(a->channels_last == b->channels_last, "", "%s: operands stored %s and %s", op,
               a->channels_last ? "channels last" : "NCHW", b->channels_last ? "channels last" : "NCHW");
 }
+// The geometry of one convolution (conv2d.c in NCHW, conv2d_nhwc.c channels last): batch, channels, input and kernel
+// sizes, square stride, symmetric pad, and the output size.
+typedef struct {
+    int64_t B, IC, OC, H, W, KH, KW, OH, OW, stride, pad;
+} ConvGeom;
+// Checks stride, pad and that the kernel fits the padded input of g (B .. KW set by the caller from in and w, which
+// the messages name), then derives the output size.
+void conv_geom_finish(ConvGeom *g, const Tensor *in, const Tensor *w, const char *op);
 // conv2d on channels-last tensors (conv2d_nhwc.c): in, out, w (and res, din) channels last, dw either way; conv2d's
 // entry points hand such problems over.
 size_t conv2d_cl_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad);
