@@ -81,6 +81,17 @@ static void check_casts(void) {
         cu_free(&g), cu_free(&t), cu_free(&back);
     }
     cu_free(&c);
+    // a VAE image of 1536 x 1536: 73728 tiles of pixels, more than a grid's y or z dimension takes
+    int64_t si[4] = {1, 3, 1536, 1536};
+    Tensor img = cpu_t(4, si);
+    cu_fill(&img, 9, 1.0f, 0);
+    Tensor gi = cu_upload(&img, DTYPE_F32), ti = cu_alloc(DEVICE_CUDA, DTYPE_F32, 4, si);
+    Tensor bi = cu_alloc(DEVICE_CUDA, DTYPE_F32, 4, si);
+    ti.channels_last = 1;
+    tensor_cast(&ti, &gi);
+    tensor_cast(&bi, &ti);
+    cu_compare("1536 x 1536 image to channels last and back", &bi, &img, 0.0);
+    cu_free(&img), cu_free(&gi), cu_free(&ti), cu_free(&bi);
 }
 
 // GroupNorm (act < 0: none) forward and backward, parameter gradients accumulated onto 1.0

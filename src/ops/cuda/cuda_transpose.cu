@@ -11,11 +11,13 @@ enum { TT = 32, TROWS = 8 };
 
 // dst [B, K, R] = src [B, R, K]^T per sample (+ res [B, K, R] when res != NULL: the residual stream added on the
 // way, as add_forward would after), values converted from TS to TD storage through fp32 (exact for equal types);
-// grid (tiles of K, tiles of R, B), block (32, 8)
+// grid (tiles of R times tiles of K, B): the tile pairs on x, which has room for a megapixel image's pixel tiles
+// (y and z stop at 65535); block (32, 8)
 template <class TD, class TS>
 __global__ static void transpose_kernel(TD *dst, const TS *src, const TD *res, int64_t R, int64_t K) {
     __shared__ float tile[TT][TT + 1];
-    int64_t b = blockIdx.z, r0 = (int64_t)blockIdx.y * TT, k0 = (int64_t)blockIdx.x * TT;
+    int64_t tk = (K + TT - 1) / TT, b = blockIdx.y;
+    int64_t r0 = (int64_t)blockIdx.x / tk * TT, k0 = (int64_t)blockIdx.x % tk * TT;
     const TS *s = src + b * R * K;
     TD *d = dst + b * R * K;
     for (int i = threadIdx.y; i < TT; i += TROWS) {
@@ -31,9 +33,14 @@ __global__ static void transpose_kernel(TD *dst, const TS *src, const TD *res, i
         }
     }
 }
+static dim3 transpose_grid(int64_t B, int64_t R, int64_t K) {
+    CHECK(B <= 65535, "", "transpose: %lld samples (at most 65535)", (long long)B);
+    return dim3((unsigned)((int64_t)cuda_blocks(K, TT) * cuda_blocks(R, TT)), (unsigned)B);
+}
+
 extern "C" void transpose_batched_cuda(void *dst, const void *src, const void *res, int64_t B, int64_t R, int64_t K,
                                        int dt) {
-    dim3 grid(cuda_blocks(K, TT), cuda_blocks(R, TT), (unsigned)B), block(TT, TROWS);
+    dim3 grid = transpose_grid(B, R, K), block(TT, TROWS);
     if (dt == DTYPE_BF16) {
         auto k = transpose_kernel<__nv_bfloat16, __nv_bfloat16>;
         CUDA_LAUNCH(k, grid, block, 0, cuda_stream(), (__nv_bfloat16 *)dst, (const __nv_bfloat16 *)src,
@@ -46,7 +53,7 @@ extern "C" void transpose_batched_cuda(void *dst, const void *src, const void *r
 
 extern "C" void transpose_cast_cuda(void *dst, int dt_dst, const void *src, int dt_src, int64_t B, int64_t R,
                                     int64_t K) {
-    dim3 grid(cuda_blocks(K, TT), cuda_blocks(R, TT), (unsigned)B), block(TT, TROWS);
+    dim3 grid = transpose_grid(B, R, K), block(TT, TROWS);
     CUDA_DT_DISPATCH(dt_dst, TD, CUDA_DT_DISPATCH(dt_src, TS, {
         auto k = transpose_kernel<TD, TS>;
         CUDA_LAUNCH(k, grid, block, 0, cuda_stream(), (TD *)dst, (const TS *)src, (const TD *)nullptr, R, K);
