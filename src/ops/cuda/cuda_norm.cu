@@ -424,43 +424,42 @@ static void gn_backward_t(T *dx, float *dgamma, float *dbeta, const T *dy, const
     CUDA_LAUNCH(apply, grid, block, 0, cuda_stream(), dx, dy, x, mean, rstd, coef, gamma, beta, pdt, rows, C, S, Cg);
 }
 
+// The layout's forward and backward (channels_last: the [B, S, C] kernels, packs over channels; else [B, C, S], packs
+// over the pixels of a row)
+template <class T, int ACT, int VEC>
+static void gn_forward_any(int nhwc, T *y, float *mean, float *rstd, const T *x, const void *gamma, const void *beta,
+                           int pdt, float *ws, int64_t B, int64_t C, int64_t S, int64_t G, float eps) {
+    if (nhwc) gn_forward_nhwc_t<T, ACT, VEC>(y, mean, rstd, x, gamma, beta, pdt, ws, B, C, S, G, eps);
+    else gn_forward_t<T, ACT, VEC>(y, mean, rstd, x, gamma, beta, pdt, ws, B, C, S, G, eps);
+}
+template <class T, int ACT, int VEC>
+static void gn_backward_any(int nhwc, T *dx, float *dgamma, float *dbeta, const T *dy, const T *x, const float *mean,
+                            const float *rstd, const void *gamma, const void *beta, int pdt, float *ws, int64_t B,
+                            int64_t C, int64_t S, int64_t G) {
+    if (nhwc) gn_backward_nhwc_t<T, ACT, VEC>(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, pdt, ws, B, C, S, G);
+    else gn_backward_t<T, ACT, VEC>(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, pdt, ws, B, C, S, G);
+}
+
 extern "C" void groupnorm_forward_cuda(void *out, float *mean, float *rstd, const void *in, const void *gamma,
                                        const void *beta, void *ws, int64_t B, int64_t C, int64_t S, int groups,
                                        float eps, int act, int dt, int pdt, int channels_last) {
-    if (channels_last) { // packs of 4 channels when C is a multiple of 4 and the pointers allow
-        int vec = cu_vec_width(C, dt ? 2 : 4, out, in, in);
+    // packs of 4 when every row (of S pixels; channels last: of C channels) starts aligned
+    int vec = cu_vec_width(channels_last ? C : S, dt ? 2 : 4, out, in, in);
 #define FWD(A)                                                                                               \
     if (dt && vec == 4)                                                                                      \
-        gn_forward_nhwc_t<__nv_bfloat16, A, 4>((__nv_bfloat16 *)out, mean, rstd, (const __nv_bfloat16 *)in,   \
-                                               gamma, beta, pdt, (float *)ws, B, C, S, groups, eps);         \
+        gn_forward_any<__nv_bfloat16, A, 4>(channels_last, (__nv_bfloat16 *)out, mean, rstd,                  \
+                                            (const __nv_bfloat16 *)in, gamma, beta, pdt, (float *)ws, B, C, S, \
+                                            groups, eps);                                                    \
     else if (dt)                                                                                             \
-        gn_forward_nhwc_t<__nv_bfloat16, A, 1>((__nv_bfloat16 *)out, mean, rstd, (const __nv_bfloat16 *)in,   \
-                                               gamma, beta, pdt, (float *)ws, B, C, S, groups, eps);         \
+        gn_forward_any<__nv_bfloat16, A, 1>(channels_last, (__nv_bfloat16 *)out, mean, rstd,                  \
+                                            (const __nv_bfloat16 *)in, gamma, beta, pdt, (float *)ws, B, C, S, \
+                                            groups, eps);                                                    \
     else if (vec == 4)                                                                                       \
-        gn_forward_nhwc_t<float, A, 4>((float *)out, mean, rstd, (const float *)in, gamma, beta, pdt,         \
-                                       (float *)ws, B, C, S, groups, eps);                                   \
+        gn_forward_any<float, A, 4>(channels_last, (float *)out, mean, rstd, (const float *)in, gamma, beta,  \
+                                    pdt, (float *)ws, B, C, S, groups, eps);                                 \
     else                                                                                                     \
-        gn_forward_nhwc_t<float, A, 1>((float *)out, mean, rstd, (const float *)in, gamma, beta, pdt,         \
-                                       (float *)ws, B, C, S, groups, eps)
-        CU_ACT_DISPATCH(act, FWD);
-#undef FWD
-        return;
-    }
-    // packs of 4 when every row of S (hence every group of Cg S) starts aligned
-    int vec = cu_vec_width(S, dt ? 2 : 4, out, in, in);
-#define FWD(A)                                                                                               \
-    if (dt && vec == 4)                                                                                      \
-        gn_forward_t<__nv_bfloat16, A, 4>((__nv_bfloat16 *)out, mean, rstd, (const __nv_bfloat16 *)in, gamma, \
-                                          beta, pdt, (float *)ws, B, C, S, groups, eps);                     \
-    else if (dt)                                                                                             \
-        gn_forward_t<__nv_bfloat16, A, 1>((__nv_bfloat16 *)out, mean, rstd, (const __nv_bfloat16 *)in, gamma, \
-                                          beta, pdt, (float *)ws, B, C, S, groups, eps);                     \
-    else if (vec == 4)                                                                                       \
-        gn_forward_t<float, A, 4>((float *)out, mean, rstd, (const float *)in, gamma, beta, pdt, (float *)ws, B, \
-                                  C, S, groups, eps);                                                        \
-    else                                                                                                     \
-        gn_forward_t<float, A, 1>((float *)out, mean, rstd, (const float *)in, gamma, beta, pdt, (float *)ws, B, \
-                                  C, S, groups, eps)
+        gn_forward_any<float, A, 1>(channels_last, (float *)out, mean, rstd, (const float *)in, gamma, beta,  \
+                                    pdt, (float *)ws, B, C, S, groups, eps)
     CU_ACT_DISPATCH(act, FWD);
 #undef FWD
 }
@@ -469,43 +468,24 @@ extern "C" void groupnorm_backward_cuda(void *din, float *dgamma, float *dbeta, 
                                         const float *mean, const float *rstd, const void *gamma, const void *beta,
                                         void *ws, int64_t B, int64_t C, int64_t S, int groups, int act, int dt,
                                         int pdt, int channels_last) {
-    if (channels_last) {
-        int vec = cu_vec_width(C, dt ? 2 : 4, din ? din : in, dout, in);
+    int vec = cu_vec_width(channels_last ? C : S, dt ? 2 : 4, din ? din : in, dout, in);
 #define BWD(A)                                                                                               \
     if (dt && vec == 4)                                                                                      \
-        gn_backward_nhwc_t<__nv_bfloat16, A, 4>((__nv_bfloat16 *)din, dgamma, dbeta,                          \
-                                                (const __nv_bfloat16 *)dout, (const __nv_bfloat16 *)in, mean, \
-                                                rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups);       \
+        gn_backward_any<__nv_bfloat16, A, 4>(channels_last, (__nv_bfloat16 *)din, dgamma, dbeta,              \
+                                             (const __nv_bfloat16 *)dout, (const __nv_bfloat16 *)in, mean,    \
+                                             rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups);          \
     else if (dt)                                                                                             \
-        gn_backward_nhwc_t<__nv_bfloat16, A, 1>((__nv_bfloat16 *)din, dgamma, dbeta,                          \
-                                                (const __nv_bfloat16 *)dout, (const __nv_bfloat16 *)in, mean, \
-                                                rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups);       \
+        gn_backward_any<__nv_bfloat16, A, 1>(channels_last, (__nv_bfloat16 *)din, dgamma, dbeta,              \
+                                             (const __nv_bfloat16 *)dout, (const __nv_bfloat16 *)in, mean,    \
+                                             rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups);          \
     else if (vec == 4)                                                                                       \
-        gn_backward_nhwc_t<float, A, 4>((float *)din, dgamma, dbeta, (const float *)dout, (const float *)in,  \
-                                        mean, rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups);         \
+        gn_backward_any<float, A, 4>(channels_last, (float *)din, dgamma, dbeta, (const float *)dout,         \
+                                     (const float *)in, mean, rstd, gamma, beta, pdt, (float *)ws, B, C, S,   \
+                                     groups);                                                                \
     else                                                                                                     \
-        gn_backward_nhwc_t<float, A, 1>((float *)din, dgamma, dbeta, (const float *)dout, (const float *)in,  \
-                                        mean, rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups)
-        CU_ACT_DISPATCH(act, BWD);
-#undef BWD
-        return;
-    }
-    int vec = cu_vec_width(S, dt ? 2 : 4, din ? din : in, dout, in);
-#define BWD(A)                                                                                               \
-    if (dt && vec == 4)                                                                                      \
-        gn_backward_t<__nv_bfloat16, A, 4>((__nv_bfloat16 *)din, dgamma, dbeta, (const __nv_bfloat16 *)dout,  \
-                                           (const __nv_bfloat16 *)in, mean, rstd, gamma, beta, pdt,          \
-                                           (float *)ws, B, C, S, groups);                                    \
-    else if (dt)                                                                                             \
-        gn_backward_t<__nv_bfloat16, A, 1>((__nv_bfloat16 *)din, dgamma, dbeta, (const __nv_bfloat16 *)dout,  \
-                                           (const __nv_bfloat16 *)in, mean, rstd, gamma, beta, pdt,          \
-                                           (float *)ws, B, C, S, groups);                                    \
-    else if (vec == 4)                                                                                       \
-        gn_backward_t<float, A, 4>((float *)din, dgamma, dbeta, (const float *)dout, (const float *)in, mean,  \
-                                   rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups);                    \
-    else                                                                                                     \
-        gn_backward_t<float, A, 1>((float *)din, dgamma, dbeta, (const float *)dout, (const float *)in, mean,  \
-                                   rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups)
+        gn_backward_any<float, A, 1>(channels_last, (float *)din, dgamma, dbeta, (const float *)dout,         \
+                                     (const float *)in, mean, rstd, gamma, beta, pdt, (float *)ws, B, C, S,   \
+                                     groups)
     CU_ACT_DISPATCH(act, BWD);
 #undef BWD
 }
