@@ -27,6 +27,9 @@ typedef struct {
     uint8_t channels_last;
 } Tensor;
 
+// 1 if t is a 4-D tensor stored channels last (Tensor.channels_last; GPU only).
+static inline int tensor_channels_last(const Tensor *t) { return t != NULL && t->ndim == 4 && t->channels_last; }
+
 size_t dtype_size(DType t);
 const char *dtype_name(DType t);
 const char *device_name(Device d);

@@ -192,7 +192,6 @@ static Tensor flat(const Tensor *t) {
     int64_t n = tensor_numel(t);
     return tensor_reshape(t, 1, &n);
 }
-static int channels_last(const Tensor *t) { return t->ndim == 4 && t->channels_last; }
 
 // out [B, H*W, C] = in [B, C, H, W]
 void nchw_to_tokens_forward(Tensor *out, const Tensor *in) {
@@ -200,7 +199,7 @@ void nchw_to_tokens_forward(Tensor *out, const Tensor *in) {
     CHECK(in->ndim == 4, "", "nchw_to_tokens: want [B, C, H, W], got %s", tensor_shape_str(in, a, sizeof a));
     int64_t B = in->shape[0], C = in->shape[1], S = in->shape[2] * in->shape[3];
     tensor_expect_shape(out, "tokens", B, S, C);
-    if (channels_last(in)) {
+    if (tensor_channels_last(in)) {
         Tensor o = flat(out), i = flat(in);
         tensor_cast(&o, &i);
         return;
@@ -220,8 +219,8 @@ void tokens_to_nchw_forward_residual(Tensor *out, const Tensor *in, const Tensor
     int64_t B = out->shape[0], C = out->shape[1], S = out->shape[2] * out->shape[3];
     tensor_expect_shape(in, "tokens", B, S, C);
     if (res) tensor_expect_shape(res, "residual", B, C, out->shape[2], out->shape[3]);
-    if (channels_last(out)) {
-        CHECK(!res || channels_last(res), "", "tokens_to_nchw: a channels-last output with an NCHW residual");
+    if (tensor_channels_last(out)) {
+        CHECK(!res || tensor_channels_last(res), "", "tokens_to_nchw: a channels-last output with an NCHW residual");
         Tensor o = flat(out), i = flat(in), r = res ? flat(res) : o;
         if (res) add_forward(&o, &i, &r);
         else tensor_cast(&o, &i);

@@ -50,7 +50,7 @@ void add_bcast_forward(Tensor *out, const Tensor *x, const Tensor *v) {
         OPS_EXPECT_CUDA(v, "add_bcast_forward");
         CHECK(x->dtype == out->dtype && v->dtype == out->dtype, "", "add_bcast_forward: operands of different dtypes");
         ops_expect_same_layout(out, x, "add_bcast_forward");
-        if (ops_cl(x)) add_bcast_nhwc_forward_cuda(out->data, x->data, v->data, B, S, C, ops_dt(out));
+        if (tensor_channels_last(x)) add_bcast_nhwc_forward_cuda(out->data, x->data, v->data, B, S, C, ops_dt(out));
         else add_bcast_forward_cuda(out->data, x->data, v->data, B * C, S, ops_dt(out));
         return;
     }
@@ -75,7 +75,7 @@ void add_bcast_backward(Tensor *dx, Tensor *dv, const Tensor *dout) {
     }
     if (ops_want(dv)) {
         tensor_expect_shape(dv, "add_bcast vector grad", B, C);
-        if (ops_cl(dout)) { // channels last: the sum over the pixels of each channel column
+        if (tensor_channels_last(dout)) { // channels last: the sum over the pixels of each channel column
             OPS_EXPECT_CUDA(dv, "add_bcast_backward");
             ops_expect_same_dtype(dv, dout, "add_bcast_backward");
             add_bcast_nhwc_backward_cuda(dv->data, dout->data, B, tensor_numel(dout) / (B * C), C, ops_dt(dv));
@@ -135,12 +135,12 @@ void tensor_cast(Tensor *dst, const Tensor *src) {
     ops_expect_same_numel(dst, src, "tensor_cast");
     CHECK(dst->device == src->device, "copy between devices with tensor_copy", "tensor_cast: %s to %s",
           device_name(src->device), device_name(dst->device));
-    if (dst->ndim == 4 && src->ndim == 4 && ops_cl(dst) != ops_cl(src)) {
+    if (dst->ndim == 4 && src->ndim == 4 && tensor_channels_last(dst) != tensor_channels_last(src)) {
         tensor_expect_shape(dst, "tensor_cast output", src->shape[0], src->shape[1], src->shape[2], src->shape[3]);
         OPS_EXPECT_CUDA(dst, "tensor_cast");
         OPS_EXPECT_CUDA(src, "tensor_cast");
         int64_t B = src->shape[0], C = src->shape[1], S = src->shape[2] * src->shape[3];
-        if (ops_cl(dst)) // per sample [C, S] -> [S, C]
+        if (tensor_channels_last(dst)) // per sample [C, S] -> [S, C]
             transpose_cast_cuda(dst->data, ops_dt(dst), src->data, ops_dt(src), B, C, S);
         else transpose_cast_cuda(dst->data, ops_dt(dst), src->data, ops_dt(src), B, S, C);
         return;

@@ -189,7 +189,7 @@ static Conv2dCudaShape conv_cuda_shape(const Tensor *in, const Tensor *w, const 
 
 size_t conv2d_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad) {
     ConvGeom g = conv_geom(in, w, stride, pad, "conv2d_workspace_bytes");
-    if (ops_cl(in)) return conv2d_cl_workspace_bytes(in, w, stride, pad);
+    if (tensor_channels_last(in)) return conv2d_cl_workspace_bytes(in, w, stride, pad);
     if (in->device == DEVICE_CUDA) { // cuDNN's plan, or the cuBLASLt route of the 1x1 convolutions
         Conv2dCudaShape s = conv_cuda_shape(in, w, &g);
         size_t need = conv2d_plan_cuda(&s, NULL), gemm = 0;
@@ -219,7 +219,7 @@ void conv2d_forward_residual(Tensor *out, const Tensor *in, const Tensor *w, con
         ops_expect_same_numel(out, res, "conv2d residual");
         CHECK(res->data != out->data, "", "conv2d_forward_residual: the residual must not be the output");
     }
-    if (ops_cl(in) || ops_cl(out)) { // channels last (GPU): cuDNN with NHWC descriptors
+    if (tensor_channels_last(in) || tensor_channels_last(out)) { // channels last (GPU): cuDNN with NHWC descriptors
         conv2d_cl_forward(out, in, w, b, res, stride, pad);
         return;
     }
@@ -293,7 +293,7 @@ void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
     if (ops_want(din)) tensor_expect_shape(din, "conv2d input grad", B, g.IC, g.H, g.W);
     if (ops_want(dw)) tensor_expect_shape(dw, "conv2d weight grad", OC, g.IC, g.KH, g.KW);
     if (ops_want(db)) tensor_expect_shape(db, "conv2d bias grad", OC);
-    if (ops_cl(in) || ops_cl(dout)) {
+    if (tensor_channels_last(in) || tensor_channels_last(dout)) {
         conv2d_cl_backward(din, dw, db, dout, in, w, stride, pad);
         return;
     }

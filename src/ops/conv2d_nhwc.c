@@ -245,7 +245,7 @@ static Tensor cl_storage(const Tensor *t) { // [N, C, H, W] channels last -> [N,
 
 static void cl_expect(const Tensor *t, const char *what, const char *op) {
     if (ops_want(t))
-        CHECK(ops_cl(t), "", "%s: the %s is stored NCHW while the input is channels last", op, what);
+        CHECK(tensor_channels_last(t), "", "%s: the %s is stored NCHW while the input is channels last", op, what);
 }
 
 size_t conv2d_cl_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad) {
@@ -270,7 +270,7 @@ void conv2d_cl_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout,
     cl_expect(din, "input gradient", "conv2d_backward");
     Tensor go = cl_storage(dout), x = cl_storage(in), wt = cl_storage(w), gi, gw;
     if (ops_want(din)) gi = cl_storage(din);
-    int kcrs = ops_want(dw) && !ops_cl(dw);
+    int kcrs = ops_want(dw) && !tensor_channels_last(dw);
     if (ops_want(dw)) gw = kcrs ? *dw : cl_storage(dw);
     nhwc_backward(ops_want(din) ? &gi : NULL, ops_want(dw) ? &gw : NULL, db, &go, &x, &wt, stride, pad, kcrs,
                   "conv2d_backward");

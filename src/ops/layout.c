@@ -17,7 +17,7 @@ void upsample2x_forward(Tensor *out, const Tensor *in) {
         OPS_EXPECT_CUDA(in, "upsample2x_forward");
         ops_expect_same_dtype(out, in, "upsample2x_forward");
         ops_expect_same_layout(out, in, "upsample2x_forward");
-        if (ops_cl(in)) // rows of B H pixel rows of W pixels of C channels
+        if (tensor_channels_last(in)) // rows of B H pixel rows of W pixels of C channels
             upsample2x_nhwc_forward_cuda(out->data, in->data, in->shape[0] * in->shape[2], W, in->shape[1],
                                          ops_dt(out));
         else
@@ -49,7 +49,7 @@ void upsample2x_backward(Tensor *din, const Tensor *dout) {
         OPS_EXPECT_CUDA(dout, "upsample2x_backward");
         ops_expect_same_dtype(din, dout, "upsample2x_backward");
         ops_expect_same_layout(din, dout, "upsample2x_backward");
-        if (ops_cl(din))
+        if (tensor_channels_last(din))
             upsample2x_nhwc_backward_cuda(din->data, dout->data, din->shape[0] * din->shape[2], W, din->shape[1],
                                           ops_dt(din));
         else
@@ -106,7 +106,7 @@ void concat_channels_forward(Tensor *out, const Tensor *a, const Tensor *b) {
         ops_expect_same_dtype(out, b, "concat_channels_forward");
         ops_expect_same_layout(out, a, "concat_channels_forward");
         ops_expect_same_layout(out, b, "concat_channels_forward");
-        if (ops_cl(out)) // every pixel a row [Ca | Cb]
+        if (tensor_channels_last(out)) // every pixel a row [Ca | Cb]
             concat_channels_forward_cuda(out->data, a->data, b->data, B * S, Ca, Cb, 1, ops_dt(out));
         else
             concat_channels_forward_cuda(out->data, a->data, b->data, B, Ca, Cb, S, ops_dt(out));
@@ -139,7 +139,7 @@ void concat_channels_backward(Tensor *da, Tensor *db, const Tensor *dout) {
         if (ops_want(db)) ops_expect_same_dtype(db, dout, "concat_channels_backward");
         ops_expect_same_layout(da, dout, "concat_channels_backward");
         ops_expect_same_layout(db, dout, "concat_channels_backward");
-        int cl = ops_cl(dout);
+        int cl = tensor_channels_last(dout);
         concat_channels_backward_cuda(ops_want(da) ? da->data : NULL, ops_want(db) ? db->data : NULL, dout->data,
                                       cl ? B * S : B, Ca, C - Ca, cl ? 1 : S, ops_dt(dout));
         return;
@@ -157,8 +157,8 @@ static void pad_check(const Tensor *small, const Tensor *big, int top, int botto
                       const char *op) {
     char a[96];
     CHECK(small->ndim == 4, "", "%s: want an NCHW tensor, got %s", op, tensor_shape_str(small, a, sizeof a));
-    CHECK(!ops_cl(small) && !ops_cl(big), "", "%s: channels-last tensors are not padded (the VAE encoder runs NCHW)",
-          op);
+    CHECK(!tensor_channels_last(small) && !tensor_channels_last(big), "",
+          "%s: channels-last tensors are not padded (the VAE encoder runs NCHW)", op);
     CHECK(top >= 0 && bottom >= 0 && left >= 0 && right >= 0, "", "%s: negative padding (%d, %d, %d, %d)", op, top,
           bottom, left, right);
     tensor_expect_shape(big, "pad2d output", small->shape[0], small->shape[1], small->shape[2] + top + bottom,

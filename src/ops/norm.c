@@ -92,7 +92,7 @@ static void groupnorm_fwd(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor 
         ops_expect_same_layout(out, in, op);
         void *ws = ops_workspace(DEVICE_CUDA, groupnorm_workspace_bytes_cuda(B, C, S, groups));
         groupnorm_forward_cuda(out->data, mean->data, rstd->data, in->data, gamma->data, beta->data, ws, B, C, S,
-                               groups, eps, act, ops_dt(in), ops_dt(gamma), ops_cl(in));
+                               groups, eps, act, ops_dt(in), ops_dt(gamma), tensor_channels_last(in));
         return;
     }
     OPS_EXPECT_CPU(out, op);
@@ -166,7 +166,7 @@ static void groupnorm_bwd(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tens
         groupnorm_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dgamma) ? dgamma->data : NULL,
                                 ops_want(dbeta) ? dbeta->data : NULL, dout->data, in->data, mean->data, rstd->data,
                                 gamma->data, act >= 0 ? beta->data : NULL, ws, B, C, S, groups, act, ops_dt(in),
-                                ops_dt(gamma), ops_cl(in));
+                                ops_dt(gamma), tensor_channels_last(in));
         return;
     }
     OPS_EXPECT_CPU(dout, op);

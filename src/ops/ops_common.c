@@ -86,7 +86,7 @@ void ops_expect_cpu_(const Tensor *t, const char *op, const char *file, int line
     if (t->dtype != DTYPE_F32)
         dt_fatal(file, line, "convert to f32 before calling a CPU op", "%s: CPU ops take f32 tensors, got %s", op,
                  dtype_name(t->dtype));
-    if (t->ndim == 4 && t->channels_last)
+    if (tensor_channels_last(t))
         dt_fatal(file, line, "channels-last tensors are GPU only", "%s: a channels-last tensor on the CPU path", op);
 }
 

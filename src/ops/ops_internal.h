@@ -40,8 +40,6 @@ static inline void ops_expect_same_dtype(const Tensor *a, const Tensor *b, const
         CHECK(a->dtype == b->dtype, "", "%s: operands stored as %s and %s", op, dtype_name(a->dtype),
               dtype_name(b->dtype));
 }
-// 1 if t is a 4-D tensor stored channels last (Tensor.channels_last; GPU only).
-static inline int ops_cl(const Tensor *t) { return t != NULL && t->ndim == 4 && t->channels_last; }
 // 4-D operands of one op (when both are wanted) share their memory layout: a mix is an internal error.
 static inline void ops_expect_same_layout(const Tensor *a, const Tensor *b, const char *op) {
     if (ops_want(a) && ops_want(b) && a->ndim == 4 && b->ndim == 4)
