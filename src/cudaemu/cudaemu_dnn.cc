@@ -377,14 +377,14 @@ static std::vector<float> reorder(const std::vector<float> &v, int a, int c, int
             }
     return r;
 }
-// An operand as fp32 in NCHW order (load, then reorder from NHWC when so described).
-static std::vector<float> load_tensor(const void *p, const CudaemuDnnTensor *d, cudnnMathType_t math) {
-    std::vector<float> v = load(p, (size_t)d->n * d->c * d->h * d->w, d->dt, math);
-    return d->nhwc ? reorder(v, d->n, d->c, d->h, d->w, 0) : v;
-}
-static std::vector<float> load_filter(const void *p, const CudaemuDnnFilter *d, cudnnMathType_t math) {
-    std::vector<float> v = load(p, (size_t)d->k * d->c * d->h * d->w, d->dt, math);
-    return d->nhwc ? reorder(v, d->k, d->c, d->h, d->w, 0) : v;
+// An operand (tensor or filter: the first dim n or k) as fp32 in NCHW order: loaded, then reordered from NHWC when
+// so described.
+static int lead_dim(const CudaemuDnnTensor *d) { return d->n; }
+static int lead_dim(const CudaemuDnnFilter *d) { return d->k; }
+template <class D> static std::vector<float> load_nchw(const void *p, const D *d, cudnnMathType_t math) {
+    int a = lead_dim(d);
+    std::vector<float> v = load(p, (size_t)a * d->c * d->h * d->w, d->dt, math);
+    return d->nhwc ? reorder(v, a, d->c, d->h, d->w, 0) : v;
 }
 
 // out = alpha acc + beta out in fp32, rounded once to the output type; beta = 0 never reads out (it may hold NaN).
@@ -528,7 +528,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const 
                             "cudnnConvolutionForward"));
     ws_garbage(FWD, algo, &p, ws);
     Geom g = geom_of(&p);
-    std::vector<float> X = load_tensor(x, xd, conv->math), Wt = load_filter(w, wd, conv->math);
+    std::vector<float> X = load_nchw(x, xd, conv->math), Wt = load_nchw(w, wd, conv->math);
     int64_t T = g.taps(), P = (int64_t)g.OH * g.OW;
     int rows = g.chunk_rows();
     std::vector<float> acc((size_t)g.N * g.K * P), cols((size_t)(T * rows * g.OW));
@@ -559,7 +559,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, c
                             "cudnnConvolutionBackwardData"));
     ws_garbage(BWD_DATA, algo, &p, ws);
     Geom g = geom_of(&p);
-    std::vector<float> DY = load_tensor(dy, dyd, conv->math), Wt = load_filter(w, wd, conv->math);
+    std::vector<float> DY = load_nchw(dy, dyd, conv->math), Wt = load_nchw(w, wd, conv->math);
     int64_t T = g.taps(), P = (int64_t)g.OH * g.OW;
     int rows = g.chunk_rows();
     std::vector<float> acc((size_t)g.N * g.C * g.H * g.W), cols((size_t)(T * rows * g.OW));
@@ -590,7 +590,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
                             "cudnnConvolutionBackwardFilter"));
     ws_garbage(BWD_FILTER, algo, &p, ws);
     Geom g = geom_of(&p);
-    std::vector<float> X = load_tensor(x, xd, conv->math), DY = load_tensor(dy, dyd, conv->math);
+    std::vector<float> X = load_nchw(x, xd, conv->math), DY = load_nchw(dy, dyd, conv->math);
     int64_t T = g.taps(), P = (int64_t)g.OH * g.OW;
     int rows = g.chunk_rows();
     std::vector<float> acc((size_t)(g.K * T)), cols((size_t)(T * rows * g.OW));
