@@ -47,6 +47,27 @@ static Tensor gpu_nan(const Tensor *cpu, DType dt) {
     return g;
 }
 
+// The label of a case's storage: f32, bf16, or bf16 with an f32 bias.
+static const char *case_dts(const Case *c, DType dt, DType bias_dt) {
+    return dt != DTYPE_BF16 ? "f32" : c->bias && bias_dt != dt ? "bf16, f32 bias" : "bf16";
+}
+
+// The gradients after two backward calls (labels "<prefix><name> (<dts>) ..."): dx written, within tol; dw
+// accumulated, within tol2; db accumulated (fp32 sums of exact inputs), within TOL_F32.
+static void compare_grads(const char *prefix, const Case *c, const char *dts, const Tensor *gdx, const Tensor *dx,
+                          const Tensor *gdw, const Tensor *dw, const Tensor *gdb, const Tensor *db, double tol,
+                          double tol2) {
+    char what[160];
+    snprintf(what, sizeof what, "%s%s (%s) dx", prefix, c->name, dts);
+    cu_compare(what, gdx, dx, tol);
+    snprintf(what, sizeof what, "%s%s (%s) dw += twice", prefix, c->name, dts);
+    cu_compare(what, gdw, dw, tol2);
+    if (c->bias) {
+        snprintf(what, sizeof what, "%s%s (%s) db += twice", prefix, c->name, dts);
+        cu_compare(what, gdb, db, TOL_F32);
+    }
+}
+
 static void run_case(const Case *c, DType dt, DType bias_dt) {
     int rnd = dt == DTYPE_BF16;
     double tol = rnd ? TOL_BF16 : TOL_F32, tol2 = rnd ? TOL_BF16_2 : TOL_F32;
@@ -80,7 +101,7 @@ static void run_case(const Case *c, DType dt, DType bias_dt) {
     conv2d_backward(&gdx, &gdw, gbias ? &gdb : NULL, &gdy2, &gx, &gw, c->stride, c->pad);
 
     char what[160];
-    const char *dts = !rnd ? "f32" : c->bias && bias_dt != dt ? "bf16, f32 bias" : "bf16";
+    const char *dts = case_dts(c, dt, bias_dt);
     snprintf(what, sizeof what, "%s (%s) forward", c->name, dts);
     cu_compare(what, &gy, &y, c->bias && bias_dt != dt ? tol2 : tol);
     { // with a residual: put in with the bias before the convolution adds (1x1: the GEMM's C); CPU: added after
@@ -97,14 +118,7 @@ static void run_case(const Case *c, DType dt, DType bias_dt) {
         Tensor *rt[] = {&r, &yr, &ya, &gr, &gyr};
         for (int i = 0; i < 5; i++) cu_free(rt[i]);
     }
-    snprintf(what, sizeof what, "%s (%s) dx", c->name, dts);
-    cu_compare(what, &gdx, &dx, tol);
-    snprintf(what, sizeof what, "%s (%s) dw += twice", c->name, dts);
-    cu_compare(what, &gdw, &dw, tol2);
-    if (c->bias) {
-        snprintf(what, sizeof what, "%s (%s) db += twice", c->name, dts);
-        cu_compare(what, &gdb, &db, TOL_F32);
-    }
+    compare_grads("", c, dts, &gdx, &dx, &gdw, &dw, &gdb, &db, tol, tol2);
     Tensor *all[] = {&x0, &x,  &w,   &b,    &y,    &dy1, &dy2, &dx, &dw, &db,
                      &gx, &gw, &gb, &gdy1, &gdy2, &gdw, &gdb, &gy, &gdx};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
@@ -139,17 +153,10 @@ static void run_nhwc_case(const Case *c, DType dt, DType bias_dt) {
         conv2d_nhwc_backward(&gdx, &gdw, gbias ? &gdb : NULL, r ? &gdy2 : &gdy1, &gx, &gw, c->stride, c->pad);
     }
     char what[160];
-    const char *dts = !rnd ? "f32" : c->bias && bias_dt != dt ? "bf16, f32 bias" : "bf16";
+    const char *dts = case_dts(c, dt, bias_dt);
     snprintf(what, sizeof what, "NHWC %s (%s) forward", c->name, dts);
     cu_compare(what, &gy, &y, c->bias && bias_dt != dt ? tol2 : tol);
-    snprintf(what, sizeof what, "NHWC %s (%s) dx", c->name, dts);
-    cu_compare(what, &gdx, &dx, tol);
-    snprintf(what, sizeof what, "NHWC %s (%s) dw += twice", c->name, dts);
-    cu_compare(what, &gdw, &dw, tol2);
-    if (c->bias) {
-        snprintf(what, sizeof what, "NHWC %s (%s) db += twice", c->name, dts);
-        cu_compare(what, &gdb, &db, TOL_F32);
-    }
+    compare_grads("NHWC ", c, dts, &gdx, &dx, &gdw, &dw, &gdb, &db, tol, tol2);
     Tensor *all[] = {&x, &w, &b, &y, &dy1, &dy2, &dx, &dw, &db, &gx, &gw, &gb, &gdy1, &gdy2, &gdw, &gdb, &gy, &gdx};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) cu_free(all[i]);
 }
