@@ -18,6 +18,23 @@
 # shellcheck disable=SC2016 # the sh -c scripts expand their own variables
 set -uo pipefail
 
+# awk functions the summary's tables share (none named as a gawk built-in: gawk refuses to redefine `or`): the
+# key=value fields of a `result` line, a ratio (or "-"), "-" for a missing value, trimming, a model folder's last
+# name, and the op rows of bench gpu in its printf layout (oprow sets op and shape from a forward
+# row, which a backward row keeps, and pass and ms from either; 0 for any other line)
+summary_awk='
+function kv(line, arr,   n, i, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "=")
+  if (p) arr[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) } }
+function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
+function dash(x) { return x == "" ? "-" : x }
+function trim(x) { gsub(/^ +| +$/, "", x); return x }
+function base_name(path,   k, p) { sub(/:$/, "", path); k = split(path, p, "/"); return p[k] }
+function oprow(line) {
+  if (line ~ /^  [a-z]/) { op = trim(substr(line, 3, 18)); shape = trim(substr(line, 22, 30)) }
+  else if (substr(line, 53, 3) != "bwd" || substr(line, 1, 52) !~ /^ +$/) return 0
+  pass = trim(substr(line, 53, 4)); ms = trim(substr(line, 58, 10)); return 1 }
+'
+
 # write_summary DIR: DIR/summary.md from DIR/.steps (the step rows) and the `result` lines of DIR/bench.log (drtune
 # bench gpu) and DIR/torch.log (torch_unet.py): the steps, then drtune next to PyTorch per model and pass
 write_summary() {
@@ -31,14 +48,10 @@ write_summary() {
     echo "| model | latent | pass | drtune bf16 ms | PyTorch bf16 ms | drtune/PyTorch | PyTorch autocast ms |" \
       "drtune/autocast | drtune TFLOP/s | drtune MFU | drtune used MiB | PyTorch peak MiB | drtune CUDA graph ms |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    awk '
-    function kv(line, arr,   n, i, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "=")
-      if (p) arr[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) } }
-    function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
-    function or(x) { return x == "" ? "-" : x }
+    awk "$summary_awk"'
     function row(m, pass, d, p, a, tf, mfu, used, peak, g) {
-      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f%% | %s | %s | %s |\n", m[1], m[2], pass, d, or(p),
-        ratio(d, p), or(a), ratio(d, a), tf, 100 * mfu, used, or(peak), or(g) }
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f%% | %s | %s | %s |\n", m[1], m[2], pass, d, dash(p),
+        ratio(d, p), dash(a), ratio(d, a), tf, 100 * mfu, used, dash(peak), dash(g) }
     FILENAME ~ /bench.log$/ && /^result / { delete r; kv($0, r); k = r["model"] ":" r["latent"]; order[++n] = k
       d_fwd[k] = r["fwd_ms"]; d_fb[k] = r["fwdbwd_ms"]; tf_fwd[k] = r["fwd_tflops"]; tf_fb[k] = r["fwdbwd_tflops"]
       mfu_fwd[k] = r["mfu_fwd"]; mfu_fb[k] = r["mfu_fwdbwd"]; used[k] = r["used_mib"]; g_fwd[k] = r["fwd_graph_ms"] }
@@ -58,9 +71,7 @@ write_summary() {
     echo "PyTorch peak: torch.cuda.max_memory_allocated (tensors only). drtune CUDA graph: the same forward captured"
     echo "once and replayed."
     # the DRTune iteration figures of bench gpu's result lines, when it ran them
-    awk '
-    function kv(line, arr,   n, i, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "=")
-      if (p) arr[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) } }
+    awk "$summary_awk"'
     /^result / && / iter_k1_s=/ { delete r; kv($0, r)
       if (!n++) { print ""; print "| model | latent | steps N | trainable | K = 1 s | K = N s | K = 1 peak MiB |" \
         " K = N peak MiB | peak K = N / K = 1 |"; print "|---|---|---|---|---|---|---|---|---|" }
@@ -70,33 +81,26 @@ write_summary() {
     END { if (n) print "DRTune iteration (drtune bench gpu): seconds per iteration; peak: device_alloc buffers." }
     ' "$dir/bench.log" 2>/dev/null
     # the attention rows of bench gpu: cuDNN fused attention (or the chunked GEMMs) next to drtune's own kernels
-    awk '
-    function trim(x) { gsub(/^ +| +$/, "", x); return x }
-    /^model / { m = $2; sub(/:$/, "", m); k = split(m, p, "/"); m = p[k] }
+    awk "$summary_awk"'
+    /^model / { m = base_name($2) }
     /^  \(cuDNN/ { note[++nn] = m ": " substr($0, 4, length($0) - 4) }
-    /^  [a-z]/ { name = trim(substr($0, 3, 18)); cur = name ~ /^(attn|attention) / ? name : ""
-      if (cur != "") shape = trim(substr($0, 22, 30)) }
-    (/^  [a-z]/ || substr($0, 53, 3) == "bwd" && substr($0, 1, 52) ~ /^ +$/) && cur != "" { pass = trim(substr($0, 53, 4)); ms = trim(substr($0, 58, 10))
-      base = cur; own = base ~ / own$/; sub(/ (cuDNN|GEMM|own)$/, "", base); key = m SUBSEP base SUBSEP pass
+    oprow($0) && op ~ /^(attn|attention) / {
+      base = op; own = base ~ / own$/; sub(/ (cuDNN|GEMM|own)$/, "", base); key = m SUBSEP base SUBSEP pass
       if (!(key in seen)) { seen[key] = 1; order[++n] = key; shp[key] = shape }
       if (own) o[key] = ms; else f[key] = ms }
     END { if (!n && !nn) exit
       print ""; print "| model | attention | shape | pass | cuDNN / GEMM ms | own kernels ms | own / fused |"
       print "|---|---|---|---|---|---|---|"
       for (i = 1; i <= n; i++) { split(order[i], q, SUBSEP); a = f[order[i]]; b = o[order[i]]
-        printf "| %s | %s | %s | %s | %s | %s | %s |\n", q[1], q[2], shp[order[i]], q[3], a == "" ? "-" : a,
-          b == "" ? "-" : b, (a > 0 && b > 0) ? sprintf("%.2f", b / a) : "-" }
+        printf "| %s | %s | %s | %s | %s | %s | %s |\n", q[1], q[2], shp[order[i]], q[3], dash(a), dash(b),
+          ratio(b, a) }
       for (i = 1; i <= nn; i++) print "- " note[i] }
     ' "$dir/bench.log" 2>/dev/null
     # the whole UNet channels last (train.channels_last) next to NCHW, from bench gpu's result lines, and PyTorch's
     # bf16 UNet in channels_last where torch.log has it
-    awk '
-    function kv(line, arr,   n, i, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "=")
-      if (p) arr[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) } }
-    function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
+    awk "$summary_awk"'
     function row(k, pass, a, b, t) { split(k, m, ":")
-      printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", m[1], m[2], pass, a, b, ratio(a, b), t == "" ? "-" : t,
-        ratio(b, t) }
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", m[1], m[2], pass, a, b, ratio(a, b), dash(t), ratio(b, t) }
     FILENAME ~ /torch.log$/ && /^result / && / layout=channels_last/ && / dtype=bf16 / { delete r; kv($0, r)
       k = r["model"] ":" r["latent"]; tf[k] = r["fwd_ms"]; tb[k] = r["fwdbwd_ms"] }
     FILENAME ~ /bench.log$/ && /^result / && / fwd_cl_ms=/ { delete r; kv($0, r); k = r["model"] ":" r["latent"]
@@ -111,19 +115,15 @@ write_summary() {
       print "this card. PyTorch channels_last: the bf16 UNet and latents in torch.channels_last." }
     ' "$dir/torch.log" "$dir/bench.log" 2>/dev/null
     # the 3x3 convolution rows of bench gpu: NCHW (the models' layout) next to channels last (conv2d_nhwc)
-    awk '
-    function trim(x) { gsub(/^ +| +$/, "", x); return x }
-    /^model / { m = $2; sub(/:$/, "", m); k = split(m, p, "/"); m = p[k] }
-    /^  [a-z]/ { name = trim(substr($0, 3, 18)); cur = name ~ /^conv2d 3x3/ ? name : ""
-      if (cur != "") shape = trim(substr($0, 22, 30)) }
-    (/^  [a-z]/ || substr($0, 53, 3) == "bwd" && substr($0, 1, 52) ~ /^ +$/) && cur != "" { pass = trim(substr($0, 53, 4)); ms = trim(substr($0, 58, 10))
+    awk "$summary_awk"'
+    /^model / { m = base_name($2) }
+    oprow($0) && op ~ /^conv2d 3x3/ {
       key = m SUBSEP pass; if (!(key in seen)) { seen[key] = 1; order[++n] = key; shp[key] = shape }
-      if (cur ~ / NHWC$/) c[key] = ms; else l[key] = ms }
+      if (op ~ / NHWC$/) c[key] = ms; else l[key] = ms }
     END { if (!n) exit
       print ""; print "| model | conv 3x3 | pass | NCHW ms | NHWC ms | NCHW / NHWC |"; print "|---|---|---|---|---|---|"
       for (i = 1; i <= n; i++) { split(order[i], q, SUBSEP); a = l[order[i]]; b = c[order[i]]
-        printf "| %s | %s | %s | %s | %s | %s |\n", q[1], shp[order[i]], q[2], a == "" ? "-" : a, b == "" ? "-" : b,
-          (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
+        printf "| %s | %s | %s | %s | %s | %s |\n", q[1], shp[order[i]], q[2], dash(a), dash(b), ratio(a, b) }
       print "NCHW / NHWC above 1: channels last is faster for cuDNN on this card." }
     ' "$dir/bench.log" 2>/dev/null
   } >"$dir/summary.md"
