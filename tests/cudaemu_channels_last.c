@@ -281,6 +281,13 @@ static void child_cpu_cl(const void *arg) {
     x.channels_last = 1;
     groupnorm_forward(&y, &m, &r, &x, &g, &g, 2, 1e-5f);
 }
+static void child_cpu_cl_conv(const void *arg) {
+    (void)arg;
+    int64_t sx[4] = {1, 2, 5, 5}, sw[4] = {3, 2, 3, 3}, sy[4] = {1, 3, 5, 5};
+    Tensor x = cpu_t(4, sx), w = cpu_t(4, sw), y = cpu_t(4, sy);
+    x.channels_last = w.channels_last = y.channels_last = 1;
+    conv2d_forward(&y, &x, &w, NULL, 1, 1);
+}
 static void child_mixed_conv(const void *arg) {
     (void)arg;
     int64_t sx[4] = {1, 2, 5, 5}, sw[4] = {3, 2, 3, 3}, sy[4] = {1, 3, 5, 5};
@@ -302,7 +309,8 @@ static void check_refusals(void) {
         void (*fn)(const void *);
         const char *want, *what;
     } k[] = {{child_cpu_cl, "channels-last tensor on the CPU path", "a channels-last tensor on the CPU refused"},
-             {child_mixed_conv, "is stored NCHW while the input is channels last", "conv2d with mixed layouts refused"},
+             {child_cpu_cl_conv, "channels-last tensor on the CPU path", "a channels-last conv2d on the CPU refused"},
+             {child_mixed_conv, "is stored NCHW in a channels-last convolution", "conv2d with mixed layouts refused"},
              {child_mixed_norm, "operands stored NCHW and channels last", "groupnorm with mixed layouts refused"}};
     for (size_t i = 0; i < sizeof k / sizeof *k; i++) {
         TuChild ch;

@@ -190,6 +190,7 @@ static void nhwc_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dou
     OPS_EXPECT_CPU(din, op);
     OPS_EXPECT_CPU(dw, op);
     OPS_EXPECT_CPU(db, op);
+    CHECK(!dw_kcrs, "", "%s: a weight gradient of another layout on the CPU (channels last is GPU only)", op);
     const float *gy = tensor_f32(dout), *x = tensor_f32(in), *wt = tensor_f32(w);
     int64_t K = g.KH * g.KW * g.IC, P = g.B * g.OH * g.OW, chunk = nhwc_chunk(&g);
     if (ops_want(db)) ops_bias_grad_add(tensor_f32(db), gy, P, g.OC, 1);
@@ -215,12 +216,8 @@ static void nhwc_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dou
     }
     if (ops_want(dw)) {
         float *d = tensor_f32(dw);
-        int64_t T = g.KH * g.KW;
 #pragma omp parallel for simd if (g.OC * K > 65536)
-        for (int64_t i = 0; i < g.OC * K; i++) { // dwb index i = (o T + t) IC + c
-            int64_t o = i / K, t = i % K / g.IC, c = i % g.IC;
-            d[dw_kcrs ? (o * g.IC + c) * T + t : i] += dwb[i];
-        }
+        for (int64_t i = 0; i < g.OC * K; i++) d[i] += dwb[i];
     }
 }
 
@@ -243,9 +240,12 @@ static Tensor cl_storage(const Tensor *t) { // [N, C, H, W] channels last -> [N,
     return r;
 }
 
+// Channels-last tensors are GPU only: on the CPU the refusal every CPU op gives (before the storage views drop the
+// flag); on the GPU every operand in that layout.
 static void cl_expect(const Tensor *t, const char *what, const char *op) {
-    if (ops_want(t))
-        CHECK(tensor_channels_last(t), "", "%s: the %s is stored NCHW while the input is channels last", op, what);
+    if (!ops_want(t)) return;
+    if (t->device != DEVICE_CUDA) OPS_EXPECT_CPU(t, op);
+    CHECK(tensor_channels_last(t), "", "%s: the %s is stored NCHW in a channels-last convolution", op, what);
 }
 
 size_t conv2d_cl_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad) {
@@ -255,6 +255,7 @@ size_t conv2d_cl_workspace_bytes(const Tensor *in, const Tensor *w, int stride, 
 
 void conv2d_cl_forward(Tensor *out, const Tensor *in, const Tensor *w, const Tensor *b, const Tensor *res, int stride,
                        int pad) {
+    cl_expect(in, "input", "conv2d_forward");
     cl_expect(out, "output", "conv2d_forward");
     cl_expect(w, "filter", "conv2d_forward");
     cl_expect(res, "residual", "conv2d_forward");
@@ -265,6 +266,7 @@ void conv2d_cl_forward(Tensor *out, const Tensor *in, const Tensor *w, const Ten
 
 void conv2d_cl_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
                         int stride, int pad) {
+    cl_expect(in, "input", "conv2d_backward");
     cl_expect(dout, "output gradient", "conv2d_backward");
     cl_expect(w, "filter", "conv2d_backward");
     cl_expect(din, "input gradient", "conv2d_backward");
