@@ -1,7 +1,8 @@
 // cuda_activation.cuh: what the activation and normalisation kernels share (cuda_activation.cu, cuda_norm.cu): the
 // activation functions and their derivatives as compile-time choices (the formulas of ops/activation.c), packed
-// loads and stores of VEC consecutive elements, and warp sums. Include after cuda_common.cuh.
+// loads and stores of VEC consecutive elements (warp sums: cuda_vec.cuh's).
 #pragma once
+#include "cuda_vec.cuh"
 
 // Activation codes: the Activation enum of ops.h, and ACT_ID (no activation) for the norms without one.
 enum { ACT_ID = -1, A_SILU = 0, A_GELU = 1, A_GELU_TANH = 2, A_QUICK_GELU = 3 };
@@ -83,10 +84,4 @@ static inline int cu_row_threads(int64_t packs) {
 // a parameter vector (gamma, beta) of either storage dtype (0 f32, 1 bf16), read as fp32
 static __device__ __forceinline__ float ld_param(const void *p, int dt, int64_t i) {
     return dt ? __bfloat162float(((const __nv_bfloat16 *)p)[i]) : ((const float *)p)[i];
-}
-
-// the sum over the 32 lanes of a warp, in every lane (fixed tree: the same order on every run)
-static __device__ __forceinline__ float warp_sum(float v) {
-    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-    return v;
 }

@@ -16,7 +16,7 @@
 // tensor-core kernels are fastest channels last, and NCHW problems may be transposed inside cuDNN. An NHWC problem's
 // weight gradient always goes through the scratch (fp32 too), so a kernel can add it to an NCHW fp32 gradient,
 // permuted (a channels-last compute filter of an NCHW master).
-#include "cuda_common.cuh"
+#include "cuda_vec.cuh"
 #include "cuda_dnn.cuh"
 #include <string.h>
 
@@ -30,11 +30,6 @@
 
 // ---------------------------------------------------------------------------------------------------------------
 // kernels
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 // y [B, OC, S] = b[o] (+ res [B, OC, S]) on every row r = n OC + o (grid.x = rows, grid.y strides each row), b f32
 // or bf16 or NULL (none), res in y's type or NULL: the bias and the residual are put in first and the convolution
@@ -310,22 +305,14 @@ extern "C" void conv2d_forward_cuda(void *out, const void *in, const void *w, co
         int64_t n = (int64_t)s->B * conv_out_pixels(s) * s->OC;
         unsigned blocks = cuda_blocks(n, 256);
         blocks = blocks < 65535 ? blocks : 65535;
-        if (s->dt == DTYPE_BF16)
-            CUDA_LAUNCH(conv_bias_fill_nhwc_kernel<__nv_bfloat16>, blocks, 256, 0, cuda_stream(), (__nv_bfloat16 *)out,
-                        b, bias_dt == DTYPE_BF16, (const __nv_bfloat16 *)res, s->OC, n);
-        else
-            CUDA_LAUNCH(conv_bias_fill_nhwc_kernel<float>, blocks, 256, 0, cuda_stream(), (float *)out, b,
-                        bias_dt == DTYPE_BF16, (const float *)res, s->OC, n);
+        CUDA_DT_DISPATCH(s->dt, T, CUDA_LAUNCH(conv_bias_fill_nhwc_kernel<T>, blocks, 256, 0, cuda_stream(), (T *)out,
+                                               b, bias_dt == DTYPE_BF16, (const T *)res, s->OC, n));
     } else if (b || res) {
         int64_t S = conv_out_pixels(s);
         unsigned chunks = cuda_blocks(S, 256);
         dim3 grid((unsigned)(s->B * s->OC), chunks < 1024 ? chunks : 1024);
-        if (s->dt == DTYPE_BF16)
-            CUDA_LAUNCH(conv_bias_fill_kernel<__nv_bfloat16>, grid, 256, 0, cuda_stream(), (__nv_bfloat16 *)out, b,
-                        bias_dt == DTYPE_BF16, (const __nv_bfloat16 *)res, s->OC, S);
-        else
-            CUDA_LAUNCH(conv_bias_fill_kernel<float>, grid, 256, 0, cuda_stream(), (float *)out, b,
-                        bias_dt == DTYPE_BF16, (const float *)res, s->OC, S);
+        CUDA_DT_DISPATCH(s->dt, T, CUDA_LAUNCH(conv_bias_fill_kernel<T>, grid, 256, 0, cuda_stream(), (T *)out, b,
+                                               bias_dt == DTYPE_BF16, (const T *)res, s->OC, S));
     }
     const float one = 1.0f, beta = b || res ? 1.0f : 0.0f;
     DNN_CHECK(cudnnConvolutionForward(cuda_cudnn(), &one, p->x, in, p->w, w, p->conv[0], p->fwd, dnn_ws, p->ws_dnn,
@@ -350,36 +337,24 @@ extern "C" void conv2d_backward_cuda(void *din, float *dw, float *db, const void
             DNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, p->x, in, p->y, dout, p->conv[2], p->bwd_filter, dnn_ws,
                                                      p->ws_dnn, &zero, p->w, ws));
             int64_t n = (int64_t)s->OC * s->IC * s->KH * s->KW, taps = (int64_t)s->KH * s->KW;
-            if (s->dt == DTYPE_BF16)
-                CUDA_LAUNCH(conv_dw_accumulate_kernel<__nv_bfloat16>, cuda_blocks(n, 256), 256, 0, cuda_stream(), dw,
-                            (const __nv_bfloat16 *)ws, n, dw_kcrs, (int64_t)s->IC, taps);
-            else
-                CUDA_LAUNCH(conv_dw_accumulate_kernel<float>, cuda_blocks(n, 256), 256, 0, cuda_stream(), dw,
-                            (const float *)ws, n, dw_kcrs, (int64_t)s->IC, taps);
+            CUDA_DT_DISPATCH(s->dt, T, CUDA_LAUNCH(conv_dw_accumulate_kernel<T>, cuda_blocks(n, 256), 256, 0,
+                                                   cuda_stream(), dw, (const T *)ws, n, dw_kcrs, (int64_t)s->IC, taps));
         }
     }
     if (db && s->nhwc) { // accumulated in fp32
         float *part = (float *)((char *)ws + p->dw_scratch);
         dim3 grid((unsigned)p->bias_chunks, (unsigned)((s->OC + 31) / 32));
         int64_t R = (int64_t)s->B * conv_out_pixels(s);
-        if (s->dt == DTYPE_BF16)
-            CUDA_LAUNCH(conv_bias_grad_partial_nhwc_kernel<__nv_bfloat16>, grid, 256, 0, cuda_stream(), part,
-                        (const __nv_bfloat16 *)dout, s->OC, R);
-        else
-            CUDA_LAUNCH(conv_bias_grad_partial_nhwc_kernel<float>, grid, 256, 0, cuda_stream(), part,
-                        (const float *)dout, s->OC, R);
+        CUDA_DT_DISPATCH(s->dt, T, CUDA_LAUNCH(conv_bias_grad_partial_nhwc_kernel<T>, grid, 256, 0, cuda_stream(), part,
+                                               (const T *)dout, s->OC, R));
         CUDA_LAUNCH(conv_bias_grad_finish_kernel, cuda_blocks(s->OC, 128), 128, 0, cuda_stream(), db, part, s->OC,
                     p->bias_chunks);
     } else if (db) { // accumulated in fp32
         float *part = (float *)((char *)ws + p->dw_scratch);
         int64_t S = conv_out_pixels(s);
         dim3 grid((unsigned)(s->B * p->bias_chunks), (unsigned)s->OC);
-        if (s->dt == DTYPE_BF16)
-            CUDA_LAUNCH(conv_bias_grad_partial_kernel<__nv_bfloat16>, grid, 256, 0, cuda_stream(), part,
-                        (const __nv_bfloat16 *)dout, s->OC, S, p->bias_chunks);
-        else
-            CUDA_LAUNCH(conv_bias_grad_partial_kernel<float>, grid, 256, 0, cuda_stream(), part, (const float *)dout,
-                        s->OC, S, p->bias_chunks);
+        CUDA_DT_DISPATCH(s->dt, T, CUDA_LAUNCH(conv_bias_grad_partial_kernel<T>, grid, 256, 0, cuda_stream(), part,
+                                               (const T *)dout, s->OC, S, p->bias_chunks));
         CUDA_LAUNCH(conv_bias_grad_finish_kernel, cuda_blocks(s->OC, 128), 128, 0, cuda_stream(), db, part, s->OC,
                     s->B * p->bias_chunks);
     }
