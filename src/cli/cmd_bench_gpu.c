@@ -357,6 +357,11 @@ static void print_iteration(const IterFigures *fig, const IterOpts *o, int B) {
 
 static void graph_call(void *g) { cuda_graph_launch(g); }
 
+// One whole-UNet row: t seconds for flops FLOPs, their rate and the fraction of the GEMM rate.
+static void unet_row(const Ctx *x, const char *label, double t, double flops) {
+    printf("  %-53s %10.2f %9.2f %6.1f%%\n", label, t * 1e3, flops / t * 1e-12, 100.0 * flops / t / x->gemm_rate);
+}
+
 static void bench_model(const Ctx *x, const char *model, int N, int B, int ops, const IterOpts *it) {
     UNetConfig uc = model_config(model, &N);
     UNetFlops fl = unet_flops(&uc, B, N, N, 77);
@@ -386,14 +391,13 @@ static void bench_model(const Ctx *x, const char *model, int N, int B, int ops, 
     double planned = (double)(b.pa.size + b.ca.size + b.ga.size + b.aa.size + ops_workspace_size(x->d, 0) +
                               ops_workspace_size(x->d, 1));
     double used = memory_in_use(x->d);
-    printf("  %-53s %10.2f %9.2f %6.1f%%\n", "unet forward", tf * 1e3, ff / tf * 1e-12, 100.0 * ff / tf / x->gemm_rate);
+    unet_row(x, "unet forward", tf, ff);
     if (tg > 0) {
         char label[64];
         snprintf(label, sizeof label, "unet forward, CUDA graph (%zu nodes)", nodes);
-        printf("  %-53s %10.2f %9.2f %6.1f%%\n", label, tg * 1e3, ff / tg * 1e-12, 100.0 * ff / tg / x->gemm_rate);
+        unet_row(x, label, tg, ff);
     }
-    printf("  %-53s %10.2f %9.2f %6.1f%%\n", "unet forward+backward", tb * 1e3, fb / tb * 1e-12,
-           100.0 * fb / tb / x->gemm_rate);
+    unet_row(x, "unet forward+backward", tb, fb);
     char m[2][32];
     printf("  memory: planned %s (weights, %sgradients, activations, op scratch); %s %s\n",
            dt_format_bytes(m[0], 32, planned), x->dt != DTYPE_F32 ? "their bf16 copy, " : "",
@@ -408,10 +412,8 @@ static void bench_model(const Ctx *x, const char *model, int N, int B, int ops, 
         tfl = bench_median(unet_bench_call, &b, x->d, x->reps);
         b.backward = 1;
         tbl = bench_median(unet_bench_call, &b, x->d, x->reps);
-        printf("  %-53s %10.2f %9.2f %6.1f%%\n", "unet forward, channels last", tfl * 1e3, ff / tfl * 1e-12,
-               100.0 * ff / tfl / x->gemm_rate);
-        printf("  %-53s %10.2f %9.2f %6.1f%%\n", "unet forward+backward, channels last", tbl * 1e3, fb / tbl * 1e-12,
-               100.0 * fb / tbl / x->gemm_rate);
+        unet_row(x, "unet forward, channels last", tfl, ff);
+        unet_row(x, "unet forward+backward, channels last", tbl, fb);
         unet_bench_free(&b);
         ops_workspace_free();
     }
