@@ -102,6 +102,14 @@ void recompute_bind(Arena *const *units, int n, const Tensor *region) {
     }
 }
 
+Arena *recompute_unit_new(const Arena *a, const char *group) {
+    Arena *r = xcalloc(1, sizeof *r);
+    arena_init(r, group, a->device);
+    r->float_dtype = a->float_dtype;
+    r->channels_last = a->channels_last;
+    return r;
+}
+
 size_t recompute_region_bytes(Arena *const *units, int n) {
     size_t region = 0;
     for (int u = 0; u < n; u++)

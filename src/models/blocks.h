@@ -75,6 +75,8 @@ Scratch scratch_make(const Tensor *region, const Tensor *like);
 // recompute_region_bytes is its size; recompute_pick flags units by size, largest first, until plan(ctx, flags)
 // bytes fit the budget or every unit (unit_bytes[u] > 0) is flagged.
 void recompute_bind(Arena *const *units, int n, const Tensor *region);
+// A new unit arena (free with arena_free and free) that plans as a does: its device, float dtype and memory layout.
+Arena *recompute_unit_new(const Arena *a, const char *group);
 size_t recompute_region_bytes(Arena *const *units, int n);
 void recompute_pick(const size_t *unit_bytes, int n, double budget, size_t (*plan)(void *ctx, const unsigned char *flags),
                     void *ctx, unsigned char *flags);

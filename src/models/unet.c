@@ -119,11 +119,7 @@ static int up_unit(int i, int j) { return UNET_MID_UNIT + 1 + i * UNET_MAX_LAYER
 static Arena *unit_arena(Arena *a, UNetActs *x, int u) {
     if (!x->recompute[u]) return a;
     CHECK(!x->unit_plan[u], "", "UNet recompute unit %d planned twice", u);
-    Arena *r = x->unit_plan[u] = xcalloc(1, sizeof *r);
-    arena_init(r, "unet-recompute", a->device);
-    r->float_dtype = a->float_dtype;
-    r->channels_last = a->channels_last;
-    return r;
+    return x->unit_plan[u] = recompute_unit_new(a, "unet-recompute");
 }
 
 // Plans level i of the down (up = 0) or up path at *h x *w and moves them past its sampler. The down path pushes

@@ -169,11 +169,7 @@ static int up_unit(int i, int j) { return 1 + i * VAE_MAX_LAYERS + j; } // unit 
 // Where unit u's activations are planned: an arena of its own (placed in the region) when flagged, else a.
 static Arena *unit_arena(Arena *a, VAEDecodeActs *x, int u, const unsigned char *flags) {
     if (!flags || !flags[u]) return a;
-    Arena *r = x->unit_plan[u] = xcalloc(1, sizeof *r);
-    arena_init(r, "vae-recompute", a->device);
-    r->float_dtype = a->float_dtype;
-    r->channels_last = a->channels_last;
-    return r;
+    return x->unit_plan[u] = recompute_unit_new(a, "vae-recompute");
 }
 
 // The decoder's plan with the units flagged in flags[] (NULL: none).
