@@ -78,7 +78,9 @@ void arena_cast(Arena *dst, const Arena *src) {
     CHECK((int64_t)(dst->size / dtype_size(dt)) == n, "", "arenas '%s' and '%s' differ in size", dst->group, src->group);
     Tensor td = tensor_make(dst->base, dt, dst->device, 1, &n), ts = tensor_make(src->base, st, src->device, 1, &n);
     tensor_cast(&td, &ts);
-    // filters of more than one tap whose memory layouts differ (a channels-last copy): cast again, transposed
+    // filters of more than one tap whose memory layouts differ (a channels-last copy): cast again, transposed (the
+    // flat pass above wrote them in the source's layout: the one launch over the whole copy is kept, the filters are
+    // a fraction of it)
     for (int i = 0; i < dst->n; i++) {
         const Tensor *d = &dst->entries[i].desc, *s = &src->entries[i].desc;
         if (d->ndim != 4 || d->channels_last == s->channels_last || d->shape[2] * d->shape[3] == 1) continue;
