@@ -107,8 +107,7 @@ template <class T> __global__ static void bcast_sum_nhwc_kernel(T *dv, const T *
 extern "C" void add_bcast_nhwc_forward_cuda(void *out, const void *x, const void *v, int64_t B, int64_t S, int64_t C,
                                             int dt) {
     int64_t n = B * S * C;
-    unsigned blocks = cuda_blocks(n, 256);
-    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(add_bcast_nhwc_kernel<T>, blocks < 65535 ? blocks : 65535, 256, 0,
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(add_bcast_nhwc_kernel<T>, cuda_stride_blocks(n, 256), 256, 0,
                                         cuda_stream(), (T *)out, (const T *)x, (const T *)v, n, S * C, C));
 }
 extern "C" void add_bcast_nhwc_backward_cuda(void *dv, const void *dout, int64_t B, int64_t S, int64_t C, int dt) {

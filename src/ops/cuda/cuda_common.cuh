@@ -45,6 +45,12 @@
     } while (0)
 
 static inline unsigned cuda_blocks(long long n, int threads) { return (unsigned)((n + threads - 1) / threads); }
+// Blocks of a grid-stride loop over n elements: one per `threads` elements, at most 65535 (each thread then takes
+// several).
+static inline unsigned cuda_stride_blocks(long long n, int threads) {
+    unsigned b = cuda_blocks(n, threads);
+    return b < 65535 ? b : 65535;
+}
 
 // storage <-> fp32 at the kernel boundary: activations are fp32 or bf16, compute is fp32
 __device__ __forceinline__ float ld_f32(const float *p, int64_t i) { return p[i]; }

@@ -303,9 +303,8 @@ extern "C" void conv2d_forward_cuda(void *out, const void *in, const void *w, co
     const ConvPlan *p = conv_plan_call(s, ws, ws_bytes, &dnn_ws);
     if ((b || res) && s->nhwc) {
         int64_t n = (int64_t)s->B * conv_out_pixels(s) * s->OC;
-        unsigned blocks = cuda_blocks(n, 256);
-        blocks = blocks < 65535 ? blocks : 65535;
-        CUDA_DT_DISPATCH(s->dt, T, CUDA_LAUNCH(conv_bias_fill_nhwc_kernel<T>, blocks, 256, 0, cuda_stream(), (T *)out,
+        CUDA_DT_DISPATCH(s->dt, T, CUDA_LAUNCH(conv_bias_fill_nhwc_kernel<T>, cuda_stride_blocks(n, 256), 256, 0,
+                                               cuda_stream(), (T *)out,
                                                b, bias_dt == DTYPE_BF16, (const T *)res, s->OC, n));
     } else if (b || res) {
         int64_t S = conv_out_pixels(s);

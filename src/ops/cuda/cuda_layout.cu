@@ -50,17 +50,15 @@ __global__ static void upsample_bwd_nhwc_kernel(T *din, const T *dout, int64_t r
         st_f32(din, i, (ld_f32(g0, 0) + ld_f32(g0, C)) + (ld_f32(g1, 0) + ld_f32(g1, C)));
     }
 }
-static unsigned layout_grid(int64_t n) {
-    unsigned b = cuda_blocks(n, LAYOUT_THREADS);
-    return b < 65535 ? b : 65535;
-}
 extern "C" void upsample2x_nhwc_forward_cuda(void *out, const void *in, int64_t rows, int64_t W, int64_t C, int dt) {
-    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(upsample_fwd_nhwc_kernel<T>, layout_grid(rows * 4 * W * C), LAYOUT_THREADS, 0,
-                                        cuda_stream(), (T *)out, (const T *)in, rows, W, C));
+    unsigned blocks = cuda_stride_blocks(rows * 4 * W * C, LAYOUT_THREADS);
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(upsample_fwd_nhwc_kernel<T>, blocks, LAYOUT_THREADS, 0, cuda_stream(), (T *)out,
+                                        (const T *)in, rows, W, C));
 }
 extern "C" void upsample2x_nhwc_backward_cuda(void *din, const void *dout, int64_t rows, int64_t W, int64_t C, int dt) {
-    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(upsample_bwd_nhwc_kernel<T>, layout_grid(rows * W * C), LAYOUT_THREADS, 0,
-                                        cuda_stream(), (T *)din, (const T *)dout, rows, W, C));
+    unsigned blocks = cuda_stride_blocks(rows * W * C, LAYOUT_THREADS);
+    CUDA_DT_DISPATCH(dt, T, CUDA_LAUNCH(upsample_bwd_nhwc_kernel<T>, blocks, LAYOUT_THREADS, 0, cuda_stream(), (T *)din,
+                                        (const T *)dout, rows, W, C));
 }
 
 extern "C" void upsample2x_forward_cuda(void *out, const void *in, int64_t rows, int64_t W, int dt) {

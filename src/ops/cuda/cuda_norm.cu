@@ -342,11 +342,6 @@ __global__ static void gn_bwd_apply_nhwc_kernel(T *dx, const T *dy, const T *x, 
     }
 }
 
-static unsigned nhwc_apply_blocks(int64_t n, int vec) {
-    int64_t blocks = (n / vec + NORM_THREADS - 1) / NORM_THREADS;
-    return (unsigned)(blocks < 1 ? 1 : blocks > 65535 ? 65535 : blocks);
-}
-
 template <class T, int ACT, int VEC>
 static void gn_forward_nhwc_t(T *y, float *mean, float *rstd, const T *x, const void *gamma, const void *beta, int pdt,
                               float *ws, int64_t B, int64_t C, int64_t S, int64_t G, float eps) {
@@ -356,8 +351,8 @@ static void gn_forward_nhwc_t(T *y, float *mean, float *rstd, const T *x, const 
                 x, S, C, G, Cg);
     CUDA_LAUNCH(gn_stats_final_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), mean, rstd, ws, BG, P, eps);
     auto apply = gn_fwd_apply_nhwc_kernel<T, ACT, VEC>;
-    CUDA_LAUNCH(apply, nhwc_apply_blocks(B * S * C, VEC), NORM_THREADS, 0, cuda_stream(), y, x, mean, rstd, gamma,
-                beta, pdt, B * S * C, S * C, C, G, Cg);
+    CUDA_LAUNCH(apply, cuda_stride_blocks(B * S * C / VEC, NORM_THREADS), NORM_THREADS, 0, cuda_stream(), y, x, mean,
+                rstd, gamma, beta, pdt, B * S * C, S * C, C, G, Cg);
 }
 
 template <class T, int ACT, int VEC>
@@ -376,8 +371,8 @@ static void gn_backward_nhwc_t(T *dx, float *dgamma, float *dbeta, const T *dy, 
     CUDA_LAUNCH(gn_bwd_group_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), coef, rowsum, rstd, gamma, pdt, BG,
                 G, Cg, 1.0f / (float)(Cg * S));
     auto apply = gn_bwd_apply_nhwc_kernel<T, ACT, VEC>;
-    CUDA_LAUNCH(apply, nhwc_apply_blocks(B * S * C, VEC), NORM_THREADS, 0, cuda_stream(), dx, dy, x, mean, rstd, coef,
-                gamma, beta, pdt, B * S * C, S * C, C, G, Cg);
+    CUDA_LAUNCH(apply, cuda_stride_blocks(B * S * C / VEC, NORM_THREADS), NORM_THREADS, 0, cuda_stream(), dx, dy, x,
+                mean, rstd, coef, gamma, beta, pdt, B * S * C, S * C, C, G, Cg);
 }
 
 // block and grid of the row-wise apply kernels: tx threads along S (packs of VEC), ty = 256 / tx rows per block
