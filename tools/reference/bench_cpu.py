@@ -181,7 +181,7 @@ class UNetRow:
         sys.path.insert(0, os.path.join(ROOT, "tools", "gpu"))
         import torch_unet
         a = types.SimpleNamespace(model=os.path.join(ROOT, "configs", "models", model), latent=latent, batch=batch,
-                                  dtype="fp32", autocast=False, device="cpu")
+                                  dtype="fp32", autocast=False, channels_last=False, device="cpu")
         unet, _, _, inputs, dout = torch_unet.build(a)
         self._forward = torch_unet.make_call(unet, inputs, dout, False, a)
         self.forward_backward = torch_unet.make_call(unet, inputs, dout, True, a)
