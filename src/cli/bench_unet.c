@@ -132,7 +132,7 @@ void unet_bench_init(UNetBench *b, const UNetConfig *cfg, Device d, DType dt, in
 void unet_bench_init_recompute(UNetBench *b, const UNetConfig *cfg, Device d, DType dt, int B, int N,
                                const UNetRecompute *rc, int cl) {
     memset(b, 0, sizeof *b);
-    b->cfg = *cfg, b->d = d, b->dt = dt, b->B = B, b->N = N, b->channels_last = cl;
+    b->cfg = *cfg, b->d = d, b->dt = dt, b->B = B, b->N = N;
     const UNetConfig *uc = &b->cfg;
     b->net = xcalloc(1, sizeof *b->net), b->cnet = xcalloc(1, sizeof *b->cnet);
     b->grads = xcalloc(1, sizeof *b->grads), b->acts = xcalloc(1, sizeof *b->acts);

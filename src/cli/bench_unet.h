@@ -30,9 +30,9 @@ typedef struct {
     UNetConfig cfg;
     Device d;
     DType dt;                 // the compute dtype: f32, or bf16 through a cast copy of the fp32 weights
-    int channels_last;        // the copy (also made for f32) and the activations channels last (GPU)
     int B, N;                 // batch, latent size (N x N)
-    Arena pa, ca, ga, aa;     // fp32 weights, their bf16 copy (empty for f32), gradients, activations
+    Arena pa, ca, ga, aa;     // fp32 weights, their compute copy (bf16, or channels last; else empty), gradients,
+                              // activations
     UNet *net, *cnet, *grads; // cnet: the bf16 copy
     const UNet *run;          // the UNet the calls use (net or cnet)
     UNetActs *acts;
