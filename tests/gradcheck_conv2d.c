@@ -2,7 +2,8 @@
 // of conv2d (input, weight, bias) and pad2d for the kernel / stride / pad combinations the models use. The CPU
 // conv picks its path by shape (1x1 in place; small images grouped several per GEMM; "same" stride-1 convs copy
 // shifted runs; row chunks for very large images): each path has cases here, and grouped batches are compared with
-// the same images run one at a time.
+// the same images run one at a time. The 1x1 convolution of a channel concatenation read in place
+// (conv1x1_forward_cat) is checked by finite differences and against conv2d on the concatenated copy.
 #include <math.h>
 #include <stdio.h>
 
@@ -237,8 +238,77 @@ static int pad_case(const char *name, int top, int bottom, int left, int right, 
     return (bad != 0) + gradcheck_run(&g);
 }
 
+// conv1x1_*_cat on [a | b]
+typedef struct {
+    Tensor a, b, da, db, w, dw, bias, dbias, y, dy;
+} CatCtx;
+
+static void cat_fwd(void *p) {
+    CatCtx *c = p;
+    conv1x1_forward_cat(&c->y, &c->a, &c->b, &c->w, &c->bias);
+}
+static void cat_bwd(void *p) {
+    CatCtx *c = p;
+    conv1x1_backward_cat(&c->da, &c->db, &c->dw, &c->dbias, &c->dy, &c->a, &c->b, &c->w);
+}
+
+static double max_abs_diff(const Tensor *x, const float *ref, int64_t n, double *max_ref) {
+    double e = 0.0;
+    *max_ref = 0.0;
+    for (int64_t i = 0; i < n; i++) e = fmax(e, fabs(tensor_f32(x)[i] - ref[i])), *max_ref = fmax(*max_ref, fabs(ref[i]));
+    return e;
+}
+
+// Finite differences of a, b, w and the bias, then every output and gradient against conv2d on the concatenated
+// copy: the same products summed in another order (two GEMMs of Ca and Cb terms, not one of Ca + Cb), so within a
+// few fp32 roundings (tolerance 1e-6 relative). Adds 2 to *checks.
+static int cat_case(const char *name, int64_t B, int64_t Ca, int64_t Cb, int64_t OC, int64_t H, int64_t W,
+                    int *checks) {
+    int64_t IC = Ca + Cb;
+    CatCtx c;
+    c.a = GC_TENSOR(B, Ca, H, W), c.b = GC_TENSOR(B, Cb, H, W), c.da = GC_TENSOR(B, Ca, H, W);
+    c.db = GC_TENSOR(B, Cb, H, W), c.w = GC_TENSOR(OC, IC, 1, 1), c.dw = GC_TENSOR(OC, IC, 1, 1);
+    c.bias = GC_TENSOR(OC), c.dbias = GC_TENSOR(OC), c.y = GC_TENSOR(B, OC, H, W), c.dy = GC_TENSOR(B, OC, H, W);
+    gc_fill_uniform(&c.a, -1, 1, 21);
+    gc_fill_uniform(&c.b, -1, 1, 22);
+    gc_fill_uniform(&c.w, -0.5f, 0.5f, 23);
+    gc_fill_uniform(&c.bias, -0.5f, 0.5f, 24);
+    GradCheck g = {.name = name, .ctx = &c, .forward = cat_fwd, .backward = cat_bwd};
+    g.wrt[0] = &c.a, g.grad[0] = &c.da;
+    g.wrt[1] = &c.b, g.grad[1] = &c.db;
+    g.wrt[2] = &c.w, g.grad[2] = &c.dw, g.is_param[2] = 1;
+    g.wrt[3] = &c.bias, g.grad[3] = &c.dbias, g.is_param[3] = 1;
+    g.n_wrt = 4;
+    g.out[0] = &c.y, g.dout[0] = &c.dy, g.n_out = 1;
+    int f = gradcheck_run(&g);
+    // against conv2d on [a | b] (gradcheck left dy filled)
+    Tensor x = GC_TENSOR(B, IC, H, W), y = GC_TENSOR(B, OC, H, W), dx = GC_TENSOR(B, IC, H, W);
+    Tensor dw = GC_TENSOR(OC, IC, 1, 1), db = GC_TENSOR(OC), dab = GC_TENSOR(B, IC, H, W);
+    concat_channels_forward(&x, &c.a, &c.b);
+    conv2d_forward(&y, &x, &c.w, &c.bias, 1, 0);
+    conv2d_backward(&dx, &dw, &db, &c.dy, &x, &c.w, 1, 0);
+    tensor_fill(&c.dw, 0.0f);
+    tensor_fill(&c.dbias, 0.0f);
+    cat_fwd(&c);
+    cat_bwd(&c);
+    concat_channels_forward(&dab, &c.da, &c.db);
+    const Tensor *got[4] = {&c.y, &dab, &c.dw, &c.dbias};
+    const Tensor *ref[4] = {&y, &dx, &dw, &db};
+    const char *what[4] = {"out vs conv2d on the copy", "d[a|b] vs conv2d", "dw vs conv2d", "dbias vs conv2d"};
+    for (int i = 0; i < 4; i++) {
+        double m, e = max_abs_diff(got[i], tensor_f32(ref[i]), tensor_numel(ref[i]), &m);
+        f += rel_check(name, what[i], e, m, 1e-6);
+    }
+    Tensor *all[] = {&c.a, &c.b, &c.da, &c.db, &c.w, &c.dw, &c.bias, &c.dbias, &c.y, &c.dy, &x, &y, &dx, &dw, &db, &dab};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) gc_free(all[i]->data);
+    *checks += 2;
+    return f;
+}
+
 int main(void) {
     int f = 0, checks = 0;
+    f += cat_case("conv1x1_cat [2,3|5,4x3]->4", 2, 3, 5, 4, 4, 3, &checks);
+    f += cat_case("conv1x1_cat [3,16|8,9x7]->12", 3, 16, 8, 12, 9, 7, &checks);
     f += conv_case("conv2d k3 s1 p1", 2, 3, 5, 7, 6, 3, 1, 1, 1, 0, &checks);
     f += conv_case("conv2d k3 s2 p1", 2, 3, 5, 7, 6, 3, 2, 1, 1, 0, &checks);
     f += conv_case("conv2d k1 s1 p0", 2, 3, 5, 7, 6, 1, 1, 0, 1, 0, &checks);

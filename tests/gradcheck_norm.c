@@ -1,7 +1,9 @@
 // gradcheck_norm.c: finite-difference checks of groupnorm, groupnorm followed by an activation (groupnorm_act) and
 // layernorm (input, gamma, beta), forward and backward checks against a naive double-precision reference (also at
-// sizes that take the parallel paths), groupnorm_act against groupnorm and the activation op composed, and the
-// skipped-gradient (NULL / no data) paths of the backward.
+// sizes that take the parallel paths), groupnorm_act against groupnorm and the activation op composed, the
+// skipped-gradient (NULL / no data) paths of the backward, and groupnorm_act over a channel concatenation [a | b] read
+// in place (finite differences, and against the op on the concatenated copy, with groups inside either part and
+// straddling the two).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,8 +204,90 @@ static int gradcheck(Ctx *c, const char *name) {
     return gradcheck_run(&g);
 }
 
+// groupnorm_act_forward_cat / backward_cat on [a | b]
+typedef struct {
+    Tensor a, b, da, db, y, dy, mean, rstd, gamma, beta, dgamma, dbeta;
+    int groups;
+    Activation act;
+} CatCtx;
+
+static void cat_fwd(void *p) {
+    CatCtx *c = p;
+    groupnorm_act_forward_cat(&c->y, &c->mean, &c->rstd, &c->a, &c->b, &c->gamma, &c->beta, c->groups, 1e-5f, c->act);
+}
+static void cat_bwd(void *p) {
+    CatCtx *c = p;
+    groupnorm_act_backward_cat(&c->da, &c->db, &c->dgamma, &c->dbeta, &c->dy, &c->a, &c->b, &c->mean, &c->rstd,
+                               &c->gamma, &c->beta, c->groups, c->act);
+}
+
+static double max_rel(const float *x, const float *ref, int64_t n) {
+    double e = 0.0, m = 0.0;
+    for (int64_t i = 0; i < n; i++) e = fmax(e, fabs(x[i] - ref[i])), m = fmax(m, fabs(ref[i]));
+    return m > 0.0 ? e / m : e;
+}
+
+// Against the fused op on the concatenated copy: the same sums in double over the same values (only the order of
+// the statistics' two runs differs), so within an fp32 rounding (tolerance 1e-6 relative).
+static int cat_case(const char *name, int64_t B, int64_t Ca, int64_t Cb, int64_t H, int64_t W, int groups,
+                    Activation act, int grad, int *checks) {
+    int64_t C = Ca + Cb;
+    CatCtx c = {.groups = groups, .act = act};
+    c.a = GC_TENSOR(B, Ca, H, W), c.b = GC_TENSOR(B, Cb, H, W), c.da = GC_TENSOR(B, Ca, H, W);
+    c.db = GC_TENSOR(B, Cb, H, W), c.y = GC_TENSOR(B, C, H, W), c.dy = GC_TENSOR(B, C, H, W);
+    c.mean = GC_TENSOR(B, groups), c.rstd = GC_TENSOR(B, groups);
+    c.gamma = GC_TENSOR(C), c.beta = GC_TENSOR(C), c.dgamma = GC_TENSOR(C), c.dbeta = GC_TENSOR(C);
+    gc_fill_uniform(&c.a, -1.0f, 3.0f, 11);
+    gc_fill_uniform(&c.b, -2.0f, 1.0f, 12); // another mean than a's: a group across both sees both
+    gc_fill_uniform(&c.gamma, 0.5f, 1.5f, 13);
+    gc_fill_uniform(&c.beta, -0.5f, 0.5f, 14);
+    gc_fill_uniform(&c.dy, -1.0f, 1.0f, 15);
+    int f = 0;
+    if (grad) {
+        GradCheck g = {.name = name, .ctx = &c, .forward = cat_fwd, .backward = cat_bwd};
+        g.wrt[0] = &c.a, g.grad[0] = &c.da;
+        g.wrt[1] = &c.b, g.grad[1] = &c.db;
+        g.wrt[2] = &c.gamma, g.grad[2] = &c.dgamma, g.is_param[2] = 1;
+        g.wrt[3] = &c.beta, g.grad[3] = &c.dbeta, g.is_param[3] = 1;
+        g.n_wrt = 4;
+        g.out[0] = &c.y, g.dout[0] = &c.dy, g.n_out = 1;
+        f += gradcheck_run(&g);
+        (*checks)++;
+    }
+    Tensor x = GC_TENSOR(B, C, H, W), y = GC_TENSOR(B, C, H, W), dx = GC_TENSOR(B, C, H, W);
+    Tensor mean = GC_TENSOR(B, groups), rstd = GC_TENSOR(B, groups), dg = GC_TENSOR(C), dbe = GC_TENSOR(C);
+    Tensor dab = GC_TENSOR(B, C, H, W);
+    concat_channels_forward(&x, &c.a, &c.b);
+    groupnorm_act_forward(&y, &mean, &rstd, &x, &c.gamma, &c.beta, groups, 1e-5f, act);
+    groupnorm_act_backward(&dx, &dg, &dbe, &c.dy, &x, &mean, &rstd, &c.gamma, &c.beta, groups, act);
+    tensor_fill(&c.dgamma, 0.0f);
+    tensor_fill(&c.dbeta, 0.0f);
+    cat_fwd(&c);
+    cat_bwd(&c);
+    concat_channels_forward(&dab, &c.da, &c.db);
+    int64_t n = B * C * H * W;
+    double e[6] = {max_rel(tensor_f32(&c.y), tensor_f32(&y), n),
+                   max_rel(tensor_f32(&c.mean), tensor_f32(&mean), B * groups),
+                   max_rel(tensor_f32(&c.rstd), tensor_f32(&rstd), B * groups),
+                   max_rel(tensor_f32(&dab), tensor_f32(&dx), n),
+                   max_rel(tensor_f32(&c.dgamma), tensor_f32(&dg), C),
+                   max_rel(tensor_f32(&c.dbeta), tensor_f32(&dbe), C)};
+    const char *lab[6] = {"y", "mean", "rstd", "d[a|b]", "dgamma", "dbeta"};
+    f += report("in place vs the concatenated copy", name, 6, lab, e, 1e-6);
+    (*checks)++;
+    Tensor *all[] = {&c.a, &c.b, &c.da, &c.db, &c.y, &c.dy, &c.mean, &c.rstd, &c.gamma, &c.beta, &c.dgamma,
+                     &c.dbeta, &x, &y, &dx, &mean, &rstd, &dg, &dbe, &dab};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) gc_free(all[i]->data);
+    return f;
+}
+
 int main(void) {
     int f = 0, checks = 0;
+    // [a | b]: groups of 3 with a's 4 channels: group 1 straddles (finite differences); groups of 2 that split
+    // exactly at a's end; a large case (SDXL's 1280 + 640 channels are 1920 in groups of 60, 21 1/3 of them in a)
+    f += cat_case("groupnorm_silu_cat[2,4|2,3,3]/2", 2, 4, 2, 3, 3, 2, ACT_SILU, 1, &checks);
+    f += cat_case("groupnorm_gelu_cat[1,4|4,2,3]/4", 1, 4, 4, 2, 3, 4, ACT_GELU, 1, &checks);
+    f += cat_case("groupnorm_silu_cat[2,44|20,16,16]/8", 2, 44, 20, 16, 16, 8, ACT_SILU, 0, &checks);
     struct {
         const char *name;
         int ndim;

@@ -2,7 +2,8 @@
 // as its own op is in layout.c).
 // On the CPU, small images are grouped so one GEMM covers several images (conv_plan); a 1x1 stride-1 conv of one
 // image per GEMM reads its input in place, others im2col into the shared workspace (per row chunk for very large
-// images). GEMMs run outside parallel regions so OpenBLAS uses every thread.
+// images). GEMMs run outside parallel regions so OpenBLAS uses every thread. The 1x1 convolution of a channel
+// concatenation read where its parts lie (conv1x1_forward_cat) is at the end.
 #include "ops_internal.h"
 
 // Validates in [B, IC, H, W] and w [OC, IC, KH, KW] and derives the output size.
@@ -235,7 +236,7 @@ void conv2d_forward_residual(Tensor *out, const Tensor *in, const Tensor *w, con
         const void *r = ops_want(res) ? res->data : NULL;
         if (conv_pointwise(&g) && (!ops_want(b) || b->dtype == out->dtype)) { // 1x1: cuBLASLt GEMMs (cuda_linear.cu)
             conv1x1_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL, r, (int)B, (int)g.IC,
-                                 (int)OC, HW, ops_dt(out));
+                                 (int)OC, HW, g.IC, ops_dt(out));
             return;
         }
         Conv2dCudaShape s = conv_cuda_shape(in, w, &g);
@@ -311,7 +312,7 @@ void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
         if (conv_pointwise(&g)) { // 1x1: cuBLASLt GEMMs (cuda_linear.cu)
             conv1x1_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dw) ? tensor_f32(dw) : NULL,
                                   ops_want(db) ? tensor_f32(db) : NULL, dout->data, in->data, w->data, (int)B,
-                                  (int)g.IC, (int)OC, HW, ops_dt(dout));
+                                  (int)g.IC, (int)OC, HW, g.IC, ops_dt(dout));
             return;
         }
         Conv2dCudaShape s = conv_cuda_shape(in, w, &g);
@@ -390,5 +391,154 @@ void conv2d_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
         float *d = tensor_f32(dw);
 #pragma omp parallel for simd if (OC * K > 65536)
         for (int64_t i = 0; i < OC * K; i++) d[i] += dwb[i];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 1x1 convolution over a channel concatenation [a | b] read where its parts lie (the UNet up path's resnet
+// shortcuts): the weight's column slices w[:, :Ca] and w[:, Ca:] (rows IC = Ca + Cb apart) multiply the two parts,
+// the second product added onto the first; the weight gradient goes to the same slices of dw.
+
+typedef struct {
+    int64_t B, Ca, Cb, IC, OC, H, W;
+} CatGeom;
+
+static CatGeom cat_geom(const Tensor *a, const Tensor *b, const Tensor *w, const char *op) {
+    char x[96], y[96];
+    CHECK(a->ndim == 4 && b->ndim == 4 && a->shape[0] == b->shape[0] && a->shape[2] == b->shape[2] &&
+              a->shape[3] == b->shape[3],
+          "", "%s: inputs %s and %s do not concatenate along channels", op, tensor_shape_str(a, x, sizeof x),
+          tensor_shape_str(b, y, sizeof y));
+    CatGeom g = {.B = a->shape[0], .Ca = a->shape[1], .Cb = b->shape[1], .IC = a->shape[1] + b->shape[1],
+                 .OC = w->shape[0], .H = a->shape[2], .W = a->shape[3]};
+    CHECK(w->ndim == 4 && w->shape[1] == g.IC && w->shape[2] == 1 && w->shape[3] == 1, "",
+          "%s: weight %s is not [OC, %lld, 1, 1]", op, tensor_shape_str(w, x, sizeof x), (long long)g.IC);
+    CHECK(a->device == b->device, "", "%s: the concatenated inputs live on two devices", op);
+    ops_expect_same_dtype(a, b, op);
+    ops_expect_same_layout(a, b, op);
+    return g;
+}
+
+// out [B, OC, H, W] = w[:, :Ca] a + w[:, Ca:] b + bias
+void conv1x1_forward_cat(Tensor *out, const Tensor *a, const Tensor *b, const Tensor *w, const Tensor *bias) {
+    if (!ops_want(b)) {
+        conv2d_forward(out, a, w, bias, 1, 0);
+        return;
+    }
+    const char *op = "conv1x1_forward_cat";
+    CatGeom g = cat_geom(a, b, w, op);
+    int64_t S = g.H * g.W;
+    tensor_expect_shape(out, "conv1x1_forward_cat output", g.B, g.OC, g.H, g.W);
+    if (ops_want(bias)) tensor_expect_shape(bias, "conv1x1_forward_cat bias", g.OC);
+    if (OPS_ON_CUDA(out)) {
+        const Tensor *all[5] = {out, a, b, w, bias};
+        for (int i = 0; i < 5; i++) {
+            OPS_EXPECT_CUDA(all[i], op);
+            ops_expect_same_dtype(all[i], out, op); // the GEMMs take one storage dtype, the bias's too
+            ops_expect_same_layout(all[i], out, op);
+        }
+        const char *w1 = (const char *)w->data + g.Ca * dtype_size(w->dtype);
+        const void *bb = ops_want(bias) ? bias->data : NULL;
+        if (tensor_channels_last(a)) { // pixel rows [B H W, C]: linear layers on the column slices
+            linear_forward_cuda(out->data, a->data, w->data, bb, NULL, g.B * S, (int)g.Ca, (int)g.OC, g.IC, ops_dt(out));
+            linear_forward_cuda(out->data, b->data, w1, NULL, out->data, g.B * S, (int)g.Cb, (int)g.OC, g.IC,
+                                ops_dt(out));
+        } else {
+            conv1x1_forward_cuda(out->data, a->data, w->data, bb, NULL, (int)g.B, (int)g.Ca, (int)g.OC, S, g.IC,
+                                 ops_dt(out));
+            conv1x1_forward_cuda(out->data, b->data, w1, NULL, out->data, (int)g.B, (int)g.Cb, (int)g.OC, S, g.IC,
+                                 ops_dt(out));
+        }
+        return;
+    }
+    const Tensor *all[5] = {out, a, b, w, bias};
+    for (int i = 0; i < 5; i++) OPS_EXPECT_CPU(all[i], op);
+    float *o = tensor_f32(out);
+    const float *xa = tensor_f32(a), *xb = tensor_f32(b), *wt = tensor_f32(w);
+    const float *bv = ops_want(bias) ? tensor_f32(bias) : NULL;
+    if (bv) {
+#pragma omp parallel for if (g.B * g.OC * S > 65536)
+        for (int64_t r = 0; r < g.B * g.OC; r++)
+            for (int64_t i = 0; i < S; i++) o[r * S + i] = bv[r % g.OC];
+    }
+    for (int64_t n = 0; n < g.B; n++) {
+        float *on = o + n * g.OC * S;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.OC, (int)S, (int)g.Ca, 1.0f, wt, (int)g.IC,
+                    xa + n * g.Ca * S, (int)S, bv ? 1.0f : 0.0f, on, (int)S);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.OC, (int)S, (int)g.Cb, 1.0f, wt + g.Ca,
+                    (int)g.IC, xb + n * g.Cb * S, (int)S, 1.0f, on, (int)S);
+    }
+}
+
+// da = w[:, :Ca]^T dout, db = w[:, Ca:]^T dout (written); dw [OC, IC, 1, 1] += dout [a | b]^T; dbias += sum dout
+void conv1x1_backward_cat(Tensor *da, Tensor *db, Tensor *dw, Tensor *dbias, const Tensor *dout, const Tensor *a,
+                          const Tensor *b, const Tensor *w) {
+    if (!ops_want(b)) {
+        conv2d_backward(da, dw, dbias, dout, a, w, 1, 0);
+        return;
+    }
+    const char *op = "conv1x1_backward_cat";
+    CatGeom g = cat_geom(a, b, w, op);
+    int64_t S = g.H * g.W;
+    tensor_expect_shape(dout, "conv1x1_backward_cat output grad", g.B, g.OC, g.H, g.W);
+    CHECK(ops_want(da) == ops_want(db), "", "%s: the input gradient of a concatenation wants both parts", op);
+    if (ops_want(da)) {
+        tensor_expect_shape(da, "conv1x1_backward_cat input grad", g.B, g.Ca, g.H, g.W);
+        tensor_expect_shape(db, "conv1x1_backward_cat input grad (second part)", g.B, g.Cb, g.H, g.W);
+    }
+    if (ops_want(dw)) tensor_expect_shape(dw, "conv1x1_backward_cat weight grad", g.OC, g.IC, 1, 1);
+    if (ops_want(dbias)) tensor_expect_shape(dbias, "conv1x1_backward_cat bias grad", g.OC);
+    if (OPS_ON_CUDA(dout)) {
+        const Tensor *acts[6] = {dout, a, b, w, da, db};
+        for (int i = 0; i < 6; i++) {
+            OPS_EXPECT_CUDA(acts[i], op);
+            ops_expect_same_dtype(acts[i], dout, op);
+            ops_expect_same_layout(acts[i], dout, op);
+        }
+        OPS_EXPECT_CUDA_F32(dw, op);
+        OPS_EXPECT_CUDA_F32(dbias, op);
+        const char *w1 = (const char *)w->data + g.Ca * dtype_size(w->dtype);
+        float *dw0 = ops_want(dw) ? tensor_f32(dw) : NULL, *dw1 = dw0 ? dw0 + g.Ca : NULL;
+        float *dbv = ops_want(dbias) ? tensor_f32(dbias) : NULL;
+        void *dap = ops_want(da) ? da->data : NULL, *dbp = ops_want(db) ? db->data : NULL;
+        if (tensor_channels_last(a)) {
+            linear_backward_cuda(dap, dw0, dbv, dout->data, a->data, w->data, g.B * S, (int)g.Ca, (int)g.OC, g.IC,
+                                 ops_dt(dout));
+            linear_backward_cuda(dbp, dw1, NULL, dout->data, b->data, w1, g.B * S, (int)g.Cb, (int)g.OC, g.IC,
+                                 ops_dt(dout));
+        } else {
+            conv1x1_backward_cuda(dap, dw0, dbv, dout->data, a->data, w->data, (int)g.B, (int)g.Ca, (int)g.OC, S, g.IC,
+                                  ops_dt(dout));
+            conv1x1_backward_cuda(dbp, dw1, NULL, dout->data, b->data, w1, (int)g.B, (int)g.Cb, (int)g.OC, S, g.IC,
+                                  ops_dt(dout));
+        }
+        return;
+    }
+    const Tensor *all[8] = {dout, a, b, w, da, db, dw, dbias};
+    for (int i = 0; i < 8; i++) OPS_EXPECT_CPU(all[i], op);
+    const float *gy = tensor_f32(dout), *xa = tensor_f32(a), *xb = tensor_f32(b), *wt = tensor_f32(w);
+    if (ops_want(dbias)) ops_bias_grad_add(tensor_f32(dbias), gy, g.B, g.OC, S);
+    // as conv2d_backward: the batch's weight gradient summed in dwb [OC, IC], then added to dw once
+    float *dwb = ops_want(dw) ? ops_workspace(DEVICE_CPU, sizeof(float) * (size_t)(g.OC * g.IC)) : NULL;
+    for (int64_t n = 0; n < g.B; n++) {
+        const float *gn = gy + n * g.OC * S, *an = xa + n * g.Ca * S, *bn = xb + n * g.Cb * S;
+        if (dwb) {
+            float beta = n ? 1.0f : 0.0f;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.OC, (int)g.Ca, (int)S, 1.0f, gn, (int)S, an,
+                        (int)S, beta, dwb, (int)g.IC);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.OC, (int)g.Cb, (int)S, 1.0f, gn, (int)S, bn,
+                        (int)S, beta, dwb + g.Ca, (int)g.IC);
+        }
+        if (ops_want(da)) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.Ca, (int)S, (int)g.OC, 1.0f, wt, (int)g.IC, gn,
+                        (int)S, 0.0f, tensor_f32(da) + n * g.Ca * S, (int)S);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.Cb, (int)S, (int)g.OC, 1.0f, wt + g.Ca,
+                        (int)g.IC, gn, (int)S, 0.0f, tensor_f32(db) + n * g.Cb * S, (int)S);
+        }
+    }
+    if (dwb) {
+        float *d = tensor_f32(dw);
+#pragma omp parallel for simd if (g.OC * g.IC > 65536)
+        for (int64_t i = 0; i < g.OC * g.IC; i++) d[i] += dwb[i];
     }
 }

@@ -34,7 +34,7 @@ void linear_forward_residual(Tensor *out, const Tensor *in, const Tensor *w, con
         const Tensor *ops[5] = {out, in, w, b, res};
         for (int i = 0; i < 5; i++) linear_expect_cuda(ops[i], out->dtype, 0, "linear_forward");
         linear_forward_cuda(out->data, in->data, w->data, ops_want(b) ? b->data : NULL,
-                            ops_want(res) ? res->data : NULL, N, (int)IC, (int)OC, ops_dt(out));
+                            ops_want(res) ? res->data : NULL, N, (int)IC, (int)OC, IC, ops_dt(out));
         return;
     }
     OPS_EXPECT_CPU(out, "linear_forward");
@@ -72,7 +72,7 @@ void linear_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, co
         linear_expect_cuda(db, dout->dtype, 1, "linear_backward");
         linear_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dw) ? (float *)dw->data : NULL,
                              ops_want(db) ? (float *)db->data : NULL, dout->data, in->data, w->data, N, (int)IC,
-                             (int)OC, ops_dt(dout));
+                             (int)OC, IC, ops_dt(dout));
         return;
     }
     OPS_EXPECT_CPU(dout, "linear_backward");

@@ -1,6 +1,7 @@
 // norm.c: group and layer normalisation (torch nn.GroupNorm, nn.LayerNorm), forward and backward, and GroupNorm
-// followed by an activation (fused on the GPU: cuda/cuda_norm.cu). Statistics and gradient reductions are
-// accumulated in double on the CPU, so the fp32 results match PyTorch to fp32 rounding.
+// followed by an activation (fused on the GPU: cuda/cuda_norm.cu), whose input may be a channel concatenation read
+// where its parts lie. Statistics and gradient reductions are accumulated in double on the CPU, so the fp32 results
+// match PyTorch to fp32 rounding.
 #include <math.h>
 
 #include "ops_internal.h"
@@ -53,13 +54,74 @@ static void add_param_grads(Tensor *dgamma, Tensor *dbeta, const double *pg, con
     }
 }
 
-static void groupnorm_dims(const Tensor *in, int groups, const char *op, int64_t *B, int64_t *C, int64_t *S) {
-    char a[96];
-    CHECK(in->ndim >= 2 && in->shape[0] > 0 && in->shape[1] > 0, "", "%s: input %s is not [B, C, ...]", op,
-          tensor_shape_str(in, a, sizeof a));
-    *B = in->shape[0], *C = in->shape[1], *S = tensor_numel(in) / (*B * *C);
-    CHECK(groups > 0 && *C % groups == 0, "", "%s: %lld channels do not split into %d groups", op, (long long)*C,
+// The input of a GroupNorm: in [B, C, *spatial], or the channel concatenation [a | b] of a [B, Ca, *] and
+// b [B, Cb, *] read where they lie (b NULL: a alone), viewed as [B, C, S]. G = groups of Cg = C / G consecutive
+// channels; a group may take channels from both parts.
+typedef struct {
+    const Tensor *a, *b;
+    int64_t B, Ca, C, S;
+} GnIn;
+
+static GnIn gn_in(const Tensor *a, const Tensor *b, int groups, const char *op) {
+    char x[96], y[96];
+    CHECK(a->ndim >= 2 && a->shape[0] > 0 && a->shape[1] > 0, "", "%s: input %s is not [B, C, ...]", op,
+          tensor_shape_str(a, x, sizeof x));
+    GnIn g = {.a = a, .b = ops_want(b) ? b : NULL, .B = a->shape[0], .Ca = a->shape[1], .C = a->shape[1]};
+    g.S = tensor_numel(a) / (g.B * g.Ca);
+    if (g.b) {
+        int ok = b->ndim == a->ndim && b->shape[1] > 0;
+        for (int i = 0; ok && i < a->ndim; i++) ok = i == 1 || b->shape[i] == a->shape[i];
+        CHECK(ok, "", "%s: inputs %s and %s do not concatenate along channels", op, tensor_shape_str(a, x, sizeof x),
+              tensor_shape_str(b, y, sizeof y));
+        CHECK(a->device == b->device, "", "%s: the concatenated inputs live on two devices", op);
+        ops_expect_same_dtype(a, b, op);
+        ops_expect_same_layout(a, b, op);
+        g.C += b->shape[1];
+    }
+    CHECK(groups > 0 && g.C % groups == 0, "", "%s: %lld channels do not split into %d groups", op, (long long)g.C,
           groups);
+    return g;
+}
+
+// t has the whole input's shape (a's, with C channels)
+static void expect_whole(const Tensor *t, const GnIn *g, const char *op, const char *what) {
+    int ok = t->ndim == g->a->ndim;
+    for (int i = 0; ok && i < t->ndim; i++) ok = t->shape[i] == (i == 1 ? g->C : g->a->shape[i]);
+    char x[96];
+    CHECK(ok, "", "%s: %s has shape %s, the input %lld channels of %s", op, what, tensor_shape_str(t, x, sizeof x),
+          (long long)g->C, tensor_shape_str(g->a, x, sizeof x));
+}
+
+// The S values of channel c of sample n: in a (c < Ca) or in b
+static inline float *gn_row(float *a, float *b, const GnIn *g, int64_t n, int64_t c) {
+    return c < g->Ca ? a + (n * g->Ca + c) * g->S : b + (n * (g->C - g->Ca) + c - g->Ca) * g->S;
+}
+
+// mean and 1 / sqrt(biased variance + eps) of group bg: its Cg S values are one contiguous run, or two when the
+// group straddles a and b (two passes in double)
+static void group_moments(const float *a, const float *b, const GnIn *g, int64_t bg, int64_t Cg, float eps,
+                          float *mean, float *rstd) {
+    int64_t G = g->C / Cg, n = bg / G, c0 = bg % G * Cg, na = c0 < g->Ca ? (g->Ca - c0 < Cg ? g->Ca - c0 : Cg) : 0;
+    const float *x[2] = {na ? gn_row((float *)a, (float *)b, g, n, c0) : NULL,
+                         na < Cg ? gn_row((float *)a, (float *)b, g, n, c0 + na) : NULL};
+    int64_t len[2] = {na * g->S, (Cg - na) * g->S};
+    double s = 0.0;
+    for (int r = 0; r < 2; r++) {
+        const float *xr = x[r];
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = 0; i < len[r]; i++) s += xr[i];
+    }
+    double m = s / (double)(Cg * g->S), v = 0.0;
+    for (int r = 0; r < 2; r++) {
+        const float *xr = x[r];
+#pragma omp simd reduction(+ : v)
+        for (int64_t i = 0; i < len[r]; i++) {
+            double d = (double)xr[i] - m;
+            v += d * d;
+        }
+    }
+    *mean = (float)m;
+    *rstd = (float)(1.0 / sqrt(v / (double)(Cg * g->S) + (double)eps));
 }
 
 // y [S] = (x - m) * a + b0 for one channel of one sample
@@ -69,13 +131,12 @@ static inline void groupnorm_row(float *y, const float *x, int64_t S, float m, f
 }
 
 // out [B, C, *] = act((in - mean[b, g]) * rstd[b, g] * gamma[c] + beta[c]) (act < 0: none); mean, rstd [B, G]
-// written
-static void groupnorm_fwd(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
-                          const Tensor *beta, int groups, float eps, int act, const char *op) {
-    int64_t B, C, S;
-    groupnorm_dims(in, groups, op, &B, &C, &S);
-    int64_t G = groups, Cg = C / G;
-    expect_same_shape(out, in, op, "output");
+// written; in = [a | b]
+static void groupnorm_fwd(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *a, const Tensor *b,
+                          const Tensor *gamma, const Tensor *beta, int groups, float eps, int act, const char *op) {
+    GnIn in = gn_in(a, b, groups, op);
+    int64_t B = in.B, C = in.C, S = in.S, G = groups, Cg = C / G;
+    expect_whole(out, &in, op, "output");
     expect_numel(mean, B * G, op, "mean");
     expect_numel(rstd, B * G, op, "rstd");
     tensor_expect_shape(gamma, "groupnorm gamma", C);
@@ -84,35 +145,39 @@ static void groupnorm_fwd(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor 
         OPS_EXPECT_CUDA(out, op);
         OPS_EXPECT_CUDA_F32(mean, op);
         OPS_EXPECT_CUDA_F32(rstd, op);
-        OPS_EXPECT_CUDA(in, op);
+        OPS_EXPECT_CUDA(a, op);
+        OPS_EXPECT_CUDA(in.b, op);
         OPS_EXPECT_CUDA(gamma, op);
         OPS_EXPECT_CUDA(beta, op);
-        ops_expect_same_dtype(out, in, op);
+        ops_expect_same_dtype(out, a, op);
         ops_expect_same_dtype(beta, gamma, op);
-        ops_expect_same_layout(out, in, op);
+        ops_expect_same_layout(out, a, op);
         void *ws = ops_workspace(DEVICE_CUDA, groupnorm_workspace_bytes_cuda(B, C, S, groups));
-        groupnorm_forward_cuda(out->data, mean->data, rstd->data, in->data, gamma->data, beta->data, ws, B, C, S,
-                               groups, eps, act, ops_dt(in), ops_dt(gamma), tensor_channels_last(in));
+        groupnorm_forward_cuda(out->data, mean->data, rstd->data, a->data, in.b ? in.b->data : NULL, in.Ca,
+                               gamma->data, beta->data, ws, B, C, S, groups, eps, act, ops_dt(a), ops_dt(gamma),
+                               tensor_channels_last(a));
         return;
     }
     OPS_EXPECT_CPU(out, op);
     OPS_EXPECT_CPU(mean, op);
     OPS_EXPECT_CPU(rstd, op);
-    OPS_EXPECT_CPU(in, op);
+    OPS_EXPECT_CPU(a, op);
+    OPS_EXPECT_CPU(in.b, op);
     OPS_EXPECT_CPU(gamma, op);
     OPS_EXPECT_CPU(beta, op);
     float *mu = tensor_f32(mean), *rs = tensor_f32(rstd), *y = tensor_f32(out);
-    const float *x = tensor_f32(in), *ga = tensor_f32(gamma), *be = tensor_f32(beta);
-    // one parallel region: the statistics of each group (one contiguous block of Cg * S values), then each channel
-    // normalised and its activation applied while the row is in cache
+    float *xa = tensor_f32(a), *xb = in.b ? tensor_f32(in.b) : NULL;
+    const float *ga = tensor_f32(gamma), *be = tensor_f32(beta);
+    // one parallel region: the statistics of each group, then each channel normalised and its activation applied
+    // while the row is in cache
 #pragma omp parallel if (B * C * S > 65536)
     {
 #pragma omp for
-        for (int64_t bg = 0; bg < B * G; bg++) moments(x + bg * Cg * S, Cg * S, eps, &mu[bg], &rs[bg]);
+        for (int64_t bg = 0; bg < B * G; bg++) group_moments(xa, xb, &in, bg, Cg, eps, &mu[bg], &rs[bg]);
 #pragma omp for
         for (int64_t bc = 0; bc < B * C; bc++) { // (b * C + c) / Cg == b * G + c / Cg because C == G * Cg
             int64_t c = bc % C, bg = bc / Cg;
-            groupnorm_row(y + bc * S, x + bc * S, S, mu[bg], rs[bg] * ga[c], be[c]);
+            groupnorm_row(y + bc * S, gn_row(xa, xb, &in, bc / C, c), S, mu[bg], rs[bg] * ga[c], be[c]);
             if (act >= 0) activation_forward_f32(y + bc * S, y + bc * S, S, (Activation)act);
         }
     }
@@ -120,72 +185,90 @@ static void groupnorm_fwd(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor 
 
 void groupnorm_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
                        const Tensor *beta, int groups, float eps) {
-    groupnorm_fwd(out, mean, rstd, in, gamma, beta, groups, eps, -1, "groupnorm_forward");
+    groupnorm_fwd(out, mean, rstd, in, NULL, gamma, beta, groups, eps, -1, "groupnorm_forward");
 }
 
 void groupnorm_act_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *in, const Tensor *gamma,
                            const Tensor *beta, int groups, float eps, Activation act) {
+    groupnorm_act_forward_cat(out, mean, rstd, in, NULL, gamma, beta, groups, eps, act);
+}
+
+void groupnorm_act_forward_cat(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *a, const Tensor *b,
+                               const Tensor *gamma, const Tensor *beta, int groups, float eps, Activation act) {
     CHECK((unsigned)act <= (unsigned)ACT_QUICK_GELU, "", "groupnorm_act_forward: unknown activation %d", (int)act);
-    groupnorm_fwd(out, mean, rstd, in, gamma, beta, groups, eps, (int)act, "groupnorm_act_forward");
+    groupnorm_fwd(out, mean, rstd, a, b, gamma, beta, groups, eps, (int)act, "groupnorm_act_forward");
 }
 
 // With z = xhat gamma[c] + beta[c] (the forward's output before the activation), dz = dout act'(z) (dz = dout without
 // an activation), xhat = (x - mean) rstd, dzhat = dz gamma[c], n = Cg S and means over the group:
-// din = rstd (dzhat - mean(dzhat) - xhat mean(dzhat xhat)) (written);
+// din = rstd (dzhat - mean(dzhat) - xhat mean(dzhat xhat)) (written; [da | db] for in = [a | b]);
 // dgamma[c] += sum_{b,s} dz xhat; dbeta[c] += sum_{b,s} dz.
-static void groupnorm_bwd(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
-                          const Tensor *mean, const Tensor *rstd, const Tensor *gamma, const Tensor *beta, int groups,
-                          int act, const char *op) {
-    int64_t B, C, S;
-    groupnorm_dims(in, groups, op, &B, &C, &S);
-    int64_t G = groups, Cg = C / G;
-    expect_same_shape(dout, in, op, "dout");
-    if (ops_want(din)) expect_same_shape(din, in, op, "din");
+static void groupnorm_bwd(Tensor *da, Tensor *db, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *a,
+                          const Tensor *b, const Tensor *mean, const Tensor *rstd, const Tensor *gamma,
+                          const Tensor *beta, int groups, int act, const char *op) {
+    GnIn in = gn_in(a, b, groups, op);
+    int64_t B = in.B, C = in.C, S = in.S, G = groups, Cg = C / G;
+    int want_dx = ops_want(da);
+    expect_whole(dout, &in, op, "dout");
+    if (want_dx) {
+        expect_same_shape(da, a, op, "din");
+        CHECK(!in.b || ops_want(db), "", "%s: the input gradient of a concatenation wants both parts", op);
+        if (in.b) expect_same_shape(db, in.b, op, "din (second part)");
+    }
     expect_numel(mean, B * G, op, "mean");
     expect_numel(rstd, B * G, op, "rstd");
     tensor_expect_shape(gamma, "groupnorm gamma", C);
     if (act >= 0) tensor_expect_shape(beta, "groupnorm beta", C);
     if (ops_want(dgamma)) tensor_expect_shape(dgamma, "groupnorm gamma grad", C);
     if (ops_want(dbeta)) tensor_expect_shape(dbeta, "groupnorm beta grad", C);
+    const Tensor *dbp = want_dx && in.b ? db : NULL; // the second part's gradient
     if (OPS_ON_CUDA(dout)) {
         OPS_EXPECT_CUDA(dout, op);
-        OPS_EXPECT_CUDA(in, op);
+        OPS_EXPECT_CUDA(a, op);
+        OPS_EXPECT_CUDA(in.b, op);
         OPS_EXPECT_CUDA_F32(mean, op);
         OPS_EXPECT_CUDA_F32(rstd, op);
         OPS_EXPECT_CUDA(gamma, op);
         if (act >= 0) OPS_EXPECT_CUDA(beta, op);
-        OPS_EXPECT_CUDA(din, op);
+        OPS_EXPECT_CUDA(da, op);
+        OPS_EXPECT_CUDA(dbp, op);
         OPS_EXPECT_CUDA_F32(dgamma, op);
         OPS_EXPECT_CUDA_F32(dbeta, op);
-        ops_expect_same_dtype(dout, in, op);
-        ops_expect_same_dtype(din, in, op);
+        ops_expect_same_dtype(dout, a, op);
+        ops_expect_same_dtype(da, a, op);
+        ops_expect_same_dtype(dbp, a, op);
         if (act >= 0) ops_expect_same_dtype(beta, gamma, op);
-        ops_expect_same_layout(dout, in, op);
-        ops_expect_same_layout(din, in, op);
+        ops_expect_same_layout(dout, a, op);
+        ops_expect_same_layout(da, a, op);
+        ops_expect_same_layout(dbp, a, op);
         void *ws = ops_workspace(DEVICE_CUDA, groupnorm_workspace_bytes_cuda(B, C, S, groups));
-        groupnorm_backward_cuda(ops_want(din) ? din->data : NULL, ops_want(dgamma) ? dgamma->data : NULL,
-                                ops_want(dbeta) ? dbeta->data : NULL, dout->data, in->data, mean->data, rstd->data,
-                                gamma->data, act >= 0 ? beta->data : NULL, ws, B, C, S, groups, act, ops_dt(in),
-                                ops_dt(gamma), tensor_channels_last(in));
+        groupnorm_backward_cuda(want_dx ? da->data : NULL, dbp ? dbp->data : NULL,
+                                ops_want(dgamma) ? dgamma->data : NULL, ops_want(dbeta) ? dbeta->data : NULL,
+                                dout->data, a->data, in.b ? in.b->data : NULL, in.Ca, mean->data, rstd->data,
+                                gamma->data, act >= 0 ? beta->data : NULL, ws, B, C, S, groups, act, ops_dt(a),
+                                ops_dt(gamma), tensor_channels_last(a));
         return;
     }
     OPS_EXPECT_CPU(dout, op);
-    OPS_EXPECT_CPU(in, op);
+    OPS_EXPECT_CPU(a, op);
+    OPS_EXPECT_CPU(in.b, op);
     OPS_EXPECT_CPU(mean, op);
     OPS_EXPECT_CPU(rstd, op);
     OPS_EXPECT_CPU(gamma, op);
     if (act >= 0) OPS_EXPECT_CPU(beta, op);
-    OPS_EXPECT_CPU(din, op);
+    OPS_EXPECT_CPU(da, op);
+    OPS_EXPECT_CPU(dbp, op);
     OPS_EXPECT_CPU(dgamma, op);
     OPS_EXPECT_CPU(dbeta, op);
-    const float *dy = tensor_f32(dout), *x = tensor_f32(in), *mu = tensor_f32(mean), *rs = tensor_f32(rstd),
-                *ga = tensor_f32(gamma);
+    const float *dy = tensor_f32(dout), *mu = tensor_f32(mean), *rs = tensor_f32(rstd), *ga = tensor_f32(gamma);
+    float *xa = tensor_f32(a), *xb = in.b ? tensor_f32(in.b) : NULL;
     // scratch: sdy [B, C] = sum_s dz, sdyx [B, C] = sum_s dz xhat; with an activation, dz [B, C, S]
     int64_t n = B * C * S;
     size_t bytes = sizeof(double) * 2 * (size_t)(B * C) + (act >= 0 ? sizeof(float) * (size_t)n : 0);
     double *sdy = ops_workspace(DEVICE_CPU, bytes), *sdyx = sdy + B * C;
-    float *dz = act >= 0 ? (float *)(sdyx + B * C) : NULL, *dx = ops_want(din) ? tensor_f32(din) : NULL;
-    float *dg = ops_want(dgamma) ? tensor_f32(dgamma) : NULL, *db = ops_want(dbeta) ? tensor_f32(dbeta) : NULL;
+    float *dz = act >= 0 ? (float *)(sdyx + B * C) : NULL;
+    float *dxa = want_dx ? tensor_f32(da) : NULL, *dxb = dbp ? tensor_f32(dbp) : NULL;
+    float *dg = ops_want(dgamma) ? tensor_f32(dgamma) : NULL, *dbe = ops_want(dbeta) ? tensor_f32(dbeta) : NULL;
     const float *be = act >= 0 ? tensor_f32(beta) : NULL;
     double inv_n = 1.0 / (double)(Cg * S);
     const float *dzy = dz ? dz : dy; // the gradient entering the normalisation
@@ -196,7 +279,7 @@ static void groupnorm_bwd(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tens
 #pragma omp for
         for (int64_t bc = 0; bc < B * C; bc++) {
             int64_t c = bc % C, bg = bc / Cg;
-            const float *dyi = dy + bc * S, *xi = x + bc * S;
+            const float *dyi = dy + bc * S, *xi = gn_row(xa, xb, &in, bc / C, c);
             if (dz) {
                 float *dzi = dz + bc * S;
                 groupnorm_row(dzi, xi, S, mu[bg], rs[bg] * ga[c], be[c]);
@@ -212,30 +295,30 @@ static void groupnorm_bwd(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tens
             sdy[bc] = s1;
             sdyx[bc] = s2;
         }
-        if (dx) {
+        if (want_dx) {
 #pragma omp for nowait
             for (int64_t bc = 0; bc < B * C; bc++) {
-                int64_t b = bc / C, c = bc % C, c0 = c - c % Cg, bg = bc / Cg;
+                int64_t b0 = bc / C, c = bc % C, c0 = c - c % Cg, bg = bc / Cg;
                 double mdy = 0.0, mdyx = 0.0; // mean(dzhat), mean(dzhat xhat) over the group
                 for (int64_t k = c0; k < c0 + Cg; k++) {
-                    mdy += ga[k] * sdy[b * C + k];
-                    mdyx += ga[k] * sdyx[b * C + k];
+                    mdy += ga[k] * sdy[b0 * C + k];
+                    mdyx += ga[k] * sdyx[b0 * C + k];
                 }
                 float m = mu[bg], r = rs[bg], gr = ga[c] * r;
-                float a = (float)(mdy * inv_n * r), e = (float)(mdyx * inv_n * r);
-                const float *dyi = dzy + bc * S, *xi = x + bc * S;
-                float *dxi = dx + bc * S;
+                float av = (float)(mdy * inv_n * r), e = (float)(mdyx * inv_n * r);
+                const float *dyi = dzy + bc * S, *xi = gn_row(xa, xb, &in, b0, c);
+                float *dxi = gn_row(dxa, dxb, &in, b0, c);
 #pragma omp simd
-                for (int64_t s = 0; s < S; s++) dxi[s] = (dyi[s] * gr - a) - ((xi[s] - m) * r) * e;
+                for (int64_t s = 0; s < S; s++) dxi[s] = (dyi[s] * gr - av) - ((xi[s] - m) * r) * e;
             }
         }
-        if (dg || db) {
+        if (dg || dbe) {
 #pragma omp for
             for (int64_t c = 0; c < C; c++) { // dgamma[c] += sum_b sdyx[b, c], dbeta[c] += sum_b sdy[b, c]
                 double sg = 0.0, sb = 0.0;
                 for (int64_t k = 0; k < B; k++) sg += sdyx[k * C + c], sb += sdy[k * C + c];
                 if (dg) dg[c] += (float)sg;
-                if (db) db[c] += (float)sb;
+                if (dbe) dbe[c] += (float)sb;
             }
         }
     }
@@ -243,20 +326,27 @@ static void groupnorm_bwd(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tens
 
 void groupnorm_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
                         const Tensor *mean, const Tensor *rstd, const Tensor *gamma, int groups) {
-    groupnorm_bwd(din, dgamma, dbeta, dout, in, mean, rstd, gamma, NULL, groups, -1, "groupnorm_backward");
+    groupnorm_bwd(din, NULL, dgamma, dbeta, dout, in, NULL, mean, rstd, gamma, NULL, groups, -1,
+                  "groupnorm_backward");
 }
 
 void groupnorm_act_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
                             const Tensor *mean, const Tensor *rstd, const Tensor *gamma, const Tensor *beta,
                             int groups, Activation act) {
+    groupnorm_act_backward_cat(din, NULL, dgamma, dbeta, dout, in, NULL, mean, rstd, gamma, beta, groups, act);
+}
+
+void groupnorm_act_backward_cat(Tensor *da, Tensor *db, Tensor *dgamma, Tensor *dbeta, const Tensor *dout,
+                                const Tensor *a, const Tensor *b, const Tensor *mean, const Tensor *rstd,
+                                const Tensor *gamma, const Tensor *beta, int groups, Activation act) {
     CHECK((unsigned)act <= (unsigned)ACT_QUICK_GELU, "", "groupnorm_act_backward: unknown activation %d", (int)act);
-    groupnorm_bwd(din, dgamma, dbeta, dout, in, mean, rstd, gamma, beta, groups, (int)act, "groupnorm_act_backward");
+    groupnorm_bwd(da, db, dgamma, dbeta, dout, a, b, mean, rstd, gamma, beta, groups, (int)act,
+                  "groupnorm_act_backward");
 }
 
 size_t groupnorm_workspace_bytes(const Tensor *in, int groups) {
-    int64_t B, C, S;
-    groupnorm_dims(in, groups, "groupnorm_workspace_bytes", &B, &C, &S);
-    return groupnorm_workspace_bytes_cuda(B, C, S, groups);
+    GnIn g = gn_in(in, NULL, groups, "groupnorm_workspace_bytes");
+    return groupnorm_workspace_bytes_cuda(g.B, g.C, g.S, groups);
 }
 
 // in/out [N, C] (N = all leading dims): out = (in - mean[n]) * rstd[n] * gamma[c] + beta[c]; mean, rstd [N] written

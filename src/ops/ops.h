@@ -66,6 +66,13 @@ void conv2d_nhwc_forward(Tensor *out, const Tensor *in, const Tensor *w, const T
 void conv2d_nhwc_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dout, const Tensor *in, const Tensor *w,
                           int stride, int pad);
 size_t conv2d_nhwc_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad);
+// conv2d with a 1x1 kernel (stride 1, no padding) over a channel concatenation [a | b] read where its parts lie
+// (a [B, Ca, H, W], b [B, Cb, H, W], as groupnorm_act_forward_cat's; either layout on the GPU): out [B, OC, H, W] =
+// w[:, :Ca] a + w[:, Ca:] b + bias, two GEMMs on the weight's column slices; the backward writes da and db (both,
+// or neither) and accumulates dw [OC, Ca + Cb, 1, 1] and dbias like conv2d_backward. b NULL: conv2d on a.
+void conv1x1_forward_cat(Tensor *out, const Tensor *a, const Tensor *b, const Tensor *w, const Tensor *bias);
+void conv1x1_backward_cat(Tensor *da, Tensor *db, Tensor *dw, Tensor *dbias, const Tensor *dout, const Tensor *a,
+                          const Tensor *b, const Tensor *w);
 
 // pad2d: zero padding out[B, C, H + top + bottom, W + left + right]
 void pad2d_forward(Tensor *out, const Tensor *in, int top, int bottom, int left, int right);
@@ -109,7 +116,16 @@ void groupnorm_act_forward(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor
 void groupnorm_act_backward(Tensor *din, Tensor *dgamma, Tensor *dbeta, const Tensor *dout, const Tensor *in,
                             const Tensor *mean, const Tensor *rstd, const Tensor *gamma, const Tensor *beta,
                             int groups, Activation act);
+// The same over a channel concatenation in = [a | b] (a [B, Ca, *], b [B, Cb, *]: one device, dtype and layout) read
+// where its parts lie, never copied into one tensor (the UNet up path's [hidden | skip]): out and dout are
+// [B, Ca + Cb, *], and the input gradient is written to da and db (both, or neither). b NULL: the ops above.
+void groupnorm_act_forward_cat(Tensor *out, Tensor *mean, Tensor *rstd, const Tensor *a, const Tensor *b,
+                               const Tensor *gamma, const Tensor *beta, int groups, float eps, Activation act);
+void groupnorm_act_backward_cat(Tensor *da, Tensor *db, Tensor *dgamma, Tensor *dbeta, const Tensor *dout,
+                                const Tensor *a, const Tensor *b, const Tensor *mean, const Tensor *rstd,
+                                const Tensor *gamma, const Tensor *beta, int groups, Activation act);
 // GPU scratch (ops_workspace) of the norms on an input of in's shape, either direction, with or without activation
+// (a concatenation: of the whole's shape)
 size_t groupnorm_workspace_bytes(const Tensor *in, int groups);
 size_t layernorm_workspace_bytes(const Tensor *in);
 

@@ -15,23 +15,26 @@ extern "C" {
 // in, w, b, out, din and dout share the storage dtype dt (f32: exact fp32 GEMMs, no TF32; bf16: fp32 accumulation);
 // dw and db are fp32 and accumulated (+=), din written. Scratch: the ops workspace, at least the *_workspace_bytes.
 // linear: out [N, OC] = in [N, IC] w [OC, IC]^T + b [OC] (+ res [N, OC]) (b, res may be NULL; res is added in the
-// GEMM's epilogue, beta = 1, and must not be out), as linear_forward_residual / linear_backward
+// GEMM's epilogue, beta = 1, and may be out itself: the product is then added to out in place), as
+// linear_forward_residual / linear_backward
 size_t linear_cuda_workspace_bytes(int64_t N, int OC);
+// w (and dw) may be the column slice [OC, IC] of a wider weight whose rows are ldw apart (ldw = IC: all of it; the
+// input of a channel concatenation, conv1x1_forward_cat)
 void linear_forward_cuda(void *out, const void *in, const void *w, const void *b, const void *res, int64_t N, int IC,
-                         int OC, int dt);
+                         int OC, int64_t ldw, int dt);
 void linear_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in, const void *w,
-                          int64_t N, int IC, int OC, int dt);
+                          int64_t N, int IC, int OC, int64_t ldw, int dt);
 // one GEMM, column-major as cuBLASLt sees it: D [m, n] (ldd) = op(A) op(B) + beta D, op = transpose when ta / tb;
 // A and B of storage dtype dt, D of dt or fp32 (d_f32), fp32 accumulation; the GEMM workspace as linear's
 void gemm_cuda(int ta, int tb, int64_t m, int64_t n, int64_t k, const void *A, int64_t lda, const void *B,
                int64_t ldb, float beta, void *D, int64_t ldd, int dt, int d_f32);
 // conv2d with a 1x1 kernel, stride 1, no padding (NCHW): out [B, OC, S] = w [OC, IC] in [B, IC, S] + b (+ res
-// [B, OC, S], not out), S = H W; b, res may be NULL
+// [B, OC, S], which may be out), S = H W; b, res may be NULL; w and dw rows ldw apart, as linear's
 size_t conv1x1_cuda_workspace_bytes(int B, int OC);
 void conv1x1_forward_cuda(void *out, const void *in, const void *w, const void *b, const void *res, int B, int IC,
-                          int OC, int64_t S, int dt);
+                          int OC, int64_t S, int64_t ldw, int dt);
 void conv1x1_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in, const void *w, int B,
-                           int IC, int OC, int64_t S, int dt);
+                           int IC, int OC, int64_t S, int64_t ldw, int dt);
 
 // elementwise (cuda_elementwise.cu)
 
@@ -48,14 +51,16 @@ void transpose_cast_cuda(void *dst, int dt_dst, const void *src, int dt_src, int
 // are f32 [B G] / [N]; dgamma, dbeta are f32 and accumulated; din, dgamma, dbeta may be NULL (not wanted). `ws` is
 // ops_workspace(DEVICE_CUDA, *_workspace_bytes_cuda(...)).
 size_t groupnorm_workspace_bytes_cuda(int64_t B, int64_t C, int64_t S, int groups);
-void groupnorm_forward_cuda(void *out, float *mean, float *rstd, const void *in, const void *gamma, const void *beta,
-                            void *ws, int64_t B, int64_t C, int64_t S, int groups, float eps, int act, int dt,
-                            int pdt, int channels_last);
+// The GroupNorm input is [in | in_b] along channels (in [B, Ca, S], in_b [B, C - Ca, S], channels last [B, S, *]),
+// read where the parts lie; in_b NULL: in alone (Ca = C). Its gradient goes to [din | din_b] likewise.
+void groupnorm_forward_cuda(void *out, float *mean, float *rstd, const void *in, const void *in_b, int64_t Ca,
+                            const void *gamma, const void *beta, void *ws, int64_t B, int64_t C, int64_t S, int groups,
+                            float eps, int act, int dt, int pdt, int channels_last);
 // beta is read only with an activation (to recompute its input)
-void groupnorm_backward_cuda(void *din, float *dgamma, float *dbeta, const void *dout, const void *in,
-                             const float *mean, const float *rstd, const void *gamma, const void *beta, void *ws,
-                             int64_t B, int64_t C, int64_t S, int groups, int act, int dt, int pdt,
-                             int channels_last);
+void groupnorm_backward_cuda(void *din, void *din_b, float *dgamma, float *dbeta, const void *dout, const void *in,
+                             const void *in_b, int64_t Ca, const float *mean, const float *rstd, const void *gamma,
+                             const void *beta, void *ws, int64_t B, int64_t C, int64_t S, int groups, int act, int dt,
+                             int pdt, int channels_last);
 size_t layernorm_workspace_bytes_cuda(int64_t N, int64_t C);
 void layernorm_forward_cuda(void *out, float *mean, float *rstd, const void *in, const void *gamma, const void *beta,
                             int64_t N, int64_t C, float eps, int dt, int pdt);

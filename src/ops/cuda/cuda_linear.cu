@@ -299,13 +299,13 @@ extern "C" void gemm_cuda(int ta, int tb, int64_t m, int64_t n, int64_t k, const
 extern "C" size_t linear_cuda_workspace_bytes(int64_t N, int OC) { return ws_bytes(colsum_chunks(N) * OC); }
 
 extern "C" void linear_forward_cuda(void *out, const void *in, const void *w, const void *b, const void *res,
-                                    int64_t N, int IC, int OC, int dt) {
+                                    int64_t N, int IC, int OC, int64_t ldw, int dt) {
     if (!N) return;
     CHECK(IC > 0 && OC > 0, "", "linear_forward_cuda: %d inputs, %d outputs", IC, OC);
     void *ws = ops_gemm_workspace(DEVICE_CUDA, linear_cuda_workspace_bytes(N, OC));
-    // D [OC, N] = op_T(w [IC, OC]) in [IC, N] (+ b along OC) (+ C = res [OC, N], beta = 1)
+    // D [OC, N] = op_T(w [IC, OC], ld ldw) in [IC, N] (+ b along OC) (+ C = res [OC, N], beta = 1)
     GemmKey k = gemm_key(dt, 0, CUBLAS_OP_T, CUBLAS_OP_N, b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, OC,
-                         N, IC, IC, IC, OC);
+                         N, IC, ldw, IC, OC);
     gemm_run(&k, w, in, res, out, res ? 1.0f : 0.0f, (void *)b, ws);
 }
 
@@ -319,25 +319,25 @@ template <typename T> static void linear_bias_grad(float *db, const T *dout, int
 }
 
 extern "C" void linear_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in,
-                                     const void *w, int64_t N, int IC, int OC, int dt) {
+                                     const void *w, int64_t N, int IC, int OC, int64_t ldw, int dt) {
     if (!N) return; // nothing to add; din has no elements
     CHECK(IC > 0 && OC > 0, "", "linear_backward_cuda: %d inputs, %d outputs", IC, OC);
     char *ws = (char *)ops_gemm_workspace(DEVICE_CUDA, linear_cuda_workspace_bytes(N, OC));
     float *part = (float *)(ws + LT_WORKSPACE);
     if (din) { // D [IC, N] = w [IC, OC] dout [OC, N]
-        GemmKey k = gemm_key(dt, 0, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, IC, N, OC, IC, OC, IC);
+        GemmKey k = gemm_key(dt, 0, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, IC, N, OC, ldw, OC, IC);
         gemm_run(&k, w, dout, NULL, din, 0.0f, NULL, ws);
     }
     int db_done = 0;
     if (dw) { // D [IC, OC] += in [IC, N] op_T(dout [OC, N]); BGRADB: part[OC] = sum over N of dout
         GemmKey k = gemm_key(dt, 1, CUBLAS_OP_N, CUBLAS_OP_T, db ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT,
-                             IC, OC, N, IC, OC, IC);
+                             IC, OC, N, IC, OC, ldw);
         if (gemm_run(&k, in, dout, NULL, dw, 1.0f, db ? part : NULL, ws)) {
             if (db) CUDA_LAUNCH(bias_grad_finish_kernel, cuda_blocks(OC, 256), 256, 0, cuda_stream(), db,
                                 (const float *)part, 1, OC);
             db_done = 1;
         } else { // no BGRADB algorithm: the plain GEMM, then the sums below
-            k = gemm_key(dt, 1, CUBLAS_OP_N, CUBLAS_OP_T, CUBLASLT_EPILOGUE_DEFAULT, IC, OC, N, IC, OC, IC);
+            k = gemm_key(dt, 1, CUBLAS_OP_N, CUBLAS_OP_T, CUBLASLT_EPILOGUE_DEFAULT, IC, OC, N, IC, OC, ldw);
             gemm_run(&k, in, dout, NULL, dw, 1.0f, NULL, ws);
         }
     }
@@ -353,7 +353,7 @@ extern "C" void linear_backward_cuda(void *din, float *dw, float *db, const void
 extern "C" size_t conv1x1_cuda_workspace_bytes(int B, int OC) { return ws_bytes((int64_t)B * OC); }
 
 extern "C" void conv1x1_forward_cuda(void *out, const void *in, const void *w, const void *b, const void *res, int B,
-                                     int IC, int OC, int64_t S, int dt) {
+                                     int IC, int OC, int64_t S, int64_t ldw, int dt) {
     if (!B || !S) return;
     CHECK(IC > 0 && OC > 0, "", "conv1x1_forward_cuda: %d inputs, %d outputs", IC, OC);
     void *ws = ops_gemm_workspace(DEVICE_CUDA, conv1x1_cuda_workspace_bytes(B, OC));
@@ -368,21 +368,21 @@ extern "C" void conv1x1_forward_cuda(void *out, const void *in, const void *w, c
         else CUDA_LAUNCH(bias_rows_kernel<float>, grid, 256, 0, cuda_stream(), (float *)out, (const float *)b,
                          (const float *)res, OC, S);
     }
-    // D_b [S, OC] = in_b [S, IC] op_N(w^T as [IC, OC]), images strided, w shared (stride 0)
-    GemmKey k = gemm_key(dt, 0, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, S, OC, IC, S, IC, S);
+    // D_b [S, OC] = in_b [S, IC] op_N(w^T as [IC, OC], ld ldw), images strided, w shared (stride 0)
+    GemmKey k = gemm_key(dt, 0, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, S, OC, IC, S, ldw, S);
     k.batch = B, k.stride_a = IC * S, k.stride_b = 0, k.stride_d = OC * S;
     gemm_run(&k, in, w, b ? NULL : res, out, b || res ? 1.0f : 0.0f, NULL, ws);
 }
 
 extern "C" void conv1x1_backward_cuda(void *din, float *dw, float *db, const void *dout, const void *in,
-                                      const void *w, int B, int IC, int OC, int64_t S, int dt) {
+                                      const void *w, int B, int IC, int OC, int64_t S, int64_t ldw, int dt) {
     if (!B || !S) return;
     CHECK(IC > 0 && OC > 0, "", "conv1x1_backward_cuda: %d inputs, %d outputs", IC, OC);
     char *ws = (char *)ops_gemm_workspace(DEVICE_CUDA, conv1x1_cuda_workspace_bytes(B, OC));
     float *part = (float *)(ws + LT_WORKSPACE); // [B, OC] per-image bias-gradient sums
     size_t es = dt == DTYPE_BF16 ? 2 : 4;
     if (din) { // din_b^T [S, IC] = dout_b^T [S, OC] op_T(w^T as [IC, OC])
-        GemmKey k = gemm_key(dt, 0, CUBLAS_OP_N, CUBLAS_OP_T, CUBLASLT_EPILOGUE_DEFAULT, S, IC, OC, S, IC, S);
+        GemmKey k = gemm_key(dt, 0, CUBLAS_OP_N, CUBLAS_OP_T, CUBLASLT_EPILOGUE_DEFAULT, S, IC, OC, S, ldw, S);
         k.batch = B, k.stride_a = OC * S, k.stride_b = 0, k.stride_d = IC * S;
         gemm_run(&k, dout, w, NULL, din, 0.0f, NULL, ws);
     }
@@ -394,7 +394,7 @@ extern "C" void conv1x1_backward_cuda(void *din, float *dw, float *db, const voi
         for (int i = 0; i < B; i++) {
             const char *inb = (const char *)in + (size_t)i * IC * S * es, *gb = (const char *)dout + (size_t)i * OC * S * es;
             GemmKey k = gemm_key(dt, 1, CUBLAS_OP_T, CUBLAS_OP_N,
-                                 db_done ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT, IC, OC, S, S, S, IC);
+                                 db_done ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT, IC, OC, S, S, S, ldw);
             if (!gemm_run(&k, inb, gb, NULL, dw, 1.0f, db_done ? part + (size_t)i * OC : NULL, ws)) {
                 k.epilogue = CUBLASLT_EPILOGUE_DEFAULT; // no BGRADB algorithm: the sums below
                 gemm_run(&k, inb, gb, NULL, dw, 1.0f, NULL, ws);

@@ -3,7 +3,8 @@
 // gradients in fp32, parameter gradients accumulated (+=) in a fixed order (deterministic, no atomics).
 //
 // GroupNorm, in [B, C, S] with G groups of Cg = C / G channels (a group is Cg S contiguous values; channels last,
-// [B, S, C], below the NCHW kernels):
+// [B, S, C], below the NCHW kernels). The input (and its gradient) may be a channel concatenation [a | b] read and
+// written where its parts lie (CatPtr): a group is then one contiguous run or two, one in each part.
 //   forward   1. stats: P blocks per group, Welford moments per thread (by packs) merged (Chan) per block;
 //             2. final: one thread per group merges the partials into mean and rstd (the saved statistics);
 //             3. apply: y = act((x - mean) rstd gamma + beta), rows of S on blocks of (tx, ty) threads.
@@ -86,6 +87,21 @@ static int norm_parts(int64_t n) {
 #define NORM_NHWC_PIXELS 256
 static int norm_parts_nhwc(int64_t S) { return norm_parts((S + NORM_NHWC_PIXELS - 1) / NORM_NHWC_PIXELS * NORM_CHUNK); }
 
+// A GroupNorm input or input gradient: one tensor (a, with Ca = C), or the channels [a | b] of a [B, Ca, S] and
+// b [B, C - Ca, S] (channels last: [B, S, Ca] and [B, S, C - Ca])
+template <class T> struct CatPtr {
+    T *a, *b;
+    int64_t Ca, C;
+    // NCHW: the S values of channel c of sample n
+    __device__ __forceinline__ T *row(int64_t n, int64_t c, int64_t S) const {
+        return c < Ca ? a + (n * Ca + c) * S : b + (n * (C - Ca) + c - Ca) * S;
+    }
+    // channels last: channel c of pixel p (of all B S pixels)
+    __device__ __forceinline__ T *px(int64_t p, int64_t c) const {
+        return c < Ca ? a + p * Ca + c : b + p * (C - Ca) + c - Ca;
+    }
+};
+
 // workspace (floats): forward partials [BG, P, 3]; backward partials [B C, P2, 2] (P2: the larger of the two
 // layouts' chunk counts), row sums [B C, 2], coefficients [BG, 2]
 extern "C" size_t groupnorm_workspace_bytes_cuda(int64_t B, int64_t C, int64_t S, int groups) {
@@ -94,15 +110,19 @@ extern "C" size_t groupnorm_workspace_bytes_cuda(int64_t B, int64_t C, int64_t S
     return sizeof(float) * (size_t)(fwd > bwd ? fwd : bwd);
 }
 
-// part[bg, p] = moments of chunk p of group bg's n values (in packs of VEC); grid (BG, P)
-template <class T, int VEC> __global__ static void gn_stats_kernel(float *part, const T *x, int64_t n) {
-    int64_t bg = blockIdx.x, packs = n / VEC;
+// part[bg, p] = moments of chunk p of group bg's n = Cg S values (in packs of VEC): the na values of its channels in
+// x.a, then the rest in x.b (S is a multiple of VEC, so no pack straddles the two); grid (BG, P)
+template <class T, int VEC>
+__global__ static void gn_stats_kernel(float *part, CatPtr<const T> x, int64_t S, int64_t G, int64_t Cg) {
+    int64_t bg = blockIdx.x, n = Cg * S, packs = n / VEC, c0 = bg % G * Cg;
+    int64_t na = (c0 < x.Ca ? (x.Ca - c0 < Cg ? x.Ca - c0 : Cg) : 0) * S;
     int p = blockIdx.y, P = gridDim.y;
-    const T *xg = x + bg * n;
+    const T *r0 = x.row(bg / G, c0, S), *r1 = x.row(bg / G, c0 + na / S, S);
     Moments a = {0.0f, 0.0f, 0.0f};
     for (int64_t i = packs * p / P + threadIdx.x; i < packs * (p + 1) / P; i += blockDim.x) {
         float v[VEC];
-        ld_vec<T, VEC>(v, xg, i * VEC);
+        int64_t j = i * VEC;
+        ld_vec<T, VEC>(v, j < na ? r0 + j : r1 + (j - na), 0);
         // Welford update by a pack: its mean pm and squared deviations pM2, then (Chan) m += d VEC / n,
         // M2 += pM2 + d (pm - m) VEC with d = pm - m before the update: one division per pack
         float pm = 0.0f, pM2 = 0.0f;
@@ -138,13 +158,14 @@ __global__ static void gn_stats_final_kernel(float *mean, float *rstd, const flo
 
 // row = b C + c of S values; block (tx, ty): ty rows of tx threads each; grid (rows / ty, chunks of S)
 template <class T, int ACT, int VEC>
-__global__ static void gn_fwd_apply_kernel(T *y, const T *x, const float *mean, const float *rstd, const void *gamma,
-                                           const void *beta, int pdt, int64_t rows, int64_t C, int64_t S, int64_t Cg) {
+__global__ static void gn_fwd_apply_kernel(T *y, CatPtr<const T> x, const float *mean, const float *rstd,
+                                           const void *gamma, const void *beta, int pdt, int64_t rows, int64_t C,
+                                           int64_t S, int64_t Cg) {
     int64_t row = (int64_t)blockIdx.x * blockDim.y + threadIdx.y;
     if (row >= rows) return;
     int64_t c = row % C, bg = row / Cg; // (b C + c) / Cg = b G + c / Cg
     float m = mean[bg], a = rstd[bg] * ld_param(gamma, pdt, c), b0 = ld_param(beta, pdt, c);
-    const T *xr = x + row * S;
+    const T *xr = x.row(row / C, c, S);
     T *yr = y + row * S;
     for (int64_t s = ((int64_t)blockIdx.y * blockDim.x + threadIdx.x) * VEC; s < S;
          s += (int64_t)gridDim.y * blockDim.x * VEC) {
@@ -157,14 +178,14 @@ __global__ static void gn_fwd_apply_kernel(T *y, const T *x, const float *mean, 
 
 // part[row, p] = (sum dz, sum dz xhat) over chunk p of the row's S values; grid (rows, P2)
 template <class T, int ACT, int VEC>
-__global__ static void gn_bwd_reduce_kernel(float *part, const T *dy, const T *x, const float *mean, const float *rstd,
-                                            const void *gamma, const void *beta, int pdt, int64_t C, int64_t S,
-                                            int64_t Cg) {
+__global__ static void gn_bwd_reduce_kernel(float *part, const T *dy, CatPtr<const T> x, const float *mean,
+                                            const float *rstd, const void *gamma, const void *beta, int pdt, int64_t C,
+                                            int64_t S, int64_t Cg) {
     int64_t row = blockIdx.x, packs = S / VEC, c = row % C, bg = row / Cg;
     int p = blockIdx.y, P = gridDim.y;
     float m = mean[bg], r = rstd[bg], a = 0.0f, b0 = 0.0f;
     if (ACT != ACT_ID) a = r * ld_param(gamma, pdt, c), b0 = ld_param(beta, pdt, c);
-    const T *xr = x + row * S, *dyr = dy + row * S;
+    const T *xr = x.row(row / C, c, S), *dyr = dy + row * S;
     float s1 = 0.0f, s2 = 0.0f;
     for (int64_t i = packs * p / P + threadIdx.x; i < packs * (p + 1) / P; i += blockDim.x) {
         float v[VEC], d[VEC];
@@ -219,17 +240,17 @@ __global__ static void gn_bwd_group_kernel(float *coef, const float *rowsum, con
 
 // din = (dz gamma rstd - coef0) - xhat coef1; the layout of gn_fwd_apply_kernel
 template <class T, int ACT, int VEC>
-__global__ static void gn_bwd_apply_kernel(T *dx, const T *dy, const T *x, const float *mean, const float *rstd,
-                                           const float *coef, const void *gamma, const void *beta, int pdt,
-                                           int64_t rows, int64_t C, int64_t S, int64_t Cg) {
+__global__ static void gn_bwd_apply_kernel(CatPtr<T> dx, const T *dy, CatPtr<const T> x, const float *mean,
+                                           const float *rstd, const float *coef, const void *gamma, const void *beta,
+                                           int pdt, int64_t rows, int64_t C, int64_t S, int64_t Cg) {
     int64_t row = (int64_t)blockIdx.x * blockDim.y + threadIdx.y;
     if (row >= rows) return;
     int64_t c = row % C, bg = row / Cg;
     float m = mean[bg], r = rstd[bg], ga = ld_param(gamma, pdt, c), gr = ga * r, a = r * ga, b0 = 0.0f;
     if (ACT != ACT_ID) b0 = ld_param(beta, pdt, c);
     float c0 = coef[bg * 2], c1 = coef[bg * 2 + 1];
-    const T *xr = x + row * S, *dyr = dy + row * S;
-    T *dxr = dx + row * S;
+    const T *xr = x.row(row / C, c, S), *dyr = dy + row * S;
+    T *dxr = dx.row(row / C, c, S);
     for (int64_t s = ((int64_t)blockIdx.y * blockDim.x + threadIdx.x) * VEC; s < S;
          s += (int64_t)gridDim.y * blockDim.x * VEC) {
         float v[VEC], d[VEC];
@@ -252,14 +273,13 @@ __global__ static void gn_bwd_apply_kernel(T *dx, const T *dy, const T *x, const
 
 // part[bg, p] = moments of chunk p of group bg's Cg S values, taken pixel by pixel; grid (BG, P)
 template <class T>
-__global__ static void gn_stats_nhwc_kernel(float *part, const T *x, int64_t S, int64_t C, int64_t G, int64_t Cg) {
-    int64_t bg = blockIdx.x, b = bg / G, n = Cg * S;
+__global__ static void gn_stats_nhwc_kernel(float *part, CatPtr<const T> x, int64_t S, int64_t G, int64_t Cg) {
+    int64_t bg = blockIdx.x, b = bg / G, n = Cg * S, c0 = bg % G * Cg;
     int p = blockIdx.y, P = gridDim.y;
-    const T *xb = x + b * S * C + (bg % G) * Cg;
     Moments a = {0.0f, 0.0f, 0.0f};
     for (int64_t j = n * p / P + threadIdx.x; j < n * (p + 1) / P; j += blockDim.x) {
         int64_t s = j / Cg;
-        float v = ld_f32(xb, s * C + (j - s * Cg));
+        float v = ld_f32(x.px(b * S + s, c0 + (j - s * Cg)), 0);
         a.n += 1.0f;
         float d = v - a.m;
         a.m += d / a.n;
@@ -274,14 +294,14 @@ __global__ static void gn_stats_nhwc_kernel(float *part, const T *x, int64_t S, 
 
 // y = act((x - mean) rstd gamma + beta) over [B, S, C], packs of VEC channels of one pixel
 template <class T, int ACT, int VEC>
-__global__ static void gn_fwd_apply_nhwc_kernel(T *y, const T *x, const float *mean, const float *rstd,
+__global__ static void gn_fwd_apply_nhwc_kernel(T *y, CatPtr<const T> x, const float *mean, const float *rstd,
                                                 const void *gamma, const void *beta, int pdt, int64_t n, int64_t SC,
                                                 int64_t C, int64_t G, int64_t Cg) {
     for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; i < n;
          i += (int64_t)gridDim.x * blockDim.x * VEC) {
         float v[VEC];
-        ld_vec<T, VEC>(v, x, i);
         int64_t b = i / SC, c0 = i % C;
+        ld_vec<T, VEC>(v, x.px(i / C, c0), 0);
         for (int j = 0; j < VEC; j++) {
             int64_t c = c0 + j, bg = b * G + c / Cg;
             v[j] = act_f<ACT>((v[j] - mean[bg]) * (rstd[bg] * ld_param(gamma, pdt, c)) + ld_param(beta, pdt, c));
@@ -293,7 +313,7 @@ __global__ static void gn_fwd_apply_nhwc_kernel(T *y, const T *x, const float *m
 // part[(b C + c), p] = (sum dz, sum dz xhat) over chunk p of the S pixels; grid (B tiles, P) with tiles of 32
 // channels; block 256: 8 pixel phases of 32 channels, summed in order at the end
 template <class T, int ACT>
-__global__ static void gn_bwd_reduce_nhwc_kernel(float *part, const T *dy, const T *x, const float *mean,
+__global__ static void gn_bwd_reduce_nhwc_kernel(float *part, const T *dy, CatPtr<const T> x, const float *mean,
                                                  const float *rstd, const void *gamma, const void *beta, int pdt,
                                                  int64_t S, int64_t C, int64_t G, int64_t Cg) {
     __shared__ float sh[2][8][33];
@@ -304,9 +324,10 @@ __global__ static void gn_bwd_reduce_nhwc_kernel(float *part, const T *dy, const
         int64_t bg = b * G + c / Cg;
         float m = mean[bg], r = rstd[bg], a = 0.0f, b0 = 0.0f;
         if (ACT != ACT_ID) a = r * ld_param(gamma, pdt, c), b0 = ld_param(beta, pdt, c);
-        const T *xb = x + b * S * C + c, *dyb = dy + b * S * C + c;
+        const T *xb = x.px(b * S, c), *dyb = dy + b * S * C + c;
+        int64_t xs = c < x.Ca ? x.Ca : C - x.Ca; // the pixel stride of channel c's part
         for (int64_t s = S * p / P + ph; s < S * (p + 1) / P; s += 8) {
-            float v = ld_f32(xb, s * C), dz = ld_f32(dyb, s * C);
+            float v = ld_f32(xb, s * xs), dz = ld_f32(dyb, s * C);
             if (ACT != ACT_ID) dz *= act_df<ACT>((v - m) * a + b0);
             s1 += dz;
             s2 += dz * ((v - m) * r);
@@ -323,32 +344,33 @@ __global__ static void gn_bwd_reduce_nhwc_kernel(float *part, const T *dy, const
 
 // din = (dz gamma rstd - coef0) - xhat coef1 over [B, S, C], packs as gn_fwd_apply_nhwc_kernel
 template <class T, int ACT, int VEC>
-__global__ static void gn_bwd_apply_nhwc_kernel(T *dx, const T *dy, const T *x, const float *mean, const float *rstd,
-                                                const float *coef, const void *gamma, const void *beta, int pdt,
-                                                int64_t n, int64_t SC, int64_t C, int64_t G, int64_t Cg) {
+__global__ static void gn_bwd_apply_nhwc_kernel(CatPtr<T> dx, const T *dy, CatPtr<const T> x, const float *mean,
+                                                const float *rstd, const float *coef, const void *gamma,
+                                                const void *beta, int pdt, int64_t n, int64_t SC, int64_t C, int64_t G,
+                                                int64_t Cg) {
     for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; i < n;
          i += (int64_t)gridDim.x * blockDim.x * VEC) {
         float v[VEC], d[VEC];
-        ld_vec<T, VEC>(v, x, i);
-        ld_vec<T, VEC>(d, dy, i);
         int64_t b = i / SC, c0 = i % C;
+        ld_vec<T, VEC>(v, x.px(i / C, c0), 0);
+        ld_vec<T, VEC>(d, dy, i);
         for (int j = 0; j < VEC; j++) {
             int64_t c = c0 + j, bg = b * G + c / Cg;
             float m = mean[bg], r = rstd[bg], ga = ld_param(gamma, pdt, c), dz = d[j];
             if (ACT != ACT_ID) dz *= act_df<ACT>((v[j] - m) * (r * ga) + ld_param(beta, pdt, c));
             d[j] = (dz * (ga * r) - coef[bg * 2]) - ((v[j] - m) * r) * coef[bg * 2 + 1];
         }
-        st_vec<T, VEC>(dx, i, d);
+        st_vec<T, VEC>(dx.px(i / C, c0), 0, d);
     }
 }
 
 template <class T, int ACT, int VEC>
-static void gn_forward_nhwc_t(T *y, float *mean, float *rstd, const T *x, const void *gamma, const void *beta, int pdt,
-                              float *ws, int64_t B, int64_t C, int64_t S, int64_t G, float eps) {
+static void gn_forward_nhwc_t(T *y, float *mean, float *rstd, CatPtr<const T> x, const void *gamma, const void *beta,
+                              int pdt, float *ws, int64_t B, int64_t C, int64_t S, int64_t G, float eps) {
     int64_t Cg = C / G, n = Cg * S, BG = B * G;
     int P = norm_parts(n);
     CUDA_LAUNCH(gn_stats_nhwc_kernel<T>, dim3((unsigned)BG, P), cu_row_threads((n + P - 1) / P), 0, cuda_stream(), ws,
-                x, S, C, G, Cg);
+                x, S, G, Cg);
     CUDA_LAUNCH(gn_stats_final_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), mean, rstd, ws, BG, P, eps);
     auto apply = gn_fwd_apply_nhwc_kernel<T, ACT, VEC>;
     CUDA_LAUNCH(apply, cuda_stride_blocks(B * S * C / VEC, NORM_THREADS), NORM_THREADS, 0, cuda_stream(), y, x, mean,
@@ -356,9 +378,9 @@ static void gn_forward_nhwc_t(T *y, float *mean, float *rstd, const T *x, const 
 }
 
 template <class T, int ACT, int VEC>
-static void gn_backward_nhwc_t(T *dx, float *dgamma, float *dbeta, const T *dy, const T *x, const float *mean,
-                               const float *rstd, const void *gamma, const void *beta, int pdt, float *ws, int64_t B,
-                               int64_t C, int64_t S, int64_t G) {
+static void gn_backward_nhwc_t(CatPtr<T> dx, float *dgamma, float *dbeta, const T *dy, CatPtr<const T> x,
+                               const float *mean, const float *rstd, const void *gamma, const void *beta, int pdt,
+                               float *ws, int64_t B, int64_t C, int64_t S, int64_t G) {
     int64_t Cg = C / G, rows = B * C, BG = B * G;
     int P = norm_parts_nhwc(S);
     float *part = ws, *rowsum = part + rows * P * 2, *coef = rowsum + rows * 2;
@@ -367,7 +389,7 @@ static void gn_backward_nhwc_t(T *dx, float *dgamma, float *dbeta, const T *dy, 
                 gamma, beta, pdt, S, C, G, Cg);
     CUDA_LAUNCH(gn_bwd_channel_kernel, cuda_blocks(C, 128), 128, 0, cuda_stream(), rowsum, dgamma, dbeta, part, B, C,
                 P);
-    if (!dx) return;
+    if (!dx.a) return;
     CUDA_LAUNCH(gn_bwd_group_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), coef, rowsum, rstd, gamma, pdt, BG,
                 G, Cg, 1.0f / (float)(Cg * S));
     auto apply = gn_bwd_apply_nhwc_kernel<T, ACT, VEC>;
@@ -385,12 +407,13 @@ static void rows_layout(int64_t rows, int64_t S, int vec, dim3 *grid, dim3 *bloc
 }
 
 template <class T, int ACT, int VEC>
-static void gn_forward_t(T *y, float *mean, float *rstd, const T *x, const void *gamma, const void *beta, int pdt,
-                         float *ws, int64_t B, int64_t C, int64_t S, int64_t G, float eps) {
+static void gn_forward_t(T *y, float *mean, float *rstd, CatPtr<const T> x, const void *gamma, const void *beta,
+                         int pdt, float *ws, int64_t B, int64_t C, int64_t S, int64_t G, float eps) {
     int64_t Cg = C / G, n = Cg * S, BG = B * G;
     int P = norm_parts(n);
     auto stats = gn_stats_kernel<T, VEC>;
-    CUDA_LAUNCH(stats, dim3((unsigned)BG, P), cu_row_threads((n / VEC + P - 1) / P), 0, cuda_stream(), ws, x, n);
+    CUDA_LAUNCH(stats, dim3((unsigned)BG, P), cu_row_threads((n / VEC + P - 1) / P), 0, cuda_stream(), ws, x, S, G,
+                Cg);
     CUDA_LAUNCH(gn_stats_final_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), mean, rstd, ws, BG, P, eps);
     dim3 grid, block;
     rows_layout(B * C, S, VEC, &grid, &block);
@@ -399,9 +422,9 @@ static void gn_forward_t(T *y, float *mean, float *rstd, const T *x, const void 
 }
 
 template <class T, int ACT, int VEC>
-static void gn_backward_t(T *dx, float *dgamma, float *dbeta, const T *dy, const T *x, const float *mean,
-                          const float *rstd, const void *gamma, const void *beta, int pdt, float *ws, int64_t B,
-                          int64_t C, int64_t S, int64_t G) {
+static void gn_backward_t(CatPtr<T> dx, float *dgamma, float *dbeta, const T *dy, CatPtr<const T> x,
+                          const float *mean, const float *rstd, const void *gamma, const void *beta, int pdt,
+                          float *ws, int64_t B, int64_t C, int64_t S, int64_t G) {
     int64_t Cg = C / G, rows = B * C, BG = B * G;
     int P = norm_parts(S);
     float *part = ws, *rowsum = part + rows * P * 2, *coef = rowsum + rows * 2;
@@ -410,7 +433,7 @@ static void gn_backward_t(T *dx, float *dgamma, float *dbeta, const T *dy, const
                 x, mean, rstd, gamma, beta, pdt, C, S, Cg);
     CUDA_LAUNCH(gn_bwd_channel_kernel, cuda_blocks(C, 128), 128, 0, cuda_stream(), rowsum, dgamma, dbeta, part, B, C,
                 P);
-    if (!dx) return;
+    if (!dx.a) return;
     CUDA_LAUNCH(gn_bwd_group_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), coef, rowsum, rstd, gamma, pdt, BG,
                 G, Cg, 1.0f / (float)(Cg * S));
     dim3 grid, block;
@@ -420,67 +443,82 @@ static void gn_backward_t(T *dx, float *dgamma, float *dbeta, const T *dy, const
 }
 
 // The layout's forward and backward (channels_last: the [B, S, C] kernels, packs over channels; else [B, C, S], packs
-// over the pixels of a row)
+// over the pixels of a row), on the input [in | in_b] (in_b NULL: in alone, Ca = C) and its gradient [din | din_b]
 template <class T, int ACT, int VEC>
-static void gn_forward_any(int nhwc, T *y, float *mean, float *rstd, const T *x, const void *gamma, const void *beta,
-                           int pdt, float *ws, int64_t B, int64_t C, int64_t S, int64_t G, float eps) {
-    if (nhwc) gn_forward_nhwc_t<T, ACT, VEC>(y, mean, rstd, x, gamma, beta, pdt, ws, B, C, S, G, eps);
-    else gn_forward_t<T, ACT, VEC>(y, mean, rstd, x, gamma, beta, pdt, ws, B, C, S, G, eps);
+static void gn_forward_any(int nhwc, void *y, float *mean, float *rstd, const void *x, const void *xb, int64_t Ca,
+                           const void *gamma, const void *beta, int pdt, void *ws, int64_t B, int64_t C, int64_t S,
+                           int64_t G, float eps) {
+    CatPtr<const T> in = {(const T *)x, (const T *)xb, Ca, C};
+    if (nhwc) gn_forward_nhwc_t<T, ACT, VEC>((T *)y, mean, rstd, in, gamma, beta, pdt, (float *)ws, B, C, S, G, eps);
+    else gn_forward_t<T, ACT, VEC>((T *)y, mean, rstd, in, gamma, beta, pdt, (float *)ws, B, C, S, G, eps);
 }
 template <class T, int ACT, int VEC>
-static void gn_backward_any(int nhwc, T *dx, float *dgamma, float *dbeta, const T *dy, const T *x, const float *mean,
-                            const float *rstd, const void *gamma, const void *beta, int pdt, float *ws, int64_t B,
-                            int64_t C, int64_t S, int64_t G) {
-    if (nhwc) gn_backward_nhwc_t<T, ACT, VEC>(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, pdt, ws, B, C, S, G);
-    else gn_backward_t<T, ACT, VEC>(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta, pdt, ws, B, C, S, G);
+static void gn_backward_any(int nhwc, void *dx, void *dxb, float *dgamma, float *dbeta, const void *dy, const void *x,
+                            const void *xb, int64_t Ca, const float *mean, const float *rstd, const void *gamma,
+                            const void *beta, int pdt, void *ws, int64_t B, int64_t C, int64_t S, int64_t G) {
+    CatPtr<const T> in = {(const T *)x, (const T *)xb, Ca, C};
+    CatPtr<T> din = {(T *)dx, (T *)dxb, Ca, C};
+    if (nhwc)
+        gn_backward_nhwc_t<T, ACT, VEC>(din, dgamma, dbeta, (const T *)dy, in, mean, rstd, gamma, beta, pdt,
+                                        (float *)ws, B, C, S, G);
+    else gn_backward_t<T, ACT, VEC>(din, dgamma, dbeta, (const T *)dy, in, mean, rstd, gamma, beta, pdt, (float *)ws, B,
+                                    C, S, G);
 }
 
-extern "C" void groupnorm_forward_cuda(void *out, float *mean, float *rstd, const void *in, const void *gamma,
-                                       const void *beta, void *ws, int64_t B, int64_t C, int64_t S, int groups,
-                                       float eps, int act, int dt, int pdt, int channels_last) {
-    // packs of 4 when every row (of S pixels; channels last: of C channels) starts aligned
-    int vec = cu_vec_width(channels_last ? C : S, dt ? 2 : 4, out, in, in);
-#define FWD(A)                                                                                               \
-    if (dt && vec == 4)                                                                                      \
-        gn_forward_any<__nv_bfloat16, A, 4>(channels_last, (__nv_bfloat16 *)out, mean, rstd,                  \
-                                            (const __nv_bfloat16 *)in, gamma, beta, pdt, (float *)ws, B, C, S, \
-                                            groups, eps);                                                    \
-    else if (dt)                                                                                             \
-        gn_forward_any<__nv_bfloat16, A, 1>(channels_last, (__nv_bfloat16 *)out, mean, rstd,                  \
-                                            (const __nv_bfloat16 *)in, gamma, beta, pdt, (float *)ws, B, C, S, \
-                                            groups, eps);                                                    \
-    else if (vec == 4)                                                                                       \
-        gn_forward_any<float, A, 4>(channels_last, (float *)out, mean, rstd, (const float *)in, gamma, beta,  \
-                                    pdt, (float *)ws, B, C, S, groups, eps);                                 \
-    else                                                                                                     \
-        gn_forward_any<float, A, 1>(channels_last, (float *)out, mean, rstd, (const float *)in, gamma, beta,  \
-                                    pdt, (float *)ws, B, C, S, groups, eps)
+// Packs of 4 when every row (of S pixels; channels last: of C channels, and of each part's channels) starts aligned
+static int gn_vec(int channels_last, int64_t C, int64_t Ca, int64_t S, int dt, const void *p, const void *q,
+                  const void *r) {
+    int vec = cu_vec_width(channels_last ? C : S, dt ? 2 : 4, p, q, r);
+    return channels_last && Ca % 4 ? 1 : vec;
+}
+
+extern "C" void groupnorm_forward_cuda(void *out, float *mean, float *rstd, const void *in, const void *in_b,
+                                       int64_t Ca, const void *gamma, const void *beta, void *ws, int64_t B,
+                                       int64_t C, int64_t S, int groups, float eps, int act, int dt, int pdt,
+                                       int channels_last) {
+    CHECK(in_b ? Ca > 0 && Ca < C : Ca == C, "", "groupnorm_forward_cuda: %lld of %lld channels in the first part",
+          (long long)Ca, (long long)C);
+    int vec = gn_vec(channels_last, C, Ca, S, dt, out, in, in_b);
+#define FWD(A)                                                                                                    \
+    if (dt && vec == 4)                                                                                           \
+        gn_forward_any<__nv_bfloat16, A, 4>(channels_last, out, mean, rstd, in, in_b, Ca, gamma, beta, pdt, ws, B, \
+                                            C, S, groups, eps);                                                   \
+    else if (dt)                                                                                                  \
+        gn_forward_any<__nv_bfloat16, A, 1>(channels_last, out, mean, rstd, in, in_b, Ca, gamma, beta, pdt, ws, B, \
+                                            C, S, groups, eps);                                                   \
+    else if (vec == 4)                                                                                            \
+        gn_forward_any<float, A, 4>(channels_last, out, mean, rstd, in, in_b, Ca, gamma, beta, pdt, ws, B, C, S,   \
+                                    groups, eps);                                                                 \
+    else                                                                                                          \
+        gn_forward_any<float, A, 1>(channels_last, out, mean, rstd, in, in_b, Ca, gamma, beta, pdt, ws, B, C, S,   \
+                                    groups, eps)
     CU_ACT_DISPATCH(act, FWD);
 #undef FWD
 }
 
-extern "C" void groupnorm_backward_cuda(void *din, float *dgamma, float *dbeta, const void *dout, const void *in,
-                                        const float *mean, const float *rstd, const void *gamma, const void *beta,
-                                        void *ws, int64_t B, int64_t C, int64_t S, int groups, int act, int dt,
-                                        int pdt, int channels_last) {
-    int vec = cu_vec_width(channels_last ? C : S, dt ? 2 : 4, din ? din : in, dout, in);
-#define BWD(A)                                                                                               \
-    if (dt && vec == 4)                                                                                      \
-        gn_backward_any<__nv_bfloat16, A, 4>(channels_last, (__nv_bfloat16 *)din, dgamma, dbeta,              \
-                                             (const __nv_bfloat16 *)dout, (const __nv_bfloat16 *)in, mean,    \
-                                             rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups);          \
-    else if (dt)                                                                                             \
-        gn_backward_any<__nv_bfloat16, A, 1>(channels_last, (__nv_bfloat16 *)din, dgamma, dbeta,              \
-                                             (const __nv_bfloat16 *)dout, (const __nv_bfloat16 *)in, mean,    \
-                                             rstd, gamma, beta, pdt, (float *)ws, B, C, S, groups);          \
-    else if (vec == 4)                                                                                       \
-        gn_backward_any<float, A, 4>(channels_last, (float *)din, dgamma, dbeta, (const float *)dout,         \
-                                     (const float *)in, mean, rstd, gamma, beta, pdt, (float *)ws, B, C, S,   \
-                                     groups);                                                                \
-    else                                                                                                     \
-        gn_backward_any<float, A, 1>(channels_last, (float *)din, dgamma, dbeta, (const float *)dout,         \
-                                     (const float *)in, mean, rstd, gamma, beta, pdt, (float *)ws, B, C, S,   \
-                                     groups)
+extern "C" void groupnorm_backward_cuda(void *din, void *din_b, float *dgamma, float *dbeta, const void *dout,
+                                        const void *in, const void *in_b, int64_t Ca, const float *mean,
+                                        const float *rstd, const void *gamma, const void *beta, void *ws, int64_t B,
+                                        int64_t C, int64_t S, int groups, int act, int dt, int pdt,
+                                        int channels_last) {
+    CHECK(in_b ? Ca > 0 && Ca < C : Ca == C, "", "groupnorm_backward_cuda: %lld of %lld channels in the first part",
+          (long long)Ca, (long long)C);
+    CHECK(!din || !in_b || din_b, "", "groupnorm_backward_cuda: the input gradient of a concatenation wants both parts");
+    int vec = gn_vec(channels_last, C, Ca, S, dt, din ? din : in, dout, in);
+    if (in_b && gn_vec(channels_last, C, Ca, S, dt, in_b, din_b, din_b) == 1) vec = 1;
+#define BWD(A)                                                                                                    \
+    if (dt && vec == 4)                                                                                           \
+        gn_backward_any<__nv_bfloat16, A, 4>(channels_last, din, din_b, dgamma, dbeta, dout, in, in_b, Ca, mean,   \
+                                             rstd, gamma, beta, pdt, ws, B, C, S, groups);                        \
+    else if (dt)                                                                                                  \
+        gn_backward_any<__nv_bfloat16, A, 1>(channels_last, din, din_b, dgamma, dbeta, dout, in, in_b, Ca, mean,   \
+                                             rstd, gamma, beta, pdt, ws, B, C, S, groups);                        \
+    else if (vec == 4)                                                                                            \
+        gn_backward_any<float, A, 4>(channels_last, din, din_b, dgamma, dbeta, dout, in, in_b, Ca, mean, rstd,     \
+                                     gamma, beta, pdt, ws, B, C, S, groups);                                      \
+    else                                                                                                          \
+        gn_backward_any<float, A, 1>(channels_last, din, din_b, dgamma, dbeta, dout, in, in_b, Ca, mean, rstd,     \
+                                     gamma, beta, pdt, ws, B, C, S, groups)
     CU_ACT_DISPATCH(act, BWD);
 #undef BWD
 }
