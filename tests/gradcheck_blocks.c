@@ -1,6 +1,9 @@
 // gradcheck_blocks.c: finite-difference checks of every input and parameter gradient of the blocks of
-// src/models/blocks.h at tiny sizes: ResnetBlock2D (with temb and shortcut; without), Transformer2DModel (conv and
-// linear projections, depth 2, LoRA adapters), Downsample2D (both paddings), Upsample2D, the VAE mid attention.
+// src/models/blocks.h at tiny sizes: ResnetBlock2D (with temb and shortcut; without; with a skip input read in place,
+// a group straddling the two parts, and its output against the resnet on the concatenated copy), Transformer2DModel
+// (conv and linear projections, depth 2, LoRA adapters), Downsample2D (both paddings), Upsample2D, the VAE mid
+// attention.
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,7 @@ typedef struct {
     VaeAttnParams vp, vg;
     VaeAttnActs va;
     Tensor x, dx, out, dout, temb, dtemb, ctx, scratch;
+    Tensor skip, dskip; // resnets: the second part of [x | skip] (no data: none)
     int has_temb;
 } Ctx;
 
@@ -28,7 +32,10 @@ static void fwd(void *p) {
     Ctx *c = p;
     Scratch s = scratch_make(&c->scratch, &c->x);
     switch (c->kind) {
-    case K_RESNET: resnet_forward(&c->rp, &c->ra, &c->out, &c->x, c->has_temb ? &c->temb : NULL, s); break;
+    case K_RESNET:
+        resnet_forward(&c->rp, &c->ra, &c->out, &c->x, c->skip.data ? &c->skip : NULL, c->has_temb ? &c->temb : NULL,
+                       s);
+        break;
     case K_TRANSFORMER: transformer_forward(&c->tp, &c->ta, &c->out, &c->x, &c->ctx, s); break;
     case K_DOWN: downsample_forward(&c->sp, &c->out, &c->x, s); break;
     case K_UP: upsample_forward(&c->sp, &c->out, &c->x, s); break;
@@ -41,8 +48,8 @@ static void bwd(void *p) {
     Scratch s = scratch_make(&c->scratch, &c->x);
     switch (c->kind) {
     case K_RESNET:
-        resnet_backward(&c->rp, &c->rg, &c->ra, &c->dx, c->has_temb ? &c->dtemb : NULL, &c->dout, &c->x,
-                        c->has_temb ? &c->temb : NULL, s);
+        resnet_backward(&c->rp, &c->rg, &c->ra, &c->dx, c->skip.data ? &c->dskip : NULL, c->has_temb ? &c->dtemb : NULL,
+                        &c->dout, &c->x, c->skip.data ? &c->skip : NULL, c->has_temb ? &c->temb : NULL, s);
         break;
     case K_TRANSFORMER: transformer_backward(&c->tp, &c->tg, &c->ta, &c->dx, NULL, &c->dout, &c->x, &c->ctx, s); break;
     case K_DOWN: downsample_backward(&c->sp, &c->sg, &c->dx, &c->dout, &c->x, s); break;
@@ -80,7 +87,7 @@ static void finish(Ctx *c, int64_t scratch_need, const int64_t *xshape, const in
 }
 
 static void release(Ctx *c) {
-    Tensor *owned[] = {&c->x, &c->dx, &c->out, &c->dout, &c->temb, &c->dtemb, &c->ctx};
+    Tensor *owned[] = {&c->x, &c->dx, &c->out, &c->dout, &c->temb, &c->dtemb, &c->ctx, &c->skip, &c->dskip};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) gc_free(owned[i]->data);
     if (c->kind == K_TRANSFORMER) {
         transformer_free(&c->tp);
@@ -94,7 +101,7 @@ static void release(Ctx *c) {
 
 // Checks the inputs with each group of parameters, then releases the block; returns the failures, counts checks.
 static int run(Ctx *c, const char *name, int *checks) {
-    int failures = 0, per = GC_MAX - 2;
+    int failures = 0, per = GC_MAX - 3; // x, temb and skip besides the parameters
     for (int first = 0; first < c->params.n; first += per) {
         char label[96];
         int last = first + per < c->params.n ? first + per : c->params.n;
@@ -102,6 +109,7 @@ static int run(Ctx *c, const char *name, int *checks) {
         GradCheck g = {.name = label, .ctx = c, .forward = fwd, .backward = bwd, .max_elems = 256};
         g.wrt[g.n_wrt] = &c->x, g.grad[g.n_wrt++] = &c->dx;
         if (c->has_temb) g.wrt[g.n_wrt] = &c->temb, g.grad[g.n_wrt++] = &c->dtemb;
+        if (c->skip.data) g.wrt[g.n_wrt] = &c->skip, g.grad[g.n_wrt++] = &c->dskip;
         for (int i = first; i < last; i++) {
             printf("     p%-3d %s\n", i, c->params.entries[i].name);
             g.wrt[g.n_wrt] = &c->params.entries[i].desc, g.grad[g.n_wrt] = &c->grads.entries[i].desc;
@@ -115,22 +123,54 @@ static int run(Ctx *c, const char *name, int *checks) {
     return failures;
 }
 
-static int check_resnet(int cin, int cout, int temb, float eps, int *checks) {
+// The resnet on [x | skip] read in place gives the output of the resnet on their concatenated copy: the same values
+// in the same order of operations but for the shortcut's two GEMMs, so within a few fp32 roundings (1e-6 relative).
+static int check_skip_output(Ctx *c, int *checks) {
+    int64_t B = c->x.shape[0], Cx = c->x.shape[1], Cs = c->skip.shape[1], H = c->x.shape[2], W = c->x.shape[3];
+    Tensor cat = GC_TENSOR(B, Cx + Cs, H, W), ref = GC_TENSOR(B, c->rp.cout, H, W);
+    concat_channels_forward(&cat, &c->x, &c->skip);
+    fwd(c);
+    Tensor keep = c->out, x = c->x, skip = c->skip;
+    c->out = ref, c->x = cat, c->skip = (Tensor){0};
+    fwd(c);
+    c->out = keep, c->x = x, c->skip = skip;
+    double e = 0.0, m = 0.0;
+    for (int64_t i = 0; i < tensor_numel(&ref); i++) {
+        e = fmax(e, fabs(tensor_f32(&keep)[i] - tensor_f32(&ref)[i]));
+        m = fmax(m, fabs(tensor_f32(&ref)[i]));
+    }
+    int ok = e <= 1e-6 * m;
+    printf("%s resnet [x | skip] in place against the concatenated copy: %.2e relative (tol 1e-6)\n",
+           ok ? "ok  " : "FAIL", e / m);
+    gc_free(cat.data), gc_free(ref.data);
+    (*checks)++;
+    return !ok;
+}
+
+// cskip > 0: the input is [x | skip] with skip's cskip channels read in place (the UNet up path)
+static int check_resnet(int cin, int cout, int temb, float eps, int cskip, int *checks) {
     enum { B = 2, H = 4, W = 3, G = 2 };
     Ctx c;
     start(&c, K_RESNET);
     resnet_plan_params(&c.params, &c.rp, "res", cin, cout, temb, G, eps);
     resnet_plan_params(&c.grads, &c.rg, "res", cin, cout, temb, G, eps);
     int64_t need = resnet_plan_acts(&c.acts, &c.ra, "res", &c.rp, B, H, W);
-    finish(&c, need, (int64_t[]){B, cin, H, W}, (int64_t[]){B, cout, H, W});
+    finish(&c, need, (int64_t[]){B, cin - cskip, H, W}, (int64_t[]){B, cout, H, W});
     if (temb) {
         c.has_temb = 1;
         c.temb = GC_TENSOR(B, temb), c.dtemb = GC_TENSOR(B, temb);
         gc_fill_uniform(&c.temb, -1.0f, 1.0f, 2);
     }
+    int f = 0;
+    if (cskip) {
+        c.skip = GC_TENSOR(B, cskip, H, W), c.dskip = GC_TENSOR(B, cskip, H, W);
+        gc_fill_uniform(&c.skip, -1.0f, 2.0f, 5);
+        f += check_skip_output(&c, checks);
+    }
     char name[64];
-    snprintf(name, sizeof name, "resnet(%d->%d%s)", cin, cout, temb ? ", temb" : "");
-    return run(&c, name, checks);
+    snprintf(name, sizeof name, "resnet(%d%s->%d%s)", cin - cskip, cskip ? " | skip" : "", cout,
+             temb ? ", temb" : "");
+    return f + run(&c, name, checks);
 }
 
 // Rank-2 LoRA adapters on every attention projection of the transformer, planned with the parameters.
@@ -200,8 +240,9 @@ static int check_vae_attn(int *checks) {
 
 int main(void) {
     int f = 0, checks = 0;
-    f += check_resnet(4, 8, 6, 1e-5f, &checks);
-    f += check_resnet(6, 6, 0, 1e-6f, &checks);
+    f += check_resnet(4, 8, 6, 1e-5f, 0, &checks);
+    f += check_resnet(6, 6, 0, 1e-6f, 0, &checks);
+    f += check_resnet(6, 4, 6, 1e-5f, 2, &checks); // groups of 3: group 1 takes channel 3 of x and both of skip's
     f += check_transformer(0, 0, &checks);
     f += check_transformer(1, 0, &checks);
     f += check_transformer(1, 1, &checks);

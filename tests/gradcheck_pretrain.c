@@ -266,8 +266,11 @@ static int check_unet(int *checks) {
     int same = !memcmp(c.grads.base, c.grads_ref.base, c.grads.size);
     printf("%s parameter gradients with the context gradient == without it (bitwise)\n", same ? "PASS" : "FAIL");
     arena_zero(&c.grads);
+    // h = 8e-2: what remains of the difference is the forward's rounding noise (it halves from h = 4e-2 to 8e-2,
+    // the truncation error still below it), and the mid block's to_v gradients are small (at most 7e-3), so the
+    // larger step keeps them clear of it
     GradCheck g = {.name = "unet context", .ctx = &c, .forward = unet_fwd, .backward = unet_bwd, .max_elems = 256,
-                 .h = 4e-2, .rtol = 5e-3};
+                 .h = 8e-2, .rtol = 5e-3};
     g.wrt[0] = &c.ctx, g.grad[0] = &c.dctx, g.n_wrt = 1;
     static const char *const parts[] = {"down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k",
                                         "mid_block.attentions.0.transformer_blocks.0.attn2.to_v",

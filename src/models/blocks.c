@@ -394,15 +394,24 @@ int64_t resnet_plan_acts(Arena *a, ResnetActs *x, const char *prefix, const Resn
     return 3 * img + scratch_floats_dt(a->float_dtype, B * p->cout) + 2 * scratch_floats(B * p->groups); // backward
 }
 
-void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Tensor *in, const Tensor *temb_act,
-                    Scratch s) {
+// The resnet's input [in | skip] (skip NULL: in alone) has cin channels; with a skip there is a shortcut conv.
+static void resnet_expect_input(const ResnetParams *p, const Tensor *in, const Tensor *skip) {
+    int64_t B = in->shape[0], H = in->shape[2], W = in->shape[3], cs = skip ? skip->shape[1] : 0;
+    tensor_expect_shape(in, "resnet input", B, p->cin - cs, H, W);
+    if (skip) tensor_expect_shape(skip, "resnet skip input", B, cs, H, W);
+    CHECK(!skip || p->cin != p->cout, "", "resnet: a skip input without a shortcut conv (%d to %d channels)", p->cin,
+          p->cout);
+}
+
+void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Tensor *in, const Tensor *skip,
+                    const Tensor *temb_act, Scratch s) {
     int64_t B = in->shape[0], H = in->shape[2], W = in->shape[3];
-    tensor_expect_shape(in, "resnet input", B, p->cin, H, W);
+    resnet_expect_input(p, in, skip);
     Tensor buf = SCRATCH(&s, B * max64(p->cin, p->cout) * H * W);
     Tensor n1 = VIEW(&buf, B, p->cin, H, W), n2 = VIEW(&buf, B, p->cout, H, W);
-    // each "GroupNorm, SiLU" is one fused op (one pass over memory on the GPU)
-    groupnorm_act_forward(&n1, &x->mean1, &x->rstd1, in, &p->norm1.weight, &p->norm1.bias, p->groups, p->eps,
-                          ACT_SILU);
+    // each "GroupNorm, SiLU" is one fused op (one pass over memory on the GPU), reading [in | skip] where it lies
+    groupnorm_act_forward_cat(&n1, &x->mean1, &x->rstd1, in, skip, &p->norm1.weight, &p->norm1.bias, p->groups,
+                              p->eps, ACT_SILU);
     conv2d_forward(&x->h1, &n1, &p->conv1.weight, &p->conv1.bias, 1, 1);
     if (p->temb) {
         Tensor tp = SCRATCH(&s, B, p->cout); // [B, cout]
@@ -414,7 +423,7 @@ void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Ten
     // out = conv2(n2) + shortcut: the residual is added by the convolution (no pass of its own on the GPU)
     if (p->cin != p->cout) {
         Tensor sc = SCRATCH(&s, B, p->cout, H, W); // the shortcut, before conv2 reads n2
-        conv2d_forward(&sc, in, &p->conv_shortcut.weight, &p->conv_shortcut.bias, 1, 0);
+        conv1x1_forward_cat(&sc, in, skip, &p->conv_shortcut.weight, &p->conv_shortcut.bias);
         conv2d_forward_residual(out, &n2, &p->conv2.weight, &p->conv2.bias, &sc, 1, 1);
     } else {
         conv2d_forward_residual(out, &n2, &p->conv2.weight, &p->conv2.bias, in, 1, 1);
@@ -424,9 +433,11 @@ void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Ten
 // Three image-sized buffers a, b, c, reused as the values die; each "GroupNorm, SiLU" backward recomputes the normalised
 // value itself (groupnorm_act_backward), so only the activation's output is rebuilt here:
 //   a = SiLU(norm2(h1)), b = d a (conv2's input gradient) -> c = d h1;
-//   a = SiLU(norm1(in)), b = d a (conv1's) -> din; a = d shortcut.
-void resnet_backward(const ResnetParams *p, ResnetParams *g, const ResnetActs *x, Tensor *din, Tensor *dtemb,
-                     const Tensor *dout, const Tensor *in, const Tensor *temb_act, Scratch s) {
+//   a = SiLU(norm1([in | skip])), b = d a (conv1's) -> [din | dskip]; a (and b) = d shortcut's [in | skip].
+void resnet_backward(const ResnetParams *p, ResnetParams *g, const ResnetActs *x, Tensor *din, Tensor *dskip,
+                     Tensor *dtemb, const Tensor *dout, const Tensor *in, const Tensor *skip, const Tensor *temb_act,
+                     Scratch s) {
+    resnet_expect_input(p, in, skip);
     int64_t B = in->shape[0], H = in->shape[2], W = in->shape[3], Ci = p->cin, Co = p->cout;
     int64_t img = B * max64(Ci, Co) * H * W;
     Tensor a = SCRATCH(&s, img), b = SCRATCH(&s, img), c = SCRATCH(&s, img);
@@ -447,17 +458,19 @@ void resnet_backward(const ResnetParams *p, ResnetParams *g, const ResnetActs *x
                         &p->time_emb_proj.weight);
     }
     Tensor s1 = VIEW(&a, B, Ci, H, W), ds1 = VIEW(&b, B, Ci, H, W);
-    groupnorm_act_forward(&s1, &mean, &rstd, in, &p->norm1.weight, &p->norm1.bias, p->groups, p->eps, ACT_SILU);
+    groupnorm_act_forward_cat(&s1, &mean, &rstd, in, skip, &p->norm1.weight, &p->norm1.bias, p->groups, p->eps,
+                              ACT_SILU);
     conv2d_backward(&ds1, GRAD(g, conv1.weight), GRAD(g, conv1.bias), &dh1, &s1, &p->conv1.weight, 1, 1);
-    groupnorm_act_backward(din, GRAD(g, norm1.weight), GRAD(g, norm1.bias), &ds1, in, &x->mean1, &x->rstd1,
-                           &p->norm1.weight, &p->norm1.bias, p->groups, ACT_SILU);
+    groupnorm_act_backward_cat(din, dskip, GRAD(g, norm1.weight), GRAD(g, norm1.bias), &ds1, in, skip, &x->mean1,
+                               &x->rstd1, &p->norm1.weight, &p->norm1.bias, p->groups, ACT_SILU);
 
-    // shortcut
+    // shortcut (ds1 is dead: its buffer takes the skip's part)
     if (Ci != Co) {
-        Tensor dsc = VIEW(&a, B, Ci, H, W);
-        conv2d_backward(want(din) ? &dsc : NULL, GRAD(g, conv_shortcut.weight), GRAD(g, conv_shortcut.bias), dout,
-                        in, &p->conv_shortcut.weight, 1, 0);
+        Tensor dsc = VIEW(&a, B, in->shape[1], H, W), dss = skip ? VIEW(&b, B, skip->shape[1], H, W) : (Tensor){0};
+        conv1x1_backward_cat(want(din) ? &dsc : NULL, want(din) && skip ? &dss : NULL, GRAD(g, conv_shortcut.weight),
+                             GRAD(g, conv_shortcut.bias), dout, in, skip, &p->conv_shortcut.weight);
         if (want(din)) tensor_axpy(din, 1.0f, &dsc);
+        if (want(din) && skip) tensor_axpy(dskip, 1.0f, &dss);
     } else if (want(din)) {
         tensor_axpy(din, 1.0f, dout);
     }

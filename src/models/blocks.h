@@ -167,12 +167,14 @@ void resnet_plan_params(Arena *a, ResnetParams *p, const char *prefix, int cin, 
                         float eps);
 int64_t resnet_plan_acts(Arena *a, ResnetActs *x, const char *prefix, const ResnetParams *p, int64_t B, int64_t H,
                          int64_t W);
-// in [B, cin, H, W] -> out [B, cout, H, W]
-void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Tensor *in, const Tensor *temb_act,
-                    Scratch s);
-// din [B, cin, H, W] and dtemb [B, temb] written (either may be NULL)
-void resnet_backward(const ResnetParams *p, ResnetParams *g, const ResnetActs *x, Tensor *din, Tensor *dtemb,
-                     const Tensor *dout, const Tensor *in, const Tensor *temb_act, Scratch s);
+// [in | skip] [B, cin, H, W] -> out [B, cout, H, W]: in [B, cin - cs, H, W] and skip [B, cs, H, W] (the UNet up
+// path's [hidden | skip]) are read where they lie, never copied into one tensor; skip NULL: in has all cin channels
+void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Tensor *in, const Tensor *skip,
+                    const Tensor *temb_act, Scratch s);
+// [din | dskip] (like [in | skip]) and dtemb [B, temb] written (din NULL: no input gradient; dtemb may be NULL)
+void resnet_backward(const ResnetParams *p, ResnetParams *g, const ResnetActs *x, Tensor *din, Tensor *dskip,
+                     Tensor *dtemb, const Tensor *dout, const Tensor *in, const Tensor *skip, const Tensor *temb_act,
+                     Scratch s);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Transformer2DModel: x + proj_out(blocks(proj_in(GroupNorm(x, eps 1e-6)))) with proj_in/proj_out 1x1 convs

@@ -109,7 +109,7 @@ static void plan_stage(Arena *a, Tensor *slot, const char *prefix, const char *n
 }
 
 typedef struct {
-    int64_t need, flow, cat; // largest scratch need, stage and concat (floats)
+    int64_t need, flow; // largest scratch need and stage (floats)
 } PlanSizes;
 
 static int down_unit(int i, int j) { return i * UNET_MAX_LAYERS + j; }
@@ -123,8 +123,9 @@ static Arena *unit_arena(Arena *a, UNetActs *x, int u) {
 }
 
 // Plans level i of the down (up = 0) or up path at *h x *w and moves them past its sampler. The down path pushes
-// every layer output on the skip stack; the up path pops one skip per resnet into its [hidden | skip] input. A
-// layer's output is kept in a (the next layer's input, a skip); the rest may go to its unit's arena.
+// every layer output on the skip stack; the up path pops one skip per resnet, whose input [hidden | skip] is read
+// where the two lie (no concatenated copy). A layer's output is kept in a (the next layer's input, a skip); the rest
+// may go to its unit's arena.
 static void plan_level_acts(Arena *a, UNetActs *x, const UNetLevel *lv, UNetLevelActs *A, int i, int up, int64_t *h,
                             int64_t *w, int *top, const Tensor *hidden, PlanSizes *sz) {
     int64_t B = x->B, C = lv->res[0].cout;
@@ -133,11 +134,7 @@ static void plan_level_acts(Arena *a, UNetActs *x, const UNetLevel *lv, UNetLeve
     for (int j = 0; j < lv->n_layers; j++) {
         Arena *u = unit_arena(a, x, up ? up_unit(i, j) : down_unit(i, j));
         plan_prefix(rp, sizeof rp, "", "%s.%d.resnets.%d", path, i, j);
-        if (up) {
-            int64_t cc = hidden->shape[1] + x->skip[--*top]->shape[1];
-            PLAN(u, &A->cat[j], rp, "in", B, cc, *h, *w);
-            sz->cat = max64(sz->cat, B * cc * *h * *w);
-        }
+        if (up) --*top;
         sz->need = max64(sz->need, resnet_plan_acts(u, &A->res[j], rp, &lv->res[j], B, *h, *w));
         plan_stage(lv->has_attn ? u : a, &A->res_out[j], rp, "out", B, C, *h, *w, &sz->flow);
         if (lv->has_attn) {
@@ -169,7 +166,7 @@ static void plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t
     memset(x, 0, sizeof *x);
     x->B = B, x->H = H, x->W = W, x->T = T;
     for (int u = 0; flags && u < UNET_MAX_UNITS; u++) x->recompute[u] = flags[u];
-    PlanSizes sz = {0, 0, 0};
+    PlanSizes sz = {0, 0};
     DType saved = a->float_dtype;
     int saved_cl = a->channels_last;
     arena_set_float_dtype(a, net->conv_in.weight.dtype); // activations in the weights' dtype and memory layout
@@ -217,7 +214,6 @@ static void plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t
     }
     PLAN(a, &x->gflow[0], "", "grad.flow.0", sz.flow);
     PLAN(a, &x->gflow[1], "", "grad.flow.1", sz.flow);
-    PLAN(a, &x->gcat, "", "grad.concat", sz.cat);
     PLAN(a, &x->demb_act, "", "grad.emb_act", B, temb);
     PLAN(a, &x->dtemb, "", "grad.resnet_temb", B, temb);
     PLAN_F32(a, &x->scratch, "", "scratch", sz.need);
@@ -311,7 +307,7 @@ void unet_acts_free(UNetActs *x) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // forward: time embedding; conv_in; down levels pushing every resnet / transformer / downsampler output on the skip
-// stack; the mid block; up levels concatenating [hidden | skip] before each resnet; conv_out(SiLU(conv_norm_out(h))).
+// stack; the mid block; up levels whose resnets read [hidden | skip] in place; conv_out(SiLU(conv_norm_out(h))).
 
 // emb = time_embedding(time_proj(t)) (+ add_embedding([text_embeds | add_time_proj(time_ids)])); emb_act = SiLU(emb)
 static void time_forward(const UNet *net, UNetActs *x, const Tensor *t, const Tensor *text_embeds,
@@ -354,19 +350,18 @@ static void check_inputs(const UNet *net, const UNetActs *x, const Tensor *eps, 
     }
 }
 
-// Layer j of a level (a recompute unit): [hidden | skip] concat (up levels: skip given), resnet, transformer.
+// Layer j of a level (a recompute unit): the resnet on [hidden | skip] (up levels: skip given), the transformer.
 static void layer_forward(const UNetLevel *lv, UNetLevelActs *A, int j, const Tensor *hidden, const Tensor *skip,
                           UNetActs *x, Scratch s) {
-    if (skip) concat_channels_forward(&A->cat[j], hidden, skip);
-    resnet_forward(&lv->res[j], &A->res[j], &A->res_out[j], skip ? &A->cat[j] : hidden, &x->emb_act, s);
+    resnet_forward(&lv->res[j], &A->res[j], &A->res_out[j], hidden, skip, &x->emb_act, s);
     if (lv->has_attn) transformer_forward(&lv->attn[j], &A->attn[j], &A->attn_out[j], &A->res_out[j], &x->ctx, s);
 }
 
 // The mid block (a recompute unit): resnet 0, attention, resnet 1 on the last down level's output.
 static void mid_forward(const UNet *net, UNetActs *x, const Tensor *in, Scratch s) {
-    resnet_forward(&net->mid_res[0], &x->mid_res[0], &x->mid_out[0], in, &x->emb_act, s);
+    resnet_forward(&net->mid_res[0], &x->mid_res[0], &x->mid_out[0], in, NULL, &x->emb_act, s);
     transformer_forward(&net->mid_attn, &x->mid_attn, &x->mid_out[1], &x->mid_out[0], &x->ctx, s);
-    resnet_forward(&net->mid_res[1], &x->mid_res[1], &x->mid_out[2], &x->mid_out[1], &x->emb_act, s);
+    resnet_forward(&net->mid_res[1], &x->mid_res[1], &x->mid_out[2], &x->mid_out[1], NULL, &x->emb_act, s);
 }
 
 void unet_forward(const UNet *net, UNetActs *x, Tensor *eps, const Tensor *in, const Tensor *timesteps,
@@ -410,8 +405,8 @@ void unet_forward(const UNet *net, UNetActs *x, Tensor *eps, const Tensor *in, c
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// backward: the same stages in reverse. The up path parks each skip's gradient in dskip; the down path adds it back
-// when it reaches that skip.
+// backward: the same stages in reverse. The up path's resnets write each skip's gradient to dskip; the down path adds
+// it back when it reaches that skip.
 
 // Parameter gradients of the time embedding from demb_act, the summed gradient of every resnet's time input.
 static void time_backward(const UNet *net, UNet *g, UNetActs *x, Scratch s) {
@@ -432,10 +427,10 @@ static void time_backward(const UNet *net, UNet *g, UNetActs *x, Scratch s) {
     linear_backward(NULL, &g->add_linear_1.weight, &g->add_linear_1.bias, &dact, &x->add_in, &net->add_linear_1.weight);
 }
 
-// One resnet: cur (d out) -> other (d in); its time-input gradient joins demb_act.
-static void resnet_step(const ResnetParams *p, ResnetParams *g, const ResnetActs *a, Tensor *din, const Tensor *dout,
-                        const Tensor *in, UNetActs *x, Scratch s) {
-    resnet_backward(p, g, a, din, g ? &x->dtemb : NULL, dout, in, &x->emb_act, s);
+// One resnet: cur (d out) -> other (d in; [d in | d skip] with a skip); its time-input gradient joins demb_act.
+static void resnet_step(const ResnetParams *p, ResnetParams *g, const ResnetActs *a, Tensor *din, Tensor *dskip,
+                        const Tensor *dout, const Tensor *in, const Tensor *skip, UNetActs *x, Scratch s) {
+    resnet_backward(p, g, a, din, dskip, g ? &x->dtemb : NULL, dout, in, skip, &x->emb_act, s);
     if (g) tensor_axpy(&x->demb_act, 1.0f, &x->dtemb);
 }
 
@@ -462,10 +457,10 @@ static void up_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, Grad
                                  &x->ctx, s);
             flow_swap(f);
         }
-        Tensor dcat = view_like(&x->gcat, &A->cat[j]), dout = view_like(f->cur, &A->res_out[j]);
-        resnet_step(&lv->res[j], GRAD(lg, res[j]), &A->res[j], &dcat, &dout, &A->cat[j], x, s);
-        Tensor dh = view_like(f->cur, hidden);
-        concat_channels_backward(&dh, &x->dskip[(*k)++], &dcat);
+        Tensor dh = view_like(f->other, hidden), dout = view_like(f->cur, &A->res_out[j]);
+        resnet_step(&lv->res[j], GRAD(lg, res[j]), &A->res[j], &dh, &x->dskip[*k], &dout, hidden, x->skip[*k], x, s);
+        (*k)++;
+        flow_swap(f);
     }
 }
 
@@ -495,7 +490,7 @@ static void down_level_backward(const UNet *net, UNet *g, UNetActs *x, int i, Gr
             flow_swap(f);
         }
         Tensor din = view_like(f->other, in), dres = view_like(f->cur, &A->res_out[j]);
-        resnet_step(&lv->res[j], GRAD(lg, res[j]), &A->res[j], &din, &dres, in, x, s);
+        resnet_step(&lv->res[j], GRAD(lg, res[j]), &A->res[j], &din, NULL, &dres, in, NULL, x, s);
         flow_swap(f);
     }
 }
@@ -530,14 +525,15 @@ void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Te
         const Tensor *in = level_out(&x->down[L - 1], &net->down[L - 1]);
         if (x->recompute[UNET_MID_UNIT]) mid_forward(net, x, in, s);
         Tensor din = view_like(f.other, &x->mid_out[1]), dout = view_like(f.cur, &x->mid_out[2]);
-        resnet_step(&net->mid_res[1], GRAD(g, mid_res[1]), &x->mid_res[1], &din, &dout, &x->mid_out[1], x, s);
+        resnet_step(&net->mid_res[1], GRAD(g, mid_res[1]), &x->mid_res[1], &din, NULL, &dout, &x->mid_out[1], NULL, x,
+                    s);
         flow_swap(&f);
         din = view_like(f.other, &x->mid_out[0]), dout = view_like(f.cur, &x->mid_out[1]);
         transformer_backward(&net->mid_attn, GRAD(g, mid_attn), &x->mid_attn, &din, dcontext, &dout, &x->mid_out[0],
                              &x->ctx, s);
         flow_swap(&f);
         din = view_like(f.other, in), dout = view_like(f.cur, &x->mid_out[0]);
-        resnet_step(&net->mid_res[0], GRAD(g, mid_res[0]), &x->mid_res[0], &din, &dout, in, x, s);
+        resnet_step(&net->mid_res[0], GRAD(g, mid_res[0]), &x->mid_res[0], &din, NULL, &dout, in, NULL, x, s);
         flow_swap(&f);
     }
     PART_DONE();

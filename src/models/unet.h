@@ -12,7 +12,7 @@ extern "C" {
 #define UNET_MAX_LAYERS 4 // resnets per up block (layers_per_block + 1)
 #define UNET_MAX_SKIPS (1 + UNET_MAX_LEVELS * UNET_MAX_LAYERS)
 // Recompute units: layer j of down level i (its resnet and transformer) is unit i * UNET_MAX_LAYERS + j, the mid
-// block is UNET_MID_UNIT, layer j of up level i (its [hidden | skip] concat, resnet and transformer) is
+// block is UNET_MID_UNIT, layer j of up level i (its resnet on [hidden | skip], and transformer) is
 // UNET_MID_UNIT + 1 + i * UNET_MAX_LAYERS + j.
 #define UNET_MID_UNIT (UNET_MAX_LEVELS * UNET_MAX_LAYERS)
 #define UNET_MAX_UNITS (UNET_MID_UNIT + 1 + UNET_MAX_LEVELS * UNET_MAX_LAYERS)
@@ -53,7 +53,6 @@ typedef struct {
 typedef struct {
     ResnetActs res[UNET_MAX_LAYERS];
     TransformerActs attn[UNET_MAX_LAYERS];
-    Tensor cat[UNET_MAX_LAYERS];     // up levels: [hidden | skip] resnet inputs
     Tensor res_out[UNET_MAX_LAYERS], attn_out[UNET_MAX_LAYERS], sampler_out;
 } UNetLevelActs;
 
@@ -74,7 +73,7 @@ typedef struct {
     const Tensor *skip[UNET_MAX_SKIPS];
     int n_skips;
     Tensor dskip[UNET_MAX_SKIPS];    // backward: each skip's gradient from the up path
-    Tensor gflow[2], gcat;           // backward: flat gradient buffers (largest stage, largest concat)
+    Tensor gflow[2];                 // backward: flat gradient buffers (largest stage)
     Tensor demb_act, dtemb;          // backward: [B, temb] summed and per-resnet time-input gradients
     Tensor scratch;                  // flat, the largest need of any block call
     // activation recompute: a flagged unit keeps only its output (and reads its kept input); everything else it

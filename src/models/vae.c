@@ -307,15 +307,15 @@ void vae_plan_encode_acts(Arena *a, VAEEncodeActs *x, const VAE *v, int64_t B, i
 // forward
 
 static const Tensor *mid_forward(const VAEMid *m, VAEMidActs *x, const Tensor *in, int attn, Scratch s) {
-    resnet_forward(&m->res[0], &x->res[0], &x->out[0], in, NULL, s);
+    resnet_forward(&m->res[0], &x->res[0], &x->out[0], in, NULL, NULL, s);
     if (attn) vae_attn_forward(&m->attn, &x->attn, &x->out[1], &x->out[0], s);
-    resnet_forward(&m->res[1], &x->res[1], &x->out[2], attn ? &x->out[1] : &x->out[0], NULL, s);
+    resnet_forward(&m->res[1], &x->res[1], &x->out[2], attn ? &x->out[1] : &x->out[0], NULL, NULL, s);
     return &x->out[2];
 }
 
 static const Tensor *level_forward(const VAELevel *lv, VAELevelActs *x, const Tensor *h, int up, Scratch s) {
     for (int j = 0; j < lv->n_layers; j++) {
-        resnet_forward(&lv->res[j], &x->res[j], &x->res_out[j], h, NULL, s);
+        resnet_forward(&lv->res[j], &x->res[j], &x->res_out[j], h, NULL, NULL, s);
         h = &x->res_out[j];
     }
     if (lv->has_sampler && up) upsample_forward(&lv->sampler, &x->sampler_out, h, s);
@@ -382,7 +382,7 @@ void vae_mid_backward(const VAEMid *m, VAEMid *g, VAEMidActs *x, const Tensor *i
     if (x->recompute) mid_forward(m, x, in, attn, s);
     const Tensor *mid_in = attn ? &x->out[1] : &x->out[0];
     Tensor din = view_like(f->other, mid_in), dout = view_like(f->cur, &x->out[2]);
-    resnet_backward(&m->res[1], GRAD(g, res[1]), &x->res[1], &din, NULL, &dout, mid_in, NULL, s);
+    resnet_backward(&m->res[1], GRAD(g, res[1]), &x->res[1], &din, NULL, NULL, &dout, mid_in, NULL, NULL, s);
     flow_swap(f);
     if (attn) {
         din = view_like(f->other, &x->out[0]), dout = view_like(f->cur, &x->out[1]);
@@ -390,7 +390,7 @@ void vae_mid_backward(const VAEMid *m, VAEMid *g, VAEMidActs *x, const Tensor *i
         flow_swap(f);
     }
     din = view_like(f->other, in), dout = view_like(f->cur, &x->out[0]);
-    resnet_backward(&m->res[0], GRAD(g, res[0]), &x->res[0], &din, NULL, &dout, in, NULL, s);
+    resnet_backward(&m->res[0], GRAD(g, res[0]), &x->res[0], &din, NULL, NULL, &dout, in, NULL, NULL, s);
     flow_swap(f);
 }
 
@@ -405,9 +405,9 @@ void vae_level_backward(const VAELevel *lv, VAELevel *g, VAELevelActs *x, const 
     }
     for (int j = lv->n_layers - 1; j >= 0; j--) {
         const Tensor *rin = j ? &x->res_out[j - 1] : in;
-        if (x->recompute[j]) resnet_forward(&lv->res[j], &x->res[j], &x->res_out[j], rin, NULL, s);
+        if (x->recompute[j]) resnet_forward(&lv->res[j], &x->res[j], &x->res_out[j], rin, NULL, NULL, s);
         Tensor din = view_like(f->other, rin), dout = view_like(f->cur, &x->res_out[j]);
-        resnet_backward(&lv->res[j], GRAD(g, res[j]), &x->res[j], &din, NULL, &dout, rin, NULL, s);
+        resnet_backward(&lv->res[j], GRAD(g, res[j]), &x->res[j], &din, NULL, NULL, &dout, rin, NULL, NULL, s);
         flow_swap(f);
     }
 }

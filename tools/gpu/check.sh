@@ -264,7 +264,7 @@ step torch 110 sh -c 'for m in sd15:64 sdxl:128; do
 step model 100 bash -c "TEST_LIMIT_S=100 run_tests $model_tests"
 if command -v compute-sanitizer >/dev/null; then
   step sanitizer 60 sh -c 'set -e
-    for t in parity layout norm attention sdpa channels_last; do echo "memcheck cuda_$t"
+    for t in parity layout norm attention sdpa channels_last concat; do echo "memcheck cuda_$t"
       compute-sanitizer --tool memcheck --error-exitcode 1 "$0/cuda_$t" >/dev/null; done
     for t in norm channels_last emulator; do echo "racecheck cuda_$t"
       compute-sanitizer --tool racecheck --error-exitcode 1 "$0/cuda_$t" >/dev/null; done' "$tests"
