@@ -25,33 +25,6 @@
 
 static Tensor cpu_t(int ndim, const int64_t *shape) { return cu_alloc(DEVICE_CPU, DTYPE_F32, ndim, shape); }
 
-// A channels-last device tensor of dt holding the values of the NCHW CPU tensor c (uploaded NCHW, then cast on the
-// GPU, the cast under test).
-static Tensor up_cl(const Tensor *c, DType dt) {
-    Tensor g = cu_upload(c, dt), t = cu_alloc(DEVICE_CUDA, dt, c->ndim, c->shape);
-    t.channels_last = 1;
-    tensor_cast(&t, &g);
-    cu_free(&g);
-    return t;
-}
-// A channels-last device tensor of dt and shape full of NaN (what an op must overwrite without reading).
-static Tensor nan_cl(int ndim, const int64_t *shape, DType dt) {
-    Tensor t = cu_alloc(DEVICE_CUDA, dt, ndim, shape);
-    unsigned char *h = xmalloc(tensor_bytes(&t));
-    memset(h, 0xff, tensor_bytes(&t));
-    device_copy(t.data, DEVICE_CUDA, h, DEVICE_CPU, tensor_bytes(&t));
-    free(h);
-    t.channels_last = 1;
-    return t;
-}
-// Compares channels-last gpu with the NCHW CPU reference (gpu cast back to NCHW first).
-static void cmp_cl(const char *what, const Tensor *gpu, const Tensor *ref, double tol) {
-    Tensor n = cu_alloc(DEVICE_CUDA, gpu->dtype, gpu->ndim, gpu->shape);
-    tensor_cast(&n, gpu);
-    cu_compare(what, &n, ref, tol);
-    cu_free(&n);
-}
-
 // NCHW -> channels last -> NCHW is exact (a permutation; bf16 rounding once when the dtype narrows); the storage
 // really is NHWC; and the per-sample tiles cover sizes that are not multiples of 32.
 static void check_casts(void) {
@@ -98,7 +71,8 @@ static void check_casts(void) {
 static void check_groupnorm(const char *name, int64_t B, int64_t C, int64_t H, int64_t W, int G, int act, DType dt) {
     int bf = dt == DTYPE_BF16;
     int64_t sh[4] = {B, C, H, W}, sc[1] = {C}, ss[2] = {B, G};
-    Tensor x = cpu_t(4, sh), y = cpu_t(4, sh), dy = cpu_t(4, sh), dx = cpu_t(4, sh), ga = cpu_t(1, sc), be = cpu_t(1, sc);
+    Tensor x = cpu_t(4, sh), y = cpu_t(4, sh), dy = cpu_t(4, sh), dx = cpu_t(4, sh), ga = cpu_t(1, sc);
+    Tensor be = cpu_t(1, sc);
     Tensor dga = cpu_t(1, sc), dbe = cpu_t(1, sc), mean = cpu_t(2, ss), rstd = cpu_t(2, ss);
     cu_fill(&x, 2, 1.5f, 0);
     for (int64_t i = 0; i < tensor_numel(&x); i++) ((float *)x.data)[i] += 0.7f; // a non-zero mean
@@ -107,7 +81,8 @@ static void check_groupnorm(const char *name, int64_t B, int64_t C, int64_t H, i
     cu_fill(&ga, 4, 0.3f, bf);
     cu_fill(&be, 5, 0.5f, bf);
     for (int64_t c = 0; c < C; c++) ((float *)dga.data)[c] = ((float *)dbe.data)[c] = 1.0f;
-    Tensor gx = up_cl(&x, dt), gdy = up_cl(&dy, dt), gy = nan_cl(4, sh, dt), gdx = nan_cl(4, sh, dt);
+    Tensor gx = cu_upload_cl(&x, dt, 1), gdy = cu_upload_cl(&dy, dt, 1), gy = cu_nan(4, sh, dt, 1);
+    Tensor gdx = cu_nan(4, sh, dt, 1);
     Tensor gga = cu_upload(&ga, dt), gbe = cu_upload(&be, dt), gdga = cu_upload(&dga, DTYPE_F32);
     Tensor gdbe = cu_upload(&dbe, DTYPE_F32), gm = cu_alloc(DEVICE_CUDA, DTYPE_F32, 2, ss);
     Tensor gr = cu_alloc(DEVICE_CUDA, DTYPE_F32, 2, ss);
@@ -124,12 +99,12 @@ static void check_groupnorm(const char *name, int64_t B, int64_t C, int64_t H, i
     }
     char what[160];
     snprintf(what, sizeof what, "%s %s out", name, dtype_name(dt));
-    cmp_cl(what, &gy, &y, bf ? TOL_BF16 : TOL_F32);
+    cu_compare_cl(what, &gy, &y, bf ? TOL_BF16 : TOL_F32);
     snprintf(what, sizeof what, "%s %s mean, rstd", name, dtype_name(dt));
     cu_compare(what, &gm, &mean, TOL_F32);
     cu_compare(what, &gr, &rstd, TOL_F32);
     snprintf(what, sizeof what, "%s %s din", name, dtype_name(dt));
-    cmp_cl(what, &gdx, &dx, bf ? TOL_BF16 : TOL_F32);
+    cu_compare_cl(what, &gdx, &dx, bf ? TOL_BF16 : TOL_F32);
     snprintf(what, sizeof what, "%s %s dgamma, dbeta +=", name, dtype_name(dt));
     cu_compare(what, &gdga, &dga, TOL_F32);
     cu_compare(what, &gdbe, &dbe, TOL_F32);
@@ -146,10 +121,11 @@ static void check_layout_ops(DType dt) {
     Tensor x = cpu_t(4, sh), v = cpu_t(2, sv), y = cpu_t(4, sh), dv = cpu_t(2, sv);
     cu_fill(&x, 10, 1.0f, bf);
     cu_fill(&v, 11, 1.0f, bf);
-    Tensor gx = up_cl(&x, dt), gv = cu_upload(&v, dt), gy = nan_cl(4, sh, dt), gdv = cu_alloc(DEVICE_CUDA, dt, 2, sv);
+    Tensor gx = cu_upload_cl(&x, dt, 1), gv = cu_upload(&v, dt), gy = cu_nan(4, sh, dt, 1);
+    Tensor gdv = cu_alloc(DEVICE_CUDA, dt, 2, sv);
     add_bcast_forward(&y, &x, &v);
     add_bcast_forward(&gy, &gx, &gv);
-    cmp_cl(bf ? "add_bcast bf16 forward" : "add_bcast f32 forward", &gy, &y, bf ? TOL_BF16 : 0.0);
+    cu_compare_cl(bf ? "add_bcast bf16 forward" : "add_bcast f32 forward", &gy, &y, bf ? TOL_BF16 : 0.0);
     add_bcast_backward(NULL, &dv, &x); // dv = the sum over the pixels of each (b, c)
     add_bcast_backward(NULL, &gdv, &gx);
     cu_compare(bf ? "add_bcast bf16 dv" : "add_bcast f32 dv", &gdv, &dv, tol_sum);
@@ -159,13 +135,13 @@ static void check_layout_ops(DType dt) {
     int64_t si[4] = {2, 5, 3, 4}, so[4] = {2, 5, 6, 8};
     Tensor u = cpu_t(4, si), uo = cpu_t(4, so), du = cpu_t(4, si);
     cu_fill(&u, 12, 1.0f, bf);
-    Tensor gu = up_cl(&u, dt), guo = nan_cl(4, so, dt), gdu = nan_cl(4, si, dt);
+    Tensor gu = cu_upload_cl(&u, dt, 1), guo = cu_nan(4, so, dt, 1), gdu = cu_nan(4, si, dt, 1);
     upsample2x_forward(&uo, &u);
     upsample2x_forward(&guo, &gu);
-    cmp_cl(bf ? "upsample2x bf16 forward" : "upsample2x f32 forward", &guo, &uo, 0.0);
+    cu_compare_cl(bf ? "upsample2x bf16 forward" : "upsample2x f32 forward", &guo, &uo, 0.0);
     upsample2x_backward(&du, &uo); // the sum of each 2x2 block (of the forward's output as the gradient)
     upsample2x_backward(&gdu, &guo);
-    cmp_cl(bf ? "upsample2x bf16 backward" : "upsample2x f32 backward", &gdu, &du, bf ? TOL_BF16 : 0.0);
+    cu_compare_cl(bf ? "upsample2x bf16 backward" : "upsample2x f32 backward", &gdu, &du, bf ? TOL_BF16 : 0.0);
     Tensor *a2[] = {&u, &uo, &du, &gu, &guo, &gdu};
     for (size_t i = 0; i < sizeof a2 / sizeof *a2; i++) cu_free(a2[i]);
 
@@ -173,15 +149,15 @@ static void check_layout_ops(DType dt) {
     Tensor a = cpu_t(4, sa), b = cpu_t(4, sb), w = cpu_t(4, sw), da = cpu_t(4, sa), db = cpu_t(4, sb);
     cu_fill(&a, 13, 1.0f, bf);
     cu_fill(&b, 14, 1.0f, bf);
-    Tensor ga = up_cl(&a, dt), gb = up_cl(&b, dt), gw = nan_cl(4, sw, dt), gda = nan_cl(4, sa, dt),
-           gdb = nan_cl(4, sb, dt);
+    Tensor ga = cu_upload_cl(&a, dt, 1), gb = cu_upload_cl(&b, dt, 1), gw = cu_nan(4, sw, dt, 1);
+    Tensor gda = cu_nan(4, sa, dt, 1), gdb = cu_nan(4, sb, dt, 1);
     concat_channels_forward(&w, &a, &b);
     concat_channels_forward(&gw, &ga, &gb);
-    cmp_cl(bf ? "concat bf16 forward" : "concat f32 forward", &gw, &w, 0.0);
+    cu_compare_cl(bf ? "concat bf16 forward" : "concat f32 forward", &gw, &w, 0.0);
     concat_channels_backward(&da, &db, &w);
     concat_channels_backward(&gda, &gdb, &gw);
-    cmp_cl(bf ? "concat bf16 backward a" : "concat f32 backward a", &gda, &da, 0.0);
-    cmp_cl(bf ? "concat bf16 backward b" : "concat f32 backward b", &gdb, &db, 0.0);
+    cu_compare_cl(bf ? "concat bf16 backward a" : "concat f32 backward a", &gda, &da, 0.0);
+    cu_compare_cl(bf ? "concat bf16 backward b" : "concat f32 backward b", &gdb, &db, 0.0);
     Tensor *a3[] = {&a, &b, &w, &da, &db, &ga, &gb, &gw, &gda, &gdb};
     for (size_t i = 0; i < sizeof a3 / sizeof *a3; i++) cu_free(a3[i]);
 
@@ -190,14 +166,15 @@ static void check_layout_ops(DType dt) {
     Tensor img = cpu_t(4, si2), res = cpu_t(4, si2), tok = cpu_t(3, st), out = cpu_t(4, si2);
     cu_fill(&img, 15, 1.0f, bf);
     cu_fill(&res, 16, 1.0f, bf);
-    Tensor gimg = up_cl(&img, dt), gres = up_cl(&res, dt), gtok = cu_alloc(DEVICE_CUDA, dt, 3, st);
-    Tensor gout = nan_cl(4, si2, dt);
+    Tensor gimg = cu_upload_cl(&img, dt, 1), gres = cu_upload_cl(&res, dt, 1), gtok = cu_alloc(DEVICE_CUDA, dt, 3, st);
+    Tensor gout = cu_nan(4, si2, dt, 1);
     nchw_to_tokens_forward(&tok, &img);
     nchw_to_tokens_forward(&gtok, &gimg);
     cu_compare(bf ? "tokens of an image bf16" : "tokens of an image f32", &gtok, &tok, 0.0);
     tokens_to_nchw_forward_residual(&out, &tok, &res);
     tokens_to_nchw_forward_residual(&gout, &gtok, &gres);
-    cmp_cl(bf ? "image of tokens + residual bf16" : "image of tokens + residual f32", &gout, &out, bf ? TOL_BF16 : 0.0);
+    cu_compare_cl(bf ? "image of tokens + residual bf16" : "image of tokens + residual f32", &gout, &out,
+                  bf ? TOL_BF16 : 0.0);
     Tensor *a4[] = {&img, &res, &tok, &out, &gimg, &gres, &gtok, &gout};
     for (size_t i = 0; i < sizeof a4 / sizeof *a4; i++) cu_free(a4[i]);
 }
@@ -220,9 +197,11 @@ static void check_conv(const char *name, int64_t B, int64_t IC, int64_t OC, int6
     cu_fill(&dy2, 25, 1.0f, bf);
     for (int64_t i = 0; i < tensor_numel(&dw); i++) ((float *)dw.data)[i] = 0.1f;
     for (int64_t i = 0; i < OC; i++) ((float *)db.data)[i] = 0.1f;
-    Tensor gx = up_cl(&x, dt), gw = up_cl(&w, dt), gb = cu_upload(&b, dt), gr = up_cl(&r, dt);
-    Tensor gdy1 = up_cl(&dy1, dt), gdy2 = up_cl(&dy2, dt), gy = nan_cl(4, sy, dt), gdx = nan_cl(4, sx, dt);
-    Tensor gdw = dw_nchw ? cu_upload(&dw, DTYPE_F32) : up_cl(&dw, DTYPE_F32), gdb = cu_upload(&db, DTYPE_F32);
+    Tensor gx = cu_upload_cl(&x, dt, 1), gw = cu_upload_cl(&w, dt, 1), gb = cu_upload(&b, dt);
+    Tensor gr = cu_upload_cl(&r, dt, 1);
+    Tensor gdy1 = cu_upload_cl(&dy1, dt, 1), gdy2 = cu_upload_cl(&dy2, dt, 1), gy = cu_nan(4, sy, dt, 1);
+    Tensor gdx = cu_nan(4, sx, dt, 1);
+    Tensor gdw = dw_nchw ? cu_upload(&dw, DTYPE_F32) : cu_upload_cl(&dw, DTYPE_F32, 1), gdb = cu_upload(&db, DTYPE_F32);
     ops_workspace_reserve(DEVICE_CUDA, conv2d_workspace_bytes(&gx, &gw, stride, pad));
     conv2d_forward_residual(&y, &x, &w, &b, &r, stride, pad);
     conv2d_forward_residual(&gy, &gx, &gw, &gb, &gr, stride, pad);
@@ -233,12 +212,12 @@ static void check_conv(const char *name, int64_t B, int64_t IC, int64_t OC, int6
     char what[160];
     const char *dts = dtype_name(dt), *dwl = dw_nchw ? "NCHW dw" : "channels-last dw";
     snprintf(what, sizeof what, "conv %s %s forward + bias + residual", name, dts);
-    cmp_cl(what, &gy, &y, bf ? TOL_BF16_2 : TOL_CONV_F32);
+    cu_compare_cl(what, &gy, &y, bf ? TOL_BF16_2 : TOL_CONV_F32);
     snprintf(what, sizeof what, "conv %s %s dx", name, dts);
-    cmp_cl(what, &gdx, &dx, bf ? TOL_BF16 : TOL_CONV_F32);
+    cu_compare_cl(what, &gdx, &dx, bf ? TOL_BF16 : TOL_CONV_F32);
     snprintf(what, sizeof what, "conv %s %s %s += twice", name, dts, dwl);
     if (dw_nchw) cu_compare(what, &gdw, &dw, bf ? TOL_BF16_2 : TOL_CONV_F32);
-    else cmp_cl(what, &gdw, &dw, bf ? TOL_BF16_2 : TOL_CONV_F32);
+    else cu_compare_cl(what, &gdw, &dw, bf ? TOL_BF16_2 : TOL_CONV_F32);
     snprintf(what, sizeof what, "conv %s %s db += twice", name, dts);
     cu_compare(what, &gdb, &db, TOL_CONV_F32);
     Tensor *all[] = {&x, &w, &b, &r, &y, &dy1, &dy2, &dx, &dw, &db, &gx, &gw, &gb, &gr, &gdy1, &gdy2, &gy, &gdx,
@@ -266,8 +245,8 @@ static void check_arena_cast(void) {
     device_copy(sb.data, DEVICE_CUDA, cb.data, DEVICE_CPU, tensor_bytes(&cb));
     arena_cast(&dst, &src);
     tu_check(d3.channels_last && d1.channels_last, "compute filters planned channels last");
-    cmp_cl("arena_cast 3x3 filter (transposed)", &d3, &c3, 0.0);
-    cmp_cl("arena_cast 1x1 filter", &d1, &c1, 0.0);
+    cu_compare_cl("arena_cast 3x3 filter (transposed)", &d3, &c3, 0.0);
+    cu_compare_cl("arena_cast 1x1 filter", &d1, &c1, 0.0);
     cu_compare("arena_cast bias", &db, &cb, 0.0);
     cu_free(&c3), cu_free(&c1), cu_free(&cb);
     arena_free(&src), arena_free(&dst);

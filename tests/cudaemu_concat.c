@@ -22,38 +22,6 @@
 
 static Tensor cpu_t(int ndim, const int64_t *shape) { return cu_alloc(DEVICE_CPU, DTYPE_F32, ndim, shape); }
 
-// The device copy of the NCHW CPU tensor c in dt, channels last when cl (cast on the GPU).
-static Tensor up(const Tensor *c, DType dt, int cl) {
-    Tensor g = cu_upload(c, dt);
-    if (!cl || c->ndim != 4) return g;
-    Tensor t = cu_alloc(DEVICE_CUDA, dt, c->ndim, c->shape);
-    t.channels_last = 1;
-    tensor_cast(&t, &g);
-    cu_free(&g);
-    return t;
-}
-// A device tensor of the shape full of NaN, channels last when cl.
-static Tensor nan_t(int ndim, const int64_t *shape, DType dt, int cl) {
-    Tensor t = cu_alloc(DEVICE_CUDA, dt, ndim, shape);
-    unsigned char *h = xmalloc(tensor_bytes(&t));
-    memset(h, 0xff, tensor_bytes(&t));
-    device_copy(t.data, DEVICE_CUDA, h, DEVICE_CPU, tensor_bytes(&t));
-    free(h);
-    t.channels_last = (uint8_t)(cl && ndim == 4);
-    return t;
-}
-// gpu (cast back to NCHW when channels last) against the CPU reference.
-static void cmp(const char *what, const Tensor *gpu, const Tensor *ref, double tol) {
-    if (!gpu->channels_last) {
-        cu_compare(what, gpu, ref, tol);
-        return;
-    }
-    Tensor n = cu_alloc(DEVICE_CUDA, gpu->dtype, gpu->ndim, gpu->shape);
-    tensor_cast(&n, gpu);
-    cu_compare(what, &n, ref, tol);
-    cu_free(&n);
-}
-
 static const char *layout(int cl) { return cl ? "channels last" : "NCHW"; }
 
 // groupnorm_act_*_cat with SiLU on [a [B, Ca, H, W] | b [B, Cb, H, W]], G groups; parameter gradients accumulate
@@ -63,7 +31,8 @@ static void check_groupnorm(const char *name, int64_t B, int64_t Ca, int64_t Cb,
     int bf = dt == DTYPE_BF16;
     int64_t C = Ca + Cb, sa[4] = {B, Ca, H, W}, sb[4] = {B, Cb, H, W}, sy[4] = {B, C, H, W}, sc[1] = {C},
             ss[2] = {B, G};
-    Tensor a = cpu_t(4, sa), b = cpu_t(4, sb), dy = cpu_t(4, sy), y = cpu_t(4, sy), da = cpu_t(4, sa), db = cpu_t(4, sb);
+    Tensor a = cpu_t(4, sa), b = cpu_t(4, sb), dy = cpu_t(4, sy), y = cpu_t(4, sy), da = cpu_t(4, sa);
+    Tensor db = cpu_t(4, sb);
     Tensor ga = cpu_t(1, sc), be = cpu_t(1, sc), dga = cpu_t(1, sc), dbe = cpu_t(1, sc), mean = cpu_t(2, ss),
            rstd = cpu_t(2, ss);
     cu_fill(&a, 1, 1.5f, 0);
@@ -72,13 +41,15 @@ static void check_groupnorm(const char *name, int64_t B, int64_t Ca, int64_t Cb,
     if (bf) cu_round_bf16(a.data, tensor_numel(&a)), cu_round_bf16(b.data, tensor_numel(&b));
     cu_fill(&dy, 3, 1.0f, bf);
     cu_fill(&ga, 4, 0.3f, 0);
-    for (int64_t c = 0; c < C; c++) ((float *)ga.data)[c] += 1.0f, ((float *)dga.data)[c] = ((float *)dbe.data)[c] = 1.0f;
+    for (int64_t c = 0; c < C; c++)
+        ((float *)ga.data)[c] += 1.0f, ((float *)dga.data)[c] = ((float *)dbe.data)[c] = 1.0f;
     if (bf) cu_round_bf16(ga.data, C);
     cu_fill(&be, 5, 0.5f, bf);
-    Tensor gA = up(&a, dt, cl), gB = up(&b, dt, cl), gdy = up(&dy, dt, cl), gga = cu_upload(&ga, dt);
+    Tensor gA = cu_upload_cl(&a, dt, cl), gB = cu_upload_cl(&b, dt, cl), gdy = cu_upload_cl(&dy, dt, cl);
+    Tensor gga = cu_upload(&ga, dt);
     Tensor gbe = cu_upload(&be, dt), gdga = cu_upload(&dga, DTYPE_F32), gdbe = cu_upload(&dbe, DTYPE_F32);
-    Tensor gy = nan_t(4, sy, dt, cl), gda = nan_t(4, sa, dt, cl), gdb = nan_t(4, sb, dt, cl);
-    Tensor gm = nan_t(2, ss, DTYPE_F32, 0), gr = nan_t(2, ss, DTYPE_F32, 0);
+    Tensor gy = cu_nan(4, sy, dt, cl), gda = cu_nan(4, sa, dt, cl), gdb = cu_nan(4, sb, dt, cl);
+    Tensor gm = cu_nan(2, ss, DTYPE_F32, 0), gr = cu_nan(2, ss, DTYPE_F32, 0);
     groupnorm_act_forward_cat(&y, &mean, &rstd, &a, &b, &ga, &be, G, 1e-5f, ACT_SILU);
     groupnorm_act_forward_cat(&gy, &gm, &gr, &gA, &gB, &gga, &gbe, G, 1e-5f, ACT_SILU);
     groupnorm_act_backward_cat(&da, &db, &dga, &dbe, &dy, &a, &b, &mean, &rstd, &ga, &be, G, ACT_SILU);
@@ -87,14 +58,14 @@ static void check_groupnorm(const char *name, int64_t B, int64_t Ca, int64_t Cb,
     snprintf(tag, sizeof tag, "groupnorm+SiLU [%s] %s %s", name, layout(cl), dtype_name(dt));
     double tol = bf ? TOL_BF16 : TOL_F32;
     snprintf(what, sizeof what, "%s out", tag);
-    cmp(what, &gy, &y, tol);
+    cu_compare_cl(what, &gy, &y, tol);
     snprintf(what, sizeof what, "%s mean, rstd", tag);
     cu_compare(what, &gm, &mean, TOL_F32);
     cu_compare(what, &gr, &rstd, TOL_F32);
     snprintf(what, sizeof what, "%s da", tag);
-    cmp(what, &gda, &da, tol);
+    cu_compare_cl(what, &gda, &da, tol);
     snprintf(what, sizeof what, "%s db", tag);
-    cmp(what, &gdb, &db, tol);
+    cu_compare_cl(what, &gdb, &db, tol);
     snprintf(what, sizeof what, "%s dgamma, dbeta +=", tag);
     cu_compare(what, &gdga, &dga, TOL_F32);
     cu_compare(what, &gdbe, &dbe, TOL_F32);
@@ -122,9 +93,11 @@ static void check_conv(const char *name, int64_t B, int64_t Ca, int64_t Cb, int6
     for (int64_t i = 0; i < tensor_numel(&dw); i++) ((float *)dw.data)[i] = 0.1f;
     for (int64_t i = 0; i < OC; i++) ((float *)dbias.data)[i] = 0.1f;
     // a 1x1 filter is one layout either way: the weight is uploaded as is and flagged like the activations
-    Tensor gA = up(&a, dt, cl), gB = up(&b, dt, cl), gw = cu_upload(&w, dt), gbias = cu_upload(&bias, dt);
-    Tensor gdy1 = up(&dy1, dt, cl), gdy2 = up(&dy2, dt, cl), gy = nan_t(4, sy, dt, cl), gda = nan_t(4, sa, dt, cl);
-    Tensor gdb = nan_t(4, sb, dt, cl), gdw = cu_upload(&dw, DTYPE_F32), gdbias = cu_upload(&dbias, DTYPE_F32);
+    Tensor gA = cu_upload_cl(&a, dt, cl), gB = cu_upload_cl(&b, dt, cl), gw = cu_upload(&w, dt);
+    Tensor gbias = cu_upload(&bias, dt);
+    Tensor gdy1 = cu_upload_cl(&dy1, dt, cl), gdy2 = cu_upload_cl(&dy2, dt, cl), gy = cu_nan(4, sy, dt, cl);
+    Tensor gda = cu_nan(4, sa, dt, cl);
+    Tensor gdb = cu_nan(4, sb, dt, cl), gdw = cu_upload(&dw, DTYPE_F32), gdbias = cu_upload(&dbias, DTYPE_F32);
     gw.channels_last = (uint8_t)cl;
     conv1x1_forward_cat(&y, &a, &b, &w, &bias);
     conv1x1_forward_cat(&gy, &gA, &gB, &gw, &gbias);
@@ -135,11 +108,11 @@ static void check_conv(const char *name, int64_t B, int64_t Ca, int64_t Cb, int6
     char what[200], tag[160];
     snprintf(tag, sizeof tag, "conv1x1 [%s] %s %s", name, layout(cl), dtype_name(dt));
     snprintf(what, sizeof what, "%s forward + bias", tag);
-    cmp(what, &gy, &y, bf ? TOL_BF16_2 : TOL_CONV_F32);
+    cu_compare_cl(what, &gy, &y, bf ? TOL_BF16_2 : TOL_CONV_F32);
     snprintf(what, sizeof what, "%s da", tag);
-    cmp(what, &gda, &da, bf ? TOL_BF16 : TOL_CONV_F32);
+    cu_compare_cl(what, &gda, &da, bf ? TOL_BF16 : TOL_CONV_F32);
     snprintf(what, sizeof what, "%s db", tag);
-    cmp(what, &gdb, &db, bf ? TOL_BF16 : TOL_CONV_F32);
+    cu_compare_cl(what, &gdb, &db, bf ? TOL_BF16 : TOL_CONV_F32);
     snprintf(what, sizeof what, "%s dw += twice", tag);
     cu_compare(what, &gdw, &dw, TOL_CONV_F32);
     snprintf(what, sizeof what, "%s dbias += twice", tag);

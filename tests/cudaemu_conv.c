@@ -37,16 +37,6 @@ static Tensor cpu4(int64_t a, int64_t b, int64_t c, int64_t d) {
 }
 static Tensor cpu1(int64_t a) { return cu_alloc(DEVICE_CPU, DTYPE_F32, 1, &a); }
 
-// A device tensor of dtype dt shaped like cpu and full of NaN (what the op must overwrite without reading).
-static Tensor gpu_nan(const Tensor *cpu, DType dt) {
-    Tensor t = cu_alloc(DEVICE_CPU, DTYPE_F32, cpu->ndim, cpu->shape);
-    float *x = (float *)t.data;
-    for (int64_t i = 0; i < tensor_numel(&t); i++) x[i] = NAN;
-    Tensor g = cu_upload(&t, dt);
-    cu_free(&t);
-    return g;
-}
-
 // The label of a case's storage: f32, bf16, or bf16 with an f32 bias.
 static const char *case_dts(const Case *c, DType dt, DType bias_dt) {
     return dt != DTYPE_BF16 ? "f32" : c->bias && bias_dt != dt ? "bf16, f32 bias" : "bf16";
@@ -89,7 +79,7 @@ static void run_case(const Case *c, DType dt, DType bias_dt) {
 
     Tensor gx = cu_upload(&x, dt), gw = cu_upload(&w, dt), gb = cu_upload(&b, bias_dt), gdy1 = cu_upload(&dy1, dt);
     Tensor gdy2 = cu_upload(&dy2, dt), gdw = cu_upload(&dw, DTYPE_F32), gdb = cu_upload(&db, DTYPE_F32);
-    Tensor gy = gpu_nan(&y, dt), gdx = gpu_nan(&dx, dt);
+    Tensor gy = cu_nan(y.ndim, y.shape, dt, 0), gdx = cu_nan(dx.ndim, dx.shape, dt, 0);
     Tensor *bias = c->bias ? &b : NULL, *gbias = c->bias ? &gb : NULL;
 
     conv2d_forward(&y, &x, &w, bias, c->stride, c->pad);
@@ -107,7 +97,7 @@ static void run_case(const Case *c, DType dt, DType bias_dt) {
     { // with a residual: put in with the bias before the convolution adds (1x1: the GEMM's C); CPU: added after
         Tensor r = cpu4(c->B, c->OC, OH, OW), yr = cpu4(c->B, c->OC, OH, OW), ya = cpu4(c->B, c->OC, OH, OW);
         cu_fill(&r, 8, 1.0f, rnd);
-        Tensor gr = cu_upload(&r, dt), gyr = gpu_nan(&yr, dt);
+        Tensor gr = cu_upload(&r, dt), gyr = cu_nan(yr.ndim, yr.shape, dt, 0);
         conv2d_forward_residual(&yr, &x, &w, bias, &r, c->stride, c->pad);
         conv2d_forward_residual(&gyr, &gx, &gw, gbias, &gr, c->stride, c->pad);
         snprintf(what, sizeof what, "%s (%s) forward + residual", c->name, dts);
@@ -143,7 +133,7 @@ static void run_nhwc_case(const Case *c, DType dt, DType bias_dt) {
     cu_fill(&db, 37, 0.1f, 0);
     Tensor gx = cu_upload(&x, dt), gw = cu_upload(&w, dt), gb = cu_upload(&b, bias_dt), gdy1 = cu_upload(&dy1, dt);
     Tensor gdy2 = cu_upload(&dy2, dt), gdw = cu_upload(&dw, DTYPE_F32), gdb = cu_upload(&db, DTYPE_F32);
-    Tensor gy = gpu_nan(&y, dt), gdx = gpu_nan(&dx, dt);
+    Tensor gy = cu_nan(y.ndim, y.shape, dt, 0), gdx = cu_nan(dx.ndim, dx.shape, dt, 0);
     Tensor *bias = c->bias ? &b : NULL, *gbias = c->bias ? &gb : NULL;
     ops_workspace_reserve(DEVICE_CUDA, conv2d_nhwc_workspace_bytes(&gx, &gw, c->stride, c->pad));
     conv2d_nhwc_forward(&y, &x, &w, bias, c->stride, c->pad);
@@ -218,7 +208,7 @@ static void check_deterministic(void) {
     Tensor gdx[2], gdw[2];
     float *hx[2], *hw[2];
     for (int r = 0; r < 2; r++) {
-        gdx[r] = gpu_nan(&x, DTYPE_F32);
+        gdx[r] = cu_nan(x.ndim, x.shape, DTYPE_F32, 0);
         gdw[r] = cu_upload(&dw, DTYPE_F32); // zeros
         conv2d_backward(&gdx[r], &gdw[r], NULL, &gdy, &gx, &gw, 1, 1);
         hx[r] = cu_download(&gdx[r]);

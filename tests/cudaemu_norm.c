@@ -30,11 +30,6 @@ static void poison_t(Tensor *t) { poison(t->data, tensor_bytes(t)); }
 static void poison_ws(size_t bytes) { poison(ops_workspace(DEVICE_CUDA, bytes), bytes); }
 
 static Tensor cpu(int ndim, const int64_t *shape) { return cu_alloc(DEVICE_CPU, DTYPE_F32, ndim, shape); }
-static Tensor gpu_like(const Tensor *c, DType dt) {
-    Tensor g = cu_alloc(DEVICE_CUDA, dt, c->ndim, c->shape);
-    poison_t(&g);
-    return g;
-}
 
 static void gn_case(const char *name, int ndim, const int64_t *shape, int groups, int act, DType dt, DType pdt,
                     float offset) {
@@ -56,8 +51,8 @@ static void gn_case(const char *name, int ndim, const int64_t *shape, int groups
     cu_fill(&dbe, 6, 1.0f, 0);
     Tensor gx = cu_upload(&x, dt), gdy = cu_upload(&dy, dt), gga = cu_upload(&ga, pdt), gbe = cu_upload(&be, pdt);
     Tensor gdga = cu_upload(&dga, DTYPE_F32), gdbe = cu_upload(&dbe, DTYPE_F32);
-    Tensor gy = gpu_like(&y, dt), gdx = gpu_like(&dx, dt), gmean = gpu_like(&mean, DTYPE_F32),
-           grstd = gpu_like(&rstd, DTYPE_F32);
+    Tensor gy = cu_nan(y.ndim, y.shape, dt, 0), gdx = cu_nan(dx.ndim, dx.shape, dt, 0);
+    Tensor gmean = cu_nan(mean.ndim, mean.shape, DTYPE_F32, 0), grstd = cu_nan(rstd.ndim, rstd.shape, DTYPE_F32, 0);
     size_t ws = groupnorm_workspace_bytes(&x, groups);
     char what[160], tag[120];
     snprintf(tag, sizeof tag, "%s%s %s%s %s", name, offset > 1.0f ? " +30" : "", dtype_name(dt),
@@ -128,8 +123,8 @@ static void ln_case(const char *name, int ndim, const int64_t *shape, DType dt, 
     cu_fill(&dbe, 16, 1.0f, 0);
     Tensor gx = cu_upload(&x, dt), gdy = cu_upload(&dy, dt), gga = cu_upload(&ga, pdt), gbe = cu_upload(&be, pdt);
     Tensor gdga = cu_upload(&dga, DTYPE_F32), gdbe = cu_upload(&dbe, DTYPE_F32);
-    Tensor gy = gpu_like(&y, dt), gdx = gpu_like(&dx, dt), gmean = gpu_like(&mean, DTYPE_F32),
-           grstd = gpu_like(&rstd, DTYPE_F32);
+    Tensor gy = cu_nan(y.ndim, y.shape, dt, 0), gdx = cu_nan(dx.ndim, dx.shape, dt, 0);
+    Tensor gmean = cu_nan(mean.ndim, mean.shape, DTYPE_F32, 0), grstd = cu_nan(rstd.ndim, rstd.shape, DTYPE_F32, 0);
     size_t ws = layernorm_workspace_bytes(&x);
     char what[160], tag[120];
     snprintf(tag, sizeof tag, "%s %s%s layernorm", name, dtype_name(dt), pdt != dt ? "/f32 params" : "");

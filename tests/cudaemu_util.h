@@ -16,6 +16,7 @@
 #include "../src/core/device_cuda.h"
 #include "../src/core/rng.h"
 #include "../src/io/safetensors.h"
+#include "../src/ops/ops.h"
 #include "testutil.h"
 
 // Skips the test (exit 77) when no GPU (real or emulated) is visible; prints the device otherwise.
@@ -89,6 +90,40 @@ static inline int cu_compare(const char *what, const Tensor *gpu, const Tensor *
     double rel = err / (mx > 0 ? mx : 1);
     free(h);
     return tu_check(rel <= tol, "%-40s max rel err %.3e (tol %.1e)", what, rel, tol);
+}
+
+// A device tensor of dt and shape full of NaN bytes (what an op must overwrite without reading), channels last when
+// cl (4-D only).
+static inline Tensor cu_nan(int ndim, const int64_t *shape, DType dt, int cl) {
+    Tensor t = cu_alloc(DEVICE_CUDA, dt, ndim, shape);
+    unsigned char *h = (unsigned char *)xmalloc(tensor_bytes(&t) ? tensor_bytes(&t) : 1);
+    memset(h, 0xff, tensor_bytes(&t));
+    device_copy(t.data, DEVICE_CUDA, h, DEVICE_CPU, tensor_bytes(&t));
+    free(h);
+    t.channels_last = (uint8_t)(cl && ndim == 4);
+    return t;
+}
+
+// cu_upload, then channels last when cl (4-D only): uploaded NCHW and cast on the GPU (the cast is checked bit for
+// bit by cudaemu_channels_last).
+static inline Tensor cu_upload_cl(const Tensor *cpu, DType dt, int cl) {
+    Tensor g = cu_upload(cpu, dt);
+    if (!cl || cpu->ndim != 4) return g;
+    Tensor t = cu_alloc(DEVICE_CUDA, dt, cpu->ndim, cpu->shape);
+    t.channels_last = 1;
+    tensor_cast(&t, &g);
+    cu_free(&g);
+    return t;
+}
+
+// cu_compare of a GPU tensor in either layout against the NCHW CPU reference (channels last: cast back on the GPU).
+static inline int cu_compare_cl(const char *what, const Tensor *gpu, const Tensor *cpu, double tol) {
+    if (!gpu->channels_last) return cu_compare(what, gpu, cpu, tol);
+    Tensor n = cu_alloc(DEVICE_CUDA, gpu->dtype, gpu->ndim, gpu->shape);
+    tensor_cast(&n, gpu);
+    int ok = cu_compare(what, &n, cpu, tol);
+    cu_free(&n);
+    return ok;
 }
 
 // Relative L2 distances, ||a - b|| / ||b||, summed over several arrays: cu_l2_add each pair of n host values into

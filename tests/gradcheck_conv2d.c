@@ -255,7 +255,8 @@ static void cat_bwd(void *p) {
 static double max_abs_diff(const Tensor *x, const float *ref, int64_t n, double *max_ref) {
     double e = 0.0;
     *max_ref = 0.0;
-    for (int64_t i = 0; i < n; i++) e = fmax(e, fabs(tensor_f32(x)[i] - ref[i])), *max_ref = fmax(*max_ref, fabs(ref[i]));
+    for (int64_t i = 0; i < n; i++)
+        e = fmax(e, fabs(tensor_f32(x)[i] - ref[i])), *max_ref = fmax(*max_ref, fabs(ref[i]));
     return e;
 }
 
@@ -299,7 +300,8 @@ static int cat_case(const char *name, int64_t B, int64_t Ca, int64_t Cb, int64_t
         double m, e = max_abs_diff(got[i], tensor_f32(ref[i]), tensor_numel(ref[i]), &m);
         f += rel_check(name, what[i], e, m, 1e-6);
     }
-    Tensor *all[] = {&c.a, &c.b, &c.da, &c.db, &c.w, &c.dw, &c.bias, &c.dbias, &c.y, &c.dy, &x, &y, &dx, &dw, &db, &dab};
+    Tensor *all[] = {&c.a, &c.b, &c.da, &c.db, &c.w, &c.dw, &c.bias, &c.dbias, &c.y, &c.dy,
+                     &x,   &y,   &dx,   &dw,   &db,  &dab};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) gc_free(all[i]->data);
     *checks += 2;
     return f;

@@ -430,8 +430,8 @@ void resnet_forward(const ResnetParams *p, ResnetActs *x, Tensor *out, const Ten
     }
 }
 
-// Three image-sized buffers a, b, c, reused as the values die; each "GroupNorm, SiLU" backward recomputes the normalised
-// value itself (groupnorm_act_backward), so only the activation's output is rebuilt here:
+// Three image-sized buffers a, b, c, reused as the values die; each "GroupNorm, SiLU" backward recomputes the
+// normalised value itself (groupnorm_act_backward), so only the activation's output is rebuilt here:
 //   a = SiLU(norm2(h1)), b = d a (conv2's input gradient) -> c = d h1;
 //   a = SiLU(norm1([in | skip])), b = d a (conv1's) -> [din | dskip]; a (and b) = d shortcut's [in | skip].
 void resnet_backward(const ResnetParams *p, ResnetParams *g, const ResnetActs *x, Tensor *din, Tensor *dskip,

@@ -440,7 +440,8 @@ void conv1x1_forward_cat(Tensor *out, const Tensor *a, const Tensor *b, const Te
         const char *w1 = (const char *)w->data + g.Ca * dtype_size(w->dtype);
         const void *bb = ops_want(bias) ? bias->data : NULL;
         if (tensor_channels_last(a)) { // pixel rows [B H W, C]: linear layers on the column slices
-            linear_forward_cuda(out->data, a->data, w->data, bb, NULL, g.B * S, (int)g.Ca, (int)g.OC, g.IC, ops_dt(out));
+            linear_forward_cuda(out->data, a->data, w->data, bb, NULL, g.B * S, (int)g.Ca, (int)g.OC, g.IC,
+                                ops_dt(out));
             linear_forward_cuda(out->data, b->data, w1, NULL, out->data, g.B * S, (int)g.Cb, (int)g.OC, g.IC,
                                 ops_dt(out));
         } else {

@@ -503,7 +503,8 @@ extern "C" void groupnorm_backward_cuda(void *din, void *din_b, float *dgamma, f
                                         int channels_last) {
     CHECK(in_b ? Ca > 0 && Ca < C : Ca == C, "", "groupnorm_backward_cuda: %lld of %lld channels in the first part",
           (long long)Ca, (long long)C);
-    CHECK(!din || !in_b || din_b, "", "groupnorm_backward_cuda: the input gradient of a concatenation wants both parts");
+    CHECK(!din || !in_b || din_b, "",
+          "groupnorm_backward_cuda: the input gradient of a concatenation wants both parts");
     int vec = gn_vec(channels_last, C, Ca, S, dt, din ? din : in, dout, in);
     if (in_b && gn_vec(channels_last, C, Ca, S, dt, in_b, din_b, din_b) == 1) vec = 1;
 #define BWD(A)                                                                                                    \
