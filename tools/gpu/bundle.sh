@@ -16,7 +16,7 @@
 #                                             libraries into OUT/lib, strip them, then check OUT
 #        tools/gpu/bundle.sh check OUT         the ldd check alone: one line per library (carried / provided /
 #                                             MISSING), exit 1 when a library is missing or not found
-# The bundle travels to the GPU machine as .gpu-bundle.tar.xz (about 20 MB; the folder is over 120 MB), which
+# The bundle travels to the GPU machine as .gpu-bundle.tar.xz (about 35 MB; the folder about 220 MB), which
 # check.sh unpacks.
 set -euo pipefail
 
