@@ -68,8 +68,10 @@ void conv2d_nhwc_backward(Tensor *din, Tensor *dw, Tensor *db, const Tensor *dou
 size_t conv2d_nhwc_workspace_bytes(const Tensor *in, const Tensor *w, int stride, int pad);
 // conv2d with a 1x1 kernel (stride 1, no padding) over a channel concatenation [a | b] read where its parts lie
 // (a [B, Ca, H, W], b [B, Cb, H, W], as groupnorm_act_forward_cat's; either layout on the GPU): out [B, OC, H, W] =
-// w[:, :Ca] a + w[:, Ca:] b + bias, two GEMMs on the weight's column slices; the backward writes da and db (both,
-// or neither) and accumulates dw [OC, Ca + Cb, 1, 1] and dbias like conv2d_backward. b NULL: conv2d on a.
+// w[:, :Ca] a + w[:, Ca:] b + bias, two GEMMs on the weight's column slices, the second added onto the first (in bf16
+// the first product is stored before the second is added: one rounding more than a single GEMM); the backward writes
+// da and db (both, or neither) and accumulates dw [OC, Ca + Cb, 1, 1] and dbias like conv2d_backward. b NULL: conv2d
+// on a.
 void conv1x1_forward_cat(Tensor *out, const Tensor *a, const Tensor *b, const Tensor *w, const Tensor *bias);
 void conv1x1_backward_cat(Tensor *da, Tensor *db, Tensor *dw, Tensor *dbias, const Tensor *dout, const Tensor *a,
                           const Tensor *b, const Tensor *w);
