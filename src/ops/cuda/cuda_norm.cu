@@ -163,9 +163,9 @@ __global__ static void gn_fwd_apply_kernel(T *y, CatPtr<const T> x, const float 
                                            int64_t S, int64_t Cg) {
     int64_t row = (int64_t)blockIdx.x * blockDim.y + threadIdx.y;
     if (row >= rows) return;
-    int64_t c = row % C, bg = row / Cg; // (b C + c) / Cg = b G + c / Cg
+    int64_t n = row / C, c = row - n * C, bg = row / Cg; // (b C + c) / Cg = b G + c / Cg
     float m = mean[bg], a = rstd[bg] * ld_param(gamma, pdt, c), b0 = ld_param(beta, pdt, c);
-    const T *xr = x.row(row / C, c, S);
+    const T *xr = x.row(n, c, S);
     T *yr = y + row * S;
     for (int64_t s = ((int64_t)blockIdx.y * blockDim.x + threadIdx.x) * VEC; s < S;
          s += (int64_t)gridDim.y * blockDim.x * VEC) {
@@ -181,11 +181,11 @@ template <class T, int ACT, int VEC>
 __global__ static void gn_bwd_reduce_kernel(float *part, const T *dy, CatPtr<const T> x, const float *mean,
                                             const float *rstd, const void *gamma, const void *beta, int pdt, int64_t C,
                                             int64_t S, int64_t Cg) {
-    int64_t row = blockIdx.x, packs = S / VEC, c = row % C, bg = row / Cg;
+    int64_t row = blockIdx.x, packs = S / VEC, n = row / C, c = row - n * C, bg = row / Cg;
     int p = blockIdx.y, P = gridDim.y;
     float m = mean[bg], r = rstd[bg], a = 0.0f, b0 = 0.0f;
     if (ACT != ACT_ID) a = r * ld_param(gamma, pdt, c), b0 = ld_param(beta, pdt, c);
-    const T *xr = x.row(row / C, c, S), *dyr = dy + row * S;
+    const T *xr = x.row(n, c, S), *dyr = dy + row * S;
     float s1 = 0.0f, s2 = 0.0f;
     for (int64_t i = packs * p / P + threadIdx.x; i < packs * (p + 1) / P; i += blockDim.x) {
         float v[VEC], d[VEC];
@@ -245,12 +245,12 @@ __global__ static void gn_bwd_apply_kernel(CatPtr<T> dx, const T *dy, CatPtr<con
                                            int pdt, int64_t rows, int64_t C, int64_t S, int64_t Cg) {
     int64_t row = (int64_t)blockIdx.x * blockDim.y + threadIdx.y;
     if (row >= rows) return;
-    int64_t c = row % C, bg = row / Cg;
+    int64_t n = row / C, c = row - n * C, bg = row / Cg;
     float m = mean[bg], r = rstd[bg], ga = ld_param(gamma, pdt, c), gr = ga * r, a = r * ga, b0 = 0.0f;
     if (ACT != ACT_ID) b0 = ld_param(beta, pdt, c);
     float c0 = coef[bg * 2], c1 = coef[bg * 2 + 1];
-    const T *xr = x.row(row / C, c, S), *dyr = dy + row * S;
-    T *dxr = dx.row(row / C, c, S);
+    const T *xr = x.row(n, c, S), *dyr = dy + row * S;
+    T *dxr = dx.row(n, c, S);
     for (int64_t s = ((int64_t)blockIdx.y * blockDim.x + threadIdx.x) * VEC; s < S;
          s += (int64_t)gridDim.y * blockDim.x * VEC) {
         float v[VEC], d[VEC];
@@ -295,13 +295,13 @@ __global__ static void gn_stats_nhwc_kernel(float *part, CatPtr<const T> x, int6
 // y = act((x - mean) rstd gamma + beta) over [B, S, C], packs of VEC channels of one pixel
 template <class T, int ACT, int VEC>
 __global__ static void gn_fwd_apply_nhwc_kernel(T *y, CatPtr<const T> x, const float *mean, const float *rstd,
-                                                const void *gamma, const void *beta, int pdt, int64_t n, int64_t SC,
+                                                const void *gamma, const void *beta, int pdt, int64_t n, int64_t S,
                                                 int64_t C, int64_t G, int64_t Cg) {
     for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; i < n;
          i += (int64_t)gridDim.x * blockDim.x * VEC) {
         float v[VEC];
-        int64_t b = i / SC, c0 = i % C;
-        ld_vec<T, VEC>(v, x.px(i / C, c0), 0);
+        int64_t px = i / C, c0 = i - px * C, b = px / S; // pixel px of all B S, sample b
+        ld_vec<T, VEC>(v, x.px(px, c0), 0);
         for (int j = 0; j < VEC; j++) {
             int64_t c = c0 + j, bg = b * G + c / Cg;
             v[j] = act_f<ACT>((v[j] - mean[bg]) * (rstd[bg] * ld_param(gamma, pdt, c)) + ld_param(beta, pdt, c));
@@ -346,13 +346,13 @@ __global__ static void gn_bwd_reduce_nhwc_kernel(float *part, const T *dy, CatPt
 template <class T, int ACT, int VEC>
 __global__ static void gn_bwd_apply_nhwc_kernel(CatPtr<T> dx, const T *dy, CatPtr<const T> x, const float *mean,
                                                 const float *rstd, const float *coef, const void *gamma,
-                                                const void *beta, int pdt, int64_t n, int64_t SC, int64_t C, int64_t G,
+                                                const void *beta, int pdt, int64_t n, int64_t S, int64_t C, int64_t G,
                                                 int64_t Cg) {
     for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; i < n;
          i += (int64_t)gridDim.x * blockDim.x * VEC) {
         float v[VEC], d[VEC];
-        int64_t b = i / SC, c0 = i % C;
-        ld_vec<T, VEC>(v, x.px(i / C, c0), 0);
+        int64_t px = i / C, c0 = i - px * C, b = px / S; // pixel px of all B S, sample b
+        ld_vec<T, VEC>(v, x.px(px, c0), 0);
         ld_vec<T, VEC>(d, dy, i);
         for (int j = 0; j < VEC; j++) {
             int64_t c = c0 + j, bg = b * G + c / Cg;
@@ -360,44 +360,11 @@ __global__ static void gn_bwd_apply_nhwc_kernel(CatPtr<T> dx, const T *dy, CatPt
             if (ACT != ACT_ID) dz *= act_df<ACT>((v[j] - m) * (r * ga) + ld_param(beta, pdt, c));
             d[j] = (dz * (ga * r) - coef[bg * 2]) - ((v[j] - m) * r) * coef[bg * 2 + 1];
         }
-        st_vec<T, VEC>(dx.px(i / C, c0), 0, d);
+        st_vec<T, VEC>(dx.px(px, c0), 0, d);
     }
 }
 
-template <class T, int ACT, int VEC>
-static void gn_forward_nhwc_t(T *y, float *mean, float *rstd, CatPtr<const T> x, const void *gamma, const void *beta,
-                              int pdt, float *ws, int64_t B, int64_t C, int64_t S, int64_t G, float eps) {
-    int64_t Cg = C / G, n = Cg * S, BG = B * G;
-    int P = norm_parts(n);
-    CUDA_LAUNCH(gn_stats_nhwc_kernel<T>, dim3((unsigned)BG, P), cu_row_threads((n + P - 1) / P), 0, cuda_stream(), ws,
-                x, S, G, Cg);
-    CUDA_LAUNCH(gn_stats_final_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), mean, rstd, ws, BG, P, eps);
-    auto apply = gn_fwd_apply_nhwc_kernel<T, ACT, VEC>;
-    CUDA_LAUNCH(apply, cuda_stride_blocks(B * S * C / VEC, NORM_THREADS), NORM_THREADS, 0, cuda_stream(), y, x, mean,
-                rstd, gamma, beta, pdt, B * S * C, S * C, C, G, Cg);
-}
-
-template <class T, int ACT, int VEC>
-static void gn_backward_nhwc_t(CatPtr<T> dx, float *dgamma, float *dbeta, const T *dy, CatPtr<const T> x,
-                               const float *mean, const float *rstd, const void *gamma, const void *beta, int pdt,
-                               float *ws, int64_t B, int64_t C, int64_t S, int64_t G) {
-    int64_t Cg = C / G, rows = B * C, BG = B * G;
-    int P = norm_parts_nhwc(S);
-    float *part = ws, *rowsum = part + rows * P * 2, *coef = rowsum + rows * 2;
-    auto reduce = gn_bwd_reduce_nhwc_kernel<T, ACT>;
-    CUDA_LAUNCH(reduce, dim3((unsigned)(B * ((C + 31) / 32)), P), 256, 0, cuda_stream(), part, dy, x, mean, rstd,
-                gamma, beta, pdt, S, C, G, Cg);
-    CUDA_LAUNCH(gn_bwd_channel_kernel, cuda_blocks(C, 128), 128, 0, cuda_stream(), rowsum, dgamma, dbeta, part, B, C,
-                P);
-    if (!dx.a) return;
-    CUDA_LAUNCH(gn_bwd_group_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), coef, rowsum, rstd, gamma, pdt, BG,
-                G, Cg, 1.0f / (float)(Cg * S));
-    auto apply = gn_bwd_apply_nhwc_kernel<T, ACT, VEC>;
-    CUDA_LAUNCH(apply, cuda_stride_blocks(B * S * C / VEC, NORM_THREADS), NORM_THREADS, 0, cuda_stream(), dx, dy, x,
-                mean, rstd, coef, gamma, beta, pdt, B * S * C, S * C, C, G, Cg);
-}
-
-// block and grid of the row-wise apply kernels: tx threads along S (packs of VEC), ty = 256 / tx rows per block
+// block and grid of the row-wise (NCHW) apply kernels: tx threads along S (packs of VEC), ty = 256 / tx rows a block
 static void rows_layout(int64_t rows, int64_t S, int vec, dim3 *grid, dim3 *block) {
     int64_t packs = S / vec;
     int tx = cu_row_threads(packs), ty = NORM_THREADS / tx;
@@ -406,63 +373,72 @@ static void rows_layout(int64_t rows, int64_t S, int vec, dim3 *grid, dim3 *bloc
     *grid = dim3(cuda_blocks(rows, ty), (unsigned)(gy < 65535 ? gy : 65535));
 }
 
-template <class T, int ACT, int VEC>
-static void gn_forward_t(T *y, float *mean, float *rstd, CatPtr<const T> x, const void *gamma, const void *beta,
-                         int pdt, float *ws, int64_t B, int64_t C, int64_t S, int64_t G, float eps) {
-    int64_t Cg = C / G, n = Cg * S, BG = B * G;
-    int P = norm_parts(n);
-    auto stats = gn_stats_kernel<T, VEC>;
-    CUDA_LAUNCH(stats, dim3((unsigned)BG, P), cu_row_threads((n / VEC + P - 1) / P), 0, cuda_stream(), ws, x, S, G,
-                Cg);
-    CUDA_LAUNCH(gn_stats_final_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), mean, rstd, ws, BG, P, eps);
-    dim3 grid, block;
-    rows_layout(B * C, S, VEC, &grid, &block);
-    auto apply = gn_fwd_apply_kernel<T, ACT, VEC>;
-    CUDA_LAUNCH(apply, grid, block, 0, cuda_stream(), y, x, mean, rstd, gamma, beta, pdt, B * C, C, S, Cg);
-}
-
-template <class T, int ACT, int VEC>
-static void gn_backward_t(CatPtr<T> dx, float *dgamma, float *dbeta, const T *dy, CatPtr<const T> x,
-                          const float *mean, const float *rstd, const void *gamma, const void *beta, int pdt,
-                          float *ws, int64_t B, int64_t C, int64_t S, int64_t G) {
-    int64_t Cg = C / G, rows = B * C, BG = B * G;
-    int P = norm_parts(S);
-    float *part = ws, *rowsum = part + rows * P * 2, *coef = rowsum + rows * 2;
-    auto reduce = gn_bwd_reduce_kernel<T, ACT, VEC>;
-    CUDA_LAUNCH(reduce, dim3((unsigned)rows, P), cu_row_threads((S / VEC + P - 1) / P), 0, cuda_stream(), part, dy,
-                x, mean, rstd, gamma, beta, pdt, C, S, Cg);
-    CUDA_LAUNCH(gn_bwd_channel_kernel, cuda_blocks(C, 128), 128, 0, cuda_stream(), rowsum, dgamma, dbeta, part, B, C,
-                P);
-    if (!dx.a) return;
-    CUDA_LAUNCH(gn_bwd_group_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), coef, rowsum, rstd, gamma, pdt, BG,
-                G, Cg, 1.0f / (float)(Cg * S));
-    dim3 grid, block;
-    rows_layout(rows, S, VEC, &grid, &block);
-    auto apply = gn_bwd_apply_kernel<T, ACT, VEC>;
-    CUDA_LAUNCH(apply, grid, block, 0, cuda_stream(), dx, dy, x, mean, rstd, coef, gamma, beta, pdt, rows, C, S, Cg);
-}
-
-// The layout's forward and backward (channels_last: the [B, S, C] kernels, packs over channels; else [B, C, S], packs
-// over the pixels of a row), on the input [in | in_b] (in_b NULL: in alone, Ca = C) and its gradient [din | din_b]
+// The forward and the backward on the input [x | xb] (xb NULL: x alone, Ca = C) and its gradient [dx | dxb], in
+// either layout: channels last (nhwc), the [B, S, C] kernels with packs over channels; else [B, C, S], packs over the
+// pixels of a row. The statistics' final merge, and the backward's channel and group passes, are the same for both.
 template <class T, int ACT, int VEC>
 static void gn_forward_any(int nhwc, void *y, float *mean, float *rstd, const void *x, const void *xb, int64_t Ca,
                            const void *gamma, const void *beta, int pdt, void *ws, int64_t B, int64_t C, int64_t S,
                            int64_t G, float eps) {
     CatPtr<const T> in = {(const T *)x, (const T *)xb, Ca, C};
-    if (nhwc) gn_forward_nhwc_t<T, ACT, VEC>((T *)y, mean, rstd, in, gamma, beta, pdt, (float *)ws, B, C, S, G, eps);
-    else gn_forward_t<T, ACT, VEC>((T *)y, mean, rstd, in, gamma, beta, pdt, (float *)ws, B, C, S, G, eps);
+    int64_t Cg = C / G, n = Cg * S, BG = B * G;
+    int P = norm_parts(n);
+    if (nhwc) {
+        CUDA_LAUNCH(gn_stats_nhwc_kernel<T>, dim3((unsigned)BG, P), cu_row_threads((n + P - 1) / P), 0, cuda_stream(),
+                    (float *)ws, in, S, G, Cg);
+    } else {
+        auto stats = gn_stats_kernel<T, VEC>;
+        CUDA_LAUNCH(stats, dim3((unsigned)BG, P), cu_row_threads((n / VEC + P - 1) / P), 0, cuda_stream(), (float *)ws,
+                    in, S, G, Cg);
+    }
+    CUDA_LAUNCH(gn_stats_final_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), mean, rstd, (float *)ws, BG, P,
+                eps);
+    if (nhwc) {
+        auto apply = gn_fwd_apply_nhwc_kernel<T, ACT, VEC>;
+        CUDA_LAUNCH(apply, cuda_stride_blocks(B * S * C / VEC, NORM_THREADS), NORM_THREADS, 0, cuda_stream(), (T *)y,
+                    in, mean, rstd, gamma, beta, pdt, B * S * C, S, C, G, Cg);
+    } else {
+        dim3 grid, block;
+        rows_layout(B * C, S, VEC, &grid, &block);
+        auto apply = gn_fwd_apply_kernel<T, ACT, VEC>;
+        CUDA_LAUNCH(apply, grid, block, 0, cuda_stream(), (T *)y, in, mean, rstd, gamma, beta, pdt, B * C, C, S, Cg);
+    }
 }
+
 template <class T, int ACT, int VEC>
 static void gn_backward_any(int nhwc, void *dx, void *dxb, float *dgamma, float *dbeta, const void *dy, const void *x,
                             const void *xb, int64_t Ca, const float *mean, const float *rstd, const void *gamma,
                             const void *beta, int pdt, void *ws, int64_t B, int64_t C, int64_t S, int64_t G) {
     CatPtr<const T> in = {(const T *)x, (const T *)xb, Ca, C};
     CatPtr<T> din = {(T *)dx, (T *)dxb, Ca, C};
-    if (nhwc)
-        gn_backward_nhwc_t<T, ACT, VEC>(din, dgamma, dbeta, (const T *)dy, in, mean, rstd, gamma, beta, pdt,
-                                        (float *)ws, B, C, S, G);
-    else gn_backward_t<T, ACT, VEC>(din, dgamma, dbeta, (const T *)dy, in, mean, rstd, gamma, beta, pdt, (float *)ws, B,
-                                    C, S, G);
+    int64_t Cg = C / G, rows = B * C, BG = B * G;
+    int P = nhwc ? norm_parts_nhwc(S) : norm_parts(S);
+    float *part = (float *)ws, *rowsum = part + rows * P * 2, *coef = rowsum + rows * 2;
+    if (nhwc) {
+        auto reduce = gn_bwd_reduce_nhwc_kernel<T, ACT>;
+        CUDA_LAUNCH(reduce, dim3((unsigned)(B * ((C + 31) / 32)), P), 256, 0, cuda_stream(), part, (const T *)dy, in,
+                    mean, rstd, gamma, beta, pdt, S, C, G, Cg);
+    } else {
+        auto reduce = gn_bwd_reduce_kernel<T, ACT, VEC>;
+        CUDA_LAUNCH(reduce, dim3((unsigned)rows, P), cu_row_threads((S / VEC + P - 1) / P), 0, cuda_stream(), part,
+                    (const T *)dy, in, mean, rstd, gamma, beta, pdt, C, S, Cg);
+    }
+    CUDA_LAUNCH(gn_bwd_channel_kernel, cuda_blocks(C, 128), 128, 0, cuda_stream(), rowsum, dgamma, dbeta, part, B, C,
+                P);
+    if (!dx) return;
+    CUDA_LAUNCH(gn_bwd_group_kernel, cuda_blocks(BG, 128), 128, 0, cuda_stream(), coef, rowsum, rstd, gamma, pdt, BG,
+                G, Cg, 1.0f / (float)(Cg * S));
+    if (nhwc) {
+        auto apply = gn_bwd_apply_nhwc_kernel<T, ACT, VEC>;
+        CUDA_LAUNCH(apply, cuda_stride_blocks(B * S * C / VEC, NORM_THREADS), NORM_THREADS, 0, cuda_stream(), din,
+                    (const T *)dy, in, mean, rstd, coef, gamma, beta, pdt, B * S * C, S, C, G, Cg);
+    } else {
+        dim3 grid, block;
+        rows_layout(rows, S, VEC, &grid, &block);
+        auto apply = gn_bwd_apply_kernel<T, ACT, VEC>;
+        CUDA_LAUNCH(apply, grid, block, 0, cuda_stream(), din, (const T *)dy, in, mean, rstd, coef, gamma, beta, pdt,
+                    rows, C, S, Cg);
+    }
 }
 
 // Packs of 4 when every row (of S pixels; channels last: of C channels, and of each part's channels) starts aligned

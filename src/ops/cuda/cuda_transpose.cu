@@ -41,14 +41,10 @@ static dim3 transpose_grid(int64_t B, int64_t R, int64_t K) {
 extern "C" void transpose_batched_cuda(void *dst, const void *src, const void *res, int64_t B, int64_t R, int64_t K,
                                        int dt) {
     dim3 grid = transpose_grid(B, R, K), block(TT, TROWS);
-    if (dt == DTYPE_BF16) {
-        auto k = transpose_kernel<__nv_bfloat16, __nv_bfloat16>;
-        CUDA_LAUNCH(k, grid, block, 0, cuda_stream(), (__nv_bfloat16 *)dst, (const __nv_bfloat16 *)src,
-                    (const __nv_bfloat16 *)res, R, K);
-    } else {
-        auto k = transpose_kernel<float, float>;
-        CUDA_LAUNCH(k, grid, block, 0, cuda_stream(), (float *)dst, (const float *)src, (const float *)res, R, K);
-    }
+    CUDA_DT_DISPATCH(dt, T, {
+        auto k = transpose_kernel<T, T>;
+        CUDA_LAUNCH(k, grid, block, 0, cuda_stream(), (T *)dst, (const T *)src, (const T *)res, R, K);
+    });
 }
 
 extern "C" void transpose_cast_cuda(void *dst, int dt_dst, const void *src, int dt_src, int64_t B, int64_t R,
