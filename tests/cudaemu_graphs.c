@@ -315,7 +315,7 @@ int main(void) {
         Model m;
         model_load(&m, "data/models/tiny", 3);
         setup_model_to_device(&m, NULL, DEVICE_CUDA);
-        model_set_precision(&m, NULL, 0, bf ? DTYPE_BF16 : DTYPE_F32);
+        model_set_precision(&m, NULL, 0, bf ? DTYPE_BF16 : DTYPE_F32, 0);
         test_rollout(&m, bf ? DTYPE_BF16 : DTYPE_F32);
         if (!bf) test_iteration(&m, 0, 0), test_iteration(&m, 1, 1);
         model_free(&m);

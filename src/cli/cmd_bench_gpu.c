@@ -301,7 +301,7 @@ static IterFigures bench_iteration(const Ctx *x, const char *model, int N, int B
         setup_model_to_device(&m, l, d);
         if (ts.kind == TRAINABLE_FULL) arena_to_device(&ts.grad_mem, d);
         ts.p = ts.params->base, ts.g = ts.grads->base;
-        model_set_precision(&m, l, ts.kind == TRAINABLE_FULL, x->dt);
+        model_set_precision(&m, l, ts.kind == TRAINABLE_FULL, x->dt, 0);
     }
     Engine e;
     engine_init(&e, model_compute_unet(&m), &ts.slots, model_compute_vae(&m), &m.sched, &rewards.set,

@@ -223,7 +223,7 @@ int cmd_eval(int argc, char **argv) {
     UNet no_grads;
     if (a.lora) setup_lora_from_file(&lora, &no_grads, &m, a.lora);
     setup_model_to_device(&m, a.lora ? &lora : NULL, d);
-    model_set_precision(&m, a.lora ? &lora : NULL, 0, dt); // bf16: the compute copies
+    model_set_precision(&m, a.lora ? &lora : NULL, 0, dt, 0); // bf16: the compute copies
     int K = a.n_rewards;
     Engine e;
     engine_init(&e, model_compute_unet(&m), NULL, model_compute_vae(&m), &m.sched, &rewards.set, (float)a.guidance,

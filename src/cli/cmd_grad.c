@@ -105,7 +105,7 @@ int cmd_grad(int argc, char **argv) {
     setup_rewards(&rewards, c.reward.n_names, c.reward.names, rw_weights, c.reward.colour, &models);
     Device d = setup_device(c.train.device, &rewards.set, "train.device");
     DType precision = setup_precision(c.train.precision, d, "train.precision", "train.device");
-    setup_channels_last(c.train.channels_last, d, "train.channels_last", "train.device");
+    int channels_last = setup_channels_last(c.train.channels_last, d, "train.channels_last", "train.device");
     Model m;
     model_load(&m, c.model.path, c.sampler.steps);
     int n_prompts, h, w, H = c.sampler.height, W = c.sampler.width, B = c.train.batch, N = c.sampler.steps;
@@ -117,7 +117,8 @@ int cmd_grad(int argc, char **argv) {
         setup_model_to_device(&m, ts.kind == TRAINABLE_LORA ? &ts.lora : NULL, d);
         if (ts.kind == TRAINABLE_FULL) arena_to_device(&ts.grad_mem, d);
         ts.p = ts.params->base, ts.g = ts.grads->base;
-        model_set_precision(&m, ts.kind == TRAINABLE_LORA ? &ts.lora : NULL, ts.kind == TRAINABLE_FULL, precision);
+        model_set_precision(&m, ts.kind == TRAINABLE_LORA ? &ts.lora : NULL, ts.kind == TRAINABLE_FULL, precision,
+                            channels_last);
     }
     float guidance = c.method.cfg ? (float)c.sampler.guidance : 1.0f;
     Engine e;

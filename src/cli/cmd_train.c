@@ -144,7 +144,7 @@ int cmd_sample(int argc, char **argv) {
     UNet no_grads;
     if (lora) setup_lora_from_file(&l, &no_grads, &m, lora); // rank and targets from the file
     setup_model_to_device(&m, lora ? &l : NULL, d);
-    model_set_precision(&m, lora ? &l : NULL, 0, dt); // bf16: the compute copies
+    model_set_precision(&m, lora ? &l : NULL, 0, dt, 0); // bf16: the compute copies
     Engine e;
     RewardSet none = {.items = NULL, .n = 0};
     engine_init(&e, model_compute_unet(&m), NULL, model_compute_vae(&m), &m.sched, &none, guidance, eta, B, h, w, 77);

@@ -29,6 +29,10 @@ typedef struct {
 
 // 1 if t is a 4-D tensor stored channels last (Tensor.channels_last; GPU only).
 static inline int tensor_channels_last(const Tensor *t) { return t != NULL && t->ndim == 4 && t->channels_last; }
+// 1 if a and b store their elements alike: one dtype and one memory layout (a plain copy moves one to the other).
+static inline int tensor_same_storage(const Tensor *a, const Tensor *b) {
+    return a->dtype == b->dtype && tensor_channels_last(a) == tensor_channels_last(b);
+}
 
 size_t dtype_size(DType t);
 const char *dtype_name(DType t);

@@ -41,6 +41,18 @@ void plan_tensor_f32(Arena *a, Tensor *slot, const char *prefix, const char *nam
     arena_add(a, slot, plan_prefix(full, sizeof full, prefix, "%s", name), DTYPE_F32, ndim, shape);
 }
 
+PlanStorage plan_storage_set(Arena *a, const Tensor *w) {
+    PlanStorage before = {a->float_dtype, a->channels_last};
+    arena_set_float_dtype(a, w->dtype);
+    arena_set_channels_last(a, w->channels_last);
+    return before;
+}
+
+void plan_storage_restore(Arena *a, PlanStorage before) {
+    arena_set_float_dtype(a, before.dtype);
+    arena_set_channels_last(a, before.channels_last);
+}
+
 static void plan_weight_bias(Arena *a, Tensor *w, Tensor *b, const char *prefix, const char *name, int ndim,
                              const int64_t *shape) {
     char n[256];

@@ -29,6 +29,14 @@ void plan_tensor_f32(Arena *a, Tensor *slot, const char *prefix, const char *nam
     plan_tensor((a), (slot), (prefix), (name), PLAN_NDIM(__VA_ARGS__), (int64_t[]){__VA_ARGS__})
 #define PLAN_F32(a, slot, prefix, name, ...) \
     plan_tensor_f32((a), (slot), (prefix), (name), PLAN_NDIM(__VA_ARGS__), (int64_t[]){__VA_ARGS__})
+// A model plans its activations in its weights' storage (dtype and memory layout): plan_storage_set switches a to
+// w's and returns a's setting before, which plan_storage_restore puts back.
+typedef struct {
+    DType dtype;
+    uint8_t channels_last;
+} PlanStorage;
+PlanStorage plan_storage_set(Arena *a, const Tensor *w);
+void plan_storage_restore(Arena *a, PlanStorage before);
 // buf = "prefix." followed by the formatted part (just the part when prefix is empty); returns buf.
 const char *plan_prefix(char *buf, size_t n, const char *prefix, const char *fmt, ...) DT_PRINTF(4, 5);
 

@@ -167,10 +167,7 @@ static void plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t
     x->B = B, x->H = H, x->W = W, x->T = T;
     for (int u = 0; flags && u < UNET_MAX_UNITS; u++) x->recompute[u] = flags[u];
     PlanSizes sz = {0, 0};
-    DType saved = a->float_dtype;
-    int saved_cl = a->channels_last;
-    arena_set_float_dtype(a, net->conv_in.weight.dtype); // activations in the weights' dtype and memory layout
-    arena_set_channels_last(a, net->conv_in.weight.channels_last);
+    PlanStorage before = plan_storage_set(a, &net->conv_in.weight); // activations stored as the weights
     PLAN(a, &x->x, "", "input.x", B, c->in_channels, H, W);
     if (a->float_dtype != DTYPE_F32 || a->channels_last) PLAN(a, &x->out, "", "output", B, c->out_channels, H, W);
     PLAN(a, &x->ctx, "", "input.context", B, T, c->cross_dim);
@@ -223,8 +220,7 @@ static void plan_acts(Arena *a, UNetActs *x, const UNet *net, int64_t B, int64_t
     }
     size_t region = recompute_region_bytes(x->unit_plan, UNET_MAX_UNITS); // the flagged units take turns in it
     if (region) arena_add(a, &x->region, "recompute", DTYPE_F32, 1, (int64_t[]){(int64_t)(region / sizeof(float))});
-    a->float_dtype = saved;
-    a->channels_last = saved_cl;
+    plan_storage_restore(a, before);
 }
 
 int unet_units(const UNetConfig *c) {
@@ -545,7 +541,7 @@ void unet_backward(const UNet *net, UNet *g, UNetActs *x, const Tensor *deps, Te
     CHECK(k == 0, "", "UNet backward: skip %d reached conv_in", k);
     Tensor dout = view_like(f.cur, &x->conv_in_out);
     tensor_axpy(&dout, 1.0f, &x->dskip[0]);
-    int conv = dx && dx->data && (dx->dtype != x->x.dtype || dx->channels_last != x->x.channels_last);
+    int conv = dx && dx->data && !tensor_same_storage(dx, &x->x);
     Tensor dxa = conv ? view_like(f.other, &x->x) : (Tensor){0};
     conv2d_backward(dxa.data ? &dxa : dx, GRAD(g, conv_in.weight), GRAD(g, conv_in.bias), &dout, &x->x,
                     &net->conv_in.weight, 1, 1);

@@ -185,10 +185,7 @@ static void plan_decode(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, int
     int L = c->levels;
     int64_t f = (int64_t)1 << (L - 1);
     char p[256];
-    DType saved = a->float_dtype;
-    int saved_cl = a->channels_last;
-    arena_set_float_dtype(a, v->dec_conv_in.weight.dtype); // activations in the weights' dtype and memory layout
-    arena_set_channels_last(a, v->dec_conv_in.weight.channels_last);
+    PlanStorage before = plan_storage_set(a, &v->dec_conv_in.weight); // activations stored as the weights
     PLAN(a, &x->z, "", "decoder.input", B, c->latent_channels, h, w);
     if (a->float_dtype != DTYPE_F32 || a->channels_last)
         PLAN(a, &x->out, "", "decoder.output", B, c->out_channels, f * h, f * w);
@@ -213,8 +210,7 @@ static void plan_decode(Arena *a, VAEDecodeActs *x, const VAE *v, int64_t B, int
     for (int u = 0; u < VAE_MAX_UNITS; u++) x->n_recompute += x->unit_plan[u] != NULL;
     size_t region = recompute_region_bytes(x->unit_plan, VAE_MAX_UNITS);
     if (region) arena_add(a, &x->region, "vae.recompute", DTYPE_F32, 1, (int64_t[]){(int64_t)(region / sizeof(float))});
-    a->float_dtype = saved;
-    a->channels_last = saved_cl;
+    plan_storage_restore(a, before);
 }
 
 void vae_decode_acts_free(VAEDecodeActs *x) {
@@ -436,8 +432,7 @@ void vae_decode_backward(const VAE *v, VAE *g, VAEDecodeActs *x, const Tensor *d
     if (c->post_quant_conv) {
         dout = view_like(f.cur, &x->pq_out);
         // bf16 activations: the latents' gradient in their dtype first (the other flow buffer is free now)
-        int conv = dlatents && dlatents->data &&
-                   (dlatents->dtype != x->z.dtype || dlatents->channels_last != x->z.channels_last);
+        int conv = dlatents && dlatents->data && !tensor_same_storage(dlatents, &x->z);
         Tensor dza = conv ? view_like(f.other, &x->z) : (Tensor){0};
         conv2d_backward(dza.data ? &dza : dlatents, GRAD(g, post_quant_conv.weight), GRAD(g, post_quant_conv.bias),
                         &dout, &x->z, &v->post_quant_conv.weight, 1, 0);

@@ -31,24 +31,21 @@ void model_to_device(Model *m, Device d) {
     arena_to_device(&m->vae_params, d);
 }
 
-static int g_channels_last;
-void model_set_channels_last(int on) { g_channels_last = on != 0; }
-
-void model_set_precision(Model *m, Lora *l, int unet_trained, DType dt) {
+void model_set_precision(Model *m, Lora *l, int unet_trained, DType dt, int channels_last) {
     CHECK(!m->has_compute, "", "compute copies made twice");
-    if (dt == DTYPE_F32 && !g_channels_last) return; // the fp32 masters compute
+    if (dt == DTYPE_F32 && !channels_last) return; // the fp32 masters compute
     Device d = m->unet_params.device;
     CHECK(d != DEVICE_CPU && m->vae_params.device == d, "move the model to the GPU first",
           "%s compute copies of weights on the %s", dtype_name(dt), device_name(d));
     arena_init(&m->unet_c_params, "unet-compute", d);
     arena_set_float_dtype(&m->unet_c_params, dt);
-    arena_set_channels_last(&m->unet_c_params, g_channels_last);
+    arena_set_channels_last(&m->unet_c_params, channels_last);
     unet_plan_params(&m->unet_c_params, &m->unet_c, &m->unet.cfg);
     arena_alloc(&m->unet_c_params);
     arena_cast(&m->unet_c_params, &m->unet_params);
     arena_init(&m->vae_c_params, "vae-compute", d);
     arena_set_float_dtype(&m->vae_c_params, dt);
-    arena_set_channels_last(&m->vae_c_params, g_channels_last);
+    arena_set_channels_last(&m->vae_c_params, channels_last);
     vae_plan_params(&m->vae_c_params, &m->vae_c, &m->vae.cfg, m->vae.parts);
     arena_alloc(&m->vae_c_params);
     arena_cast(&m->vae_c_params, &m->vae_params);

@@ -41,12 +41,10 @@ void model_to_device(Model *m, Device d);
 // Makes the dt (bf16) compute copies of the UNet and VAE weights on the device of the fp32 ones (already moved
 // there), and, when l != NULL, the adapters' bf16 copies bound into the compute UNet. Frozen fp32 weights go back
 // to the host (the VAE, and the UNet unless unet_trained: full fine-tuning), where only a final merge reads them.
-// Nothing for dt = f32, unless the copies are channels last (model_set_channels_last): then fp32 copies.
-void model_set_precision(Model *m, Lora *l, int unet_trained, DType dt);
-// train.channels_last: compute copies made from now on are channels last (GPU), and so are the UNet's and the
-// decoder's activations planned on them (the filters transposed in the copies; the fp32 masters, their gradients
-// and everything outside the two models stay NCHW).
-void model_set_channels_last(int on);
+// Nothing for dt = f32, unless channels_last (train.channels_last, GPU): then the copies (fp32 ones for dt = f32) are
+// channels last, and so are the UNet's and the decoder's activations planned on them (the filters transposed in the
+// copies; the fp32 masters, their gradients and everything outside the two models stay NCHW).
+void model_set_precision(Model *m, Lora *l, int unet_trained, DType dt, int channels_last);
 // Refreshes the compute copies of what changes (the adapters of l, and every UNet weight when the UNet is trained)
 // from the fp32 masters after an update or a load; nothing without compute copies.
 void model_sync_compute(Model *m, Lora *l);

@@ -142,9 +142,9 @@ DType setup_precision(TrainPrecision p, Device d, const char *key, const char *d
     return DTYPE_BF16;
 }
 
-void setup_channels_last(int on, Device d, const char *key, const char *device_key) {
+int setup_channels_last(int on, Device d, const char *key, const char *device_key) {
     USER_CHECK(!on || d != DEVICE_CPU, "%s = true is for the GPU, but this run is on the CPU (%s)", key, device_key);
-    model_set_channels_last(on);
+    return on != 0;
 }
 
 TrainPrecision setup_precision_parse(const char *name, const char *option) {

@@ -70,8 +70,8 @@ Device setup_device(TrainDevice choice, const RewardSet *rewards, const char *ke
 DType setup_precision(TrainPrecision p, Device d, const char *key, const char *device_key);
 // A command-line option's "fp32" or "bf16" as a TrainPrecision; a user error naming the option otherwise.
 TrainPrecision setup_precision_parse(const char *name, const char *option);
-// train.channels_last (key) for the compute copies model_set_precision makes: a user error on the CPU.
-void setup_channels_last(int on, Device d, const char *key, const char *device_key);
+// train.channels_last (key), checked for device d (a user error on the CPU): what model_set_precision takes.
+int setup_channels_last(int on, Device d, const char *key, const char *device_key);
 // A command-line option's "auto", "cpu" or "cuda" as a TrainDevice; a user error naming the option otherwise.
 TrainDevice setup_device_parse(const char *name, const char *option);
 // Moves a loaded model (and the LoRA adapters attached to it, when l != NULL) to device d.

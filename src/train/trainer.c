@@ -89,7 +89,7 @@ static void trainer_setup(Trainer *t, const Config *c) {
         attention_set_deterministic(c->train.deterministic);
         attention_set_cudnn(c->train.cudnn_attention);
     }
-    setup_channels_last(c->train.channels_last, d, "train.channels_last", "train.device");
+    int channels_last = setup_channels_last(c->train.channels_last, d, "train.channels_last", "train.device");
     model_load(&t->model, c->model.path, c->sampler.steps);
     t->prompts = prompts_read(c->data.prompts, &t->n_prompts);
     t->H = c->sampler.height, t->W = c->sampler.width;
@@ -108,7 +108,7 @@ static void trainer_setup(Trainer *t, const Config *c) {
         t->hm = xcalloc(1, mbytes), t->hv = xcalloc(1, mbytes);
         t->dsumsq = device_alloc(d, sizeof(double));
         ops_workspace_reserve(d, grad_sumsq_device_workspace_bytes(moments));
-        model_set_precision(&t->model, lora_of(t), sharded(t), precision); // bf16: the compute copies
+        model_set_precision(&t->model, lora_of(t), sharded(t), precision, channels_last); // the compute copies
     }
     t->m = device_alloc(d, mbytes), t->v = device_alloc(d, mbytes); // zero-filled
     if (d == DEVICE_CPU) t->hp = t->ts.p, t->hm = t->m, t->hv = t->v;
